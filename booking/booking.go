@@ -1,0 +1,160 @@
+package booking
+
+import (
+	"context"
+	"net/http"
+	"net/mail"
+	"strings"
+	"time"
+
+	"github.com/holdfast/holdfast/internal/httpapi"
+	"github.com/holdfast/holdfast/internal/money"
+)
+
+// Errors the booking services return. Each is an *httpapi.Error, so the
+// handlers answer it as the contract says.
+var (
+	ErrEventNotFound = &httpapi.Error{Code: httpapi.CodeNotFound, Message: "no such event"}
+	// ErrSoldOut is a 400 on /book/*, as in the seed.
+	ErrSoldOut = &httpapi.Error{Code: httpapi.CodeSoldOut, Message: "not enough tickets available", Status: http.StatusBadRequest}
+	// ErrBusy: the event's lock was not had within the lock wait.
+	ErrBusy = &httpapi.Error{Code: httpapi.CodeBusy, Message: "the event is busy, please try again", RetryAfter: time.Second}
+	// ErrUnavailable: PostgreSQL cannot be reached, or a deadlock or
+	// serialization failure persisted after retries.
+	ErrUnavailable = &httpapi.Error{Code: httpapi.CodeUnavailable, Message: "the service is unavailable, please try again", RetryAfter: time.Second}
+)
+
+// Event is a thing with a limited stock of tickets.
+type Event struct {
+	ID               int64       `json:"id"`
+	Name             string      `json:"name"`
+	Description      string      `json:"description"`
+	EventDate        time.Time   `json:"event_date"`
+	TotalTickets     int         `json:"total_tickets"`
+	AvailableTickets int         `json:"available_tickets"`
+	TicketPrice      money.Cents `json:"ticket_price"`
+}
+
+// Booking is the answer to /book/*: tickets confirmed at once.
+type Booking struct {
+	BookingID        int64       `json:"booking_id"`
+	EventID          int64       `json:"event_id"`
+	UserEmail        string      `json:"user_email"`
+	Quantity         int         `json:"quantity"`
+	TotalAmount      money.Cents `json:"total_amount"`
+	RemainingTickets int         `json:"remaining_tickets"`
+	Message          string      `json:"message"`
+}
+
+// Order is a validated request for tickets.
+type Order struct {
+	EventID  int64  `json:"event_id"`
+	Email    string `json:"user_email"`
+	Quantity int    `json:"quantity"`
+}
+
+// Request is the JSON body of /book/* and POST /holds, as sent. Its fields
+// are loose on purpose so that every mistake gets a precise message from
+// Order instead of a generic decoding error.
+type Request struct {
+	EventID   httpapi.Int `json:"event_id"`
+	UserEmail *string     `json:"user_email"`
+	Quantity  httpapi.Int `json:"quantity"`
+}
+
+// MaxEmailLength is the longest address accepted (RFC 5321's path limit).
+const MaxEmailLength = 254
+
+// Order validates r, allowing at most maxQuantity tickets.
+func (r Request) Order(maxQuantity int) (Order, error) {
+	switch {
+	case !r.EventID.Set:
+		return Order{}, httpapi.Invalid("event_id is required")
+	case r.EventID.N <= 0:
+		return Order{}, httpapi.Invalid("event_id must be a positive integer")
+	case r.UserEmail == nil:
+		return Order{}, httpapi.Invalid("user_email is required")
+	case !r.Quantity.Set:
+		return Order{}, httpapi.Invalid("quantity is required")
+	case r.Quantity.N < 1 || r.Quantity.N > int64(maxQuantity):
+		return Order{}, httpapi.Invalid("quantity must be between 1 and %d", maxQuantity)
+	}
+	if err := ValidEmail(*r.UserEmail); err != nil {
+		return Order{}, err
+	}
+	return Order{EventID: r.EventID.N, Email: *r.UserEmail, Quantity: int(r.Quantity.N)}, nil
+}
+
+// ValidEmail accepts a bare address ("a@example.com") of at most
+// MaxEmailLength characters: no display name, no angle brackets, no comments.
+func ValidEmail(s string) error {
+	if s == "" {
+		return httpapi.Invalid("user_email is required")
+	}
+	if len(s) > MaxEmailLength {
+		return httpapi.Invalid("user_email is longer than %d characters", MaxEmailLength)
+	}
+	addr, err := mail.ParseAddress(s)
+	if err != nil || addr.Name != "" || addr.Address != s || strings.ContainsAny(s, " \t\r\n<>()\"") {
+		return httpapi.Invalid("user_email must be a bare email address such as a@example.com")
+	}
+	local, domain, _ := strings.Cut(s, "@")
+	if local == "" || domain == "" || strings.HasPrefix(domain, ".") || strings.HasSuffix(domain, ".") {
+		return httpapi.Invalid("user_email must be a bare email address such as a@example.com")
+	}
+	return nil
+}
+
+// Store is what the booking services need from storage.
+type Store interface {
+	// Events returns up to limit events with id > after, in id order.
+	Events(ctx context.Context, after int64, limit int) ([]Event, error)
+	Event(ctx context.Context, id int64) (Event, error)
+	// BookUnsafe is the seed's check-then-insert without a lock, with work
+	// slept between the check and the insert.
+	BookUnsafe(ctx context.Context, o Order, work time.Duration) (Booking, error)
+	// BookLocked locks the event row, sleeps work, checks and inserts a
+	// confirmed booking, in one transaction.
+	BookLocked(ctx context.Context, o Order, work time.Duration) (Booking, error)
+}
+
+// Locker hands out the per-event lock that keeps buyers of one event from
+// piling onto its row. Lock returns ErrBusy when the lock was not had within
+// its wait; when the lock service itself is down it returns a no-op unlock
+// and no error, since the row lock alone keeps sales correct.
+type Locker interface {
+	Lock(ctx context.Context, eventID int64) (unlock func(), err error)
+}
+
+// Service books tickets.
+type Service struct {
+	Store Store
+	Locks Locker
+	// Work is the seed's artificial processing delay (--simulate-work).
+	Work time.Duration
+}
+
+// BookUnsafe books without any lock; it can oversell.
+func (s *Service) BookUnsafe(ctx context.Context, o Order) (Booking, error) {
+	b, err := s.Store.BookUnsafe(ctx, o, s.Work)
+	if err != nil {
+		return Booking{}, err
+	}
+	b.Message = "Booking confirmed (UNSAFE VERSION - may have race conditions)"
+	return b, nil
+}
+
+// BookSafe books under the event's lock; it never oversells.
+func (s *Service) BookSafe(ctx context.Context, o Order) (Booking, error) {
+	unlock, err := s.Locks.Lock(ctx, o.EventID)
+	if err != nil {
+		return Booking{}, err
+	}
+	defer unlock()
+	b, err := s.Store.BookLocked(ctx, o, s.Work)
+	if err != nil {
+		return Booking{}, err
+	}
+	b.Message = "Booking confirmed"
+	return b, nil
+}

@@ -1,0 +1,90 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/jmoiron/sqlx"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/holdfast/holdfast/booking"
+	"github.com/holdfast/holdfast/internal/httpapi"
+	"github.com/holdfast/holdfast/schema"
+	"github.com/holdfast/holdfast/store"
+)
+
+// app is the service wired together: what serve runs and what the tests
+// drive through its handler.
+type app struct {
+	cfg     config
+	log     *slog.Logger
+	db      *sqlx.DB
+	rdb     *redis.Client
+	store   *store.Store
+	locks   *store.Locks
+	booking *booking.Service
+	handler http.Handler
+}
+
+func newLogger(w io.Writer, level string) *slog.Logger {
+	l, _ := parseLevel(level)
+	return slog.New(httpapi.LogHandler(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})))
+}
+
+// newApp connects to PostgreSQL and Redis, migrates and builds the handler.
+// Redis need not be up: the service runs on PostgreSQL alone until it is.
+func newApp(ctx context.Context, cfg config, log *slog.Logger) (*app, error) {
+	db, err := store.Open(ctx, cfg.DatabaseURL, store.DBOptions{
+		MaxConns:         cfg.DBMaxConns,
+		LockTimeout:      cfg.LockWait,
+		StatementTimeout: statementTimeout,
+		IdleInTxTimeout:  cfg.LockTTL,
+	})
+	if err != nil {
+		return nil, err
+	}
+	applied, err := schema.Apply(ctx, db.DB)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	if len(applied) > 0 {
+		log.InfoContext(ctx, "migrations applied", "versions", applied)
+	}
+	rdb, err := store.OpenRedis(cfg.RedisURL)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	a := &app{cfg: cfg, log: log, db: db, rdb: rdb, store: store.New(db)}
+	a.locks = store.NewLocks(rdb, store.LockOptions{Prefix: cfg.RedisPrefix, TTL: cfg.LockTTL, Wait: cfg.LockWait}, log)
+	if err := a.locks.Up(ctx); err != nil {
+		log.WarnContext(ctx, "redis is not answering; starting on PostgreSQL alone", "err", err)
+	}
+	a.booking = &booking.Service{Store: a.store, Locks: a.locks, Work: cfg.SimulateWork}
+	r := chi.NewRouter()
+	r.Use(httpapi.RequestID, httpapi.AccessLog(log), httpapi.Recover(log))
+	r.NotFound(httpapi.NotFound)
+	r.MethodNotAllowed(httpapi.MethodNotAllowed)
+	a.routes(r)
+	a.handler = r
+	return a, nil
+}
+
+// statementTimeout bounds any one statement; nothing holdfast runs should
+// come near it.
+const statementTimeout = 30 * time.Second
+
+func (a *app) Close() error {
+	errR := a.rdb.Close()
+	errD := a.db.Close()
+	if errD != nil {
+		return fmt.Errorf("close database: %w", errD)
+	}
+	return errR
+}

@@ -1,0 +1,198 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/holdfast/holdfast/store"
+)
+
+// config is every setting of `holdfast serve` (and `dev`, which takes them
+// all).
+type config struct {
+	Addr         string
+	DatabaseURL  string
+	RedisURL     string
+	RedisPrefix  string
+	HoldTTL      time.Duration
+	SweepEvery   time.Duration
+	LockTTL      time.Duration
+	LockWait     time.Duration
+	UnsafeDemo   bool
+	SimulateWork time.Duration
+	MaxQuantity  int
+	DBMaxConns   int
+	LogLevel     string
+}
+
+func defaultConfig() config {
+	return config{
+		Addr:        ":8080",
+		RedisURL:    "redis://127.0.0.1:6379/0",
+		RedisPrefix: "holdfast:",
+		HoldTTL:     10 * time.Minute,
+		SweepEvery:  time.Second,
+		LockTTL:     5 * time.Second,
+		LockWait:    2 * time.Second,
+		MaxQuantity: 10,
+		DBMaxConns:  32,
+		LogLevel:    "info",
+	}
+}
+
+// settings registers flags on fs whose defaults come from the environment,
+// so that a flag beats its variable and a variable beats the built-in
+// default. A variable that does not parse is an error, returned by the
+// function it gives back once fs has parsed.
+type settings struct {
+	fs     *flag.FlagSet
+	getenv func(string) string
+	errs   []error
+}
+
+func newSettings(name string, getenv func(string) string, stderr io.Writer) *settings {
+	fs := flag.NewFlagSet("holdfast "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return &settings{fs: fs, getenv: getenv}
+}
+
+func (s *settings) str(p *string, name, env, usage string) {
+	if v := s.getenv(env); v != "" {
+		*p = v
+	}
+	s.fs.StringVar(p, name, *p, usage+" ("+env+")")
+}
+
+func (s *settings) duration(p *time.Duration, name, env, usage string) {
+	if v := s.getenv(env); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			s.errs = append(s.errs, fmt.Errorf("%s=%q: not a duration such as 1500ms or 2s", env, v))
+		} else {
+			*p = d
+		}
+	}
+	s.fs.DurationVar(p, name, *p, usage+" ("+env+")")
+}
+
+func (s *settings) integer(p *int, name, env, usage string) {
+	if v := s.getenv(env); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			s.errs = append(s.errs, fmt.Errorf("%s=%q: not an integer", env, v))
+		} else {
+			*p = n
+		}
+	}
+	s.fs.IntVar(p, name, *p, usage+" ("+env+")")
+}
+
+func (s *settings) boolean(p *bool, name, env, usage string) {
+	if v := s.getenv(env); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			s.errs = append(s.errs, fmt.Errorf("%s=%q: not true or false", env, v))
+		} else {
+			*p = b
+		}
+	}
+	s.fs.BoolVar(p, name, *p, usage+" ("+env+")")
+}
+
+// parse parses args and reports the first bad variable or flag.
+func (s *settings) parse(args []string) error {
+	if err := s.fs.Parse(args); err != nil {
+		return err
+	}
+	if len(s.errs) > 0 {
+		return s.errs[0]
+	}
+	if s.fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", s.fs.Arg(0))
+	}
+	return nil
+}
+
+// serveFlags registers every serve setting into cfg.
+func (s *settings) serveFlags(cfg *config) {
+	s.str(&cfg.Addr, "addr", "HOLDFAST_ADDR", "listen address")
+	s.str(&cfg.DatabaseURL, "database-url", "DATABASE_URL", "PostgreSQL URL")
+	s.str(&cfg.RedisURL, "redis-url", "REDIS_URL", "Redis URL")
+	s.str(&cfg.RedisPrefix, "redis-prefix", "HOLDFAST_REDIS_PREFIX", "prefix of every Redis key")
+	s.duration(&cfg.HoldTTL, "hold-ttl", "HOLDFAST_HOLD_TTL", "how long a hold lasts")
+	s.duration(&cfg.SweepEvery, "sweep-every", "HOLDFAST_SWEEP_EVERY", "how often the sweeper runs (at least 1s)")
+	s.duration(&cfg.LockTTL, "lock-ttl", "HOLDFAST_LOCK_TTL", "TTL of the per-event Redis lock")
+	s.duration(&cfg.LockWait, "lock-wait", "HOLDFAST_LOCK_WAIT", "how long a request may wait for the event's lock before 429")
+	s.boolean(&cfg.UnsafeDemo, "unsafe-demo", "HOLDFAST_UNSAFE_DEMO", "mount POST /book/unsafe, which oversells on purpose")
+	s.duration(&cfg.SimulateWork, "simulate-work", "HOLDFAST_SIMULATE_WORK", "the seed's artificial processing delay inside /book/*")
+	s.integer(&cfg.MaxQuantity, "max-quantity", "HOLDFAST_MAX_QUANTITY", "the most tickets one request may ask for")
+	s.integer(&cfg.DBMaxConns, "db-max-conns", "HOLDFAST_DB_MAX_CONNS", "PostgreSQL connection pool size")
+	s.str(&cfg.LogLevel, "log-level", "HOLDFAST_LOG_LEVEL", "debug, info, warn or error")
+}
+
+// validate refuses settings the service cannot run with, naming the flag.
+func (c config) validate(needDatabase bool) error {
+	var errs []string
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
+	if c.Addr == "" {
+		bad("--addr must not be empty")
+	}
+	if needDatabase {
+		if err := store.ValidateURL(c.DatabaseURL); err != nil {
+			bad("--database-url (DATABASE_URL) %v", err)
+		}
+	}
+	if _, err := redis.ParseURL(c.RedisURL); err != nil {
+		bad("--redis-url: %v", err)
+	}
+	if c.HoldTTL <= 0 {
+		bad("--hold-ttl must be positive, got %s", c.HoldTTL)
+	}
+	if c.SweepEvery < time.Second {
+		bad("--sweep-every must be at least 1s, got %s", c.SweepEvery)
+	}
+	if c.LockTTL < 10*time.Millisecond {
+		bad("--lock-ttl must be at least 10ms, got %s", c.LockTTL)
+	}
+	if c.LockWait < 0 {
+		bad("--lock-wait must not be negative, got %s", c.LockWait)
+	}
+	if c.SimulateWork < 0 {
+		bad("--simulate-work must not be negative, got %s", c.SimulateWork)
+	}
+	if c.SimulateWork >= c.LockTTL {
+		// The work runs while the event's locks are held; longer than the
+		// lock's TTL, the Redis lock would lapse mid-booking and the
+		// database would end the idle transaction.
+		bad("--simulate-work (%s) must be shorter than --lock-ttl (%s)", c.SimulateWork, c.LockTTL)
+	}
+	if c.MaxQuantity < 1 || c.MaxQuantity > 10000 {
+		bad("--max-quantity must be from 1 to 10000, got %d", c.MaxQuantity)
+	}
+	if c.DBMaxConns < 1 || c.DBMaxConns > 1000 {
+		bad("--db-max-conns must be from 1 to 1000, got %d", c.DBMaxConns)
+	}
+	if _, err := parseLevel(c.LogLevel); err != nil {
+		bad("--log-level: %v", err)
+	}
+	if len(errs) > 0 {
+		return errors.New(strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("%q is not debug, info, warn or error", s)
+	}
+	return l, nil
+}

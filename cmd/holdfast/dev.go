@@ -1,0 +1,134 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/lib/pq"
+
+	"github.com/holdfast/holdfast/internal/servers"
+	"github.com/holdfast/holdfast/store"
+)
+
+// runDev is the embedded default: private PostgreSQL and Redis under
+// .holdfast/, the sample events, and the service with the seed's demo on.
+func runDev(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cfg := defaultConfig()
+	cfg.UnsafeDemo = true
+	cfg.SimulateWork = 100 * time.Millisecond
+	dir := ".holdfast"
+	s := newSettings("dev", getenv, stderr)
+	s.serveFlags(&cfg)
+	s.str(&dir, "dir", "HOLDFAST_DEV_DIR", "where the private servers keep their files")
+	if err := s.parse(args); err != nil {
+		return err
+	}
+	// dev starts its own database; DATABASE_URL and REDIS_URL are what it
+	// prints, not what it reads.
+	if err := cfg.validate(false); err != nil {
+		return err
+	}
+	log := newLogger(stderr, cfg.LogLevel)
+
+	pgDir, err := devPostgresDir(dir)
+	if err != nil {
+		return err
+	}
+	pg, err := servers.StartPostgres(ctx, servers.PostgresOptions{Dir: pgDir, Durable: true})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := pg.Stop(); err != nil {
+			log.Warn("stop postgres", "err", err)
+		}
+	}()
+	rd, err := servers.StartRedis(ctx, filepath.Join(dir, "redis"))
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := rd.Stop(); err != nil {
+			log.Warn("stop redis", "err", err)
+		}
+	}()
+	if err := createDatabase(ctx, pg.URL("postgres"), "holdfast"); err != nil {
+		return err
+	}
+	cfg.DatabaseURL = pg.URL("holdfast")
+	cfg.RedisURL = rd.URL()
+	if err := writeEnvFile(filepath.Join(dir, "env"), cfg); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "DATABASE_URL=%s\nREDIS_URL=%s\n", cfg.DatabaseURL, cfg.RedisURL)
+
+	return serve(ctx, cfg, log, func(addr string) {
+		db, err := store.Open(ctx, cfg.DatabaseURL, store.DBOptions{MaxConns: 1})
+		if err != nil {
+			log.Error("load samples", "err", err)
+			return
+		}
+		defer db.Close()
+		loaded, err := store.New(db).LoadSamples(ctx)
+		switch {
+		case err != nil:
+			log.Error("load samples", "err", err)
+		case loaded:
+			log.Info("sample events loaded")
+		}
+		fmt.Fprintf(stdout, "holdfast dev is serving on http://%s (env in %s)\n", addr, filepath.Join(dir, "env"))
+	})
+}
+
+// devPostgresDir is dir/pg, unless the postgres user (whom PostgreSQL runs as
+// when holdfast runs as root) cannot reach it, as in a checkout under /root:
+// then the data lives in /var/tmp, named after the checkout so a second run
+// finds it again.
+func devPostgresDir(dir string) (string, error) {
+	abs, err := filepath.Abs(filepath.Join(dir, "pg"))
+	if err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(filepath.Dir(abs), 0o755); err != nil {
+		return "", err
+	}
+	ok, err := servers.PostgresCanReach(abs)
+	if err != nil || ok {
+		return abs, err
+	}
+	sum := sha256.Sum256([]byte(abs))
+	return filepath.Join("/var/tmp", "holdfast-"+hex.EncodeToString(sum[:6]), "pg"), nil
+}
+
+// createDatabase creates name on the server at adminURL unless it exists.
+func createDatabase(ctx context.Context, adminURL, name string) error {
+	db, err := sql.Open("postgres", adminURL)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	var exists bool
+	if err := db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, name).Scan(&exists); err != nil {
+		return fmt.Errorf("dev: look for database %s: %w", name, err)
+	}
+	if exists {
+		return nil
+	}
+	if _, err := db.ExecContext(ctx, `CREATE DATABASE `+pq.QuoteIdentifier(name)); err != nil {
+		return fmt.Errorf("dev: create database %s: %w", name, err)
+	}
+	return nil
+}
+
+// writeEnvFile leaves the URLs where scripts can source them.
+func writeEnvFile(path string, cfg config) error {
+	body := fmt.Sprintf("DATABASE_URL=%s\nREDIS_URL=%s\nHOLDFAST_ADDR=%s\n", cfg.DatabaseURL, cfg.RedisURL, cfg.Addr)
+	return os.WriteFile(path, []byte(body), 0o644)
+}

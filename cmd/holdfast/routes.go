@@ -1,0 +1,63 @@
+package main
+
+import (
+	"context"
+	"net/http"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/holdfast/holdfast/booking"
+	"github.com/holdfast/holdfast/internal/httpapi"
+	"github.com/holdfast/holdfast/store"
+)
+
+// routes lists every route the service has.
+func (a *app) routes(r chi.Router) {
+	r.Method(http.MethodGet, "/health", handleHealth())
+	r.Method(http.MethodGet, "/ready", handleReady(a))
+	r.Method(http.MethodGet, "/events", booking.HandleListEvents(a.store, a.log))
+	r.Method(http.MethodGet, "/events/{id}", booking.HandleGetEvent(a.store, a.log))
+	if a.cfg.UnsafeDemo {
+		r.Method(http.MethodPost, "/book/unsafe", booking.HandleBookUnsafe(a.booking, a.cfg.MaxQuantity, a.log))
+	}
+	r.Method(http.MethodPost, "/book/safe", booking.HandleBookSafe(a.booking, a.cfg.MaxQuantity, a.log))
+}
+
+func handleHealth() http.Handler {
+	body := map[string]string{"status": "ok"}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		httpapi.Encode(w, http.StatusOK, body)
+	})
+}
+
+// handleReady reports whether the service can sell: 503 "down" without
+// PostgreSQL, 200 "degraded" without Redis (sales go on, on row locks
+// alone), 200 "ok" with both.
+func handleReady(a *app) http.Handler {
+	type status struct {
+		Status   string `json:"status"`
+		Postgres string `json:"postgres"`
+		Redis    string `json:"redis"`
+	}
+	word := func(err error) string {
+		if err != nil {
+			return "down"
+		}
+		return "ok"
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx := r.Context()
+		pgErr := store.DBUp(ctx, a.db)
+		redisErr := a.locks.Up(context.WithoutCancel(ctx))
+		st := status{Status: "ok", Postgres: word(pgErr), Redis: word(redisErr)}
+		code := http.StatusOK
+		switch {
+		case pgErr != nil:
+			st.Status, code = "down", http.StatusServiceUnavailable
+			a.log.WarnContext(ctx, "not ready: postgres down", "err", pgErr)
+		case redisErr != nil:
+			st.Status = "degraded"
+		}
+		httpapi.Encode(w, code, st)
+	})
+}

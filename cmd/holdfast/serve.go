@@ -1,0 +1,106 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/holdfast/holdfast/schema"
+	"github.com/holdfast/holdfast/store"
+)
+
+func runServe(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cfg := defaultConfig()
+	s := newSettings("serve", getenv, stderr)
+	s.serveFlags(&cfg)
+	if err := s.parse(args); err != nil {
+		return err
+	}
+	if err := cfg.validate(true); err != nil {
+		return err
+	}
+	log := newLogger(stderr, cfg.LogLevel)
+	return serve(ctx, cfg, log, nil)
+}
+
+// serve runs the service until ctx is done, then shuts down gracefully.
+// onListen, when set, is told the address actually bound (":0" picks one).
+func serve(ctx context.Context, cfg config, log *slog.Logger, onListen func(addr string)) error {
+	a, err := newApp(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
+	}
+	srv := &http.Server{
+		Handler:           a.handler,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		// A request may wait for its lock, then do the simulated work,
+		// then a statement; the write deadline must outlast all of them.
+		WriteTimeout: cfg.LockWait + cfg.SimulateWork + statementTimeout + 5*time.Second,
+		IdleTimeout:  2 * time.Minute,
+		ErrorLog:     slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	log.InfoContext(ctx, "holdfast serving", "addr", ln.Addr().String(), "unsafe_demo", cfg.UnsafeDemo,
+		"simulate_work", cfg.SimulateWork, "hold_ttl", cfg.HoldTTL, "lock_wait", cfg.LockWait)
+	if onListen != nil {
+		onListen(ln.Addr().String())
+	}
+
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	log.Info("stopped")
+	return nil
+}
+
+func runMigrate(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cfg := defaultConfig()
+	s := newSettings("migrate", getenv, stderr)
+	s.str(&cfg.DatabaseURL, "database-url", "DATABASE_URL", "PostgreSQL URL")
+	if err := s.parse(args); err != nil {
+		return err
+	}
+	if err := store.ValidateURL(cfg.DatabaseURL); err != nil {
+		return fmt.Errorf("--database-url (DATABASE_URL) %v", err)
+	}
+	db, err := store.Open(ctx, cfg.DatabaseURL, store.DBOptions{MaxConns: 2})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	applied, err := schema.Apply(ctx, db.DB)
+	if err != nil {
+		return err
+	}
+	if len(applied) == 0 {
+		fmt.Fprintln(stdout, "migrate: up to date")
+	}
+	for _, v := range applied {
+		fmt.Fprintln(stdout, "migrate: applied", v)
+	}
+	return nil
+}

@@ -1,0 +1,153 @@
+package httpapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"math"
+	"net/http"
+	"reflect"
+	"strconv"
+	"strings"
+)
+
+// MaxBody is the largest request body accepted.
+const MaxBody = 64 << 10
+
+// Encode writes v as JSON with status.
+func Encode(w http.ResponseWriter, status int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		// Only a programming error gets here (a type JSON cannot hold).
+		status = http.StatusInternalServerError
+		body = []byte(`{"error":"internal error","code":"internal"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(body, '\n'))
+}
+
+// Decode reads one JSON value from r's body into v: at most MaxBody bytes,
+// unknown fields refused, nothing after the value. Every failure is an
+// *Error with code invalid_request saying what was wrong.
+func Decode(w http.ResponseWriter, r *http.Request, v any) error {
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return Invalid("request body is over %d KiB", MaxBody>>10)
+		}
+		return Invalid("could not read request body")
+	}
+	return DecodeBytes(raw, v)
+}
+
+// DecodeBytes is Decode for a body already read.
+func DecodeBytes(raw []byte, v any) error {
+	if len(bytes.TrimSpace(raw)) == 0 {
+		return Invalid("request body is empty; send a JSON object")
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return decodeError(err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return Invalid("request body has data after the JSON value")
+	}
+	return nil
+}
+
+func decodeError(err error) *Error {
+	var syntax *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syntax):
+		return Invalid("malformed JSON at byte %d", syntax.Offset)
+	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+		return Invalid("truncated JSON")
+	case errors.As(err, &typ):
+		if typ.Field == "" {
+			return Invalid("request body must be a JSON object")
+		}
+		return Invalid("%s must be %s", typ.Field, describe(typ.Type))
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		return Invalid("unknown field %s", strings.TrimPrefix(err.Error(), "json: unknown field "))
+	default:
+		return Invalid("malformed JSON")
+	}
+}
+
+func describe(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.Int, reflect.Int32, reflect.Int64:
+		return "an integer"
+	case reflect.String:
+		return "a string"
+	default:
+		return "a " + t.Kind().String()
+	}
+}
+
+// Int is a JSON integer field. It refuses strings, fractions, exponents and
+// booleans that encoding/json or json.Number would let through, and it keeps
+// a well-formed integer too large for int64 (clamped) so that an id beyond
+// any column's range reads as "no such thing", not as bad input.
+type Int struct {
+	N   int64
+	Set bool
+}
+
+var int64Type = reflect.TypeOf(int64(0))
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (i *Int) UnmarshalJSON(b []byte) error {
+	s := string(b)
+	if s == "null" {
+		*i = Int{}
+		return nil
+	}
+	digits := strings.TrimPrefix(s, "-")
+	if digits == "" || strings.Trim(digits, "0123456789") != "" {
+		return &json.UnmarshalTypeError{Value: kindOf(s), Type: int64Type}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil { // out of range: keep the sign, lose the size
+		n = math.MaxInt64
+		if strings.HasPrefix(s, "-") {
+			n = math.MinInt64
+		}
+	}
+	*i = Int{N: n, Set: true}
+	return nil
+}
+
+func kindOf(lit string) string {
+	switch {
+	case strings.HasPrefix(lit, `"`):
+		return "string"
+	case lit == "true" || lit == "false":
+		return "bool"
+	case strings.HasPrefix(lit, "{"):
+		return "object"
+	case strings.HasPrefix(lit, "["):
+		return "array"
+	default:
+		return "number " + lit
+	}
+}
+
+// ParseID reads a positive integer id from a path segment. Malformed input is
+// an invalid_request *Error; a well-formed id too large for int64 comes back
+// clamped to math.MaxInt64, which names nothing.
+func ParseID(s, what string) (int64, error) {
+	if s == "" || strings.Trim(s, "0123456789") != "" || strings.Trim(s, "0") == "" {
+		return 0, Invalid("%s must be a positive integer", what)
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return math.MaxInt64, nil
+	}
+	return n, nil
+}

@@ -1,0 +1,121 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// Error codes of the API contract.
+const (
+	CodeInvalid             = "invalid_request"
+	CodeNotFound            = "not_found"
+	CodeSoldOut             = "sold_out"
+	CodeBusy                = "busy"
+	CodeHoldExpired         = "hold_expired"
+	CodeHoldReleased        = "hold_released"
+	CodeHoldConfirmed       = "hold_confirmed"
+	CodeIdempotencyMismatch = "idempotency_mismatch"
+	CodeMethodNotAllowed    = "method_not_allowed"
+	CodeInternal            = "internal"
+	CodeUnavailable         = "unavailable"
+)
+
+// statusByCode is the one map from error code to HTTP status.
+var statusByCode = map[string]int{
+	CodeInvalid:             http.StatusBadRequest,
+	CodeNotFound:            http.StatusNotFound,
+	CodeSoldOut:             http.StatusConflict,
+	CodeBusy:                http.StatusTooManyRequests,
+	CodeHoldExpired:         http.StatusGone,
+	CodeHoldReleased:        http.StatusConflict,
+	CodeHoldConfirmed:       http.StatusConflict,
+	CodeIdempotencyMismatch: http.StatusUnprocessableEntity,
+	CodeMethodNotAllowed:    http.StatusMethodNotAllowed,
+	CodeInternal:            http.StatusInternalServerError,
+	CodeUnavailable:         http.StatusServiceUnavailable,
+}
+
+// Error is an error a client may read: a code from the contract and a message
+// for a person.
+type Error struct {
+	Code    string
+	Message string
+	// Status overrides the code's usual status, for the one place the
+	// contract keeps the seed's choice (sold_out is 400 on /book/*).
+	Status int
+	// RetryAfter, when set, becomes the Retry-After header.
+	RetryAfter time.Duration
+}
+
+func (e *Error) Error() string { return e.Code + ": " + e.Message }
+
+// HTTPStatus is the status the error is answered with.
+func (e *Error) HTTPStatus() int {
+	if e.Status != 0 {
+		return e.Status
+	}
+	if s, ok := statusByCode[e.Code]; ok {
+		return s
+	}
+	return http.StatusInternalServerError
+}
+
+// Errorf returns an *Error with a formatted message.
+func Errorf(code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// Invalid is shorthand for a 400 invalid_request with a message.
+func Invalid(format string, args ...any) *Error {
+	return Errorf(CodeInvalid, format, args...)
+}
+
+// ErrorBody is the JSON body of every error answer.
+type ErrorBody struct {
+	Error string `json:"error"`
+	Code  string `json:"code"`
+}
+
+// WriteError answers r with err. An *Error anywhere in err's chain is shown
+// as it is; anything else is logged with its detail and answered 500
+// "internal error", so nothing internal reaches a client.
+func WriteError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
+	var e *Error
+	switch {
+	case errors.As(err, &e):
+		if e.HTTPStatus() >= 500 {
+			log.WarnContext(r.Context(), "request failed", "status", e.HTTPStatus(), "code", e.Code, "err", err)
+		}
+	case r.Context().Err() != nil && errors.Is(err, context.Canceled):
+		// The client went away; nobody reads this answer.
+		log.InfoContext(r.Context(), "client gone", "err", err)
+		e = &Error{Code: CodeUnavailable, Message: "request cancelled"}
+	default:
+		log.ErrorContext(r.Context(), "internal error", "err", err)
+		e = &Error{Code: CodeInternal, Message: "internal error"}
+	}
+	if e.RetryAfter > 0 {
+		secs := int(math.Ceil(e.RetryAfter.Seconds()))
+		w.Header().Set("Retry-After", strconv.Itoa(secs))
+	}
+	Encode(w, e.HTTPStatus(), ErrorBody{Error: e.Message, Code: e.Code})
+}
+
+// NotFound answers routes the router does not know.
+func NotFound(w http.ResponseWriter, r *http.Request) {
+	Encode(w, http.StatusNotFound, ErrorBody{Error: "no such route: " + r.URL.Path, Code: CodeNotFound})
+}
+
+// MethodNotAllowed answers a known path asked with another method.
+func MethodNotAllowed(w http.ResponseWriter, r *http.Request) {
+	Encode(w, http.StatusMethodNotAllowed, ErrorBody{
+		Error: "method " + r.Method + " is not allowed on " + r.URL.Path,
+		Code:  CodeMethodNotAllowed,
+	})
+}

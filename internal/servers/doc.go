@@ -1,0 +1,12 @@
+// Package servers starts private PostgreSQL and Redis servers from the
+// binaries Debian installs, for `holdfast dev` and for the tests.
+//
+// A private server listens only on 127.0.0.1, on a free port, and keeps its
+// files in a directory the caller names, so it never touches the machine's own
+// 5432 or 6379 and several can run side by side. PostgreSQL refuses to run as
+// root, so when the caller is root the server runs as the `postgres` user and
+// its data and socket directories are handed to that user.
+//
+// Each server is a child process started with a parent-death signal: if the
+// process that started it dies without stopping it, the kernel stops it too.
+package servers

@@ -1,0 +1,84 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/lib/pq"
+)
+
+// EventAudit is one event's stock set against its bookings.
+type EventAudit struct {
+	ID        int64
+	Name      string
+	Total     int
+	Available int
+	Held      int // tickets in pending bookings
+	Confirmed int // tickets in confirmed bookings
+	// Problems lists every invariant the event breaks; empty is healthy.
+	Problems []string
+}
+
+const qAudit = `
+SELECT e.id, e.name, e.total_tickets, e.available_tickets,
+       coalesce(sum(b.quantity) FILTER (WHERE b.booking_status = 'pending'), 0)   AS held,
+       coalesce(sum(b.quantity) FILTER (WHERE b.booking_status = 'confirmed'), 0) AS confirmed
+FROM events e
+LEFT JOIN bookings b ON b.event_id = e.id
+WHERE cardinality($1::bigint[]) = 0 OR e.id = ANY($1::bigint[])
+GROUP BY e.id
+ORDER BY e.id`
+
+type auditRow struct {
+	ID        int64  `db:"id"`
+	Name      string `db:"name"`
+	Total     int    `db:"total_tickets"`
+	Available int    `db:"available_tickets"`
+	Held      int    `db:"held"`
+	Confirmed int    `db:"confirmed"`
+}
+
+// Audit checks the invariants of the contract for the given events (all of
+// them when ids is empty): available + held + confirmed = total, and
+// 0 <= available <= total. An id that names no event is reported as a
+// problem of its own.
+func (s *Store) Audit(ctx context.Context, ids []int64) ([]EventAudit, error) {
+	if ids == nil {
+		ids = []int64{}
+	}
+	var rows []auditRow
+	if err := s.db.SelectContext(ctx, &rows, qAudit, pq.Array(ids)); err != nil {
+		return nil, mapErr(ctx, err)
+	}
+	seen := map[int64]bool{}
+	out := make([]EventAudit, 0, len(rows))
+	for _, r := range rows {
+		seen[r.ID] = true
+		a := EventAudit{ID: r.ID, Name: r.Name, Total: r.Total, Available: r.Available, Held: r.Held, Confirmed: r.Confirmed}
+		if sum := r.Available + r.Held + r.Confirmed; sum != r.Total {
+			a.Problems = append(a.Problems, fmt.Sprintf("available+held+confirmed = %d, total = %d", sum, r.Total))
+		}
+		if r.Available < 0 {
+			a.Problems = append(a.Problems, fmt.Sprintf("oversold by %d", -r.Available))
+		}
+		if r.Available > r.Total {
+			a.Problems = append(a.Problems, "available above total")
+		}
+		out = append(out, a)
+	}
+	for _, id := range ids {
+		if !seen[id] {
+			out = append(out, EventAudit{ID: id, Problems: []string{"no such event"}})
+		}
+	}
+	return out, nil
+}
+
+// Summary is the problems joined for a table cell.
+func (a EventAudit) Summary() string {
+	if len(a.Problems) == 0 {
+		return "ok"
+	}
+	return "VIOLATION: " + strings.Join(a.Problems, "; ")
+}

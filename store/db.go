@@ -1,0 +1,218 @@
+package store
+
+import (
+	"context"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
+
+	"github.com/holdfast/holdfast/booking"
+)
+
+// DBOptions are the connection settings of a pool.
+type DBOptions struct {
+	MaxConns int
+	// LockTimeout bounds how long a statement waits for a row lock; a
+	// request that cannot lock its event within it is told busy.
+	LockTimeout time.Duration
+	// StatementTimeout bounds any one statement.
+	StatementTimeout time.Duration
+	// IdleInTxTimeout ends a session that sits in a transaction doing
+	// nothing, so a stalled process cannot keep an event's row locked.
+	IdleInTxTimeout time.Duration
+}
+
+// Open connects to PostgreSQL with every connection carrying opts' timeouts,
+// and checks the server answers.
+func Open(ctx context.Context, dsn string, opts DBOptions) (*sqlx.DB, error) {
+	params := map[string]string{"timezone": "UTC"}
+	setMillis := func(name string, d time.Duration) {
+		if d > 0 {
+			params[name] = strconv.FormatInt(d.Milliseconds(), 10)
+		}
+	}
+	setMillis("lock_timeout", opts.LockTimeout)
+	setMillis("statement_timeout", opts.StatementTimeout)
+	setMillis("idle_in_transaction_session_timeout", opts.IdleInTxTimeout)
+	dsn, err := withParams(dsn, params)
+	if err != nil {
+		return nil, err
+	}
+	db, err := sqlx.Open("postgres", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("store: open: %w", err)
+	}
+	if opts.MaxConns > 0 {
+		db.SetMaxOpenConns(opts.MaxConns)
+		db.SetMaxIdleConns(opts.MaxConns)
+	}
+	db.SetConnMaxIdleTime(5 * time.Minute)
+	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := db.PingContext(pingCtx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: connect: %w", err)
+	}
+	return db, nil
+}
+
+// withParams adds run-time parameters that lib/pq sends to the server at
+// connection start, leaving any the caller set alone.
+func withParams(dsn string, params map[string]string) (string, error) {
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		u, err := url.Parse(dsn)
+		if err != nil {
+			return "", fmt.Errorf("store: database url: %w", err)
+		}
+		q := u.Query()
+		for k, v := range params {
+			if q.Get(k) == "" {
+				q.Set(k, v)
+			}
+		}
+		u.RawQuery = q.Encode()
+		return u.String(), nil
+	}
+	for k, v := range params {
+		if !strings.Contains(dsn, k+"=") {
+			dsn += " " + k + "=" + v
+		}
+	}
+	return dsn, nil
+}
+
+// ValidateURL checks a database URL well enough to refuse a bad setting at
+// start, before any connection is tried.
+func ValidateURL(dsn string) error {
+	if dsn == "" {
+		return errors.New("is required")
+	}
+	if strings.Contains(dsn, "://") {
+		u, err := url.Parse(dsn)
+		if err != nil {
+			return err
+		}
+		if u.Scheme != "postgres" && u.Scheme != "postgresql" {
+			return fmt.Errorf("scheme %q is not postgres://", u.Scheme)
+		}
+		return nil
+	}
+	if !strings.Contains(dsn, "=") {
+		return errors.New("is neither a postgres:// URL nor key=value pairs")
+	}
+	return nil
+}
+
+// inTx runs fn in a transaction and commits it. A deadlock or serialization
+// failure rolls back and runs fn again, a few times, before the caller is
+// told ErrUnavailable.
+func inTx(ctx context.Context, db *sqlx.DB, fn func(tx *sqlx.Tx) error) error {
+	const attempts = 4
+	var err error
+	for attempt := 0; attempt < attempts; attempt++ {
+		if attempt > 0 {
+			if err := sleep(ctx, time.Duration(attempt*attempt)*5*time.Millisecond); err != nil {
+				return err
+			}
+		}
+		err = runTx(ctx, db, fn)
+		if !retryable(err) {
+			return err
+		}
+	}
+	return fmt.Errorf("%w: gave up after %d attempts: %v", booking.ErrUnavailable, attempts, err)
+}
+
+func runTx(ctx context.Context, db *sqlx.DB, fn func(tx *sqlx.Tx) error) error {
+	tx, err := db.BeginTxx(ctx, nil)
+	if err != nil {
+		return mapErr(ctx, err)
+	}
+	defer tx.Rollback()
+	if err := fn(tx); err != nil {
+		return err
+	}
+	return mapErr(ctx, tx.Commit())
+}
+
+// errRetry marks an error inTx may run the transaction again for.
+var errRetry = errors.New("store: transaction conflict")
+
+func retryable(err error) bool { return errors.Is(err, errRetry) }
+
+// errStockGuard is the events_stock_guard check firing: the insert would
+// take the stock below zero. Callers turn it into their sold-out error.
+var errStockGuard = errors.New("store: stock guard")
+
+// mapErr turns driver errors into the domain's.
+func mapErr(ctx context.Context, err error) error {
+	if err == nil {
+		return nil
+	}
+	if ctxErr := ctx.Err(); ctxErr != nil {
+		return fmt.Errorf("store: %w (%v)", ctxErr, err)
+	}
+	if pqErr := pq.As(err); pqErr != nil {
+		switch pqErr.Code {
+		case "40001", "40P01": // serialization_failure, deadlock_detected
+			return fmt.Errorf("%w: %v", errRetry, err)
+		case "55P03": // lock_not_available: lock_timeout passed
+			return fmt.Errorf("%w: %v", booking.ErrBusy, err)
+		case "23514": // check_violation
+			if pqErr.Constraint == "events_stock_guard" {
+				return fmt.Errorf("%w: %v", errStockGuard, err)
+			}
+		}
+		switch pqErr.Code.Class() {
+		case "08", "57", "53": // connection, operator intervention, resources
+			return fmt.Errorf("%w: %v", booking.ErrUnavailable, err)
+		}
+		return fmt.Errorf("store: %w", err)
+	}
+	var netErr net.Error
+	if errors.Is(err, driver.ErrBadConn) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) || errors.As(err, &netErr) {
+		return fmt.Errorf("%w: %v", booking.ErrUnavailable, err)
+	}
+	return fmt.Errorf("store: %w", err)
+}
+
+// sleep waits d or until ctx is done.
+func sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// validID reports whether id can name a row of a SERIAL (int4) column. An id
+// beyond that names nothing, and asking PostgreSQL would only earn an
+// out-of-range error.
+func validID(id int64) bool { return id > 0 && id <= math.MaxInt32 }
+
+// DBUp reports whether PostgreSQL answers.
+func DBUp(ctx context.Context, db *sqlx.DB) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	var one int
+	return db.QueryRowContext(ctx, `SELECT 1`).Scan(&one)
+}
+

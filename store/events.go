@@ -1,0 +1,158 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/holdfast/holdfast/booking"
+	"github.com/holdfast/holdfast/internal/money"
+)
+
+// Store is holdfast's PostgreSQL storage.
+type Store struct {
+	db *sqlx.DB
+}
+
+// New returns a Store on db.
+func New(db *sqlx.DB) *Store { return &Store{db: db} }
+
+// DB is the pool the store runs on.
+func (s *Store) DB() *sqlx.DB { return s.db }
+
+const eventColumns = `id, name, coalesce(description, '') AS description, event_date,
+	total_tickets, available_tickets, ticket_price`
+
+const (
+	qEvents = `SELECT ` + eventColumns + ` FROM events WHERE id > $1 ORDER BY id LIMIT $2`
+	qEvent  = `SELECT ` + eventColumns + ` FROM events WHERE id = $1`
+
+	// qStockUnlocked is the seed's unsafe read: no lock, so any number of
+	// buyers read the same stock.
+	qStockUnlocked = `SELECT available_tickets, ticket_price FROM events WHERE id = $1`
+	// qStockLocked locks the event row until the transaction ends.
+	qStockLocked = `SELECT available_tickets, ticket_price FROM events WHERE id = $1 FOR UPDATE`
+
+	// qInsertConfirmed inserts a booking confirmed at once; the stock
+	// trigger takes its tickets.
+	qInsertConfirmed = `INSERT INTO bookings (event_id, user_email, quantity, total_amount, booking_status)
+		VALUES ($1, $2, $3, $4, 'confirmed') RETURNING id`
+)
+
+type eventRow struct {
+	ID               int64       `db:"id"`
+	Name             string      `db:"name"`
+	Description      string      `db:"description"`
+	EventDate        time.Time   `db:"event_date"`
+	TotalTickets     int         `db:"total_tickets"`
+	AvailableTickets int         `db:"available_tickets"`
+	TicketPrice      money.Cents `db:"ticket_price"`
+}
+
+func (r eventRow) event() booking.Event {
+	return booking.Event{
+		ID: r.ID, Name: r.Name, Description: r.Description, EventDate: r.EventDate.UTC(),
+		TotalTickets: r.TotalTickets, AvailableTickets: r.AvailableTickets, TicketPrice: r.TicketPrice,
+	}
+}
+
+// Events returns up to limit events with id > after, in id order.
+func (s *Store) Events(ctx context.Context, after int64, limit int) ([]booking.Event, error) {
+	var rows []eventRow
+	if err := s.db.SelectContext(ctx, &rows, qEvents, after, limit); err != nil {
+		return nil, mapErr(ctx, err)
+	}
+	out := make([]booking.Event, len(rows))
+	for i, r := range rows {
+		out[i] = r.event()
+	}
+	return out, nil
+}
+
+// Event returns one event, or booking.ErrEventNotFound.
+func (s *Store) Event(ctx context.Context, id int64) (booking.Event, error) {
+	if !validID(id) {
+		return booking.Event{}, booking.ErrEventNotFound
+	}
+	var r eventRow
+	if err := s.db.GetContext(ctx, &r, qEvent, id); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return booking.Event{}, booking.ErrEventNotFound
+		}
+		return booking.Event{}, mapErr(ctx, err)
+	}
+	return r.event(), nil
+}
+
+type stockRow struct {
+	Available int         `db:"available_tickets"`
+	Price     money.Cents `db:"ticket_price"`
+}
+
+// BookUnsafe is the seed's race: read the stock without a lock, work, then
+// insert. Concurrent buyers all read the same stock and all succeed, unless
+// the event's oversell guard makes the database refuse.
+func (s *Store) BookUnsafe(ctx context.Context, o booking.Order, work time.Duration) (booking.Booking, error) {
+	if !validID(o.EventID) {
+		return booking.Booking{}, booking.ErrEventNotFound
+	}
+	var b booking.Booking
+	err := runTx(ctx, s.db, func(tx *sqlx.Tx) error {
+		var err error
+		b, err = book(ctx, tx, qStockUnlocked, o, work)
+		return err
+	})
+	return b, err
+}
+
+// BookLocked locks the event row, works, checks the stock and inserts a
+// confirmed booking, all in one transaction: it never oversells.
+func (s *Store) BookLocked(ctx context.Context, o booking.Order, work time.Duration) (booking.Booking, error) {
+	if !validID(o.EventID) {
+		return booking.Booking{}, booking.ErrEventNotFound
+	}
+	var b booking.Booking
+	err := inTx(ctx, s.db, func(tx *sqlx.Tx) error {
+		var err error
+		b, err = book(ctx, tx, qStockLocked, o, work)
+		return err
+	})
+	return b, err
+}
+
+// book reads the stock with readStock, works, checks and inserts.
+func book(ctx context.Context, tx *sqlx.Tx, readStock string, o booking.Order, work time.Duration) (booking.Booking, error) {
+	var st stockRow
+	if err := tx.GetContext(ctx, &st, readStock, o.EventID); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return booking.Booking{}, booking.ErrEventNotFound
+		}
+		return booking.Booking{}, mapErr(ctx, err)
+	}
+	if err := sleep(ctx, work); err != nil {
+		return booking.Booking{}, err
+	}
+	if st.Available < o.Quantity {
+		return booking.Booking{}, booking.ErrSoldOut
+	}
+	total, err := st.Price.Times(int64(o.Quantity))
+	if err != nil {
+		return booking.Booking{}, fmt.Errorf("store: total of %d x %s: %w", o.Quantity, st.Price, err)
+	}
+	var id int64
+	if err := tx.GetContext(ctx, &id, qInsertConfirmed, o.EventID, o.Email, o.Quantity, total); err != nil {
+		err = mapErr(ctx, err)
+		if errors.Is(err, errStockGuard) {
+			return booking.Booking{}, fmt.Errorf("%w (%v)", booking.ErrSoldOut, err)
+		}
+		return booking.Booking{}, err
+	}
+	return booking.Booking{
+		BookingID: id, EventID: o.EventID, UserEmail: o.Email, Quantity: o.Quantity,
+		TotalAmount: total, RemainingTickets: st.Available - o.Quantity,
+	}, nil
+}

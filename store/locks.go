@@ -1,0 +1,134 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/bsm/redislock"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/holdfast/holdfast/booking"
+)
+
+// OpenRedis returns a client for url with short timeouts: Redis only cuts
+// contention, so a slow or missing Redis must cost a request little before
+// it falls back on PostgreSQL's row lock.
+func OpenRedis(url string) (*redis.Client, error) {
+	opts, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("store: redis url: %w", err)
+	}
+	opts.DialTimeout = 500 * time.Millisecond
+	opts.ReadTimeout = 500 * time.Millisecond
+	opts.WriteTimeout = 500 * time.Millisecond
+	opts.MaxRetries = -1 // a lock attempt is retried by its own strategy, not by the client
+	opts.PoolSize = 64
+	return redis.NewClient(opts), nil
+}
+
+// LockOptions configure the per-event locks.
+type LockOptions struct {
+	// Prefix starts every key, so tests and deployments can share a Redis.
+	Prefix string
+	// TTL is how long a lock lives if its holder never releases it.
+	TTL time.Duration
+	// Wait is how long Lock tries before it answers ErrBusy.
+	Wait time.Duration
+}
+
+// Locks are per-event Redis locks: a random token per holder, a TTL, and a
+// compare-and-delete release (bsm/redislock), so a holder whose TTL ran out
+// can never delete the lock of the holder after it.
+type Locks struct {
+	rdb    *redis.Client
+	client *redislock.Client
+	opts   LockOptions
+	log    *slog.Logger
+	down   atomic.Bool
+}
+
+// NewLocks returns Locks on rdb.
+func NewLocks(rdb *redis.Client, opts LockOptions, log *slog.Logger) *Locks {
+	return &Locks{rdb: rdb, client: redislock.New(rdb), opts: opts, log: log}
+}
+
+// Key is the Redis key of eventID's lock.
+func (l *Locks) Key(eventID int64) string {
+	return l.opts.Prefix + "event_lock:" + strconv.FormatInt(eventID, 10)
+}
+
+// retry polls for a held lock with growing pauses, so a crowd waiting on one
+// event does not hammer Redis.
+func retry() redislock.RetryStrategy {
+	return redislock.ExponentialBackoff(2*time.Millisecond, 32*time.Millisecond)
+}
+
+// Lock takes eventID's lock, waiting up to the configured wait. It returns
+// booking.ErrBusy if another holder kept it that long. If Redis cannot be
+// reached it logs that, returns a no-op unlock and no error: the caller's
+// row lock keeps the sale correct without it.
+func (l *Locks) Lock(ctx context.Context, eventID int64) (func(), error) {
+	waitCtx, cancel := context.WithTimeout(ctx, l.opts.Wait)
+	defer cancel()
+	lock, err := l.client.Obtain(waitCtx, l.Key(eventID), l.opts.TTL, &redislock.Options{RetryStrategy: retry()})
+	switch {
+	case err == nil:
+		l.markUp(ctx)
+		return func() { l.release(lock) }, nil
+	case ctx.Err() != nil:
+		return nil, ctx.Err()
+	case errors.Is(err, redislock.ErrNotObtained), errors.Is(err, context.DeadlineExceeded):
+		l.markUp(ctx)
+		return nil, fmt.Errorf("%w: redis lock %s", booking.ErrBusy, l.Key(eventID))
+	default:
+		l.markDown(ctx, err)
+		return func() {}, nil
+	}
+}
+
+func (l *Locks) release(lock *redislock.Lock) {
+	// The request's context may be cancelled by now; the release must still
+	// happen or the next buyer waits out the TTL.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	err := lock.Release(ctx)
+	switch {
+	case err == nil:
+	case errors.Is(err, redislock.ErrLockNotHeld):
+		// Our TTL ran out and someone else may hold the lock now; the
+		// compare-and-delete left theirs alone.
+		l.log.WarnContext(ctx, "event lock expired before release", "key", lock.Key(), "ttl", l.opts.TTL)
+	default:
+		l.markDown(ctx, err)
+	}
+}
+
+func (l *Locks) markDown(ctx context.Context, err error) {
+	if !l.down.Swap(true) {
+		l.log.WarnContext(ctx, "redis unavailable: selling on PostgreSQL row locks alone", "err", err)
+	}
+}
+
+func (l *Locks) markUp(ctx context.Context) {
+	if l.down.Swap(false) {
+		l.log.InfoContext(ctx, "redis is back: event locks in use again")
+	}
+}
+
+// Up reports whether Redis answers a PING.
+func (l *Locks) Up(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	err := l.rdb.Ping(ctx).Err()
+	if err != nil {
+		l.markDown(ctx, err)
+	} else {
+		l.markUp(ctx)
+	}
+	return err
+}
