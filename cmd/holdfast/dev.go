@@ -104,7 +104,15 @@ func devPostgresDir(dir string) (string, error) {
 		return abs, err
 	}
 	sum := sha256.Sum256([]byte(abs))
-	return filepath.Join("/var/tmp", "holdfast-"+hex.EncodeToString(sum[:6]), "pg"), nil
+	parent := filepath.Join("/var/tmp", "holdfast-"+hex.EncodeToString(sum[:6]))
+	// Open to other users, or the postgres user could not reach pg/ below.
+	if err := os.MkdirAll(parent, 0o755); err != nil {
+		return "", err
+	}
+	if err := os.Chmod(parent, 0o755); err != nil {
+		return "", err
+	}
+	return filepath.Join(parent, "pg"), nil
 }
 
 // createDatabase creates name on the server at adminURL unless it exists.

@@ -138,7 +138,7 @@ func (pg *Postgres) Start(ctx context.Context) error {
 		"-p", strconv.Itoa(pg.opts.Port),
 		"-h", "127.0.0.1",
 		"-k", filepath.Join(pg.opts.Dir, "sock"),
-		"-c", "max_connections=300",
+		"-c", "max_connections=500",
 		"-c", "shared_buffers=128MB",
 	}
 	if !pg.opts.Durable {

@@ -1,0 +1,58 @@
+# holdfast: `make run` serves the demo on private PostgreSQL and Redis,
+# `make test` runs every test. Both install what is missing first.
+
+SHELL := /bin/bash
+GO ?= go
+GOBIN := $(shell $(GO) env GOPATH)/bin
+K6 := $(GOBIN)/k6
+K6_VERSION := v1.8.1
+BIN := bin/holdfast
+# Run as root (CI, containers) apt-get needs no sudo; otherwise use it.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all deps build run test test-go test-k6 experiment vet fmt clean
+
+all: build
+
+# deps installs PostgreSQL, Redis and psql from Debian's packages when they
+# are missing, and k6 with `go install`. It runs before the tests, never
+# inside them: parallel test binaries would fight over apt's lock.
+deps:
+	@if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || ! command -v redis-server >/dev/null || ! command -v psql >/dev/null; then \
+		echo "deps: installing postgresql and redis-server"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql postgresql-client redis-server >/dev/null; \
+	fi
+	@# Debian starts the packaged servers; holdfast never uses them.
+	@if [ -x "$(K6)" ]; then :; else echo "deps: installing k6 $(K6_VERSION)"; $(GO) install go.k6.io/k6@$(K6_VERSION); fi
+	@echo "deps: postgres $$(ls -d /usr/lib/postgresql/*/bin | tail -1), $$(redis-server --version | cut -d' ' -f3), k6 $(K6)"
+
+build:
+	$(GO) build -o $(BIN) ./cmd/holdfast
+
+run: deps build
+	$(BIN) dev
+
+# test is what CI runs: the Go tests with the race detector, against real
+# PostgreSQL and Redis (private ones each package starts, or DATABASE_URL and
+# REDIS_URL when set), then short k6 runs against a private `holdfast dev`.
+test: deps build vet test-go test-k6
+
+vet:
+	$(GO) vet ./...
+
+test-go:
+	$(GO) test -race -count=1 -timeout 15m ./...
+
+test-k6: build
+	K6=$(K6) HOLDFAST=$(CURDIR)/$(BIN) scripts/smoke.sh
+
+# experiment is the article's full run (20 VUs, 20 s) against `make run`.
+experiment: deps build
+	K6=$(K6) HOLDFAST=$(CURDIR)/$(BIN) scripts/experiment.sh
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+clean:
+	rm -rf bin

@@ -1,0 +1,69 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+)
+
+func TestBadSettingsAreRefusedAtStart(t *testing.T) {
+	t.Parallel()
+	env := func(kv ...string) func(string) string {
+		m := map[string]string{"DATABASE_URL": "postgres://u@127.0.0.1:1/db"}
+		for i := 0; i+1 < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return func(k string) string { return m[k] }
+	}
+	cases := []struct {
+		name   string
+		args   []string
+		getenv func(string) string
+		want   string
+	}{
+		{"no database", []string{"serve"}, func(string) string { return "" }, "--database-url"},
+		{"bad database scheme", []string{"serve", "--database-url", "mysql://x"}, env(), "--database-url"},
+		{"bad duration env", []string{"serve"}, env("HOLDFAST_HOLD_TTL", "ten minutes"), "HOLDFAST_HOLD_TTL"},
+		{"zero hold ttl", []string{"serve", "--hold-ttl", "0s"}, env(), "--hold-ttl"},
+		{"sweep under 1s", []string{"serve", "--sweep-every", "500ms"}, env(), "--sweep-every"},
+		{"negative lock wait", []string{"serve", "--lock-wait", "-1s"}, env(), "--lock-wait"},
+		{"work over lock ttl", []string{"serve", "--simulate-work", "6s"}, env(), "--simulate-work"},
+		{"quantity zero", []string{"serve", "--max-quantity", "0"}, env(), "--max-quantity"},
+		{"bad int env", []string{"serve"}, env("HOLDFAST_DB_MAX_CONNS", "many"), "HOLDFAST_DB_MAX_CONNS"},
+		{"bad bool env", []string{"serve"}, env("HOLDFAST_UNSAFE_DEMO", "perhaps"), "HOLDFAST_UNSAFE_DEMO"},
+		{"bad redis url", []string{"serve", "--redis-url", "http://nope"}, env(), "--redis-url"},
+		{"bad log level", []string{"serve", "--log-level", "loud"}, env(), "--log-level"},
+		{"unknown flag", []string{"serve", "--colour", "red"}, env(), "colour"},
+		{"stray argument", []string{"migrate", "now"}, env(), "unexpected argument"},
+		{"bad check event", []string{"check", "--event", "x"}, env(), "flag -event"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var stdout, stderr bytes.Buffer
+			err := run(context.Background(), tc.args, tc.getenv, &stdout, &stderr)
+			if err == nil {
+				t.Fatalf("started with a bad setting")
+			}
+			if msg := err.Error() + stderr.String(); !strings.Contains(msg, tc.want) {
+				t.Fatalf("message %q does not name %q", msg, tc.want)
+			}
+		})
+	}
+}
+
+func TestFlagsBeatEnvironmentBeatsDefaults(t *testing.T) {
+	t.Parallel()
+	cfg := defaultConfig()
+	s := newSettings("serve", func(k string) string {
+		return map[string]string{"HOLDFAST_LOCK_WAIT": "3s", "HOLDFAST_MAX_QUANTITY": "4"}[k]
+	}, &bytes.Buffer{})
+	s.serveFlags(&cfg)
+	if err := s.parse([]string{"--max-quantity", "6"}); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.LockWait.String() != "3s" || cfg.MaxQuantity != 6 || cfg.HoldTTL.String() != "10m0s" {
+		t.Fatalf("cfg = %+v", cfg)
+	}
+}

@@ -1,0 +1,197 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/holdfast/holdfast/internal/servers"
+	"github.com/holdfast/holdfast/internal/testenv"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+// syncBuffer collects a test's log lines; they are shown only if it fails.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// testServer is the real service on a test database and Redis prefix,
+// served by httptest.
+type testServer struct {
+	t   *testing.T
+	app *app
+	srv *httptest.Server
+	cfg config
+	log *syncBuffer
+}
+
+// newTestServer starts the service with the test defaults changed by edit.
+func newTestServer(t *testing.T, edit func(*config)) *testServer {
+	t.Helper()
+	cfg := defaultConfig()
+	cfg.DatabaseURL = testenv.DatabaseURL(t)
+	cfg.RedisURL, cfg.RedisPrefix = testenv.Redis(t)
+	cfg.UnsafeDemo = true
+	cfg.LogLevel = "debug"
+	if edit != nil {
+		edit(&cfg)
+	}
+	if err := cfg.validate(true); err != nil {
+		t.Fatalf("test config: %v", err)
+	}
+	logs := &syncBuffer{}
+	a, err := newApp(context.Background(), cfg, newLogger(logs, cfg.LogLevel))
+	if err != nil {
+		t.Fatalf("newApp: %v", err)
+	}
+	srv := httptest.NewServer(a.handler)
+	ts := &testServer{t: t, app: a, srv: srv, cfg: cfg, log: logs}
+	t.Cleanup(func() {
+		srv.Close()
+		a.Close()
+		if t.Failed() {
+			t.Logf("server log:\n%s", logs.String())
+		}
+	})
+	return ts
+}
+
+func (ts *testServer) db() *sqlx.DB { return ts.app.db }
+
+// response is what a request got back.
+type response struct {
+	Status int
+	Header http.Header
+	Body   []byte
+}
+
+func (r response) json(t *testing.T, v any) {
+	t.Helper()
+	if err := json.Unmarshal(r.Body, v); err != nil {
+		t.Fatalf("response %d is not JSON (%v): %s", r.Status, err, r.Body)
+	}
+}
+
+// errorBody decodes the contract's error body and fails unless it has both
+// fields.
+func (r response) errorBody(t *testing.T) (msg, code string) {
+	t.Helper()
+	var body struct {
+		Error *string `json:"error"`
+		Code  *string `json:"code"`
+	}
+	r.json(t, &body)
+	if body.Error == nil || body.Code == nil || *body.Error == "" || *body.Code == "" {
+		t.Fatalf("error body lacks error or code: %s", r.Body)
+	}
+	return *body.Error, *body.Code
+}
+
+var testClient = &http.Client{
+	Timeout:   60 * time.Second,
+	Transport: &http.Transport{MaxIdleConnsPerHost: 512},
+}
+
+// do sends a request; body may be a string (sent as is) or any value
+// (sent as JSON).
+func (ts *testServer) do(method, path string, body any, header ...string) response {
+	ts.t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	case []byte:
+		rd = bytes.NewReader(b)
+	default:
+		raw, err := json.Marshal(b)
+		if err != nil {
+			ts.t.Fatalf("marshal: %v", err)
+		}
+		rd = bytes.NewReader(raw)
+	}
+	req, err := http.NewRequest(method, ts.srv.URL+path, rd)
+	if err != nil {
+		ts.t.Fatalf("request: %v", err)
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	res, err := testClient.Do(req)
+	if err != nil {
+		ts.t.Errorf("%s %s: %v", method, path, err)
+		return response{}
+	}
+	defer res.Body.Close()
+	raw, _ := io.ReadAll(res.Body)
+	return response{Status: res.StatusCode, Header: res.Header, Body: raw}
+}
+
+// newEvent inserts an event the way an operator would, with plain SQL.
+func (ts *testServer) newEvent(tickets int, guard bool) int64 {
+	ts.t.Helper()
+	var id int64
+	err := ts.db().QueryRowContext(context.Background(), `
+		INSERT INTO events (name, description, event_date, total_tickets, available_tickets, ticket_price, oversell_guard)
+		VALUES ('Test Event', 'made by a test', '2030-01-01T20:00:00Z', $1, $1, 25.50, $2) RETURNING id`,
+		tickets, guard).Scan(&id)
+	if err != nil {
+		ts.t.Fatalf("insert event: %v", err)
+	}
+	return id
+}
+
+func (ts *testServer) available(eventID int64) int {
+	ts.t.Helper()
+	var n int
+	if err := ts.db().GetContext(context.Background(), &n, `SELECT available_tickets FROM events WHERE id = $1`, eventID); err != nil {
+		ts.t.Fatalf("read stock: %v", err)
+	}
+	return n
+}
+
+// check runs `holdfast check` for the events against the test database and
+// returns its output and whether it passed.
+func (ts *testServer) check(events ...int64) (string, bool) {
+	ts.t.Helper()
+	args := []string{"check", "--database-url", ts.cfg.DatabaseURL}
+	for _, id := range events {
+		args = append(args, "--event", itoa(id))
+	}
+	var out, errOut bytes.Buffer
+	err := run(context.Background(), args, func(string) string { return "" }, &out, &errOut)
+	if err != nil {
+		if _, ok := err.(exitError); !ok {
+			ts.t.Fatalf("check: %v\n%s", err, errOut.String())
+		}
+	}
+	return out.String(), err == nil
+}
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+func testenvPrivateRedis(t *testing.T) *servers.Redis { return testenv.PrivateRedis(t) }

@@ -1,0 +1,191 @@
+// Package testenv gives tests a real PostgreSQL and a real Redis.
+//
+// It uses DATABASE_URL and REDIS_URL when they are set (`make test` starts a
+// private pair and sets them); otherwise it starts private servers once per
+// test binary, stopped by Main. Each test then gets a database of its own,
+// migrated, and a Redis key prefix of its own, so tests run in parallel and
+// again on a machine a crashed run left dirty.
+package testenv
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lib/pq"
+
+	"github.com/holdfast/holdfast/internal/servers"
+	"github.com/holdfast/holdfast/schema"
+)
+
+var shared struct {
+	once     sync.Once
+	err      error
+	pgURL    string // a URL of the server's maintenance database
+	redisURL string
+	pg       *servers.Postgres
+	redis    *servers.Redis
+	dirs     []string
+}
+
+// Main runs the package's tests and stops any private servers they started.
+// Call it from TestMain.
+func Main(m *testing.M) {
+	code := m.Run()
+	if shared.redis != nil {
+		_ = shared.redis.Stop()
+	}
+	if shared.pg != nil {
+		_ = shared.pg.Stop()
+	}
+	for _, d := range shared.dirs {
+		_ = os.RemoveAll(d)
+	}
+	os.Exit(code)
+}
+
+func setup() {
+	shared.pgURL = os.Getenv("DATABASE_URL")
+	shared.redisURL = os.Getenv("REDIS_URL")
+	ctx := context.Background()
+	if shared.pgURL == "" {
+		pg, err := StartPostgres(ctx)
+		if err != nil {
+			shared.err = err
+			return
+		}
+		shared.pg = pg
+		shared.pgURL = pg.URL("postgres")
+	}
+	if shared.redisURL == "" {
+		dir, err := os.MkdirTemp("", "holdfast-redis-")
+		if err != nil {
+			shared.err = err
+			return
+		}
+		shared.dirs = append(shared.dirs, dir)
+		r, err := servers.StartRedis(ctx, dir)
+		if err != nil {
+			shared.err = err
+			return
+		}
+		shared.redis = r
+		shared.redisURL = r.URL()
+	}
+}
+
+// StartPostgres starts a private PostgreSQL in a new temporary directory;
+// the caller stops it. Tests that stop or pause a server use one of their
+// own rather than the shared one.
+func StartPostgres(ctx context.Context) (*servers.Postgres, error) {
+	dir, err := os.MkdirTemp("", "holdfast-pg-")
+	if err != nil {
+		return nil, err
+	}
+	// The directory is the caller's to clean up only through Stop, and the
+	// OS's temp cleaner after that; a test that must remove it uses t.Cleanup.
+	shared.dirs = append(shared.dirs, dir)
+	return servers.StartPostgres(ctx, servers.PostgresOptions{Dir: dir})
+}
+
+func ensure(t testing.TB) {
+	t.Helper()
+	shared.once.Do(setup)
+	if shared.err != nil {
+		t.Fatalf("testenv: real PostgreSQL and Redis are needed (run `make deps`, or set DATABASE_URL and REDIS_URL): %v", shared.err)
+	}
+}
+
+// Name returns a random lower-case name with prefix, unique per call.
+func Name(prefix string) string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return prefix + hex.EncodeToString(b[:])
+}
+
+// DatabaseURL creates a migrated database for t alone, dropped when t ends,
+// and returns its URL.
+func DatabaseURL(t testing.TB) string {
+	t.Helper()
+	ensure(t)
+	return NewDatabase(t, shared.pgURL)
+}
+
+// NewDatabase creates a migrated database on the server of adminURL for t
+// alone, dropped when t ends, and returns its URL.
+func NewDatabase(t testing.TB, adminURL string) string {
+	t.Helper()
+	ctx := context.Background()
+	admin, err := sql.Open("postgres", adminURL)
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	defer admin.Close()
+	name := Name("holdfast_test_")
+	if _, err := admin.ExecContext(ctx, "CREATE DATABASE "+pq.QuoteIdentifier(name)); err != nil {
+		t.Fatalf("testenv: create database: %v", err)
+	}
+	t.Cleanup(func() {
+		admin, err := sql.Open("postgres", adminURL)
+		if err != nil {
+			return
+		}
+		defer admin.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_, _ = admin.ExecContext(ctx, "DROP DATABASE IF EXISTS "+pq.QuoteIdentifier(name)+" WITH (FORCE)")
+	})
+	dbURL, err := withDatabase(adminURL, name)
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	db, err := sql.Open("postgres", dbURL)
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	defer db.Close()
+	if _, err := schema.Apply(ctx, db); err != nil {
+		t.Fatalf("testenv: migrate: %v", err)
+	}
+	return dbURL
+}
+
+func withDatabase(rawURL, name string) (string, error) {
+	if !strings.Contains(rawURL, "://") {
+		return "", fmt.Errorf("DATABASE_URL must be a postgres:// URL for tests, got key=value form")
+	}
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return "", err
+	}
+	u.Path = "/" + name
+	return u.String(), nil
+}
+
+// Redis returns the shared Redis URL and a key prefix for t alone.
+func Redis(t testing.TB) (redisURL, prefix string) {
+	t.Helper()
+	ensure(t)
+	return shared.redisURL, Name("test:") + ":"
+}
+
+// PrivateRedis starts a Redis for t alone, stopped when t ends: for tests
+// that stop, pause or slow it.
+func PrivateRedis(t testing.TB) *servers.Redis {
+	t.Helper()
+	dir := t.TempDir()
+	r, err := servers.StartRedis(context.Background(), dir)
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	t.Cleanup(func() { _ = r.Stop() })
+	return r
+}

@@ -1,0 +1,280 @@
+#!/usr/bin/env bash
+# experiment.sh: the seed article's experiment, end to end. It resets a demo
+# event to 10 tickets left, lets a crowd of k6 virtual users book it through
+# POST /book/unsafe (which oversells), resets it again, repeats through
+# POST /book/safe (which sells exactly 10), and prints what each left behind,
+# with `holdfast check` after each phase.
+#
+# Run `holdfast dev` in one terminal and this in another:
+#
+#   scripts/experiment.sh
+#   VUS=5 DURATION=5s scripts/experiment.sh          # a shorter run
+#
+# Environment (all optional):
+#   DATABASE_URL        PostgreSQL of the running service; when unset it is
+#                       read from .holdfast/env (written by `holdfast dev`)
+#   BASE_URL            the service; default from HOLDFAST_ADDR in
+#                       .holdfast/env when DATABASE_URL came from there,
+#                       else http://127.0.0.1:8080
+#   EVENT_ID            the demo event, default 1 (oversell_guard off, with a
+#                       presale booking leaving 10 tickets)
+#   VUS, DURATION       passed to k6 (defaults 20 and 20s)
+#   K6                  the k6 binary; else $(go env GOPATH)/bin/k6, else k6
+#                       on PATH, else `go install go.k6.io/k6@v1.8.1`
+#   HOLDFAST            the holdfast binary; else built from this checkout
+#   K6_SUMMARY_DIR      if set, k6 writes unsafe.json and safe.json there
+#                       (--summary-export)
+#   EXPERIMENT_LENIENT  1: report, but do not fail on, outcomes that differ
+#                       from the article's (safe must sell exactly 10 and
+#                       leave 0; unsafe must end below zero)
+#
+# Exit status: 0 when the experiment reproduced the article, 1 otherwise (or
+# on any error: server down, k6 saw a 5xx or unexpected status, ...).
+
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+K6_VERSION=v1.8.1
+PRESALE_EMAIL='presale@holdfast.example'
+STOCK=10 # tickets left after a reset
+
+die() {
+	echo "experiment: $*" >&2
+	exit 1
+}
+
+# --- configuration ----------------------------------------------------------
+
+env_file="$ROOT/.holdfast/env"
+if [[ -z "${DATABASE_URL:-}" && -f "$env_file" ]]; then
+	# Parsed, not sourced: a URL may hold characters the shell would act on.
+	file_db='' file_addr=''
+	while IFS='=' read -r key value || [[ -n "$key" ]]; do
+		case "$key" in
+		DATABASE_URL) file_db="$value" ;;
+		HOLDFAST_ADDR) file_addr="$value" ;;
+		esac
+	done <"$env_file"
+	[[ -n "$file_db" ]] || die "$env_file has no DATABASE_URL line"
+	DATABASE_URL="$file_db"
+	echo "using DATABASE_URL from $env_file"
+	if [[ -z "${BASE_URL:-}" && -n "$file_addr" ]]; then
+		# A listen address: ":8080" or "0.0.0.0:8080" is reached on loopback.
+		host="${file_addr%:*}" port="${file_addr##*:}"
+		case "$host" in "" | 0.0.0.0 | "[::]" | "::") host=127.0.0.1 ;; esac
+		BASE_URL="http://$host:$port"
+		echo "using BASE_URL $BASE_URL from HOLDFAST_ADDR in $env_file"
+	fi
+fi
+[[ -n "${DATABASE_URL:-}" ]] ||
+	die "DATABASE_URL is not set and $env_file does not exist: start \`holdfast dev\` first, or set DATABASE_URL"
+export DATABASE_URL
+BASE_URL="${BASE_URL:-http://127.0.0.1:8080}"
+BASE_URL="${BASE_URL%/}"
+EVENT_ID="${EVENT_ID:-1}"
+[[ "$EVENT_ID" =~ ^[1-9][0-9]{0,9}$ ]] || die "EVENT_ID must be a positive integer, not '$EVENT_ID'"
+LENIENT="${EXPERIMENT_LENIENT:-0}"
+
+command -v psql >/dev/null || die "psql is not on PATH (apt-get install postgresql-client)"
+
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+
+# gobin is where `go install` puts binaries.
+gobin() {
+	local dir
+	dir="$(go env GOBIN)"
+	if [[ -z "$dir" ]]; then
+		dir="$(go env GOPATH)"
+		dir="${dir%%:*}/bin"
+	fi
+	echo "$dir"
+}
+
+# k6
+if [[ -n "${K6:-}" ]]; then
+	[[ -x "$K6" ]] || K6="$(command -v "$K6")" || die "K6=$K6 is not an executable"
+elif command -v go >/dev/null && [[ -x "$(gobin)/k6" ]]; then
+	K6="$(gobin)/k6"
+elif command -v k6 >/dev/null; then
+	K6="$(command -v k6)"
+else
+	command -v go >/dev/null || die "k6 not found and go is not on PATH to install it; set K6"
+	echo "k6 not found: go install go.k6.io/k6@$K6_VERSION (this takes a while)"
+	go install "go.k6.io/k6@$K6_VERSION"
+	K6="$(gobin)/k6"
+	[[ -x "$K6" ]] || die "go install did not leave k6 at $K6"
+fi
+
+# holdfast, built once rather than `go run` per check.
+if [[ -n "${HOLDFAST:-}" ]]; then
+	[[ -x "$HOLDFAST" ]] || HOLDFAST="$(command -v "$HOLDFAST")" || die "HOLDFAST=$HOLDFAST is not an executable"
+else
+	command -v go >/dev/null || die "go is not on PATH to build holdfast; set HOLDFAST"
+	echo "building holdfast from $ROOT"
+	go build -o "$tmp/holdfast" ./cmd/holdfast
+	HOLDFAST="$tmp/holdfast"
+fi
+
+echo "k6:       $K6 ($("$K6" version 2>/dev/null | head -n1))"
+echo "holdfast: $HOLDFAST"
+echo "service:  $BASE_URL"
+echo "event:    $EVENT_ID"
+echo "load:     ${VUS:-20} VUs for ${DURATION:-20s}"
+
+# --- helpers ----------------------------------------------------------------
+
+sql() {
+	psql "$DATABASE_URL" -XAtq -v ON_ERROR_STOP=1 -c "$1"
+}
+
+have_curl=0
+command -v curl >/dev/null && have_curl=1
+
+# preflight checks the service answers on the endpoint: an empty body must be
+# refused as invalid (400), which proves the route is mounted.
+preflight() {
+	local endpoint="$1" status
+	((have_curl)) || return 0
+	status="$(curl -sS -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: application/json' \
+		--max-time 10 -d '{}' "$BASE_URL/book/$endpoint" 2>/dev/null)" || status=000
+	case "$status" in
+	400) ;;
+	000) die "nothing answers at $BASE_URL: start \`holdfast dev\` (or set BASE_URL)" ;;
+	404) die "$BASE_URL/book/$endpoint is not mounted (status 404): the service needs --unsafe-demo, which \`holdfast dev\` turns on" ;;
+	*) die "POST $BASE_URL/book/$endpoint with an empty body answered $status, expected 400" ;;
+	esac
+}
+
+# reset deletes the event's bookings but the presale one and sets its stock
+# to what its live bookings leave, so available + booked = total holds.
+reset_event() {
+	local row total guard available
+	row="$(sql "SELECT total_tickets, oversell_guard FROM events WHERE id = $EVENT_ID")"
+	[[ -n "$row" ]] || die "event $EVENT_ID does not exist: is this holdfast dev's database, with its sample events?"
+	IFS='|' read -r total guard <<<"$row"
+	if [[ "$guard" == t ]]; then
+		echo "warning: event $EVENT_ID has oversell_guard on; the database will refuse to oversell it" >&2
+	fi
+	sql "BEGIN;
+		SELECT 1 FROM events WHERE id = $EVENT_ID FOR UPDATE;
+		DELETE FROM bookings WHERE event_id = $EVENT_ID AND user_email <> '$PRESALE_EMAIL';
+		UPDATE events e SET available_tickets = e.total_tickets - coalesce(
+			(SELECT sum(b.quantity) FROM bookings b
+			 WHERE b.event_id = e.id AND b.booking_status IN ('pending', 'confirmed')), 0)
+		WHERE e.id = $EVENT_ID;
+		COMMIT;" >/dev/null
+	available="$(sql "SELECT available_tickets FROM events WHERE id = $EVENT_ID")"
+	if [[ "$available" != "$STOCK" ]]; then
+		die "after the reset event $EVENT_ID has $available of $total tickets available, expected $STOCK: it needs one confirmed booking by $PRESALE_EMAIL for $((total - STOCK)) tickets, as holdfast dev's sample data has"
+	fi
+	echo "reset event $EVENT_ID: $available of $total tickets available"
+
+	# The service must see the same database.
+	if ((have_curl)); then
+		local body seen
+		body="$(curl -sS --max-time 10 "$BASE_URL/events/$EVENT_ID" 2>/dev/null)" || body=''
+		seen="$(grep -o '"available_tickets":-\{0,1\}[0-9]*' <<<"$body" | head -n1 | cut -d: -f2)" || seen=''
+		[[ "$seen" == "$available" ]] ||
+			die "GET $BASE_URL/events/$EVENT_ID shows available_tickets '${seen:-?}', the database $available: is DATABASE_URL the service's database?"
+	fi
+}
+
+failures=()  # outcomes that differ from the article's (EXPERIMENT_LENIENT relaxes these)
+errors=()    # things that went wrong whatever EXPERIMENT_LENIENT says
+summary=()   # one line per phase
+
+# phase runs k6 against one endpoint and reports what it left behind.
+phase() {
+	local endpoint="$1" k6_rc check_rc bookings available oversold check_out verdict
+	echo
+	echo "== /book/$endpoint =="
+	preflight "$endpoint"
+	reset_event
+
+	local args=(run --quiet
+		-e "BASE_URL=$BASE_URL" -e "ENDPOINT=$endpoint" -e "EVENT_ID=$EVENT_ID")
+	if [[ -n "${VUS:-}" ]]; then args+=(-e "VUS=$VUS"); fi
+	if [[ -n "${DURATION:-}" ]]; then args+=(-e "DURATION=$DURATION"); fi
+	if [[ -n "${K6_SUMMARY_DIR:-}" ]]; then
+		mkdir -p "$K6_SUMMARY_DIR"
+		args+=(--summary-export "$K6_SUMMARY_DIR/$endpoint.json")
+	fi
+	args+=("$ROOT/scripts/booking_test.js")
+
+	echo "k6 ${args[*]}"
+	if "$K6" "${args[@]}"; then k6_rc=0; else k6_rc=$?; fi
+	if ((k6_rc == 99)); then
+		errors+=("/book/$endpoint: k6 exited 99: a threshold failed (5xx or other unexpected answers; see its summary)")
+	elif ((k6_rc != 0)); then
+		errors+=("/book/$endpoint: k6 exited $k6_rc")
+	fi
+
+	bookings="$(sql "SELECT count(*) FROM bookings WHERE event_id = $EVENT_ID AND user_email <> '$PRESALE_EMAIL'")"
+	available="$(sql "SELECT available_tickets FROM events WHERE id = $EVENT_ID")"
+	oversold=$((available < 0 ? -available : 0))
+	echo
+	echo "bookings made: $bookings"
+	echo "final stock:   $available"
+	echo "oversold by $oversold"
+
+	echo
+	echo "holdfast check --event $EVENT_ID:"
+	if check_out="$("$HOLDFAST" check --event "$EVENT_ID" 2>&1)"; then check_rc=0; else check_rc=$?; fi
+	echo "$check_out"
+	if ((check_rc == 0)); then
+		verdict=consistent
+	elif ((check_rc == 1)) && grep -q 'break the invariants' <<<"$check_out"; then
+		verdict=violation
+	else
+		errors+=("/book/$endpoint: holdfast check could not run (exit $check_rc)")
+		verdict=error
+	fi
+
+	case "$endpoint" in
+	unsafe)
+		((available < 0)) ||
+			failures+=("/book/unsafe left stock $available, expected below zero (the race did not show)")
+		;;
+	safe)
+		((bookings == STOCK)) || failures+=("/book/safe made $bookings bookings, expected exactly $STOCK")
+		((available == 0)) || failures+=("/book/safe left stock $available, expected 0")
+		[[ "$verdict" == consistent ]] || failures+=("/book/safe: holdfast check reports $verdict")
+		;;
+	esac
+
+	summary+=("$(printf '%-14s %-9s %-12s %-9s %s' "/book/$endpoint" "$bookings" "$available" "$oversold" "$verdict")")
+}
+
+# --- the experiment ---------------------------------------------------------
+
+sql 'SELECT 1' >/dev/null || die "cannot reach PostgreSQL at DATABASE_URL (see psql's message above)"
+
+phase unsafe
+phase safe
+
+echo
+echo "== summary =="
+printf '%-14s %-9s %-12s %-9s %s\n' endpoint bookings "final stock" oversold check
+printf '%s\n' "${summary[@]}"
+echo
+
+status=0
+for e in "${errors[@]}"; do
+	echo "ERROR: $e"
+	status=1
+done
+for f in "${failures[@]}"; do
+	if [[ "$LENIENT" == 1 ]]; then
+		echo "differs from the article (EXPERIMENT_LENIENT=1, not failing): $f"
+	else
+		echo "FAIL: $f"
+		status=1
+	fi
+done
+if ((status == 0)) && ((${#failures[@]} == 0)); then
+	echo "reproduced: /book/unsafe oversold, /book/safe sold exactly $STOCK and left 0"
+fi
+exit "$status"

@@ -1,0 +1,142 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/holdfast/holdfast/booking"
+	"github.com/holdfast/holdfast/internal/testenv"
+	"github.com/holdfast/holdfast/store"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+func newLocks(t *testing.T, ttl, wait time.Duration) (*store.Locks, func(context.Context, string) (string, error)) {
+	t.Helper()
+	url, prefix := testenv.Redis(t)
+	rdb, err := store.OpenRedis(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rdb.Close() })
+	l := store.NewLocks(rdb, store.LockOptions{Prefix: prefix, TTL: ttl, Wait: wait}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	get := func(ctx context.Context, key string) (string, error) { return rdb.Get(ctx, key).Result() }
+	return l, get
+}
+
+func TestAHolderWhoseTTLRanOutCannotReleaseTheNextHoldersLock(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	locks, get := newLocks(t, 100*time.Millisecond, time.Second)
+
+	unlockFirst, err := locks.Lock(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The first holder stalls past its TTL; the second takes the lock.
+	time.Sleep(150 * time.Millisecond)
+	unlockSecond, err := locks.Lock(ctx, 1)
+	if err != nil {
+		t.Fatalf("second holder: %v", err)
+	}
+	second, err := get(ctx, locks.Key(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The first holder wakes and releases: the compare-and-delete must
+	// leave the second holder's lock alone.
+	unlockFirst()
+	if got, err := get(ctx, locks.Key(1)); err != nil || got != second {
+		t.Fatalf("after the stale release the lock is %q (%v), want the second holder's %q", got, err, second)
+	}
+	unlockSecond()
+	if _, err := get(ctx, locks.Key(1)); err == nil {
+		t.Fatal("the second holder's release left the lock in place")
+	}
+}
+
+func TestLockIsBusyAfterTheWait(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	locks, _ := newLocks(t, 5*time.Second, 50*time.Millisecond)
+	unlock, err := locks.Lock(ctx, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+	if _, err := locks.Lock(ctx, 7); !errors.Is(err, booking.ErrBusy) {
+		t.Fatalf("err = %v, want ErrBusy", err)
+	}
+	// Another event is not blocked by it.
+	other, err := locks.Lock(ctx, 8)
+	if err != nil {
+		t.Fatalf("event 8: %v", err)
+	}
+	other()
+}
+
+func TestLockExcludesUnderContention(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	locks, _ := newLocks(t, 5*time.Second, 20*time.Second)
+	var inside, maxInside, done atomic.Int32
+	var wg sync.WaitGroup
+	for i := 0; i < 50; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			unlock, err := locks.Lock(ctx, 3)
+			if err != nil {
+				t.Errorf("lock: %v", err)
+				return
+			}
+			n := inside.Add(1)
+			for {
+				m := maxInside.Load()
+				if n <= m || maxInside.CompareAndSwap(m, n) {
+					break
+				}
+			}
+			time.Sleep(time.Millisecond)
+			inside.Add(-1)
+			done.Add(1)
+			unlock()
+		}()
+	}
+	wg.Wait()
+	if maxInside.Load() != 1 || done.Load() != 50 {
+		t.Fatalf("%d holders at once at most, %d done; want 1 and 50", maxInside.Load(), done.Load())
+	}
+}
+
+func TestLockWithRedisDownFallsBack(t *testing.T) {
+	t.Parallel()
+	r := testenv.PrivateRedis(t)
+	rdb, err := store.OpenRedis(r.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rdb.Close()
+	locks := store.NewLocks(rdb, store.LockOptions{Prefix: "t:", TTL: time.Second, Wait: time.Second}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err := r.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	unlock, err := locks.Lock(context.Background(), 1)
+	if err != nil || unlock == nil {
+		t.Fatalf("Lock with Redis down: %v; want a no-op unlock and no error", err)
+	}
+	unlock()
+	if locks.Up(context.Background()) == nil {
+		t.Fatal("Up says Redis answers while it is stopped")
+	}
+	if time.Since(start) > 5*time.Second {
+		t.Fatalf("falling back took %s", time.Since(start))
+	}
+}
