@@ -215,4 +215,3 @@ func DBUp(ctx context.Context, db *sqlx.DB) error {
 	var one int
 	return db.QueryRowContext(ctx, `SELECT 1`).Scan(&one)
 }
-
