@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/holdfast/holdfast/internal/httpapi"
+	"github.com/holdfast/holdfast/internal/idempotency"
 	"github.com/holdfast/holdfast/internal/money"
 )
 
@@ -114,9 +115,28 @@ type Store interface {
 	// slept between the check and the insert.
 	BookUnsafe(ctx context.Context, o Order, work time.Duration) (Booking, error)
 	// BookLocked locks the event row, sleeps work, checks and inserts a
-	// confirmed booking, in one transaction.
-	BookLocked(ctx context.Context, o Order, work time.Duration) (Booking, error)
+	// confirmed booking, in one transaction together with the response kept
+	// for key (when not nil), rendered by render.
+	BookLocked(ctx context.Context, o Order, work time.Duration, key *idempotency.Key, render Render) (Outcome, error)
+	// Replay returns the response kept for key, nil if there is none, or
+	// idempotency.ErrMismatch if the key was used with other values.
+	Replay(ctx context.Context, key *idempotency.Key) (*idempotency.Response, error)
 }
+
+// Outcome is what a booking request came to: a booking or an error of the
+// client's (sold out, no such event), or the response kept for its
+// idempotency key, to replay.
+type Outcome struct {
+	Booking Booking
+	Err     error
+	Replay  *idempotency.Response
+}
+
+// Render turns an outcome into the response kept for its idempotency key.
+type Render func(Booking, error) idempotency.Response
+
+// SafeMessage is the message of a booking made by /book/safe.
+const SafeMessage = "Booking confirmed"
 
 // Locker hands out the per-event lock that keeps buyers of one event from
 // piling onto its row. Lock returns ErrBusy when the lock was not had within
@@ -144,17 +164,20 @@ func (s *Service) BookUnsafe(ctx context.Context, o Order) (Booking, error) {
 	return b, nil
 }
 
-// BookSafe books under the event's lock; it never oversells.
-func (s *Service) BookSafe(ctx context.Context, o Order) (Booking, error) {
+// BookSafe books under the event's lock; it never oversells. A request
+// with an idempotency key seen before replays the first response.
+func (s *Service) BookSafe(ctx context.Context, o Order, key *idempotency.Key, render Render) (Outcome, error) {
+	if key != nil {
+		// A key seen before replays without queueing for the event's lock.
+		replay, err := s.Store.Replay(ctx, key)
+		if err != nil || replay != nil {
+			return Outcome{Replay: replay}, err
+		}
+	}
 	unlock, err := s.Locks.Lock(ctx, o.EventID)
 	if err != nil {
-		return Booking{}, err
+		return Outcome{}, err
 	}
 	defer unlock()
-	b, err := s.Store.BookLocked(ctx, o, s.Work)
-	if err != nil {
-		return Booking{}, err
-	}
-	b.Message = "Booking confirmed"
-	return b, nil
+	return s.Store.BookLocked(ctx, o, s.Work, key, render)
 }

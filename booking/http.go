@@ -1,7 +1,7 @@
 package booking
 
 import (
-	"context"
+	"errors"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -9,6 +9,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/holdfast/holdfast/internal/httpapi"
+	"github.com/holdfast/holdfast/internal/idempotency"
 )
 
 // Paging of GET /events.
@@ -74,31 +75,59 @@ func HandleGetEvent(store Store, log *slog.Logger) http.Handler {
 
 // HandleBookUnsafe answers POST /book/unsafe.
 func HandleBookUnsafe(svc *Service, maxQuantity int, log *slog.Logger) http.Handler {
-	return handleBook(svc.BookUnsafe, maxQuantity, log)
-}
-
-// HandleBookSafe answers POST /book/safe.
-func HandleBookSafe(svc *Service, maxQuantity int, log *slog.Logger) http.Handler {
-	return handleBook(svc.BookSafe, maxQuantity, log)
-}
-
-func handleBook(book func(ctx context.Context, o Order) (Booking, error), maxQuantity int, log *slog.Logger) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var req Request
-		if err := httpapi.Decode(w, r, &req); err != nil {
-			httpapi.WriteError(w, r, log, err)
+		order, ok := decodeOrder(w, r, maxQuantity, log)
+		if !ok {
 			return
 		}
-		order, err := req.Order(maxQuantity)
-		if err != nil {
-			httpapi.WriteError(w, r, log, err)
-			return
-		}
-		b, err := book(r.Context(), order)
+		b, err := svc.BookUnsafe(r.Context(), order)
 		if err != nil {
 			httpapi.WriteError(w, r, log, err)
 			return
 		}
 		httpapi.Encode(w, http.StatusOK, b)
 	})
+}
+
+// ScopeSafe is the idempotency scope of POST /book/safe.
+const ScopeSafe = "POST /book/safe"
+
+func renderBooked(b Booking, err error) idempotency.Response {
+	if err != nil {
+		return idempotency.Failure(err)
+	}
+	return idempotency.Success(http.StatusOK, b)
+}
+
+// HandleBookSafe answers POST /book/safe, honouring Idempotency-Key.
+func HandleBookSafe(svc *Service, maxQuantity int, log *slog.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		order, ok := decodeOrder(w, r, maxQuantity, log)
+		if !ok {
+			return
+		}
+		key, err := idempotency.FromRequest(r, ScopeSafe, order)
+		if err != nil {
+			httpapi.WriteError(w, r, log, err)
+			return
+		}
+		out, err := svc.BookSafe(r.Context(), order, key, renderBooked)
+		idempotency.Answer(w, r, log, out.Replay, out.Booking, http.StatusOK, errors.Join(err, out.Err))
+	})
+}
+
+// decodeOrder reads and validates the request body, answering the client
+// itself when it is bad.
+func decodeOrder(w http.ResponseWriter, r *http.Request, maxQuantity int, log *slog.Logger) (Order, bool) {
+	var req Request
+	if err := httpapi.Decode(w, r, &req); err != nil {
+		httpapi.WriteError(w, r, log, err)
+		return Order{}, false
+	}
+	order, err := req.Order(maxQuantity)
+	if err != nil {
+		httpapi.WriteError(w, r, log, err)
+		return Order{}, false
+	}
+	return order, true
 }

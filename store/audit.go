@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/lib/pq"
 )
@@ -23,7 +24,10 @@ type EventAudit struct {
 const qAudit = `
 SELECT e.id, e.name, e.total_tickets, e.available_tickets,
        coalesce(sum(b.quantity) FILTER (WHERE b.booking_status = 'pending'), 0)   AS held,
-       coalesce(sum(b.quantity) FILTER (WHERE b.booking_status = 'confirmed'), 0) AS confirmed
+       coalesce(sum(b.quantity) FILTER (WHERE b.booking_status = 'confirmed'), 0) AS confirmed,
+       count(*) FILTER (WHERE b.booking_status = 'confirmed' AND b.confirmed_at > b.expires_at) AS late_confirms,
+       count(*) FILTER (WHERE b.booking_status = 'pending'
+                          AND b.expires_at < now() - $2 * interval '1 microsecond') AS stale_holds
 FROM events e
 LEFT JOIN bookings b ON b.event_id = e.id
 WHERE cardinality($1::bigint[]) = 0 OR e.id = ANY($1::bigint[])
@@ -37,18 +41,22 @@ type auditRow struct {
 	Available int    `db:"available_tickets"`
 	Held      int    `db:"held"`
 	Confirmed int    `db:"confirmed"`
+	Late      int    `db:"late_confirms"`
+	Stale     int    `db:"stale_holds"`
 }
 
 // Audit checks the invariants of the contract for the given events (all of
-// them when ids is empty): available + held + confirmed = total, and
-// 0 <= available <= total. An id that names no event is reported as a
-// problem of its own.
-func (s *Store) Audit(ctx context.Context, ids []int64) ([]EventAudit, error) {
+// them when ids is empty): available + held + confirmed = total,
+// 0 <= available <= total, no booking confirmed after its hold expired, and
+// no pending hold left more than sweepEvery plus one second past its
+// expiry. An id that names no event is reported as a problem of its own.
+func (s *Store) Audit(ctx context.Context, ids []int64, sweepEvery time.Duration) ([]EventAudit, error) {
 	if ids == nil {
 		ids = []int64{}
 	}
+	grace := (sweepEvery + time.Second).Microseconds()
 	var rows []auditRow
-	if err := s.db.SelectContext(ctx, &rows, qAudit, pq.Array(ids)); err != nil {
+	if err := s.db.SelectContext(ctx, &rows, qAudit, pq.Array(ids), grace); err != nil {
 		return nil, mapErr(ctx, err)
 	}
 	seen := map[int64]bool{}
@@ -64,6 +72,12 @@ func (s *Store) Audit(ctx context.Context, ids []int64) ([]EventAudit, error) {
 		}
 		if r.Available > r.Total {
 			a.Problems = append(a.Problems, "available above total")
+		}
+		if r.Late > 0 {
+			a.Problems = append(a.Problems, fmt.Sprintf("%d bookings confirmed after their hold expired", r.Late))
+		}
+		if r.Stale > 0 {
+			a.Problems = append(a.Problems, fmt.Sprintf("%d pending holds more than a sweep interval + 1s past expiry", r.Stale))
 		}
 		out = append(out, a)
 	}

@@ -215,3 +215,11 @@ func DBUp(ctx context.Context, db *sqlx.DB) error {
 	var one int
 	return db.QueryRowContext(ctx, `SELECT 1`).Scan(&one)
 }
+
+// code is err's SQLSTATE, or "".
+func code(err error) string {
+	if pqErr := pq.As(err); pqErr != nil {
+		return string(pqErr.Code)
+	}
+	return ""
+}

@@ -10,6 +10,7 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/holdfast/holdfast/booking"
+	"github.com/holdfast/holdfast/internal/idempotency"
 	"github.com/holdfast/holdfast/internal/money"
 )
 
@@ -110,18 +111,39 @@ func (s *Store) BookUnsafe(ctx context.Context, o booking.Order, work time.Durat
 }
 
 // BookLocked locks the event row, works, checks the stock and inserts a
-// confirmed booking, all in one transaction: it never oversells.
-func (s *Store) BookLocked(ctx context.Context, o booking.Order, work time.Duration) (booking.Booking, error) {
+// confirmed booking, all in one transaction: it never oversells. With a key,
+// the response rendered by render is kept in the same transaction; a sold-out
+// or missing event is then an outcome to keep, not a failure.
+func (s *Store) BookLocked(ctx context.Context, o booking.Order, work time.Duration, key *idempotency.Key, render booking.Render) (booking.Outcome, error) {
 	if !validID(o.EventID) {
-		return booking.Booking{}, booking.ErrEventNotFound
+		return booking.Outcome{Err: booking.ErrEventNotFound}, nil
 	}
-	var b booking.Booking
+	var out booking.Outcome
 	err := inTx(ctx, s.db, func(tx *sqlx.Tx) error {
-		var err error
-		b, err = book(ctx, tx, qStockLocked, o, work)
-		return err
+		out = booking.Outcome{}
+		if key != nil {
+			replay, err := claimKey(ctx, tx, key)
+			if err != nil || replay != nil {
+				out.Replay = replay
+				return err
+			}
+		}
+		b, err := book(ctx, tx, qStockLocked, o, work)
+		switch {
+		case err == nil:
+			b.Message = booking.SafeMessage
+			out.Booking = b
+		case errors.Is(err, booking.ErrSoldOut), errors.Is(err, booking.ErrEventNotFound):
+			out.Err = err
+		default:
+			return err
+		}
+		if key != nil {
+			return keepKey(ctx, tx, key, render(out.Booking, out.Err))
+		}
+		return nil
 	})
-	return b, err
+	return out, err
 }
 
 // book reads the stock with readStock, works, checks and inserts.

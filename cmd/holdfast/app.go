@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/holdfast/holdfast/booking"
+	"github.com/holdfast/holdfast/hold"
 	"github.com/holdfast/holdfast/internal/httpapi"
 	"github.com/holdfast/holdfast/schema"
 	"github.com/holdfast/holdfast/store"
@@ -28,6 +29,8 @@ type app struct {
 	store   *store.Store
 	locks   *store.Locks
 	booking *booking.Service
+	holds   *hold.Service
+	sweeper *hold.Sweeper
 	handler http.Handler
 }
 
@@ -67,6 +70,8 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger) (*app, error) {
 		log.WarnContext(ctx, "redis is not answering; starting on PostgreSQL alone", "err", err)
 	}
 	a.booking = &booking.Service{Store: a.store, Locks: a.locks, Work: cfg.SimulateWork}
+	a.holds = &hold.Service{Store: a.store, Locks: a.locks, TTL: cfg.HoldTTL}
+	a.sweeper = hold.NewSweeper(a.store, cfg.SweepEvery, log)
 	r := chi.NewRouter()
 	r.Use(httpapi.RequestID, httpapi.AccessLog(log), httpapi.Recover(log))
 	r.NotFound(httpapi.NotFound)

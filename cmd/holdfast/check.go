@@ -51,7 +51,7 @@ func runCheck(ctx context.Context, args []string, getenv func(string) string, st
 		return err
 	}
 	defer db.Close()
-	audits, err := store.New(db).Audit(ctx, events)
+	audits, err := store.New(db).Audit(ctx, events, cfg.SweepEvery)
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/holdfast/holdfast/booking"
+	"github.com/holdfast/holdfast/hold"
 	"github.com/holdfast/holdfast/internal/httpapi"
 	"github.com/holdfast/holdfast/store"
 )
@@ -21,6 +22,10 @@ func (a *app) routes(r chi.Router) {
 		r.Method(http.MethodPost, "/book/unsafe", booking.HandleBookUnsafe(a.booking, a.cfg.MaxQuantity, a.log))
 	}
 	r.Method(http.MethodPost, "/book/safe", booking.HandleBookSafe(a.booking, a.cfg.MaxQuantity, a.log))
+	r.Method(http.MethodPost, "/holds", hold.HandleCreate(a.holds, a.cfg.MaxQuantity, a.log))
+	r.Method(http.MethodGet, "/holds/{id}", hold.HandleGet(a.holds, a.log))
+	r.Method(http.MethodDelete, "/holds/{id}", hold.HandleRelease(a.holds, a.log))
+	r.Method(http.MethodPost, "/holds/{id}/confirm", hold.HandleConfirm(a.holds, a.log))
 }
 
 func handleHealth() http.Handler {

@@ -51,6 +51,9 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, onListen func(addr
 		IdleTimeout:  2 * time.Minute,
 		ErrorLog:     slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	if err := a.sweeper.Start(); err != nil {
+		return err
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	log.InfoContext(ctx, "holdfast serving", "addr", ln.Addr().String(), "unsafe_demo", cfg.UnsafeDemo,
@@ -67,7 +70,11 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, onListen func(addr
 	log.Info("shutting down")
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	if err := srv.Shutdown(shutdownCtx); err != nil {
+	err = srv.Shutdown(shutdownCtx)
+	// The sweeper stops after the last request is answered: a release or
+	// confirm in flight may still count on the stock it restores.
+	a.sweeper.Stop(shutdownCtx)
+	if err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {

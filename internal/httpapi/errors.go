@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -86,25 +87,38 @@ type ErrorBody struct {
 // as it is; anything else is logged with its detail and answered 500
 // "internal error", so nothing internal reaches a client.
 func WriteError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
-	var e *Error
-	switch {
-	case errors.As(err, &e):
-		if e.HTTPStatus() >= 500 {
-			log.WarnContext(r.Context(), "request failed", "status", e.HTTPStatus(), "code", e.Code, "err", err)
-		}
-	case r.Context().Err() != nil && errors.Is(err, context.Canceled):
-		// The client went away; nobody reads this answer.
-		log.InfoContext(r.Context(), "client gone", "err", err)
-		e = &Error{Code: CodeUnavailable, Message: "request cancelled"}
-	default:
-		log.ErrorContext(r.Context(), "internal error", "err", err)
-		e = &Error{Code: CodeInternal, Message: "internal error"}
-	}
+	e := Public(r.Context(), log, err)
 	if e.RetryAfter > 0 {
 		secs := int(math.Ceil(e.RetryAfter.Seconds()))
 		w.Header().Set("Retry-After", strconv.Itoa(secs))
 	}
 	Encode(w, e.HTTPStatus(), ErrorBody{Error: e.Message, Code: e.Code})
+}
+
+// Public returns the *Error a client may see for err, logging what it
+// hides: the detail of a fault of ours, a 5xx.
+func Public(ctx context.Context, log *slog.Logger, err error) *Error {
+	var e *Error
+	switch {
+	case errors.As(err, &e):
+		if e.HTTPStatus() >= 500 {
+			log.WarnContext(ctx, "request failed", "status", e.HTTPStatus(), "code", e.Code, "err", err)
+		}
+		return e
+	case ctx.Err() != nil && errors.Is(err, context.Canceled):
+		// The client went away; nobody reads this answer.
+		log.InfoContext(ctx, "client gone", "err", err)
+		return &Error{Code: CodeUnavailable, Message: "request cancelled"}
+	default:
+		log.ErrorContext(ctx, "internal error", "err", err)
+		return &Error{Code: CodeInternal, Message: "internal error"}
+	}
+}
+
+// ErrorJSON is the body of e's answer.
+func ErrorJSON(e *Error) []byte {
+	b, _ := json.Marshal(ErrorBody{Error: e.Message, Code: e.Code})
+	return b
 }
 
 // NotFound answers routes the router does not know.

@@ -1,0 +1,139 @@
+package hold
+
+import (
+	"context"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/holdfast/holdfast/booking"
+	"github.com/holdfast/holdfast/internal/httpapi"
+	"github.com/holdfast/holdfast/internal/idempotency"
+	"github.com/holdfast/holdfast/internal/money"
+)
+
+// Status is a hold's state as the API reports it.
+type Status string
+
+// The statuses of the contract. The database knows pending, confirmed and
+// failed; released and expired are failed with their reason, and a pending
+// hold past its expiry reads expired at once.
+const (
+	StatusPending   Status = "pending"
+	StatusConfirmed Status = "confirmed"
+	StatusReleased  Status = "released"
+	StatusExpired   Status = "expired"
+)
+
+// Errors the hold service returns; each answers as the contract says.
+var (
+	ErrNotFound  = &httpapi.Error{Code: httpapi.CodeNotFound, Message: "no such hold"}
+	ErrSoldOut   = &httpapi.Error{Code: httpapi.CodeSoldOut, Message: "not enough tickets available"}
+	ErrExpired   = &httpapi.Error{Code: httpapi.CodeHoldExpired, Message: "the hold has expired"}
+	ErrReleased  = &httpapi.Error{Code: httpapi.CodeHoldReleased, Message: "the hold was released"}
+	ErrConfirmed = &httpapi.Error{Code: httpapi.CodeHoldConfirmed, Message: "the hold is confirmed and cannot be released"}
+)
+
+// Hold is tickets set aside for one buyer until ExpiresAt.
+type Hold struct {
+	ID          uuid.UUID   `json:"id"`
+	EventID     int64       `json:"event_id"`
+	UserEmail   string      `json:"user_email"`
+	Quantity    int         `json:"quantity"`
+	TotalAmount money.Cents `json:"total_amount"`
+	Status      Status      `json:"status"`
+	ExpiresAt   time.Time   `json:"expires_at"`
+	CreatedAt   time.Time   `json:"created_at"`
+	ConfirmedAt *time.Time  `json:"confirmed_at"`
+}
+
+// Request is one buyer's request for a hold, as the store takes it: the
+// order and, when the client sent one, its idempotency key.
+type Request struct {
+	Order booking.Order
+	Key   *idempotency.Key
+}
+
+// Outcome is what one Request came to: a hold or an error, and, when the
+// request had a key that was used before, the response to replay instead.
+type Outcome struct {
+	Hold   Hold
+	Err    error
+	Replay *idempotency.Response
+}
+
+// Render turns an outcome into the response kept for its idempotency key.
+type Render func(Hold, error) idempotency.Response
+
+// Store is what the hold service needs from storage.
+type Store interface {
+	// CreateHolds serves requests for one event, in order, in one
+	// transaction that locks the event row: each either gets a pending
+	// hold lasting ttl or an error of its own. If the stock is short it
+	// first expires the event's lapsed holds. It returns one outcome per
+	// request, or an error when the whole transaction failed.
+	CreateHolds(ctx context.Context, eventID int64, reqs []Request, ttl time.Duration, render Render) ([]Outcome, error)
+	// Hold reads a hold by id.
+	Hold(ctx context.Context, id uuid.UUID) (Hold, error)
+	// Confirm confirms a pending hold whose expiry has not passed by the
+	// database's clock; see Service.Confirm.
+	Confirm(ctx context.Context, id uuid.UUID, key *idempotency.Key, render Render) (Outcome, error)
+	// Release fails a pending hold as released; see Service.Release.
+	Release(ctx context.Context, id uuid.UUID) (Hold, error)
+	// Replay returns the response kept for key, nil if there is none, or
+	// idempotency.ErrMismatch if the key was used with other values.
+	Replay(ctx context.Context, key *idempotency.Key) (*idempotency.Response, error)
+}
+
+// Service takes, confirms and releases holds.
+type Service struct {
+	Store Store
+	Locks booking.Locker
+	TTL   time.Duration
+}
+
+// Create takes a hold for o. Its idempotency key, if any, is honoured.
+func (s *Service) Create(ctx context.Context, req Request, render Render) (Outcome, error) {
+	if req.Key != nil {
+		// A key seen before replays without queueing for the event's lock.
+		replay, err := s.Store.Replay(ctx, req.Key)
+		if err != nil || replay != nil {
+			return Outcome{Replay: replay}, err
+		}
+	}
+	unlock, err := s.Locks.Lock(ctx, req.Order.EventID)
+	if err != nil {
+		return Outcome{}, err
+	}
+	defer unlock()
+	outs, err := s.Store.CreateHolds(ctx, req.Order.EventID, []Request{req}, s.TTL, render)
+	if err != nil {
+		return Outcome{}, err
+	}
+	return outs[0], nil
+}
+
+// Get reads a hold.
+func (s *Service) Get(ctx context.Context, id uuid.UUID) (Hold, error) {
+	return s.Store.Hold(ctx, id)
+}
+
+// Confirm confirms a hold. Again on a confirmed hold it answers the same
+// hold; on an expired one ErrExpired, turning it failed first if the sweeper
+// has not, so its stock comes back; on a released one ErrReleased.
+func (s *Service) Confirm(ctx context.Context, id uuid.UUID, key *idempotency.Key, render Render) (Outcome, error) {
+	if key != nil {
+		replay, err := s.Store.Replay(ctx, key)
+		if err != nil || replay != nil {
+			return Outcome{Replay: replay}, err
+		}
+	}
+	return s.Store.Confirm(ctx, id, key, render)
+}
+
+// Release gives a pending hold's tickets back. On a hold already released
+// or expired it answers the hold as it is (a lapsed hold the sweeper has not
+// reached yet turns failed as expired); on a confirmed one ErrConfirmed.
+func (s *Service) Release(ctx context.Context, id uuid.UUID) (Hold, error) {
+	return s.Store.Release(ctx, id)
+}

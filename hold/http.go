@@ -1,0 +1,127 @@
+package hold
+
+import (
+	"errors"
+	"log/slog"
+	"net/http"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/google/uuid"
+
+	"github.com/holdfast/holdfast/booking"
+	"github.com/holdfast/holdfast/internal/httpapi"
+	"github.com/holdfast/holdfast/internal/idempotency"
+)
+
+// Idempotency scopes: a key means something only together with its endpoint
+// (and, for confirm, its hold).
+const (
+	ScopeCreate  = "POST /holds"
+	scopeConfirm = "POST /holds/confirm "
+)
+
+func renderCreated(h Hold, err error) idempotency.Response {
+	if err != nil {
+		return idempotency.Failure(err)
+	}
+	return idempotency.Success(http.StatusCreated, h)
+}
+
+func renderConfirmed(h Hold, err error) idempotency.Response {
+	if err != nil {
+		return idempotency.Failure(err)
+	}
+	return idempotency.Success(http.StatusOK, h)
+}
+
+// answer writes an outcome: the kept response of a replay, the outcome's
+// own error, or the hold with status.
+func answer(w http.ResponseWriter, r *http.Request, log *slog.Logger, out Outcome, err error, status int) {
+	idempotency.Answer(w, r, log, out.Replay, out.Hold, status, errors.Join(err, out.Err))
+}
+
+// HandleCreate answers POST /holds.
+func HandleCreate(svc *Service, maxQuantity int, log *slog.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var body booking.Request
+		if err := httpapi.Decode(w, r, &body); err != nil {
+			httpapi.WriteError(w, r, log, err)
+			return
+		}
+		order, err := body.Order(maxQuantity)
+		if err != nil {
+			httpapi.WriteError(w, r, log, err)
+			return
+		}
+		key, err := idempotency.FromRequest(r, ScopeCreate, order)
+		if err != nil {
+			httpapi.WriteError(w, r, log, err)
+			return
+		}
+		out, err := svc.Create(r.Context(), Request{Order: order, Key: key}, renderCreated)
+		answer(w, r, log, out, err, http.StatusCreated)
+	})
+}
+
+// parseID reads a hold id from the path: a UUID in its usual 36-character
+// form, or a 400.
+func parseID(r *http.Request) (uuid.UUID, error) {
+	s := chi.URLParam(r, "id")
+	id, err := uuid.Parse(s)
+	if err != nil || len(s) != 36 {
+		return uuid.Nil, httpapi.Invalid("hold id must be a UUID")
+	}
+	return id, nil
+}
+
+// HandleGet answers GET /holds/{id}.
+func HandleGet(svc *Service, log *slog.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id, err := parseID(r)
+		if err != nil {
+			httpapi.WriteError(w, r, log, err)
+			return
+		}
+		h, err := svc.Get(r.Context(), id)
+		if err != nil {
+			httpapi.WriteError(w, r, log, err)
+			return
+		}
+		httpapi.Encode(w, http.StatusOK, h)
+	})
+}
+
+// HandleConfirm answers POST /holds/{id}/confirm. It takes no body.
+func HandleConfirm(svc *Service, log *slog.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id, err := parseID(r)
+		if err != nil {
+			httpapi.WriteError(w, r, log, err)
+			return
+		}
+		key, err := idempotency.FromRequest(r, scopeConfirm+id.String(), struct{}{})
+		if err != nil {
+			httpapi.WriteError(w, r, log, err)
+			return
+		}
+		out, err := svc.Confirm(r.Context(), id, key, renderConfirmed)
+		answer(w, r, log, out, err, http.StatusOK)
+	})
+}
+
+// HandleRelease answers DELETE /holds/{id}.
+func HandleRelease(svc *Service, log *slog.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id, err := parseID(r)
+		if err != nil {
+			httpapi.WriteError(w, r, log, err)
+			return
+		}
+		h, err := svc.Release(r.Context(), id)
+		if err != nil {
+			httpapi.WriteError(w, r, log, err)
+			return
+		}
+		httpapi.Encode(w, http.StatusOK, h)
+	})
+}

@@ -1,0 +1,102 @@
+package hold
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/robfig/cron/v3"
+)
+
+// SweepResult is what one sweep did.
+type SweepResult struct {
+	Expired int // holds turned failed, their stock given back
+	Events  int // events touched
+	Busy    int // events skipped because their row stayed locked past lock_timeout
+}
+
+// SweepStore is what the sweeper needs from storage.
+type SweepStore interface {
+	SweepExpired(ctx context.Context, batch int) (SweepResult, error)
+	PurgeKeys(ctx context.Context, batch int) (int, error)
+}
+
+// Sweeper puts the tickets of lapsed holds back on sale: a cron job every
+// interval that fails them in batches. It never runs over itself (a slow run
+// makes the next one skip), and any number of instances may sweep at once,
+// since each batch skips the rows another holds.
+type Sweeper struct {
+	store     SweepStore
+	log       *slog.Logger
+	every     time.Duration
+	batch     int
+	cron      *cron.Cron
+	ctx       context.Context
+	cancel    context.CancelFunc
+	lastPurge time.Time
+	mu        sync.Mutex
+}
+
+// SweepBatch is how many holds one sweep transaction fails at most.
+const SweepBatch = 500
+
+// NewSweeper returns a sweeper running every interval.
+func NewSweeper(st SweepStore, every time.Duration, log *slog.Logger) *Sweeper {
+	return &Sweeper{store: st, log: log, every: every, batch: SweepBatch}
+}
+
+// Start schedules the job. Stop ends it.
+func (s *Sweeper) Start() error {
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.cron = cron.New(cron.WithChain(cron.SkipIfStillRunning(cron.DiscardLogger)))
+	if _, err := s.cron.AddFunc(fmt.Sprintf("@every %s", s.every), func() { s.Run(s.ctx) }); err != nil {
+		return fmt.Errorf("hold: schedule sweeper: %w", err)
+	}
+	s.cron.Start()
+	return nil
+}
+
+// Stop cancels a sweep in progress and waits for it to end, at most until
+// ctx is done.
+func (s *Sweeper) Stop(ctx context.Context) {
+	if s.cron == nil {
+		return
+	}
+	done := s.cron.Stop()
+	s.cancel()
+	select {
+	case <-done.Done():
+	case <-ctx.Done():
+	}
+}
+
+// Run sweeps once: lapsed holds back on sale, then, at most hourly,
+// idempotency keys past their 24 hours.
+func (s *Sweeper) Run(ctx context.Context) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	start := time.Now()
+	res, err := s.store.SweepExpired(ctx, s.batch)
+	switch {
+	case err != nil && ctx.Err() == nil:
+		s.log.ErrorContext(ctx, "sweep failed", "err", err, "expired", res.Expired)
+	case res.Expired > 0 || res.Busy > 0:
+		s.log.InfoContext(ctx, "swept lapsed holds", "expired", res.Expired, "events", res.Events,
+			"busy_events", res.Busy, "duration_ms", time.Since(start).Milliseconds())
+	}
+	if time.Since(s.lastPurge) > time.Hour {
+		n, err := s.store.PurgeKeys(ctx, 1000)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.ErrorContext(ctx, "purge idempotency keys failed", "err", err)
+			}
+			return
+		}
+		s.lastPurge = time.Now()
+		if n > 0 {
+			s.log.InfoContext(ctx, "purged idempotency keys", "deleted", n)
+		}
+	}
+}

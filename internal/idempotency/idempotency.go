@@ -1,0 +1,114 @@
+// Package idempotency implements the Idempotency-Key header of the
+// contract: a client that repeats a request with the same key and the same
+// values gets the first response again, status and body, instead of a second
+// effect.
+//
+// The store keeps each key with a hash of the request's values and the
+// response, written in the same transaction as the effect, so a key is
+// either recorded with its effect or not at all. Responses that say "try
+// again" (429, 5xx) are never kept: keeping them would replay a refusal the
+// client was told to retry.
+package idempotency
+
+import (
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+
+	"github.com/holdfast/holdfast/internal/httpapi"
+)
+
+// Header is the request header that carries the key.
+const Header = "Idempotency-Key"
+
+// MaxKeyLength bounds a key; longer ones are refused as bad input.
+const MaxKeyLength = 255
+
+// ErrMismatch: the key was used before with other values.
+var ErrMismatch = &httpapi.Error{Code: httpapi.CodeIdempotencyMismatch,
+	Message: "this Idempotency-Key was used with a different request"}
+
+// Key is one request's idempotency key, scoped to its endpoint (and, for
+// confirm, its hold), with a hash of the values it asked for.
+type Key struct {
+	Scope string
+	Key   string
+	Hash  []byte
+}
+
+// Response is a response kept for replay.
+type Response struct {
+	Status int
+	Body   []byte
+}
+
+// Keep reports whether r may be kept: not a 429, not a 5xx.
+func (r Response) Keep() bool {
+	return r.Status != http.StatusTooManyRequests && r.Status < 500
+}
+
+// FromRequest returns the request's key for scope, hashed over values (the
+// validated request, so that equal JSON values hash alike whatever their
+// spelling), or nil when the request has no key.
+func FromRequest(r *http.Request, scope string, values any) (*Key, error) {
+	k := r.Header.Get(Header)
+	if k == "" {
+		return nil, nil
+	}
+	if len(k) > MaxKeyLength {
+		return nil, httpapi.Invalid("%s is longer than %d characters", Header, MaxKeyLength)
+	}
+	for _, c := range k {
+		if c < 0x21 || c > 0x7e {
+			return nil, httpapi.Invalid("%s must be printable ASCII without spaces", Header)
+		}
+	}
+	canonical, err := json.Marshal(values)
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(canonical)
+	return &Key{Scope: scope, Key: k, Hash: sum[:]}, nil
+}
+
+// Success renders a successful result as the response to keep.
+func Success(status int, v any) Response {
+	body, err := json.Marshal(v)
+	if err != nil {
+		return Response{Status: http.StatusInternalServerError, Body: httpapi.ErrorJSON(&httpapi.Error{Code: httpapi.CodeInternal, Message: "internal error"})}
+	}
+	return Response{Status: status, Body: body}
+}
+
+// Failure renders a client-visible error as the response to keep. An error
+// that is not an *httpapi.Error is a fault of ours: a 500, never kept.
+func Failure(err error) Response {
+	var e *httpapi.Error
+	if !errors.As(err, &e) {
+		return Response{Status: http.StatusInternalServerError}
+	}
+	return Response{Status: e.HTTPStatus(), Body: httpapi.ErrorJSON(e)}
+}
+
+// Write sends a kept response.
+func Write(w http.ResponseWriter, r Response) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Idempotent-Replayed", "true")
+	w.WriteHeader(r.Status)
+	_, _ = w.Write(append(r.Body, '\n'))
+}
+
+// Answer writes a request's outcome: the kept response when replay is set,
+// else err when set, else v with status.
+func Answer(w http.ResponseWriter, r *http.Request, log *slog.Logger, replay *Response, v any, status int, err error) {
+	switch {
+	case err != nil:
+		httpapi.WriteError(w, r, log, err)
+	case replay != nil:
+		Write(w, *replay)
+	default:
+		httpapi.Encode(w, status, v)
+	}
+}

@@ -1,0 +1,351 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jmoiron/sqlx"
+
+	"github.com/holdfast/holdfast/booking"
+	"github.com/holdfast/holdfast/hold"
+	"github.com/holdfast/holdfast/internal/idempotency"
+	"github.com/holdfast/holdfast/internal/money"
+)
+
+// holdColumns reads a bookings row as a hold. A pending hold whose expiry
+// has passed by the database's clock reads expired at once, swept or not.
+const holdColumns = `hold_id, event_id, user_email, quantity, total_amount, expires_at, created_at, confirmed_at,
+	CASE
+		WHEN booking_status = 'pending' AND expires_at <= clock_timestamp() THEN 'expired'
+		WHEN booking_status = 'pending' THEN 'pending'
+		WHEN booking_status = 'confirmed' THEN 'confirmed'
+		WHEN failure_reason = 'expired' THEN 'expired'
+		ELSE 'released'
+	END AS status`
+
+const (
+	qHold = `SELECT ` + holdColumns + ` FROM bookings WHERE hold_id = $1`
+
+	// qInsertHold inserts a pending booking; its expiry comes from the
+	// database's clock. The stock trigger takes its tickets.
+	qInsertHold = `INSERT INTO bookings (event_id, user_email, quantity, total_amount, booking_status, expires_at)
+		VALUES ($1, $2, $3, $4, 'pending', now() + $5 * interval '1 microsecond')
+		RETURNING ` + holdColumns
+
+	// qExpireLapsed fails the event's lapsed holds, inside a transaction
+	// that already holds the event row. Rows another transaction holds (a
+	// sweeper, a confirm) are skipped rather than waited for.
+	qExpireLapsed = `UPDATE bookings SET booking_status = 'failed', failure_reason = 'expired', updated_at = now()
+		WHERE id IN (
+			SELECT id FROM bookings
+			WHERE event_id = $1 AND booking_status = 'pending' AND expires_at <= now()
+			FOR UPDATE SKIP LOCKED)`
+
+	qAvailable = `SELECT available_tickets FROM events WHERE id = $1`
+
+	// qConfirm confirms a pending hold only if its expiry has not passed by
+	// the database's clock at this moment (clock_timestamp, not the
+	// transaction's start). It locks only the booking row: confirming
+	// moves no stock.
+	qConfirm = `UPDATE bookings SET booking_status = 'confirmed', confirmed_at = clock_timestamp(), updated_at = clock_timestamp()
+		WHERE hold_id = $1 AND booking_status = 'pending' AND expires_at > clock_timestamp()
+		RETURNING ` + holdColumns
+
+	qHoldEvent = `SELECT event_id FROM bookings WHERE hold_id = $1`
+	qLockEvent = `SELECT id FROM events WHERE id = $1 FOR UPDATE`
+	qLockHold  = `SELECT booking_status, coalesce(failure_reason, '') AS failure_reason,
+		coalesce(expires_at <= clock_timestamp(), false) AS lapsed
+		FROM bookings WHERE hold_id = $1 FOR UPDATE`
+	qFailHold = `UPDATE bookings SET booking_status = 'failed', failure_reason = $2, updated_at = clock_timestamp()
+		WHERE hold_id = $1 AND booking_status = 'pending'`
+)
+
+type holdRow struct {
+	ID          uuid.UUID    `db:"hold_id"`
+	EventID     int64        `db:"event_id"`
+	UserEmail   string       `db:"user_email"`
+	Quantity    int          `db:"quantity"`
+	TotalAmount money.Cents  `db:"total_amount"`
+	ExpiresAt   sql.NullTime `db:"expires_at"`
+	CreatedAt   time.Time    `db:"created_at"`
+	ConfirmedAt sql.NullTime `db:"confirmed_at"`
+	Status      string       `db:"status"`
+}
+
+func (r holdRow) hold() hold.Hold {
+	h := hold.Hold{
+		ID: r.ID, EventID: r.EventID, UserEmail: r.UserEmail, Quantity: r.Quantity,
+		TotalAmount: r.TotalAmount, Status: hold.Status(r.Status),
+		ExpiresAt: r.ExpiresAt.Time.UTC(), CreatedAt: r.CreatedAt.UTC(),
+	}
+	if r.ConfirmedAt.Valid {
+		t := r.ConfirmedAt.Time.UTC()
+		h.ConfirmedAt = &t
+	}
+	return h
+}
+
+// CreateHolds serves reqs for one event, in order, in one transaction that
+// locks the event row first. Each request gets its own outcome; a request's
+// failure (sold out, a reused idempotency key) does not touch the others.
+func (s *Store) CreateHolds(ctx context.Context, eventID int64, reqs []hold.Request, ttl time.Duration, render hold.Render) ([]hold.Outcome, error) {
+	outs := make([]hold.Outcome, len(reqs))
+	if !validID(eventID) {
+		for i := range outs {
+			outs[i].Err = booking.ErrEventNotFound
+		}
+		return outs, nil
+	}
+	err := inTx(ctx, s.db, func(tx *sqlx.Tx) error {
+		var st stockRow
+		err := tx.GetContext(ctx, &st, qStockLocked, eventID)
+		missing := errors.Is(err, sql.ErrNoRows)
+		if err != nil && !missing {
+			return mapErr(ctx, err)
+		}
+		expired := false
+		for i, req := range reqs {
+			out := &outs[i]
+			*out = hold.Outcome{}
+			if req.Key != nil {
+				replay, err := claimKey(ctx, tx, req.Key)
+				switch {
+				case errors.Is(err, idempotency.ErrMismatch):
+					out.Err = err
+					continue
+				case err != nil:
+					return err
+				case replay != nil:
+					out.Replay = replay
+					continue
+				}
+			}
+			switch {
+			case missing:
+				out.Err = booking.ErrEventNotFound
+			case st.Available < req.Order.Quantity && !expired:
+				// Short: give lapsed holds back first, so nobody is told
+				// sold out only because the sweeper has not run yet.
+				expired = true
+				if err := expireLapsed(ctx, tx, eventID, &st.Available); err != nil {
+					return err
+				}
+			}
+			if !missing && out.Err == nil {
+				out.Hold, out.Err = insertHold(ctx, tx, req.Order, st, ttl)
+				if out.Err == nil {
+					st.Available -= req.Order.Quantity
+				} else if !isClientError(out.Err) {
+					return out.Err
+				}
+			}
+			if req.Key != nil {
+				if err := keepKey(ctx, tx, req.Key, render(out.Hold, out.Err)); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return outs, nil
+}
+
+func expireLapsed(ctx context.Context, tx *sqlx.Tx, eventID int64, available *int) error {
+	res, err := tx.ExecContext(ctx, qExpireLapsed, eventID)
+	if err != nil {
+		return mapErr(ctx, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return nil
+	}
+	return mapErr(ctx, tx.GetContext(ctx, available, qAvailable, eventID))
+}
+
+// insertHold inserts one pending hold if the stock st covers it.
+func insertHold(ctx context.Context, tx *sqlx.Tx, o booking.Order, st stockRow, ttl time.Duration) (hold.Hold, error) {
+	if st.Available < o.Quantity {
+		return hold.Hold{}, hold.ErrSoldOut
+	}
+	total, err := st.Price.Times(int64(o.Quantity))
+	if err != nil {
+		return hold.Hold{}, fmt.Errorf("store: total of %d x %s: %w", o.Quantity, st.Price, err)
+	}
+	var r holdRow
+	err = tx.GetContext(ctx, &r, qInsertHold, o.EventID, o.Email, o.Quantity, total, ttl.Microseconds())
+	if err != nil {
+		err = mapErr(ctx, err)
+		if errors.Is(err, errStockGuard) {
+			return hold.Hold{}, fmt.Errorf("%w (%v)", hold.ErrSoldOut, err)
+		}
+		return hold.Hold{}, err
+	}
+	return r.hold(), nil
+}
+
+// isClientError reports whether err is an answer for the client rather than
+// a failure of the transaction.
+func isClientError(err error) bool {
+	return errors.Is(err, hold.ErrSoldOut) || errors.Is(err, booking.ErrEventNotFound)
+}
+
+// Hold reads one hold.
+func (s *Store) Hold(ctx context.Context, id uuid.UUID) (hold.Hold, error) {
+	var r holdRow
+	err := s.db.GetContext(ctx, &r, qHold, id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return hold.Hold{}, hold.ErrNotFound
+	}
+	if err != nil {
+		return hold.Hold{}, mapErr(ctx, err)
+	}
+	return r.hold(), nil
+}
+
+// Confirm confirms a hold in one transaction with its idempotency key.
+func (s *Store) Confirm(ctx context.Context, id uuid.UUID, key *idempotency.Key, render hold.Render) (hold.Outcome, error) {
+	var out hold.Outcome
+	err := inTx(ctx, s.db, func(tx *sqlx.Tx) error {
+		out = hold.Outcome{}
+		if key != nil {
+			replay, err := claimKey(ctx, tx, key)
+			if err != nil || replay != nil {
+				out.Replay = replay
+				return err
+			}
+		}
+		var err error
+		out.Hold, err = s.ConfirmTx(ctx, tx, id)
+		if err != nil && !errors.Is(err, hold.ErrExpired) && !errors.Is(err, hold.ErrReleased) && !errors.Is(err, hold.ErrNotFound) {
+			return err
+		}
+		out.Err = err
+		if key != nil {
+			return keepKey(ctx, tx, key, render(out.Hold, out.Err))
+		}
+		return nil
+	})
+	return out, err
+}
+
+// ConfirmTx is the body of Confirm, run in the caller's transaction (tests
+// use it to hold a confirm open). A hold past its expiry is failed as
+// expired here, in tx, and ErrExpired returned: the caller must commit tx
+// for its stock to come back.
+func (s *Store) ConfirmTx(ctx context.Context, tx *sqlx.Tx, id uuid.UUID) (hold.Hold, error) {
+	var r holdRow
+	err := tx.GetContext(ctx, &r, qConfirm, id)
+	if err == nil {
+		return r.hold(), nil
+	}
+	if !errors.Is(err, sql.ErrNoRows) {
+		return hold.Hold{}, mapHoldErr(ctx, err)
+	}
+	// Not confirmable as it stands: find out why, with the event row locked
+	// before the booking's, as everywhere.
+	st, err := lockHold(ctx, tx, id)
+	if err != nil {
+		return hold.Hold{}, err
+	}
+	switch {
+	case st.Status == "confirmed":
+		return readHold(ctx, tx, id)
+	case st.Status == "failed" && st.Reason == "expired":
+		return hold.Hold{}, hold.ErrExpired
+	case st.Status == "failed":
+		return hold.Hold{}, hold.ErrReleased
+	case st.Lapsed:
+		if err := failHold(ctx, tx, id, "expired"); err != nil {
+			return hold.Hold{}, err
+		}
+		return hold.Hold{}, hold.ErrExpired
+	}
+	// Pending and not lapsed: the first statement raced a change that has
+	// since settled. Try it once more under the lock.
+	if err := tx.GetContext(ctx, &r, qConfirm, id); err != nil {
+		return hold.Hold{}, mapHoldErr(ctx, err)
+	}
+	return r.hold(), nil
+}
+
+// Release fails a pending hold as released.
+func (s *Store) Release(ctx context.Context, id uuid.UUID) (hold.Hold, error) {
+	var h hold.Hold
+	err := inTx(ctx, s.db, func(tx *sqlx.Tx) error {
+		st, err := lockHold(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		switch {
+		case st.Status == "confirmed":
+			return hold.ErrConfirmed
+		case st.Status == "pending" && st.Lapsed:
+			err = failHold(ctx, tx, id, "expired")
+		case st.Status == "pending":
+			err = failHold(ctx, tx, id, "released")
+		}
+		if err != nil {
+			return err
+		}
+		h, err = readHold(ctx, tx, id)
+		return err
+	})
+	return h, err
+}
+
+type holdState struct {
+	Status string `db:"booking_status"`
+	Reason string `db:"failure_reason"`
+	Lapsed bool   `db:"lapsed"`
+}
+
+// lockHold locks the hold's event row, then the hold's own row, and reads
+// its state.
+func lockHold(ctx context.Context, tx *sqlx.Tx, id uuid.UUID) (holdState, error) {
+	var eventID int64
+	if err := tx.GetContext(ctx, &eventID, qHoldEvent, id); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return holdState{}, hold.ErrNotFound
+		}
+		return holdState{}, mapErr(ctx, err)
+	}
+	var locked int64
+	if err := tx.GetContext(ctx, &locked, qLockEvent, eventID); err != nil {
+		return holdState{}, mapErr(ctx, err)
+	}
+	var st holdState
+	if err := tx.GetContext(ctx, &st, qLockHold, id); err != nil {
+		return holdState{}, mapErr(ctx, err)
+	}
+	return st, nil
+}
+
+func failHold(ctx context.Context, tx *sqlx.Tx, id uuid.UUID, reason string) error {
+	_, err := tx.ExecContext(ctx, qFailHold, id, reason)
+	return mapErr(ctx, err)
+}
+
+func readHold(ctx context.Context, tx *sqlx.Tx, id uuid.UUID) (hold.Hold, error) {
+	var r holdRow
+	if err := tx.GetContext(ctx, &r, qHold, id); err != nil {
+		return hold.Hold{}, mapErr(ctx, err)
+	}
+	return r.hold(), nil
+}
+
+// mapHoldErr is mapErr for confirm: the schema's refusal to confirm a lapsed
+// hold (HF002) means the expiry passed between the statement's check and
+// its trigger, a few microseconds; running the transaction again finds the
+// hold lapsed and expires it.
+func mapHoldErr(ctx context.Context, err error) error {
+	if code(err) == "HF002" {
+		return fmt.Errorf("%w: %v", errRetry, err)
+	}
+	return mapErr(ctx, err)
+}

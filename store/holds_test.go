@@ -1,0 +1,260 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jmoiron/sqlx"
+
+	"github.com/holdfast/holdfast/booking"
+	"github.com/holdfast/holdfast/hold"
+	"github.com/holdfast/holdfast/internal/idempotency"
+	"github.com/holdfast/holdfast/internal/testenv"
+	"github.com/holdfast/holdfast/store"
+)
+
+func newStore(t *testing.T) *store.Store {
+	t.Helper()
+	db, err := store.Open(context.Background(), testenv.DatabaseURL(t), store.DBOptions{
+		MaxConns: 20, LockTimeout: 10 * time.Second, StatementTimeout: 30 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return store.New(db)
+}
+
+func newEvent(t *testing.T, s *store.Store, tickets int) int64 {
+	t.Helper()
+	var id int64
+	err := s.DB().QueryRowContext(context.Background(), `INSERT INTO events (name, event_date, total_tickets, available_tickets, ticket_price)
+		VALUES ('e', now(), $1, $1, 12.34) RETURNING id`, tickets).Scan(&id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+func stock(t *testing.T, s *store.Store, ev int64) int {
+	t.Helper()
+	var n int
+	if err := s.DB().GetContext(context.Background(), &n, `SELECT available_tickets FROM events WHERE id = $1`, ev); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func noRender(hold.Hold, error) idempotency.Response { return idempotency.Response{} }
+
+func takeHold(t *testing.T, s *store.Store, ev int64, qty int, ttl time.Duration) hold.Hold {
+	t.Helper()
+	outs, err := s.CreateHolds(context.Background(), ev, []hold.Request{{Order: booking.Order{EventID: ev, Email: "a@example.com", Quantity: qty}}}, ttl, noRender)
+	if err != nil || outs[0].Err != nil {
+		t.Fatalf("hold: %v %v", err, outs)
+	}
+	return outs[0].Hold
+}
+
+// lapse moves a hold's expiry into the past, as if its time had run out.
+func lapse(t *testing.T, s *store.Store, id uuid.UUID) {
+	t.Helper()
+	if _, err := s.DB().ExecContext(context.Background(), `UPDATE bookings SET expires_at = now() - interval '1 second' WHERE hold_id = $1`, id); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func audit(t *testing.T, s *store.Store, ev int64) {
+	t.Helper()
+	a, err := s.Audit(context.Background(), []int64{ev}, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(a) != 1 || len(a[0].Problems) > 0 {
+		t.Fatalf("audit: %+v", a)
+	}
+}
+
+// waitBlocked waits until a backend of this database is waiting on a lock.
+func waitBlocked(t *testing.T, db *sqlx.DB) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		var n int
+		err := db.GetContext(context.Background(), &n, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock'`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("nobody ever waited on a lock")
+}
+
+func TestConfirmWaitsForASweepInFlightThenAnswersExpired(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	ev := newEvent(t, s, 10)
+	h := takeHold(t, s, ev, 3, time.Minute)
+	lapse(t, s, h.ID)
+
+	// The sweeper has locked the lapsed hold and not committed.
+	sweep, err := s.DB().BeginTxx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sweep.Rollback()
+	if n, err := s.SweepBatchTx(ctx, sweep, ev, 100); err != nil || n != 1 {
+		t.Fatalf("sweep: %d, %v", n, err)
+	}
+
+	type result struct {
+		out hold.Outcome
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		out, err := s.Confirm(ctx, h.ID, nil, nil)
+		done <- result{out, err}
+	}()
+	waitBlocked(t, s.DB())
+	select {
+	case r := <-done:
+		t.Fatalf("confirm did not wait for the sweep: %+v", r)
+	default:
+	}
+	if err := sweep.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	r := <-done
+	if r.err != nil || !errors.Is(r.out.Err, hold.ErrExpired) {
+		t.Fatalf("confirm = %+v, %v; want ErrExpired", r.out, r.err)
+	}
+	if got := stock(t, s, ev); got != 10 {
+		t.Fatalf("stock = %d, want 10 (given back exactly once)", got)
+	}
+	audit(t, s, ev)
+}
+
+func TestASweepSkipsAConfirmInFlight(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	ev := newEvent(t, s, 10)
+	h := takeHold(t, s, ev, 3, 500*time.Millisecond)
+
+	// A confirm holds the row, in time.
+	confirm, err := s.DB().BeginTxx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer confirm.Rollback()
+	got, err := s.ConfirmTx(ctx, confirm, h.ID)
+	if err != nil || got.Status != hold.StatusConfirmed {
+		t.Fatalf("confirm: %+v, %v", got, err)
+	}
+	// Its hold lapses meanwhile (the committed row is still pending), and
+	// the sweeper runs: it must skip the locked row, not wait, not restore.
+	lapseCommitted := func() bool {
+		var lapsed bool
+		err := s.DB().GetContext(ctx, &lapsed, `SELECT expires_at <= now() FROM bookings WHERE hold_id = $1`, h.ID)
+		return err == nil && lapsed
+	}
+	for !lapseCommitted() {
+		time.Sleep(20 * time.Millisecond)
+	}
+	res, err := s.SweepExpired(ctx, 100)
+	if err != nil || res.Expired != 0 {
+		t.Fatalf("sweep = %+v, %v; want nothing swept", res, err)
+	}
+	if err := confirm.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	final, err := s.Hold(ctx, h.ID)
+	if err != nil || final.Status != hold.StatusConfirmed {
+		t.Fatalf("hold = %+v, %v; want confirmed", final, err)
+	}
+	if got := stock(t, s, ev); got != 7 {
+		t.Fatalf("stock = %d, want 7 (never moved)", got)
+	}
+	audit(t, s, ev)
+}
+
+func TestThreeSweepersRestoreEachHoldOnce(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	const holds = 10000
+	var evs []int64
+	for i := 0; i < 4; i++ {
+		evs = append(evs, newEvent(t, s, holds))
+	}
+	// 10,000 lapsed holds spread over the events, of 1 to 3 tickets.
+	_, err := s.DB().ExecContext(ctx, `
+		INSERT INTO bookings (event_id, user_email, quantity, total_amount, booking_status, expires_at)
+		SELECT ($1::bigint[])[1 + g % 4], 'b' || g || '@example.com', 1 + g % 3, 12.34 * (1 + g % 3), 'pending',
+		       now() - interval '1 minute'
+		FROM generate_series(1, $2) AS g`, evs, holds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	results := make([]hold.SweepResult, 3)
+	for i := range results {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var err error
+			results[i], err = s.SweepExpired(ctx, 500)
+			if err != nil {
+				t.Errorf("sweeper %d: %v", i, err)
+			}
+		}()
+	}
+	wg.Wait()
+	total := 0
+	for _, r := range results {
+		total += r.Expired
+	}
+	// A sweeper may find rows another holds and skip them; one more pass
+	// collects whatever all three skipped.
+	rest, err := s.SweepExpired(ctx, 500)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if total+rest.Expired != holds {
+		t.Fatalf("swept %d + %d, want %d each exactly once", total, rest.Expired, holds)
+	}
+	for _, ev := range evs {
+		if got := stock(t, s, ev); got != holds {
+			t.Fatalf("event %d stock = %d, want %d", ev, got, holds)
+		}
+		audit(t, s, ev)
+	}
+}
+
+func TestShortStockExpiresLapsedHoldsFirst(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ev := newEvent(t, s, 2)
+	h := takeHold(t, s, ev, 2, time.Minute)
+	lapse(t, s, h.ID)
+	// The sweeper has not run: the buyer must not be told sold out.
+	next := takeHold(t, s, ev, 2, time.Minute)
+	if next.Status != hold.StatusPending {
+		t.Fatalf("hold = %+v", next)
+	}
+	old, err := s.Hold(context.Background(), h.ID)
+	if err != nil || old.Status != hold.StatusExpired {
+		t.Fatalf("old hold = %+v, %v; want expired", old, err)
+	}
+	audit(t, s, ev)
+}
