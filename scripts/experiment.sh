@@ -36,7 +36,6 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-K6_VERSION=v1.8.1
 PRESALE_EMAIL='presale@holdfast.example'
 STOCK=10 # tickets left after a reset
 
@@ -47,76 +46,18 @@ die() {
 
 # --- configuration ----------------------------------------------------------
 
-env_file="$ROOT/.holdfast/env"
-if [[ -z "${DATABASE_URL:-}" && -f "$env_file" ]]; then
-	# Parsed, not sourced: a URL may hold characters the shell would act on.
-	file_db='' file_addr=''
-	while IFS='=' read -r key value || [[ -n "$key" ]]; do
-		case "$key" in
-		DATABASE_URL) file_db="$value" ;;
-		HOLDFAST_ADDR) file_addr="$value" ;;
-		esac
-	done <"$env_file"
-	[[ -n "$file_db" ]] || die "$env_file has no DATABASE_URL line"
-	DATABASE_URL="$file_db"
-	echo "using DATABASE_URL from $env_file"
-	if [[ -z "${BASE_URL:-}" && -n "$file_addr" ]]; then
-		# A listen address: ":8080" or "0.0.0.0:8080" is reached on loopback.
-		host="${file_addr%:*}" port="${file_addr##*:}"
-		case "$host" in "" | 0.0.0.0 | "[::]" | "::") host=127.0.0.1 ;; esac
-		BASE_URL="http://$host:$port"
-		echo "using BASE_URL $BASE_URL from HOLDFAST_ADDR in $env_file"
-	fi
-fi
-[[ -n "${DATABASE_URL:-}" ]] ||
-	die "DATABASE_URL is not set and $env_file does not exist: start \`holdfast dev\` first, or set DATABASE_URL"
-export DATABASE_URL
-BASE_URL="${BASE_URL:-http://127.0.0.1:8080}"
-BASE_URL="${BASE_URL%/}"
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
+lib_config
 EVENT_ID="${EVENT_ID:-1}"
 [[ "$EVENT_ID" =~ ^[1-9][0-9]{0,9}$ ]] || die "EVENT_ID must be a positive integer, not '$EVENT_ID'"
 LENIENT="${EXPERIMENT_LENIENT:-0}"
 
-command -v psql >/dev/null || die "psql is not on PATH (apt-get install postgresql-client)"
-
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 
-# gobin is where `go install` puts binaries.
-gobin() {
-	local dir
-	dir="$(go env GOBIN)"
-	if [[ -z "$dir" ]]; then
-		dir="$(go env GOPATH)"
-		dir="${dir%%:*}/bin"
-	fi
-	echo "$dir"
-}
-
-# k6
-if [[ -n "${K6:-}" ]]; then
-	[[ -x "$K6" ]] || K6="$(command -v "$K6")" || die "K6=$K6 is not an executable"
-elif command -v go >/dev/null && [[ -x "$(gobin)/k6" ]]; then
-	K6="$(gobin)/k6"
-elif command -v k6 >/dev/null; then
-	K6="$(command -v k6)"
-else
-	command -v go >/dev/null || die "k6 not found and go is not on PATH to install it; set K6"
-	echo "k6 not found: go install go.k6.io/k6@$K6_VERSION (this takes a while)"
-	go install "go.k6.io/k6@$K6_VERSION"
-	K6="$(gobin)/k6"
-	[[ -x "$K6" ]] || die "go install did not leave k6 at $K6"
-fi
-
-# holdfast, built once rather than `go run` per check.
-if [[ -n "${HOLDFAST:-}" ]]; then
-	[[ -x "$HOLDFAST" ]] || HOLDFAST="$(command -v "$HOLDFAST")" || die "HOLDFAST=$HOLDFAST is not an executable"
-else
-	command -v go >/dev/null || die "go is not on PATH to build holdfast; set HOLDFAST"
-	echo "building holdfast from $ROOT"
-	go build -o "$tmp/holdfast" ./cmd/holdfast
-	HOLDFAST="$tmp/holdfast"
-fi
+lib_find_k6
+lib_find_holdfast "$tmp"
 
 echo "k6:       $K6 ($("$K6" version 2>/dev/null | head -n1))"
 echo "holdfast: $HOLDFAST"
@@ -125,10 +66,6 @@ echo "event:    $EVENT_ID"
 echo "load:     ${VUS:-20} VUs for ${DURATION:-20s}"
 
 # --- helpers ----------------------------------------------------------------
-
-sql() {
-	psql "$DATABASE_URL" -XAtq -v ON_ERROR_STOP=1 -c "$1"
-}
 
 have_curl=0
 command -v curl >/dev/null && have_curl=1

@@ -258,3 +258,23 @@ func TestShortStockExpiresLapsedHoldsFirst(t *testing.T) {
 	}
 	audit(t, s, ev)
 }
+
+func TestPurgeKeysDeletesOnlyKeysPastADay(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	_, err := s.DB().ExecContext(ctx, `INSERT INTO idempotency_keys (scope, key, request_hash, status, body, created_at)
+		SELECT 's', 'old' || g, '\x00'::bytea, 201, '{}'::bytea, now() - interval '25 hours' FROM generate_series(1, 2500) g
+		UNION ALL SELECT 's', 'fresh', '\x00'::bytea, 201, '{}'::bytea, now() - interval '23 hours'`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.PurgeKeys(ctx, 1000)
+	if err != nil || n != 2500 {
+		t.Fatalf("purged %d (%v), want 2500", n, err)
+	}
+	var left []string
+	if err := s.DB().SelectContext(ctx, &left, `SELECT key FROM idempotency_keys`); err != nil || len(left) != 1 || left[0] != "fresh" {
+		t.Fatalf("left %v (%v), want the fresh key", left, err)
+	}
+}

@@ -76,9 +76,15 @@ func retry() redislock.RetryStrategy {
 // reached it logs that, returns a no-op unlock and no error: the caller's
 // row lock keeps the sale correct without it.
 func (l *Locks) Lock(ctx context.Context, eventID int64) (func(), error) {
-	waitCtx, cancel := context.WithTimeout(ctx, l.opts.Wait)
+	wait, strategy := l.opts.Wait, retry()
+	if wait <= 0 {
+		// No wait: one attempt, answered busy at once if the lock is held,
+		// as the seed did. The attempt itself still needs time to run.
+		wait, strategy = 500*time.Millisecond, redislock.NoRetry()
+	}
+	waitCtx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	lock, err := l.client.Obtain(waitCtx, l.Key(eventID), l.opts.TTL, &redislock.Options{RetryStrategy: retry()})
+	lock, err := l.client.Obtain(waitCtx, l.Key(eventID), l.opts.TTL, &redislock.Options{RetryStrategy: strategy})
 	switch {
 	case err == nil:
 		l.markUp(ctx)

@@ -140,3 +140,17 @@ func TestLockWithRedisDownFallsBack(t *testing.T) {
 		t.Fatalf("falling back took %s", time.Since(start))
 	}
 }
+
+func TestLockWithoutWaitAnswersAtOnce(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	locks, _ := newLocks(t, 5*time.Second, 0)
+	unlock, err := locks.Lock(ctx, 9)
+	if err != nil {
+		t.Fatalf("a free lock with no wait: %v", err)
+	}
+	defer unlock()
+	if _, err := locks.Lock(ctx, 9); !errors.Is(err, booking.ErrBusy) {
+		t.Fatalf("a held lock with no wait: %v, want ErrBusy", err)
+	}
+}

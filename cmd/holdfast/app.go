@@ -43,8 +43,10 @@ func newLogger(w io.Writer, level string) *slog.Logger {
 // Redis need not be up: the service runs on PostgreSQL alone until it is.
 func newApp(ctx context.Context, cfg config, log *slog.Logger) (*app, error) {
 	db, err := store.Open(ctx, cfg.DatabaseURL, store.DBOptions{
-		MaxConns:         cfg.DBMaxConns,
-		LockTimeout:      cfg.LockWait,
+		MaxConns: cfg.DBMaxConns,
+		// PostgreSQL reads a lock_timeout of 0 as "wait forever"; a lock
+		// wait of 0 means "do not wait", so it becomes a millisecond.
+		LockTimeout:      max(cfg.LockWait, time.Millisecond),
 		StatementTimeout: statementTimeout,
 		IdleInTxTimeout:  cfg.LockTTL,
 	})
