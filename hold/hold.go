@@ -90,10 +90,13 @@ type Service struct {
 	Store Store
 	Locks booking.Locker
 	TTL   time.Duration
+	// Batcher, when set, serves hold requests per event in batches; nil
+	// means one transaction per hold.
+	Batcher *Batcher
 }
 
-// Create takes a hold for o. Its idempotency key, if any, is honoured.
-func (s *Service) Create(ctx context.Context, req Request, render Render) (Outcome, error) {
+// Create takes a hold. Its idempotency key, if any, is honoured.
+func (s *Service) Create(ctx context.Context, req Request) (Outcome, error) {
 	if req.Key != nil {
 		// A key seen before replays without queueing for the event's lock.
 		replay, err := s.Store.Replay(ctx, req.Key)
@@ -101,12 +104,15 @@ func (s *Service) Create(ctx context.Context, req Request, render Render) (Outco
 			return Outcome{Replay: replay}, err
 		}
 	}
+	if s.Batcher != nil {
+		return s.Batcher.Submit(ctx, req)
+	}
 	unlock, err := s.Locks.Lock(ctx, req.Order.EventID)
 	if err != nil {
 		return Outcome{}, err
 	}
 	defer unlock()
-	outs, err := s.Store.CreateHolds(ctx, req.Order.EventID, []Request{req}, s.TTL, render)
+	outs, err := s.Store.CreateHolds(ctx, req.Order.EventID, []Request{req}, s.TTL, renderCreated)
 	if err != nil {
 		return Outcome{}, err
 	}

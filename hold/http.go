@@ -58,7 +58,7 @@ func HandleCreate(svc *Service, maxQuantity int, log *slog.Logger) http.Handler 
 			httpapi.WriteError(w, r, log, err)
 			return
 		}
-		out, err := svc.Create(r.Context(), Request{Order: order, Key: key}, renderCreated)
+		out, err := svc.Create(r.Context(), Request{Order: order, Key: key})
 		answer(w, r, log, out, err, http.StatusCreated)
 	})
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
 
 	"github.com/holdfast/holdfast/booking"
 	"github.com/holdfast/holdfast/hold"
@@ -29,12 +30,6 @@ const holdColumns = `hold_id, event_id, user_email, quantity, total_amount, expi
 
 const (
 	qHold = `SELECT ` + holdColumns + ` FROM bookings WHERE hold_id = $1`
-
-	// qInsertHold inserts a pending booking; its expiry comes from the
-	// database's clock. The stock trigger takes its tickets.
-	qInsertHold = `INSERT INTO bookings (event_id, user_email, quantity, total_amount, booking_status, expires_at)
-		VALUES ($1, $2, $3, $4, 'pending', now() + $5 * interval '1 microsecond')
-		RETURNING ` + holdColumns
 
 	// qExpireLapsed fails the event's lapsed holds, inside a transaction
 	// that already holds the event row. Rows another transaction holds (a
@@ -90,8 +85,9 @@ func (r holdRow) hold() hold.Hold {
 }
 
 // CreateHolds serves reqs for one event, in order, in one transaction that
-// locks the event row first. Each request gets its own outcome; a request's
-// failure (sold out, a reused idempotency key) does not touch the others.
+// locks the event row first, inserts every hold it grants in one statement
+// and commits once. Each request gets its own outcome; a request's failure
+// (sold out, a reused idempotency key) does not touch the others.
 func (s *Store) CreateHolds(ctx context.Context, eventID int64, reqs []hold.Request, ttl time.Duration, render hold.Render) ([]hold.Outcome, error) {
 	outs := make([]hold.Outcome, len(reqs))
 	if !validID(eventID) {
@@ -101,32 +97,31 @@ func (s *Store) CreateHolds(ctx context.Context, eventID int64, reqs []hold.Requ
 		return outs, nil
 	}
 	err := inTx(ctx, s.db, func(tx *sqlx.Tx) error {
+		clear(outs)
 		var st stockRow
 		err := tx.GetContext(ctx, &st, qStockLocked, eventID)
 		missing := errors.Is(err, sql.ErrNoRows)
 		if err != nil && !missing {
 			return mapErr(ctx, err)
 		}
+		keys, err := claimKeys(ctx, tx, reqs, outs)
+		if err != nil {
+			return err
+		}
+		// Grant in order of arrival while the stock lasts.
+		var granted []int
 		expired := false
 		for i, req := range reqs {
 			out := &outs[i]
-			*out = hold.Outcome{}
-			if req.Key != nil {
-				replay, err := claimKey(ctx, tx, req.Key)
-				switch {
-				case errors.Is(err, idempotency.ErrMismatch):
-					out.Err = err
-					continue
-				case err != nil:
-					return err
-				case replay != nil:
-					out.Replay = replay
-					continue
-				}
+			if _, repeat := keys.repeats[i]; repeat {
+				continue // answered with its first request's outcome
 			}
 			switch {
+			case out.Replay != nil || out.Err != nil:
+				continue
 			case missing:
 				out.Err = booking.ErrEventNotFound
+				continue
 			case st.Available < req.Order.Quantity && !expired:
 				// Short: give lapsed holds back first, so nobody is told
 				// sold out only because the sweeper has not run yet.
@@ -135,26 +130,67 @@ func (s *Store) CreateHolds(ctx context.Context, eventID int64, reqs []hold.Requ
 					return err
 				}
 			}
-			if !missing && out.Err == nil {
-				out.Hold, out.Err = insertHold(ctx, tx, req.Order, st, ttl)
-				if out.Err == nil {
-					st.Available -= req.Order.Quantity
-				} else if !isClientError(out.Err) {
-					return out.Err
-				}
+			if st.Available < req.Order.Quantity {
+				out.Err = hold.ErrSoldOut
+				continue
 			}
-			if req.Key != nil {
-				if err := keepKey(ctx, tx, req.Key, render(out.Hold, out.Err)); err != nil {
-					return err
-				}
-			}
+			st.Available -= req.Order.Quantity
+			granted = append(granted, i)
 		}
-		return nil
+		if err := insertHolds(ctx, tx, eventID, st.Price, reqs, granted, outs, ttl); err != nil {
+			return err
+		}
+		return keepKeys(ctx, tx, reqs, keys, outs, render)
 	})
 	if err != nil {
 		return nil, err
 	}
 	return outs, nil
+}
+
+// qInsertHolds inserts a batch of pending holds, in the order given, with
+// expiries from the database's clock. The statement-level stock trigger
+// takes all their tickets in one update of the event row.
+const qInsertHolds = `INSERT INTO bookings (event_id, user_email, quantity, total_amount, booking_status, expires_at)
+	SELECT $1, u.email, u.quantity, u.total, 'pending', now() + $5 * interval '1 microsecond'
+	FROM unnest($2::text[], $3::int[], $4::numeric[]) WITH ORDINALITY AS u(email, quantity, total, n)
+	ORDER BY u.n
+	RETURNING ` + holdColumns
+
+// insertHolds inserts the granted requests' holds and fills their outcomes.
+func insertHolds(ctx context.Context, tx *sqlx.Tx, eventID int64, price money.Cents, reqs []hold.Request, granted []int, outs []hold.Outcome, ttl time.Duration) error {
+	if len(granted) == 0 {
+		return nil
+	}
+	emails := make([]string, len(granted))
+	qtys := make([]int64, len(granted))
+	totals := make([]string, len(granted))
+	for j, i := range granted {
+		o := reqs[i].Order
+		total, err := price.Times(int64(o.Quantity))
+		if err != nil {
+			return fmt.Errorf("store: total of %d x %s: %w", o.Quantity, price, err)
+		}
+		emails[j], qtys[j], totals[j] = o.Email, int64(o.Quantity), total.String()
+	}
+	var rows []holdRow
+	err := tx.SelectContext(ctx, &rows, qInsertHolds, eventID, pq.Array(emails), pq.Array(qtys), pq.Array(totals), ttl.Microseconds())
+	if err != nil {
+		// The stock was checked under the row lock; the guard firing here
+		// means something outside holdfast changed it. Fail safe.
+		return mapErr(ctx, err)
+	}
+	if len(rows) != len(granted) {
+		return fmt.Errorf("store: inserted %d holds, want %d", len(rows), len(granted))
+	}
+	for j, i := range granted {
+		r := rows[j]
+		if r.UserEmail != emails[j] || int64(r.Quantity) != qtys[j] {
+			return fmt.Errorf("store: inserted holds came back out of order")
+		}
+		outs[i].Hold = r.hold()
+	}
+	return nil
 }
 
 func expireLapsed(ctx context.Context, tx *sqlx.Tx, eventID int64, available *int) error {
@@ -166,33 +202,6 @@ func expireLapsed(ctx context.Context, tx *sqlx.Tx, eventID int64, available *in
 		return nil
 	}
 	return mapErr(ctx, tx.GetContext(ctx, available, qAvailable, eventID))
-}
-
-// insertHold inserts one pending hold if the stock st covers it.
-func insertHold(ctx context.Context, tx *sqlx.Tx, o booking.Order, st stockRow, ttl time.Duration) (hold.Hold, error) {
-	if st.Available < o.Quantity {
-		return hold.Hold{}, hold.ErrSoldOut
-	}
-	total, err := st.Price.Times(int64(o.Quantity))
-	if err != nil {
-		return hold.Hold{}, fmt.Errorf("store: total of %d x %s: %w", o.Quantity, st.Price, err)
-	}
-	var r holdRow
-	err = tx.GetContext(ctx, &r, qInsertHold, o.EventID, o.Email, o.Quantity, total, ttl.Microseconds())
-	if err != nil {
-		err = mapErr(ctx, err)
-		if errors.Is(err, errStockGuard) {
-			return hold.Hold{}, fmt.Errorf("%w (%v)", hold.ErrSoldOut, err)
-		}
-		return hold.Hold{}, err
-	}
-	return r.hold(), nil
-}
-
-// isClientError reports whether err is an answer for the client rather than
-// a failure of the transaction.
-func isClientError(err error) bool {
-	return errors.Is(err, hold.ErrSoldOut) || errors.Is(err, booking.ErrEventNotFound)
 }
 
 // Hold reads one hold.

@@ -7,6 +7,9 @@ import (
 	"errors"
 
 	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
+
+	"github.com/holdfast/holdfast/hold"
 
 	"github.com/holdfast/holdfast/internal/idempotency"
 )
@@ -97,4 +100,121 @@ func (s *Store) PurgeKeys(ctx context.Context, batch int) (int, error) {
 			return total, nil
 		}
 	}
+}
+
+const (
+	// qKeysClaim is qKeyClaim for a batch: it returns the keys it inserted.
+	qKeysClaim = `INSERT INTO idempotency_keys (scope, key, request_hash, status, body)
+		SELECT u.scope, u.key, u.hash, 0, '' FROM unnest($1::text[], $2::text[], $3::bytea[]) AS u(scope, key, hash)
+		ON CONFLICT (scope, key) DO NOTHING
+		RETURNING scope, key`
+	qKeysLookup = `SELECT k.scope, k.key, k.request_hash, k.status, k.body
+		FROM idempotency_keys k JOIN unnest($1::text[], $2::text[]) AS u(scope, key) ON k.scope = u.scope AND k.key = u.key`
+	qKeysKeep = `UPDATE idempotency_keys k SET status = u.status, body = u.body
+		FROM unnest($1::text[], $2::text[], $3::int[], $4::bytea[]) AS u(scope, key, status, body)
+		WHERE k.scope = u.scope AND k.key = u.key`
+)
+
+type scopedKey struct{ scope, key string }
+
+// batchKeys records, for a batch, which request owns each key it claimed
+// and which requests repeat a key an earlier request of the batch holds.
+type batchKeys struct {
+	owner   map[scopedKey]int // key -> index of the request that claimed it
+	repeats map[int]int       // request index -> index of the owner it repeats
+}
+
+// claimKeys claims the keys of a batch's requests in tx. A key used before
+// sets its request's Replay (or Err, on a mismatch); a key repeated within
+// the batch is answered after its first request's outcome is known.
+func claimKeys(ctx context.Context, tx *sqlx.Tx, reqs []hold.Request, outs []hold.Outcome) (batchKeys, error) {
+	bk := batchKeys{owner: map[scopedKey]int{}, repeats: map[int]int{}}
+	var scopes, keys []string
+	var hashes [][]byte
+	for i, r := range reqs {
+		if r.Key == nil {
+			continue
+		}
+		sk := scopedKey{r.Key.Scope, r.Key.Key}
+		if first, ok := bk.owner[sk]; ok {
+			if !bytes.Equal(reqs[first].Key.Hash, r.Key.Hash) {
+				outs[i].Err = idempotency.ErrMismatch
+			} else {
+				bk.repeats[i] = first
+			}
+			continue
+		}
+		bk.owner[sk] = i
+		scopes, keys, hashes = append(scopes, sk.scope), append(keys, sk.key), append(hashes, r.Key.Hash)
+	}
+	if len(keys) == 0 {
+		return bk, nil
+	}
+	var claimed []struct {
+		Scope string `db:"scope"`
+		Key   string `db:"key"`
+	}
+	if err := tx.SelectContext(ctx, &claimed, qKeysClaim, pq.Array(scopes), pq.Array(keys), pq.ByteaArray(hashes)); err != nil {
+		return bk, mapErr(ctx, err)
+	}
+	if len(claimed) == len(keys) {
+		return bk, nil
+	}
+	mine := map[scopedKey]bool{}
+	for _, c := range claimed {
+		mine[scopedKey{c.Scope, c.Key}] = true
+	}
+	var taken []struct {
+		Scope string `db:"scope"`
+		Key   string `db:"key"`
+		keyRow
+	}
+	if err := tx.SelectContext(ctx, &taken, qKeysLookup, pq.Array(scopes), pq.Array(keys)); err != nil {
+		return bk, mapErr(ctx, err)
+	}
+	for _, t := range taken {
+		sk := scopedKey{t.Scope, t.Key}
+		if mine[sk] {
+			continue
+		}
+		i := bk.owner[sk]
+		delete(bk.owner, sk)
+		outs[i].Replay, outs[i].Err = t.keyRow.replay(reqs[i].Key)
+	}
+	return bk, nil
+}
+
+// keepKeys stores each claimed key's response, and answers the requests
+// that repeated a key within the batch with their first request's outcome.
+func keepKeys(ctx context.Context, tx *sqlx.Tx, reqs []hold.Request, bk batchKeys, outs []hold.Outcome, render hold.Render) error {
+	for i, first := range bk.repeats {
+		if outs[first].Replay != nil {
+			outs[i].Replay = outs[first].Replay
+			continue
+		}
+		resp := render(outs[first].Hold, outs[first].Err)
+		outs[i].Replay = &resp
+	}
+	if len(bk.owner) == 0 {
+		return nil
+	}
+	var scopes, keys []string
+	var statuses []int64
+	var bodies [][]byte
+	for sk, i := range bk.owner {
+		resp := render(outs[i].Hold, outs[i].Err)
+		if !resp.Keep() {
+			if _, err := tx.ExecContext(ctx, qKeyForget, sk.scope, sk.key); err != nil {
+				return mapErr(ctx, err)
+			}
+			continue
+		}
+		scopes, keys = append(scopes, sk.scope), append(keys, sk.key)
+		statuses, bodies = append(statuses, int64(resp.Status)), append(bodies, resp.Body)
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	_, err := tx.ExecContext(ctx, qKeysKeep, pq.Array(scopes), pq.Array(keys), pq.Array(statuses), pq.ByteaArray(bodies))
+	return mapErr(ctx, err)
 }

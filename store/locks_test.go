@@ -19,21 +19,35 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 
 func newLocks(t *testing.T, ttl, wait time.Duration) (*store.Locks, func(context.Context, string) (string, error)) {
 	t.Helper()
+	ls, get := newLockSet(t, []time.Duration{ttl}, wait)
+	return ls[0], get
+}
+
+// newLockSet returns Locks with the given TTLs on one Redis prefix, as if
+// held by instances configured differently.
+func newLockSet(t *testing.T, ttls []time.Duration, wait time.Duration) ([]*store.Locks, func(context.Context, string) (string, error)) {
+	t.Helper()
 	url, prefix := testenv.Redis(t)
 	rdb, err := store.OpenRedis(url)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { rdb.Close() })
-	l := store.NewLocks(rdb, store.LockOptions{Prefix: prefix, TTL: ttl, Wait: wait}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	var out []*store.Locks
+	for _, ttl := range ttls {
+		out = append(out, store.NewLocks(rdb, store.LockOptions{Prefix: prefix, TTL: ttl, Wait: wait}, slog.New(slog.NewTextHandler(io.Discard, nil))))
+	}
 	get := func(ctx context.Context, key string) (string, error) { return rdb.Get(ctx, key).Result() }
-	return l, get
+	return out, get
 }
 
 func TestAHolderWhoseTTLRanOutCannotReleaseTheNextHoldersLock(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	locks, get := newLocks(t, 100*time.Millisecond, time.Second)
+	// The first holder's lock lives 100ms, the second's long enough to
+	// outlast a slow machine.
+	ls, get := newLockSet(t, []time.Duration{100 * time.Millisecond, time.Minute}, 5*time.Second)
+	locks, next := ls[0], ls[1]
 
 	unlockFirst, err := locks.Lock(ctx, 1)
 	if err != nil {
@@ -41,7 +55,7 @@ func TestAHolderWhoseTTLRanOutCannotReleaseTheNextHoldersLock(t *testing.T) {
 	}
 	// The first holder stalls past its TTL; the second takes the lock.
 	time.Sleep(150 * time.Millisecond)
-	unlockSecond, err := locks.Lock(ctx, 1)
+	unlockSecond, err := next.Lock(ctx, 1)
 	if err != nil {
 		t.Fatalf("second holder: %v", err)
 	}

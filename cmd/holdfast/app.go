@@ -73,6 +73,9 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger) (*app, error) {
 	}
 	a.booking = &booking.Service{Store: a.store, Locks: a.locks, Work: cfg.SimulateWork}
 	a.holds = &hold.Service{Store: a.store, Locks: a.locks, TTL: cfg.HoldTTL}
+	if cfg.Batch {
+		a.holds.Batcher = hold.NewBatcher(a.store, a.locks, cfg.HoldTTL, cfg.LockWait, log)
+	}
 	a.sweeper = hold.NewSweeper(a.store, cfg.SweepEvery, log)
 	r := chi.NewRouter()
 	r.Use(httpapi.RequestID, httpapi.AccessLog(log), httpapi.Recover(log))
@@ -88,6 +91,11 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger) (*app, error) {
 const statementTimeout = 30 * time.Second
 
 func (a *app) Close() error {
+	if a.holds.Batcher != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = a.holds.Batcher.Close(ctx)
+	}
 	errR := a.rdb.Close()
 	errD := a.db.Close()
 	if errD != nil {

@@ -27,6 +27,7 @@ type config struct {
 	LockTTL      time.Duration
 	LockWait     time.Duration
 	UnsafeDemo   bool
+	Batch        bool
 	SimulateWork time.Duration
 	MaxQuantity  int
 	DBMaxConns   int
@@ -44,6 +45,7 @@ func defaultConfig() config {
 		LockWait:    2 * time.Second,
 		MaxQuantity: 10,
 		DBMaxConns:  32,
+		Batch:       true,
 		LogLevel:    "info",
 	}
 }
@@ -134,6 +136,7 @@ func (s *settings) serveFlags(cfg *config) {
 	s.boolean(&cfg.UnsafeDemo, "unsafe-demo", "HOLDFAST_UNSAFE_DEMO", "mount POST /book/unsafe, which oversells on purpose")
 	s.duration(&cfg.SimulateWork, "simulate-work", "HOLDFAST_SIMULATE_WORK", "the seed's artificial processing delay inside /book/*")
 	s.integer(&cfg.MaxQuantity, "max-quantity", "HOLDFAST_MAX_QUANTITY", "the most tickets one request may ask for")
+	s.boolean(&cfg.Batch, "batch", "HOLDFAST_BATCH", "serve holds per event in batches, one transaction for many (false: one transaction per hold)")
 	s.integer(&cfg.DBMaxConns, "db-max-conns", "HOLDFAST_DB_MAX_CONNS", "PostgreSQL connection pool size")
 	s.str(&cfg.LogLevel, "log-level", "HOLDFAST_LOG_LEVEL", "debug, info, warn or error")
 }

@@ -71,6 +71,13 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, onListen func(addr
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	err = srv.Shutdown(shutdownCtx)
+	// Requests still queued for a batch are served, or answered 503 if
+	// time runs out: never dropped without a response.
+	if a.holds.Batcher != nil {
+		if cerr := a.holds.Batcher.Close(shutdownCtx); cerr != nil {
+			log.Warn("batcher", "err", cerr)
+		}
+	}
 	// The sweeper stops after the last request is answered: a release or
 	// confirm in flight may still count on the stock it restores.
 	a.sweeper.Stop(shutdownCtx)

@@ -97,7 +97,10 @@ func Write(w http.ResponseWriter, r Response) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Idempotent-Replayed", "true")
 	w.WriteHeader(r.Status)
-	_, _ = w.Write(append(r.Body, '\n'))
+	// Two requests may replay one response at once: write its body as it
+	// is, never append to it.
+	_, _ = w.Write(r.Body)
+	_, _ = w.Write([]byte{'\n'})
 }
 
 // Answer writes a request's outcome: the kept response when replay is set,

@@ -1,0 +1,288 @@
+package hold
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/holdfast/holdfast/booking"
+	"github.com/holdfast/holdfast/internal/httpapi"
+)
+
+// ErrShuttingDown answers a request that arrives, or still waits in a queue,
+// once the instance has stopped serving holds.
+var ErrShuttingDown = &httpapi.Error{Code: httpapi.CodeUnavailable, Message: "the service is shutting down, please try again", RetryAfter: time.Second}
+
+// Batcher serves hold requests per event in batches. Requests for one event
+// queue in arrival order inside the instance; one worker per event with
+// requests waiting takes the event's lock once, runs one transaction that
+// serves as many queued requests as fit, in order, and commits once; every
+// request gets its own outcome. Across instances the Redis lock and the row
+// lock keep it correct; within one instance the order of arrival is the
+// order of service.
+//
+// A request waits at most its wait (--lock-wait) in the queue, then is told
+// busy; once a worker has taken it into a batch it waits for that batch's
+// answer, so nobody is told busy for a request that may have succeeded. A
+// request whose client has gone leaves the queue.
+type Batcher struct {
+	store    Store
+	locks    booking.Locker
+	ttl      time.Duration
+	wait     time.Duration
+	maxBatch int
+	log      *slog.Logger
+
+	shards [shardCount]shard
+	ctx    context.Context // cancelled by Close once the queues are drained
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	// onJoin, when set, is called with each request as it joins its queue,
+	// under the queue's lock: tests read the order of arrival through it.
+	onJoin func(eventID int64, req Request)
+}
+
+// shardCount splits the queues so that requests for different events never
+// meet on one mutex.
+const shardCount = 64
+
+type shard struct {
+	mu     sync.Mutex
+	queues map[int64]*queue
+	closed bool
+}
+
+type queue struct {
+	waiting []*waiter
+}
+
+type waiter struct {
+	req   Request
+	done  chan result // buffered: the worker never blocks on it
+	taken bool        // guarded by the shard's mutex
+}
+
+type result struct {
+	out Outcome
+	err error
+}
+
+// DefaultMaxBatch bounds the requests one transaction serves.
+const DefaultMaxBatch = 256
+
+// NewBatcher returns a Batcher; Close stops it.
+func NewBatcher(st Store, locks booking.Locker, ttl, wait time.Duration, log *slog.Logger) *Batcher {
+	b := &Batcher{store: st, locks: locks, ttl: ttl, wait: wait, maxBatch: DefaultMaxBatch, log: log}
+	b.ctx, b.cancel = context.WithCancel(context.Background())
+	for i := range b.shards {
+		b.shards[i].queues = map[int64]*queue{}
+	}
+	return b
+}
+
+func (b *Batcher) shard(eventID int64) *shard {
+	return &b.shards[uint64(eventID)%shardCount]
+}
+
+// Submit queues req and waits for its outcome.
+func (b *Batcher) Submit(ctx context.Context, req Request) (Outcome, error) {
+	ev := req.Order.EventID
+	sh := b.shard(ev)
+	w := &waiter{req: req, done: make(chan result, 1)}
+	sh.mu.Lock()
+	if sh.closed {
+		sh.mu.Unlock()
+		return Outcome{}, ErrShuttingDown
+	}
+	q := sh.queues[ev]
+	start := q == nil
+	if start {
+		q = &queue{}
+		sh.queues[ev] = q
+	}
+	q.waiting = append(q.waiting, w)
+	if b.onJoin != nil {
+		b.onJoin(ev, req)
+	}
+	if start {
+		b.wg.Add(1)
+		go b.work(ev)
+	}
+	sh.mu.Unlock()
+
+	var timeout <-chan time.Time
+	if b.wait > 0 {
+		t := time.NewTimer(b.wait)
+		defer t.Stop()
+		timeout = t.C
+	}
+	select {
+	case r := <-w.done:
+		return r.out, r.err
+	case <-ctx.Done():
+		if b.leave(ev, w) {
+			return Outcome{}, ctx.Err()
+		}
+	case <-timeout:
+		if b.leave(ev, w) {
+			return Outcome{}, booking.ErrBusy
+		}
+	}
+	// A worker took it already: its answer is on the way.
+	r := <-w.done
+	return r.out, r.err
+}
+
+// leave takes w out of its queue unless a worker has taken it, and reports
+// whether it did.
+func (b *Batcher) leave(ev int64, w *waiter) bool {
+	sh := b.shard(ev)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if w.taken {
+		return false
+	}
+	q := sh.queues[ev]
+	for i, x := range q.waiting {
+		if x == w {
+			q.waiting = append(q.waiting[:i], q.waiting[i+1:]...)
+			break
+		}
+	}
+	return true
+}
+
+// take removes up to max waiters from the front of ev's queue, or retires
+// the queue (and its worker) when it is empty and retire is set.
+func (b *Batcher) take(ev int64, max int, retire bool) []*waiter {
+	sh := b.shard(ev)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	q := sh.queues[ev]
+	if len(q.waiting) == 0 {
+		if retire {
+			delete(sh.queues, ev)
+		}
+		return nil
+	}
+	if max == 0 {
+		return []*waiter{}
+	}
+	n := min(len(q.waiting), max)
+	batch := make([]*waiter, n)
+	copy(batch, q.waiting[:n])
+	for _, w := range batch {
+		w.taken = true
+	}
+	// Shift rather than reslice so the array does not grow without bound
+	// under a queue that never empties.
+	rest := copy(q.waiting, q.waiting[n:])
+	clear(q.waiting[rest:])
+	q.waiting = q.waiting[:rest]
+	return batch
+}
+
+// work serves ev's queue until it is empty. It takes the event's lock
+// before it takes requests from the queue, so that while it waits for the
+// lock (another instance is selling the event) every request is still in
+// the queue, free to leave when its client goes or its wait runs out.
+func (b *Batcher) work(ev int64) {
+	defer b.wg.Done()
+	for {
+		if b.take(ev, 0, true) == nil {
+			return
+		}
+		unlock, err := b.locks.Lock(b.ctx, ev)
+		switch {
+		case err != nil && b.ctx.Err() != nil:
+			b.failQueued(ev, ErrShuttingDown)
+			return
+		case err != nil && b.wait <= 0:
+			// No wait allowed (--lock-wait 0): whoever is queued is told
+			// busy now, as the seed did.
+			b.failQueued(ev, err)
+			return
+		case err != nil:
+			// Busy: the waiting requests give up on their own timers;
+			// whoever is still queued gets another try.
+			continue
+		}
+		if batch := b.take(ev, b.maxBatch, false); batch != nil {
+			b.serve(ev, batch)
+		}
+		unlock()
+	}
+}
+
+// failQueued answers every request still queued for ev with err.
+func (b *Batcher) failQueued(ev int64, err error) {
+	for {
+		batch := b.take(ev, b.maxBatch, true)
+		if batch == nil {
+			return
+		}
+		for _, w := range batch {
+			w.done <- result{err: err}
+		}
+	}
+}
+
+func (b *Batcher) serve(ev int64, batch []*waiter) {
+	reqs := make([]Request, len(batch))
+	for i, w := range batch {
+		reqs[i] = w.req
+	}
+	// The batch belongs to its requests, not to any one client: it runs to
+	// the end even if some of them have gone. Only Close, out of time,
+	// cancels it.
+	outs, err := b.store.CreateHolds(b.ctx, ev, reqs, b.ttl, renderCreated)
+	for i, w := range batch {
+		switch {
+		case err != nil && b.ctx.Err() != nil:
+			w.done <- result{err: ErrShuttingDown}
+		case err != nil:
+			w.done <- result{err: err}
+		default:
+			w.done <- result{out: outs[i]}
+		}
+	}
+}
+
+// Close stops taking requests, lets the workers serve every request already
+// queued, and returns when they are done or ctx ends. Requests still queued
+// then are answered ErrShuttingDown: nobody is left without an answer.
+func (b *Batcher) Close(ctx context.Context) error {
+	for i := range b.shards {
+		sh := &b.shards[i]
+		sh.mu.Lock()
+		sh.closed = true
+		sh.mu.Unlock()
+	}
+	done := make(chan struct{})
+	go func() { b.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+	}
+	// Out of time: answer whoever still waits in a queue, and stop the
+	// batches in flight.
+	for i := range b.shards {
+		sh := &b.shards[i]
+		sh.mu.Lock()
+		for _, q := range sh.queues {
+			for _, w := range q.waiting {
+				w.taken = true
+				w.done <- result{err: ErrShuttingDown}
+			}
+			q.waiting = nil
+		}
+		sh.mu.Unlock()
+	}
+	b.cancel()
+	<-done
+	return errors.New("hold: batcher closed before its queues drained")
+}

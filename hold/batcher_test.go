@@ -1,0 +1,216 @@
+package hold_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/holdfast/holdfast/booking"
+	"github.com/holdfast/holdfast/hold"
+	"github.com/holdfast/holdfast/internal/testenv"
+	"github.com/holdfast/holdfast/store"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+type fixture struct {
+	store *store.Store
+	locks *store.Locks
+}
+
+func newFixture(t *testing.T, wait time.Duration) fixture {
+	t.Helper()
+	ctx := context.Background()
+	db, err := store.Open(ctx, testenv.DatabaseURL(t), store.DBOptions{MaxConns: 10, LockTimeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	url, prefix := testenv.Redis(t)
+	rdb, err := store.OpenRedis(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rdb.Close() })
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	return fixture{store: store.New(db), locks: store.NewLocks(rdb, store.LockOptions{Prefix: prefix, TTL: time.Minute, Wait: wait}, quiet)}
+}
+
+func (f fixture) event(t *testing.T, tickets int) int64 {
+	t.Helper()
+	var id int64
+	err := f.store.DB().QueryRowContext(context.Background(), `INSERT INTO events (name, event_date, total_tickets, available_tickets, ticket_price)
+		VALUES ('e', now(), $1, $1, 10) RETURNING id`, tickets).Scan(&id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+func request(ev int64, i int) hold.Request {
+	return hold.Request{Order: booking.Order{EventID: ev, Email: fmt.Sprintf("buyer%d@example.com", i), Quantity: 1}}
+}
+
+func TestFirstToJoinIsFirstServed(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, time.Minute)
+	ev := f.event(t, 20)
+	b := hold.NewBatcher(f.store, f.locks, time.Minute, time.Minute, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	defer b.Close(context.Background())
+
+	var mu sync.Mutex
+	var joined []string
+	b.SetOnJoin(func(_ int64, req hold.Request) {
+		mu.Lock()
+		joined = append(joined, req.Order.Email)
+		mu.Unlock()
+	})
+	type answer struct {
+		email string
+		out   hold.Outcome
+		err   error
+	}
+	answers := make(chan answer, 200)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := 0; i < 200; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			req := request(ev, i)
+			out, err := b.Submit(context.Background(), req)
+			answers <- answer{req.Order.Email, out, err}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	close(answers)
+
+	rank := map[string]int{}
+	for i, e := range joined {
+		rank[e] = i
+	}
+	winners := 0
+	for a := range answers {
+		switch {
+		case a.err != nil:
+			t.Errorf("%s (joined %d): %v", a.email, rank[a.email], a.err)
+		case a.out.Err == nil:
+			winners++
+			if rank[a.email] >= 20 {
+				t.Errorf("%s joined %dth and got a hold", a.email, rank[a.email]+1)
+			}
+		case errors.Is(a.out.Err, hold.ErrSoldOut):
+			if rank[a.email] < 20 {
+				t.Errorf("%s joined %dth, while tickets remained, and was told sold out", a.email, rank[a.email]+1)
+			}
+		default:
+			t.Errorf("%s: %v", a.email, a.out.Err)
+		}
+	}
+	if winners != 20 || len(joined) != 200 {
+		t.Fatalf("%d winners of %d joined, want 20 of 200", winners, len(joined))
+	}
+}
+
+func TestCloseAnswersEveryQueuedRequest(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, time.Minute)
+	ev := f.event(t, 100)
+	b := hold.NewBatcher(f.store, f.locks, time.Minute, time.Minute, slog.New(slog.NewTextHandler(io.Discard, nil)))
+
+	// Stall the event: another session holds its row, so the first batch
+	// waits in PostgreSQL and the rest of the crowd waits in the queue.
+	tx, err := f.store.DB().BeginTxx(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.Exec(`SELECT 1 FROM events WHERE id = $1 FOR UPDATE`, ev); err != nil {
+		t.Fatal(err)
+	}
+	var joined sync.WaitGroup
+	joined.Add(50)
+	b.SetOnJoin(func(int64, hold.Request) { joined.Done() })
+	errs := make(chan error, 50)
+	for i := 0; i < 50; i++ {
+		go func() {
+			out, err := b.Submit(context.Background(), request(ev, i))
+			errs <- errors.Join(err, out.Err)
+		}()
+	}
+	joined.Wait()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if err := b.Close(ctx); err == nil {
+		t.Fatal("Close reported a clean drain while the event was stalled")
+	}
+	for i := 0; i < 50; i++ {
+		select {
+		case err := <-errs:
+			if !errors.Is(err, hold.ErrShuttingDown) {
+				t.Fatalf("a queued request got %v, want ErrShuttingDown", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("only %d of 50 queued requests were answered", i)
+		}
+	}
+	if _, err := b.Submit(context.Background(), request(ev, 99)); !errors.Is(err, hold.ErrShuttingDown) {
+		t.Fatalf("a request after Close got %v, want ErrShuttingDown", err)
+	}
+}
+
+func TestCloseServesWhatIsQueuedWhenThereIsTime(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, time.Minute)
+	ev := f.event(t, 1000)
+	b := hold.NewBatcher(f.store, f.locks, time.Minute, time.Minute, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	var joined sync.WaitGroup
+	joined.Add(100)
+	b.SetOnJoin(func(int64, hold.Request) { joined.Done() })
+	errs := make(chan error, 100)
+	for i := 0; i < 100; i++ {
+		go func() {
+			out, err := b.Submit(context.Background(), request(ev, i))
+			errs <- errors.Join(err, out.Err)
+		}()
+	}
+	joined.Wait()
+	if err := b.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 100; i++ {
+		if err := <-errs; err != nil {
+			t.Fatalf("queued request: %v, want served", err)
+		}
+	}
+}
+
+func TestAQueuedRequestIsBusyAfterItsWait(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, time.Minute)
+	ev := f.event(t, 10)
+	b := hold.NewBatcher(f.store, f.locks, time.Minute, 100*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	defer b.Close(context.Background())
+	unlock, err := f.locks.Lock(context.Background(), ev) // another instance is selling
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+	_, err = b.Submit(context.Background(), request(ev, 1))
+	if !errors.Is(err, booking.ErrBusy) {
+		t.Fatalf("err = %v, want ErrBusy", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := b.Submit(ctx, request(ev, 2)); !errors.Is(err, context.Canceled) {
+		t.Fatalf("a cancelled request got %v, want it to leave the queue", err)
+	}
+}

@@ -1,0 +1,6 @@
+package hold
+
+// SetOnJoin installs a hook called with each request as it joins its
+// event's queue, under the queue's lock, so tests can read the order of
+// arrival. It exists only in tests.
+func (b *Batcher) SetOnJoin(f func(eventID int64, req Request)) { b.onJoin = f }
