@@ -51,9 +51,24 @@ func Migrations() ([]Migration, error) {
 
 // Apply brings the database up to date and returns the versions it applied.
 func Apply(ctx context.Context, db *sql.DB) ([]string, error) {
+	return ApplyThrough(ctx, db, "")
+}
+
+// ApplyThrough applies the migrations up to and including version (all of
+// them when version is ""), so a benchmark can compare a schema before and
+// after a migration.
+func ApplyThrough(ctx context.Context, db *sql.DB, version string) ([]string, error) {
 	migrations, err := Migrations()
 	if err != nil {
 		return nil, err
+	}
+	if version != "" {
+		for i, m := range migrations {
+			if m.Version == version {
+				migrations = migrations[:i+1]
+				break
+			}
+		}
 	}
 	// The advisory lock belongs to a session, so everything runs on one
 	// connection taken from the pool.

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # smoke.sh: short runs of the k6 scripts against a private `holdfast dev`
-# that it starts in a temporary directory and stops at the end. `make test`
-# calls it; it needs HOLDFAST (the binary) and K6.
+# that it starts in a temporary directory and stops at the end: the seed's
+# experiment (experiment.sh) and the hold experiments (holds.sh), each short.
+# `make test` calls it; it needs HOLDFAST (the binary) and K6. Arguments are
+# passed to `holdfast dev`; the hold TTL and sweep interval are set here,
+# because holds.sh must know them.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -12,8 +15,15 @@ work="$(mktemp -d /tmp/holdfast-smoke.XXXXXX)"
 chmod 755 "$work"
 log="$work/dev.log"
 pid=""
+hold_ttl=5s
+sweep_every=1s
 
 cleanup() {
+	local rc=$?
+	if ((rc != 0)) && [[ -s "$log" ]]; then
+		echo "smoke: failed (exit $rc); the last lines of holdfast dev's log:" >&2
+		tail -n 40 "$log" >&2
+	fi
 	if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
 		kill -INT "$pid"
 		wait "$pid" || true
@@ -23,7 +33,7 @@ cleanup() {
 trap cleanup EXIT
 
 # The service on a free port, with private PostgreSQL and Redis under $work.
-"$HOLDFAST" dev --dir "$work/.holdfast" --addr 127.0.0.1:0 --hold-ttl 5s "$@" >"$work/dev.out" 2>"$log" &
+"$HOLDFAST" dev --dir "$work/.holdfast" --addr 127.0.0.1:0 --hold-ttl "$hold_ttl" --sweep-every "$sweep_every" "$@" >"$work/dev.out" 2>"$log" &
 pid=$!
 for _ in $(seq 1 600); do
 	grep -q 'is serving on' "$work/dev.out" 2>/dev/null && break
@@ -43,5 +53,9 @@ echo "smoke: holdfast dev at $BASE_URL"
 
 echo "smoke: the seed's experiment, short"
 VUS=20 DURATION=3s "$ROOT/scripts/experiment.sh"
+
+echo "smoke: the hold flow and the on-sale spike, short"
+PHASE=all HOLD_TTL="$hold_ttl" SWEEP_EVERY="$sweep_every" EVENT_ID=4 VUS=20 DURATION=5s THINK= \
+	SPIKE_DURATION=5s START_RATE=50 RATE=200 STOCK=100 "$ROOT/scripts/holds.sh"
 
 echo "smoke: passed"
