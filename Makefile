@@ -10,7 +10,7 @@ BIN := bin/holdfast
 # Run as root (CI, containers) apt-get needs no sudo; otherwise use it.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build run test test-go test-k6 experiment vet fmt clean
+.PHONY: all deps build run test test-go test-k6 experiment bench vet fmt clean
 
 all: build
 
@@ -56,3 +56,8 @@ fmt:
 
 clean:
 	rm -rf bin
+
+# bench starts holdfast as its own process on a private, durable PostgreSQL
+# and Redis and drives it with one load generator; see BENCHMARKS.md.
+bench: deps build
+	HOLDFAST_BIN=$(CURDIR)/$(BIN) $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./internal/bench/

@@ -3,7 +3,9 @@ package hold
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -231,6 +233,19 @@ func (b *Batcher) failQueued(ev int64, err error) {
 }
 
 func (b *Batcher) serve(ev int64, batch []*waiter) {
+	defer func() {
+		// A panic here would take the whole process down with every
+		// queued request; answer this batch as a fault of ours instead.
+		if v := recover(); v != nil {
+			b.log.Error("hold batch panicked", "event", ev, "panic", v, "stack", string(debug.Stack()))
+			for _, w := range batch {
+				select {
+				case w.done <- result{err: fmt.Errorf("hold: batch panicked: %v", v)}:
+				default: // already answered
+				}
+			}
+		}
+	}()
 	reqs := make([]Request, len(batch))
 	for i, w := range batch {
 		reqs[i] = w.req

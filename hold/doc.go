@@ -9,7 +9,9 @@
 // a buyer who finds the stock short and expires lapsed holds on the way) is
 // one status update, and none of them can give the tickets back twice.
 //
-// Locks are taken in one order everywhere: the event row first, then its
-// bookings. The one exception is a confirm that succeeds, which locks only
-// the booking row and never the event's, since confirming moves no stock.
+// Locks never wait in a circle: whoever holds an event row (a buyer taking
+// holds) never waits for a booking's lock, and whoever holds bookings (a
+// release, the sweeper) waits only for the event row, which the stock
+// trigger takes last. A confirm that succeeds locks only its booking, since
+// confirming moves no stock. The store's doc has the details.
 package hold

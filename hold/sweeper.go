@@ -40,7 +40,7 @@ type Sweeper struct {
 }
 
 // SweepBatch is how many holds one sweep transaction fails at most.
-const SweepBatch = 500
+const SweepBatch = 1000
 
 // NewSweeper returns a sweeper running every interval.
 func NewSweeper(st SweepStore, every time.Duration, log *slog.Logger) *Sweeper {

@@ -78,6 +78,15 @@ func ApplyThrough(ctx context.Context, db *sql.DB, version string) ([]string, er
 	}
 	defer conn.Close()
 
+	// The pool may carry a lock_timeout and statement_timeout meant for
+	// requests; waiting for another instance's migrations, or running a
+	// long one, must not be cut short by them.
+	if _, err := conn.ExecContext(ctx, `SET lock_timeout = 0; SET statement_timeout = 0`); err != nil {
+		return nil, fmt.Errorf("schema: clear timeouts: %w", err)
+	}
+	defer func() {
+		_, _ = conn.ExecContext(context.Background(), `RESET lock_timeout; RESET statement_timeout`)
+	}()
 	if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock($1)`, lockKey); err != nil {
 		return nil, fmt.Errorf("schema: take migration lock: %w", err)
 	}

@@ -182,6 +182,11 @@ func TestSchemaRefusesIllegalBookings(t *testing.T) {
 			t.Fatalf("failed -> %s: err %v, want HF001", to, err)
 		}
 	}
+	for _, change := range []string{"user_email = 'x@example.com'", "total_amount = 0", "updated_at = now() + interval '1 day'"} {
+		if _, err := db.Exec(`UPDATE bookings SET `+change+` WHERE id = $1`, failed); code(err) != "HF001" {
+			t.Fatalf("failed booking, %s: err %v, want HF001", change, err)
+		}
+	}
 	confirmed, err := booking(t, db, ev, 1, "confirmed")
 	if err != nil {
 		t.Fatal(err)

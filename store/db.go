@@ -36,7 +36,14 @@ type DBOptions struct {
 // Open connects to PostgreSQL with every connection carrying opts' timeouts,
 // and checks the server answers.
 func Open(ctx context.Context, dsn string, opts DBOptions) (*sqlx.DB, error) {
-	params := map[string]string{"timezone": "UTC"}
+	params := map[string]string{
+		"timezone": "UTC",
+		// One round trip per parameterised statement instead of two:
+		// lib/pq then sends parse, bind and execute together. On a busy
+		// machine every round trip is a scheduler wake-up, and the hot
+		// event's row stays locked for all of them.
+		"binary_parameters": "yes",
+	}
 	setMillis := func(name string, d time.Duration) {
 		if d > 0 {
 			params[name] = strconv.FormatInt(d.Milliseconds(), 10)

@@ -9,7 +9,16 @@
 //
 // Every multi-statement write goes through inTx, which retries deadlocks and
 // serialization failures a few times before giving up with ErrUnavailable.
-// Writes that decide on stock lock the event row FOR UPDATE before they read
-// it; when they touch several rows they lock the event row first, then its
-// bookings, so two writers never wait on each other in a circle.
+//
+// Locks. Writes that decide on stock (hold creation, /book/safe) lock the
+// event row FOR UPDATE before they read it, and while they hold it they never
+// wait for a booking's lock: the lapsed holds they expire on the way are
+// taken with SKIP LOCKED. Writes that end bookings (release, a late confirm,
+// the sweeper) lock the booking rows first; the stock trigger then locks the
+// event row at the end of their statement. So the only lock anyone waits for
+// while holding a booking is an event row, and nobody holding an event row
+// waits for a booking: no two writers can wait on each other in a circle. A
+// confirm that succeeds locks its booking and nothing else. The sweeper holds
+// an event row only for the trigger's one update and the commit, however
+// many holds its batch expires.
 package store

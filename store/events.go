@@ -10,6 +10,7 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/holdfast/holdfast/booking"
+	"github.com/holdfast/holdfast/internal/httpapi"
 	"github.com/holdfast/holdfast/internal/idempotency"
 	"github.com/holdfast/holdfast/internal/money"
 )
@@ -29,14 +30,14 @@ const eventColumns = `id, name, coalesce(description, '') AS description, event_
 	total_tickets, available_tickets, ticket_price`
 
 const (
-	qEvents = `SELECT ` + eventColumns + ` FROM events WHERE id > $1 ORDER BY id LIMIT $2`
+	qEvents = `SELECT ` + eventColumns + ` FROM events WHERE id > $1::bigint ORDER BY id LIMIT $2`
 	qEvent  = `SELECT ` + eventColumns + ` FROM events WHERE id = $1`
 
 	// qStockUnlocked is the seed's unsafe read: no lock, so any number of
 	// buyers read the same stock.
-	qStockUnlocked = `SELECT available_tickets, ticket_price FROM events WHERE id = $1`
+	qStockUnlocked = `SELECT available_tickets, ticket_price FROM events WHERE id = $1::bigint`
 	// qStockLocked locks the event row until the transaction ends.
-	qStockLocked = `SELECT available_tickets, ticket_price FROM events WHERE id = $1 FOR UPDATE`
+	qStockLocked = `SELECT available_tickets, ticket_price FROM events WHERE id = $1::bigint FOR UPDATE`
 
 	// qInsertConfirmed inserts a booking confirmed at once; the stock
 	// trigger takes its tickets.
@@ -115,9 +116,6 @@ func (s *Store) BookUnsafe(ctx context.Context, o booking.Order, work time.Durat
 // the response rendered by render is kept in the same transaction; a sold-out
 // or missing event is then an outcome to keep, not a failure.
 func (s *Store) BookLocked(ctx context.Context, o booking.Order, work time.Duration, key *idempotency.Key, render booking.Render) (booking.Outcome, error) {
-	if !validID(o.EventID) {
-		return booking.Outcome{Err: booking.ErrEventNotFound}, nil
-	}
 	var out booking.Outcome
 	err := inTx(ctx, s.db, func(tx *sqlx.Tx) error {
 		out = booking.Outcome{}
@@ -161,9 +159,9 @@ func book(ctx context.Context, tx *sqlx.Tx, readStock string, o booking.Order, w
 	if st.Available < o.Quantity {
 		return booking.Booking{}, booking.ErrSoldOut
 	}
-	total, err := st.Price.Times(int64(o.Quantity))
+	total, err := orderTotal(st.Price, o.Quantity)
 	if err != nil {
-		return booking.Booking{}, fmt.Errorf("store: total of %d x %s: %w", o.Quantity, st.Price, err)
+		return booking.Booking{}, err
 	}
 	var id int64
 	if err := tx.GetContext(ctx, &id, qInsertConfirmed, o.EventID, o.Email, o.Quantity, total); err != nil {
@@ -177,4 +175,18 @@ func book(ctx context.Context, tx *sqlx.Tx, readStock string, o booking.Order, w
 		BookingID: id, EventID: o.EventID, UserEmail: o.Email, Quantity: o.Quantity,
 		TotalAmount: total, RemainingTickets: st.Available - o.Quantity,
 	}, nil
+}
+
+// maxTotal is the largest amount total_amount, a NUMERIC(10,2), can hold.
+const maxTotal money.Cents = 99_999_999_99
+
+// orderTotal is price x quantity, or an invalid_request error when the
+// bookings table could not store it: the request's own error, not a fault
+// that would fail the transaction (and a whole batch with it).
+func orderTotal(price money.Cents, quantity int) (money.Cents, error) {
+	total, err := price.Times(int64(quantity))
+	if err != nil || total > maxTotal {
+		return 0, httpapi.Invalid("the total of %d tickets at %s is more than one booking can hold", quantity, price)
+	}
+	return total, nil
 }

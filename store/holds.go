@@ -37,10 +37,10 @@ const (
 	qExpireLapsed = `UPDATE bookings SET booking_status = 'failed', failure_reason = 'expired', updated_at = now()
 		WHERE id IN (
 			SELECT id FROM bookings
-			WHERE event_id = $1 AND booking_status = 'pending' AND expires_at <= now()
+			WHERE event_id = $1::bigint AND booking_status = 'pending' AND expires_at <= now()
 			FOR UPDATE SKIP LOCKED)`
 
-	qAvailable = `SELECT available_tickets FROM events WHERE id = $1`
+	qAvailable = `SELECT available_tickets FROM events WHERE id = $1::bigint`
 
 	// qConfirm confirms a pending hold only if its expiry has not passed by
 	// the database's clock at this moment (clock_timestamp, not the
@@ -50,9 +50,7 @@ const (
 		WHERE hold_id = $1 AND booking_status = 'pending' AND expires_at > clock_timestamp()
 		RETURNING ` + holdColumns
 
-	qHoldEvent = `SELECT event_id FROM bookings WHERE hold_id = $1`
-	qLockEvent = `SELECT id FROM events WHERE id = $1 FOR UPDATE`
-	qLockHold  = `SELECT booking_status, coalesce(failure_reason, '') AS failure_reason,
+	qLockHold = `SELECT booking_status, coalesce(failure_reason, '') AS failure_reason,
 		coalesce(expires_at <= clock_timestamp(), false) AS lapsed
 		FROM bookings WHERE hold_id = $1 FOR UPDATE`
 	qFailHold = `UPDATE bookings SET booking_status = 'failed', failure_reason = $2, updated_at = clock_timestamp()
@@ -90,12 +88,6 @@ func (r holdRow) hold() hold.Hold {
 // (sold out, a reused idempotency key) does not touch the others.
 func (s *Store) CreateHolds(ctx context.Context, eventID int64, reqs []hold.Request, ttl time.Duration, render hold.Render) ([]hold.Outcome, error) {
 	outs := make([]hold.Outcome, len(reqs))
-	if !validID(eventID) {
-		for i := range outs {
-			outs[i].Err = booking.ErrEventNotFound
-		}
-		return outs, nil
-	}
 	err := inTx(ctx, s.db, func(tx *sqlx.Tx) error {
 		clear(outs)
 		var st stockRow
@@ -134,6 +126,10 @@ func (s *Store) CreateHolds(ctx context.Context, eventID int64, reqs []hold.Requ
 				out.Err = hold.ErrSoldOut
 				continue
 			}
+			if _, err := orderTotal(st.Price, req.Order.Quantity); err != nil {
+				out.Err = err
+				continue
+			}
 			st.Available -= req.Order.Quantity
 			granted = append(granted, i)
 		}
@@ -152,7 +148,7 @@ func (s *Store) CreateHolds(ctx context.Context, eventID int64, reqs []hold.Requ
 // expiries from the database's clock. The statement-level stock trigger
 // takes all their tickets in one update of the event row.
 const qInsertHolds = `INSERT INTO bookings (event_id, user_email, quantity, total_amount, booking_status, expires_at)
-	SELECT $1, u.email, u.quantity, u.total, 'pending', now() + $5 * interval '1 microsecond'
+	SELECT $1::bigint, u.email, u.quantity, u.total, 'pending', clock_timestamp() + $5 * interval '1 microsecond'
 	FROM unnest($2::text[], $3::int[], $4::numeric[]) WITH ORDINALITY AS u(email, quantity, total, n)
 	ORDER BY u.n
 	RETURNING ` + holdColumns
@@ -167,9 +163,9 @@ func insertHolds(ctx context.Context, tx *sqlx.Tx, eventID int64, price money.Ce
 	totals := make([]string, len(granted))
 	for j, i := range granted {
 		o := reqs[i].Order
-		total, err := price.Times(int64(o.Quantity))
+		total, err := orderTotal(price, o.Quantity)
 		if err != nil {
-			return fmt.Errorf("store: total of %d x %s: %w", o.Quantity, price, err)
+			return err
 		}
 		emails[j], qtys[j], totals[j] = o.Email, int64(o.Quantity), total.String()
 	}
@@ -256,8 +252,7 @@ func (s *Store) ConfirmTx(ctx context.Context, tx *sqlx.Tx, id uuid.UUID) (hold.
 	if !errors.Is(err, sql.ErrNoRows) {
 		return hold.Hold{}, mapHoldErr(ctx, err)
 	}
-	// Not confirmable as it stands: find out why, with the event row locked
-	// before the booking's, as everywhere.
+	// Not confirmable as it stands: lock the hold and find out why.
 	st, err := lockHold(ctx, tx, id)
 	if err != nil {
 		return hold.Hold{}, err
@@ -314,22 +309,15 @@ type holdState struct {
 	Lapsed bool   `db:"lapsed"`
 }
 
-// lockHold locks the hold's event row, then the hold's own row, and reads
-// its state.
+// lockHold locks the hold's row and reads its state. If the caller then
+// fails the hold, the stock trigger locks the event row after it: see the
+// package doc for why that order cannot deadlock.
 func lockHold(ctx context.Context, tx *sqlx.Tx, id uuid.UUID) (holdState, error) {
-	var eventID int64
-	if err := tx.GetContext(ctx, &eventID, qHoldEvent, id); err != nil {
+	var st holdState
+	if err := tx.GetContext(ctx, &st, qLockHold, id); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
 			return holdState{}, hold.ErrNotFound
 		}
-		return holdState{}, mapErr(ctx, err)
-	}
-	var locked int64
-	if err := tx.GetContext(ctx, &locked, qLockEvent, eventID); err != nil {
-		return holdState{}, mapErr(ctx, err)
-	}
-	var st holdState
-	if err := tx.GetContext(ctx, &st, qLockHold, id); err != nil {
 		return holdState{}, mapErr(ctx, err)
 	}
 	return st, nil

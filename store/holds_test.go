@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -149,7 +150,7 @@ func TestASweepSkipsAConfirmInFlight(t *testing.T) {
 	s := newStore(t)
 	ctx := context.Background()
 	ev := newEvent(t, s, 10)
-	h := takeHold(t, s, ev, 3, 500*time.Millisecond)
+	h := takeHold(t, s, ev, 3, 2*time.Second)
 
 	// A confirm holds the row, in time.
 	confirm, err := s.DB().BeginTxx(ctx, nil)
@@ -162,18 +163,30 @@ func TestASweepSkipsAConfirmInFlight(t *testing.T) {
 		t.Fatalf("confirm: %+v, %v", got, err)
 	}
 	// Its hold lapses meanwhile (the committed row is still pending), and
-	// the sweeper runs: it must skip the locked row, not wait, not restore.
-	lapseCommitted := func() bool {
+	// the sweeper runs: it must skip the locked row, neither waiting for it
+	// nor restoring its stock.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
 		var lapsed bool
 		err := s.DB().GetContext(ctx, &lapsed, `SELECT expires_at <= now() FROM bookings WHERE hold_id = $1`, h.ID)
-		return err == nil && lapsed
-	}
-	for !lapseCommitted() {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if lapsed {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the hold never lapsed")
+		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	start := time.Now()
 	res, err := s.SweepExpired(ctx, 100)
-	if err != nil || res.Expired != 0 {
-		t.Fatalf("sweep = %+v, %v; want nothing swept", res, err)
+	if err != nil || res.Expired != 0 || res.Busy != 0 {
+		t.Fatalf("sweep = %+v, %v; want nothing swept and nothing waited for", res, err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("the sweep took %s: it waited for the confirm's row instead of skipping it", took)
 	}
 	if err := confirm.Commit(); err != nil {
 		t.Fatal(err)
@@ -276,5 +289,35 @@ func TestPurgeKeysDeletesOnlyKeysPastADay(t *testing.T) {
 	var left []string
 	if err := s.DB().SelectContext(ctx, &left, `SELECT key FROM idempotency_keys`); err != nil || len(left) != 1 || left[0] != "fresh" {
 		t.Fatalf("left %v (%v), want the fresh key", left, err)
+	}
+}
+
+func TestATotalTooLargeIsOnlyItsOwnRequestsError(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	var ev int64
+	err := s.DB().QueryRowContext(ctx, `INSERT INTO events (name, event_date, total_tickets, available_tickets, ticket_price)
+		VALUES ('dear', now(), 100, 100, 20000000.00) RETURNING id`).Scan(&ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	order := func(q int) hold.Request {
+		return hold.Request{Order: booking.Order{EventID: ev, Email: "a@example.com", Quantity: q}}
+	}
+	outs, err := s.CreateHolds(ctx, ev, []hold.Request{order(1), order(5), order(1), order(1)}, time.Minute, noRender)
+	if err != nil {
+		t.Fatalf("the batch failed as a whole: %v", err)
+	}
+	for i, want := range []bool{true, false, true, true} {
+		if (outs[i].Err == nil) != want {
+			t.Fatalf("request %d: %+v", i, outs[i])
+		}
+	}
+	if !strings.Contains(outs[1].Err.Error(), "invalid_request") {
+		t.Fatalf("the dear request got %v, want invalid_request", outs[1].Err)
+	}
+	if got := stock(t, s, ev); got != 97 {
+		t.Fatalf("stock = %d, want 97", got)
 	}
 }

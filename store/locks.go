@@ -91,7 +91,10 @@ func (l *Locks) Lock(ctx context.Context, eventID int64) (func(), error) {
 		return func() { l.release(lock) }, nil
 	case ctx.Err() != nil:
 		return nil, ctx.Err()
-	case errors.Is(err, redislock.ErrNotObtained), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, redislock.ErrNotObtained) || waitCtx.Err() != nil:
+		// Held by someone else for the whole wait. A dial or read timeout
+		// also reads as context.DeadlineExceeded, so that alone proves
+		// nothing: only the wait's own deadline passing means busy.
 		l.markUp(ctx)
 		return nil, fmt.Errorf("%w: redis lock %s", booking.ErrBusy, l.Key(eventID))
 	default:

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -166,5 +167,29 @@ func TestLockWithoutWaitAnswersAtOnce(t *testing.T) {
 	defer unlock()
 	if _, err := locks.Lock(ctx, 9); !errors.Is(err, booking.ErrBusy) {
 		t.Fatalf("a held lock with no wait: %v, want ErrBusy", err)
+	}
+}
+
+func TestLockWithRedisNotAnsweringFallsBack(t *testing.T) {
+	t.Parallel()
+	// A listener that never accepts: connections hang instead of being
+	// refused, as with a Redis that is partitioned away or stalled.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	rdb, err := store.OpenRedis("redis://" + ln.Addr().String() + "/0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rdb.Close()
+	locks := store.NewLocks(rdb, store.LockOptions{Prefix: "t:", TTL: time.Second, Wait: 3 * time.Second}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	for i := 0; i < 3; i++ {
+		unlock, err := locks.Lock(context.Background(), 1)
+		if err != nil {
+			t.Fatalf("Lock with Redis not answering: %v; want a fall back to the row lock, not busy", err)
+		}
+		unlock()
 	}
 }

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"sync"
 
 	"github.com/jmoiron/sqlx"
 
@@ -32,9 +33,11 @@ const (
 
 // SweepExpired turns lapsed pending holds failed, so the stock trigger gives
 // their tickets back. It works event by event, in batches of at most batch
-// holds per transaction, each locking the event row first like every other
-// writer; short transactions keep a hot event's buyers from waiting long
-// behind a sweep. Any number of sweepers may run at once.
+// holds per transaction. A batch locks its bookings first and the event row
+// only at the end of its one statement, when the stock trigger gives the
+// tickets back, so however large the batch, a hot event's buyers wait on a
+// sweep only for that last update and the commit. Any number of sweepers
+// may run at once.
 func (s *Store) SweepExpired(ctx context.Context, batch int) (hold.SweepResult, error) {
 	var res hold.SweepResult
 	var events []int64
@@ -43,37 +46,65 @@ func (s *Store) SweepExpired(ctx context.Context, batch int) (hold.SweepResult, 
 	}
 	for _, ev := range events {
 		res.Events++
-		for {
-			var n int
-			err := inTx(ctx, s.db, func(tx *sqlx.Tx) error {
-				var err error
-				n, err = s.SweepBatchTx(ctx, tx, ev, batch)
-				return err
-			})
-			if errors.Is(err, booking.ErrBusy) {
-				res.Busy++
-				break
-			}
-			if err != nil {
-				return res, err
-			}
-			res.Expired += n
-			if n < batch {
-				break
-			}
+		n, busy, err := s.sweepEvent(ctx, ev, batch)
+		res.Expired += n
+		if busy {
+			res.Busy++
+		}
+		if err != nil {
+			return res, err
 		}
 	}
 	return res, nil
+}
+
+// sweepWorkers is how many batches of one event sweep at once. SKIP LOCKED
+// keeps their rows apart, and each waits for the event row only for its
+// last update, so a second worker keeps the disk and CPU busy while the
+// first commits.
+const sweepWorkers = 2
+
+// sweepEvent sweeps one event's lapsed holds until a batch comes back short.
+func (s *Store) sweepEvent(ctx context.Context, ev int64, batch int) (swept int, busy bool, err error) {
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		first error
+	)
+	for w := 0; w < sweepWorkers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				var n int
+				err := inTx(ctx, s.db, func(tx *sqlx.Tx) error {
+					var err error
+					n, err = s.SweepBatchTx(ctx, tx, ev, batch)
+					return err
+				})
+				mu.Lock()
+				swept += n
+				switch {
+				case errors.Is(err, booking.ErrBusy):
+					busy = true
+				case err != nil && first == nil:
+					first = err
+				}
+				mu.Unlock()
+				if err != nil || n < batch {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return swept, busy, first
 }
 
 // SweepBatchTx sweeps one batch of one event's lapsed holds in the caller's
 // transaction (tests use it to hold a sweep open) and returns how many it
 // failed.
 func (s *Store) SweepBatchTx(ctx context.Context, tx *sqlx.Tx, eventID int64, batch int) (int, error) {
-	var locked int64
-	if err := tx.GetContext(ctx, &locked, qLockEvent, eventID); err != nil {
-		return 0, mapErr(ctx, err)
-	}
 	r, err := tx.ExecContext(ctx, qSweepBatch, eventID, batch)
 	if err != nil {
 		return 0, mapErr(ctx, err)

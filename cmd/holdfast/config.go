@@ -32,6 +32,7 @@ type config struct {
 	MaxQuantity  int
 	DBMaxConns   int
 	LogLevel     string
+	DebugAddr    string
 }
 
 func defaultConfig() config {
@@ -58,12 +59,24 @@ type settings struct {
 	fs     *flag.FlagSet
 	getenv func(string) string
 	errs   []error
+	help   bool
 }
 
 func newSettings(name string, getenv func(string) string, stderr io.Writer) *settings {
 	fs := flag.NewFlagSet("holdfast "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	return &settings{fs: fs, getenv: getenv}
+	s := &settings{fs: fs, getenv: getenv}
+	// A bad flag gets its one-line message and a pointer to -h, not the
+	// whole list.
+	fs.Usage = func() {
+		if !s.help {
+			fmt.Fprintf(stderr, "run 'holdfast %s -h' for its flags\n", name)
+			return
+		}
+		fmt.Fprintf(stderr, "usage: holdfast %s [flags]\n", name)
+		fs.PrintDefaults()
+	}
+	return s
 }
 
 func (s *settings) str(p *string, name, env, usage string) {
@@ -111,6 +124,11 @@ func (s *settings) boolean(p *bool, name, env, usage string) {
 
 // parse parses args and reports the first bad variable or flag.
 func (s *settings) parse(args []string) error {
+	for _, a := range args {
+		if a == "-h" || a == "-help" || a == "--help" || a == "--h" {
+			s.help = true
+		}
+	}
 	if err := s.fs.Parse(args); err != nil {
 		return err
 	}
@@ -139,6 +157,7 @@ func (s *settings) serveFlags(cfg *config) {
 	s.boolean(&cfg.Batch, "batch", "HOLDFAST_BATCH", "serve holds per event in batches, one transaction for many (false: one transaction per hold)")
 	s.integer(&cfg.DBMaxConns, "db-max-conns", "HOLDFAST_DB_MAX_CONNS", "PostgreSQL connection pool size")
 	s.str(&cfg.LogLevel, "log-level", "HOLDFAST_LOG_LEVEL", "debug, info, warn or error")
+	s.str(&cfg.DebugAddr, "debug-addr", "HOLDFAST_DEBUG_ADDR", "listen address of net/http/pprof (off when empty; keep it on loopback)")
 }
 
 // validate refuses settings the service cannot run with, naming the flag.

@@ -118,6 +118,7 @@ func TestRoutesAnswerTheContract(t *testing.T) {
 		{"GET", "/events?limit=0", 400, "invalid_request"},
 		{"GET", "/events?limit=501", 400, "invalid_request"},
 		{"GET", "/events?after=x", 400, "invalid_request"},
+		{"GET", "/events?after=3000000000", 200, ""},
 		{"GET", "/nowhere", 404, "not_found"},
 		{"DELETE", "/events", 405, "method_not_allowed"},
 		{"GET", "/book/safe", 405, "method_not_allowed"},

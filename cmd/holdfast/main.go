@@ -23,7 +23,9 @@ func main() {
 			os.Exit(int(exit))
 		}
 		fmt.Fprintln(os.Stderr, "holdfast:", err)
-		os.Exit(1)
+		// 2, not 1: `holdfast check` exits 1 for a violation, and a
+		// script must be able to tell that from a check that could not run.
+		os.Exit(2)
 	}
 }
 

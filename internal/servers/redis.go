@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -66,7 +68,9 @@ func (r *Redis) Start(ctx context.Context) error {
 	r.proc = proc
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		if err := r.ping(); err == nil {
+		// The server that answers must be ours: if another process took
+		// the port first, ours exits and the other would answer the ping.
+		if pid, err := r.pid(); err == nil && pid == cmd.Process.Pid {
 			return nil
 		} else if proc.exited() || time.Now().After(deadline) || ctx.Err() != nil {
 			_ = proc.stop(syscall.SIGKILL, time.Second)
@@ -78,27 +82,30 @@ func (r *Redis) Start(ctx context.Context) error {
 
 func (r *Redis) logPath() string { return filepath.Join(r.dir, "redis.log") }
 
-// ping speaks just enough RESP to know the server answers, so this package
-// needs no Redis client.
-func (r *Redis) ping() error {
+// pid asks the server for its process id (INFO server).
+func (r *Redis) pid() (int, error) {
 	conn, err := net.DialTimeout("tcp", r.Addr(), time.Second)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(time.Second))
-	if _, err := conn.Write([]byte("PING\r\n")); err != nil {
-		return err
+	if _, err := conn.Write([]byte("INFO server\r\n")); err != nil {
+		return 0, err
 	}
-	buf := make([]byte, 7)
-	n, err := conn.Read(buf)
+	buf := make([]byte, 8192)
+	n, err := io.ReadAtLeast(conn, buf, 1)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	if string(buf[:n]) != "+PONG\r\n" {
-		return fmt.Errorf("unexpected reply %q", buf[:n])
+	// The reply is a bulk string; enough of it arrives in one read to hold
+	// process_id, which comes early in the server section.
+	for _, line := range strings.Split(string(buf[:n]), "\r\n") {
+		if v, ok := strings.CutPrefix(line, "process_id:"); ok {
+			return strconv.Atoi(v)
+		}
 	}
-	return nil
+	return 0, fmt.Errorf("no process_id in INFO reply")
 }
 
 // Stop shuts the server down.
