@@ -23,6 +23,11 @@ deps:
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql postgresql-client redis-server >/dev/null; \
 	fi
+	@if ! command -v chromium >/dev/null; then \
+		echo "deps: installing chromium (for the status page's browser test)"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; \
+	fi
 	@# Debian starts the packaged servers; holdfast never uses them.
 	@if [ -x "$(K6)" ]; then :; else echo "deps: installing k6 $(K6_VERSION)"; $(GO) install go.k6.io/k6@$(K6_VERSION); fi
 	@echo "deps: postgres $$(ls -d /usr/lib/postgresql/*/bin | tail -1), $$(redis-server --version | cut -d' ' -f3), k6 $(K6)"

@@ -11,10 +11,21 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 )
 
+// defaultMemoryLimit is the Go runtime's soft memory limit unless GOMEMLIMIT
+// says otherwise. Under a thousand connections the heap itself stays small;
+// what grows the process is garbage the collector has not yet had reason to
+// collect. The limit gives it one, and keeps the service under 64 MB
+// resident (see BENCHMARKS.md).
+const defaultMemoryLimit = 48 << 20
+
 func main() {
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(defaultMemoryLimit)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {

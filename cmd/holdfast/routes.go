@@ -26,6 +26,7 @@ func (a *app) routes(r chi.Router) {
 	r.Method(http.MethodGet, "/holds/{id}", hold.HandleGet(a.holds, a.log))
 	r.Method(http.MethodDelete, "/holds/{id}", hold.HandleRelease(a.holds, a.log))
 	r.Method(http.MethodPost, "/holds/{id}/confirm", hold.HandleConfirm(a.holds, a.log))
+	a.statusRoutes(r)
 }
 
 func handleHealth() http.Handler {
