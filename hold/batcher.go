@@ -42,9 +42,19 @@ type Batcher struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
+	// Observe, when set, hears each batch's size and each request that
+	// waited its whole wait in a queue.
+	Observe BatchObserver
+
 	// onJoin, when set, is called with each request as it joins its queue,
 	// under the queue's lock: tests read the order of arrival through it.
 	onJoin func(eventID int64, req Request)
+}
+
+// BatchObserver hears what the batcher does, for metrics.
+type BatchObserver interface {
+	Batched(n int)
+	QueueTimedOut()
 }
 
 // shardCount splits the queues so that requests for different events never
@@ -130,6 +140,9 @@ func (b *Batcher) Submit(ctx context.Context, req Request) (Outcome, error) {
 		}
 	case <-timeout:
 		if b.leave(ev, w) {
+			if b.Observe != nil {
+				b.Observe.QueueTimedOut()
+			}
 			return Outcome{}, booking.ErrBusy
 		}
 	}
@@ -249,6 +262,9 @@ func (b *Batcher) serve(ev int64, batch []*waiter) {
 	reqs := make([]Request, len(batch))
 	for i, w := range batch {
 		reqs[i] = w.req
+	}
+	if b.Observe != nil {
+		b.Observe.Batched(len(batch))
 	}
 	// The batch belongs to its requests, not to any one client: it runs to
 	// the end even if some of them have gone. Only Close, out of time,

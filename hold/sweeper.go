@@ -21,6 +21,13 @@ type SweepResult struct {
 type SweepStore interface {
 	SweepExpired(ctx context.Context, batch int) (SweepResult, error)
 	PurgeKeys(ctx context.Context, batch int) (int, error)
+	SweeperLag(ctx context.Context) (time.Duration, error)
+}
+
+// SweepObserver hears each sweeper run: how many holds it expired and how
+// far behind it still is.
+type SweepObserver interface {
+	Swept(expired int, lag time.Duration)
 }
 
 // Sweeper puts the tickets of lapsed holds back on sale: a cron job every
@@ -37,6 +44,8 @@ type Sweeper struct {
 	cancel    context.CancelFunc
 	lastPurge time.Time
 	mu        sync.Mutex
+	// Observe, when set, hears every run.
+	Observe SweepObserver
 }
 
 // SweepBatch is how many holds one sweep transaction fails at most.
@@ -85,6 +94,12 @@ func (s *Sweeper) Run(ctx context.Context) {
 	case res.Expired > 0 || res.Busy > 0:
 		s.log.InfoContext(ctx, "swept lapsed holds", "expired", res.Expired, "events", res.Events,
 			"busy_events", res.Busy, "duration_ms", time.Since(start).Milliseconds())
+	}
+	if s.Observe != nil && ctx.Err() == nil {
+		lag, err := s.store.SweeperLag(ctx)
+		if err == nil {
+			s.Observe.Swept(res.Expired, lag)
+		}
 	}
 	if time.Since(s.lastPurge) > time.Hour {
 		n, err := s.store.PurgeKeys(ctx, 1000)

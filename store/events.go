@@ -17,11 +17,31 @@ import (
 
 // Store is holdfast's PostgreSQL storage.
 type Store struct {
-	db *sqlx.DB
+	db       *sqlx.DB
+	counters Counters
 }
 
+// Counters hears what committed transactions did to holds, for metrics.
+type Counters interface {
+	HoldsCreated(n int)
+	HoldsConfirmed(n int)
+	HoldsReleased(n int)
+	HoldsExpired(n int)
+}
+
+type noCounters struct{}
+
+func (noCounters) HoldsCreated(int)   {}
+func (noCounters) HoldsConfirmed(int) {}
+func (noCounters) HoldsReleased(int)  {}
+func (noCounters) HoldsExpired(int)   {}
+
 // New returns a Store on db.
-func New(db *sqlx.DB) *Store { return &Store{db: db} }
+func New(db *sqlx.DB) *Store { return &Store{db: db, counters: noCounters{}} }
+
+// SetCounters makes the store report to c. Counts are reported after the
+// transaction that made them commits, never for one that rolled back.
+func (s *Store) SetCounters(c Counters) { s.counters = c }
 
 // DB is the pool the store runs on.
 func (s *Store) DB() *sqlx.DB { return s.db }

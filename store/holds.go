@@ -88,8 +88,10 @@ func (r holdRow) hold() hold.Hold {
 // (sold out, a reused idempotency key) does not touch the others.
 func (s *Store) CreateHolds(ctx context.Context, eventID int64, reqs []hold.Request, ttl time.Duration, render hold.Render) ([]hold.Outcome, error) {
 	outs := make([]hold.Outcome, len(reqs))
+	var created, expiredN int
 	err := inTx(ctx, s.db, func(tx *sqlx.Tx) error {
 		clear(outs)
+		created, expiredN = 0, 0
 		var st stockRow
 		err := tx.GetContext(ctx, &st, qStockLocked, eventID)
 		missing := errors.Is(err, sql.ErrNoRows)
@@ -118,9 +120,11 @@ func (s *Store) CreateHolds(ctx context.Context, eventID int64, reqs []hold.Requ
 				// Short: give lapsed holds back first, so nobody is told
 				// sold out only because the sweeper has not run yet.
 				expired = true
-				if err := expireLapsed(ctx, tx, eventID, &st.Available); err != nil {
+				n, err := expireLapsed(ctx, tx, eventID, &st.Available)
+				if err != nil {
 					return err
 				}
+				expiredN = n
 			}
 			if st.Available < req.Order.Quantity {
 				out.Err = hold.ErrSoldOut
@@ -136,11 +140,14 @@ func (s *Store) CreateHolds(ctx context.Context, eventID int64, reqs []hold.Requ
 		if err := insertHolds(ctx, tx, eventID, st.Price, reqs, granted, outs, ttl); err != nil {
 			return err
 		}
+		created = len(granted)
 		return keepKeys(ctx, tx, reqs, keys, outs, render)
 	})
 	if err != nil {
 		return nil, err
 	}
+	s.counters.HoldsCreated(created)
+	s.counters.HoldsExpired(expiredN)
 	return outs, nil
 }
 
@@ -189,15 +196,18 @@ func insertHolds(ctx context.Context, tx *sqlx.Tx, eventID int64, price money.Ce
 	return nil
 }
 
-func expireLapsed(ctx context.Context, tx *sqlx.Tx, eventID int64, available *int) error {
+// expireLapsed fails the event's lapsed holds, re-reads its stock into
+// available, and returns how many it expired.
+func expireLapsed(ctx context.Context, tx *sqlx.Tx, eventID int64, available *int) (int, error) {
 	res, err := tx.ExecContext(ctx, qExpireLapsed, eventID)
 	if err != nil {
-		return mapErr(ctx, err)
+		return 0, mapErr(ctx, err)
 	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return nil
+	n, _ := res.RowsAffected()
+	if n == 0 {
+		return 0, nil
 	}
-	return mapErr(ctx, tx.GetContext(ctx, available, qAvailable, eventID))
+	return int(n), mapErr(ctx, tx.GetContext(ctx, available, qAvailable, eventID))
 }
 
 // Hold reads one hold.
@@ -216,8 +226,9 @@ func (s *Store) Hold(ctx context.Context, id uuid.UUID) (hold.Hold, error) {
 // Confirm confirms a hold in one transaction with its idempotency key.
 func (s *Store) Confirm(ctx context.Context, id uuid.UUID, key *idempotency.Key, render hold.Render) (hold.Outcome, error) {
 	var out hold.Outcome
+	var change holdChange
 	err := inTx(ctx, s.db, func(tx *sqlx.Tx) error {
-		out = hold.Outcome{}
+		out, change = hold.Outcome{}, unchanged
 		if key != nil {
 			replay, err := claimKey(ctx, tx, key)
 			if err != nil || replay != nil {
@@ -226,7 +237,7 @@ func (s *Store) Confirm(ctx context.Context, id uuid.UUID, key *idempotency.Key,
 			}
 		}
 		var err error
-		out.Hold, err = s.ConfirmTx(ctx, tx, id)
+		out.Hold, change, err = confirmTx(ctx, tx, id)
 		if err != nil && !errors.Is(err, hold.ErrExpired) && !errors.Is(err, hold.ErrReleased) && !errors.Is(err, hold.ErrNotFound) {
 			return err
 		}
@@ -236,7 +247,31 @@ func (s *Store) Confirm(ctx context.Context, id uuid.UUID, key *idempotency.Key,
 		}
 		return nil
 	})
+	if err == nil {
+		s.count(change)
+	}
 	return out, err
+}
+
+// holdChange is what a call did to a hold, for the counters.
+type holdChange int
+
+const (
+	unchanged holdChange = iota
+	confirmed
+	released
+	expired
+)
+
+func (s *Store) count(c holdChange) {
+	switch c {
+	case confirmed:
+		s.counters.HoldsConfirmed(1)
+	case released:
+		s.counters.HoldsReleased(1)
+	case expired:
+		s.counters.HoldsExpired(1)
+	}
 }
 
 // ConfirmTx is the body of Confirm, run in the caller's transaction (tests
@@ -244,44 +279,52 @@ func (s *Store) Confirm(ctx context.Context, id uuid.UUID, key *idempotency.Key,
 // expired here, in tx, and ErrExpired returned: the caller must commit tx
 // for its stock to come back.
 func (s *Store) ConfirmTx(ctx context.Context, tx *sqlx.Tx, id uuid.UUID) (hold.Hold, error) {
+	h, _, err := confirmTx(ctx, tx, id)
+	return h, err
+}
+
+func confirmTx(ctx context.Context, tx *sqlx.Tx, id uuid.UUID) (hold.Hold, holdChange, error) {
 	var r holdRow
 	err := tx.GetContext(ctx, &r, qConfirm, id)
 	if err == nil {
-		return r.hold(), nil
+		return r.hold(), confirmed, nil
 	}
 	if !errors.Is(err, sql.ErrNoRows) {
-		return hold.Hold{}, mapHoldErr(ctx, err)
+		return hold.Hold{}, unchanged, mapHoldErr(ctx, err)
 	}
 	// Not confirmable as it stands: lock the hold and find out why.
 	st, err := lockHold(ctx, tx, id)
 	if err != nil {
-		return hold.Hold{}, err
+		return hold.Hold{}, unchanged, err
 	}
 	switch {
 	case st.Status == "confirmed":
-		return readHold(ctx, tx, id)
+		h, err := readHold(ctx, tx, id)
+		return h, unchanged, err
 	case st.Status == "failed" && st.Reason == "expired":
-		return hold.Hold{}, hold.ErrExpired
+		return hold.Hold{}, unchanged, hold.ErrExpired
 	case st.Status == "failed":
-		return hold.Hold{}, hold.ErrReleased
+		return hold.Hold{}, unchanged, hold.ErrReleased
 	case st.Lapsed:
 		if err := failHold(ctx, tx, id, "expired"); err != nil {
-			return hold.Hold{}, err
+			return hold.Hold{}, unchanged, err
 		}
-		return hold.Hold{}, hold.ErrExpired
+		return hold.Hold{}, expired, hold.ErrExpired
 	}
 	// Pending and not lapsed: the first statement raced a change that has
 	// since settled. Try it once more under the lock.
 	if err := tx.GetContext(ctx, &r, qConfirm, id); err != nil {
-		return hold.Hold{}, mapHoldErr(ctx, err)
+		return hold.Hold{}, unchanged, mapHoldErr(ctx, err)
 	}
-	return r.hold(), nil
+	return r.hold(), confirmed, nil
 }
 
 // Release fails a pending hold as released.
 func (s *Store) Release(ctx context.Context, id uuid.UUID) (hold.Hold, error) {
 	var h hold.Hold
+	var change holdChange
 	err := inTx(ctx, s.db, func(tx *sqlx.Tx) error {
+		change = unchanged
 		st, err := lockHold(ctx, tx, id)
 		if err != nil {
 			return err
@@ -290,9 +333,9 @@ func (s *Store) Release(ctx context.Context, id uuid.UUID) (hold.Hold, error) {
 		case st.Status == "confirmed":
 			return hold.ErrConfirmed
 		case st.Status == "pending" && st.Lapsed:
-			err = failHold(ctx, tx, id, "expired")
+			change, err = expired, failHold(ctx, tx, id, "expired")
 		case st.Status == "pending":
-			err = failHold(ctx, tx, id, "released")
+			change, err = released, failHold(ctx, tx, id, "released")
 		}
 		if err != nil {
 			return err
@@ -300,6 +343,9 @@ func (s *Store) Release(ctx context.Context, id uuid.UUID) (hold.Hold, error) {
 		h, err = readHold(ctx, tx, id)
 		return err
 	})
+	if err == nil {
+		s.count(change)
+	}
 	return h, err
 }
 

@@ -53,7 +53,16 @@ type Locks struct {
 	opts   LockOptions
 	log    *slog.Logger
 	down   atomic.Bool
+	// waited, when set, hears how long each Lock waited and whether it
+	// ended busy.
+	waited func(d time.Duration, busy bool)
 }
+
+// OnWait makes l report every wait for a lock to f.
+func (l *Locks) OnWait(f func(d time.Duration, busy bool)) { l.waited = f }
+
+// RedisUp reports whether Redis answered the last time it was asked.
+func (l *Locks) RedisUp() bool { return !l.down.Load() }
 
 // NewLocks returns Locks on rdb.
 func NewLocks(rdb *redis.Client, opts LockOptions, log *slog.Logger) *Locks {
@@ -84,7 +93,12 @@ func (l *Locks) Lock(ctx context.Context, eventID int64) (func(), error) {
 	}
 	waitCtx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
+	start := time.Now()
 	lock, err := l.client.Obtain(waitCtx, l.Key(eventID), l.opts.TTL, &redislock.Options{RetryStrategy: strategy})
+	busy := err != nil && (errors.Is(err, redislock.ErrNotObtained) || waitCtx.Err() != nil) && ctx.Err() == nil
+	if l.waited != nil && (err == nil || busy) {
+		l.waited(time.Since(start), busy)
+	}
 	switch {
 	case err == nil:
 		l.markUp(ctx)
@@ -132,7 +146,7 @@ func (l *Locks) markUp(ctx context.Context) {
 	}
 }
 
-// Up reports whether Redis answers a PING.
+// Up asks Redis for a PING and reports whether it answered.
 func (l *Locks) Up(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"time"
 
 	"github.com/jmoiron/sqlx"
 
@@ -44,6 +45,7 @@ func (s *Store) SweepExpired(ctx context.Context, batch int) (hold.SweepResult, 
 	if err := s.db.SelectContext(ctx, &events, qLapsedEvents, 1000); err != nil {
 		return res, mapErr(ctx, err)
 	}
+	defer func() { s.counters.HoldsExpired(res.Expired) }()
 	for _, ev := range events {
 		res.Events++
 		n, busy, err := s.sweepEvent(ctx, ev, batch)
@@ -83,7 +85,9 @@ func (s *Store) sweepEvent(ctx context.Context, ev int64, batch int) (swept int,
 					return err
 				})
 				mu.Lock()
-				swept += n
+				if err == nil {
+					swept += n
+				}
 				switch {
 				case errors.Is(err, booking.ErrBusy):
 					busy = true
@@ -111,4 +115,17 @@ func (s *Store) SweepBatchTx(ctx context.Context, tx *sqlx.Tx, eventID int64, ba
 	}
 	n, _ := r.RowsAffected()
 	return int(n), nil
+}
+
+const qSweeperLag = `SELECT coalesce(extract(epoch FROM now() - min(expires_at)), 0)
+	FROM bookings WHERE booking_status = 'pending' AND expires_at <= now()`
+
+// SweeperLag is the age of the oldest expired hold still pending: how far
+// behind the sweeper is (0 when it is not).
+func (s *Store) SweeperLag(ctx context.Context) (time.Duration, error) {
+	var secs float64
+	if err := s.db.GetContext(ctx, &secs, qSweeperLag); err != nil {
+		return 0, mapErr(ctx, err)
+	}
+	return time.Duration(secs * float64(time.Second)), nil
 }

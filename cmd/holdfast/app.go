@@ -15,6 +15,7 @@ import (
 	"github.com/holdfast/holdfast/booking"
 	"github.com/holdfast/holdfast/hold"
 	"github.com/holdfast/holdfast/internal/httpapi"
+	"github.com/holdfast/holdfast/internal/metrics"
 	"github.com/holdfast/holdfast/schema"
 	"github.com/holdfast/holdfast/store"
 )
@@ -31,6 +32,7 @@ type app struct {
 	booking *booking.Service
 	holds   *hold.Service
 	sweeper *hold.Sweeper
+	metrics *metrics.Metrics
 	handler http.Handler
 }
 
@@ -71,14 +73,21 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger) (*app, error) {
 	if err := a.locks.Up(ctx); err != nil {
 		log.WarnContext(ctx, "redis is not answering; starting on PostgreSQL alone", "err", err)
 	}
+	a.metrics = metrics.New()
+	a.metrics.WatchDB(db.DB)
+	a.metrics.WatchRedis(a.locks.RedisUp)
+	a.store.SetCounters(a.metrics)
+	a.locks.OnWait(a.metrics.LockWaited)
 	a.booking = &booking.Service{Store: a.store, Locks: a.locks, Work: cfg.SimulateWork}
 	a.holds = &hold.Service{Store: a.store, Locks: a.locks, TTL: cfg.HoldTTL}
 	if cfg.Batch {
 		a.holds.Batcher = hold.NewBatcher(a.store, a.locks, cfg.HoldTTL, cfg.LockWait, log)
+		a.holds.Batcher.Observe = a.metrics
 	}
 	a.sweeper = hold.NewSweeper(a.store, cfg.SweepEvery, log)
+	a.sweeper.Observe = a.metrics
 	r := chi.NewRouter()
-	r.Use(httpapi.RequestID, httpapi.AccessLog(log), httpapi.Recover(log))
+	r.Use(httpapi.RequestID, httpapi.AccessLog(log), httpapi.Recover(log), a.metrics.Middleware)
 	r.NotFound(httpapi.NotFound)
 	r.MethodNotAllowed(httpapi.MethodNotAllowed)
 	a.routes(r)

@@ -355,6 +355,10 @@ func TestSweeperPutsLapsedHoldsBackOnSale(t *testing.T) {
 	if err != nil || late > 0 {
 		t.Fatalf("%d holds not swept within an interval + 1s of their expiry (%v)", late, err)
 	}
+	if m := ts.scrape(); m["holdfast_holds_expired_total"] != 5 || m["holdfast_sweeper_runs_total"] < 1 {
+		t.Fatalf("metrics: %v expired, %v sweeper runs; want 5 and at least 1",
+			m["holdfast_holds_expired_total"], m["holdfast_sweeper_runs_total"])
+	}
 	if !strings.Contains(ts.log.String(), "swept lapsed holds") {
 		t.Fatalf("the sweeper did not log its work:\n%s", ts.log.String())
 	}

@@ -16,6 +16,7 @@ import (
 func (a *app) routes(r chi.Router) {
 	r.Method(http.MethodGet, "/health", handleHealth())
 	r.Method(http.MethodGet, "/ready", handleReady(a))
+	r.Method(http.MethodGet, "/metrics", a.metrics.Handler())
 	r.Method(http.MethodGet, "/events", booking.HandleListEvents(a.store, a.log))
 	r.Method(http.MethodGet, "/events/{id}", booking.HandleGetEvent(a.store, a.log))
 	if a.cfg.UnsafeDemo {

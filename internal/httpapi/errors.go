@@ -88,6 +88,7 @@ type ErrorBody struct {
 // "internal error", so nothing internal reaches a client.
 func WriteError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
 	e := Public(r.Context(), log, err)
+	setCode(r.Context(), e.Code)
 	if e.RetryAfter > 0 {
 		secs := int(math.Ceil(e.RetryAfter.Seconds()))
 		w.Header().Set("Retry-After", strconv.Itoa(secs))

@@ -14,7 +14,29 @@ import (
 
 type ctxKey int
 
-const requestIDKey ctxKey = iota
+const (
+	requestIDKey ctxKey = iota
+	outcomeKey
+)
+
+// outcome is where WriteError leaves the error code it answered with, for
+// middleware that runs after the handler (metrics).
+type outcome struct{ code string }
+
+// CodeOf returns the error code the request was answered with, or "" if it
+// succeeded (or was not seen by RequestID).
+func CodeOf(ctx context.Context) string {
+	if o, ok := ctx.Value(outcomeKey).(*outcome); ok {
+		return o.code
+	}
+	return ""
+}
+
+func setCode(ctx context.Context, code string) {
+	if o, ok := ctx.Value(outcomeKey).(*outcome); ok {
+		o.code = code
+	}
+}
 
 // RequestIDHeader carries the request id in both directions.
 const RequestIDHeader = "X-Request-Id"
@@ -29,7 +51,9 @@ func RequestID(next http.Handler) http.Handler {
 			id = newID()
 		}
 		w.Header().Set(RequestIDHeader, id)
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestIDKey, id)))
+		ctx := context.WithValue(r.Context(), requestIDKey, id)
+		ctx = context.WithValue(ctx, outcomeKey, &outcome{})
+		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
 

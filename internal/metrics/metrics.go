@@ -1,0 +1,188 @@
+// Package metrics holds holdfast's Prometheus metrics: one registry per
+// server (never the global one, so tests and several servers in one process
+// do not share counts), the middleware that times requests by route, and
+// the counters the store, the locks and the sweeper report into.
+//
+// Names follow Prometheus conventions: the holdfast_ prefix, _total for
+// counters, _seconds for durations.
+package metrics
+
+import (
+	"database/sql"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/holdfast/holdfast/internal/httpapi"
+)
+
+// Metrics is one server's metrics.
+type Metrics struct {
+	reg *prometheus.Registry
+
+	holdsCreated   prometheus.Counter
+	holdsConfirmed prometheus.Counter
+	holdsReleased  prometheus.Counter
+	holdsExpired   prometheus.Counter
+	bookings       *prometheus.CounterVec
+	requests       *prometheus.HistogramVec
+	lockWait       prometheus.Histogram
+	lockTimeouts   prometheus.Counter
+	batchSize      prometheus.Histogram
+	sweeps         prometheus.Counter
+	swept          prometheus.Histogram
+	sweeperLag     prometheus.Gauge
+}
+
+// New registers every metric on a registry of its own.
+func New() *Metrics {
+	reg := prometheus.NewRegistry()
+	f := func(c prometheus.Collector) { reg.MustRegister(c) }
+	m := &Metrics{reg: reg}
+	counter := func(name, help string) prometheus.Counter {
+		c := prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
+		f(c)
+		return c
+	}
+	m.holdsCreated = counter("holdfast_holds_created_total", "Holds taken.")
+	m.holdsConfirmed = counter("holdfast_holds_confirmed_total", "Holds confirmed.")
+	m.holdsReleased = counter("holdfast_holds_released_total", "Holds released by their buyer.")
+	m.holdsExpired = counter("holdfast_holds_expired_total", "Holds expired: swept, or found lapsed by a buyer, a confirm or a release.")
+	m.lockTimeouts = counter("holdfast_lock_timeouts_total", "Requests answered busy because the event's lock was not had within the lock wait.")
+	m.sweeps = counter("holdfast_sweeper_runs_total", "Sweeper runs.")
+	m.bookings = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "holdfast_bookings_total", Help: "Answers of the booking endpoints, by endpoint and outcome (booked or the error code).",
+	}, []string{"endpoint", "outcome"})
+	f(m.bookings)
+	m.requests = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "holdfast_http_request_duration_seconds", Help: "Time to answer a request, by route pattern, method and status.",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+	}, []string{"route", "method", "status"})
+	f(m.requests)
+	m.lockWait = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "holdfast_lock_wait_seconds", Help: "Time spent waiting for an event's Redis lock.",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+	})
+	f(m.lockWait)
+	m.batchSize = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "holdfast_hold_batch_size", Help: "Hold requests served by one transaction.",
+		Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256},
+	})
+	f(m.batchSize)
+	m.swept = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "holdfast_sweeper_swept_holds", Help: "Holds one sweeper run put back on sale.",
+		Buckets: []float64{0, 1, 10, 100, 1000, 10000, 100000},
+	})
+	f(m.swept)
+	m.sweeperLag = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "holdfast_sweeper_lag_seconds", Help: "Age of the oldest expired hold still pending, as of the last sweep (0 when none).",
+	})
+	f(m.sweeperLag)
+	f(collectors.NewGoCollector())
+	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// WatchDB reports the connection pool's use.
+func (m *Metrics) WatchDB(db *sql.DB) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "holdfast_db_connections_in_use", Help: "PostgreSQL connections in use.",
+	}, func() float64 { return float64(db.Stats().InUse) }))
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "holdfast_db_connections_open", Help: "PostgreSQL connections open.",
+	}, func() float64 { return float64(db.Stats().OpenConnections) }))
+}
+
+// WatchRedis reports whether Redis answered last time it was asked.
+func (m *Metrics) WatchRedis(up func() bool) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "holdfast_redis_up", Help: "1 when Redis answered the last lock or ping, 0 when the service runs on PostgreSQL alone.",
+	}, func() float64 {
+		if up() {
+			return 1
+		}
+		return 0
+	}))
+}
+
+// Handler serves the registry in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+// HoldsCreated counts holds taken.
+func (m *Metrics) HoldsCreated(n int) { m.holdsCreated.Add(float64(n)) }
+
+// HoldsConfirmed counts holds confirmed.
+func (m *Metrics) HoldsConfirmed(n int) { m.holdsConfirmed.Add(float64(n)) }
+
+// HoldsReleased counts holds released.
+func (m *Metrics) HoldsReleased(n int) { m.holdsReleased.Add(float64(n)) }
+
+// HoldsExpired counts holds expired.
+func (m *Metrics) HoldsExpired(n int) { m.holdsExpired.Add(float64(n)) }
+
+// LockWaited records one wait for an event's lock.
+func (m *Metrics) LockWaited(d time.Duration, busy bool) {
+	m.lockWait.Observe(d.Seconds())
+	if busy {
+		m.lockTimeouts.Inc()
+	}
+}
+
+// QueueTimedOut counts a hold request that waited its whole lock wait in
+// its event's queue.
+func (m *Metrics) QueueTimedOut() { m.lockTimeouts.Inc() }
+
+// Batched records the size of one batch of holds.
+func (m *Metrics) Batched(n int) { m.batchSize.Observe(float64(n)) }
+
+// Swept records one sweeper run.
+func (m *Metrics) Swept(expired int, lag time.Duration) {
+	m.sweeps.Inc()
+	m.swept.Observe(float64(expired))
+	m.sweeperLag.Set(lag.Seconds())
+}
+
+// Middleware times every request by its route pattern, and counts the
+// answers of the booking endpoints by outcome. It must run inside the chi
+// router, where the pattern is known once the request is served.
+func (m *Metrics) Middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		next.ServeHTTP(rec, r)
+		route := "unmatched"
+		if rc := chi.RouteContext(r.Context()); rc != nil && rc.RoutePattern() != "" {
+			route = rc.RoutePattern()
+		}
+		m.requests.WithLabelValues(route, r.Method, strconv.Itoa(rec.status)).Observe(time.Since(start).Seconds())
+		if route == "/book/safe" || route == "/book/unsafe" || route == "/holds" {
+			outcome := httpapi.CodeOf(r.Context())
+			if outcome == "" {
+				outcome = "booked"
+				if route == "/holds" {
+					outcome = "held"
+				}
+			}
+			m.bookings.WithLabelValues(route, outcome).Inc()
+		}
+	})
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	s.status = code
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
