@@ -18,6 +18,9 @@ var (
 	ErrEventNotFound = &httpapi.Error{Code: httpapi.CodeNotFound, Message: "no such event"}
 	// ErrSoldOut is a 400 on /book/*, as in the seed.
 	ErrSoldOut = &httpapi.Error{Code: httpapi.CodeSoldOut, Message: "not enough tickets available", Status: http.StatusBadRequest}
+	// ErrLimitExceeded: the buyer would hold or own more of the event's
+	// tickets than one buyer may (--max-tickets-per-user).
+	ErrLimitExceeded = &httpapi.Error{Code: httpapi.CodeLimitExceeded, Message: "this buyer already holds or owns as many tickets of this event as one buyer may"}
 	// ErrBusy: the event's lock was not had within the lock wait.
 	ErrBusy = &httpapi.Error{Code: httpapi.CodeBusy, Message: "the event is busy, please try again", RetryAfter: time.Second}
 	// ErrUnavailable: PostgreSQL cannot be reached, or a deadlock or

@@ -5,9 +5,11 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
 
 	"github.com/holdfast/holdfast/booking"
 	"github.com/holdfast/holdfast/internal/httpapi"
@@ -19,6 +21,9 @@ import (
 type Store struct {
 	db       *sqlx.DB
 	counters Counters
+	// ticketCap is the most tickets of one event one buyer may hold or
+	// own; 0 is no cap.
+	ticketCap int
 }
 
 // Counters hears what committed transactions did to holds, for metrics.
@@ -38,6 +43,12 @@ func (noCounters) HoldsExpired(int)   {}
 
 // New returns a Store on db.
 func New(db *sqlx.DB) *Store { return &Store{db: db, counters: noCounters{}} }
+
+// SetTicketCap sets the most tickets of one event one buyer (an email,
+// compared case-folded) may hold or have confirmed; 0 lifts the cap. It is
+// enforced inside the transaction that holds the event row, so it is exact
+// across instances.
+func (s *Store) SetTicketCap(n int) { s.ticketCap = n }
 
 // SetCounters makes the store report to c. Counts are reported after the
 // transaction that made them commits, never for one that rolled back.
@@ -125,7 +136,7 @@ func (s *Store) BookUnsafe(ctx context.Context, o booking.Order, work time.Durat
 	var b booking.Booking
 	err := runTx(ctx, s.db, func(tx *sqlx.Tx) error {
 		var err error
-		b, err = book(ctx, tx, qStockUnlocked, o, work)
+		b, err = book(ctx, tx, qStockUnlocked, o, work, 0)
 		return err
 	})
 	return b, err
@@ -146,12 +157,13 @@ func (s *Store) BookLocked(ctx context.Context, o booking.Order, work time.Durat
 				return err
 			}
 		}
-		b, err := book(ctx, tx, qStockLocked, o, work)
+		b, err := book(ctx, tx, qStockLocked, o, work, s.ticketCap)
 		switch {
 		case err == nil:
 			b.Message = booking.SafeMessage
 			out.Booking = b
-		case errors.Is(err, booking.ErrSoldOut), errors.Is(err, booking.ErrEventNotFound):
+		case errors.Is(err, booking.ErrSoldOut), errors.Is(err, booking.ErrEventNotFound),
+			errors.Is(err, booking.ErrLimitExceeded), isInvalid(err):
 			out.Err = err
 		default:
 			return err
@@ -164,8 +176,9 @@ func (s *Store) BookLocked(ctx context.Context, o booking.Order, work time.Durat
 	return out, err
 }
 
-// book reads the stock with readStock, works, checks and inserts.
-func book(ctx context.Context, tx *sqlx.Tx, readStock string, o booking.Order, work time.Duration) (booking.Booking, error) {
+// book reads the stock with readStock, works, checks (the stock, and the
+// buyer's cap when ticketCap > 0) and inserts.
+func book(ctx context.Context, tx *sqlx.Tx, readStock string, o booking.Order, work time.Duration, ticketCap int) (booking.Booking, error) {
 	var st stockRow
 	if err := tx.GetContext(ctx, &st, readStock, o.EventID); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
@@ -178,6 +191,15 @@ func book(ctx context.Context, tx *sqlx.Tx, readStock string, o booking.Order, w
 	}
 	if st.Available < o.Quantity {
 		return booking.Booking{}, booking.ErrSoldOut
+	}
+	if ticketCap > 0 {
+		owned, err := buyersTickets(ctx, tx, o.EventID, []string{o.Email})
+		if err != nil {
+			return booking.Booking{}, err
+		}
+		if owned[strings.ToLower(o.Email)]+o.Quantity > ticketCap {
+			return booking.Booking{}, booking.ErrLimitExceeded
+		}
 	}
 	total, err := orderTotal(st.Price, o.Quantity)
 	if err != nil {
@@ -209,4 +231,38 @@ func orderTotal(price money.Cents, quantity int) (money.Cents, error) {
 		return 0, httpapi.Invalid("the total of %d tickets at %s is more than one booking can hold", quantity, price)
 	}
 	return total, nil
+}
+
+// isInvalid reports whether err is a 400 of the request's own.
+func isInvalid(err error) bool {
+	var e *httpapi.Error
+	return errors.As(err, &e) && e.Code == httpapi.CodeInvalid
+}
+
+// qBuyersTickets sums each buyer's live tickets of an event: confirmed, or
+// held and not yet lapsed.
+const qBuyersTickets = `SELECT lower(user_email) AS email, sum(quantity) AS tickets FROM bookings
+	WHERE event_id = $1::bigint AND lower(user_email) = ANY($2::text[])
+	  AND (booking_status = 'confirmed' OR (booking_status = 'pending' AND expires_at > now()))
+	GROUP BY 1`
+
+// buyersTickets returns the live tickets of each of emails (case-folded)
+// for the event, read inside tx, which holds the event row.
+func buyersTickets(ctx context.Context, tx *sqlx.Tx, eventID int64, emails []string) (map[string]int, error) {
+	folded := make([]string, len(emails))
+	for i, e := range emails {
+		folded[i] = strings.ToLower(e)
+	}
+	var rows []struct {
+		Email   string `db:"email"`
+		Tickets int    `db:"tickets"`
+	}
+	if err := tx.SelectContext(ctx, &rows, qBuyersTickets, eventID, pq.Array(folded)); err != nil {
+		return nil, mapErr(ctx, err)
+	}
+	out := make(map[string]int, len(rows))
+	for _, r := range rows {
+		out[r.Email] = r.Tickets
+	}
+	return out, nil
 }

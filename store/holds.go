@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -102,6 +103,16 @@ func (s *Store) CreateHolds(ctx context.Context, eventID int64, reqs []hold.Requ
 		if err != nil {
 			return err
 		}
+		var owned map[string]int
+		if s.ticketCap > 0 && !missing {
+			emails := make([]string, 0, len(reqs))
+			for _, r := range reqs {
+				emails = append(emails, r.Order.Email)
+			}
+			if owned, err = buyersTickets(ctx, tx, eventID, emails); err != nil {
+				return err
+			}
+		}
 		// Grant in order of arrival while the stock lasts.
 		var granted []int
 		expired := false
@@ -133,6 +144,14 @@ func (s *Store) CreateHolds(ctx context.Context, eventID int64, reqs []hold.Requ
 			if _, err := orderTotal(st.Price, req.Order.Quantity); err != nil {
 				out.Err = err
 				continue
+			}
+			if owned != nil {
+				buyer := strings.ToLower(req.Order.Email)
+				if owned[buyer]+req.Order.Quantity > s.ticketCap {
+					out.Err = booking.ErrLimitExceeded
+					continue
+				}
+				owned[buyer] += req.Order.Quantity
 			}
 			st.Available -= req.Order.Quantity
 			granted = append(granted, i)

@@ -77,6 +77,7 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger) (*app, error) {
 	a.metrics.WatchDB(db.DB)
 	a.metrics.WatchRedis(a.locks.RedisUp)
 	a.store.SetCounters(a.metrics)
+	a.store.SetTicketCap(cfg.TicketCap)
 	a.locks.OnWait(a.metrics.LockWaited)
 	a.booking = &booking.Service{Store: a.store, Locks: a.locks, Work: cfg.SimulateWork}
 	a.holds = &hold.Service{Store: a.store, Locks: a.locks, TTL: cfg.HoldTTL}

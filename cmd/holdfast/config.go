@@ -30,6 +30,7 @@ type config struct {
 	Batch        bool
 	SimulateWork time.Duration
 	MaxQuantity  int
+	TicketCap    int
 	DBMaxConns   int
 	LogLevel     string
 	DebugAddr    string
@@ -45,6 +46,7 @@ func defaultConfig() config {
 		LockTTL:     5 * time.Second,
 		LockWait:    2 * time.Second,
 		MaxQuantity: 10,
+		TicketCap:   10,
 		DBMaxConns:  32,
 		Batch:       true,
 		LogLevel:    "info",
@@ -155,6 +157,7 @@ func (s *settings) serveFlags(cfg *config) {
 	s.duration(&cfg.SimulateWork, "simulate-work", "HOLDFAST_SIMULATE_WORK", "the seed's artificial processing delay inside /book/*")
 	s.integer(&cfg.MaxQuantity, "max-quantity", "HOLDFAST_MAX_QUANTITY", "the most tickets one request may ask for")
 	s.boolean(&cfg.Batch, "batch", "HOLDFAST_BATCH", "serve holds per event in batches, one transaction for many (false: one transaction per hold)")
+	s.integer(&cfg.TicketCap, "max-tickets-per-user", "HOLDFAST_MAX_TICKETS_PER_USER", "the most tickets of one event one buyer email may hold or have confirmed (0: no cap)")
 	s.integer(&cfg.DBMaxConns, "db-max-conns", "HOLDFAST_DB_MAX_CONNS", "PostgreSQL connection pool size")
 	s.str(&cfg.LogLevel, "log-level", "HOLDFAST_LOG_LEVEL", "debug, info, warn or error")
 	s.str(&cfg.DebugAddr, "debug-addr", "HOLDFAST_DEBUG_ADDR", "listen address of net/http/pprof (off when empty; keep it on loopback)")
@@ -198,6 +201,9 @@ func (c config) validate(needDatabase bool) error {
 	}
 	if c.MaxQuantity < 1 || c.MaxQuantity > 10000 {
 		bad("--max-quantity must be from 1 to 10000, got %d", c.MaxQuantity)
+	}
+	if c.TicketCap < 0 {
+		bad("--max-tickets-per-user must not be negative, got %d", c.TicketCap)
 	}
 	if c.DBMaxConns < 1 || c.DBMaxConns > 1000 {
 		bad("--db-max-conns must be from 1 to 1000, got %d", c.DBMaxConns)

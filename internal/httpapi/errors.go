@@ -25,6 +25,9 @@ const (
 	CodeMethodNotAllowed    = "method_not_allowed"
 	CodeInternal            = "internal"
 	CodeUnavailable         = "unavailable"
+	CodeLimitExceeded       = "limit_exceeded"
+	CodeUnauthorized        = "unauthorized"
+	CodeTotalBelowHeld      = "total_below_held"
 )
 
 // statusByCode is the one map from error code to HTTP status.
@@ -40,6 +43,9 @@ var statusByCode = map[string]int{
 	CodeMethodNotAllowed:    http.StatusMethodNotAllowed,
 	CodeInternal:            http.StatusInternalServerError,
 	CodeUnavailable:         http.StatusServiceUnavailable,
+	CodeLimitExceeded:       http.StatusConflict,
+	CodeUnauthorized:        http.StatusUnauthorized,
+	CodeTotalBelowHeld:      http.StatusConflict,
 }
 
 // Error is an error a client may read: a code from the contract and a message
