@@ -16,6 +16,7 @@ import (
 	"github.com/holdfast/holdfast/hold"
 	"github.com/holdfast/holdfast/internal/httpapi"
 	"github.com/holdfast/holdfast/internal/metrics"
+	"github.com/holdfast/holdfast/internal/ratelimit"
 	"github.com/holdfast/holdfast/schema"
 	"github.com/holdfast/holdfast/store"
 )
@@ -89,6 +90,9 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger) (*app, error) {
 	a.sweeper.Observe = a.metrics
 	r := chi.NewRouter()
 	r.Use(httpapi.RequestID, httpapi.AccessLog(log), httpapi.Recover(log), a.metrics.Middleware)
+	if cfg.RateLimit > 0 {
+		r.Use(ratelimit.New(cfg.RateLimit, store.NewRateCounter(rdb, cfg.RedisPrefix), log).Middleware)
+	}
 	r.NotFound(httpapi.NotFound)
 	r.MethodNotAllowed(httpapi.MethodNotAllowed)
 	a.routes(r)

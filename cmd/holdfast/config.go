@@ -31,6 +31,7 @@ type config struct {
 	SimulateWork time.Duration
 	MaxQuantity  int
 	TicketCap    int
+	RateLimit    int
 	DBMaxConns   int
 	LogLevel     string
 	DebugAddr    string
@@ -158,6 +159,7 @@ func (s *settings) serveFlags(cfg *config) {
 	s.integer(&cfg.MaxQuantity, "max-quantity", "HOLDFAST_MAX_QUANTITY", "the most tickets one request may ask for")
 	s.boolean(&cfg.Batch, "batch", "HOLDFAST_BATCH", "serve holds per event in batches, one transaction for many (false: one transaction per hold)")
 	s.integer(&cfg.TicketCap, "max-tickets-per-user", "HOLDFAST_MAX_TICKETS_PER_USER", "the most tickets of one event one buyer email may hold or have confirmed (0: no cap)")
+	s.integer(&cfg.RateLimit, "rate-limit", "HOLDFAST_RATE_LIMIT", "write requests per second one client address may send, shared across instances through Redis (0: off)")
 	s.integer(&cfg.DBMaxConns, "db-max-conns", "HOLDFAST_DB_MAX_CONNS", "PostgreSQL connection pool size")
 	s.str(&cfg.LogLevel, "log-level", "HOLDFAST_LOG_LEVEL", "debug, info, warn or error")
 	s.str(&cfg.DebugAddr, "debug-addr", "HOLDFAST_DEBUG_ADDR", "listen address of net/http/pprof (off when empty; keep it on loopback)")
@@ -201,6 +203,9 @@ func (c config) validate(needDatabase bool) error {
 	}
 	if c.MaxQuantity < 1 || c.MaxQuantity > 10000 {
 		bad("--max-quantity must be from 1 to 10000, got %d", c.MaxQuantity)
+	}
+	if c.RateLimit < 0 {
+		bad("--rate-limit must not be negative, got %d", c.RateLimit)
 	}
 	if c.TicketCap < 0 {
 		bad("--max-tickets-per-user must not be negative, got %d", c.TicketCap)

@@ -1,0 +1,38 @@
+package store
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// RateCounter counts requests per client and second in Redis, for the rate
+// limit every instance shares.
+type RateCounter struct {
+	rdb    *redis.Client
+	prefix string
+}
+
+// NewRateCounter returns a RateCounter whose keys start with prefix.
+func NewRateCounter(rdb *redis.Client, prefix string) *RateCounter {
+	return &RateCounter{rdb: rdb, prefix: prefix}
+}
+
+// Hit counts one request from client in window (a Unix second) and returns
+// the window's count so far. The key lives two seconds, long enough for
+// every instance's clock to have left the window.
+func (c *RateCounter) Hit(ctx context.Context, client string, window int64) (int64, error) {
+	key := c.prefix + "rate:" + client + ":" + strconv.FormatInt(window, 10)
+	var incr *redis.IntCmd
+	_, err := c.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		incr = p.Incr(ctx, key)
+		p.Expire(ctx, key, 2*time.Second)
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return incr.Val(), nil
+}
