@@ -35,6 +35,7 @@ type config struct {
 	DBMaxConns   int
 	LogLevel     string
 	DebugAddr    string
+	AdminToken   string
 }
 
 func defaultConfig() config {
@@ -162,6 +163,7 @@ func (s *settings) serveFlags(cfg *config) {
 	s.integer(&cfg.RateLimit, "rate-limit", "HOLDFAST_RATE_LIMIT", "write requests per second one client address may send, shared across instances through Redis (0: off)")
 	s.integer(&cfg.DBMaxConns, "db-max-conns", "HOLDFAST_DB_MAX_CONNS", "PostgreSQL connection pool size")
 	s.str(&cfg.LogLevel, "log-level", "HOLDFAST_LOG_LEVEL", "debug, info, warn or error")
+	s.str(&cfg.AdminToken, "admin-token", "HOLDFAST_ADMIN_TOKEN", "bearer token of /admin (unset: /admin is 404)")
 	s.str(&cfg.DebugAddr, "debug-addr", "HOLDFAST_DEBUG_ADDR", "listen address of net/http/pprof (off when empty; keep it on loopback)")
 }
 
@@ -203,6 +205,9 @@ func (c config) validate(needDatabase bool) error {
 	}
 	if c.MaxQuantity < 1 || c.MaxQuantity > 10000 {
 		bad("--max-quantity must be from 1 to 10000, got %d", c.MaxQuantity)
+	}
+	if c.AdminToken != "" && len(c.AdminToken) < 16 {
+		bad("--admin-token must be at least 16 characters")
 	}
 	if c.RateLimit < 0 {
 		bad("--rate-limit must not be negative, got %d", c.RateLimit)

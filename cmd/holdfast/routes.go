@@ -28,6 +28,13 @@ func (a *app) routes(r chi.Router) {
 	r.Method(http.MethodDelete, "/holds/{id}", hold.HandleRelease(a.holds, a.log))
 	r.Method(http.MethodPost, "/holds/{id}/confirm", hold.HandleConfirm(a.holds, a.log))
 	a.statusRoutes(r)
+	if a.cfg.AdminToken != "" {
+		r.Route("/admin", func(r chi.Router) {
+			r.Use(booking.RequireToken(a.cfg.AdminToken, a.log))
+			r.Method(http.MethodPost, "/events", booking.HandleCreateEvent(a.store, a.log))
+			r.Method(http.MethodPatch, "/events/{id}", booking.HandleUpdateEvent(a.store, a.log))
+		})
+	}
 }
 
 func handleHealth() http.Handler {

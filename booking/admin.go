@@ -1,0 +1,181 @@
+package booking
+
+import (
+	"context"
+	"crypto/subtle"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/holdfast/holdfast/internal/httpapi"
+	"github.com/holdfast/holdfast/internal/money"
+)
+
+// ErrTotalBelowHeld: an event's total cannot go below the tickets already
+// held and sold.
+var ErrTotalBelowHeld = &httpapi.Error{Code: httpapi.CodeTotalBelowHeld, Message: "total_tickets cannot go below the tickets already held and sold"}
+
+// Limits of an event an operator may create.
+const (
+	MaxNameLength   = 255
+	MaxTotalTickets = 10_000_000
+	maxPrice        = money.Cents(99_999_999_99) // NUMERIC(10,2)
+)
+
+// EventPatch is a change to an event; nil fields stay as they are. Total
+// moves the available count with it.
+type EventPatch struct {
+	Name        *string
+	Description *string
+	EventDate   *time.Time
+	Total       *int
+	Price       *money.Cents
+}
+
+// AdminStore is what managing events needs from storage.
+type AdminStore interface {
+	// CreateEvent inserts an event with all of p set, its whole stock
+	// available and its oversell guard on.
+	CreateEvent(ctx context.Context, p EventPatch) (Event, error)
+	// UpdateEvent applies p under the event's row lock; ErrTotalBelowHeld
+	// if the total would leave fewer tickets than are held and sold.
+	UpdateEvent(ctx context.Context, id int64, p EventPatch) (Event, error)
+}
+
+// eventInput is the JSON body of POST and PATCH /admin/events.
+type eventInput struct {
+	Name         *string      `json:"name"`
+	Description  *string      `json:"description"`
+	EventDate    *string      `json:"event_date"`
+	TotalTickets *httpapi.Int `json:"total_tickets"`
+	TicketPrice  *string      `json:"ticket_price"`
+}
+
+func (in eventInput) patch() (EventPatch, error) {
+	var p EventPatch
+	if in.Name != nil {
+		name := strings.TrimSpace(*in.Name)
+		if name == "" || utf8.RuneCountInString(name) > MaxNameLength {
+			return p, httpapi.Invalid("name must be 1 to %d characters", MaxNameLength)
+		}
+		p.Name = &name
+	}
+	if in.Description != nil {
+		if utf8.RuneCountInString(*in.Description) > 10_000 {
+			return p, httpapi.Invalid("description must be at most 10000 characters")
+		}
+		p.Description = in.Description
+	}
+	if in.EventDate != nil {
+		t, err := time.Parse(time.RFC3339, *in.EventDate)
+		if err != nil {
+			return p, httpapi.Invalid("event_date must be an RFC 3339 time such as 2027-06-01T18:00:00Z")
+		}
+		t = t.UTC()
+		p.EventDate = &t
+	}
+	if in.TotalTickets != nil {
+		n := in.TotalTickets.N
+		if !in.TotalTickets.Set || n < 0 || n > MaxTotalTickets {
+			return p, httpapi.Invalid("total_tickets must be an integer from 0 to %d", MaxTotalTickets)
+		}
+		total := int(n)
+		p.Total = &total
+	}
+	if in.TicketPrice != nil {
+		c, err := money.Parse(*in.TicketPrice)
+		if err != nil || c < 0 || c > maxPrice {
+			return p, httpapi.Invalid(`ticket_price must be a decimal string from "0.00" to "99999999.99"`)
+		}
+		p.Price = &c
+	}
+	return p, nil
+}
+
+// RequireToken lets through only requests that carry "Authorization: Bearer
+// <token>"; others are 401 unauthorized. The comparison takes the same time
+// whatever the guess.
+func RequireToken(token string, log *slog.Logger) func(http.Handler) http.Handler {
+	want := []byte("Bearer " + token)
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			got := []byte(r.Header.Get("Authorization"))
+			if subtle.ConstantTimeCompare(got, want) != 1 {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="holdfast admin"`)
+				httpapi.WriteError(w, r, log, httpapi.Errorf(httpapi.CodeUnauthorized, "a valid admin bearer token is required"))
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+// HandleCreateEvent answers POST /admin/events.
+func HandleCreateEvent(store AdminStore, log *slog.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var in eventInput
+		if err := httpapi.Decode(w, r, &in); err != nil {
+			httpapi.WriteError(w, r, log, err)
+			return
+		}
+		p, err := in.patch()
+		if err == nil {
+			switch {
+			case p.Name == nil:
+				err = httpapi.Invalid("name is required")
+			case p.EventDate == nil:
+				err = httpapi.Invalid("event_date is required")
+			case p.Total == nil:
+				err = httpapi.Invalid("total_tickets is required")
+			case p.Price == nil:
+				err = httpapi.Invalid("ticket_price is required")
+			}
+		}
+		if err != nil {
+			httpapi.WriteError(w, r, log, err)
+			return
+		}
+		ev, err := store.CreateEvent(r.Context(), p)
+		if err != nil {
+			httpapi.WriteError(w, r, log, err)
+			return
+		}
+		log.InfoContext(r.Context(), "event created", "event", ev.ID, "total", ev.TotalTickets)
+		httpapi.Encode(w, http.StatusCreated, ev)
+	})
+}
+
+// HandleUpdateEvent answers PATCH /admin/events/{id}.
+func HandleUpdateEvent(store AdminStore, log *slog.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id, err := httpapi.ParseID(chi.URLParam(r, "id"), "event id")
+		if err != nil {
+			httpapi.WriteError(w, r, log, err)
+			return
+		}
+		var in eventInput
+		if err := httpapi.Decode(w, r, &in); err != nil {
+			httpapi.WriteError(w, r, log, err)
+			return
+		}
+		p, err := in.patch()
+		if err == nil && p == (EventPatch{}) {
+			err = httpapi.Invalid("nothing to change: send at least one of name, description, event_date, total_tickets, ticket_price")
+		}
+		if err != nil {
+			httpapi.WriteError(w, r, log, err)
+			return
+		}
+		ev, err := store.UpdateEvent(r.Context(), id, p)
+		if err != nil {
+			httpapi.WriteError(w, r, log, err)
+			return
+		}
+		log.InfoContext(r.Context(), "event updated", "event", ev.ID, "total", ev.TotalTickets, "available", ev.AvailableTickets)
+		httpapi.Encode(w, http.StatusOK, ev)
+	})
+}
