@@ -10,7 +10,7 @@ BIN := bin/holdfast
 # Run as root (CI, containers) apt-get needs no sudo; otherwise use it.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build run test test-go test-k6 experiment bench vet fmt clean
+.PHONY: all deps build run test test-go test-k6 experiment bench faults fuzz vet fmt clean
 
 all: build
 
@@ -66,3 +66,25 @@ clean:
 # and Redis and drives it with one load generator; see BENCHMARKS.md.
 bench: deps build
 	HOLDFAST_BIN=$(CURDIR)/$(BIN) $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./internal/bench/
+
+# FUZZTIME is how long `make fuzz` (and `make faults`) fuzzes each target;
+# `go test` alone replays their corpora as ordinary tests.
+FUZZTIME ?= 30s
+FUZZ_TARGETS := FuzzRequestDecoding:./booking FuzzParseID:./internal/httpapi \
+	FuzzParseHoldID:./hold FuzzMoneyArithmetic:./internal/money
+
+# fuzz runs each fuzz target for FUZZTIME, one target per run as go test
+# requires. A crasher lands in the package's testdata/fuzz: commit it.
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		name=$${t%%:*}; pkg=$${t#*:}; \
+		echo "fuzz: $$name in $$pkg for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) $$pkg; \
+	done
+
+# faults runs the long form of the fault suite (instances killed, Redis
+# killed and slowed, PostgreSQL restarted, an instance paused past its lock
+# TTL), then fuzzes every target.
+faults: deps build
+	HOLDFAST_FAULTS=long HOLDFAST_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -v -run TestFaults -timeout 30m ./internal/faults/
+	$(MAKE) fuzz

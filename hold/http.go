@@ -63,16 +63,16 @@ func HandleCreate(svc *Service, maxQuantity int, log *slog.Logger) http.Handler 
 	})
 }
 
-// parseID reads a hold id from the path: a UUID in its usual 36-character
-// form, or a 400.
-func parseID(r *http.Request) (uuid.UUID, error) {
-	s := chi.URLParam(r, "id")
+// ParseID reads a hold id: a UUID in its usual 36-character form, or a 400.
+func ParseID(s string) (uuid.UUID, error) {
 	id, err := uuid.Parse(s)
 	if err != nil || len(s) != 36 {
 		return uuid.Nil, httpapi.Invalid("hold id must be a UUID")
 	}
 	return id, nil
 }
+
+func parseID(r *http.Request) (uuid.UUID, error) { return ParseID(chi.URLParam(r, "id")) }
 
 // HandleGet answers GET /holds/{id}.
 func HandleGet(svc *Service, log *slog.Logger) http.Handler {

@@ -1,0 +1,58 @@
+package booking
+
+import (
+	"encoding/json"
+	"net/mail"
+	"testing"
+
+	"github.com/holdfast/holdfast/internal/httpapi"
+)
+
+// FuzzRequestDecoding feeds arbitrary bodies through the decoding and
+// validation every write endpoint uses: it must never panic, and whatever it
+// accepts must be a valid order that survives a round trip.
+func FuzzRequestDecoding(f *testing.F) {
+	for _, seed := range []string{
+		`{"event_id":1,"user_email":"a@example.com","quantity":2}`,
+		`{"event_id":"1","user_email":"a@example.com","quantity":2}`,
+		`{"event_id":1e3,"user_email":"a@example.com","quantity":2}`,
+		`{"event_id":99999999999999999999,"user_email":"a@example.com","quantity":2}`,
+		`{"event_id":1,"user_email":"Bob <bob@example.com>","quantity":2}`,
+		`{"event_id":1,"user_email":"a@example.com","quantity":2} {}`,
+		`{"event_id":1,"user_email":"a@example.com","quantity":2,"x":1}`,
+		`{"event_id":1,"user_email":"a@example.com"`,
+		`[]`, `null`, ``, `{"quantity":-0}`, `{"event_id":1,"user_email":"\u0000@x","quantity":1}`,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		var req Request
+		if err := httpapi.DecodeBytes(body, &req); err != nil {
+			if _, ok := err.(*httpapi.Error); !ok {
+				t.Fatalf("decode error %v is not a client error", err)
+			}
+			return
+		}
+		o, err := req.Order(10)
+		if err != nil {
+			if e, ok := err.(*httpapi.Error); !ok || e.Code != httpapi.CodeInvalid {
+				t.Fatalf("validation error %v is not invalid_request", err)
+			}
+			return
+		}
+		if o.EventID <= 0 || o.Quantity < 1 || o.Quantity > 10 || len(o.Email) > MaxEmailLength {
+			t.Fatalf("accepted a bad order %+v from %q", o, body)
+		}
+		if a, err := mail.ParseAddress(o.Email); err != nil || a.Name != "" || a.Address != o.Email {
+			t.Fatalf("accepted email %q that is not a bare address", o.Email)
+		}
+		again, _ := json.Marshal(o)
+		var back Request
+		if err := httpapi.DecodeBytes(again, &back); err != nil {
+			t.Fatalf("re-encoded order %s does not decode: %v", again, err)
+		}
+		if o2, err := back.Order(10); err != nil || o2 != o {
+			t.Fatalf("round trip %+v -> %+v (%v)", o, o2, err)
+		}
+	})
+}
