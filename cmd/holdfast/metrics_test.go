@@ -51,15 +51,15 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 
 		m := ts.scrape()
 		want := map[string]float64{
-			"holdfast_holds_created_total":   3,
-			"holdfast_holds_confirmed_total": 1,
-			"holdfast_holds_released_total":  1,
-			"holdfast_holds_expired_total":   1,
-			`holdfast_bookings_total{endpoint="/holds",outcome="held"}`:         3,
-			`holdfast_bookings_total{endpoint="/holds",outcome="sold_out"}`:     1,
-			`holdfast_bookings_total{endpoint="/book/safe",outcome="booked"}`:   1,
-			`holdfast_bookings_total{endpoint="/book/safe",outcome="sold_out"}`: 1,
-			`holdfast_http_request_duration_seconds_count{method="DELETE",route="/holds/{id}",status="200"}`: 1,
+			"holdfast_holds_created_total":                                                                         3,
+			"holdfast_holds_confirmed_total":                                                                       1,
+			"holdfast_holds_released_total":                                                                        1,
+			"holdfast_holds_expired_total":                                                                         1,
+			`holdfast_bookings_total{endpoint="/holds",outcome="held"}`:                                            3,
+			`holdfast_bookings_total{endpoint="/holds",outcome="sold_out"}`:                                        1,
+			`holdfast_bookings_total{endpoint="/book/safe",outcome="booked"}`:                                      1,
+			`holdfast_bookings_total{endpoint="/book/safe",outcome="sold_out"}`:                                    1,
+			`holdfast_http_request_duration_seconds_count{method="DELETE",route="/holds/{id}",status="200"}`:       1,
 			`holdfast_http_request_duration_seconds_count{method="POST",route="/holds/{id}/confirm",status="410"}`: 1,
 			"holdfast_redis_up": 1,
 		}

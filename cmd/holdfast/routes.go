@@ -8,6 +8,7 @@ import (
 
 	"github.com/holdfast/holdfast/booking"
 	"github.com/holdfast/holdfast/hold"
+	"github.com/holdfast/holdfast/internal/apidoc"
 	"github.com/holdfast/holdfast/internal/httpapi"
 	"github.com/holdfast/holdfast/store"
 )
@@ -17,6 +18,7 @@ func (a *app) routes(r chi.Router) {
 	r.Method(http.MethodGet, "/health", handleHealth())
 	r.Method(http.MethodGet, "/ready", handleReady(a))
 	r.Method(http.MethodGet, "/metrics", a.metrics.Handler())
+	r.Method(http.MethodGet, "/openapi.json", apidoc.Handler())
 	r.Method(http.MethodGet, "/events", booking.HandleListEvents(a.store, a.log))
 	r.Method(http.MethodGet, "/events/{id}", booking.HandleGetEvent(a.store, a.log))
 	if a.cfg.UnsafeDemo {
