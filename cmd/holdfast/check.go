@@ -43,10 +43,7 @@ func runCheck(ctx context.Context, args []string, getenv func(string) string, st
 	if err := s.parse(args); err != nil {
 		return err
 	}
-	if err := store.ValidateURL(cfg.DatabaseURL); err != nil {
-		return fmt.Errorf("--database-url (DATABASE_URL) %v", err)
-	}
-	db, err := store.Open(ctx, cfg.DatabaseURL, store.DBOptions{MaxConns: 2})
+	db, err := openTool(ctx, cfg.DatabaseURL)
 	if err != nil {
 		return err
 	}

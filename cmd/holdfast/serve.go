@@ -11,6 +11,8 @@ import (
 	"net/http/pprof"
 	"time"
 
+	"github.com/jmoiron/sqlx"
+
 	"github.com/holdfast/holdfast/schema"
 	"github.com/holdfast/holdfast/store"
 )
@@ -106,10 +108,7 @@ func runMigrate(ctx context.Context, args []string, getenv func(string) string, 
 	if err := s.parse(args); err != nil {
 		return err
 	}
-	if err := store.ValidateURL(cfg.DatabaseURL); err != nil {
-		return fmt.Errorf("--database-url (DATABASE_URL) %v", err)
-	}
-	db, err := store.Open(ctx, cfg.DatabaseURL, store.DBOptions{MaxConns: 2})
+	db, err := openTool(ctx, cfg.DatabaseURL)
 	if err != nil {
 		return err
 	}
@@ -144,4 +143,13 @@ func serveDebug(addr string, log *slog.Logger) (func(), error) {
 	go func() { _ = srv.Serve(ln) }()
 	log.Info("pprof serving", "addr", ln.Addr().String())
 	return func() { _ = srv.Close() }, nil
+}
+
+// openTool opens the small pool a one-shot command (migrate, check) needs,
+// refusing a bad URL before it dials.
+func openTool(ctx context.Context, dsn string) (*sqlx.DB, error) {
+	if err := store.ValidateURL(dsn); err != nil {
+		return nil, fmt.Errorf("--database-url (DATABASE_URL) %v", err)
+	}
+	return store.Open(ctx, dsn, store.DBOptions{MaxConns: 2})
 }

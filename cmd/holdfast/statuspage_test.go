@@ -1,0 +1,429 @@
+package main
+
+import (
+	"context"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+// statusFeed is the body of GET /status.json.
+type statusFeed struct {
+	GeneratedAt string `json:"generated_at"`
+	Events      []struct {
+		ID        int64  `json:"id"`
+		Name      string `json:"name"`
+		Total     int    `json:"total_tickets"`
+		Available int    `json:"available_tickets"`
+		Held      int    `json:"held_tickets"`
+		Confirmed int    `json:"confirmed_tickets"`
+	} `json:"events"`
+	Holds []struct {
+		Tag         string `json:"tag"`
+		EventID     int64  `json:"event_id"`
+		Quantity    int    `json:"quantity"`
+		Status      string `json:"status"`
+		CreatedAt   string `json:"created_at"`
+		ExpiresAt   string `json:"expires_at"`
+		SecondsLeft int    `json:"seconds_left"`
+	} `json:"holds"`
+}
+
+// nameEvent gives a test event a name to show on the page.
+func (ts *testServer) nameEvent(id int64, name string) {
+	ts.t.Helper()
+	if _, err := ts.db().ExecContext(context.Background(), `UPDATE events SET name = $2 WHERE id = $1`, id, name); err != nil {
+		ts.t.Fatalf("name event: %v", err)
+	}
+}
+
+// confirm confirms a hold through the API and fails the test unless it is.
+func (ts *testServer) confirm(id string) {
+	ts.t.Helper()
+	if res := ts.do("POST", "/holds/"+id+"/confirm", nil); res.Status != http.StatusOK {
+		ts.t.Fatalf("confirm %s: %d %s", id, res.Status, res.Body)
+	}
+}
+
+// release releases a hold through the API and fails the test unless it is.
+func (ts *testServer) release(id string) {
+	ts.t.Helper()
+	if res := ts.do("DELETE", "/holds/"+id, nil); res.Status != http.StatusOK {
+		ts.t.Fatalf("release %s: %d %s", id, res.Status, res.Body)
+	}
+}
+
+// feed reads GET /status.json with query.
+func (ts *testServer) feed(query string) statusFeed {
+	ts.t.Helper()
+	res := ts.do("GET", "/status.json"+query, nil)
+	if res.Status != http.StatusOK {
+		ts.t.Fatalf("GET /status.json%s: %d %s", query, res.Status, res.Body)
+	}
+	var f statusFeed
+	res.json(ts.t, &f)
+	return f
+}
+
+// noSecrets fails the test if text holds a buyer's email or a hold's id.
+func noSecrets(t *testing.T, what, text string, holds ...holdBody) {
+	t.Helper()
+	if strings.Contains(text, "@example.com") {
+		t.Errorf("%s shows a buyer's email", what)
+	}
+	for _, h := range holds {
+		if strings.Contains(text, h.ID) || strings.Contains(text, strings.ReplaceAll(h.ID, "-", "")) {
+			t.Errorf("%s shows hold id %s", what, h.ID)
+		}
+	}
+}
+
+// TestStatusPageFeed checks the feed against the store: busiest first,
+// paged, the API's statuses, and nothing a watcher must not see.
+func TestStatusPageFeed(t *testing.T) {
+	t.Parallel()
+	ts := newTestServer(t, nil)
+	quiet := ts.newEvent(10, true)
+	busy := ts.newEvent(30, true)
+	some := ts.newEvent(20, true)
+
+	confirmed := ts.mustHold(busy, 4)
+	ts.confirm(confirmed.ID)
+	pending := ts.mustHold(busy, 3)
+	released := ts.mustHold(some, 2)
+	ts.release(released.ID)
+	lapsed := ts.mustHold(some, 1)
+	ts.lapse(lapsed.ID) // pending past its expiry: reads expired, held until swept
+	all := []holdBody{confirmed, pending, released, lapsed}
+
+	res := ts.do("GET", "/status.json?limit=2", nil)
+	noSecrets(t, "the feed", string(res.Body), all...)
+	var f statusFeed
+	res.json(t, &f)
+	if _, err := time.Parse(time.RFC3339, f.GeneratedAt); err != nil || !strings.HasSuffix(f.GeneratedAt, "Z") {
+		t.Errorf("generated_at = %q (%v), want RFC 3339 in UTC", f.GeneratedAt, err)
+	}
+	type counts struct {
+		ID                                int64
+		Total, Available, Held, Confirmed int
+	}
+	var got []counts
+	for _, e := range f.Events {
+		got = append(got, counts{e.ID, e.Total, e.Available, e.Held, e.Confirmed})
+	}
+	want := []counts{{busy, 30, 23, 3, 4}, {some, 20, 19, 1, 0}}
+	if !slices.Equal(got, want) {
+		t.Errorf("first page = %+v, want %+v", got, want)
+	}
+	if next := ts.feed("?limit=2&offset=2"); len(next.Events) != 1 || next.Events[0].ID != quiet || next.Events[0].Available != 10 {
+		t.Errorf("second page = %+v, want only event %d, untouched", next.Events, quiet)
+	}
+	if beyond := ts.feed("?offset=50"); len(beyond.Events) != 0 || len(beyond.Holds) != 4 {
+		t.Errorf("past the end: %d events, %d holds; want 0 and the 4 holds", len(beyond.Events), len(beyond.Holds))
+	}
+
+	// Newest first, with the API's status and a tag that is not the id.
+	wantStatus := []string{"expired", "released", "pending", "confirmed"}
+	if len(f.Holds) != len(wantStatus) {
+		t.Fatalf("%d holds, want %d", len(f.Holds), len(wantStatus))
+	}
+	tags := map[string]bool{}
+	for i, h := range f.Holds {
+		src := all[len(all)-1-i]
+		if h.Status != wantStatus[i] || h.EventID != src.EventID || h.Quantity != src.Quantity || h.CreatedAt == "" || h.ExpiresAt == "" {
+			t.Errorf("hold %d = %+v, want status %s of event %d, quantity %d", i, h, wantStatus[i], src.EventID, src.Quantity)
+		}
+		if len(h.Tag) != 6 || strings.Trim(h.Tag, "0123456789abcdef") != "" || strings.HasPrefix(src.ID, h.Tag) || tags[h.Tag] {
+			t.Errorf("hold %d tag %q: want 6 hex digits, unique, not the start of its id %s", i, h.Tag, src.ID)
+		}
+		tags[h.Tag] = true
+		if wantLeft := h.Status == "pending"; (h.SecondsLeft > 0) != wantLeft || h.SecondsLeft > 600 {
+			t.Errorf("hold %d (%s) seconds_left = %d", i, h.Status, h.SecondsLeft)
+		}
+	}
+
+	expectError(t, "limit 0", ts.do("GET", "/status.json?limit=0", nil), 400, "invalid_request")
+	expectError(t, "limit 101", ts.do("GET", "/status.json?limit=101", nil), 400, "invalid_request")
+	expectError(t, "negative offset", ts.do("GET", "/status.json?offset=-1", nil), 400, "invalid_request")
+	page := ts.do("GET", "/", nil)
+	if page.Status != 200 || page.Header.Get("Content-Type") != "text/html; charset=utf-8" {
+		t.Errorf("GET /: %d %s", page.Status, page.Header.Get("Content-Type"))
+	}
+}
+
+// chromiumPath is where Debian's chromium package puts the browser.
+const chromiumPath = "/usr/bin/chromium"
+
+// newBrowser starts a headless chromium of the test's own, closed when the
+// test ends. It fails the test, never skips it, when chromium is missing.
+func newBrowser(t *testing.T) context.Context {
+	t.Helper()
+	path := chromiumPath
+	if _, err := os.Stat(path); err != nil {
+		found, lookErr := exec.LookPath("chromium")
+		if lookErr != nil {
+			t.Fatalf("the status page's browser test needs chromium, and there is none at %s or on PATH: run `make deps` (it installs Debian's chromium package)", chromiumPath)
+		}
+		path = found
+	}
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
+		chromedp.ExecPath(path),
+		chromedp.Headless,
+		chromedp.NoSandbox, // tests run as root, where chromium's sandbox cannot start
+		chromedp.DisableGPU,
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.NoFirstRun,
+		chromedp.NoDefaultBrowserCheck,
+		// Containers often have a small /dev/shm; chromium crashes when it
+		// fills up.
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1280, 860),
+	)
+	ctx, cancel := chromedp.NewContext(allocCtx)
+	t.Cleanup(func() {
+		cancel()
+		cancelAlloc() // waits for chromium to exit, before its TempDir goes
+	})
+	// The first Do starts the browser and ties its life to the context it
+	// is given, so it gets ctx itself; each step after it has a deadline.
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("start chromium (%s): %v", path, err)
+	}
+	return ctx
+}
+
+// browserStep runs one action with a deadline of its own.
+func browserStep[T any](t *testing.T, ctx context.Context, what string, a chromedp.Action[T]) T {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	v, err := chromedp.Run(ctx, a)
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	return v
+}
+
+// shownEvent is what the page shows for one event.
+type shownEvent struct {
+	ID        int64 `json:"id"`
+	Confirmed int   `json:"confirmed"`
+	Held      int   `json:"held"`
+	Available int   `json:"available"`
+	Total     int   `json:"total"`
+}
+
+// shownHold is one row of the page's latest holds.
+type shownHold struct {
+	Tag      string `json:"tag"`
+	Event    string `json:"event"`
+	Quantity string `json:"quantity"`
+	Status   string `json:"status"`
+	Left     string `json:"left"`
+}
+
+// shown is what the page shows, read from its text.
+type shown struct {
+	Events []shownEvent `json:"events"`
+	Holds  []shownHold  `json:"holds"`
+	Live   string       `json:"live"`
+	Text   string       `json:"text"`
+	HTML   string       `json:"html"`
+}
+
+const readPage = `(() => {
+	const num = (el) => Number(el.textContent.replace(/[^0-9-]/g, ''));
+	const text = (el, sel) => el.querySelector(sel).textContent.trim();
+	return {
+		events: [...document.querySelectorAll('#events [data-event-id]')].map((li) => ({
+			id: Number(li.dataset.eventId),
+			confirmed: num(li.querySelector('.confirmed-count')),
+			held: num(li.querySelector('.held-count')),
+			available: num(li.querySelector('.available-count')),
+			total: num(li.querySelector('.total-count')),
+		})),
+		holds: [...document.querySelectorAll('#holds-body tr.hold')].map((tr) => ({
+			tag: text(tr, '.hold-tag'),
+			event: text(tr, '.hold-event'),
+			quantity: text(tr, '.hold-qty'),
+			status: text(tr, '.hold-status'),
+			left: text(tr, '.hold-left'),
+		})),
+		live: document.getElementById('live').dataset.state,
+		text: document.body.innerText,
+		html: document.documentElement.outerHTML,
+	};
+})()`
+
+// waitShown reads the page until ok accepts what it shows, for up to 15s.
+func waitShown(t *testing.T, ctx context.Context, what string, ok func(shown) bool) shown {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		s := browserStep(t, ctx, "read the page", chromedp.Evaluate[shown](readPage))
+		if ok(s) {
+			return s
+		}
+		if time.Now().After(deadline) {
+			s.HTML = ""
+			t.Fatalf("the page did not show %s within 15s; it shows %+v", what, s)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func eventShown(s shown, id int64) (shownEvent, bool) {
+	for _, e := range s.Events {
+		if e.ID == id {
+			return e, true
+		}
+	}
+	return shownEvent{}, false
+}
+
+// minutesSeconds reads "m:ss" as seconds.
+func minutesSeconds(s string) (int, bool) {
+	m, sec, ok := strings.Cut(s, ":")
+	mi, err1 := strconv.Atoi(m)
+	si, err2 := strconv.Atoi(sec)
+	return mi*60 + si, ok && err1 == nil && err2 == nil && len(sec) == 2
+}
+
+// TestStatusPageInBrowser loads the page in a real browser, sells through
+// the API, and watches the page follow.
+func TestStatusPageInBrowser(t *testing.T) {
+	t.Parallel()
+	// One buyer (mustHold's) takes all the holds here; the per-buyer cap
+	// has tests of its own.
+	ts := newTestServer(t, func(c *config) { c.TicketCap = 0 })
+	quiet := ts.newEvent(60, true)
+	busy := ts.newEvent(40, true)
+	some := ts.newEvent(25, true)
+	ts.nameEvent(quiet, "Harbour Lights · Sunday matinee")
+	ts.nameEvent(busy, "Aurora Tour · Oslo Spektrum")
+	ts.nameEvent(some, "Night Market Sessions")
+
+	ctx := newBrowser(t)
+	var (
+		consoleMu sync.Mutex
+		problems  []string
+	)
+	messages := chromedp.Console(ctx)
+	go func() {
+		for m, err := range messages {
+			if err != nil {
+				return
+			}
+			if m.Type == chromedp.ConsoleError || m.IsException() {
+				consoleMu.Lock()
+				problems = append(problems, m.String())
+				consoleMu.Unlock()
+			}
+		}
+	}()
+
+	browserStep(t, ctx, "open the page", chromedp.Navigate(ts.srv.URL+"/"))
+	before := waitShown(t, ctx, "the three events", func(s shown) bool { return len(s.Events) == 3 && s.Live == "ok" })
+	if e, _ := eventShown(before, busy); e != (shownEvent{ID: busy, Available: 40, Total: 40}) {
+		t.Fatalf("before any sale the page shows %+v for event %d, want 40 of 40 available", e, busy)
+	}
+	if ids := []int64{before.Events[0].ID, before.Events[1].ID, before.Events[2].ID}; !slices.Equal(ids, []int64{quiet, busy, some}) {
+		t.Fatalf("before any sale the events are in order %v, want by id %v", ids, []int64{quiet, busy, some})
+	}
+	if len(before.Holds) != 0 || !strings.Contains(before.Text, "No holds yet") {
+		t.Fatalf("before any sale the page shows holds: %+v", before.Holds)
+	}
+
+	// Sell: two confirmed, one released, one left pending on the busy
+	// event; one pending and one that ran out on another.
+	h1 := ts.mustHold(busy, 3)
+	ts.confirm(h1.ID)
+	h2 := ts.mustHold(busy, 2)
+	ts.release(h2.ID)
+	h3 := ts.mustHold(busy, 5)
+	h4 := ts.mustHold(busy, 6)
+	ts.confirm(h4.ID)
+	h5 := ts.mustHold(some, 4)
+	h6 := ts.mustHold(some, 1)
+	ts.lapse(h6.ID)
+	// A confirm that comes too late expires the hold and gives its ticket back.
+	expectError(t, "confirm a lapsed hold", ts.do("POST", "/holds/"+h6.ID+"/confirm", nil), 410, "hold_expired")
+	holds := []holdBody{h1, h2, h3, h4, h5, h6}
+
+	after := waitShown(t, ctx, "the sale", func(s shown) bool {
+		e, _ := eventShown(s, busy)
+		return e == shownEvent{ID: busy, Confirmed: 9, Held: 5, Available: 26, Total: 40} && len(s.Holds) == len(holds)
+	})
+	if e, _ := eventShown(after, some); e != (shownEvent{ID: some, Held: 4, Available: 21, Total: 25}) {
+		t.Errorf("the page shows %+v for event %d, want 4 held and 21 available of 25", e, some)
+	}
+	if ids := []int64{after.Events[0].ID, after.Events[1].ID, after.Events[2].ID}; !slices.Equal(ids, []int64{busy, some, quiet}) {
+		t.Errorf("events in order %v, want busiest first %v", ids, []int64{busy, some, quiet})
+	}
+
+	// The latest holds, newest first: each by a tag, never its id or buyer.
+	wantStatus := []string{"expired", "pending", "confirmed", "pending", "released", "confirmed"}
+	tags := map[string]bool{}
+	for i, row := range after.Holds {
+		h := holds[len(holds)-1-i]
+		if row.Status != wantStatus[i] || row.Quantity != strconv.Itoa(h.Quantity) || !strings.HasPrefix(row.Event, "#"+itoa(h.EventID)) {
+			t.Errorf("hold row %d = %+v, want %s, quantity %d, event #%d", i, row, wantStatus[i], h.Quantity, h.EventID)
+		}
+		if len(row.Tag) != 6 || strings.Trim(row.Tag, "0123456789abcdef") != "" || row.Tag == h.ID || strings.HasPrefix(h.ID, row.Tag) || tags[row.Tag] {
+			t.Errorf("hold row %d tag %q: want 6 hex digits, unique, not its id %s", i, row.Tag, h.ID)
+		}
+		tags[row.Tag] = true
+		if _, ok := minutesSeconds(row.Left); ok != (row.Status == "pending") {
+			t.Errorf("hold row %d (%s) time left %q", i, row.Status, row.Left)
+		}
+	}
+	if after.Holds[1].Event != "#"+itoa(some)+" Night Market Sessions" {
+		t.Errorf("hold row 1 names its event %q, want the event's name", after.Holds[1].Event)
+	}
+	noSecrets(t, "the page's text", after.Text, holds...)
+	noSecrets(t, "the page's HTML", after.HTML, holds...)
+
+	// The time left ticks down on its own.
+	left0, _ := minutesSeconds(after.Holds[1].Left)
+	if left0 <= 9*60 || left0 > 10*60 {
+		t.Errorf("a fresh hold shows %q left, want just under the 10m default", after.Holds[1].Left)
+	}
+	later := waitShown(t, ctx, "the time left counting down", func(s shown) bool {
+		left, ok := minutesSeconds(s.Holds[1].Left)
+		return ok && left <= left0-2
+	})
+
+	png := browserStep(t, ctx, "screenshot", chromedp.FullScreenshot(100))
+	path := filepath.Join(t.TempDir(), "status-page.png")
+	if err := os.WriteFile(path, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("screenshot: %s (%d KB; %s left on the newest pending hold)", path, len(png)>>10, later.Holds[1].Left)
+	if out := os.Getenv("HOLDFAST_SCREENSHOT_OUT"); out != "" {
+		if len(png) > 300<<10 {
+			t.Fatalf("the screenshot is %d KB, over the 300 KB a committed image may take", len(png)>>10)
+		}
+		if err := os.WriteFile(out, png, 0o644); err != nil {
+			t.Fatalf("HOLDFAST_SCREENSHOT_OUT: %v", err)
+		}
+		t.Logf("screenshot copied to %s", out)
+	}
+
+	consoleMu.Lock()
+	defer consoleMu.Unlock()
+	if len(problems) > 0 {
+		t.Errorf("the page logged errors:\n%s", strings.Join(problems, "\n"))
+	}
+}

@@ -1,0 +1,247 @@
+// Package statuspage is the live status page at GET / and the feed it reads,
+// GET /status.json: the events on sale, busiest first, each with its stock
+// split into confirmed, held and available tickets, and the latest holds
+// with the time they have left.
+//
+// The page is one HTML file with its stylesheet and script inlined when the
+// package is first used: the service mounts only the page and the feed, and
+// the page loads nothing else, from us or from anyone. Its
+// Content-Security-Policy allows exactly that inline style and script, by
+// hash, and fetches to its own origin.
+//
+// The feed is for watching a sale, not for acting on it, so it carries no
+// buyer's email and no hold id: a hold id is the capability to confirm or
+// release the hold. Holds are named by a short tag the store derives from
+// the id and that cannot be turned back into it.
+package statuspage
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	_ "embed"
+	"encoding/base64"
+	"fmt"
+	"log/slog"
+	"math"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/holdfast/holdfast/internal/httpapi"
+)
+
+// EventStatus is one event's stock as the page shows it. Available + Held +
+// Confirmed is Total while the store's invariants hold.
+type EventStatus struct {
+	ID        int64
+	Name      string
+	Total     int
+	Available int
+	Held      int // tickets in pending holds, lapsed or not, until swept
+	Confirmed int
+}
+
+// HoldStatus is one hold as the page shows it: no buyer, no id.
+type HoldStatus struct {
+	// Tag names the hold on the page without revealing its id.
+	Tag      string
+	EventID  int64
+	Quantity int
+	// Status is the status the API reports: pending, confirmed, released
+	// or expired.
+	Status    string
+	CreatedAt time.Time
+	ExpiresAt time.Time
+}
+
+// Source is what the feed reads.
+type Source interface {
+	// StatusEvents returns a page of events, busiest (most tickets held or
+	// confirmed) first, then by id.
+	StatusEvents(ctx context.Context, limit, offset int) ([]EventStatus, error)
+	// LatestHolds returns the latest limit holds, newest first.
+	LatestHolds(ctx context.Context, limit int) ([]HoldStatus, error)
+}
+
+// Paging of GET /status.json, and how many holds it shows.
+const (
+	DefaultLimit = 20
+	MaxLimit     = 100
+	LatestHolds  = 20
+)
+
+//go:embed page.html
+var pageHTML []byte
+
+//go:embed page.css
+var pageCSS []byte
+
+//go:embed page.js
+var pageJS []byte
+
+// The tags in page.html that name the stylesheet and the script; the page
+// works opened from disk as it is, and is served with both inlined.
+var (
+	cssTag = []byte(`<link rel="stylesheet" href="page.css">`)
+	jsTag  = []byte(`<script src="page.js"></script>`)
+)
+
+// page is the HTML served and the policy that lets it run.
+type page struct {
+	html []byte
+	csp  string
+}
+
+var builtPage = sync.OnceValues(func() (page, error) { return buildPage(pageHTML, pageCSS, pageJS) })
+
+// buildPage inlines css and js into html and writes the policy that allows
+// those two and nothing else.
+func buildPage(html, css, js []byte) (page, error) {
+	if bytes.Count(html, cssTag) != 1 || bytes.Count(html, jsTag) != 1 {
+		return page{}, fmt.Errorf("statuspage: page.html must link page.css and page.js once each")
+	}
+	if bytes.Contains(bytes.ToLower(css), []byte("</style")) || bytes.Contains(bytes.ToLower(js), []byte("</script")) {
+		return page{}, fmt.Errorf("statuspage: page.css or page.js would close its own inline tag")
+	}
+	out := bytes.Replace(html, cssTag, concat("<style>", css, "</style>"), 1)
+	out = bytes.Replace(out, jsTag, concat("<script>", js, "</script>"), 1)
+	csp := "default-src 'none'; " +
+		"style-src '" + hash(css) + "'; " +
+		"script-src '" + hash(js) + "'; " +
+		"connect-src 'self'; img-src data:; " +
+		"base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+	return page{html: out, csp: csp}, nil
+}
+
+func concat(open string, body []byte, closing string) []byte {
+	out := make([]byte, 0, len(open)+len(body)+len(closing))
+	return append(append(append(out, open...), body...), closing...)
+}
+
+func hash(b []byte) string {
+	sum := sha256.Sum256(b)
+	return "sha256-" + base64.StdEncoding.EncodeToString(sum[:])
+}
+
+// Handler serves the status page. It panics if the embedded files do not
+// fit together, which the package's tests catch.
+func Handler() http.Handler {
+	p, err := builtPage()
+	if err != nil {
+		panic(err)
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Content-Type", "text/html; charset=utf-8")
+		h.Set("Content-Security-Policy", p.csp)
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Referrer-Policy", "no-referrer")
+		h.Set("Cache-Control", "no-cache")
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write(p.html)
+	})
+}
+
+type eventJSON struct {
+	ID        int64  `json:"id"`
+	Name      string `json:"name"`
+	Total     int    `json:"total_tickets"`
+	Available int    `json:"available_tickets"`
+	Held      int    `json:"held_tickets"`
+	Confirmed int    `json:"confirmed_tickets"`
+}
+
+type holdJSON struct {
+	Tag         string    `json:"tag"`
+	EventID     int64     `json:"event_id"`
+	Quantity    int       `json:"quantity"`
+	Status      string    `json:"status"`
+	CreatedAt   time.Time `json:"created_at"`
+	ExpiresAt   time.Time `json:"expires_at"`
+	SecondsLeft int       `json:"seconds_left"`
+}
+
+type feed struct {
+	GeneratedAt time.Time   `json:"generated_at"`
+	Events      []eventJSON `json:"events"`
+	Holds       []holdJSON  `json:"holds"`
+}
+
+// FeedHandler serves GET /status.json?limit=&offset=: a page of events,
+// busiest first (limit 1 to MaxLimit, DefaultLimit when absent; offset 0 or
+// more), and the LatestHolds latest holds.
+func FeedHandler(src Source, log *slog.Logger) http.Handler {
+	return feedHandler(src, log, time.Now)
+}
+
+// feedHandler is FeedHandler on the given clock. seconds_left is for the
+// page's countdown only: the database's clock decides when a hold expires.
+func feedHandler(src Source, log *slog.Logger, now func() time.Time) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		limit, offset, err := paging(r)
+		if err != nil {
+			httpapi.WriteError(w, r, log, err)
+			return
+		}
+		ctx := r.Context()
+		events, err := src.StatusEvents(ctx, limit, offset)
+		if err != nil {
+			httpapi.WriteError(w, r, log, err)
+			return
+		}
+		holds, err := src.LatestHolds(ctx, LatestHolds)
+		if err != nil {
+			httpapi.WriteError(w, r, log, err)
+			return
+		}
+		at := now().UTC()
+		out := feed{GeneratedAt: at, Events: make([]eventJSON, len(events)), Holds: make([]holdJSON, len(holds))}
+		for i, e := range events {
+			out.Events[i] = eventJSON(e)
+		}
+		for i, h := range holds {
+			out.Holds[i] = holdJSON{
+				Tag: h.Tag, EventID: h.EventID, Quantity: h.Quantity, Status: h.Status,
+				CreatedAt: h.CreatedAt.UTC(), ExpiresAt: h.ExpiresAt.UTC(),
+				SecondsLeft: secondsLeft(h, at),
+			}
+		}
+		w.Header().Set("Cache-Control", "no-store")
+		httpapi.Encode(w, http.StatusOK, out)
+	})
+}
+
+// secondsLeft is the whole seconds, rounded up, until a pending hold
+// expires; 0 for a hold that is over or no longer pending.
+func secondsLeft(h HoldStatus, at time.Time) int {
+	if h.Status != "pending" {
+		return 0
+	}
+	left := h.ExpiresAt.Sub(at).Seconds()
+	if left <= 0 {
+		return 0
+	}
+	return int(math.Ceil(left))
+}
+
+func paging(r *http.Request) (limit, offset int, err error) {
+	q := r.URL.Query()
+	limit = DefaultLimit
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > MaxLimit {
+			return 0, 0, httpapi.Invalid("limit must be an integer from 1 to %d", MaxLimit)
+		}
+		limit = n
+	}
+	if s := q.Get("offset"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 0 {
+			return 0, 0, httpapi.Invalid("offset must be a non-negative integer")
+		}
+		offset = n
+	}
+	return limit, offset, nil
+}
