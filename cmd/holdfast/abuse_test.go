@@ -57,8 +57,8 @@ func TestTicketCapPerBuyer(t *testing.T) {
 					mu.Lock()
 					won++
 					mu.Unlock()
-				} else if _, code := res.errorBody(t); code != "limit_exceeded" {
-					t.Errorf("status %d code %s", res.Status, code)
+				} else if res.code() != "limit_exceeded" {
+					t.Errorf("status %d: %s", res.Status, res.Body)
 				}
 			}()
 		}
@@ -103,7 +103,7 @@ func TestRateLimitPerClient(t *testing.T) {
 					statuses[res.Status]++
 					mu.Unlock()
 					if res.Status == 429 {
-						if _, code := res.errorBody(t); code != "busy" || res.Header.Get("Retry-After") == "" {
+						if res.code() != "busy" || res.Header.Get("Retry-After") == "" {
 							t.Errorf("429 without busy and Retry-After: %s", res.Body)
 						}
 					}

@@ -195,3 +195,13 @@ func (ts *testServer) check(events ...int64) (string, bool) {
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 
 func testenvPrivateRedis(t *testing.T) *servers.Redis { return testenv.PrivateRedis(t) }
+
+// code returns the error code of an error body, or "" if the body is not
+// one. Unlike errorBody it never stops the test, so goroutines may call it.
+func (r response) code() string {
+	var body struct {
+		Code string `json:"code"`
+	}
+	_ = json.Unmarshal(r.Body, &body)
+	return body.Code
+}
