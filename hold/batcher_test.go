@@ -38,7 +38,7 @@ func newFixture(t *testing.T, wait time.Duration) fixture {
 	}
 	t.Cleanup(func() { rdb.Close() })
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	return fixture{store: store.New(db), locks: store.NewLocks(rdb, store.LockOptions{Prefix: prefix, TTL: time.Minute, Wait: wait}, quiet)}
+	return fixture{store: store.New(db), locks: store.NewLocks(rdb, store.LockOptions{Prefix: prefix, TTL: 5 * time.Second, Wait: wait}, quiet)}
 }
 
 func (f fixture) event(t *testing.T, tickets int) int64 {

@@ -119,18 +119,26 @@ func (l *Locks) Lock(ctx context.Context, eventID int64) (func(), error) {
 
 func (l *Locks) release(lock *redislock.Lock) {
 	// The request's context may be cancelled by now; the release must still
-	// happen or the next buyer waits out the TTL.
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	// happen, or the event's next buyers wait out the whole TTL. A release
+	// lost to a passing network error is tried again, briefly.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	err := lock.Release(ctx)
-	switch {
-	case err == nil:
-	case errors.Is(err, redislock.ErrLockNotHeld):
-		// Our TTL ran out and someone else may hold the lock now; the
-		// compare-and-delete left theirs alone.
-		l.log.WarnContext(ctx, "event lock expired before release", "key", lock.Key(), "ttl", l.opts.TTL)
-	default:
-		l.markDown(ctx, err)
+	for attempt := 0; ; attempt++ {
+		err := lock.Release(ctx)
+		switch {
+		case err == nil:
+			return
+		case errors.Is(err, redislock.ErrLockNotHeld):
+			// Our TTL ran out and someone else may hold the lock now; the
+			// compare-and-delete left theirs alone.
+			l.log.WarnContext(ctx, "event lock expired before release", "key", lock.Key(), "ttl", l.opts.TTL)
+			return
+		case attempt >= 3 || ctx.Err() != nil:
+			l.log.WarnContext(ctx, "event lock not released; it lapses after its TTL", "key", lock.Key(), "ttl", l.opts.TTL, "err", err)
+			l.markDown(ctx, err)
+			return
+		}
+		time.Sleep(time.Duration(attempt+1) * 50 * time.Millisecond)
 	}
 }
 

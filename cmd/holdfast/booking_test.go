@@ -106,7 +106,6 @@ func TestBookSafeSellsExactlyTheStock(t *testing.T) {
 				// Long enough that nobody is turned away busy: this test
 				// is about never overselling, not about the lock's wait.
 				c.LockWait = 20 * time.Second
-				c.LockTTL = 20 * time.Second
 				c.DBMaxConns = 40
 			})
 			if !redisUp {
