@@ -136,6 +136,14 @@ func (s *Store) CreateHolds(ctx context.Context, eventID int64, reqs []hold.Requ
 					return err
 				}
 				expiredN = n
+				if n > 0 {
+					// The re-read stock is the database's, which has not
+					// yet seen this batch's grants: they are inserted
+					// after the loop.
+					for _, g := range granted {
+						st.Available -= reqs[g].Order.Quantity
+					}
+				}
 			}
 			if st.Available < req.Order.Quantity {
 				out.Err = hold.ErrSoldOut

@@ -321,3 +321,30 @@ func TestATotalTooLargeIsOnlyItsOwnRequestsError(t *testing.T) {
 		t.Fatalf("stock = %d, want 97", got)
 	}
 }
+
+// A batch that crosses the sell-out point while lapsed holds wait to be
+// swept: the stock re-read after expiring them must still count the
+// tickets this batch granted before (they are inserted after the loop).
+// It used to over-grant, and the stock guard failed the whole batch.
+func TestABatchThatExpiresLapsedHoldsCountsItsOwnGrants(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	ev := newEvent(t, s, 3)
+	lapsed := takeHold(t, s, ev, 2, time.Minute)
+	lapse(t, s, lapsed.ID)
+	order := func(q int) hold.Request {
+		return hold.Request{Order: booking.Order{EventID: ev, Email: "b@example.com", Quantity: q}}
+	}
+	outs, err := s.CreateHolds(ctx, ev, []hold.Request{order(1), order(1), order(2)}, time.Minute, noRender)
+	if err != nil {
+		t.Fatalf("the batch failed as a whole: %v", err)
+	}
+	if outs[0].Err != nil || outs[1].Err != nil || !errors.Is(outs[2].Err, hold.ErrSoldOut) {
+		t.Fatalf("outcomes %v, %v, %v; want 201, 201, sold out", outs[0].Err, outs[1].Err, outs[2].Err)
+	}
+	if got := stock(t, s, ev); got != 1 {
+		t.Fatalf("stock = %d, want 1", got)
+	}
+	audit(t, s, ev)
+}
