@@ -86,6 +86,10 @@ func (s *Sweeper) Stop(ctx context.Context) {
 func (s *Sweeper) Run(ctx context.Context) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	// A run that gets stuck must not hold the sweeper forever: the next
+	// runs are skipped while this one lasts.
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
 	start := time.Now()
 	res, err := s.store.SweepExpired(ctx, s.batch)
 	switch {

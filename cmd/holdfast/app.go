@@ -89,7 +89,8 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger) (*app, error) {
 	a.sweeper = hold.NewSweeper(a.store, cfg.SweepEvery, log)
 	a.sweeper.Observe = a.metrics
 	r := chi.NewRouter()
-	r.Use(httpapi.RequestID, httpapi.AccessLog(log), httpapi.Recover(log), a.metrics.Middleware)
+	r.Use(httpapi.RequestID, httpapi.AccessLog(log), httpapi.Recover(log), a.metrics.Middleware,
+		httpapi.Deadline(requestDeadline(cfg)))
 	if cfg.RateLimit > 0 {
 		r.Use(ratelimit.New(cfg.RateLimit, store.NewRateCounter(rdb, cfg.RedisPrefix), log).Middleware)
 	}
@@ -103,6 +104,12 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger) (*app, error) {
 // statementTimeout bounds any one statement; nothing holdfast runs should
 // come near it.
 const statementTimeout = 30 * time.Second
+
+// requestDeadline is how long a request may take: its wait for the
+// event's lock, the simulated work, a statement, and a little slack.
+func requestDeadline(cfg config) time.Duration {
+	return cfg.LockWait + cfg.SimulateWork + statementTimeout + 2*time.Second
+}
 
 func (a *app) Close() error {
 	if a.holds.Batcher != nil {

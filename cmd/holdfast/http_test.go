@@ -52,7 +52,7 @@ func TestBadInputIsA4xxWithAJSONErrorAndTakesNoStock(t *testing.T) {
 		{"email too long", fmt.Sprintf(`{"event_id":%d,"user_email":%q,"quantity":1}`, ev, long), 400, "invalid_request"},
 		{"body over 64 KiB", fmt.Sprintf(`{"event_id":%d,"user_email":"a@example.com","quantity":1,"pad":"%s"}`, ev, strings.Repeat("x", 70<<10)), 400, "invalid_request"},
 	}
-	for _, path := range []string{"/book/safe", "/book/unsafe"} {
+	for _, path := range []string{"/book/safe", "/book/unsafe", "/holds"} {
 		for _, tc := range cases {
 			t.Run(path+"/"+tc.name, func(t *testing.T) {
 				res := ts.do(http.MethodPost, path, tc.body)

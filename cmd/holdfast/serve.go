@@ -50,7 +50,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, onListen func(addr
 		ReadTimeout:       10 * time.Second,
 		// A request may wait for its lock, then do the simulated work,
 		// then a statement; the write deadline must outlast all of them.
-		WriteTimeout: cfg.LockWait + cfg.SimulateWork + statementTimeout + 5*time.Second,
+		WriteTimeout: requestDeadline(cfg) + 3*time.Second,
 		IdleTimeout:  2 * time.Minute,
 		ErrorLog:     slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}

@@ -116,6 +116,9 @@ func Public(ctx context.Context, log *slog.Logger, err error) *Error {
 		// The client went away; nobody reads this answer.
 		log.InfoContext(ctx, "client gone", "err", err)
 		return &Error{Code: CodeUnavailable, Message: "request cancelled"}
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		log.WarnContext(ctx, "request ran out of time", "err", err)
+		return &Error{Code: CodeUnavailable, Message: "the request took too long, please try again", RetryAfter: time.Second}
 	default:
 		log.ErrorContext(ctx, "internal error", "err", err)
 		return &Error{Code: CodeInternal, Message: "internal error"}

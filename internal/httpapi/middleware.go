@@ -165,3 +165,16 @@ func Recover(log *slog.Logger) func(http.Handler) http.Handler {
 		})
 	}
 }
+
+// Deadline gives every request's context a deadline, so every query it runs
+// carries one: a request cannot outlive d however it gets stuck. Statements
+// are bounded on the server too (statement_timeout); this bounds the whole.
+func Deadline(d time.Duration) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			ctx, cancel := context.WithTimeout(r.Context(), d)
+			defer cancel()
+			next.ServeHTTP(w, r.WithContext(ctx))
+		})
+	}
+}
