@@ -40,8 +40,8 @@ run: deps build
 
 # test is what CI runs: the Go tests with the race detector, against real
 # PostgreSQL and Redis (private ones each package starts, or DATABASE_URL and
-# REDIS_URL when set), then short k6 runs against a private `holdfast dev`.
-test: deps build vet test-go test-k6
+# REDIS_URL when set), after short k6 runs against a private `holdfast dev`.
+test: deps build vet test-k6 test-go
 
 vet:
 	$(GO) vet ./...
