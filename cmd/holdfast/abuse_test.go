@@ -74,55 +74,42 @@ func TestTicketCapPerBuyer(t *testing.T) {
 
 func TestRateLimitPerClient(t *testing.T) {
 	t.Parallel()
-	for _, redisUp := range []bool{true, false} {
-		t.Run(fmt.Sprintf("redis_up=%v", redisUp), func(t *testing.T) {
-			t.Parallel()
-			redis := testenvPrivateRedis(t)
-			ts := newTestServer(t, func(c *config) {
-				c.RedisURL = redis.URL()
-				c.RateLimit = 5
-			})
-			if !redisUp {
-				if err := redis.Stop(); err != nil {
-					t.Fatal(err)
-				}
-			}
-			ev := ts.newEvent(100, true)
-			// Twenty writes at once from one address: whatever second
-			// they land in, at most 5 per second pass.
-			var wg sync.WaitGroup
-			var mu sync.Mutex
-			statuses := map[int]int{}
-			start := time.Now()
-			for i := 0; i < 20; i++ {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					res := ts.do("POST", "/holds", order(ev, fmt.Sprintf("r%d@example.com", i), 1))
-					mu.Lock()
-					statuses[res.Status]++
-					mu.Unlock()
-					if res.Status == 429 {
-						if res.code() != "busy" || res.Header.Get("Retry-After") == "" {
-							t.Errorf("429 without busy and Retry-After: %s", res.Body)
-						}
+	withRedisUpAndDown(t, func(c *config) { c.RateLimit = 5 }, func(t *testing.T, ts *testServer, _ bool) {
+		ev := ts.newEvent(100, true)
+		// Twenty writes at once from one address: whatever second
+		// they land in, at most 5 per second pass.
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		statuses := map[int]int{}
+		start := time.Now()
+		for i := 0; i < 20; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				res := ts.do("POST", "/holds", order(ev, fmt.Sprintf("r%d@example.com", i), 1))
+				mu.Lock()
+				statuses[res.Status]++
+				mu.Unlock()
+				if res.Status == 429 {
+					if res.code() != "busy" || res.Header.Get("Retry-After") == "" {
+						t.Errorf("429 without busy and Retry-After: %s", res.Body)
 					}
-				}()
-			}
-			wg.Wait()
-			seconds := int(time.Since(start)/time.Second) + 2 // the burst may straddle second boundaries
-			if statuses[201] > 5*seconds || statuses[429] == 0 {
-				t.Fatalf("statuses %v over at most %d windows: the limit of 5/s did not hold", statuses, seconds)
-			}
-			// Reads are not limited.
-			for i := 0; i < 10; i++ {
-				if res := ts.do("GET", fmt.Sprintf("/events/%d", ev), nil); res.Status != 200 {
-					t.Fatalf("GET limited: %d", res.Status)
 				}
+			}()
+		}
+		wg.Wait()
+		seconds := int(time.Since(start)/time.Second) + 2 // the burst may straddle second boundaries
+		if statuses[201] > 5*seconds || statuses[429] == 0 {
+			t.Fatalf("statuses %v over at most %d windows: the limit of 5/s did not hold", statuses, seconds)
+		}
+		// Reads are not limited.
+		for i := 0; i < 10; i++ {
+			if res := ts.do("GET", fmt.Sprintf("/events/%d", ev), nil); res.Status != 200 {
+				t.Fatalf("GET limited: %d", res.Status)
 			}
-			if out, ok := ts.check(ev); !ok {
-				t.Fatalf("check:\n%s", out)
-			}
-		})
-	}
+		}
+		if out, ok := ts.check(ev); !ok {
+			t.Fatalf("check:\n%s", out)
+		}
+	})
 }

@@ -97,49 +97,38 @@ func TestBookUnsafeIsNotMountedByDefault(t *testing.T) {
 
 func TestBookSafeSellsExactlyTheStock(t *testing.T) {
 	t.Parallel()
-	for _, redisUp := range []bool{true, false} {
-		t.Run(fmt.Sprintf("redis_up=%v", redisUp), func(t *testing.T) {
-			t.Parallel()
-			redis := testenvPrivateRedis(t)
-			ts := newTestServer(t, func(c *config) {
-				c.RedisURL = redis.URL()
-				// Long enough that nobody is turned away busy: this test
-				// is about never overselling, not about the lock's wait.
-				c.LockWait = 20 * time.Second
-				c.DBMaxConns = 40
-			})
-			if !redisUp {
-				if err := redis.Stop(); err != nil {
-					t.Fatal(err)
-				}
-			}
-			ev := ts.newEvent(10, true)
+	withRedisUpAndDown(t, func(c *config) {
+		// Long enough that nobody is turned away busy: this test is
+		// about never overselling, not about the lock's wait.
+		c.LockWait = 20 * time.Second
+		c.DBMaxConns = 40
+	}, func(t *testing.T, ts *testServer, redisUp bool) {
+		ev := ts.newEvent(10, true)
 
-			counts := ts.buyers(200, "/book/safe", ev)
+		counts := ts.buyers(200, "/book/safe", ev)
 
-			if counts[http.StatusOK] != 10 || counts[http.StatusBadRequest] != 190 {
-				t.Fatalf("statuses %v, want 10 x 200 and 190 x 400 sold_out", counts)
-			}
-			if got := ts.available(ev); got != 0 {
-				t.Fatalf("stock = %d, want 0", got)
-			}
-			if out, ok := ts.check(ev); !ok {
-				t.Fatalf("check failed:\n%s", out)
-			}
-			var ready struct{ Status, Postgres, Redis string }
-			ts.do(http.MethodGet, "/ready", nil).json(t, &ready)
-			want := "ok"
-			if !redisUp {
-				want = "degraded"
-			}
-			if ready.Status != want || ready.Postgres != "ok" {
-				t.Fatalf("/ready = %+v, want status %s", ready, want)
-			}
-			if !redisUp && !strings.Contains(ts.log.String(), "redis unavailable") {
-				t.Fatalf("the log does not say Redis is down:\n%s", ts.log.String())
-			}
-		})
-	}
+		if counts[http.StatusOK] != 10 || counts[http.StatusBadRequest] != 190 {
+			t.Fatalf("statuses %v, want 10 x 200 and 190 x 400 sold_out", counts)
+		}
+		if got := ts.available(ev); got != 0 {
+			t.Fatalf("stock = %d, want 0", got)
+		}
+		if out, ok := ts.check(ev); !ok {
+			t.Fatalf("check failed:\n%s", out)
+		}
+		var ready struct{ Status, Postgres, Redis string }
+		ts.do(http.MethodGet, "/ready", nil).json(t, &ready)
+		want := "ok"
+		if !redisUp {
+			want = "degraded"
+		}
+		if ready.Status != want || ready.Postgres != "ok" {
+			t.Fatalf("/ready = %+v, want status %s", ready, want)
+		}
+		if !redisUp && !strings.Contains(ts.log.String(), "redis unavailable") {
+			t.Fatalf("the log does not say Redis is down:\n%s", ts.log.String())
+		}
+	})
 }
 
 func TestBookSafeAnswersBusyWhenTheLockIsHeld(t *testing.T) {

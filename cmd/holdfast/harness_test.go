@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -195,6 +196,30 @@ func (ts *testServer) check(events ...int64) (string, bool) {
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 
 func testenvPrivateRedis(t *testing.T) *servers.Redis { return testenv.PrivateRedis(t) }
+
+// withRedisUpAndDown runs f as two parallel subtests, each with a server on
+// a Redis of its own: one where Redis is up, one where it was stopped after
+// the server started.
+func withRedisUpAndDown(t *testing.T, edit func(*config), f func(t *testing.T, ts *testServer, redisUp bool)) {
+	for _, redisUp := range []bool{true, false} {
+		t.Run(fmt.Sprintf("redis_up=%v", redisUp), func(t *testing.T) {
+			t.Parallel()
+			redis := testenv.PrivateRedis(t)
+			ts := newTestServer(t, func(c *config) {
+				c.RedisURL = redis.URL()
+				if edit != nil {
+					edit(c)
+				}
+			})
+			if !redisUp {
+				if err := redis.Stop(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			f(t, ts, redisUp)
+		})
+	}
+}
 
 // code returns the error code of an error body, or "" if the body is not
 // one. Unlike errorBody it never stops the test, so goroutines may call it.
