@@ -28,6 +28,7 @@ import (
 // env is the service under test: a private PostgreSQL and Redis and two
 // holdfast processes on them, one batching holds and one not.
 type env struct {
+	bin      string
 	dir      string
 	pg       *servers.Postgres
 	redis    *servers.Redis
@@ -69,6 +70,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	code := m.Run()
+	e.audit()
 	e.report(os.Stdout)
 	e.teardown()
 	os.Exit(code)
@@ -96,6 +98,7 @@ func setup() (*env, error) {
 			return e, fmt.Errorf("build: %v: %s", err, out)
 		}
 	}
+	e.bin = bin
 	// A durable PostgreSQL, as in production: every commit waits for the
 	// disk, which is what batching saves.
 	e.pg, err = servers.StartPostgres(ctx, servers.PostgresOptions{Dir: filepath.Join(dir, "pg"), Durable: true,
@@ -211,6 +214,20 @@ func (e *env) teardown() {
 	if os.Getenv("HOLDFAST_BENCH_KEEP") == "" {
 		_ = os.RemoveAll(e.dir)
 	}
+}
+
+// audit runs `holdfast check` over every event the benchmarks sold, after
+// the last of them: thousands of holds a second must still balance.
+func (e *env) audit() {
+	out, err := exec.Command(e.bin, "check", "--database-url", e.dbURL).CombinedOutput()
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	verdict := lines[len(lines)-1]
+	if err != nil {
+		verdict = fmt.Sprintf("FAILED (%v): %s", err, verdict)
+	}
+	e.mu.Lock()
+	e.extra = append(e.extra, "holdfast check after every run: "+verdict)
+	e.mu.Unlock()
 }
 
 func (e *env) record(b *testing.B, r result) {
