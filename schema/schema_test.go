@@ -6,6 +6,7 @@ import (
 	"errors"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/lib/pq"
 
@@ -221,5 +222,39 @@ func TestOversellGuard(t *testing.T) {
 	}
 	if got := stock(t, db, open); got != -1 {
 		t.Fatalf("unguarded stock = %d, want -1", got)
+	}
+}
+
+// A second instance starting while the first migrates must wait for it,
+// even though its pool carries a lock_timeout meant for requests. It used to
+// fail with "canceling statement due to lock timeout".
+func TestApplyWaitsForAnotherMigratorDespiteTheLockTimeout(t *testing.T) {
+	t.Parallel()
+	url := testenv.DatabaseURL(t)
+	first, err := sql.Open("postgres", url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	conn, err := first.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(context.Background(), `SELECT pg_advisory_lock(7020315001)`); err != nil {
+		t.Fatal(err)
+	}
+	release := time.AfterFunc(500*time.Millisecond, func() {
+		_, _ = conn.ExecContext(context.Background(), `SELECT pg_advisory_unlock(7020315001)`)
+	})
+	defer release.Stop()
+
+	second, err := sql.Open("postgres", url+"&lock_timeout=50&statement_timeout=100")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	if _, err := schema.Apply(context.Background(), second); err != nil {
+		t.Fatalf("the second migrator gave up instead of waiting: %v", err)
 	}
 }
