@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -193,11 +192,11 @@ func book(ctx context.Context, tx *sqlx.Tx, readStock string, o booking.Order, w
 		return booking.Booking{}, booking.ErrSoldOut
 	}
 	if ticketCap > 0 {
-		owned, err := buyersTickets(ctx, tx, o.EventID, []string{o.Email})
+		b, err := buyersTickets(ctx, tx, o.EventID, []string{o.Email})
 		if err != nil {
 			return booking.Booking{}, err
 		}
-		if owned[strings.ToLower(o.Email)]+o.Quantity > ticketCap {
+		if b.owned[b.key(o.Email)]+o.Quantity > ticketCap {
 			return booking.Booking{}, booking.ErrLimitExceeded
 		}
 	}
@@ -239,30 +238,51 @@ func isInvalid(err error) bool {
 	return errors.As(err, &e) && e.Code == httpapi.CodeInvalid
 }
 
-// qBuyersTickets sums each buyer's live tickets of an event: confirmed, or
-// held and not yet lapsed.
-const qBuyersTickets = `SELECT lower(user_email) AS email, sum(quantity) AS tickets FROM bookings
-	WHERE event_id = $1::bigint AND lower(user_email) = ANY($2::text[])
-	  AND (booking_status = 'confirmed' OR (booking_status = 'pending' AND expires_at > now()))
-	GROUP BY 1`
+// qBuyersTickets sums each buyer's tickets of an event, confirmed or
+// pending. Emails are folded by the database, the same lower() the index
+// holds, and each given email comes back with its folding, so Go never
+// folds on its own (its rules and the database locale's can differ). A
+// pending hold counts even once it has lapsed: until it is swept or
+// expired it may still be confirmed by a confirm already in flight.
+const qBuyersTickets = `SELECT u.email, lower(u.email) AS folded,
+	coalesce((SELECT sum(b.quantity) FROM bookings b
+	          WHERE b.event_id = $1::bigint AND lower(b.user_email) = lower(u.email)
+	            AND b.booking_status IN ('pending', 'confirmed')), 0) AS tickets
+	FROM unnest($2::text[]) AS u(email)`
 
-// buyersTickets returns the live tickets of each of emails (case-folded)
-// for the event, read inside tx, which holds the event row.
-func buyersTickets(ctx context.Context, tx *sqlx.Tx, eventID int64, emails []string) (map[string]int, error) {
-	folded := make([]string, len(emails))
-	for i, e := range emails {
-		folded[i] = strings.ToLower(e)
+// buyers is what each buyer of a batch owns of one event, keyed by the
+// database's folding of their email.
+type buyers struct {
+	folded map[string]string // email as sent -> folded
+	owned  map[string]int    // folded -> tickets
+}
+
+// key is the folded form of email, one of those asked for.
+func (b buyers) key(email string) string { return b.folded[email] }
+
+// buyersTickets reads, inside tx (which holds the event row), what each of
+// emails owns of the event.
+func buyersTickets(ctx context.Context, tx *sqlx.Tx, eventID int64, emails []string) (buyers, error) {
+	seen := make(map[string]bool, len(emails))
+	distinct := make([]string, 0, len(emails))
+	for _, e := range emails {
+		if !seen[e] {
+			seen[e] = true
+			distinct = append(distinct, e)
+		}
 	}
 	var rows []struct {
 		Email   string `db:"email"`
+		Folded  string `db:"folded"`
 		Tickets int    `db:"tickets"`
 	}
-	if err := tx.SelectContext(ctx, &rows, qBuyersTickets, eventID, pq.Array(folded)); err != nil {
-		return nil, mapErr(ctx, err)
+	if err := tx.SelectContext(ctx, &rows, qBuyersTickets, eventID, pq.Array(distinct)); err != nil {
+		return buyers{}, mapErr(ctx, err)
 	}
-	out := make(map[string]int, len(rows))
+	b := buyers{folded: make(map[string]string, len(rows)), owned: make(map[string]int, len(rows))}
 	for _, r := range rows {
-		out[r.Email] = r.Tickets
+		b.folded[r.Email] = r.Folded
+		b.owned[r.Folded] = r.Tickets // the same for every spelling of one buyer
 	}
-	return out, nil
+	return b, nil
 }

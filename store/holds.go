@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -103,15 +102,17 @@ func (s *Store) CreateHolds(ctx context.Context, eventID int64, reqs []hold.Requ
 		if err != nil {
 			return err
 		}
-		var owned map[string]int
+		var owners *buyers
 		if s.ticketCap > 0 && !missing {
 			emails := make([]string, 0, len(reqs))
 			for _, r := range reqs {
 				emails = append(emails, r.Order.Email)
 			}
-			if owned, err = buyersTickets(ctx, tx, eventID, emails); err != nil {
+			b, err := buyersTickets(ctx, tx, eventID, emails)
+			if err != nil {
 				return err
 			}
+			owners = &b
 		}
 		// Grant in order of arrival while the stock lasts.
 		var granted []int
@@ -153,13 +154,13 @@ func (s *Store) CreateHolds(ctx context.Context, eventID int64, reqs []hold.Requ
 				out.Err = err
 				continue
 			}
-			if owned != nil {
-				buyer := strings.ToLower(req.Order.Email)
-				if owned[buyer]+req.Order.Quantity > s.ticketCap {
+			if owners != nil {
+				buyer := owners.key(req.Order.Email)
+				if owners.owned[buyer]+req.Order.Quantity > s.ticketCap {
 					out.Err = booking.ErrLimitExceeded
 					continue
 				}
-				owned[buyer] += req.Order.Quantity
+				owners.owned[buyer] += req.Order.Quantity
 			}
 			st.Available -= req.Order.Quantity
 			granted = append(granted, i)
