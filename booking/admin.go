@@ -3,6 +3,7 @@ package booking
 import (
 	"context"
 	"crypto/subtle"
+	"errors"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -59,19 +60,24 @@ func (in eventInput) patch() (EventPatch, error) {
 	var p EventPatch
 	if in.Name != nil {
 		name := strings.TrimSpace(*in.Name)
-		if name == "" || utf8.RuneCountInString(name) > MaxNameLength {
-			return p, httpapi.Invalid("name must be 1 to %d characters", MaxNameLength)
+		if name == "" || utf8.RuneCountInString(name) > MaxNameLength || strings.ContainsRune(name, 0) {
+			return p, httpapi.Invalid("name must be 1 to %d characters, with no NUL", MaxNameLength)
 		}
 		p.Name = &name
 	}
 	if in.Description != nil {
-		if utf8.RuneCountInString(*in.Description) > 10_000 {
-			return p, httpapi.Invalid("description must be at most 10000 characters")
+		if utf8.RuneCountInString(*in.Description) > 10_000 || strings.ContainsRune(*in.Description, 0) {
+			return p, httpapi.Invalid("description must be at most 10000 characters, with no NUL")
 		}
 		p.Description = in.Description
 	}
 	if in.EventDate != nil {
 		t, err := time.Parse(time.RFC3339, *in.EventDate)
+		// JSON, and so every answer carrying the event, can hold only
+		// years 0001 to 9999 in UTC.
+		if err == nil && (t.UTC().Year() < 1 || t.UTC().Year() > 9999) {
+			err = errors.New("year out of range")
+		}
 		if err != nil {
 			return p, httpapi.Invalid("event_date must be an RFC 3339 time such as 2027-06-01T18:00:00Z")
 		}

@@ -98,6 +98,13 @@ func ValidEmail(s string) error {
 	if len(s) > MaxEmailLength {
 		return httpapi.Invalid("user_email is longer than %d characters", MaxEmailLength)
 	}
+	for _, r := range s {
+		// Control characters (NUL above all) are no part of an address, and
+		// PostgreSQL could not store a NUL: refused here, not in a batch.
+		if r < 0x20 || r == 0x7f {
+			return httpapi.Invalid("user_email must be a bare email address such as a@example.com")
+		}
+	}
 	addr, err := mail.ParseAddress(s)
 	if err != nil || addr.Name != "" || addr.Address != s || strings.ContainsAny(s, " \t\r\n<>()\"") {
 		return httpapi.Invalid("user_email must be a bare email address such as a@example.com")

@@ -18,6 +18,7 @@ import (
 	"github.com/lib/pq"
 
 	"github.com/holdfast/holdfast/booking"
+	"github.com/holdfast/holdfast/internal/httpapi"
 )
 
 // DBOptions are the connection settings of a pool.
@@ -180,6 +181,8 @@ func mapErr(ctx context.Context, err error) error {
 			if pqErr.Constraint == "events_stock_guard" {
 				return fmt.Errorf("%w: %v", errStockGuard, err)
 			}
+		case "22021", "22P05": // invalid or untranslatable text (a NUL, say): the input's fault
+			return httpapi.Invalid("the request holds text the database cannot store")
 		}
 		switch pqErr.Code.Class() {
 		case "08", "57", "53": // connection, operator intervention, resources

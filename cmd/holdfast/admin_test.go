@@ -50,6 +50,10 @@ func TestAdminEvents(t *testing.T) {
 		`{"name":"x","event_date":"2027-07-01T18:00:00Z","total_tickets":10,"ticket_price":"1.005"}`,
 		`{"name":"x","event_date":"2027-07-01T18:00:00Z","total_tickets":10,"ticket_price":"100000000.00"}`,
 		`{"name":"` + strings.Repeat("n", 256) + `","event_date":"2027-07-01T18:00:00Z","total_tickets":10,"ticket_price":"1.00"}`,
+		`{"name":"x","event_date":"9999-12-31T23:00:00-05:00","total_tickets":10,"ticket_price":"1.00"}`,
+		`{"name":"x","event_date":"0000-01-01T00:00:00+05:00","total_tickets":10,"ticket_price":"1.00"}`,
+		`{"name":"x\u0000y","event_date":"2027-07-01T18:00:00Z","total_tickets":10,"ticket_price":"1.00"}`,
+		`{"name":"x","description":"\u0000","event_date":"2027-07-01T18:00:00Z","total_tickets":10,"ticket_price":"1.00"}`,
 	} {
 		expectError(t, "create "+bad, ts.do("POST", "/admin/events", bad, auth...), 400, "invalid_request")
 	}
@@ -76,6 +80,9 @@ func TestAdminEvents(t *testing.T) {
 	expectError(t, "unknown field", patch(`{"available_tickets":100}`), 400, "invalid_request")
 	expectError(t, "no such event", ts.do("PATCH", "/admin/events/2147483647", `{"name":"x"}`, auth...), 404, "not_found")
 	expectError(t, "malformed id", ts.do("PATCH", "/admin/events/abc", `{"name":"x"}`, auth...), 400, "invalid_request")
+	if res := ts.do("GET", "/events", nil); res.Status != 200 {
+		t.Fatalf("GET /events after the bad input: %d %s", res.Status, res.Body)
+	}
 	if out, ok := ts.check(ev.ID); !ok {
 		t.Fatalf("check:\n%s", out)
 	}

@@ -47,6 +47,7 @@ func TestBadInputIsA4xxWithAJSONErrorAndTakesNoStock(t *testing.T) {
 		{"email number", fmt.Sprintf(`{"event_id":%d,"user_email":5,"quantity":1}`, ev), 400, "invalid_request"},
 		{"email empty", fmt.Sprintf(`{"event_id":%d,"user_email":"","quantity":1}`, ev), 400, "invalid_request"},
 		{"email no at", fmt.Sprintf(`{"event_id":%d,"user_email":"nobody","quantity":1}`, ev), 400, "invalid_request"},
+		{"email with a NUL", fmt.Sprintf(`{"event_id":%d,"user_email":"a\u0000b@example.com","quantity":1}`, ev), 400, "invalid_request"},
 		{"email display name", fmt.Sprintf(`{"event_id":%d,"user_email":"Bob <bob@example.com>","quantity":1}`, ev), 400, "invalid_request"},
 		{"email angle brackets", fmt.Sprintf(`{"event_id":%d,"user_email":"<bob@example.com>","quantity":1}`, ev), 400, "invalid_request"},
 		{"email too long", fmt.Sprintf(`{"event_id":%d,"user_email":%q,"quantity":1}`, ev, long), 400, "invalid_request"},
