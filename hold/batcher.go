@@ -240,6 +240,9 @@ func (b *Batcher) failQueued(ev int64, err error) {
 			return
 		}
 		for _, w := range batch {
+			if b.Observe != nil && errors.Is(err, booking.ErrBusy) {
+				b.Observe.QueueTimedOut()
+			}
 			w.done <- result{err: err}
 		}
 	}

@@ -34,6 +34,7 @@ type app struct {
 	holds   *hold.Service
 	sweeper *hold.Sweeper
 	metrics *metrics.Metrics
+	limiter *ratelimit.Limiter // nil without --rate-limit
 	handler http.Handler
 }
 
@@ -83,7 +84,12 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger) (*app, error) {
 	a.booking = &booking.Service{Store: a.store, Locks: a.locks, Work: cfg.SimulateWork}
 	a.holds = &hold.Service{Store: a.store, Locks: a.locks, TTL: cfg.HoldTTL}
 	if cfg.Batch {
-		a.holds.Batcher = hold.NewBatcher(a.store, a.locks, cfg.HoldTTL, cfg.LockWait, log)
+		// The batch worker's own lock waits are timed but never counted as
+		// timeouts: the requests it waits for are, once each, when they
+		// are answered busy.
+		batchLocks := store.NewLocks(rdb, store.LockOptions{Prefix: cfg.RedisPrefix, TTL: cfg.LockTTL, Wait: cfg.LockWait}, log)
+		batchLocks.OnWait(func(d time.Duration, _ bool) { a.metrics.LockWaited(d, false) })
+		a.holds.Batcher = hold.NewBatcher(a.store, batchLocks, cfg.HoldTTL, cfg.LockWait, log)
 		a.holds.Batcher.Observe = a.metrics
 	}
 	a.sweeper = hold.NewSweeper(a.store, cfg.SweepEvery, log)
@@ -92,7 +98,7 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger) (*app, error) {
 	r.Use(httpapi.RequestID, httpapi.AccessLog(log), httpapi.Recover(log), a.metrics.Middleware,
 		httpapi.Deadline(requestDeadline(cfg)))
 	if cfg.RateLimit > 0 {
-		r.Use(ratelimit.New(cfg.RateLimit, store.NewRateCounter(rdb, cfg.RedisPrefix), log).Middleware)
+		a.limiter = ratelimit.New(cfg.RateLimit, store.NewRateCounter(rdb, cfg.RedisPrefix), log)
 	}
 	r.NotFound(httpapi.NotFound)
 	r.MethodNotAllowed(httpapi.MethodNotAllowed)

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // scrape reads /metrics into name{labels} -> value.
@@ -84,4 +85,62 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 			t.Log(fmt.Sprint(m))
 		}
 	})
+}
+
+// holdfast_lock_timeouts_total counts requests answered busy, once each:
+// a batch worker's own waits for the lock on their behalf used to count
+// too. Replays and rate-limited requests are counted under their outcome.
+func TestMetricsCountEachBusyAnswerOnce(t *testing.T) {
+	t.Parallel()
+	forBothPaths(t, func(t *testing.T, batch bool) {
+		ts := newTestServer(t, func(c *config) {
+			c.Batch = batch
+			c.LockWait = 150 * time.Millisecond
+		})
+		ev := ts.newEvent(5, true)
+		unlock, err := ts.app.locks.Lock(t.Context(), ev) // another instance is selling
+		if err != nil {
+			t.Fatal(err)
+		}
+		busy := 0
+		for i := 0; i < 3; i++ {
+			if res := ts.do("POST", "/holds", order(ev, "a@example.com", 1)); res.Status == 429 {
+				busy++
+			}
+		}
+		unlock()
+		if busy != 3 {
+			t.Fatalf("%d of 3 answered busy", busy)
+		}
+		// A replayed refusal counts as what it was.
+		for i := 0; i < 2; i++ {
+			ts.do("POST", "/holds", order(ev, "a@example.com", 6), "Idempotency-Key", "k")
+		}
+		m := ts.scrape()
+		if got := m["holdfast_lock_timeouts_total"]; got != 3 {
+			t.Errorf("lock timeouts = %v, want 3 (one per busy answer)", got)
+		}
+		if got := m[`holdfast_bookings_total{endpoint="/holds",outcome="busy"}`]; got != 3 {
+			t.Errorf("busy outcomes = %v, want 3", got)
+		}
+		if got := m[`holdfast_bookings_total{endpoint="/holds",outcome="sold_out"}`]; got != 2 {
+			t.Errorf("sold_out outcomes = %v, want 2 (the first and its replay)", got)
+		}
+	})
+}
+
+func TestMetricsKnowARateLimitedRequestByItsRoute(t *testing.T) {
+	t.Parallel()
+	ts := newTestServer(t, func(c *config) { c.RateLimit = 1 })
+	ev := ts.newEvent(100, true)
+	limited := 0
+	for i := 0; i < 5; i++ {
+		if ts.do("POST", "/holds", order(ev, fmt.Sprintf("r%d@example.com", i), 1)).Status == 429 {
+			limited++
+		}
+	}
+	m := ts.scrape()
+	if limited == 0 || m[`holdfast_bookings_total{endpoint="/holds",outcome="busy"}`] != float64(limited) {
+		t.Fatalf("%d limited, metrics say %v", limited, m[`holdfast_bookings_total{endpoint="/holds",outcome="busy"}`])
+	}
 }

@@ -22,21 +22,31 @@ func (a *app) routes(r chi.Router) {
 	r.Method(http.MethodGet, "/events", booking.HandleListEvents(a.store, a.log))
 	r.Method(http.MethodGet, "/events/{id}", booking.HandleGetEvent(a.store, a.log))
 	if a.cfg.UnsafeDemo {
-		r.Method(http.MethodPost, "/book/unsafe", booking.HandleBookUnsafe(a.booking, a.cfg.MaxQuantity, a.log))
+		r.Method(http.MethodPost, "/book/unsafe", a.limited(booking.HandleBookUnsafe(a.booking, a.cfg.MaxQuantity, a.log)))
 	}
-	r.Method(http.MethodPost, "/book/safe", booking.HandleBookSafe(a.booking, a.cfg.MaxQuantity, a.log))
-	r.Method(http.MethodPost, "/holds", hold.HandleCreate(a.holds, a.cfg.MaxQuantity, a.log))
+	r.Method(http.MethodPost, "/book/safe", a.limited(booking.HandleBookSafe(a.booking, a.cfg.MaxQuantity, a.log)))
+	r.Method(http.MethodPost, "/holds", a.limited(hold.HandleCreate(a.holds, a.cfg.MaxQuantity, a.log)))
 	r.Method(http.MethodGet, "/holds/{id}", hold.HandleGet(a.holds, a.log))
-	r.Method(http.MethodDelete, "/holds/{id}", hold.HandleRelease(a.holds, a.log))
-	r.Method(http.MethodPost, "/holds/{id}/confirm", hold.HandleConfirm(a.holds, a.log))
+	r.Method(http.MethodDelete, "/holds/{id}", a.limited(hold.HandleRelease(a.holds, a.log)))
+	r.Method(http.MethodPost, "/holds/{id}/confirm", a.limited(hold.HandleConfirm(a.holds, a.log)))
 	a.statusRoutes(r)
 	if a.cfg.AdminToken != "" {
 		r.Route("/admin", func(r chi.Router) {
 			r.Use(booking.RequireToken(a.cfg.AdminToken, a.log))
-			r.Method(http.MethodPost, "/events", booking.HandleCreateEvent(a.store, a.log))
-			r.Method(http.MethodPatch, "/events/{id}", booking.HandleUpdateEvent(a.store, a.log))
+			r.Method(http.MethodPost, "/events", a.limited(booking.HandleCreateEvent(a.store, a.log)))
+			r.Method(http.MethodPatch, "/events/{id}", a.limited(booking.HandleUpdateEvent(a.store, a.log)))
 		})
 	}
+}
+
+// limited puts a write endpoint behind the per-client rate limit, when
+// there is one. It wraps the route's handler rather than the router, so a
+// limited request is still known by its route (metrics, logs).
+func (a *app) limited(h http.Handler) http.Handler {
+	if a.limiter == nil {
+		return h
+	}
+	return a.limiter.Middleware(h)
 }
 
 func handleHealth() http.Handler {

@@ -32,6 +32,10 @@ func CodeOf(ctx context.Context) string {
 	return ""
 }
 
+// NoteCode records the error code a request is answered with, for an
+// answer written without WriteError (a replayed one, say).
+func NoteCode(ctx context.Context, code string) { setCode(ctx, code) }
+
 func setCode(ctx context.Context, code string) {
 	if o, ok := ctx.Value(outcomeKey).(*outcome); ok {
 		o.code = code

@@ -110,6 +110,12 @@ func Answer(w http.ResponseWriter, r *http.Request, log *slog.Logger, replay *Re
 	case err != nil:
 		httpapi.WriteError(w, r, log, err)
 	case replay != nil:
+		if replay.Status >= 400 {
+			var body httpapi.ErrorBody
+			if json.Unmarshal(replay.Body, &body) == nil {
+				httpapi.NoteCode(r.Context(), body.Code)
+			}
+		}
 		Write(w, *replay)
 	default:
 		httpapi.Encode(w, status, v)
