@@ -96,6 +96,8 @@ BEFORE UPDATE ON bookings
 FOR EACH ROW WHEN (NEW.event_id IS DISTINCT FROM OLD.event_id OR NEW.quantity IS DISTINCT FROM OLD.quantity)
 EXECUTE FUNCTION bookings_refuse('a booking cannot change its event or quantity', 'HF001');
 
+-- No booking is confirmed after its hold expired, whatever the code does:
+-- the database's own clock at the moment of the update decides.
 CREATE TRIGGER bookings_confirm_in_time
 BEFORE UPDATE ON bookings
 FOR EACH ROW WHEN (OLD.booking_status = 'pending' AND NEW.booking_status = 'confirmed'

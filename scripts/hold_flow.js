@@ -30,9 +30,8 @@
 import { sleep } from 'k6';
 import exec from 'k6/execution';
 import {
-  EXPECTED_STATUSES, THRESHOLDS, abandoned, confirmHold, createHold, positiveInt, releaseHold, zeroAll,
+  THRESHOLDS, abandoned, confirmHold, createHold, positiveInt, releaseHold, zeroAll,
 } from './holds_lib.js';
-import http from 'k6/http';
 
 const EVENT_ID = positiveInt('EVENT_ID', 4);
 const VUS = positiveInt('VUS', 50);
@@ -60,14 +59,7 @@ export const options = {
   thresholds: THRESHOLDS,
 };
 
-// Sold out, busy and a lapsed hold are answers the contract promises, not
-// failures: keep them out of http_req_failed.
-http.setResponseCallback(http.expectedStatuses(...EXPECTED_STATUSES));
-
-// setup picks one run id for every VU (the init code runs once per VU).
-export function setup() {
-  return { runId: __ENV.RUN_ID || `${Date.now().toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}` };
-}
+export { setup } from './holds_lib.js';
 
 export default function (data) {
   zeroAll();

@@ -39,6 +39,17 @@ const ALL = [holdsMade, confirmed, released, abandoned, holdExpired, gaveUp, sol
 // counts in http_req_failed (and in unexpected).
 export const EXPECTED_STATUSES = [200, 201, 409, 410, 429];
 
+// Sold out, busy and a lapsed hold are answers the contract promises, not
+// failures: keep them out of http_req_failed. Every script that imports this
+// file gets the callback, since its init code runs in each VU.
+http.setResponseCallback(http.expectedStatuses(...EXPECTED_STATUSES));
+
+// setup picks one run id for every VU (the init code runs once per VU);
+// scripts re-export it so k6 runs it.
+export function setup() {
+  return { runId: __ENV.RUN_ID || `${Date.now().toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}` };
+}
+
 // The thresholds both scripts use: any 5xx, other status or code, or failed
 // connection fails the run (k6 exits 99).
 export const THRESHOLDS = {

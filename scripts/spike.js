@@ -25,8 +25,7 @@
 // any unexpected answer or any status outside 200, 201, 409, 410 and 429.
 
 import exec from 'k6/execution';
-import http from 'k6/http';
-import { EXPECTED_STATUSES, THRESHOLDS, confirmHold, createHold, positiveInt, zeroAll } from './holds_lib.js';
+import { THRESHOLDS, confirmHold, createHold, positiveInt, zeroAll } from './holds_lib.js';
 
 if (!__ENV.EVENT_ID) {
   throw new Error('EVENT_ID is required: the event to sell out (holds.sh creates one)');
@@ -55,11 +54,7 @@ export const options = {
   thresholds: THRESHOLDS,
 };
 
-http.setResponseCallback(http.expectedStatuses(...EXPECTED_STATUSES));
-
-export function setup() {
-  return { runId: __ENV.RUN_ID || `${Date.now().toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}` };
-}
+export { setup } from './holds_lib.js';
 
 export default function (data) {
   zeroAll();

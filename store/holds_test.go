@@ -52,9 +52,14 @@ func stock(t *testing.T, s *store.Store, ev int64) int {
 
 func noRender(hold.Hold, error) idempotency.Response { return idempotency.Response{} }
 
+// request is one buyer's request for qty tickets of ev.
+func request(ev int64, email string, qty int) hold.Request {
+	return hold.Request{Order: booking.Order{EventID: ev, Email: email, Quantity: qty}}
+}
+
 func takeHold(t *testing.T, s *store.Store, ev int64, qty int, ttl time.Duration) hold.Hold {
 	t.Helper()
-	outs, err := s.CreateHolds(context.Background(), ev, []hold.Request{{Order: booking.Order{EventID: ev, Email: "a@example.com", Quantity: qty}}}, ttl, noRender)
+	outs, err := s.CreateHolds(context.Background(), ev, []hold.Request{request(ev, "a@example.com", qty)}, ttl, noRender)
 	if err != nil || outs[0].Err != nil {
 		t.Fatalf("hold: %v %v", err, outs)
 	}
@@ -302,10 +307,8 @@ func TestATotalTooLargeIsOnlyItsOwnRequestsError(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	order := func(q int) hold.Request {
-		return hold.Request{Order: booking.Order{EventID: ev, Email: "a@example.com", Quantity: q}}
-	}
-	outs, err := s.CreateHolds(ctx, ev, []hold.Request{order(1), order(5), order(1), order(1)}, time.Minute, noRender)
+	a := func(q int) hold.Request { return request(ev, "a@example.com", q) }
+	outs, err := s.CreateHolds(ctx, ev, []hold.Request{a(1), a(5), a(1), a(1)}, time.Minute, noRender)
 	if err != nil {
 		t.Fatalf("the batch failed as a whole: %v", err)
 	}
@@ -333,10 +336,8 @@ func TestABatchThatExpiresLapsedHoldsCountsItsOwnGrants(t *testing.T) {
 	ev := newEvent(t, s, 3)
 	lapsed := takeHold(t, s, ev, 2, time.Minute)
 	lapse(t, s, lapsed.ID)
-	order := func(q int) hold.Request {
-		return hold.Request{Order: booking.Order{EventID: ev, Email: "b@example.com", Quantity: q}}
-	}
-	outs, err := s.CreateHolds(ctx, ev, []hold.Request{order(1), order(1), order(2)}, time.Minute, noRender)
+	b := func(q int) hold.Request { return request(ev, "b@example.com", q) }
+	outs, err := s.CreateHolds(ctx, ev, []hold.Request{b(1), b(1), b(2)}, time.Minute, noRender)
 	if err != nil {
 		t.Fatalf("the batch failed as a whole: %v", err)
 	}
@@ -360,7 +361,7 @@ func TestTheCapHoldsForEveryAlphabet(t *testing.T) {
 	ev := newEvent(t, s, 100)
 	granted := 0
 	for i := 0; i < 5; i++ {
-		outs, err := s.CreateHolds(ctx, ev, []hold.Request{{Order: booking.Order{EventID: ev, Email: "Ärger@example.com", Quantity: 1}}}, time.Minute, noRender)
+		outs, err := s.CreateHolds(ctx, ev, []hold.Request{request(ev, "Ärger@example.com", 1)}, time.Minute, noRender)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -385,14 +386,14 @@ func TestALapsedHoldCountsAgainstTheCapUntilItIsExpired(t *testing.T) {
 	ev := newEvent(t, s, 100)
 	h := takeHold(t, s, ev, 2, time.Minute)
 	lapse(t, s, h.ID)
-	outs, err := s.CreateHolds(ctx, ev, []hold.Request{{Order: booking.Order{EventID: ev, Email: "a@example.com", Quantity: 2}}}, time.Minute, noRender)
+	outs, err := s.CreateHolds(ctx, ev, []hold.Request{request(ev, "a@example.com", 2)}, time.Minute, noRender)
 	if err != nil || !errors.Is(outs[0].Err, booking.ErrLimitExceeded) {
 		t.Fatalf("got %v, %v; want limit_exceeded while the lapsed hold is still pending", outs, err)
 	}
 	if _, err := s.SweepExpired(ctx, 100); err != nil {
 		t.Fatal(err)
 	}
-	outs, err = s.CreateHolds(ctx, ev, []hold.Request{{Order: booking.Order{EventID: ev, Email: "a@example.com", Quantity: 2}}}, time.Minute, noRender)
+	outs, err = s.CreateHolds(ctx, ev, []hold.Request{request(ev, "a@example.com", 2)}, time.Minute, noRender)
 	if err != nil || outs[0].Err != nil {
 		t.Fatalf("after the sweep: %v, %v", outs, err)
 	}

@@ -110,20 +110,25 @@ func (h ctxHandler) WithGroup(name string) slog.Handler {
 	return ctxHandler{h.Handler.WithGroup(name)}
 }
 
-// statusRecorder remembers the status a handler wrote.
-type statusRecorder struct {
+// StatusRecorder remembers the status a handler wrote, for middleware that
+// reports on it afterwards (the access log, metrics).
+type StatusRecorder struct {
 	http.ResponseWriter
 	status int
 }
 
-func (s *statusRecorder) WriteHeader(code int) {
+// Status is the status written, 200 if the handler wrote a body without
+// one, 0 if it wrote nothing.
+func (s *StatusRecorder) Status() int { return s.status }
+
+func (s *StatusRecorder) WriteHeader(code int) {
 	if s.status == 0 {
 		s.status = code
 	}
 	s.ResponseWriter.WriteHeader(code)
 }
 
-func (s *statusRecorder) Write(b []byte) (int, error) {
+func (s *StatusRecorder) Write(b []byte) (int, error) {
 	if s.status == 0 {
 		s.status = http.StatusOK
 	}
@@ -131,7 +136,7 @@ func (s *statusRecorder) Write(b []byte) (int, error) {
 }
 
 // Unwrap lets http.ResponseController reach the real writer.
-func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+func (s *StatusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 // AccessLog logs each request once it is answered: at debug level when it
 // went well, warn for a 5xx, so a load test does not drown the log.
@@ -139,7 +144,7 @@ func AccessLog(log *slog.Logger) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			start := time.Now()
-			rec := &statusRecorder{ResponseWriter: w}
+			rec := &StatusRecorder{ResponseWriter: w}
 			next.ServeHTTP(rec, r)
 			level := slog.LevelDebug
 			if rec.status >= 500 {

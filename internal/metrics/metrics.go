@@ -155,13 +155,17 @@ func (m *Metrics) Swept(expired int, lag time.Duration) {
 func (m *Metrics) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		rec := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		rec := &httpapi.StatusRecorder{ResponseWriter: w}
 		next.ServeHTTP(rec, r)
 		route := "unmatched"
 		if rc := chi.RouteContext(r.Context()); rc != nil && rc.RoutePattern() != "" {
 			route = rc.RoutePattern()
 		}
-		m.requests.WithLabelValues(route, r.Method, strconv.Itoa(rec.status)).Observe(time.Since(start).Seconds())
+		status := rec.Status()
+		if status == 0 {
+			status = http.StatusOK // what net/http sends for a handler that wrote nothing
+		}
+		m.requests.WithLabelValues(route, r.Method, strconv.Itoa(status)).Observe(time.Since(start).Seconds())
 		if route == "/book/safe" || route == "/book/unsafe" || route == "/holds" {
 			outcome := httpapi.CodeOf(r.Context())
 			if outcome == "" {
@@ -174,15 +178,3 @@ func (m *Metrics) Middleware(next http.Handler) http.Handler {
 		}
 	})
 }
-
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-}
-
-func (s *statusWriter) WriteHeader(code int) {
-	s.status = code
-	s.ResponseWriter.WriteHeader(code)
-}
-
-func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
