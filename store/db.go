@@ -126,6 +126,13 @@ func ValidateURL(dsn string) error {
 // failure rolls back and runs fn again, a few times, before the caller is
 // told ErrUnavailable.
 func inTx(ctx context.Context, db *sqlx.DB, fn func(tx *sqlx.Tx) error) error {
+	return retrying(ctx, func() error { return runTx(ctx, db, fn) })
+}
+
+// retrying runs fn, and again (a few times, backing off) while it fails
+// with a conflict the database asks us to retry: a deadlock or a
+// serialization failure.
+func retrying(ctx context.Context, fn func() error) error {
 	const attempts = 4
 	var err error
 	for attempt := 0; attempt < attempts; attempt++ {
@@ -134,7 +141,7 @@ func inTx(ctx context.Context, db *sqlx.DB, fn func(tx *sqlx.Tx) error) error {
 				return err
 			}
 		}
-		err = runTx(ctx, db, fn)
+		err = fn()
 		if !retryable(err) {
 			return err
 		}

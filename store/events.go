@@ -23,6 +23,9 @@ type Store struct {
 	// ticketCap is the most tickets of one event one buyer may hold or
 	// own; 0 is no cap.
 	ticketCap int
+	// oneCall serves batches without idempotency keys with one call of
+	// hold_batch; tests switch it off to hold both paths to the same cases.
+	oneCall bool
 }
 
 // Counters hears what committed transactions did to holds, for metrics.
@@ -41,7 +44,7 @@ func (noCounters) HoldsReleased(int)  {}
 func (noCounters) HoldsExpired(int)   {}
 
 // New returns a Store on db.
-func New(db *sqlx.DB) *Store { return &Store{db: db, counters: noCounters{}} }
+func New(db *sqlx.DB) *Store { return &Store{db: db, counters: noCounters{}, oneCall: true} }
 
 // SetTicketCap sets the most tickets of one event one buyer (an email,
 // compared case-folded) may hold or have confirmed; 0 lifts the cap. It is

@@ -86,7 +86,148 @@ func (r holdRow) hold() hold.Hold {
 // locks the event row first, inserts every hold it grants in one statement
 // and commits once. Each request gets its own outcome; a request's failure
 // (sold out, a reused idempotency key) does not touch the others.
+//
+// A batch without idempotency keys, the common case on sale day, is one
+// call of the database's hold_batch: one round trip, and the event row is
+// never locked across the network. A batch with keys also claims and keeps
+// them, in a transaction of several statements.
 func (s *Store) CreateHolds(ctx context.Context, eventID int64, reqs []hold.Request, ttl time.Duration, render hold.Render) ([]hold.Outcome, error) {
+	if s.oneCall && !anyKey(reqs) {
+		return s.createHoldsInOneCall(ctx, eventID, reqs, ttl)
+	}
+	return s.createHoldsInTx(ctx, eventID, reqs, ttl, render)
+}
+
+func anyKey(reqs []hold.Request) bool {
+	for _, r := range reqs {
+		if r.Key != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// qHoldBatch runs schema/006_hold_batch.sql's function, which answers each
+// request with one row in order.
+const qHoldBatch = `SELECT n, outcome, price, expired,
+	hold_id, event_id, user_email, quantity, total_amount, expires_at, created_at, confirmed_at, status
+	FROM hold_batch($1::bigint, $2::text[], $3::int[], $4::bigint, $5::int)`
+
+// createHoldsInOneCall is CreateHolds for a batch without idempotency keys.
+// Run outside a transaction, the statement commits on its own.
+func (s *Store) createHoldsInOneCall(ctx context.Context, eventID int64, reqs []hold.Request, ttl time.Duration) ([]hold.Outcome, error) {
+	emails := make([]string, len(reqs))
+	qtys := make([]int64, len(reqs))
+	for i, r := range reqs {
+		emails[i], qtys[i] = r.Order.Email, int64(r.Order.Quantity)
+	}
+	outs := make([]hold.Outcome, len(reqs))
+	var created, expiredN int
+	err := retrying(ctx, func() error {
+		clear(outs)
+		created, expiredN = 0, 0
+		rows, err := s.db.QueryContext(ctx, qHoldBatch, eventID, pq.Array(emails), pq.Array(qtys), ttl.Microseconds(), s.ticketCap)
+		if err != nil {
+			return mapErr(ctx, err)
+		}
+		defer rows.Close()
+		seen := 0
+		for rows.Next() {
+			var r batchRow
+			if err := rows.Scan(r.dest()...); err != nil {
+				return mapErr(ctx, err)
+			}
+			if r.N != seen+1 || r.N > len(reqs) {
+				return fmt.Errorf("store: hold_batch answered request %d after %d of %d", r.N, seen, len(reqs))
+			}
+			seen = r.N
+			expiredN = r.Expired
+			out, err := r.outcome(reqs[r.N-1].Order)
+			if err != nil {
+				return err
+			}
+			if out.Err == nil {
+				created++
+			}
+			outs[r.N-1] = out
+		}
+		if err := rows.Err(); err != nil {
+			return mapErr(ctx, err)
+		}
+		if seen != len(reqs) {
+			return fmt.Errorf("store: hold_batch answered %d of %d requests", seen, len(reqs))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.counters.HoldsCreated(created)
+	s.counters.HoldsExpired(expiredN)
+	return outs, nil
+}
+
+// batchRow is one row of hold_batch: a request's outcome and, when it was
+// held, the hold.
+type batchRow struct {
+	N         int
+	Outcome   string
+	Price     sql.NullString
+	Expired   int
+	ID        uuid.NullUUID
+	EventID   sql.NullInt64
+	Email     sql.NullString
+	Quantity  sql.NullInt64
+	Total     sql.NullString
+	ExpiresAt sql.NullTime
+	CreatedAt sql.NullTime
+	Confirmed sql.NullTime
+	Status    sql.NullString
+}
+
+func (r *batchRow) dest() []any {
+	return []any{&r.N, &r.Outcome, &r.Price, &r.Expired, &r.ID, &r.EventID, &r.Email, &r.Quantity,
+		&r.Total, &r.ExpiresAt, &r.CreatedAt, &r.Confirmed, &r.Status}
+}
+
+// outcome is the row as the answer to the request for o.
+func (r *batchRow) outcome(o booking.Order) (hold.Outcome, error) {
+	switch r.Outcome {
+	case "held":
+		total, err := money.Parse(r.Total.String)
+		if err != nil {
+			return hold.Outcome{}, fmt.Errorf("store: hold_batch total %q: %w", r.Total.String, err)
+		}
+		if !r.ID.Valid || r.Email.String != o.Email || int(r.Quantity.Int64) != o.Quantity {
+			return hold.Outcome{}, fmt.Errorf("store: hold_batch answered request %d with another's hold", r.N)
+		}
+		return hold.Outcome{Hold: holdRow{
+			ID: r.ID.UUID, EventID: r.EventID.Int64, UserEmail: r.Email.String, Quantity: int(r.Quantity.Int64),
+			TotalAmount: total, ExpiresAt: r.ExpiresAt, CreatedAt: r.CreatedAt.Time, ConfirmedAt: r.Confirmed,
+			Status: r.Status.String,
+		}.hold()}, nil
+	case "sold_out":
+		return hold.Outcome{Err: hold.ErrSoldOut}, nil
+	case "limit_exceeded":
+		return hold.Outcome{Err: booking.ErrLimitExceeded}, nil
+	case "not_found":
+		return hold.Outcome{Err: booking.ErrEventNotFound}, nil
+	case "too_large":
+		price, err := money.Parse(r.Price.String)
+		if err != nil {
+			return hold.Outcome{}, fmt.Errorf("store: hold_batch price %q: %w", r.Price.String, err)
+		}
+		_, err = orderTotal(price, o.Quantity)
+		if err == nil {
+			return hold.Outcome{}, fmt.Errorf("store: hold_batch found %d x %s too large, Go does not", o.Quantity, price)
+		}
+		return hold.Outcome{Err: err}, nil
+	}
+	return hold.Outcome{}, fmt.Errorf("store: hold_batch answered %q", r.Outcome)
+}
+
+// createHoldsInTx is CreateHolds for a batch with idempotency keys.
+func (s *Store) createHoldsInTx(ctx context.Context, eventID int64, reqs []hold.Request, ttl time.Duration, render hold.Render) ([]hold.Outcome, error) {
 	outs := make([]hold.Outcome, len(reqs))
 	var created, expiredN int
 	err := inTx(ctx, s.db, func(tx *sqlx.Tx) error {

@@ -85,6 +85,27 @@ func audit(t *testing.T, s *store.Store, ev int64) {
 	}
 }
 
+// forBothBatchPaths runs test on each of the two ways the store serves a
+// batch of holds: one call of hold_batch, and the transaction of several
+// statements that batches with idempotency keys take.
+func forBothBatchPaths(t *testing.T, test func(t *testing.T, s *store.Store)) {
+	t.Parallel()
+	for _, inTx := range []bool{false, true} {
+		name := "one call"
+		if inTx {
+			name = "transaction"
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			s := newStore(t)
+			if inTx {
+				s.UseTxForAllBatches()
+			}
+			test(t, s)
+		})
+	}
+}
+
 // waitBlocked waits until a backend of this database is waiting on a lock.
 func waitBlocked(t *testing.T, db *sqlx.DB) {
 	t.Helper()
@@ -260,21 +281,21 @@ func TestThreeSweepersRestoreEachHoldOnce(t *testing.T) {
 }
 
 func TestShortStockExpiresLapsedHoldsFirst(t *testing.T) {
-	t.Parallel()
-	s := newStore(t)
-	ev := newEvent(t, s, 2)
-	h := takeHold(t, s, ev, 2, time.Minute)
-	lapse(t, s, h.ID)
-	// The sweeper has not run: the buyer must not be told sold out.
-	next := takeHold(t, s, ev, 2, time.Minute)
-	if next.Status != hold.StatusPending {
-		t.Fatalf("hold = %+v", next)
-	}
-	old, err := s.Hold(context.Background(), h.ID)
-	if err != nil || old.Status != hold.StatusExpired {
-		t.Fatalf("old hold = %+v, %v; want expired", old, err)
-	}
-	audit(t, s, ev)
+	forBothBatchPaths(t, func(t *testing.T, s *store.Store) {
+		ev := newEvent(t, s, 2)
+		h := takeHold(t, s, ev, 2, time.Minute)
+		lapse(t, s, h.ID)
+		// The sweeper has not run: the buyer must not be told sold out.
+		next := takeHold(t, s, ev, 2, time.Minute)
+		if next.Status != hold.StatusPending {
+			t.Fatalf("hold = %+v", next)
+		}
+		old, err := s.Hold(context.Background(), h.ID)
+		if err != nil || old.Status != hold.StatusExpired {
+			t.Fatalf("old hold = %+v, %v; want expired", old, err)
+		}
+		audit(t, s, ev)
+	})
 }
 
 func TestPurgeKeysDeletesOnlyKeysPastADay(t *testing.T) {
@@ -298,31 +319,31 @@ func TestPurgeKeysDeletesOnlyKeysPastADay(t *testing.T) {
 }
 
 func TestATotalTooLargeIsOnlyItsOwnRequestsError(t *testing.T) {
-	t.Parallel()
-	s := newStore(t)
-	ctx := context.Background()
-	var ev int64
-	err := s.DB().QueryRowContext(ctx, `INSERT INTO events (name, event_date, total_tickets, available_tickets, ticket_price)
-		VALUES ('dear', now(), 100, 100, 20000000.00) RETURNING id`).Scan(&ev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := func(q int) hold.Request { return request(ev, "a@example.com", q) }
-	outs, err := s.CreateHolds(ctx, ev, []hold.Request{a(1), a(5), a(1), a(1)}, time.Minute, noRender)
-	if err != nil {
-		t.Fatalf("the batch failed as a whole: %v", err)
-	}
-	for i, want := range []bool{true, false, true, true} {
-		if (outs[i].Err == nil) != want {
-			t.Fatalf("request %d: %+v", i, outs[i])
+	forBothBatchPaths(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		var ev int64
+		err := s.DB().QueryRowContext(ctx, `INSERT INTO events (name, event_date, total_tickets, available_tickets, ticket_price)
+			VALUES ('dear', now(), 100, 100, 20000000.00) RETURNING id`).Scan(&ev)
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	if !strings.Contains(outs[1].Err.Error(), "invalid_request") {
-		t.Fatalf("the dear request got %v, want invalid_request", outs[1].Err)
-	}
-	if got := stock(t, s, ev); got != 97 {
-		t.Fatalf("stock = %d, want 97", got)
-	}
+		a := func(q int) hold.Request { return request(ev, "a@example.com", q) }
+		outs, err := s.CreateHolds(ctx, ev, []hold.Request{a(1), a(5), a(1), a(1)}, time.Minute, noRender)
+		if err != nil {
+			t.Fatalf("the batch failed as a whole: %v", err)
+		}
+		for i, want := range []bool{true, false, true, true} {
+			if (outs[i].Err == nil) != want {
+				t.Fatalf("request %d: %+v", i, outs[i])
+			}
+		}
+		if !strings.Contains(outs[1].Err.Error(), "invalid_request") {
+			t.Fatalf("the dear request got %v, want invalid_request", outs[1].Err)
+		}
+		if got := stock(t, s, ev); got != 97 {
+			t.Fatalf("stock = %d, want 97", got)
+		}
+	})
 }
 
 // A batch that crosses the sell-out point while lapsed holds wait to be
@@ -330,71 +351,71 @@ func TestATotalTooLargeIsOnlyItsOwnRequestsError(t *testing.T) {
 // tickets this batch granted before (they are inserted after the loop).
 // It used to over-grant, and the stock guard failed the whole batch.
 func TestABatchThatExpiresLapsedHoldsCountsItsOwnGrants(t *testing.T) {
-	t.Parallel()
-	s := newStore(t)
-	ctx := context.Background()
-	ev := newEvent(t, s, 3)
-	lapsed := takeHold(t, s, ev, 2, time.Minute)
-	lapse(t, s, lapsed.ID)
-	b := func(q int) hold.Request { return request(ev, "b@example.com", q) }
-	outs, err := s.CreateHolds(ctx, ev, []hold.Request{b(1), b(1), b(2)}, time.Minute, noRender)
-	if err != nil {
-		t.Fatalf("the batch failed as a whole: %v", err)
-	}
-	if outs[0].Err != nil || outs[1].Err != nil || !errors.Is(outs[2].Err, hold.ErrSoldOut) {
-		t.Fatalf("outcomes %v, %v, %v; want 201, 201, sold out", outs[0].Err, outs[1].Err, outs[2].Err)
-	}
-	if got := stock(t, s, ev); got != 1 {
-		t.Fatalf("stock = %d, want 1", got)
-	}
-	audit(t, s, ev)
+	forBothBatchPaths(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		ev := newEvent(t, s, 3)
+		lapsed := takeHold(t, s, ev, 2, time.Minute)
+		lapse(t, s, lapsed.ID)
+		b := func(q int) hold.Request { return request(ev, "b@example.com", q) }
+		outs, err := s.CreateHolds(ctx, ev, []hold.Request{b(1), b(1), b(2)}, time.Minute, noRender)
+		if err != nil {
+			t.Fatalf("the batch failed as a whole: %v", err)
+		}
+		if outs[0].Err != nil || outs[1].Err != nil || !errors.Is(outs[2].Err, hold.ErrSoldOut) {
+			t.Fatalf("outcomes %v, %v, %v; want 201, 201, sold out", outs[0].Err, outs[1].Err, outs[2].Err)
+		}
+		if got := stock(t, s, ev); got != 1 {
+			t.Fatalf("stock = %d, want 1", got)
+		}
+		audit(t, s, ev)
+	})
 }
 
 // The cap folds emails the way the database does: an email with a capital
 // outside ASCII used to be folded by Go alone, match nothing, and escape
 // the cap entirely.
 func TestTheCapHoldsForEveryAlphabet(t *testing.T) {
-	t.Parallel()
-	s := newStore(t)
-	s.SetTicketCap(2)
-	ctx := context.Background()
-	ev := newEvent(t, s, 100)
-	granted := 0
-	for i := 0; i < 5; i++ {
-		outs, err := s.CreateHolds(ctx, ev, []hold.Request{request(ev, "Ärger@example.com", 1)}, time.Minute, noRender)
-		if err != nil {
-			t.Fatal(err)
+	forBothBatchPaths(t, func(t *testing.T, s *store.Store) {
+		s.SetTicketCap(2)
+		ctx := context.Background()
+		ev := newEvent(t, s, 100)
+		granted := 0
+		for i := 0; i < 5; i++ {
+			outs, err := s.CreateHolds(ctx, ev, []hold.Request{request(ev, "Ärger@example.com", 1)}, time.Minute, noRender)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if outs[0].Err == nil {
+				granted++
+			} else if !errors.Is(outs[0].Err, booking.ErrLimitExceeded) {
+				t.Fatal(outs[0].Err)
+			}
 		}
-		if outs[0].Err == nil {
-			granted++
-		} else if !errors.Is(outs[0].Err, booking.ErrLimitExceeded) {
-			t.Fatal(outs[0].Err)
+		if granted != 2 {
+			t.Fatalf("one buyer got %d tickets under a cap of 2", granted)
 		}
-	}
-	if granted != 2 {
-		t.Fatalf("one buyer got %d tickets under a cap of 2", granted)
-	}
+	})
 }
 
 // A lapsed hold still counts against its buyer's cap until it is failed: a
 // confirm already in flight may yet make it stick.
 func TestALapsedHoldCountsAgainstTheCapUntilItIsExpired(t *testing.T) {
-	t.Parallel()
-	s := newStore(t)
-	s.SetTicketCap(2)
-	ctx := context.Background()
-	ev := newEvent(t, s, 100)
-	h := takeHold(t, s, ev, 2, time.Minute)
-	lapse(t, s, h.ID)
-	outs, err := s.CreateHolds(ctx, ev, []hold.Request{request(ev, "a@example.com", 2)}, time.Minute, noRender)
-	if err != nil || !errors.Is(outs[0].Err, booking.ErrLimitExceeded) {
-		t.Fatalf("got %v, %v; want limit_exceeded while the lapsed hold is still pending", outs, err)
-	}
-	if _, err := s.SweepExpired(ctx, 100); err != nil {
-		t.Fatal(err)
-	}
-	outs, err = s.CreateHolds(ctx, ev, []hold.Request{request(ev, "a@example.com", 2)}, time.Minute, noRender)
-	if err != nil || outs[0].Err != nil {
-		t.Fatalf("after the sweep: %v, %v", outs, err)
-	}
+	forBothBatchPaths(t, func(t *testing.T, s *store.Store) {
+		s.SetTicketCap(2)
+		ctx := context.Background()
+		ev := newEvent(t, s, 100)
+		h := takeHold(t, s, ev, 2, time.Minute)
+		lapse(t, s, h.ID)
+		outs, err := s.CreateHolds(ctx, ev, []hold.Request{request(ev, "a@example.com", 2)}, time.Minute, noRender)
+		if err != nil || !errors.Is(outs[0].Err, booking.ErrLimitExceeded) {
+			t.Fatalf("got %v, %v; want limit_exceeded while the lapsed hold is still pending", outs, err)
+		}
+		if _, err := s.SweepExpired(ctx, 100); err != nil {
+			t.Fatal(err)
+		}
+		outs, err = s.CreateHolds(ctx, ev, []hold.Request{request(ev, "a@example.com", 2)}, time.Minute, noRender)
+		if err != nil || outs[0].Err != nil {
+			t.Fatalf("after the sweep: %v, %v", outs, err)
+		}
+	})
 }

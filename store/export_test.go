@@ -1,0 +1,6 @@
+package store
+
+// UseTxForAllBatches makes s serve every batch of holds in the transaction
+// of several statements, the path batches with idempotency keys take, so a
+// test can hold it and hold_batch to the same cases.
+func (s *Store) UseTxForAllBatches() { s.oneCall = false }
