@@ -19,14 +19,24 @@
 -- how many lapsed holds the call expired (for the counters).
 --
 -- PL/pgSQL keeps each statement's plan for the session. A plan made while
--- bookings was nearly empty scans the whole table, and stays in use while
--- the table grows: every batch then reads every booking (measured: 1 ms per
--- batch becoming 1.4 s after 100,000 bookings). Every lookup here has an
--- index made for it, so the function forbids sequential scans outright
--- rather than plan each statement afresh on every call (0.7 ms a batch).
+-- bookings was nearly empty reads the whole table, or all the event's
+-- bookings, and stays in use while the table grows: every batch then reads
+-- every booking (measured: 1 ms per batch becoming 1.4 s after 100,000
+-- bookings). Every lookup here has an index made for it, so the function
+-- forbids sequential scans outright, and the two indexes a plan could pick
+-- instead of the right one are dropped below; planning each statement
+-- afresh on every call would cost 0.7 ms a batch.
 --
 -- The rules are those of the transaction the store runs when a batch carries
 -- idempotency keys; store tests run both paths against the same cases.
+-- The seed's single-column indexes: bookings_event_buyer (005) leads with
+-- event_id and serves every query by event, and nothing looks bookings up
+-- by email alone. Each cost every insert a write, and idx_bookings_event_id
+-- was what a stale plan chose for the per-buyer count: all of the event's
+-- bookings read and filtered, on every batch.
+DROP INDEX idx_bookings_event_id;
+DROP INDEX idx_bookings_user_email;
+
 CREATE FUNCTION hold_batch(p_event bigint, p_emails text[], p_quantities int[], p_ttl_us bigint, p_cap int)
 RETURNS TABLE (n int, outcome text, price numeric, expired int,
                hold_id uuid, event_id int, user_email varchar, quantity int, total_amount numeric,
