@@ -35,6 +35,7 @@ type Batcher struct {
 	ttl      time.Duration
 	wait     time.Duration
 	maxBatch int
+	lease    time.Duration
 	log      *slog.Logger
 
 	shards [shardCount]shard
@@ -85,9 +86,17 @@ type result struct {
 // DefaultMaxBatch bounds the requests one transaction serves.
 const DefaultMaxBatch = 256
 
+// DefaultLease is how long a worker keeps its event's lock across batches
+// while requests keep coming: several batches' worth on a hot event.
+const DefaultLease = 25 * time.Millisecond
+
+// SetLockTTL tells b the TTL of the locks it takes, so that it never keeps
+// one across batches for more than a quarter of it.
+func (b *Batcher) SetLockTTL(ttl time.Duration) { b.lease = min(DefaultLease, ttl/4) }
+
 // NewBatcher returns a Batcher; Close stops it.
 func NewBatcher(st Store, locks booking.Locker, ttl, wait time.Duration, log *slog.Logger) *Batcher {
-	b := &Batcher{store: st, locks: locks, ttl: ttl, wait: wait, maxBatch: DefaultMaxBatch, log: log}
+	b := &Batcher{store: st, locks: locks, ttl: ttl, wait: wait, maxBatch: DefaultMaxBatch, lease: DefaultLease, log: log}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	for i := range b.shards {
 		b.shards[i].queues = map[int64]*queue{}
@@ -225,8 +234,20 @@ func (b *Batcher) work(ev int64) {
 			// whoever is still queued gets another try.
 			continue
 		}
-		if batch := b.take(ev, b.maxBatch, false); batch != nil {
+		// Keep the lock for the batches that follow while the queue keeps
+		// filling, up to a lease: taking and giving back the lock is two
+		// round trips to Redis, a third of a batch's time on a busy event.
+		// The lease ends it so that other instances get their turn.
+		leased := time.Now()
+		for {
+			batch := b.take(ev, b.maxBatch, false)
+			if batch == nil {
+				break
+			}
 			b.serve(ev, batch)
+			if time.Since(leased) >= b.lease {
+				break
+			}
 		}
 		unlock()
 	}

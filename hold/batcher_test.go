@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -212,5 +213,83 @@ func TestAQueuedRequestIsBusyAfterItsWait(t *testing.T) {
 	cancel()
 	if _, err := b.Submit(ctx, request(ev, 2)); !errors.Is(err, context.Canceled) {
 		t.Fatalf("a cancelled request got %v, want it to leave the queue", err)
+	}
+}
+
+// countingLocks counts the locks a batcher takes.
+type countingLocks struct {
+	booking.Locker
+	taken atomic.Int64
+}
+
+func (c *countingLocks) Lock(ctx context.Context, ev int64) (func(), error) {
+	c.taken.Add(1)
+	return c.Locker.Lock(ctx, ev)
+}
+
+// feedingStore makes sure a request waits in the queue whenever a batch
+// ends, for its first batches: the worker always has another batch to
+// serve, as on a hot event.
+type feedingStore struct {
+	hold.Store
+	feed func() // queues one more request and returns once it has joined
+	left int    // batches still to feed
+}
+
+func (f *feedingStore) CreateHolds(ctx context.Context, ev int64, reqs []hold.Request, ttl time.Duration, render hold.Render) ([]hold.Outcome, error) {
+	if f.left > 0 {
+		f.left--
+		f.feed()
+	}
+	return f.Store.CreateHolds(ctx, ev, reqs, ttl, render)
+}
+
+// A worker keeps its event's lock across batches while the queue keeps
+// filling, for as long as its lease, and no longer: taking the lock is a
+// round trip to Redis, and other instances need their turn. Counted, not
+// timed: with a lease of an hour, ten batches back to back take the lock
+// once; with none, once each.
+func TestTheLockIsKeptAcrossBatchesForTheLease(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		lease time.Duration
+		want  int64
+	}{{time.Hour, 1}, {0, 10}} {
+		t.Run(fmt.Sprint("lease ", c.lease), func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, time.Minute)
+			ev := f.event(t, 100)
+			locks := &countingLocks{Locker: f.locks}
+			st := &feedingStore{Store: f.store, left: 9}
+			b := hold.NewBatcher(st, locks, time.Minute, time.Minute, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			b.SetLease(c.lease)
+			joined := make(chan struct{}, 16)
+			b.SetOnJoin(func(int64, hold.Request) { joined <- struct{}{} })
+			var wg sync.WaitGroup
+			var failed atomic.Int64
+			submit := func(i int) {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if out, err := b.Submit(context.Background(), request(ev, i)); err != nil || out.Err != nil {
+						failed.Add(1)
+					}
+				}()
+				<-joined
+			}
+			n := 0
+			st.feed = func() { n++; submit(n) }
+			submit(0)
+			wg.Wait()
+			if err := b.Close(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if failed.Load() != 0 {
+				t.Fatalf("%d of 10 requests failed", failed.Load())
+			}
+			if got := locks.taken.Load(); got != c.want {
+				t.Fatalf("ten batches took the lock %d times, want %d", got, c.want)
+			}
+		})
 	}
 }

@@ -91,6 +91,7 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger) (*app, error) {
 		batchLocks.OnWait(func(d time.Duration, _ bool) { a.metrics.LockWaited(d, false) })
 		a.holds.Batcher = hold.NewBatcher(a.store, batchLocks, cfg.HoldTTL, cfg.LockWait, log)
 		a.holds.Batcher.Observe = a.metrics
+		a.holds.Batcher.SetLockTTL(cfg.LockTTL)
 	}
 	a.sweeper = hold.NewSweeper(a.store, cfg.SweepEvery, log)
 	a.sweeper.Observe = a.metrics
