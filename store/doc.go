@@ -10,10 +10,17 @@
 // Every multi-statement write goes through inTx, which retries deadlocks and
 // serialization failures a few times before giving up with ErrUnavailable.
 //
-// Locks. Writes that decide on stock (hold creation, /book/safe) lock the
-// event row FOR UPDATE before they read it, and while they hold it they never
-// wait for a booking's lock: the lapsed holds they expire on the way are
-// taken with SKIP LOCKED. Writes that end bookings (release, a late confirm,
+// A batch of holds without idempotency keys is one statement, a call of the
+// database function hold_batch (schema/006), run outside any transaction:
+// the event row is locked and released inside the database, never held
+// across a round trip to this process. A batch with keys, which must also
+// claim and keep them, is a transaction of several statements with the same
+// rules; a differential test plays one random sale on both.
+//
+// Locks. Writes that decide on stock (hold creation, in either form, and
+// /book/safe) lock the event row FOR UPDATE before they read it, and while
+// they hold it they never wait for a booking's lock: the lapsed holds they
+// expire on the way are taken with SKIP LOCKED. Writes that end bookings (release, a late confirm,
 // the sweeper) lock the booking rows first; the stock trigger then locks the
 // event row at the end of their statement. So the only lock anyone waits for
 // while holding a booking is an event row, and nobody holding an event row

@@ -102,7 +102,10 @@ func setup() (*env, error) {
 	// A durable PostgreSQL, as in production: every commit waits for the
 	// disk, which is what batching saves.
 	e.pg, err = servers.StartPostgres(ctx, servers.PostgresOptions{Dir: filepath.Join(dir, "pg"), Durable: true,
-		Settings: map[string]string{"shared_buffers": "256MB", "max_wal_size": "4GB"}})
+		Settings: map[string]string{"shared_buffers": "256MB", "max_wal_size": "4GB",
+			// Where the database's time goes, per statement, nested ones
+			// (inside hold_batch) included.
+			"shared_preload_libraries": "pg_stat_statements", "pg_stat_statements.track": "all"}})
 	if err != nil {
 		return e, err
 	}
@@ -123,6 +126,9 @@ func setup() (*env, error) {
 		return e, err
 	}
 	if _, err := schema.Apply(ctx, e.db); err != nil {
+		return e, err
+	}
+	if _, err := e.db.Exec(`CREATE EXTENSION pg_stat_statements`); err != nil {
 		return e, err
 	}
 	for _, p := range []*int64{&e.hot, &e.hotOne, &e.safe, &e.memory} {
@@ -250,40 +256,83 @@ func holdBody(ev int64, c, i int) []byte {
 
 var clientCounts = []int{64, 256}
 
-func forClients(b *testing.B, name string, base func() string, req request) {
+func forClients(b *testing.B, name string, srv func() *server, req request) {
 	for _, n := range clientCounts {
 		b.Run(fmt.Sprintf("clients=%d", n), func(b *testing.B) {
-			e.record(b, run(context.Background(), name, base(), n, e.duration, req, 0))
+			e.record(b, e.measure(name, srv(), n, req, 0))
 		})
 	}
 }
 
+// measure runs one load and accounts for the CPU each process spent on it
+// and for the statements the database ran.
+func (e *env) measure(name string, s *server, clients int, req request, rssOf int) result {
+	pid := s.cmd.Process.Pid
+	e.resetStatements()
+	before := e.cpuNow(pid)
+	r := run(context.Background(), name, s.base, clients, e.duration, req, rssOf)
+	r.CPU = e.cpuNow(pid).minus(before)
+	r.Statements = e.statements(r.Duration)
+	return r
+}
+
+// resetStatements clears the database's per-statement counters.
+func (e *env) resetStatements() {
+	_, _ = e.db.Exec(`SELECT pg_stat_statements_reset()`)
+}
+
+// statements describes the two statements the database spent the most
+// time on since the last reset: how often, how long each time, how many
+// rows each time (for hold_batch: the requests in a batch).
+func (e *env) statements(d time.Duration) []string {
+	rows, err := e.db.Query(`SELECT calls, total_exec_time / calls, rows::float8 / calls,
+			left(regexp_replace(query, '\s+', ' ', 'g'), 60)
+		FROM pg_stat_statements
+		WHERE calls > 0 AND query NOT LIKE '%pg_stat_statements%'
+		ORDER BY total_exec_time DESC LIMIT 2`)
+	if err != nil {
+		return []string{"pg_stat_statements: " + err.Error()}
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var calls int64
+		var ms, perCall float64
+		var q string
+		if err := rows.Scan(&calls, &ms, &perCall, &q); err != nil {
+			return append(out, err.Error())
+		}
+		out = append(out, fmt.Sprintf("%.0f/s x %.2f ms, %.1f rows each: %s", float64(calls)/d.Seconds(), ms, perCall, q))
+	}
+	return out
+}
+
 func BenchmarkHealth(b *testing.B) {
-	forClients(b, "GET /health", func() string { return e.batched.base }, func(c, i int) (string, string, []byte) {
+	forClients(b, "GET /health", func() *server { return e.batched }, func(c, i int) (string, string, []byte) {
 		return "GET", "/health", nil
 	})
 }
 
 func BenchmarkHoldsBatched(b *testing.B) {
-	forClients(b, "POST /holds (batched)", func() string { return e.batched.base }, func(c, i int) (string, string, []byte) {
+	forClients(b, "POST /holds (batched)", func() *server { return e.batched }, func(c, i int) (string, string, []byte) {
 		return "POST", "/holds", holdBody(e.hot, c, i)
 	})
 }
 
 func BenchmarkHoldsUnbatched(b *testing.B) {
-	forClients(b, "POST /holds (--batch=false)", func() string { return e.single.base }, func(c, i int) (string, string, []byte) {
+	forClients(b, "POST /holds (--batch=false)", func() *server { return e.single }, func(c, i int) (string, string, []byte) {
 		return "POST", "/holds", holdBody(e.hotOne, c, i)
 	})
 }
 
 func BenchmarkBookSafe(b *testing.B) {
-	forClients(b, "POST /book/safe", func() string { return e.batched.base }, func(c, i int) (string, string, []byte) {
+	forClients(b, "POST /book/safe", func() *server { return e.batched }, func(c, i int) (string, string, []byte) {
 		return "POST", "/book/safe", holdBody(e.safe, c, i)
 	})
 }
 
 func BenchmarkHoldsSpread(b *testing.B) {
-	forClients(b, "POST /holds, 10,000 events", func() string { return e.batched.base }, func(c, i int) (string, string, []byte) {
+	forClients(b, "POST /holds, 10,000 events", func() *server { return e.batched }, func(c, i int) (string, string, []byte) {
 		return "POST", "/holds", holdBody(e.spread[rand.IntN(len(e.spread))], c, i)
 	})
 }
@@ -291,7 +340,7 @@ func BenchmarkHoldsSpread(b *testing.B) {
 // BenchmarkMemory holds 1,000 connections open against one hot event and
 // reads the server process's resident memory while they run.
 func BenchmarkMemory(b *testing.B) {
-	r := run(context.Background(), "POST /holds, memory", e.batched.base, 1000, e.duration, func(c, i int) (string, string, []byte) {
+	r := e.measure("POST /holds, memory", e.batched, 1000, func(c, i int) (string, string, []byte) {
 		return "POST", "/holds", holdBody(e.memory, c, i)
 	}, e.batched.cmd.Process.Pid)
 	e.record(b, r)
@@ -313,17 +362,31 @@ func (e *env) report(w *os.File) {
 	}
 	fmt.Fprintf(w, "\nholdfast benchmark, %s, %d CPUs, %s per run\n\n", time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), e.duration)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\tclients\tok/s\tp50 ms\tp99 ms\t429s\t5xx\tx unbatched\tx /health\tmax RSS MB\t")
+	fmt.Fprintln(tw, "scenario\tclients\tok/s\tp50 ms\tp99 ms\t429s\t5xx\tx unbatched\tx /health\tmax RSS MB\t"+
+		"CPU us/ok: holdfast\tpostgres\tload gen\ttotal\t")
 	for _, r := range e.results {
 		rss := "-"
 		if r.MaxRSSKB > 0 {
 			rss = fmt.Sprintf("%.1f", float64(r.MaxRSSKB)/1024)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.1f\t%.1f\t%d\t%d\t%s\t%s\t%s\t\n", r.Name, r.Clients, r.rate(),
+		perOK := func(d time.Duration) string {
+			if r.OK == 0 {
+				return "-"
+			}
+			return fmt.Sprintf("%.0f", float64(d.Microseconds())/float64(r.OK))
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.1f\t%.1f\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", r.Name, r.Clients, r.rate(),
 			float64(r.pct(0.5).Microseconds())/1000, float64(r.pct(0.99).Microseconds())/1000, r.Busy, r.Server,
-			ratio(r, "POST /holds (--batch=false)"), ratio(r, "GET /health"), rss)
+			ratio(r, "POST /holds (--batch=false)"), ratio(r, "GET /health"), rss,
+			perOK(r.CPU.server), perOK(r.CPU.postgres), perOK(r.CPU.loadgen), perOK(r.CPU.server+r.CPU.postgres+r.CPU.loadgen))
 	}
 	tw.Flush()
+	fmt.Fprintln(w, "\nthe database's two costliest statements in each run:")
+	for _, r := range e.results {
+		for _, st := range r.Statements {
+			fmt.Fprintf(w, "  %s, %d clients: %s\n", r.Name, r.Clients, st)
+		}
+	}
 	if len(e.extra) > 0 {
 		fmt.Fprintln(w, "\n"+strings.Join(e.extra, "\n"))
 	}

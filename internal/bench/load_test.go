@@ -30,6 +30,10 @@ type result struct {
 	Server   int // 5xx and transport errors
 	Lat      []time.Duration
 	MaxRSSKB int
+	// Filled in by env.measure: the CPU each process spent on the run,
+	// and the database's costliest statements.
+	CPU        cpu
+	Statements []string
 }
 
 func (r result) rate() float64 { return float64(r.OK) / r.Duration.Seconds() }

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -209,6 +210,22 @@ func (pg *Postgres) Stop() error {
 // Signal sends sig to the server's postmaster, for tests that pause it.
 func (pg *Postgres) Signal(sig syscall.Signal) error {
 	return pg.proc.cmd.Process.Signal(sig)
+}
+
+// PID is the postmaster's process id, read from its pid file: the process
+// started may be a wrapper that switched user. Benchmarks use it to find
+// the server's processes and account for their CPU.
+func (pg *Postgres) PID() (int, error) {
+	b, err := os.ReadFile(filepath.Join(pg.dataDir(), "postmaster.pid"))
+	if err != nil {
+		return 0, fmt.Errorf("servers: postgres pid: %w", err)
+	}
+	first, _, _ := strings.Cut(string(b), "\n")
+	pid, err := strconv.Atoi(strings.TrimSpace(first))
+	if err != nil {
+		return 0, fmt.Errorf("servers: postgres pid file: %w", err)
+	}
+	return pid, nil
 }
 
 // Port is the TCP port the server listens on.
