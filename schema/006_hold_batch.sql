@@ -34,8 +34,8 @@
 -- by email alone. Each cost every insert a write, and idx_bookings_event_id
 -- was what a stale plan chose for the per-buyer count: all of the event's
 -- bookings read and filtered, on every batch.
-DROP INDEX idx_bookings_event_id;
-DROP INDEX idx_bookings_user_email;
+DROP INDEX IF EXISTS idx_bookings_event_id;
+DROP INDEX IF EXISTS idx_bookings_user_email;
 
 CREATE FUNCTION hold_batch(p_event bigint, p_emails text[], p_quantities int[], p_ttl_us bigint, p_cap int)
 RETURNS TABLE (n int, outcome text, price numeric, expired int,
