@@ -104,6 +104,9 @@ func StartPostgres(ctx context.Context, opts PostgresOptions) (*Postgres, error)
 func (pg *Postgres) dataDir() string { return filepath.Join(pg.opts.Dir, "data") }
 func (pg *Postgres) logPath() string { return filepath.Join(pg.opts.Dir, "postgres.log") }
 
+// LogPath is the server's log file.
+func (pg *Postgres) LogPath() string { return pg.logPath() }
+
 func (pg *Postgres) initdb(ctx context.Context) error {
 	if _, err := os.Stat(filepath.Join(pg.dataDir(), "PG_VERSION")); err == nil {
 		return nil
