@@ -37,7 +37,12 @@ func (s *Store) CreateEvent(ctx context.Context, p booking.EventPatch) (booking.
 		desc = *p.Description
 	}
 	var r eventRow
-	if err := s.db.GetContext(ctx, &r, qCreateEvent, *p.Name, desc, *p.EventDate, *p.Total, *p.Price); err != nil {
+	conn, err := s.once(ctx)
+	if err != nil {
+		return booking.Event{}, err
+	}
+	defer conn.Close()
+	if err := conn.GetContext(ctx, &r, qCreateEvent, *p.Name, desc, *p.EventDate, *p.Total, *p.Price); err != nil {
 		return booking.Event{}, mapErr(ctx, err)
 	}
 	return r.event(), nil

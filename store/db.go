@@ -161,6 +161,22 @@ func runTx(ctx context.Context, db *sqlx.DB, fn func(tx *sqlx.Tx) error) error {
 	return mapErr(ctx, tx.Commit())
 }
 
+// once returns a connection of the pool to run one write outside a
+// transaction, for the caller to Close. sql.DB runs a query again on a
+// fresh connection when the driver reports the old one bad, and lib/pq
+// does so for a connection lost while it waits for the answer, after the
+// write may have committed: run twice, a write that is not idempotent
+// (a batch of holds, a new event) happens twice. A Conn never retries; the
+// caller hears ErrUnavailable and the outcome is unknown, as for a lost
+// COMMIT.
+func (s *Store) once(ctx context.Context) (*sqlx.Conn, error) {
+	conn, err := s.db.Connx(ctx)
+	if err != nil {
+		return nil, mapErr(ctx, err)
+	}
+	return conn, nil
+}
+
 // errRetry marks an error inTx may run the transaction again for.
 var errRetry = errors.New("store: transaction conflict")
 

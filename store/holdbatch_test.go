@@ -1,10 +1,15 @@
 package store_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
+	"net/url"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,6 +18,8 @@ import (
 
 	"github.com/holdfast/holdfast/booking"
 	"github.com/holdfast/holdfast/hold"
+	"github.com/holdfast/holdfast/internal/money"
+	"github.com/holdfast/holdfast/internal/testenv"
 	"github.com/holdfast/holdfast/store"
 )
 
@@ -176,5 +183,143 @@ func TestHoldBatchReadsOnlyItsBuyersBookings(t *testing.T) {
 	scans1, rows1 := read()
 	if scans1 != scans0 || rows1-rows0 > 20 {
 		t.Fatalf("a batch of two new buyers made %d full scans of bookings and read %d bookings", scans1-scans0, rows1-rows0)
+	}
+}
+
+// dropProxy forwards TCP connections to target. Once armed, it cuts the
+// first connection whose client sends bytes holding marker at the moment
+// the server's answer arrives: the statement ran and committed, and the
+// client never hears so.
+type dropProxy struct {
+	ln     net.Listener
+	target string
+	marker []byte
+	armed  atomic.Bool
+}
+
+func startDropProxy(t *testing.T, target, marker string) *dropProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &dropProxy{ln: ln, target: target, marker: []byte(marker)}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go p.pipe(c)
+		}
+	}()
+	return p
+}
+
+func (p *dropProxy) pipe(client net.Conn) {
+	server, err := net.Dial("tcp", p.target)
+	if err != nil {
+		client.Close()
+		return
+	}
+	defer client.Close()
+	defer server.Close()
+	var sent atomic.Bool // this connection carried the marked statement
+	go func() {
+		defer client.Close()
+		defer server.Close()
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := client.Read(buf)
+			if n > 0 {
+				if bytes.Contains(buf[:n], p.marker) {
+					sent.Store(true)
+				}
+				if _, werr := server.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := server.Read(buf)
+		if n > 0 {
+			if sent.Load() && p.armed.CompareAndSwap(true, false) {
+				return // the answer is lost with the connection
+			}
+			if _, werr := client.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// proxiedStore is a store whose connections pass through a dropProxy
+// that cuts the first statement holding marker once armed.
+func proxiedStore(t *testing.T, marker string) (*store.Store, *dropProxy) {
+	t.Helper()
+	dbURL := testenv.DatabaseURL(t)
+	u, err := url.Parse(dbURL)
+	if err != nil || u.Host == "" || strings.HasPrefix(u.Host, "/") {
+		t.Skipf("the database is not reached over TCP: %s", dbURL)
+	}
+	proxy := startDropProxy(t, u.Host, marker)
+	u.Host = proxy.ln.Addr().String()
+	db, err := store.Open(context.Background(), u.String(), store.DBOptions{MaxConns: 4, LockTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return store.New(db), proxy
+}
+
+// A connection lost after hold_batch committed but before its answer
+// arrived: database/sql, told by lib/pq that the connection went bad, ran
+// the call again on a fresh one and every buyer of the batch got a second
+// hold. The caller must hear that the outcome is unknown, and the batch must
+// have run once.
+func TestALostAnswerDoesNotRunTheBatchTwice(t *testing.T) {
+	t.Parallel()
+	s, proxy := proxiedStore(t, "hold_batch")
+	ev := newEvent(t, s, 100)
+	proxy.armed.Store(true)
+	_, err := s.CreateHolds(context.Background(), ev, []hold.Request{request(ev, "a@example.com", 2)}, time.Minute, noRender)
+	if !errors.Is(err, booking.ErrUnavailable) {
+		t.Errorf("the batch whose answer was lost returned %v, want unavailable", err)
+	}
+	var holds int
+	if err := s.DB().GetContext(context.Background(), &holds, `SELECT count(*) FROM bookings WHERE event_id = $1`, ev); err != nil {
+		t.Fatal(err)
+	}
+	if holds != 1 {
+		t.Fatalf("the batch made %d holds for one request", holds)
+	}
+	audit(t, s, ev)
+}
+
+// The same for an event an admin creates: it was created twice.
+func TestALostAnswerDoesNotCreateTheEventTwice(t *testing.T) {
+	t.Parallel()
+	s, proxy := proxiedStore(t, "INSERT INTO events")
+	name, total, price, date := "lost answer", 10, money.Cents(500), time.Now().Add(time.Hour)
+	proxy.armed.Store(true)
+	_, err := s.CreateEvent(context.Background(), booking.EventPatch{Name: &name, EventDate: &date, Total: &total, Price: &price})
+	if !errors.Is(err, booking.ErrUnavailable) {
+		t.Errorf("the create whose answer was lost returned %v, want unavailable", err)
+	}
+	var events int
+	if err := s.DB().GetContext(context.Background(), &events, `SELECT count(*) FROM events WHERE name = $1`, name); err != nil {
+		t.Fatal(err)
+	}
+	if events != 1 {
+		t.Fatalf("one create made %d events", events)
 	}
 }

@@ -111,7 +111,8 @@ func anyKey(reqs []hold.Request) bool {
 // request with one row in order.
 const qHoldBatch = `SELECT n, outcome, price, expired,
 	hold_id, event_id, user_email, quantity, total_amount, expires_at, created_at, confirmed_at, status
-	FROM hold_batch($1::bigint, $2::text[], $3::int[], $4::bigint, $5::int)`
+	FROM hold_batch($1::bigint, $2::text[], $3::int[], $4::bigint, $5::int)
+	ORDER BY n`
 
 // createHoldsInOneCall is CreateHolds for a batch without idempotency keys.
 // Run outside a transaction, the statement commits on its own.
@@ -126,7 +127,13 @@ func (s *Store) createHoldsInOneCall(ctx context.Context, eventID int64, reqs []
 	err := retrying(ctx, func() error {
 		clear(outs)
 		created, expiredN = 0, 0
-		rows, err := s.db.QueryContext(ctx, qHoldBatch, eventID, pq.Array(emails), pq.Array(qtys), ttl.Microseconds(), s.ticketCap)
+		// Never run twice by database/sql: see once.
+		conn, err := s.once(ctx)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		rows, err := conn.QueryContext(ctx, qHoldBatch, eventID, pq.Array(emails), pq.Array(qtys), ttl.Microseconds(), s.ticketCap)
 		if err != nil {
 			return mapErr(ctx, err)
 		}
