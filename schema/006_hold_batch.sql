@@ -55,8 +55,10 @@ DECLARE
     v_taken int := 0;
     v_keys text[];   -- each buyer's folded email, once
     v_owned int[];   -- what v_keys[k] owns of the event, this batch included
-    v_key text;
     v_pos int;
+    v_gone_keys text[];   -- buyers of the batch whose lapsed holds it expired
+    v_gone_tickets int[]; -- and the tickets those holds had
+    v_gone int;
     v_q int;
 BEGIN
     IF array_length(p_quantities, 1) IS DISTINCT FROM array_length(p_emails, 1) THEN
@@ -89,21 +91,40 @@ BEGIN
 
     FOR i IN 1 .. v_count LOOP
         v_q := p_quantities[i];
-        IF v_available < v_q AND NOT v_tried_lapsed THEN
-            -- Short: give lapsed holds back first, so nobody is told sold
-            -- out only because the sweeper has not run yet. Rows another
-            -- transaction holds (a sweeper, a confirm) are skipped.
+        IF p_cap > 0 THEN
+            v_pos := array_position(v_keys, lower(p_emails[i]));
+        END IF;
+        IF NOT v_tried_lapsed AND (v_available < v_q OR (p_cap > 0 AND v_owned[v_pos] + v_q > p_cap)) THEN
+            -- Short of stock, or over the cap: give lapsed holds back
+            -- first, so nobody is told sold out or limit_exceeded only
+            -- because the sweeper has not run yet. Rows another
+            -- transaction holds (a sweeper, a confirm) are skipped, and
+            -- still count.
             v_tried_lapsed := true;
-            UPDATE bookings SET booking_status = 'failed', failure_reason = 'expired', updated_at = now()
-            WHERE id IN (
-                SELECT b.id FROM bookings b
-                WHERE b.event_id = p_event AND b.booking_status = 'pending' AND b.expires_at <= now()
-                FOR UPDATE SKIP LOCKED);
-            GET DIAGNOSTICS v_expired = ROW_COUNT;
+            WITH x AS (
+                UPDATE bookings SET booking_status = 'failed', failure_reason = 'expired', updated_at = now()
+                WHERE id IN (
+                    SELECT b.id FROM bookings b
+                    WHERE b.event_id = p_event AND b.booking_status = 'pending' AND b.expires_at <= now()
+                    FOR UPDATE SKIP LOCKED)
+                RETURNING lower(bookings.user_email) AS folded, bookings.quantity
+            ), g AS (
+                SELECT x.folded, sum(x.quantity)::int AS tickets, count(*)::int AS holds FROM x GROUP BY x.folded
+            )
+            SELECT coalesce(sum(g.holds), 0)::int,
+                   array_agg(g.folded) FILTER (WHERE g.folded = ANY (v_keys)),
+                   array_agg(g.tickets) FILTER (WHERE g.folded = ANY (v_keys))
+            INTO v_expired, v_gone_keys, v_gone_tickets
+            FROM g;
             IF v_expired > 0 THEN
                 -- The stock trigger gave their tickets back; this batch's
                 -- grants are not inserted yet, so take them off again.
                 SELECT e.available_tickets - v_taken INTO v_available FROM events e WHERE e.id = p_event;
+                -- Nor do the expired holds count against their buyers.
+                FOR k IN 1 .. coalesce(array_length(v_gone_keys, 1), 0) LOOP
+                    v_gone := array_position(v_keys, v_gone_keys[k]);
+                    v_owned[v_gone] := v_owned[v_gone] - v_gone_tickets[k];
+                END LOOP;
             END IF;
         END IF;
         IF v_available < v_q THEN
@@ -115,8 +136,6 @@ BEGIN
             CONTINUE;
         END IF;
         IF p_cap > 0 THEN
-            v_key := lower(p_emails[i]);
-            v_pos := array_position(v_keys, v_key);
             IF v_owned[v_pos] + v_q > p_cap THEN
                 v_outcomes[i] := 'limit_exceeded';
                 CONTINUE;

@@ -263,6 +263,12 @@ type buyers struct {
 // key is the folded form of email, one of those asked for.
 func (b buyers) key(email string) string { return b.folded[email] }
 
+// over reports whether o would take its buyer past ticketCap; never for a
+// nil b (no cap).
+func (b *buyers) over(o booking.Order, ticketCap int) bool {
+	return b != nil && b.owned[b.key(o.Email)]+o.Quantity > ticketCap
+}
+
 // buyersTickets reads, inside tx (which holds the event row), what each of
 // emails owns of the event.
 func buyersTickets(ctx context.Context, tx *sqlx.Tx, eventID int64, emails []string) (buyers, error) {

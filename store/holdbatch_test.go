@@ -39,11 +39,20 @@ func outcomeKind(o hold.Outcome) string {
 	}
 }
 
+// tally counts what a store reports to its metrics.
+type tally struct{ created, confirmed, released, expired int }
+
+func (c *tally) HoldsCreated(n int)   { c.created += n }
+func (c *tally) HoldsConfirmed(n int) { c.confirmed += n }
+func (c *tally) HoldsReleased(n int)  { c.released += n }
+func (c *tally) HoldsExpired(n int)   { c.expired += n }
+
 // The one-call path (hold_batch, in PL/pgSQL) and the transaction path (in
 // Go) are two writings of one set of rules. The same random sale, played on
-// each, must get the same answer for every request and leave the same
-// stock: buyers who come back under other spellings of their email, a cap,
-// prices whose totals overflow, holds that lapse before the sweeper runs.
+// each, must get the same answer for every request, leave the same stock
+// and report the same counts to the metrics: buyers who come back under
+// other spellings of their email, a cap, prices whose totals overflow,
+// holds that lapse before the sweeper runs.
 func TestBothBatchPathsAnswerTheSameSaleAlike(t *testing.T) {
 	t.Parallel()
 	for seed := uint64(1); seed <= 4; seed++ {
@@ -52,6 +61,9 @@ func TestBothBatchPathsAnswerTheSameSaleAlike(t *testing.T) {
 			oneCall, inTx := newStore(t), newStore(t)
 			inTx.UseTxForAllBatches()
 			stores := []*store.Store{oneCall, inTx}
+			counted := []*tally{{}, {}}
+			oneCall.SetCounters(counted[0])
+			inTx.SetCounters(counted[1])
 			events := make([]int64, 2)
 			for i, s := range stores {
 				s.SetTicketCap(6)
@@ -96,6 +108,9 @@ func TestBothBatchPathsAnswerTheSameSaleAlike(t *testing.T) {
 				}
 				if a, b := stock(t, oneCall, events[0]), stock(t, inTx, events[1]); a != b {
 					t.Fatalf("round %d: stock %d after one call, %d after the transaction", round, a, b)
+				}
+				if *counted[0] != *counted[1] {
+					t.Fatalf("round %d: counted %+v after one call, %+v after the transaction", round, *counted[0], *counted[1])
 				}
 			}
 			audit(t, oneCall, events[0])

@@ -38,7 +38,8 @@ const (
 		WHERE id IN (
 			SELECT id FROM bookings
 			WHERE event_id = $1::bigint AND booking_status = 'pending' AND expires_at <= now()
-			FOR UPDATE SKIP LOCKED)`
+			FOR UPDATE SKIP LOCKED)
+		RETURNING lower(user_email) AS folded, quantity`
 
 	qAvailable = `SELECT available_tickets FROM events WHERE id = $1::bigint`
 
@@ -276,21 +277,30 @@ func (s *Store) createHoldsInTx(ctx context.Context, eventID int64, reqs []hold.
 			case missing:
 				out.Err = booking.ErrEventNotFound
 				continue
-			case st.Available < req.Order.Quantity && !expired:
-				// Short: give lapsed holds back first, so nobody is told
-				// sold out only because the sweeper has not run yet.
+			case !expired && (st.Available < req.Order.Quantity || owners.over(req.Order, s.ticketCap)):
+				// Short of stock, or over the cap: give lapsed holds back
+				// first, so nobody is told sold out or limit_exceeded
+				// only because the sweeper has not run yet.
 				expired = true
-				n, err := expireLapsed(ctx, tx, eventID, &st.Available)
+				gone, err := expireLapsed(ctx, tx, eventID, &st.Available)
 				if err != nil {
 					return err
 				}
-				expiredN = n
-				if n > 0 {
+				expiredN = gone.holds
+				if gone.holds > 0 {
 					// The re-read stock is the database's, which has not
 					// yet seen this batch's grants: they are inserted
 					// after the loop.
 					for _, g := range granted {
 						st.Available -= reqs[g].Order.Quantity
+					}
+					// Nor do the expired holds count against their buyers.
+					if owners != nil {
+						for buyer, n := range gone.tickets {
+							if _, ok := owners.owned[buyer]; ok {
+								owners.owned[buyer] -= n
+							}
+						}
 					}
 				}
 			}
@@ -302,13 +312,12 @@ func (s *Store) createHoldsInTx(ctx context.Context, eventID int64, reqs []hold.
 				out.Err = err
 				continue
 			}
+			if owners.over(req.Order, s.ticketCap) {
+				out.Err = booking.ErrLimitExceeded
+				continue
+			}
 			if owners != nil {
-				buyer := owners.key(req.Order.Email)
-				if owners.owned[buyer]+req.Order.Quantity > s.ticketCap {
-					out.Err = booking.ErrLimitExceeded
-					continue
-				}
-				owners.owned[buyer] += req.Order.Quantity
+				owners.owned[owners.key(req.Order.Email)] += req.Order.Quantity
 			}
 			st.Available -= req.Order.Quantity
 			granted = append(granted, i)
@@ -372,18 +381,31 @@ func insertHolds(ctx context.Context, tx *sqlx.Tx, eventID int64, price money.Ce
 	return nil
 }
 
+// expiredHolds is what expireLapsed failed: how many holds, and their
+// tickets by buyer (folded by the database).
+type expiredHolds struct {
+	holds   int
+	tickets map[string]int
+}
+
 // expireLapsed fails the event's lapsed holds, re-reads its stock into
-// available, and returns how many it expired.
-func expireLapsed(ctx context.Context, tx *sqlx.Tx, eventID int64, available *int) (int, error) {
-	res, err := tx.ExecContext(ctx, qExpireLapsed, eventID)
-	if err != nil {
-		return 0, mapErr(ctx, err)
+// available, and returns what it expired.
+func expireLapsed(ctx context.Context, tx *sqlx.Tx, eventID int64, available *int) (expiredHolds, error) {
+	var rows []struct {
+		Folded   string `db:"folded"`
+		Quantity int    `db:"quantity"`
 	}
-	n, _ := res.RowsAffected()
-	if n == 0 {
-		return 0, nil
+	if err := tx.SelectContext(ctx, &rows, qExpireLapsed, eventID); err != nil {
+		return expiredHolds{}, mapErr(ctx, err)
 	}
-	return int(n), mapErr(ctx, tx.GetContext(ctx, available, qAvailable, eventID))
+	gone := expiredHolds{holds: len(rows), tickets: map[string]int{}}
+	for _, r := range rows {
+		gone.tickets[r.Folded] += r.Quantity
+	}
+	if gone.holds == 0 {
+		return gone, nil
+	}
+	return gone, mapErr(ctx, tx.GetContext(ctx, available, qAvailable, eventID))
 }
 
 // Hold reads one hold.
