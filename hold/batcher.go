@@ -90,6 +90,22 @@ const DefaultMaxBatch = 256
 // while requests keep coming: several batches' worth on a hot event.
 const DefaultLease = 25 * time.Millisecond
 
+// HandOverPause is how long a worker whose lease ended stays away from the
+// lock when another instance waits for it: longer than that instance's
+// polls for the lock are apart (store.Locks backs off to 32 ms).
+const HandOverPause = 40 * time.Millisecond
+
+// lockWanter is a Locker that can tell that another holder waits.
+type lockWanter interface {
+	Wanted(ctx context.Context, eventID int64) bool
+}
+
+// wanted reports whether another instance waits for ev's lock.
+func (b *Batcher) wanted(ev int64) bool {
+	w, ok := b.locks.(lockWanter)
+	return ok && w.Wanted(b.ctx, ev)
+}
+
 // SetLockTTL tells b the TTL of the locks it takes, so that it never keeps
 // one across batches for more than a quarter of it.
 func (b *Batcher) SetLockTTL(ttl time.Duration) { b.lease = min(DefaultLease, ttl/4) }
@@ -237,8 +253,8 @@ func (b *Batcher) work(ev int64) {
 		// Keep the lock for the batches that follow while the queue keeps
 		// filling, up to a lease: taking and giving back the lock is two
 		// round trips to Redis, a third of a batch's time on a busy event.
-		// The lease ends it so that other instances get their turn.
 		leased := time.Now()
+		handOver := false
 		for {
 			batch := b.take(ev, b.maxBatch, false)
 			if batch == nil {
@@ -246,10 +262,21 @@ func (b *Batcher) work(ev int64) {
 			}
 			b.serve(ev, batch)
 			if time.Since(leased) >= b.lease {
+				handOver = b.wanted(ev)
 				break
 			}
 		}
 		unlock()
+		if handOver {
+			// Another instance waits for this event. It polls for the
+			// lock, and would almost never find it free in the moment
+			// between this release and the next take: stay away for
+			// longer than its polls are apart, so it gets its turn.
+			select {
+			case <-time.After(HandOverPause):
+			case <-b.ctx.Done():
+			}
+		}
 	}
 }
 

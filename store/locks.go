@@ -42,6 +42,10 @@ type LockOptions struct {
 	TTL time.Duration
 	// Wait is how long Lock tries before it answers ErrBusy.
 	Wait time.Duration
+	// MarkWaits makes a Lock that finds the lock held say so in Redis for
+	// as long as it waits, so that a holder keeping the lock across
+	// batches can see, with Wanted, that another instance waits for it.
+	MarkWaits bool
 }
 
 // Locks are per-event Redis locks: a random token per holder, a TTL, and a
@@ -74,6 +78,17 @@ func (l *Locks) Key(eventID int64) string {
 	return l.opts.Prefix + "event_lock:" + strconv.FormatInt(eventID, 10)
 }
 
+func (l *Locks) wantedKey(eventID int64) string {
+	return l.opts.Prefix + "event_lock_wanted:" + strconv.FormatInt(eventID, 10)
+}
+
+// Wanted reports whether a Lock of another holder (with MarkWaits) is
+// waiting for eventID's lock. Unknown (Redis not answering) reads as no.
+func (l *Locks) Wanted(ctx context.Context, eventID int64) bool {
+	n, err := l.rdb.Exists(ctx, l.wantedKey(eventID)).Result()
+	return err == nil && n > 0
+}
+
 // retry polls for a held lock with growing pauses, so a crowd waiting on one
 // event does not hammer Redis.
 func retry() redislock.RetryStrategy {
@@ -94,7 +109,20 @@ func (l *Locks) Lock(ctx context.Context, eventID int64) (func(), error) {
 	waitCtx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	start := time.Now()
-	lock, err := l.client.Obtain(waitCtx, l.Key(eventID), l.opts.TTL, &redislock.Options{RetryStrategy: strategy})
+	var lock *redislock.Lock
+	var err error
+	if l.opts.MarkWaits && wait > 0 {
+		lock, err = l.client.Obtain(waitCtx, l.Key(eventID), l.opts.TTL, nil)
+		if errors.Is(err, redislock.ErrNotObtained) {
+			// Held: say so while we wait, and clear it once we are done
+			// waiting, whichever way.
+			l.rdb.Set(waitCtx, l.wantedKey(eventID), "1", wait)
+			lock, err = l.client.Obtain(waitCtx, l.Key(eventID), l.opts.TTL, &redislock.Options{RetryStrategy: strategy})
+			l.rdb.Del(context.WithoutCancel(ctx), l.wantedKey(eventID))
+		}
+	} else {
+		lock, err = l.client.Obtain(waitCtx, l.Key(eventID), l.opts.TTL, &redislock.Options{RetryStrategy: strategy})
+	}
 	busy := err != nil && (errors.Is(err, redislock.ErrNotObtained) || waitCtx.Err() != nil) && ctx.Err() == nil
 	if l.waited != nil && (err == nil || busy) {
 		l.waited(time.Since(start), busy)

@@ -26,7 +26,7 @@ func newLocks(t *testing.T, ttl, wait time.Duration) (*store.Locks, func(context
 
 // newLockSet returns Locks with the given TTLs on one Redis prefix, as if
 // held by instances configured differently.
-func newLockSet(t *testing.T, ttls []time.Duration, wait time.Duration) ([]*store.Locks, func(context.Context, string) (string, error)) {
+func newLockSet(t *testing.T, ttls []time.Duration, wait time.Duration, mark ...bool) ([]*store.Locks, func(context.Context, string) (string, error)) {
 	t.Helper()
 	url, prefix := testenv.Redis(t)
 	rdb, err := store.OpenRedis(url)
@@ -36,7 +36,8 @@ func newLockSet(t *testing.T, ttls []time.Duration, wait time.Duration) ([]*stor
 	t.Cleanup(func() { rdb.Close() })
 	var out []*store.Locks
 	for _, ttl := range ttls {
-		out = append(out, store.NewLocks(rdb, store.LockOptions{Prefix: prefix, TTL: ttl, Wait: wait}, slog.New(slog.NewTextHandler(io.Discard, nil))))
+		opts := store.LockOptions{Prefix: prefix, TTL: ttl, Wait: wait, MarkWaits: len(mark) > 0 && mark[0]}
+		out = append(out, store.NewLocks(rdb, opts, slog.New(slog.NewTextHandler(io.Discard, nil))))
 	}
 	get := func(ctx context.Context, key string) (string, error) { return rdb.Get(ctx, key).Result() }
 	return out, get
@@ -191,5 +192,46 @@ func TestLockWithRedisNotAnsweringFallsBack(t *testing.T) {
 			t.Fatalf("Lock with Redis not answering: %v; want a fall back to the row lock, not busy", err)
 		}
 		unlock()
+	}
+}
+
+// A holder can see that another waits for its lock, for as long as it
+// waits and no longer.
+func TestAWaitingLockIsSeenByTheHolder(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	ls, _ := newLockSet(t, []time.Duration{10 * time.Second, 10 * time.Second}, 10*time.Second, true)
+	holder, waiter := ls[0], ls[1]
+	unlock, err := holder.Lock(ctx, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if holder.Wanted(ctx, 7) {
+		t.Fatal("wanted before anyone waited")
+	}
+	got := make(chan error, 1)
+	go func() {
+		unlockW, err := waiter.Lock(ctx, 7)
+		if err == nil {
+			unlockW()
+		}
+		got <- err
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for !holder.Wanted(ctx, 7) {
+		if time.Now().After(deadline) {
+			t.Fatal("the waiter never showed")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if holder.Wanted(ctx, 8) {
+		t.Fatal("another event's lock reads wanted")
+	}
+	unlock()
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+	if holder.Wanted(ctx, 7) {
+		t.Fatal("still wanted after the waiter took the lock")
 	}
 }

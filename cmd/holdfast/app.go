@@ -87,7 +87,7 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger) (*app, error) {
 		// The batch worker's own lock waits are timed but never counted as
 		// timeouts: the requests it waits for are, once each, when they
 		// are answered busy.
-		batchLocks := store.NewLocks(rdb, store.LockOptions{Prefix: cfg.RedisPrefix, TTL: cfg.LockTTL, Wait: cfg.LockWait}, log)
+		batchLocks := store.NewLocks(rdb, store.LockOptions{Prefix: cfg.RedisPrefix, TTL: cfg.LockTTL, Wait: cfg.LockWait, MarkWaits: true}, log)
 		batchLocks.OnWait(func(d time.Duration, _ bool) { a.metrics.LockWaited(d, false) })
 		a.holds.Batcher = hold.NewBatcher(a.store, batchLocks, cfg.HoldTTL, cfg.LockWait, log)
 		a.holds.Batcher.Observe = a.metrics
