@@ -64,6 +64,11 @@ BEGIN
     IF array_length(p_quantities, 1) IS DISTINCT FROM array_length(p_emails, 1) THEN
         RAISE EXCEPTION 'hold_batch: % emails but % quantities', v_count, array_length(p_quantities, 1);
     END IF;
+    -- The service validates quantities; a bad one here would have a
+    -- batch's other requests granted from a stock it distorted.
+    IF EXISTS (SELECT 1 FROM unnest(p_quantities) AS q WHERE q IS NULL OR q < 1) THEN
+        RAISE EXCEPTION 'hold_batch: quantities must be positive' USING ERRCODE = '22023';
+    END IF;
 
     SELECT e.available_tickets, e.ticket_price INTO v_available, v_price
     FROM events e WHERE e.id = p_event FOR UPDATE;

@@ -338,3 +338,22 @@ func TestALostAnswerDoesNotCreateTheEventTwice(t *testing.T) {
 		t.Fatalf("one create made %d events", events)
 	}
 }
+
+// hold_batch refuses a batch with a quantity below one outright, before it
+// grants anything: the service never sends one, but the function must not
+// trust that.
+func TestHoldBatchRefusesQuantitiesBelowOne(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ev := newEvent(t, s, 10)
+	for _, qtys := range [][]int64{{1, 0}, {-3, 1}} {
+		_, err := s.DB().ExecContext(context.Background(), `SELECT * FROM hold_batch($1, $2, $3, 60000000, 0)`, ev,
+			pq.Array([]string{"a@example.com", "b@example.com"}), pq.Array(qtys))
+		if err == nil || !strings.Contains(err.Error(), "quantities must be positive") {
+			t.Fatalf("quantities %v: %v", qtys, err)
+		}
+	}
+	if got := stock(t, s, ev); got != 10 {
+		t.Fatalf("stock = %d, want 10", got)
+	}
+}
