@@ -111,7 +111,7 @@ func (l *Locks) Lock(ctx context.Context, eventID int64) (func(), error) {
 	start := time.Now()
 	var lock *redislock.Lock
 	var err error
-	if l.opts.MarkWaits && wait > 0 {
+	if l.opts.MarkWaits && l.opts.Wait > 0 {
 		lock, err = l.client.Obtain(waitCtx, l.Key(eventID), l.opts.TTL, nil)
 		if errors.Is(err, redislock.ErrNotObtained) {
 			// Held: say so while we wait, and clear it once we are done
