@@ -1,15 +1,12 @@
 package store_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"net/url"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,6 +16,7 @@ import (
 	"github.com/holdfast/holdfast/booking"
 	"github.com/holdfast/holdfast/hold"
 	"github.com/holdfast/holdfast/internal/money"
+	"github.com/holdfast/holdfast/internal/proxy"
 	"github.com/holdfast/holdfast/internal/testenv"
 	"github.com/holdfast/holdfast/store"
 )
@@ -201,99 +199,26 @@ func TestHoldBatchReadsOnlyItsBuyersBookings(t *testing.T) {
 	}
 }
 
-// dropProxy forwards TCP connections to target. Once armed, it cuts the
-// first connection whose client sends bytes holding marker at the moment
-// the server's answer arrives: the statement ran and committed, and the
-// client never hears so.
-type dropProxy struct {
-	ln     net.Listener
-	target string
-	marker []byte
-	armed  atomic.Bool
-}
-
-func startDropProxy(t *testing.T, target, marker string) *dropProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &dropProxy{ln: ln, target: target, marker: []byte(marker)}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go p.pipe(c)
-		}
-	}()
-	return p
-}
-
-func (p *dropProxy) pipe(client net.Conn) {
-	server, err := net.Dial("tcp", p.target)
-	if err != nil {
-		client.Close()
-		return
-	}
-	defer client.Close()
-	defer server.Close()
-	var sent atomic.Bool // this connection carried the marked statement
-	go func() {
-		defer client.Close()
-		defer server.Close()
-		buf := make([]byte, 64<<10)
-		for {
-			n, err := client.Read(buf)
-			if n > 0 {
-				if bytes.Contains(buf[:n], p.marker) {
-					sent.Store(true)
-				}
-				if _, werr := server.Write(buf[:n]); werr != nil {
-					return
-				}
-			}
-			if err != nil {
-				return
-			}
-		}
-	}()
-	buf := make([]byte, 64<<10)
-	for {
-		n, err := server.Read(buf)
-		if n > 0 {
-			if sent.Load() && p.armed.CompareAndSwap(true, false) {
-				return // the answer is lost with the connection
-			}
-			if _, werr := client.Write(buf[:n]); werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			return
-		}
-	}
-}
-
-// proxiedStore is a store whose connections pass through a dropProxy
-// that cuts the first statement holding marker once armed.
-func proxiedStore(t *testing.T, marker string) (*store.Store, *dropProxy) {
+// proxiedStore is a store whose connections pass through a proxy.
+func proxiedStore(t *testing.T) (*store.Store, *proxy.Proxy) {
 	t.Helper()
 	dbURL := testenv.DatabaseURL(t)
 	u, err := url.Parse(dbURL)
 	if err != nil || u.Host == "" || strings.HasPrefix(u.Host, "/") {
 		t.Skipf("the database is not reached over TCP: %s", dbURL)
 	}
-	proxy := startDropProxy(t, u.Host, marker)
-	u.Host = proxy.ln.Addr().String()
+	p, err := proxy.Start(u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	u.Host = p.Addr()
 	db, err := store.Open(context.Background(), u.String(), store.DBOptions{MaxConns: 4, LockTimeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	return store.New(db), proxy
+	return store.New(db), p
 }
 
 // A connection lost after hold_batch committed but before its answer
@@ -303,9 +228,9 @@ func proxiedStore(t *testing.T, marker string) (*store.Store, *dropProxy) {
 // have run once.
 func TestALostAnswerDoesNotRunTheBatchTwice(t *testing.T) {
 	t.Parallel()
-	s, proxy := proxiedStore(t, "hold_batch")
+	s, p := proxiedStore(t)
 	ev := newEvent(t, s, 100)
-	proxy.armed.Store(true)
+	p.CutOnce("hold_batch")
 	_, err := s.CreateHolds(context.Background(), ev, []hold.Request{request(ev, "a@example.com", 2)}, time.Minute, noRender)
 	if !errors.Is(err, booking.ErrUnavailable) {
 		t.Errorf("the batch whose answer was lost returned %v, want unavailable", err)
@@ -323,9 +248,9 @@ func TestALostAnswerDoesNotRunTheBatchTwice(t *testing.T) {
 // The same for an event an admin creates: it was created twice.
 func TestALostAnswerDoesNotCreateTheEventTwice(t *testing.T) {
 	t.Parallel()
-	s, proxy := proxiedStore(t, "INSERT INTO events")
+	s, p := proxiedStore(t)
 	name, total, price, date := "lost answer", 10, money.Cents(500), time.Now().Add(time.Hour)
-	proxy.armed.Store(true)
+	p.CutOnce("INSERT INTO events")
 	_, err := s.CreateEvent(context.Background(), booking.EventPatch{Name: &name, EventDate: &date, Total: &total, Price: &price})
 	if !errors.Is(err, booking.ErrUnavailable) {
 		t.Errorf("the create whose answer was lost returned %v, want unavailable", err)

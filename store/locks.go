@@ -109,19 +109,22 @@ func (l *Locks) Lock(ctx context.Context, eventID int64) (func(), error) {
 	waitCtx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	start := time.Now()
+	obtain := func(s redislock.RetryStrategy) (*redislock.Lock, error) {
+		return l.client.Obtain(waitCtx, l.Key(eventID), l.opts.TTL, &redislock.Options{RetryStrategy: s})
+	}
 	var lock *redislock.Lock
 	var err error
 	if l.opts.MarkWaits && l.opts.Wait > 0 {
-		lock, err = l.client.Obtain(waitCtx, l.Key(eventID), l.opts.TTL, nil)
+		lock, err = obtain(redislock.NoRetry())
 		if errors.Is(err, redislock.ErrNotObtained) {
 			// Held: say so while we wait, and clear it once we are done
 			// waiting, whichever way.
 			l.rdb.Set(waitCtx, l.wantedKey(eventID), "1", wait)
-			lock, err = l.client.Obtain(waitCtx, l.Key(eventID), l.opts.TTL, &redislock.Options{RetryStrategy: strategy})
+			lock, err = obtain(strategy)
 			l.rdb.Del(context.WithoutCancel(ctx), l.wantedKey(eventID))
 		}
 	} else {
-		lock, err = l.client.Obtain(waitCtx, l.Key(eventID), l.opts.TTL, &redislock.Options{RetryStrategy: strategy})
+		lock, err = obtain(strategy)
 	}
 	busy := err != nil && (errors.Is(err, redislock.ErrNotObtained) || waitCtx.Err() != nil) && ctx.Err() == nil
 	if l.waited != nil && (err == nil || busy) {

@@ -21,6 +21,7 @@ import (
 
 	_ "github.com/lib/pq"
 
+	"github.com/holdfast/holdfast/internal/proxy"
 	"github.com/holdfast/holdfast/internal/servers"
 	"github.com/holdfast/holdfast/schema"
 )
@@ -44,7 +45,7 @@ type cluster struct {
 	bin   string
 	pg    *servers.Postgres
 	redis *servers.Redis
-	proxy *proxy
+	proxy *proxy.Proxy
 	dbURL string
 	insts []*instance
 }
@@ -111,7 +112,7 @@ func newCluster(t *testing.T, n int) *cluster {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = c.redis.Stop() })
-	c.proxy, err = startProxy(c.redis.Addr())
+	c.proxy, err = proxy.Start(c.redis.Addr())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,7 @@
 // The suite starts everything itself and uses nothing of the machine's: a
 // private PostgreSQL and a private Redis (internal/servers, on free ports
 // under a temporary directory; DATABASE_URL and REDIS_URL are ignored), a
-// TCP proxy in front of Redis written with the standard library, so that
+// TCP proxy in front of Redis (internal/proxy), so that
 // answers can be delayed, and two holdfast instances, the real binary as
 // separate processes ($HOLDFAST_BIN, or built once with `go build`), both on
 // the one database and, through the proxy, the one Redis. The instances run

@@ -1,6 +1,11 @@
-package faults
+// Package proxy is a TCP proxy for tests that need a network between a
+// client and its server they can spoil: answers delayed (a slow Redis), or
+// one answer lost with its connection after the server acted on the
+// request (a commit whose reply never arrives).
+package proxy
 
 import (
+	"bytes"
 	"errors"
 	"net"
 	"sync"
@@ -8,15 +13,16 @@ import (
 	"time"
 )
 
-// proxy is a TCP proxy on 127.0.0.1 in front of one server. Requests pass at
+// Proxy is a TCP proxy on 127.0.0.1 in front of one server. Requests pass at
 // once; every chunk of the server's answer is held back by the delay set
 // when it arrived, in order, so a slow server can be made of a fast one.
 // When the server goes away the proxy closes the client's side too, as the
 // server would have.
-type proxy struct {
+type Proxy struct {
 	ln     net.Listener
 	target string
 	delay  atomic.Int64 // nanoseconds
+	cut    atomic.Pointer[[]byte]
 
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
@@ -24,26 +30,36 @@ type proxy struct {
 	wg     sync.WaitGroup
 }
 
-func startProxy(target string) (*proxy, error) {
+// Start starts a proxy to target (host:port); Close stops it.
+func Start(target string) (*Proxy, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
-	p := &proxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
+	p := &Proxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
 	p.wg.Add(1)
 	go p.serve()
 	return p, nil
 }
 
 // Addr is the proxy's host:port.
-func (p *proxy) Addr() string { return p.ln.Addr().String() }
+func (p *Proxy) Addr() string { return p.ln.Addr().String() }
 
 // SetDelay delays every answer that arrives from now on by d.
-func (p *proxy) SetDelay(d time.Duration) { p.delay.Store(int64(d)) }
+func (p *Proxy) SetDelay(d time.Duration) { p.delay.Store(int64(d)) }
+
+// CutOnce makes the proxy close, once, the first connection whose client
+// sends bytes holding marker, at the moment the server's answer to them
+// arrives, without passing it on: the server acted on the request and the
+// client never hears how.
+func (p *Proxy) CutOnce(marker string) {
+	m := []byte(marker)
+	p.cut.Store(&m)
+}
 
 // Close stops accepting, closes every connection and waits for the
 // proxy's goroutines.
-func (p *proxy) Close() {
+func (p *Proxy) Close() {
 	p.mu.Lock()
 	p.closed = true
 	for c := range p.conns {
@@ -54,7 +70,7 @@ func (p *proxy) Close() {
 	p.wg.Wait()
 }
 
-func (p *proxy) track(c net.Conn) bool {
+func (p *Proxy) track(c net.Conn) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
@@ -64,13 +80,13 @@ func (p *proxy) track(c net.Conn) bool {
 	return true
 }
 
-func (p *proxy) untrack(c net.Conn) {
+func (p *Proxy) untrack(c net.Conn) {
 	p.mu.Lock()
 	delete(p.conns, c)
 	p.mu.Unlock()
 }
 
-func (p *proxy) serve() {
+func (p *Proxy) serve() {
 	defer p.wg.Done()
 	for {
 		c, err := p.ln.Accept()
@@ -95,7 +111,7 @@ type chunk struct {
 	due time.Time
 }
 
-func (p *proxy) handle(client net.Conn) {
+func (p *Proxy) handle(client net.Conn) {
 	defer p.wg.Done()
 	defer p.untrack(client)
 	defer client.Close()
@@ -117,6 +133,7 @@ func (p *proxy) handle(client net.Conn) {
 			up.Close()
 		})
 	}
+	var marked atomic.Bool // this connection carried the marker CutOnce set
 	var inner sync.WaitGroup
 	inner.Add(2)
 	// Client to server, at once.
@@ -127,6 +144,9 @@ func (p *proxy) handle(client net.Conn) {
 		for {
 			n, err := client.Read(buf)
 			if n > 0 {
+				if m := p.cut.Load(); m != nil && bytes.Contains(buf[:n], *m) {
+					marked.Store(true)
+				}
 				if _, werr := up.Write(buf[:n]); werr != nil {
 					return
 				}
@@ -145,6 +165,10 @@ func (p *proxy) handle(client net.Conn) {
 		for {
 			buf := make([]byte, 32<<10)
 			n, err := up.Read(buf)
+			if m := p.cut.Load(); n > 0 && m != nil && marked.Load() && p.cut.CompareAndSwap(m, nil) {
+				end() // the answer is lost with the connection
+				return
+			}
 			if n > 0 {
 				c := chunk{b: buf[:n], due: time.Now().Add(time.Duration(p.delay.Load()))}
 				select {
