@@ -360,8 +360,8 @@ func TestSchemaRefusesStockChangesOutsideBookings(t *testing.T) {
 	}
 	// Also from inside a function: the depth that tells the stock trigger
 	// apart is that of triggers, not of calls.
-	_, err := db.Exec(`DO $$ BEGIN UPDATE events SET available_tickets = total_tickets WHERE id = `+
-		strconv.FormatInt(ev, 10)+`; END $$`)
+	_, err := db.Exec(`DO $$ BEGIN UPDATE events SET available_tickets = total_tickets WHERE id = ` +
+		strconv.FormatInt(ev, 10) + `; END $$`)
 	if code(err) != "HF001" {
 		t.Fatalf("stock set from a DO block: err %v, want HF001", err)
 	}
