@@ -46,3 +46,34 @@ func TestIdempotencyKeysAreNotStoredFor400Or404(t *testing.T) {
 		}
 	})
 }
+
+// A confirm's key is scoped to its hold: the same key on another hold
+// confirms that hold, never replays the first hold's answer. Confirm has no
+// body, so without the hold id in the scope both requests hash alike.
+func TestConfirmKeyReusedOnAnotherHold(t *testing.T) {
+	t.Parallel()
+	ts := newTestServer(t, nil)
+	ev := ts.newEvent(10, true)
+	one, two := ts.mustHold(ev, 1), ts.mustHold(ev, 2)
+	key := []string{"Idempotency-Key", "same-key"}
+	var got [2]holdBody
+	for i, h := range []holdBody{one, two} {
+		res := ts.do("POST", "/holds/"+h.ID+"/confirm", nil, key...)
+		if res.Status != http.StatusOK {
+			t.Fatalf("confirm %s: %d %s", h.ID, res.Status, res.Body)
+		}
+		res.json(t, &got[i])
+	}
+	if got[1].ID != two.ID || got[1].Status != "confirmed" {
+		t.Fatalf("confirm of the second hold with the first's key answered %+v, want hold %s confirmed", got[1], two.ID)
+	}
+	var status string
+	if err := ts.db().GetContext(context.Background(), &status, `SELECT booking_status FROM bookings WHERE hold_id = $1`, two.ID); err != nil || status != "confirmed" {
+		t.Fatalf("second hold is %q in the database (%v), want confirmed", status, err)
+	}
+	// Still a replay on its own hold.
+	res := ts.do("POST", "/holds/"+one.ID+"/confirm", nil, key...)
+	if res.Status != http.StatusOK || res.Header.Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("repeat on the first hold: %d, replayed %q", res.Status, res.Header.Get("Idempotent-Replayed"))
+	}
+}
