@@ -15,6 +15,17 @@ type SweepResult struct {
 	Expired int // holds turned failed, their stock given back
 	Events  int // events touched
 	Busy    int // events skipped because their row stayed locked past lock_timeout
+	// Failed lists the events whose sweep ended in an error. The sweep
+	// went on with the next event: one event the database refuses to give
+	// stock back to (say its total was lowered by hand under live holds)
+	// must not stop expiry for every event after it.
+	Failed []SweepFailure
+}
+
+// SweepFailure is one event the sweep could not finish.
+type SweepFailure struct {
+	EventID int64
+	Err     error
 }
 
 // SweepStore is what the sweeper needs from storage.
@@ -25,9 +36,10 @@ type SweepStore interface {
 }
 
 // SweepObserver hears each sweeper run: how many holds it expired and how
-// far behind it still is.
+// far behind it still is, and each event whose sweep failed.
 type SweepObserver interface {
 	Swept(expired int, lag time.Duration)
+	SweepFailed(events int)
 }
 
 // Sweeper puts the tickets of lapsed holds back on sale: a cron job every
@@ -92,12 +104,18 @@ func (s *Sweeper) Run(ctx context.Context) {
 	defer cancel()
 	start := time.Now()
 	res, err := s.store.SweepExpired(ctx, s.batch)
+	for _, f := range res.Failed {
+		s.log.ErrorContext(ctx, "sweep of an event failed; its lapsed holds stay pending", "event_id", f.EventID, "err", f.Err)
+	}
+	if s.Observe != nil && len(res.Failed) > 0 {
+		s.Observe.SweepFailed(len(res.Failed))
+	}
 	switch {
 	case err != nil && ctx.Err() == nil:
 		s.log.ErrorContext(ctx, "sweep failed", "err", err, "expired", res.Expired)
 	case res.Expired > 0 || res.Busy > 0:
 		s.log.InfoContext(ctx, "swept lapsed holds", "expired", res.Expired, "events", res.Events,
-			"busy_events", res.Busy, "duration_ms", time.Since(start).Milliseconds())
+			"busy_events", res.Busy, "failed_events", len(res.Failed), "duration_ms", time.Since(start).Milliseconds())
 	}
 	if s.Observe != nil && ctx.Err() == nil {
 		lag, err := s.store.SweeperLag(ctx)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -111,8 +112,10 @@ func stock(t *testing.T, db *sql.DB, id int64) int {
 func booking(t *testing.T, db *sql.DB, ev int64, qty int, status string) (int64, error) {
 	t.Helper()
 	var id int64
-	err := db.QueryRow(`INSERT INTO bookings (event_id, user_email, quantity, total_amount, booking_status)
-		VALUES ($1, 'a@example.com', $2, 10 * $2, $3) RETURNING id`, ev, qty, status).Scan(&id)
+	// A pending booking is a hold and needs an expiry (008).
+	err := db.QueryRow(`INSERT INTO bookings (event_id, user_email, quantity, total_amount, booking_status, expires_at)
+		VALUES ($1, 'a@example.com', $2, 10 * $2, $3::text, CASE WHEN $3::text = 'pending' THEN now() + interval '1 hour' END)
+		RETURNING id`, ev, qty, status).Scan(&id)
 	return id, err
 }
 
@@ -150,7 +153,10 @@ func TestStockTriggerTakesOnInsertAndGivesBackOnce(t *testing.T) {
 		{confirmed, "failed", 10},
 	}
 	for _, s := range steps {
-		if _, err := db.Exec(`UPDATE bookings SET booking_status = $2 WHERE id = $1`, s.id, s.status); err != nil {
+		// A confirmed booking fails only as a cancellation (008).
+		if _, err := db.Exec(`UPDATE bookings SET booking_status = $2,
+			failure_reason = CASE WHEN booking_status = 'confirmed' THEN 'cancelled' ELSE failure_reason END
+			WHERE id = $1`, s.id, s.status); err != nil {
 			t.Fatalf("update %d to %s: %v", s.id, s.status, err)
 		}
 		if got := stock(t, db, ev); got != s.want {
@@ -210,11 +216,14 @@ func TestOversellGuard(t *testing.T) {
 	if _, err := booking(t, db, guarded, 4, "confirmed"); code(err) != "23514" {
 		t.Fatalf("overselling a guarded event: err %v, want check_violation", err)
 	}
-	if _, err := db.Exec(`UPDATE events SET available_tickets = -1 WHERE id = $1`, guarded); code(err) != "23514" {
-		t.Fatalf("negative stock on a guarded event: err %v, want check_violation", err)
-	}
-	if _, err := db.Exec(`UPDATE events SET available_tickets = 4 WHERE id = $1`, guarded); code(err) != "23514" {
-		t.Fatalf("stock above total: err %v, want check_violation", err)
+	// A direct change of the stock is refused before these checks run
+	// (TestSchemaRefusesStockChangesOutsideBookings); an insert reaches them.
+	for _, avail := range []int{-1, 4} {
+		_, err := db.Exec(`INSERT INTO events (name, event_date, total_tickets, available_tickets, ticket_price)
+			VALUES ('e', now(), 3, $1, 10)`, avail)
+		if code(err) != "23514" {
+			t.Fatalf("guarded event inserted with %d of 3 available: err %v, want check_violation", avail, err)
+		}
 	}
 	open := event(t, db, 3, false)
 	if _, err := booking(t, db, open, 4, "confirmed"); err != nil {
@@ -256,5 +265,118 @@ func TestApplyWaitsForAnotherMigratorDespiteTheLockTimeout(t *testing.T) {
 	defer second.Close()
 	if _, err := schema.Apply(context.Background(), second); err != nil {
 		t.Fatalf("the second migrator gave up instead of waiting: %v", err)
+	}
+}
+
+func exec(t *testing.T, db *sql.DB, q string, args ...any) {
+	t.Helper()
+	if _, err := db.Exec(q, args...); err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+}
+
+// The seed's plain INSERT INTO bookings makes a pending booking without an
+// expiry: it could never be confirmed nor swept. Accepted before 008.
+func TestSchemaRefusesAPendingBookingWithoutExpiry(t *testing.T) {
+	t.Parallel()
+	db := open(t)
+	ev := event(t, db, 10, true)
+	_, err := db.Exec(`INSERT INTO bookings (event_id, user_email, quantity, total_amount) VALUES ($1, 'a@example.com', 1, 10)`, ev)
+	if code(err) != "23514" {
+		t.Fatalf("pending booking without expires_at: err %v, want check_violation", err)
+	}
+	id, err := booking(t, db, ev, 1, "pending")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`UPDATE bookings SET expires_at = NULL WHERE id = $1`, id); code(err) != "23514" {
+		t.Fatalf("expiry removed from a pending booking: err %v, want check_violation", err)
+	}
+	if _, err := booking(t, db, ev, 1, "confirmed"); err != nil {
+		t.Fatalf("a confirmed booking needs no expiry: %v", err)
+	}
+	if got := stock(t, db, ev); got != 8 {
+		t.Fatalf("stock = %d, want 8", got)
+	}
+}
+
+// Each of these plain-SQL writes loses or invents stock, and each was
+// accepted before 008.
+func TestSchemaRefusesLosingStock(t *testing.T) {
+	t.Parallel()
+	db := open(t)
+	ev := event(t, db, 10, true)
+	pending, err := booking(t, db, ev, 2, "pending")
+	if err != nil {
+		t.Fatal(err)
+	}
+	confirmed, err := booking(t, db, ev, 3, "confirmed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []int64{pending, confirmed} {
+		if _, err := db.Exec(`DELETE FROM bookings WHERE id = $1`, id); code(err) != "HF001" {
+			t.Fatalf("delete of live booking %d: err %v, want HF001", id, err)
+		}
+	}
+	if _, err := db.Exec(`TRUNCATE bookings`); code(err) != "HF001" {
+		t.Fatalf("truncate under live bookings: err %v, want HF001", err)
+	}
+	for _, reason := range []string{"NULL", "'released'", "'expired'"} {
+		_, err := db.Exec(`UPDATE bookings SET booking_status = 'failed', failure_reason = `+reason+` WHERE id = $1`, confirmed)
+		if code(err) != "HF001" {
+			t.Fatalf("confirmed -> failed with reason %s: err %v, want HF001", reason, err)
+		}
+	}
+	if got := stock(t, db, ev); got != 5 {
+		t.Fatalf("stock = %d after refused writes, want 5", got)
+	}
+	// The allowed paths: a cancellation, a release, then the failed rows
+	// may go.
+	exec(t, db, `UPDATE bookings SET booking_status = 'failed', failure_reason = 'cancelled' WHERE id = $1`, confirmed)
+	exec(t, db, `UPDATE bookings SET booking_status = 'failed', failure_reason = 'released' WHERE id = $1`, pending)
+	exec(t, db, `DELETE FROM bookings WHERE event_id = $1`, ev)
+	if got := stock(t, db, ev); got != 10 {
+		t.Fatalf("stock = %d after the cancellation and release, want 10", got)
+	}
+}
+
+func TestSchemaRefusesStockChangesOutsideBookings(t *testing.T) {
+	t.Parallel()
+	db := open(t)
+	ev := event(t, db, 10, true)
+	if _, err := booking(t, db, ev, 4, "confirmed"); err != nil {
+		t.Fatal(err)
+	}
+	for _, change := range []string{
+		"available_tickets = total_tickets", // 4 tickets sold twice
+		"available_tickets = available_tickets - 1",
+		"total_tickets = total_tickets + 5", // stock unmoved
+		"total_tickets = total_tickets + 5, available_tickets = available_tickets + 4",
+	} {
+		if _, err := db.Exec(`UPDATE events SET `+change+` WHERE id = $1`, ev); code(err) != "HF001" {
+			t.Fatalf("%s: err %v, want HF001", change, err)
+		}
+	}
+	// Also from inside a function: the depth that tells the stock trigger
+	// apart is that of triggers, not of calls.
+	_, err := db.Exec(`DO $$ BEGIN UPDATE events SET available_tickets = total_tickets WHERE id = ` +
+		strconv.FormatInt(ev, 10) + `; END $$`)
+	if code(err) != "HF001" {
+		t.Fatalf("stock set from a DO block: err %v, want HF001", err)
+	}
+	if got := stock(t, db, ev); got != 6 {
+		t.Fatalf("stock = %d, want 6", got)
+	}
+	// Allowed: a change of total moving the stock by the same amount, a
+	// change of anything else, and the stock trigger's own moves.
+	exec(t, db, `UPDATE events SET total_tickets = total_tickets + 5, available_tickets = available_tickets + 5 WHERE id = $1`, ev)
+	exec(t, db, `UPDATE events SET total_tickets = total_tickets - 2, available_tickets = available_tickets - 2 WHERE id = $1`, ev)
+	exec(t, db, `UPDATE events SET name = 'renamed' WHERE id = $1`, ev)
+	if _, err := booking(t, db, ev, 1, "pending"); err != nil {
+		t.Fatal(err)
+	}
+	if got := stock(t, db, ev); got != 8 {
+		t.Fatalf("stock = %d, want 8 (13 total, 5 booked)", got)
 	}
 }

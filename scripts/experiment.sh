@@ -85,8 +85,10 @@ preflight() {
 	esac
 }
 
-# reset deletes the event's bookings but the presale one and sets its stock
-# to what its live bookings leave, so available + booked = total holds.
+# reset ends the event's bookings but the presale one, so the stock trigger
+# gives their tickets back, and then deletes them. The database refuses to
+# delete a live booking or to set the stock by hand (schema/008): a
+# confirmed booking ends as a cancellation, a pending one as released.
 reset_event() {
 	local row total guard available
 	row="$(sql "SELECT total_tickets, oversell_guard FROM events WHERE id = $EVENT_ID")"
@@ -97,11 +99,10 @@ reset_event() {
 	fi
 	sql "BEGIN;
 		SELECT 1 FROM events WHERE id = $EVENT_ID FOR UPDATE;
+		UPDATE bookings SET booking_status = 'failed', updated_at = now(),
+			failure_reason = CASE booking_status WHEN 'confirmed' THEN 'cancelled' ELSE 'released' END
+		WHERE event_id = $EVENT_ID AND user_email <> '$PRESALE_EMAIL' AND booking_status IN ('pending', 'confirmed');
 		DELETE FROM bookings WHERE event_id = $EVENT_ID AND user_email <> '$PRESALE_EMAIL';
-		UPDATE events e SET available_tickets = e.total_tickets - coalesce(
-			(SELECT sum(b.quantity) FROM bookings b
-			 WHERE b.event_id = e.id AND b.booking_status IN ('pending', 'confirmed')), 0)
-		WHERE e.id = $EVENT_ID;
 		COMMIT;" >/dev/null
 	available="$(sql "SELECT available_tickets FROM events WHERE id = $EVENT_ID")"
 	if [[ "$available" != "$STOCK" ]]; then

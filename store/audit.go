@@ -25,7 +25,10 @@ const qAudit = `
 SELECT e.id, e.name, e.total_tickets, e.available_tickets,
        coalesce(sum(b.quantity) FILTER (WHERE b.booking_status = 'pending'), 0)   AS held,
        coalesce(sum(b.quantity) FILTER (WHERE b.booking_status = 'confirmed'), 0) AS confirmed,
-       count(*) FILTER (WHERE b.booking_status = 'confirmed' AND b.confirmed_at > b.expires_at) AS late_confirms,
+       -- A hold is expired from the instant expires_at is reached (the
+       -- schema's confirm rule is expires_at <= clock_timestamp()), so a
+       -- confirm at that instant is late too.
+       count(*) FILTER (WHERE b.booking_status = 'confirmed' AND b.confirmed_at >= b.expires_at) AS late_confirms,
        count(*) FILTER (WHERE b.booking_status = 'pending'
                           AND b.expires_at < now() - $2 * interval '1 microsecond') AS stale_holds
 FROM events e

@@ -27,5 +27,68 @@
 // waits for a booking: no two writers can wait on each other in a circle. A
 // confirm that succeeds locks its booking and nothing else. The sweeper holds
 // an event row only for the trigger's one update and the commit, however
-// many holds its batch expires.
+// many holds its batch expires.//
+// # Invariants, and what enforces each
+//
+// What must never break is refused by the database itself, whatever any
+// code, script or person at psql does; Go decides only what needs the
+// event row's lock or a sum over rows. A refusing trigger raises SQLSTATE
+// HF001 (HF002 for a late confirm); a CHECK raises 23514. Numbers name the
+// migration in schema/.
+//
+// Events:
+//   - available_tickets >= 0 while oversell_guard is on: CHECK
+//     events_stock_guard (002). total_tickets >= 0, ticket_price >= 0:
+//     CHECKs (002).
+//   - available_tickets <= total_tickets: CHECK events_stock_ceiling (002).
+//   - Stock moves only with bookings: the stock triggers take a booking's
+//     tickets when it is inserted and give them back once, when it turns
+//     from pending or confirmed to failed (004). Any other change of
+//     available_tickets is refused unless total_tickets moves by the same
+//     amount (an organiser's change, as the admin PATCH makes): trigger
+//     events_stock_moves_with_bookings (008), which tells the stock
+//     triggers' own update by pg_trigger_depth().
+//   - An event with bookings cannot be deleted: the foreign key (001).
+//
+// Bookings:
+//   - booking_status is pending, confirmed or failed: CHECK (002); inserted
+//     only as pending or confirmed: trigger bookings_insert_live (004).
+//   - quantity > 0 and event_id set: CHECK and NOT NULL (002); neither
+//     changes afterwards: trigger bookings_fixed_order (004).
+//   - A pending booking (a hold) has an expiry: CHECK
+//     bookings_pending_expires (008).
+//   - A failed booking never changes again: trigger bookings_failed_is_final
+//     (004). A confirmed one never returns to pending
+//     (bookings_confirmed_stays, 004) and fails only as a cancellation,
+//     failure_reason cancelled (bookings_confirmed_ends_cancelled, 008).
+//     failure_reason is released, expired or cancelled, and set only on a
+//     failed booking: CHECKs (003, 008).
+//   - No booking is confirmed after its hold expired, by the database's
+//     clock: trigger bookings_confirm_in_time (004); qConfirm asks the same
+//     in its WHERE, so the trigger fires only on a race of microseconds.
+//   - A pending or confirmed booking is never deleted (its stock would be
+//     lost): trigger bookings_live_kept, and bookings_no_truncate for
+//     TRUNCATE while any live booking exists (008). Fail it first.
+//   - hold_id is unique: UNIQUE (003).
+//
+// Sums and decisions, under the event row's lock (Go in createHoldsInTx
+// and BookSafe, SQL in hold_batch, one rule in each path, a differential
+// test between the two batch paths):
+//   - Nobody is granted more than the stock: decided under FOR UPDATE of
+//     the event row, and backed by events_stock_guard.
+//   - The per-buyer ticket cap (and the per-client cap): counted under the
+//     same lock.
+//   - available + held + confirmed = total: follows from the rules above
+//     for every event /book/unsafe did not touch; no constraint can state
+//     a sum over rows, so Audit (holdfast check) verifies it, with
+//     0 <= available <= total, no late confirm, and no hold pending more
+//     than a sweep interval plus one second past its expiry.
+//   - A lapsed hold's stock comes back within a sweep interval: the
+//     sweeper (SweepExpired, hold.Sweeper), event by event, an event that
+//     fails skipped and counted; buyers short of stock expire lapsed holds
+//     first.
+//
+// Idempotency keys: one row per (scope, key), PRIMARY KEY (003), written in
+// the transaction of the effect it answers; which answers are kept (200,
+// 201, 409, 410, 422) is Go's (idempotency.Response.Keep).
 package store

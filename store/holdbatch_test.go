@@ -170,8 +170,8 @@ func TestHoldBatchReadsOnlyItsBuyersBookings(t *testing.T) {
 	for i := 10; i < 20; i++ {
 		call(conn, i)
 	}
-	_, err = s.DB().ExecContext(ctx, `INSERT INTO bookings (event_id, user_email, quantity, total_amount)
-		SELECT $1, 'other' || g || '@example.com', 1, 1 FROM generate_series(1, 2000) g`, ev)
+	_, err = s.DB().ExecContext(ctx, `INSERT INTO bookings (event_id, user_email, quantity, total_amount, expires_at)
+		SELECT $1, 'other' || g || '@example.com', 1, 1, now() + interval '1 hour' FROM generate_series(1, 2000) g`, ev)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -118,30 +118,34 @@ const (
 type scopedKey struct{ scope, key string }
 
 // batchKeys records, for a batch, which request owns each key it claimed
-// and which requests repeat a key an earlier request of the batch holds.
+// and which requests repeat a key an earlier request of the batch claimed.
 type batchKeys struct {
 	owner   map[scopedKey]int // key -> index of the request that claimed it
 	repeats map[int]int       // request index -> index of the owner it repeats
 }
 
 // claimKeys claims the keys of a batch's requests in tx. A key used before
-// sets its request's Replay (or Err, on a mismatch); a key repeated within
-// the batch is answered after its first request's outcome is known.
+// sets its requests' Replay (or Err, on a mismatch); a key claimed by this
+// batch makes its later requests repeats, answered after the first one's
+// outcome is known.
+//
+// Every request is judged against the claim that stands, never against the
+// batch's first request for the key: with key K in flight for values X, a
+// batch of A (K, Y) then B (K, X) answers A idempotency_mismatch and B the
+// replay of X's answer, since B is the honest retry. Only when this batch's
+// first request made the claim are the others judged against it.
 func claimKeys(ctx context.Context, tx *sqlx.Tx, reqs []hold.Request, outs []hold.Outcome) (batchKeys, error) {
 	bk := batchKeys{owner: map[scopedKey]int{}, repeats: map[int]int{}}
 	var scopes, keys []string
 	var hashes [][]byte
+	var later []int // requests whose key an earlier request of the batch carries
 	for i, r := range reqs {
 		if r.Key == nil {
 			continue
 		}
 		sk := scopedKey{r.Key.Scope, r.Key.Key}
-		if first, ok := bk.owner[sk]; ok {
-			if !bytes.Equal(reqs[first].Key.Hash, r.Key.Hash) {
-				outs[i].Err = idempotency.ErrMismatch
-			} else {
-				bk.repeats[i] = first
-			}
+		if _, ok := bk.owner[sk]; ok {
+			later = append(later, i)
 			continue
 		}
 		bk.owner[sk] = i
@@ -157,29 +161,43 @@ func claimKeys(ctx context.Context, tx *sqlx.Tx, reqs []hold.Request, outs []hol
 	if err := tx.SelectContext(ctx, &claimed, qKeysClaim, pq.Array(scopes), pq.Array(keys), pq.ByteaArray(hashes)); err != nil {
 		return bk, mapErr(ctx, err)
 	}
-	if len(claimed) == len(keys) {
-		return bk, nil
+	stored := map[scopedKey]keyRow{} // keys another request claimed first
+	if len(claimed) < len(keys) {
+		mine := map[scopedKey]bool{}
+		for _, c := range claimed {
+			mine[scopedKey{c.Scope, c.Key}] = true
+		}
+		var taken []struct {
+			Scope string `db:"scope"`
+			Key   string `db:"key"`
+			keyRow
+		}
+		if err := tx.SelectContext(ctx, &taken, qKeysLookup, pq.Array(scopes), pq.Array(keys)); err != nil {
+			return bk, mapErr(ctx, err)
+		}
+		for _, t := range taken {
+			sk := scopedKey{t.Scope, t.Key}
+			if mine[sk] {
+				continue
+			}
+			stored[sk] = t.keyRow
+			i := bk.owner[sk]
+			delete(bk.owner, sk)
+			outs[i].Replay, outs[i].Err = t.keyRow.replay(reqs[i].Key)
+		}
 	}
-	mine := map[scopedKey]bool{}
-	for _, c := range claimed {
-		mine[scopedKey{c.Scope, c.Key}] = true
-	}
-	var taken []struct {
-		Scope string `db:"scope"`
-		Key   string `db:"key"`
-		keyRow
-	}
-	if err := tx.SelectContext(ctx, &taken, qKeysLookup, pq.Array(scopes), pq.Array(keys)); err != nil {
-		return bk, mapErr(ctx, err)
-	}
-	for _, t := range taken {
-		sk := scopedKey{t.Scope, t.Key}
-		if mine[sk] {
+	for _, i := range later {
+		sk := scopedKey{reqs[i].Key.Scope, reqs[i].Key.Key}
+		if row, ok := stored[sk]; ok {
+			outs[i].Replay, outs[i].Err = row.replay(reqs[i].Key)
 			continue
 		}
-		i := bk.owner[sk]
-		delete(bk.owner, sk)
-		outs[i].Replay, outs[i].Err = t.keyRow.replay(reqs[i].Key)
+		first := bk.owner[sk]
+		if !bytes.Equal(reqs[first].Key.Hash, reqs[i].Key.Hash) {
+			outs[i].Err = idempotency.ErrMismatch
+			continue
+		}
+		bk.repeats[i] = first
 	}
 	return bk, nil
 }
@@ -188,10 +206,6 @@ func claimKeys(ctx context.Context, tx *sqlx.Tx, reqs []hold.Request, outs []hol
 // that repeated a key within the batch with their first request's outcome.
 func keepKeys(ctx context.Context, tx *sqlx.Tx, reqs []hold.Request, bk batchKeys, outs []hold.Outcome, render hold.Render) error {
 	for i, first := range bk.repeats {
-		if outs[first].Replay != nil {
-			outs[i].Replay = outs[first].Replay
-			continue
-		}
 		resp := render(outs[first].Hold, outs[first].Err)
 		outs[i].Replay = &resp
 	}

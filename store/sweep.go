@@ -39,6 +39,12 @@ const (
 // tickets back, so however large the batch, a hot event's buyers wait on a
 // sweep only for that last update and the commit. Any number of sweepers
 // may run at once.
+//
+// An event whose sweep fails is listed in the result's Failed and the sweep
+// goes on with the next: the error is that event's (the database refusing
+// its give-back, say), and the others' holds must still come back on time.
+// The error returned is for the sweep as a whole: the events could not be
+// listed, or ctx ended.
 func (s *Store) SweepExpired(ctx context.Context, batch int) (hold.SweepResult, error) {
 	var res hold.SweepResult
 	var events []int64
@@ -47,6 +53,9 @@ func (s *Store) SweepExpired(ctx context.Context, batch int) (hold.SweepResult, 
 	}
 	defer func() { s.counters.HoldsExpired(res.Expired) }()
 	for _, ev := range events {
+		if err := ctx.Err(); err != nil {
+			return res, err
+		}
 		res.Events++
 		n, busy, err := s.sweepEvent(ctx, ev, batch)
 		res.Expired += n
@@ -54,7 +63,10 @@ func (s *Store) SweepExpired(ctx context.Context, batch int) (hold.SweepResult, 
 			res.Busy++
 		}
 		if err != nil {
-			return res, err
+			if ctx.Err() != nil {
+				return res, err
+			}
+			res.Failed = append(res.Failed, hold.SweepFailure{EventID: ev, Err: err})
 		}
 	}
 	return res, nil

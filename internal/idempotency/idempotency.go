@@ -5,9 +5,12 @@
 //
 // The store keeps each key with a hash of the request's values and the
 // response, written in the same transaction as the effect, so a key is
-// either recorded with its effect or not at all. Responses that say "try
-// again" (429, 5xx) are never kept: keeping them would replay a refusal the
-// client was told to retry.
+// either recorded with its effect or not at all. Only answers that changed
+// something or that a retry must see again are kept: 200, 201, 409, 410 and
+// 422. Those that say "try again" (429, 5xx) would replay a refusal the
+// client was told to retry, and 400 and 404 change nothing: keeping them
+// would let anyone grow the table by a row a request (3,000 requests for an
+// event that does not exist once stored 3,000 rows).
 package idempotency
 
 import (
@@ -44,9 +47,13 @@ type Response struct {
 	Body   []byte
 }
 
-// Keep reports whether r may be kept: not a 429, not a 5xx.
+// Keep reports whether r is kept for replay: 200, 201, 409, 410 or 422.
 func (r Response) Keep() bool {
-	return r.Status != http.StatusTooManyRequests && r.Status < 500
+	switch r.Status {
+	case http.StatusOK, http.StatusCreated, http.StatusConflict, http.StatusGone, http.StatusUnprocessableEntity:
+		return true
+	}
+	return false
 }
 
 // FromRequest returns the request's key for scope, hashed over values (the

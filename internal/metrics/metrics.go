@@ -37,6 +37,7 @@ type Metrics struct {
 	sweeps         prometheus.Counter
 	swept          prometheus.Histogram
 	sweeperLag     prometheus.Gauge
+	sweeperErrors  prometheus.Counter
 }
 
 // New registers every metric on a registry of its own.
@@ -55,6 +56,7 @@ func New() *Metrics {
 	m.holdsExpired = counter("holdfast_holds_expired_total", "Holds expired: swept, or found lapsed by a buyer, a confirm or a release.")
 	m.lockTimeouts = counter("holdfast_lock_timeouts_total", "Requests answered busy because the event's lock was not had within the lock wait.")
 	m.sweeps = counter("holdfast_sweeper_runs_total", "Sweeper runs.")
+	m.sweeperErrors = counter("holdfast_sweeper_errors_total", "Events whose sweep failed; the sweeper went on with the next event.")
 	m.bookings = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "holdfast_bookings_total", Help: "Answers of the booking endpoints, by endpoint and outcome (booked or the error code).",
 	}, []string{"endpoint", "outcome"})
@@ -148,6 +150,9 @@ func (m *Metrics) Swept(expired int, lag time.Duration) {
 	m.swept.Observe(float64(expired))
 	m.sweeperLag.Set(lag.Seconds())
 }
+
+// SweepFailed counts events whose sweep failed in one run.
+func (m *Metrics) SweepFailed(events int) { m.sweeperErrors.Add(float64(events)) }
 
 // Middleware times every request by its route pattern, and counts the
 // answers of the booking endpoints by outcome. It must run inside the chi
