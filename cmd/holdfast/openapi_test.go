@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net/http"
 	"slices"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/holdfast/holdfast/internal/apidoc"
+	"github.com/holdfast/holdfast/internal/testenv"
 )
 
 // TestOpenAPICoversEveryRoute walks the real router and checks it against
@@ -85,5 +87,71 @@ func TestOpenAPICoversEveryRoute(t *testing.T) {
 	}
 	if err := served.Validate(context.Background()); err != nil {
 		t.Errorf("GET /openapi.json serves an invalid document: %v", err)
+	}
+}
+
+// TestEveryRouteAnswersAsDocumentedWithoutPostgres stops PostgreSQL under a
+// running server and asks every documented operation: each must answer a
+// status its entry lists, with a body that matches (the harness checks
+// both), and each that needs the database must say 503 unavailable, never
+// 500. The 503 responses of the document are otherwise seen by no test.
+func TestEveryRouteAnswersAsDocumentedWithoutPostgres(t *testing.T) {
+	t.Parallel()
+	pg, err := testenv.StartPostgres(context.Background())
+	if err != nil {
+		t.Fatalf("start a private PostgreSQL: %v", err)
+	}
+	t.Cleanup(func() { _ = pg.Stop() })
+	const token = "openapi-test-admin-token"
+	ts := newTestServer(t, func(c *config) {
+		c.DatabaseURL = testenv.NewDatabase(t, pg.URL("postgres"))
+		c.AdminToken = token
+	})
+	ev := ts.newEvent(10, true)
+	h := ts.mustHold(ev, 1)
+	if err := pg.Stop(); err != nil {
+		t.Fatalf("stop PostgreSQL: %v", err)
+	}
+
+	order := fmt.Sprintf(`{"event_id":%d,"user_email":"down@example.com","quantity":1}`, ev)
+	newEvent := `{"name":"Down","event_date":"2030-01-01T20:00:00Z","total_tickets":5,"ticket_price":"10.00"}`
+	jsonBody := []string{"Content-Type", "application/json"}
+	admin := []string{"Content-Type", "application/json", "Authorization", "Bearer " + token}
+	for _, tc := range []struct {
+		method, path, body string
+		header             []string
+		want               int
+	}{
+		{"GET", "/health", "", nil, 200},
+		{"GET", "/ready", "", nil, 503},
+		{"GET", "/metrics", "", nil, 200},
+		{"GET", "/openapi.json", "", nil, 200},
+		{"GET", "/", "", nil, 200},
+		{"GET", "/status.json", "", nil, 503},
+		{"GET", "/events", "", nil, 503},
+		{"GET", "/events/" + itoa(ev), "", nil, 503},
+		{"POST", "/book/unsafe", order, jsonBody, 503},
+		{"POST", "/book/safe", order, jsonBody, 503},
+		{"POST", "/holds", order, jsonBody, 503},
+		{"GET", "/holds/" + h.ID, "", nil, 503},
+		{"POST", "/holds/" + h.ID + "/confirm", "", nil, 503},
+		{"DELETE", "/holds/" + h.ID, "", nil, 503},
+		{"POST", "/admin/events", newEvent, admin, 503},
+		{"PATCH", "/admin/events/" + itoa(ev), `{"total_tickets":20}`, admin, 503},
+	} {
+		var body any
+		if tc.body != "" {
+			body = tc.body
+		}
+		res := ts.do(tc.method, tc.path, body, tc.header...)
+		if res.Status != tc.want {
+			t.Errorf("%s %s without PostgreSQL: %d %s, want %d", tc.method, tc.path, res.Status, res.Body, tc.want)
+			continue
+		}
+		if tc.want == 503 && tc.path != "/ready" {
+			if _, code := res.errorBody(t); code != "unavailable" {
+				t.Errorf("%s %s without PostgreSQL: code %q, want unavailable", tc.method, tc.path, code)
+			}
+		}
 	}
 }
