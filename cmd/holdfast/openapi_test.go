@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/go-chi/chi/v5"
@@ -113,7 +114,7 @@ func TestEveryRouteAnswersAsDocumentedWithoutPostgres(t *testing.T) {
 		t.Fatalf("stop PostgreSQL: %v", err)
 	}
 
-	order := fmt.Sprintf(`{"event_id":%d,"user_email":"down@example.com","quantity":1}`, ev)
+	buy := fmt.Sprintf(`{"event_id":%d,"user_email":"down@example.com","quantity":1}`, ev)
 	newEvent := `{"name":"Down","event_date":"2030-01-01T20:00:00Z","total_tickets":5,"ticket_price":"10.00"}`
 	jsonBody := []string{"Content-Type", "application/json"}
 	admin := []string{"Content-Type", "application/json", "Authorization", "Bearer " + token}
@@ -130,9 +131,9 @@ func TestEveryRouteAnswersAsDocumentedWithoutPostgres(t *testing.T) {
 		{"GET", "/status.json", "", nil, 503},
 		{"GET", "/events", "", nil, 503},
 		{"GET", "/events/" + itoa(ev), "", nil, 503},
-		{"POST", "/book/unsafe", order, jsonBody, 503},
-		{"POST", "/book/safe", order, jsonBody, 503},
-		{"POST", "/holds", order, jsonBody, 503},
+		{"POST", "/book/unsafe", buy, jsonBody, 503},
+		{"POST", "/book/safe", buy, jsonBody, 503},
+		{"POST", "/holds", buy, jsonBody, 503},
 		{"GET", "/holds/" + h.ID, "", nil, 503},
 		{"POST", "/holds/" + h.ID + "/confirm", "", nil, 503},
 		{"DELETE", "/holds/" + h.ID, "", nil, 503},
@@ -152,6 +153,64 @@ func TestEveryRouteAnswersAsDocumentedWithoutPostgres(t *testing.T) {
 			if _, code := res.errorBody(t); code != "unavailable" {
 				t.Errorf("%s %s without PostgreSQL: code %q, want unavailable", tc.method, tc.path, code)
 			}
+		}
+	}
+}
+
+// TestEveryLimitedRouteAnswersBusyAsDocumented puts every write route over
+// a rate limit of one a second: each must answer 429 busy, which the
+// harness checks against the route's entry (status, body, Retry-After).
+func TestEveryLimitedRouteAnswersBusyAsDocumented(t *testing.T) {
+	t.Parallel()
+	const token = "openapi-test-admin-token"
+	ts := newTestServer(t, func(c *config) {
+		c.AdminToken = token
+		c.RateLimit = 1
+	})
+	ev := ts.newEvent(100, true)
+	var h holdBody
+	for range 30 { // the limit lets one a second through
+		if res := ts.do("POST", "/holds", order(ev, "busy@example.com", 1)); res.Status == http.StatusCreated {
+			res.json(t, &h)
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if h.ID == "" {
+		t.Fatal("no hold was taken in 3 s under a limit of one a second")
+	}
+	buy := fmt.Sprintf(`{"event_id":%d,"user_email":"busy@example.com","quantity":1}`, ev)
+	jsonBody := []string{"Content-Type", "application/json"}
+	admin := []string{"Content-Type", "application/json", "Authorization", "Bearer " + token}
+	for _, tc := range []struct {
+		method, path, body string
+		header             []string
+	}{
+		{"POST", "/book/unsafe", buy, jsonBody},
+		{"POST", "/book/safe", buy, jsonBody},
+		{"POST", "/holds", buy, jsonBody},
+		{"POST", "/holds/" + h.ID + "/confirm", "", nil},
+		{"DELETE", "/holds/" + h.ID, "", nil},
+		{"POST", "/admin/events", `{"name":"Busy","event_date":"2030-01-01T20:00:00Z","total_tickets":5,"ticket_price":"10.00"}`, admin},
+		{"PATCH", "/admin/events/" + itoa(ev), `{"total_tickets":200}`, admin},
+	} {
+		// Three at once: however the second turns, at most two pass.
+		busy := 0
+		for range 3 {
+			var body any
+			if tc.body != "" {
+				body = tc.body
+			}
+			res := ts.do(tc.method, tc.path, body, tc.header...)
+			if res.Status == http.StatusTooManyRequests {
+				busy++
+				if _, code := res.errorBody(t); code != "busy" {
+					t.Errorf("%s %s: 429 with code %q, want busy", tc.method, tc.path, code)
+				}
+			}
+		}
+		if busy == 0 {
+			t.Errorf("%s %s: three requests at a limit of one a second, none answered 429", tc.method, tc.path)
 		}
 	}
 }
