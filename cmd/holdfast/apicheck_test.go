@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"testing"
 
@@ -110,6 +111,9 @@ func (c *apiCheck) problem(r *http.Request, status int, header http.Header, body
 		}
 		if r.Method == http.MethodHead {
 			return ""
+		}
+		if ct := header.Get("Content-Type"); ct != "application/json" {
+			return fmt.Sprintf("the %d body is %q, not application/json", status, ct)
 		}
 		if err := c.doc.Components.Schemas["Error"].Value.VisitJSON(decodeJSON(body), openapi3.VisitAsResponse(), openapi3.MultiErrors()); err != nil {
 			return fmt.Sprintf("the %d body is not an Error: %v", status, err)
@@ -247,4 +251,43 @@ func (ct checkedTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	res.Body = io.NopCloser(bytes.NewReader(body))
 	ct.c.check(ct.t, req, res.StatusCode, res.Header, body)
 	return res, nil
+}
+
+// TestAPICheckCatches keeps the checker itself strict: without it going
+// lax (an undocumented status let through, a body not read) every test
+// that relies on it would stay green.
+func TestAPICheckCatches(t *testing.T) {
+	t.Parallel()
+	c := newAPICheck(t, nil)
+	c.routes = documentedRoutes(c.doc)
+	jsonCT := http.Header{"Content-Type": {"application/json"}}
+	notFound := `{"error":"no such event","code":"not_found"}`
+	for _, tc := range []struct {
+		name, method, path string
+		status             int
+		header             http.Header
+		body               string
+		ok                 bool
+	}{
+		{"documented", "GET", "/health", 200, jsonCT, `{"status":"ok"}`, true},
+		{"documented error", "GET", "/events/7", 404, jsonCT, notFound, true},
+		{"undocumented status", "GET", "/health", 404, jsonCT, notFound, false},
+		{"body off its schema", "GET", "/health", 200, jsonCT, `{"status":"fine"}`, false},
+		{"unknown field", "GET", "/health", 200, jsonCT, `{"status":"ok","extra":1}`, false},
+		{"not JSON", "GET", "/health", 200, jsonCT, `ok`, false},
+		{"wrong content type", "GET", "/health", 200, http.Header{"Content-Type": {"text/plain"}}, `{"status":"ok"}`, false},
+		{"error code off the enum", "GET", "/events/7", 404, jsonCT, `{"error":"x","code":"gone"}`, false},
+		{"no route: 404", "GET", "/nowhere", 404, jsonCT, `{"error":"no such route: /nowhere","code":"not_found"}`, true},
+		{"no route: 200", "GET", "/nowhere", 200, jsonCT, `{}`, false},
+		{"no route: body not an Error", "GET", "/nowhere", 404, jsonCT, `not found`, false},
+		{"known path, other method: 405", "PUT", "/health", 405, jsonCT, `{"error":"method PUT is not allowed on /health","code":"method_not_allowed"}`, true},
+		{"known path, other method: 404", "PUT", "/health", 404, jsonCT, notFound, false},
+		{"unknown method", "BREW", "/nowhere", 405, jsonCT, `{"error":"method BREW is not allowed on /nowhere","code":"method_not_allowed"}`, true},
+	} {
+		r := httptest.NewRequest(tc.method, tc.path, nil)
+		p := c.problem(r, tc.status, tc.header, []byte(tc.body))
+		if (p == "") != tc.ok {
+			t.Errorf("%s: %s %s %d %s: problem %q, want ok=%v", tc.name, tc.method, tc.path, tc.status, tc.body, p, tc.ok)
+		}
+	}
 }
