@@ -6,6 +6,9 @@ GO ?= go
 GOBIN := $(shell $(GO) env GOPATH)/bin
 K6 := $(GOBIN)/k6
 K6_VERSION := v1.8.1
+# staticcheck 2026.2.2: a release that reads go 1.26 modules.
+STATICCHECK := $(GOBIN)/staticcheck
+STATICCHECK_VERSION := v0.8.2
 BIN := bin/holdfast
 # Run as root (CI, containers) apt-get needs no sudo; otherwise use it.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -15,8 +18,8 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 all: build
 
 # deps installs PostgreSQL, Redis and psql from Debian's packages when they
-# are missing, and k6 with `go install`. It runs before the tests, never
-# inside them: parallel test binaries would fight over apt's lock.
+# are missing, and k6 and staticcheck with `go install`. It runs before the
+# tests, never inside them: parallel test binaries would fight over apt's lock.
 deps:
 	@if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || ! command -v redis-server >/dev/null || ! command -v psql >/dev/null; then \
 		echo "deps: installing postgresql and redis-server"; \
@@ -30,7 +33,9 @@ deps:
 	fi
 	@# Debian starts the packaged servers; holdfast never uses them.
 	@if [ -x "$(K6)" ]; then :; else echo "deps: installing k6 $(K6_VERSION)"; $(GO) install go.k6.io/k6@$(K6_VERSION); fi
-	@echo "deps: postgres $$(ls -d /usr/lib/postgresql/*/bin | tail -1), $$(redis-server --version | cut -d' ' -f3), k6 $(K6)"
+	@if [ -x "$(STATICCHECK)" ]; then :; else echo "deps: installing staticcheck $(STATICCHECK_VERSION)"; \
+		GOBIN=$(GOBIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION); fi
+	@echo "deps: postgres $$(ls -d /usr/lib/postgresql/*/bin | tail -1), $$(redis-server --version | cut -d' ' -f3), k6 $(K6), $$($(STATICCHECK) -version)"
 
 build:
 	$(GO) build -o $(BIN) ./cmd/holdfast
@@ -38,13 +43,19 @@ build:
 run: deps build
 	$(BIN) dev
 
-# test is what CI runs: the Go tests with the race detector, against real
-# PostgreSQL and Redis (private ones each package starts, or DATABASE_URL and
-# REDIS_URL when set), after short k6 runs against a private `holdfast dev`.
+# test is what CI runs: the checks of vet, then short k6 runs against a
+# private `holdfast dev`, then the Go tests with the race detector, against
+# real PostgreSQL and Redis (private ones each package starts, or
+# DATABASE_URL and REDIS_URL when set).
 test: deps build vet test-k6 test-go
 
+# vet fails when go.mod or go.sum is not what `go mod tidy` would write,
+# then runs go vet and staticcheck (installed by deps, never by a test).
 vet:
+	$(GO) mod tidy -diff
 	$(GO) vet ./...
+	@[ -x "$(STATICCHECK)" ] || { echo "vet: no staticcheck at $(STATICCHECK): run make deps"; exit 1; }
+	$(STATICCHECK) ./...
 
 test-go:
 	$(GO) test -race -count=1 -timeout 15m ./...

@@ -14,13 +14,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-chi/chi/v5"
 	"github.com/jmoiron/sqlx"
 
 	"github.com/holdfast/holdfast/internal/servers"
 	"github.com/holdfast/holdfast/internal/testenv"
 )
 
-func TestMain(m *testing.M) { testenv.Main(m) }
+func TestMain(m *testing.M) {
+	registerBodyDecoders()
+	testenv.Main(m)
+}
 
 // syncBuffer collects a test's log lines; they are shown only if it fails.
 type syncBuffer struct {
@@ -41,7 +45,9 @@ func (s *syncBuffer) String() string {
 }
 
 // testServer is the real service on a test database and Redis prefix,
-// served by httptest.
+// served by httptest. Every answer it gives is checked against the OpenAPI
+// document (apiCheck): an undocumented status or a body that does not
+// match fails the test that asked.
 type testServer struct {
 	t   *testing.T
 	app *app
@@ -69,7 +75,11 @@ func newTestServer(t *testing.T, edit func(*config)) *testServer {
 	if err != nil {
 		t.Fatalf("newApp: %v", err)
 	}
-	srv := httptest.NewServer(a.handler)
+	routes, ok := a.handler.(chi.Routes)
+	if !ok {
+		t.Fatalf("the app's handler is a %T, not a chi router", a.handler)
+	}
+	srv := httptest.NewServer(newAPICheck(t, routes).handler(t, a.handler))
 	ts := &testServer{t: t, app: a, srv: srv, cfg: cfg, log: logs}
 	t.Cleanup(func() {
 		srv.Close()

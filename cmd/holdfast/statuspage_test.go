@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 )
 
@@ -232,15 +233,30 @@ type shownHold struct {
 	Quantity string `json:"quantity"`
 	Status   string `json:"status"`
 	Left     string `json:"left"`
+	// EventNodes counts the elements in the event cell: one, its id.
+	EventNodes int `json:"event_nodes"`
+}
+
+// shownName is an event's name as the page shows it, and how many
+// elements its place holds (none: a name is text).
+type shownName struct {
+	ID       int64  `json:"id"`
+	Name     string `json:"name"`
+	Title    string `json:"title"`
+	Elements int    `json:"elements"`
 }
 
 // shown is what the page shows, read from its text.
 type shown struct {
 	Events []shownEvent `json:"events"`
 	Holds  []shownHold  `json:"holds"`
-	Live   string       `json:"live"`
-	Text   string       `json:"text"`
-	HTML   string       `json:"html"`
+	Names  []shownName  `json:"names"`
+	// Injected counts the elements that only markup in a name can have
+	// made: any img, and any b reading "bold".
+	Injected int    `json:"injected"`
+	Live     string `json:"live"`
+	Text     string `json:"text"`
+	HTML     string `json:"html"`
 }
 
 const readPage = `(() => {
@@ -260,7 +276,16 @@ const readPage = `(() => {
 			quantity: text(tr, '.hold-qty'),
 			status: text(tr, '.hold-status'),
 			left: text(tr, '.hold-left'),
+			event_nodes: tr.querySelector('.hold-event').children.length,
 		})),
+		names: [...document.querySelectorAll('#events [data-event-id]')].map((li) => ({
+			id: Number(li.dataset.eventId),
+			name: li.querySelector('.event-name').textContent,
+			title: li.querySelector('.event-name').title,
+			elements: li.querySelector('.event-name').children.length,
+		})),
+		injected: document.querySelectorAll('img').length +
+			[...document.querySelectorAll('b')].filter((b) => b.textContent === 'bold').length,
 		live: document.getElementById('live').dataset.state,
 		text: document.body.innerText,
 		html: document.documentElement.outerHTML,
@@ -313,13 +338,30 @@ func TestStatusPageInBrowser(t *testing.T) {
 	some := ts.newEvent(25, true)
 	ts.nameEvent(quiet, "Harbour Lights · Sunday matinee")
 	ts.nameEvent(busy, "Aurora Tour · Oslo Spektrum")
-	ts.nameEvent(some, "Night Market Sessions")
+	// A name that holds markup must show as typed, as text: page.js
+	// writing it with innerHTML would make elements of it (and run the
+	// img's onerror).
+	const markup = `Night Market <b>bold</b> <img src=x onerror=alert(1)>`
+	ts.nameEvent(some, markup)
 
 	ctx := newBrowser(t)
 	var (
 		consoleMu sync.Mutex
 		problems  []string
 	)
+	// A dialog (the alert of an injected onerror) would stall the page:
+	// record it and dismiss it.
+	err := chromedp.Listen(ctx, func(ev any) {
+		if d, ok := ev.(*page.EventJavascriptDialogOpening); ok {
+			consoleMu.Lock()
+			problems = append(problems, "a "+string(d.Type)+" dialog opened: "+d.Message)
+			consoleMu.Unlock()
+			go func() { _, _ = chromedp.Call(ctx, page.HandleJavaScriptDialog, page.HandleJavaScriptDialogParams{}) }()
+		}
+	})
+	if err != nil {
+		t.Fatalf("listen to the page: %v", err)
+	}
 	messages := chromedp.Console(ctx)
 	go func() {
 		for m, err := range messages {
@@ -344,6 +386,19 @@ func TestStatusPageInBrowser(t *testing.T) {
 	}
 	if len(before.Holds) != 0 || !strings.Contains(before.Text, "No holds yet") {
 		t.Fatalf("before any sale the page shows holds: %+v", before.Holds)
+	}
+	i := slices.IndexFunc(before.Names, func(n shownName) bool { return n.ID == some })
+	if i < 0 {
+		t.Fatalf("the page shows no name for event %d: %+v", some, before.Names)
+	}
+	if n := before.Names[i]; n.Name != markup || n.Title != markup || n.Elements != 0 {
+		t.Errorf("event %d, named %q, is shown as %q (title %q) with %d elements inside: want the name as typed, as text", some, markup, n.Name, n.Title, n.Elements)
+	}
+	if before.Injected != 0 {
+		t.Errorf("the page has %d img or <b>bold</b> elements that only the markup of a name can have made", before.Injected)
+	}
+	if !strings.Contains(before.Text, markup) {
+		t.Errorf("the page's visible text does not hold the name %q as typed", markup)
 	}
 
 	// Sell: two confirmed, one released, one left pending on the busy
@@ -389,8 +444,11 @@ func TestStatusPageInBrowser(t *testing.T) {
 			t.Errorf("hold row %d (%s) time left %q", i, row.Status, row.Left)
 		}
 	}
-	if after.Holds[1].Event != "#"+itoa(some)+" Night Market Sessions" {
-		t.Errorf("hold row 1 names its event %q, want the event's name", after.Holds[1].Event)
+	if after.Holds[1].Event != "#"+itoa(some)+" "+markup || after.Holds[1].EventNodes != 1 {
+		t.Errorf("hold row 1 names its event %q with %d elements, want the event's name as text after its id", after.Holds[1].Event, after.Holds[1].EventNodes)
+	}
+	if after.Injected != 0 {
+		t.Errorf("after the sale the page has %d img or <b>bold</b> elements that only the markup of a name can have made", after.Injected)
 	}
 	noSecrets(t, "the page's text", after.Text, holds...)
 	noSecrets(t, "the page's HTML", after.HTML, holds...)

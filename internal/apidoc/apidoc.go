@@ -4,11 +4,14 @@
 // The document, openapi.json, is written by hand from docs/API.md rather
 // than generated, so that it says what the contract promises (codes, money
 // as decimal strings, when a route exists at all) and not merely what the Go
-// types happen to marshal. Two tests keep it honest: this package's checks
-// that it is a valid OpenAPI 3.0 document whose every example matches its
-// schema, and cmd/holdfast's checks that every route and method the router
-// has is in it. A route added without its entry here fails the build's
-// tests.
+// types happen to marshal. Tests keep it honest: this package's check that
+// it is a valid OpenAPI 3.0 document whose every example matches its
+// schema; cmd/holdfast's check that the router serves exactly the routes
+// and methods it documents; and cmd/holdfast's test harness, which holds
+// every answer any of its tests sees to the document (a status not listed
+// for the route, or a body or header off its schema, fails the test). A
+// route added without its entry here, an entry without its route, or a
+// response the document does not describe fails the build's tests.
 package apidoc
 
 import (

@@ -56,8 +56,10 @@
 //   - every hold a client was told is confirmed is confirmed in the
 //     database (lost = 0), and no hold a client was told is not confirmed,
 //     or never asked to confirm, is (these count as violations);
-//   - no 5xx but 503 `unavailable`; a 500 fails the scenario wherever it
-//     happens, and its request id is looked up in the instance's log;
+//   - no 5xx but 503 `unavailable`: any other (a 500, a 502, a 503 whose
+//     body has another code or none) fails the scenario with their count,
+//     wherever it happens, the probes below included, and their request ids
+//     are looked up in the instance's log;
 //   - both instances sell again: a fresh POST /holds to each answers 201.
 //
 // It prints one line per scenario,

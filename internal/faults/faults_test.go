@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -123,23 +125,7 @@ func runScenario(t *testing.T, c *cluster, f form, sc scenario) {
 	fmt.Printf("faults: %s: answers %s confirmed=%d lost=%d violations=%d\n", sc.name, line, len(confirmed), lost, violations)
 
 	// 5xx: only 503 unavailable, and only the fault's.
-	var bad []answer
-	var inWindow, outside int
-	for _, r := range recs {
-		for _, a := range r.answers {
-			switch {
-			case a.status < 500 && a.code != "bad_body":
-			case a.status == http.StatusServiceUnavailable && a.code == "unavailable":
-				if !a.end.Before(w.from) && !a.start.After(w.to.Add(grace)) {
-					inWindow++
-				} else {
-					outside++
-				}
-			default:
-				bad = append(bad, a)
-			}
-		}
-	}
+	bad, inWindow, outside := serverErrors(recs, w)
 	t.Logf("%s: %s", sc.name, breakdown(recs))
 	t.Logf("%s: 503 unavailable %d during the fault, %d outside it; %d requests without an answer", sc.name, inWindow, outside, counts["err"])
 	if outside > 0 {
@@ -149,10 +135,12 @@ func runScenario(t *testing.T, c *cluster, f form, sc scenario) {
 		t.Logf("%s: note: the contract says a missing Redis never causes a 5xx, yet %d 503s were answered", sc.name, inWindow+outside)
 	}
 	if len(bad) > 0 {
+		t.Errorf("%s: %d answers the contract does not allow (a 5xx other than 503 unavailable, or a 2xx with a bad body): %s",
+			sc.name, len(bad), badCounts(bad))
 		var ids []string
 		for i, a := range bad {
 			if i < 10 {
-				t.Errorf("%s: %s %d %q on event %d from instance %s at %s (request %s)", sc.name, a.op, a.status, a.code, a.event,
+				t.Logf("%s: %s %d %q on event %d from instance %s at %s (request %s)", sc.name, a.op, a.status, a.code, a.event,
 					c.insts[a.inst].name, a.end.Format("15:04:05.000"), a.requestID)
 			}
 			if a.requestID != "" {
@@ -174,6 +162,54 @@ func runScenario(t *testing.T, c *cluster, f form, sc scenario) {
 			t.Log(l)
 		}
 	}
+}
+
+// serverErrors sorts the answers the contract's 5xx rule judges. A 503
+// whose body has code unavailable is allowed, counted as the fault's when it
+// came during the fault's window (or its grace after) and outside it
+// otherwise. Any other 5xx (a 500, a 502, a 503 with another code or no
+// error body) is bad, and so is a success whose body was not what it must
+// be.
+func serverErrors(recs []record, w window) (bad []answer, inWindow, outside int) {
+	for _, r := range recs {
+		for _, a := range r.answers {
+			switch {
+			case a.status < 500 && a.code != "bad_body":
+			case a.status == http.StatusServiceUnavailable && a.code == "unavailable":
+				if !a.end.Before(w.from) && !a.start.After(w.to.Add(grace)) {
+					inWindow++
+				} else {
+					outside++
+				}
+			default:
+				bad = append(bad, a)
+			}
+		}
+	}
+	return bad, inWindow, outside
+}
+
+// badCounts formats bad answers as {500 internal:n 503 "":n ...}.
+func badCounts(bad []answer) string {
+	n := map[string]int{}
+	for _, a := range bad {
+		n[fmt.Sprintf("%d %q", a.status, a.code)]++
+	}
+	keys := slices.Sorted(maps.Keys(n))
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s:%d", k, n[k])
+	}
+	return "{" + strings.Join(parts, " ") + "}"
+}
+
+// unavailable reports whether a 5xx answer is the contract's 503: status
+// 503 and an error body with code unavailable.
+func unavailable(status int, body []byte) bool {
+	var e struct {
+		Code string `json:"code"`
+	}
+	return status == http.StatusServiceUnavailable && json.Unmarshal(body, &e) == nil && e.Code == "unavailable"
 }
 
 // compare reads the holds' states from the database: lost counts holds told
@@ -244,6 +280,9 @@ func (c *cluster) probe(t *testing.T, ev int64) {
 			b, _ := io.ReadAll(res.Body)
 			res.Body.Close()
 			last = fmt.Sprintf("%d %s", res.StatusCode, b)
+			if res.StatusCode >= 500 && !unavailable(res.StatusCode, b) {
+				t.Errorf("instance %s answered a probe %s: only 503 unavailable is allowed", in.name, last)
+			}
 			if res.StatusCode == http.StatusCreated {
 				ok = true
 				var h struct {
@@ -252,7 +291,11 @@ func (c *cluster) probe(t *testing.T, ev int64) {
 				if err := json.Unmarshal(b, &h); err == nil && h.ID != "" {
 					if req, err := http.NewRequest(http.MethodDelete, in.base+"/holds/"+h.ID, nil); err == nil {
 						if res, err := client.Do(req); err == nil {
+							b, _ := io.ReadAll(res.Body)
 							res.Body.Close()
+							if res.StatusCode >= 500 && !unavailable(res.StatusCode, b) {
+								t.Errorf("instance %s answered the release of a probe %d %s: only 503 unavailable is allowed", in.name, res.StatusCode, b)
+							}
 						}
 					}
 				}

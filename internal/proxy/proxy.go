@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"errors"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,7 +31,8 @@ type Proxy struct {
 	wg     sync.WaitGroup
 }
 
-// Start starts a proxy to target (host:port); Close stops it.
+// Start starts a proxy to target, a host:port or the path of a Unix socket
+// (a PostgreSQL reached through its socket directory); Close stops it.
 func Start(target string) (*Proxy, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -115,7 +117,11 @@ func (p *Proxy) handle(client net.Conn) {
 	defer p.wg.Done()
 	defer p.untrack(client)
 	defer client.Close()
-	up, err := net.DialTimeout("tcp", p.target, time.Second)
+	network := "tcp"
+	if strings.HasPrefix(p.target, "/") {
+		network = "unix"
+	}
+	up, err := net.DialTimeout(network, p.target, time.Second)
 	if err != nil {
 		return // the server is down: the client sees its connection closed
 	}

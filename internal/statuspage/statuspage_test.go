@@ -246,6 +246,19 @@ func TestPage(t *testing.T) {
 	}
 }
 
+// TestScriptWritesNoHTML keeps every value of the feed text: page.js may
+// not use the DOM's ways of parsing a string as HTML. The browser test in
+// cmd/holdfast shows a name with markup as text; this says why at once.
+func TestScriptWritesNoHTML(t *testing.T) {
+	t.Parallel()
+	for _, sink := range []string{"innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "DOMParser",
+		"createContextualFragment", "srcdoc", "setHTMLUnsafe", "eval(", "new Function"} {
+		if bytes.Contains(pageJS, []byte(sink)) {
+			t.Errorf("page.js uses %s: write feed values with textContent or append", sink)
+		}
+	}
+}
+
 func TestBuildPageRefusesMismatchedFiles(t *testing.T) {
 	t.Parallel()
 	tests := []struct {

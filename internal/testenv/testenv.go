@@ -13,8 +13,10 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -167,6 +169,53 @@ func withDatabase(rawURL, name string) (string, error) {
 		return "", err
 	}
 	u.Path = "/" + name
+	return u.String(), nil
+}
+
+// DatabaseAddr returns where the server of a postgres:// URL listens, as
+// lib/pq finds it: host:port over TCP, or the socket file when the host
+// (in the URL's host or its host parameter) is a directory. Tests that put
+// a proxy between a client and PostgreSQL use it, so they work whichever
+// way DATABASE_URL reaches the server.
+func DatabaseAddr(rawURL string) (string, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return "", fmt.Errorf("testenv: database URL: %w", err)
+	}
+	q := u.Query()
+	host, port := u.Hostname(), u.Port()
+	if h := q.Get("host"); h != "" {
+		host = h
+	}
+	if p := q.Get("port"); p != "" {
+		port = p
+	}
+	if port == "" {
+		port = "5432"
+	}
+	switch {
+	case strings.HasPrefix(host, "/"):
+		return filepath.Join(host, ".s.PGSQL."+port), nil
+	case host == "":
+		// lib/pq's default, like libpq's without a socket directory.
+		return net.JoinHostPort("localhost", port), nil
+	default:
+		return net.JoinHostPort(host, port), nil
+	}
+}
+
+// WithAddr returns a postgres:// URL that reaches the same database as
+// rawURL over TCP at addr (host:port), with any socket directory dropped.
+func WithAddr(rawURL, addr string) (string, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return "", fmt.Errorf("testenv: database URL: %w", err)
+	}
+	q := u.Query()
+	q.Del("host")
+	q.Del("port")
+	u.Host = addr
+	u.RawQuery = q.Encode()
 	return u.String(), nil
 }
 
