@@ -7,7 +7,7 @@
 // response, written in the same transaction as the effect, so a key is
 // either recorded with its effect or not at all. Responses that say "try
 // again" (429, 5xx) are never kept: keeping them would replay a refusal the
-// client was told to retry.
+// client was told to retry. Nor are 403s, the waiting room's refusals.
 package idempotency
 
 import (
@@ -44,9 +44,12 @@ type Response struct {
 	Body   []byte
 }
 
-// Keep reports whether r may be kept: not a 429, not a 5xx.
+// Keep reports whether r may be kept: not a 429, not a 5xx, and not a
+// 403. A 403 refuses the request for who sent it or when (no pass, a pass
+// that expired), not for what it asked: kept, it would be replayed to the
+// same client once it has its pass.
 func (r Response) Keep() bool {
-	return r.Status != http.StatusTooManyRequests && r.Status < 500
+	return r.Status != http.StatusTooManyRequests && r.Status != http.StatusForbidden && r.Status < 500
 }
 
 // FromRequest returns the request's key for scope, hashed over values (the
