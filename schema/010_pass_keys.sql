@@ -36,9 +36,9 @@ CREATE INDEX IF NOT EXISTS bookings_event_queue_place ON bookings (event_id, que
 
 -- hold_batch as in 006, with the waiting room's checks. To port onto a
 -- later definition, take every line marked "010:" below:
---   * the parameter p_places (one place per request, '' for none; last, so
---     the arguments before it keep their positions), hence the DROP: a new
---     argument list would otherwise add a second function;
+--   * the parameter p_places (one place per request, '' for none; last and
+--     DEFAULT NULL, so callers that pass none still resolve to it), hence
+--     the DROP: a new argument list would otherwise add a second function;
 --   * v_queued, read with the event row it already locks;
 --   * in the loop, before any stock or cap check: a queued event refuses a
 --     request without a good pass (queue_required; the service says why)
@@ -48,7 +48,7 @@ CREATE INDEX IF NOT EXISTS bookings_event_queue_place ON bookings (event_id, que
 DROP FUNCTION IF EXISTS hold_batch(bigint, text[], int[], bigint, int);
 
 CREATE OR REPLACE FUNCTION hold_batch(p_event bigint, p_emails text[], p_quantities int[], p_ttl_us bigint, p_cap int,
-                                      p_places text[]) -- 010: p_places
+                                      p_places text[] DEFAULT NULL) -- 010: p_places
 RETURNS TABLE (n int, outcome text, price numeric, expired int,
                hold_id uuid, event_id int, user_email varchar, quantity int, total_amount numeric,
                expires_at timestamptz, created_at timestamptz, confirmed_at timestamptz, status text)
@@ -77,8 +77,9 @@ BEGIN
     IF array_length(p_quantities, 1) IS DISTINCT FROM array_length(p_emails, 1) THEN
         RAISE EXCEPTION 'hold_batch: % emails but % quantities', v_count, array_length(p_quantities, 1);
     END IF;
-    -- 010: one place per request.
-    IF array_length(p_places, 1) IS DISTINCT FROM array_length(p_emails, 1) THEN
+    -- 010: one place per request, or none at all (NULL: a caller that
+    -- knows nothing of passes).
+    IF p_places IS NOT NULL AND array_length(p_places, 1) IS DISTINCT FROM array_length(p_emails, 1) THEN
         RAISE EXCEPTION 'hold_batch: % emails but % places', v_count, array_length(p_places, 1);
     END IF;
     -- The service validates quantities; a bad one here would have a
