@@ -111,7 +111,7 @@ func anyKey(reqs []hold.Request) bool {
 
 // qHoldBatch runs the database's hold_batch (schema/006, with the waiting
 // room's checks of schema/010), which answers each request with one row in
-// order. $6 is each request's admitted place, ” for none.
+// order. $6 is each request's admitted place, empty for none.
 const qHoldBatch = `SELECT n, outcome, price, expired,
 	hold_id, event_id, user_email, quantity, total_amount, expires_at, created_at, confirmed_at, status
 	FROM hold_batch($1::bigint, $2::text[], $3::int[], $4::bigint, $5::int, $6::text[])
