@@ -403,3 +403,16 @@ func headerKid(t *testing.T, tok string) string {
 	kid, _ := p.Header["kid"].(string)
 	return kid
 }
+
+// TestThumbprintIsRFC8037s checks the kid against RFC 8037's worked
+// example (appendix A.3), so any JWK library computes the same one.
+func TestThumbprintIsRFC8037s(t *testing.T) {
+	t.Parallel()
+	pub, err := pass.JWK{Kty: "OKP", Crv: "Ed25519", X: "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}.PublicKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := pass.Thumbprint(pub), "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"; got != want {
+		t.Errorf("Thumbprint = %s, want %s", got, want)
+	}
+}
