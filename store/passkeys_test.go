@@ -311,3 +311,37 @@ func TestAQueuedEventBooksOnlyWithAPass(t *testing.T) {
 		t.Errorf("stock %d, want 9", got)
 	}
 }
+
+// TestARotatedKeyReachesARunningKeyring rotates the key behind an
+// instance's back: its keyring, refreshing on its own, verifies the new
+// key's passes within a refresh.
+func TestARotatedKeyReachesARunningKeyring(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	running, err := pass.NewKeyring(ctx, s, pass.Options{Refresh: 20 * time.Millisecond}, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	go running.Run(ctx)
+	other := keyring(t, s)
+	if _, err := pass.Rotate(ctx, s, 0, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	tok := mustSign(t, other, somePass(1, "p", "a@example.com"))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := running.Verify(tok)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a running keyring never learnt the rotated key: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -216,4 +218,99 @@ func kid(t *testing.T, tok string) string {
 		t.Fatal(err)
 	}
 	return h.Kid
+}
+
+// TestManyBuyersWithAndWithoutPasses hammers a queued event with buyers,
+// half of them admitted, from many goroutines while the key is rotated
+// under them, with Redis up and down: only buyers with a pass get tickets,
+// every booking of the event records its place, nothing oversells, and
+// each used pass takes no more holds.
+func TestManyBuyersWithAndWithoutPasses(t *testing.T) {
+	t.Parallel()
+	withRedisUpAndDown(t, nil, func(t *testing.T, ts *testServer, _ bool) {
+		const buyers, tickets = 60, 40
+		ev := ts.newEvent(tickets, true)
+		ts.queue(ev)
+		passes := make([]string, buyers)
+		for i := range buyers {
+			if i%2 == 0 {
+				passes[i] = ts.pass(ev, fmt.Sprintf("place-%d", i), fmt.Sprintf("b%d@example.com", i), time.Minute)
+			}
+		}
+		stop := make(chan struct{})
+		var rotations sync.WaitGroup
+		rotations.Add(1)
+		go func() {
+			defer rotations.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if _, err := pass.Rotate(context.Background(), ts.app.store, 0, time.Hour); err != nil {
+					t.Errorf("rotate: %v", err)
+					return
+				}
+				if err := ts.app.passes.Refresh(context.Background()); err != nil {
+					t.Errorf("refresh: %v", err)
+					return
+				}
+			}
+		}()
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		codes := map[string]int{}
+		for i := range buyers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				email := fmt.Sprintf("b%d@example.com", i)
+				var header []string
+				if passes[i] != "" {
+					header = []string{pass.Header, passes[i]}
+				}
+				for range 2 {
+					res := ts.do(http.MethodPost, "/holds", orderBody(ev, email), header...)
+					code := res.code()
+					if res.Status == http.StatusCreated {
+						code = "created"
+						var h struct {
+							ID string `json:"id"`
+						}
+						_ = json.Unmarshal(res.Body, &h)
+						ts.do(http.MethodPost, "/holds/"+h.ID+"/confirm", nil)
+					}
+					mu.Lock()
+					codes[code]++
+					mu.Unlock()
+					if passes[i] == "" && res.Status != http.StatusForbidden {
+						t.Errorf("buyer %d without a pass: %d %s", i, res.Status, res.Body)
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		close(stop)
+		rotations.Wait()
+		// 30 buyers with a pass, each confirming its first hold: 30
+		// tickets, and each second try is pass_used.
+		if codes["created"] != buyers/2 || codes["pass_used"] != buyers/2 || codes["queue_required"] != buyers {
+			t.Errorf("answers %v, want %d created, %d pass_used, %d queue_required", codes, buyers/2, buyers/2, buyers)
+		}
+		var unplaced, places int
+		if err := ts.db().QueryRowContext(context.Background(), `SELECT count(*) FILTER (WHERE queue_place IS NULL),
+			count(DISTINCT queue_place) FROM bookings WHERE event_id = $1`, ev).Scan(&unplaced, &places); err != nil {
+			t.Fatal(err)
+		}
+		if unplaced != 0 || places != buyers/2 {
+			t.Errorf("%d bookings without a place and %d places, want 0 and %d", unplaced, places, buyers/2)
+		}
+		if got := ts.available(ev); got != tickets-buyers/2 {
+			t.Errorf("%d tickets left, want %d", got, tickets-buyers/2)
+		}
+		if out, ok := ts.check(ev); !ok {
+			t.Errorf("holdfast check:\n%s", out)
+		}
+	})
 }
