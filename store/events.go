@@ -309,10 +309,9 @@ func buyersTickets(ctx context.Context, tx *sqlx.Tx, eventID int64, emails []str
 }
 
 // qUsedPlaces returns those of the places ($2) that already have a
-// confirmed booking of the event: their passes are used.
-// Each place is its own lookup of the (event_id, queue_place) index: as
-// queue_place = ANY ($2) the planner may read all the event's placed
-// bookings instead.
+// confirmed booking of the event: their passes are used. Each place is its
+// own probe of the (event_id, queue_place) index; written as queue_place =
+// ANY ($2), the planner may read all the event's placed bookings instead.
 const qUsedPlaces = `SELECT u.place FROM unnest($2::text[]) AS u(place)
 	WHERE EXISTS (SELECT 1 FROM bookings b
 	              WHERE b.event_id = $1::bigint AND b.queue_place = u.place AND b.queue_place IS NOT NULL
