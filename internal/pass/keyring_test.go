@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,9 +27,13 @@ import (
 type memStore struct {
 	mu   sync.Mutex
 	keys []pass.StoredKey
+	down atomic.Bool // PassKeys fails, as a store whose database is away
 }
 
 func (m *memStore) PassKeys(context.Context) ([]pass.StoredKey, error) {
+	if m.down.Load() {
+		return nil, errors.New("connection refused")
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return append([]pass.StoredKey(nil), m.keys...), nil
@@ -414,5 +419,27 @@ func TestThumbprintIsRFC8037s(t *testing.T) {
 	}
 	if got, want := pass.Thumbprint(pub), "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"; got != want {
 		t.Errorf("Thumbprint = %s, want %s", got, want)
+	}
+}
+
+// TestAKeyringKeepsItsKeysWhileTheStoreIsDown: passes go on being signed
+// and checked from memory while PostgreSQL is away.
+func TestAKeyringKeepsItsKeysWhileTheStoreIsDown(t *testing.T) {
+	t.Parallel()
+	store := &memStore{}
+	k, err := pass.NewKeyring(context.Background(), store, pass.Options{}, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := sign(t, k, claims(time.Minute))
+	store.down.Store(true)
+	if err := k.Refresh(context.Background()); err == nil {
+		t.Fatal("Refresh from a store that is down did not fail")
+	}
+	if _, err := k.Verify(tok); err != nil {
+		t.Errorf("after a failed refresh the keyring refuses a good pass: %v", err)
+	}
+	if _, err := k.Sign(claims(time.Minute)); err != nil {
+		t.Errorf("after a failed refresh the keyring cannot sign: %v", err)
 	}
 }
