@@ -10,6 +10,7 @@ import (
 	"github.com/holdfast/holdfast/internal/httpapi"
 	"github.com/holdfast/holdfast/internal/idempotency"
 	"github.com/holdfast/holdfast/internal/money"
+	"github.com/holdfast/holdfast/internal/pass"
 )
 
 // Errors the booking services return. Each is an *httpapi.Error, so the
@@ -55,6 +56,10 @@ type Order struct {
 	EventID  int64  `json:"event_id"`
 	Email    string `json:"user_email"`
 	Quantity int    `json:"quantity"`
+	// Pass is what the request's Queue-Pass came to, for a queued event.
+	// It is no part of the order's values an idempotency key is hashed
+	// over: a key names the order, whichever pass it came with.
+	Pass pass.Gate `json:"-"`
 }
 
 // Request is the JSON body of /book/* and POST /holds, as sent. Its fields
@@ -162,6 +167,9 @@ type Service struct {
 	Locks Locker
 	// Work is the seed's artificial processing delay (--simulate-work).
 	Work time.Duration
+	// Passes checks the Queue-Pass of a /book/safe request; nil takes no
+	// pass, so a queued event refuses every booking.
+	Passes pass.Verifier
 }
 
 // BookUnsafe books without any lock; it can oversell.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/holdfast/holdfast/internal/httpapi"
 	"github.com/holdfast/holdfast/internal/idempotency"
+	"github.com/holdfast/holdfast/internal/pass"
 )
 
 // Paging of GET /events.
@@ -111,6 +112,7 @@ func HandleBookSafe(svc *Service, maxQuantity int, log *slog.Logger) http.Handle
 			httpapi.WriteError(w, r, log, err)
 			return
 		}
+		order.Pass = pass.Check(svc.Passes, r.Header.Get(pass.Header), order.EventID, order.Email)
 		out, err := svc.BookSafe(r.Context(), order, key, renderBooked)
 		idempotency.Answer(w, r, log, out.Replay, out.Booking, http.StatusOK, errors.Join(err, out.Err))
 	})

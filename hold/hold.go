@@ -10,6 +10,7 @@ import (
 	"github.com/holdfast/holdfast/internal/httpapi"
 	"github.com/holdfast/holdfast/internal/idempotency"
 	"github.com/holdfast/holdfast/internal/money"
+	"github.com/holdfast/holdfast/internal/pass"
 )
 
 // Status is a hold's state as the API reports it.
@@ -93,6 +94,9 @@ type Service struct {
 	// Batcher, when set, serves hold requests per event in batches; nil
 	// means one transaction per hold.
 	Batcher *Batcher
+	// Passes checks the Queue-Pass of a hold request; nil takes no pass,
+	// so a queued event refuses every hold.
+	Passes pass.Verifier
 }
 
 // Create takes a hold. Its idempotency key, if any, is honoured.

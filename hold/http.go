@@ -11,6 +11,7 @@ import (
 	"github.com/holdfast/holdfast/booking"
 	"github.com/holdfast/holdfast/internal/httpapi"
 	"github.com/holdfast/holdfast/internal/idempotency"
+	"github.com/holdfast/holdfast/internal/pass"
 )
 
 // Idempotency scopes: a key means something only together with its endpoint
@@ -58,6 +59,9 @@ func HandleCreate(svc *Service, maxQuantity int, log *slog.Logger) http.Handler 
 			httpapi.WriteError(w, r, log, err)
 			return
 		}
+		// Whether the event needs the pass, the statement that grants the
+		// hold says, from the event row it locks.
+		order.Pass = pass.Check(svc.Passes, r.Header.Get(pass.Header), order.EventID, order.Email)
 		out, err := svc.Create(r.Context(), Request{Order: order, Key: key})
 		answer(w, r, log, out, err, http.StatusCreated)
 	})

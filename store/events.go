@@ -14,6 +14,7 @@ import (
 	"github.com/holdfast/holdfast/internal/httpapi"
 	"github.com/holdfast/holdfast/internal/idempotency"
 	"github.com/holdfast/holdfast/internal/money"
+	"github.com/holdfast/holdfast/internal/pass"
 )
 
 // Store is holdfast's PostgreSQL storage.
@@ -69,13 +70,16 @@ const (
 	// qStockUnlocked is the seed's unsafe read: no lock, so any number of
 	// buyers read the same stock.
 	qStockUnlocked = `SELECT available_tickets, ticket_price FROM events WHERE id = $1::bigint`
-	// qStockLocked locks the event row until the transaction ends.
-	qStockLocked = `SELECT available_tickets, ticket_price FROM events WHERE id = $1::bigint FOR UPDATE`
+	// qStockLocked locks the event row until the transaction ends, and
+	// says whether the event has a waiting room: read with the row the
+	// grant locks anyway, it costs no round trip and is never stale.
+	qStockLocked = `SELECT available_tickets, ticket_price, queue_admit_per_second IS NOT NULL AS queued
+		FROM events WHERE id = $1::bigint FOR UPDATE`
 
 	// qInsertConfirmed inserts a booking confirmed at once; the stock
-	// trigger takes its tickets.
-	qInsertConfirmed = `INSERT INTO bookings (event_id, user_email, quantity, total_amount, booking_status)
-		VALUES ($1, $2, $3, $4, 'confirmed') RETURNING id`
+	// trigger takes its tickets. $5 is the pass's place ('' for none).
+	qInsertConfirmed = `INSERT INTO bookings (event_id, user_email, quantity, total_amount, booking_status, queue_place)
+		VALUES ($1, $2, $3, $4, 'confirmed', nullif($5, '')) RETURNING id`
 )
 
 type eventRow struct {
@@ -126,6 +130,9 @@ func (s *Store) Event(ctx context.Context, id int64) (booking.Event, error) {
 type stockRow struct {
 	Available int         `db:"available_tickets"`
 	Price     money.Cents `db:"ticket_price"`
+	// Queued: the event has a waiting room. Only qStockLocked reads it;
+	// the seed's unsafe path knows nothing of queues.
+	Queued bool `db:"queued"`
 }
 
 // BookUnsafe is the seed's race: read the stock without a lock, work, then
@@ -165,7 +172,7 @@ func (s *Store) BookLocked(ctx context.Context, o booking.Order, work time.Durat
 			b.Message = booking.SafeMessage
 			out.Booking = b
 		case errors.Is(err, booking.ErrSoldOut), errors.Is(err, booking.ErrEventNotFound),
-			errors.Is(err, booking.ErrLimitExceeded), isInvalid(err):
+			errors.Is(err, booking.ErrLimitExceeded), isInvalid(err), pass.IsRefusal(err):
 			out.Err = err
 		default:
 			return err
@@ -188,6 +195,11 @@ func book(ctx context.Context, tx *sqlx.Tx, readStock string, o booking.Order, w
 		}
 		return booking.Booking{}, mapErr(ctx, err)
 	}
+	if st.Queued {
+		if err := admitted(ctx, tx, o); err != nil {
+			return booking.Booking{}, err
+		}
+	}
 	if err := sleep(ctx, work); err != nil {
 		return booking.Booking{}, err
 	}
@@ -208,7 +220,7 @@ func book(ctx context.Context, tx *sqlx.Tx, readStock string, o booking.Order, w
 		return booking.Booking{}, err
 	}
 	var id int64
-	if err := tx.GetContext(ctx, &id, qInsertConfirmed, o.EventID, o.Email, o.Quantity, total); err != nil {
+	if err := tx.GetContext(ctx, &id, qInsertConfirmed, o.EventID, o.Email, o.Quantity, total, o.Pass.Place); err != nil {
 		err = mapErr(ctx, err)
 		if errors.Is(err, errStockGuard) {
 			return booking.Booking{}, fmt.Errorf("%w (%v)", booking.ErrSoldOut, err)
@@ -294,4 +306,47 @@ func buyersTickets(ctx context.Context, tx *sqlx.Tx, eventID int64, emails []str
 		b.owned[r.Folded] = r.Tickets // the same for every spelling of one buyer
 	}
 	return b, nil
+}
+
+// qUsedPlaces returns those of the places ($2) that already have a
+// confirmed booking of the event: their passes are used. Each place is its
+// own probe of the (event_id, queue_place) index; written as queue_place =
+// ANY ($2), the planner may read all the event's placed bookings instead.
+const qUsedPlaces = `SELECT u.place FROM unnest($2::text[]) AS u(place)
+	WHERE EXISTS (SELECT 1 FROM bookings b
+	              WHERE b.event_id = $1::bigint AND b.queue_place = u.place AND b.queue_place IS NOT NULL
+	                AND b.booking_status = 'confirmed')`
+
+// usedPlaces reads, inside tx, which of places have a confirmed booking of
+// the event.
+func usedPlaces(ctx context.Context, tx *sqlx.Tx, eventID int64, places []string) (map[string]bool, error) {
+	if len(places) == 0 {
+		return nil, nil
+	}
+	var used []string
+	if err := tx.SelectContext(ctx, &used, qUsedPlaces, eventID, pq.Array(places)); err != nil {
+		return nil, mapErr(ctx, err)
+	}
+	out := make(map[string]bool, len(used))
+	for _, p := range used {
+		out[p] = true
+	}
+	return out, nil
+}
+
+// admitted is the waiting room's check of an order for a queued event,
+// inside tx, which holds the event row: a good pass whose place has no
+// confirmed booking yet. hold_batch makes the same check.
+func admitted(ctx context.Context, tx *sqlx.Tx, o booking.Order) error {
+	if o.Pass.Place == "" {
+		return o.Pass.Refusal()
+	}
+	used, err := usedPlaces(ctx, tx, o.EventID, []string{o.Pass.Place})
+	if err != nil {
+		return err
+	}
+	if used[o.Pass.Place] {
+		return pass.ErrUsed
+	}
+	return nil
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/holdfast/holdfast/hold"
 	"github.com/holdfast/holdfast/internal/idempotency"
 	"github.com/holdfast/holdfast/internal/money"
+	"github.com/holdfast/holdfast/internal/pass"
 )
 
 // holdColumns reads a bookings row as a hold. A pending hold whose expiry
@@ -108,11 +109,12 @@ func anyKey(reqs []hold.Request) bool {
 	return false
 }
 
-// qHoldBatch runs schema/006_hold_batch.sql's function, which answers each
-// request with one row in order.
+// qHoldBatch runs the database's hold_batch (schema/006, with the waiting
+// room's checks of schema/010), which answers each request with one row in
+// order. $6 is each request's admitted place, empty for none.
 const qHoldBatch = `SELECT n, outcome, price, expired,
 	hold_id, event_id, user_email, quantity, total_amount, expires_at, created_at, confirmed_at, status
-	FROM hold_batch($1::bigint, $2::text[], $3::int[], $4::bigint, $5::int)
+	FROM hold_batch($1::bigint, $2::text[], $3::int[], $4::bigint, $5::int, $6::text[])
 	ORDER BY n`
 
 // createHoldsInOneCall is CreateHolds for a batch without idempotency keys.
@@ -120,8 +122,9 @@ const qHoldBatch = `SELECT n, outcome, price, expired,
 func (s *Store) createHoldsInOneCall(ctx context.Context, eventID int64, reqs []hold.Request, ttl time.Duration) ([]hold.Outcome, error) {
 	emails := make([]string, len(reqs))
 	qtys := make([]int64, len(reqs))
+	places := make([]string, len(reqs))
 	for i, r := range reqs {
-		emails[i], qtys[i] = r.Order.Email, int64(r.Order.Quantity)
+		emails[i], qtys[i], places[i] = r.Order.Email, int64(r.Order.Quantity), r.Order.Pass.Place
 	}
 	outs := make([]hold.Outcome, len(reqs))
 	var created, expiredN int
@@ -134,7 +137,7 @@ func (s *Store) createHoldsInOneCall(ctx context.Context, eventID int64, reqs []
 			return err
 		}
 		defer conn.Close()
-		rows, err := conn.QueryContext(ctx, qHoldBatch, eventID, pq.Array(emails), pq.Array(qtys), ttl.Microseconds(), s.ticketCap)
+		rows, err := conn.QueryContext(ctx, qHoldBatch, eventID, pq.Array(emails), pq.Array(qtys), ttl.Microseconds(), s.ticketCap, pq.Array(places))
 		if err != nil {
 			return mapErr(ctx, err)
 		}
@@ -220,6 +223,10 @@ func (r *batchRow) outcome(o booking.Order) (hold.Outcome, error) {
 		return hold.Outcome{Err: booking.ErrLimitExceeded}, nil
 	case "not_found":
 		return hold.Outcome{Err: booking.ErrEventNotFound}, nil
+	case "queue_required":
+		return hold.Outcome{Err: o.Pass.Refusal()}, nil
+	case "pass_used":
+		return hold.Outcome{Err: pass.ErrUsed}, nil
 	case "too_large":
 		price, err := money.Parse(r.Price.String)
 		if err != nil {
@@ -251,6 +258,18 @@ func (s *Store) createHoldsInTx(ctx context.Context, eventID int64, reqs []hold.
 		if err != nil {
 			return err
 		}
+		var used map[string]bool // the places of the batch whose passes are used
+		if st.Queued {
+			var places []string
+			for _, r := range reqs {
+				if r.Order.Pass.Place != "" {
+					places = append(places, r.Order.Pass.Place)
+				}
+			}
+			if used, err = usedPlaces(ctx, tx, eventID, places); err != nil {
+				return err
+			}
+		}
 		var owners *buyers
 		if s.ticketCap > 0 && !missing {
 			emails := make([]string, 0, len(reqs))
@@ -276,6 +295,13 @@ func (s *Store) createHoldsInTx(ctx context.Context, eventID int64, reqs []hold.
 				continue
 			case missing:
 				out.Err = booking.ErrEventNotFound
+				continue
+			case st.Queued && req.Order.Pass.Place == "":
+				// The waiting room first: a refused request takes nothing.
+				out.Err = req.Order.Pass.Refusal()
+				continue
+			case st.Queued && used[req.Order.Pass.Place]:
+				out.Err = pass.ErrUsed
 				continue
 			case !expired && (st.Available < req.Order.Quantity || owners.over(req.Order, s.ticketCap)):
 				// Short of stock, or over the cap: give lapsed holds back
@@ -339,9 +365,9 @@ func (s *Store) createHoldsInTx(ctx context.Context, eventID int64, reqs []hold.
 // qInsertHolds inserts a batch of pending holds, in the order given, with
 // expiries from the database's clock. The statement-level stock trigger
 // takes all their tickets in one update of the event row.
-const qInsertHolds = `INSERT INTO bookings (event_id, user_email, quantity, total_amount, booking_status, expires_at)
-	SELECT $1::bigint, u.email, u.quantity, u.total, 'pending', clock_timestamp() + $5 * interval '1 microsecond'
-	FROM unnest($2::text[], $3::int[], $4::numeric[]) WITH ORDINALITY AS u(email, quantity, total, n)
+const qInsertHolds = `INSERT INTO bookings (event_id, user_email, quantity, total_amount, booking_status, expires_at, queue_place)
+	SELECT $1::bigint, u.email, u.quantity, u.total, 'pending', clock_timestamp() + $5 * interval '1 microsecond', nullif(u.place, '')
+	FROM unnest($2::text[], $3::int[], $4::numeric[], $6::text[]) WITH ORDINALITY AS u(email, quantity, total, place, n)
 	ORDER BY u.n
 	RETURNING ` + holdColumns
 
@@ -353,16 +379,17 @@ func insertHolds(ctx context.Context, tx *sqlx.Tx, eventID int64, price money.Ce
 	emails := make([]string, len(granted))
 	qtys := make([]int64, len(granted))
 	totals := make([]string, len(granted))
+	places := make([]string, len(granted))
 	for j, i := range granted {
 		o := reqs[i].Order
 		total, err := orderTotal(price, o.Quantity)
 		if err != nil {
 			return err
 		}
-		emails[j], qtys[j], totals[j] = o.Email, int64(o.Quantity), total.String()
+		emails[j], qtys[j], totals[j], places[j] = o.Email, int64(o.Quantity), total.String(), o.Pass.Place
 	}
 	var rows []holdRow
-	err := tx.SelectContext(ctx, &rows, qInsertHolds, eventID, pq.Array(emails), pq.Array(qtys), pq.Array(totals), ttl.Microseconds())
+	err := tx.SelectContext(ctx, &rows, qInsertHolds, eventID, pq.Array(emails), pq.Array(qtys), pq.Array(totals), ttl.Microseconds(), pq.Array(places))
 	if err != nil {
 		// The stock was checked under the row lock; the guard firing here
 		// means something outside holdfast changed it. Fail safe.

@@ -16,6 +16,7 @@ import (
 	"github.com/holdfast/holdfast/hold"
 	"github.com/holdfast/holdfast/internal/httpapi"
 	"github.com/holdfast/holdfast/internal/metrics"
+	"github.com/holdfast/holdfast/internal/pass"
 	"github.com/holdfast/holdfast/internal/ratelimit"
 	"github.com/holdfast/holdfast/schema"
 	"github.com/holdfast/holdfast/store"
@@ -35,7 +36,10 @@ type app struct {
 	sweeper *hold.Sweeper
 	metrics *metrics.Metrics
 	limiter *ratelimit.Limiter // nil without --rate-limit
-	handler http.Handler
+	passes  *pass.Keyring
+	// stopKeys ends the keyring's refresh.
+	stopKeys context.CancelFunc
+	handler  http.Handler
 }
 
 func newLogger(w io.Writer, level string) *slog.Logger {
@@ -81,8 +85,19 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger) (*app, error) {
 	a.store.SetCounters(a.metrics)
 	a.store.SetTicketCap(cfg.TicketCap)
 	a.locks.OnWait(a.metrics.LockWaited)
-	a.booking = &booking.Service{Store: a.store, Locks: a.locks, Work: cfg.SimulateWork}
-	a.holds = &hold.Service{Store: a.store, Locks: a.locks, TTL: cfg.HoldTTL}
+	// The first instance to start makes the pass key; every instance
+	// signs and verifies with the keys in PostgreSQL, read every 30 s.
+	a.passes, err = pass.NewKeyring(ctx, a.store, pass.Options{}, log)
+	if err != nil {
+		_ = rdb.Close()
+		db.Close()
+		return nil, err
+	}
+	keysCtx, stopKeys := context.WithCancel(context.WithoutCancel(ctx))
+	a.stopKeys = stopKeys
+	go a.passes.Run(keysCtx)
+	a.booking = &booking.Service{Store: a.store, Locks: a.locks, Work: cfg.SimulateWork, Passes: a.passes}
+	a.holds = &hold.Service{Store: a.store, Locks: a.locks, TTL: cfg.HoldTTL, Passes: a.passes}
 	if cfg.Batch {
 		// The batch worker's own lock waits are timed but never counted as
 		// timeouts: the requests it waits for are, once each, when they
@@ -119,6 +134,7 @@ func requestDeadline(cfg config) time.Duration {
 }
 
 func (a *app) Close() error {
+	a.stopKeys()
 	if a.holds.Batcher != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

@@ -53,6 +53,7 @@ usage:
   holdfast migrate [flags]   apply migrations and exit
   holdfast check   [flags]   audit events' stock against their bookings
   holdfast dev     [flags]   private PostgreSQL and Redis, sample data, serve
+  holdfast pass-keys rotate [flags]   a new signing key for the waiting room's passes
 
 Run "holdfast COMMAND -h" for a command's flags.
 `
@@ -73,6 +74,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		err = runCheck(ctx, rest, getenv, stdout, stderr)
 	case "dev":
 		err = runDev(ctx, rest, getenv, stdout, stderr)
+	case "pass-keys":
+		err = runPassKeys(ctx, rest, getenv, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -62,6 +62,10 @@ func visitOptions(asRequest bool) []openapi3.SchemaValidationOption {
 var statusOfCode = map[string][]int{
 	"invalid_request":      {400},
 	"unauthorized":         {401},
+	"queue_required":       {403},
+	"pass_invalid":         {403},
+	"pass_expired":         {403},
+	"pass_used":            {403},
 	"not_found":            {404},
 	"method_not_allowed":   {405},
 	"sold_out":             {400, 409}, // 400 on /book/*, as in the seed

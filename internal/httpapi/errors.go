@@ -28,6 +28,11 @@ const (
 	CodeLimitExceeded       = "limit_exceeded"
 	CodeUnauthorized        = "unauthorized"
 	CodeTotalBelowHeld      = "total_below_held"
+	// The waiting room's refusals (see internal/pass).
+	CodeQueueRequired = "queue_required"
+	CodePassInvalid   = "pass_invalid"
+	CodePassExpired   = "pass_expired"
+	CodePassUsed      = "pass_used"
 )
 
 // statusByCode is the one map from error code to HTTP status.
@@ -46,6 +51,10 @@ var statusByCode = map[string]int{
 	CodeLimitExceeded:       http.StatusConflict,
 	CodeUnauthorized:        http.StatusUnauthorized,
 	CodeTotalBelowHeld:      http.StatusConflict,
+	CodeQueueRequired:       http.StatusForbidden,
+	CodePassInvalid:         http.StatusForbidden,
+	CodePassExpired:         http.StatusForbidden,
+	CodePassUsed:            http.StatusForbidden,
 }
 
 // Error is an error a client may read: a code from the contract and a message

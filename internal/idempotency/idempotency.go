@@ -8,7 +8,9 @@
 // either recorded with its effect or not at all. Only answers that changed
 // something or that a retry must see again are kept: 200, 201, 409, 410 and
 // 422. Those that say "try again" (429, 5xx) would replay a refusal the
-// client was told to retry, and 400 and 404 change nothing: keeping them
+// client was told to retry; a 403 (no pass, a pass that expired) refuses
+// the request for who sent it or when, and kept it would be replayed to the
+// same client once it has its pass; and 400 and 404 change nothing: keeping them
 // would let anyone grow the table by a row a request (3,000 requests for an
 // event that does not exist once stored 3,000 rows).
 package idempotency
