@@ -2,7 +2,10 @@ module github.com/holdfast/holdfast
 
 go 1.26.8
 
-require github.com/lib/pq v1.12.3
+require (
+	github.com/lib/pq v1.12.3
+	golang.org/x/text v0.42.0
+)
 
 require (
 	github.com/beorn7/perks v1.0.1 // indirect
@@ -29,6 +32,5 @@ require (
 	github.com/santhosh-tekuri/jsonschema/v6 v6.0.3 // indirect
 	go.uber.org/atomic v1.12.0 // indirect
 	golang.org/x/sys v0.48.0 // indirect
-	golang.org/x/text v0.42.0 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
 )
