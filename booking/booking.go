@@ -27,6 +27,10 @@ var (
 	// ErrLimitExceeded: the buyer would hold or own more of the event's
 	// tickets than one buyer may (--max-tickets-per-user).
 	ErrLimitExceeded = &httpapi.Error{Code: httpapi.CodeLimitExceeded, Message: "this buyer already holds or owns as many tickets of this event as one buyer may"}
+	// ErrClientLimitExceeded: the client address would hold more of the
+	// event's tickets at once than one address may
+	// (--max-tickets-per-client).
+	ErrClientLimitExceeded = &httpapi.Error{Code: httpapi.CodeLimitExceeded, Message: "this address already holds as many tickets of this event as one address may"}
 	// ErrBusy: the event's lock was not had within the lock wait.
 	ErrBusy = &httpapi.Error{Code: httpapi.CodeBusy, Message: "the event is busy, please try again", RetryAfter: time.Second}
 	// ErrUnavailable: PostgreSQL cannot be reached, or a deadlock or

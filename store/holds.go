@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"net/netip"
 	"time"
 
 	"github.com/google/uuid"
@@ -39,7 +40,7 @@ const (
 			SELECT id FROM bookings
 			WHERE event_id = $1::bigint AND booking_status = 'pending' AND expires_at <= now()
 			FOR UPDATE SKIP LOCKED)
-		RETURNING lower(user_email) AS folded, quantity`
+		RETURNING buyer_key, host(client_addr) AS client_addr, quantity`
 
 	qAvailable = `SELECT available_tickets FROM events WHERE id = $1::bigint`
 
@@ -108,20 +109,23 @@ func anyKey(reqs []hold.Request) bool {
 	return false
 }
 
-// qHoldBatch runs schema/006_hold_batch.sql's function, which answers each
-// request with one row in order.
+// qHoldBatch runs the database's hold_batch (schema/006, with the caps of
+// schema/007), which answers each request with one row in order.
 const qHoldBatch = `SELECT n, outcome, price, expired,
 	hold_id, event_id, user_email, quantity, total_amount, expires_at, created_at, confirmed_at, status
-	FROM hold_batch($1::bigint, $2::text[], $3::int[], $4::bigint, $5::int)
+	FROM hold_batch($1::bigint, $2::text[], $3::text[], $4::inet[], $5::int[], $6::bigint, $7::int, $8::int)
 	ORDER BY n`
 
 // createHoldsInOneCall is CreateHolds for a batch without idempotency keys.
 // Run outside a transaction, the statement commits on its own.
 func (s *Store) createHoldsInOneCall(ctx context.Context, eventID int64, reqs []hold.Request, ttl time.Duration) ([]hold.Outcome, error) {
 	emails := make([]string, len(reqs))
+	keys := make([]string, len(reqs))
+	clients := make([]sql.NullString, len(reqs))
 	qtys := make([]int64, len(reqs))
 	for i, r := range reqs {
 		emails[i], qtys[i] = r.Order.Email, int64(r.Order.Quantity)
+		keys[i], clients[i] = booking.BuyerKey(r.Order.Email), inetArg(clientAddr(r.Order))
 	}
 	outs := make([]hold.Outcome, len(reqs))
 	var created, expiredN int
@@ -134,7 +138,8 @@ func (s *Store) createHoldsInOneCall(ctx context.Context, eventID int64, reqs []
 			return err
 		}
 		defer conn.Close()
-		rows, err := conn.QueryContext(ctx, qHoldBatch, eventID, pq.Array(emails), pq.Array(qtys), ttl.Microseconds(), s.ticketCap)
+		rows, err := conn.QueryContext(ctx, qHoldBatch, eventID, pq.Array(emails), pq.Array(keys), pq.Array(clients),
+			pq.Array(qtys), ttl.Microseconds(), s.ticketCap, s.clientCap)
 		if err != nil {
 			return mapErr(ctx, err)
 		}
@@ -218,6 +223,8 @@ func (r *batchRow) outcome(o booking.Order) (hold.Outcome, error) {
 		return hold.Outcome{Err: hold.ErrSoldOut}, nil
 	case "limit_exceeded":
 		return hold.Outcome{Err: booking.ErrLimitExceeded}, nil
+	case "client_limit_exceeded":
+		return hold.Outcome{Err: booking.ErrClientLimitExceeded}, nil
 	case "not_found":
 		return hold.Outcome{Err: booking.ErrEventNotFound}, nil
 	case "too_large":
@@ -251,17 +258,15 @@ func (s *Store) createHoldsInTx(ctx context.Context, eventID int64, reqs []hold.
 		if err != nil {
 			return err
 		}
-		var owners *buyers
-		if s.ticketCap > 0 && !missing {
-			emails := make([]string, 0, len(reqs))
-			for _, r := range reqs {
-				emails = append(emails, r.Order.Email)
+		var limits *caps
+		if !missing {
+			orders := make([]booking.Order, len(reqs))
+			for i, r := range reqs {
+				orders[i] = r.Order
 			}
-			b, err := buyersTickets(ctx, tx, eventID, emails)
-			if err != nil {
+			if limits, err = s.readCaps(ctx, tx, eventID, orders); err != nil {
 				return err
 			}
-			owners = &b
 		}
 		// Grant in order of arrival while the stock lasts.
 		var granted []int
@@ -277,7 +282,7 @@ func (s *Store) createHoldsInTx(ctx context.Context, eventID int64, reqs []hold.
 			case missing:
 				out.Err = booking.ErrEventNotFound
 				continue
-			case !expired && (st.Available < req.Order.Quantity || owners.over(req.Order, s.ticketCap)):
+			case !expired && (st.Available < req.Order.Quantity || limits.refusal(req.Order) != nil):
 				// Short of stock, or over the cap: give lapsed holds back
 				// first, so nobody is told sold out or limit_exceeded
 				// only because the sweeper has not run yet.
@@ -294,14 +299,9 @@ func (s *Store) createHoldsInTx(ctx context.Context, eventID int64, reqs []hold.
 					for _, g := range granted {
 						st.Available -= reqs[g].Order.Quantity
 					}
-					// Nor do the expired holds count against their buyers.
-					if owners != nil {
-						for buyer, n := range gone.tickets {
-							if _, ok := owners.owned[buyer]; ok {
-								owners.owned[buyer] -= n
-							}
-						}
-					}
+					// Nor do the expired holds count against their
+					// buyers and addresses.
+					limits.forget(gone)
 				}
 			}
 			if st.Available < req.Order.Quantity {
@@ -312,13 +312,11 @@ func (s *Store) createHoldsInTx(ctx context.Context, eventID int64, reqs []hold.
 				out.Err = err
 				continue
 			}
-			if owners.over(req.Order, s.ticketCap) {
-				out.Err = booking.ErrLimitExceeded
+			if err := limits.refusal(req.Order); err != nil {
+				out.Err = err
 				continue
 			}
-			if owners != nil {
-				owners.owned[owners.key(req.Order.Email)] += req.Order.Quantity
-			}
+			limits.take(req.Order)
 			st.Available -= req.Order.Quantity
 			granted = append(granted, i)
 		}
@@ -339,9 +337,9 @@ func (s *Store) createHoldsInTx(ctx context.Context, eventID int64, reqs []hold.
 // qInsertHolds inserts a batch of pending holds, in the order given, with
 // expiries from the database's clock. The statement-level stock trigger
 // takes all their tickets in one update of the event row.
-const qInsertHolds = `INSERT INTO bookings (event_id, user_email, quantity, total_amount, booking_status, expires_at)
-	SELECT $1::bigint, u.email, u.quantity, u.total, 'pending', clock_timestamp() + $5 * interval '1 microsecond'
-	FROM unnest($2::text[], $3::int[], $4::numeric[]) WITH ORDINALITY AS u(email, quantity, total, n)
+const qInsertHolds = `INSERT INTO bookings (event_id, user_email, buyer_key, client_addr, quantity, total_amount, booking_status, expires_at)
+	SELECT $1::bigint, u.email, u.key, u.client, u.quantity, u.total, 'pending', clock_timestamp() + $5 * interval '1 microsecond'
+	FROM unnest($2::text[], $3::int[], $4::numeric[], $6::text[], $7::inet[]) WITH ORDINALITY AS u(email, quantity, total, key, client, n)
 	ORDER BY u.n
 	RETURNING ` + holdColumns
 
@@ -353,6 +351,8 @@ func insertHolds(ctx context.Context, tx *sqlx.Tx, eventID int64, price money.Ce
 	emails := make([]string, len(granted))
 	qtys := make([]int64, len(granted))
 	totals := make([]string, len(granted))
+	keys := make([]string, len(granted))
+	clients := make([]sql.NullString, len(granted))
 	for j, i := range granted {
 		o := reqs[i].Order
 		total, err := orderTotal(price, o.Quantity)
@@ -360,9 +360,11 @@ func insertHolds(ctx context.Context, tx *sqlx.Tx, eventID int64, price money.Ce
 			return err
 		}
 		emails[j], qtys[j], totals[j] = o.Email, int64(o.Quantity), total.String()
+		keys[j], clients[j] = booking.BuyerKey(o.Email), inetArg(clientAddr(o))
 	}
 	var rows []holdRow
-	err := tx.SelectContext(ctx, &rows, qInsertHolds, eventID, pq.Array(emails), pq.Array(qtys), pq.Array(totals), ttl.Microseconds())
+	err := tx.SelectContext(ctx, &rows, qInsertHolds, eventID, pq.Array(emails), pq.Array(qtys), pq.Array(totals), ttl.Microseconds(),
+		pq.Array(keys), pq.Array(clients))
 	if err != nil {
 		// The stock was checked under the row lock; the guard firing here
 		// means something outside holdfast changed it. Fail safe.
@@ -382,25 +384,32 @@ func insertHolds(ctx context.Context, tx *sqlx.Tx, eventID int64, price money.Ce
 }
 
 // expiredHolds is what expireLapsed failed: how many holds, and their
-// tickets by buyer (folded by the database).
+// tickets by buyer key and by client address.
 type expiredHolds struct {
 	holds   int
-	tickets map[string]int
+	buyers  map[string]int
+	clients map[netip.Addr]int
 }
 
 // expireLapsed fails the event's lapsed holds, re-reads its stock into
-// available, and returns what it expired.
+// available, and returns what it expired. Every path that takes tickets
+// under the event row (both batch paths' rules, /book/safe) calls it, once,
+// when the stock is short or a cap is reached.
 func expireLapsed(ctx context.Context, tx *sqlx.Tx, eventID int64, available *int) (expiredHolds, error) {
 	var rows []struct {
-		Folded   string `db:"folded"`
-		Quantity int    `db:"quantity"`
+		Key      string         `db:"buyer_key"`
+		Client   sql.NullString `db:"client_addr"`
+		Quantity int            `db:"quantity"`
 	}
 	if err := tx.SelectContext(ctx, &rows, qExpireLapsed, eventID); err != nil {
 		return expiredHolds{}, mapErr(ctx, err)
 	}
-	gone := expiredHolds{holds: len(rows), tickets: map[string]int{}}
+	gone := expiredHolds{holds: len(rows), buyers: map[string]int{}, clients: map[netip.Addr]int{}}
 	for _, r := range rows {
-		gone.tickets[r.Folded] += r.Quantity
+		gone.buyers[r.Key] += r.Quantity
+		if a, err := netip.ParseAddr(r.Client.String); r.Client.Valid && err == nil {
+			gone.clients[a] += r.Quantity
+		}
 	}
 	if gone.holds == 0 {
 		return gone, nil
