@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"sync"
 	"testing"
+	"time"
 )
 
 // One address with made-up emails emptied an event. The per-client cap
@@ -105,4 +107,43 @@ func TestEmailsAtTheEdge(t *testing.T) {
 		expectError(t, path+" zero-width space", ts.do("POST", path, order(ev, "a\u200b@example.com", 1)), 400, "invalid_request")
 		expectError(t, path+" invalid UTF-8", ts.do("POST", path, []byte(fmt.Sprintf("{\"event_id\":%d,\"user_email\":\"a\xff@example.com\",\"quantity\":1}", ev))), 400, "invalid_request")
 	}
+}
+
+// A crowd from two addresses behind a trusted proxy, each with a new email
+// per request, all at once: each address gets exactly its cap, with Redis
+// up and with it down (the row lock alone).
+func TestTheClientCapHoldsUnderACrowd(t *testing.T) {
+	t.Parallel()
+	withRedisUpAndDown(t, func(c *config) {
+		c.ClientCap, c.TrustedProxies = 7, "127.0.0.1"
+		c.LockWait = 20 * time.Second // the crowd below must not be told busy
+	}, func(t *testing.T, ts *testServer, _ bool) {
+		ev := ts.newEvent(100, true)
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		won := map[string]int{}
+		for i := 0; i < 40; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				addr := []string{"198.51.100.1", "198.51.100.2"}[i%2]
+				res := ts.do("POST", "/holds", order(ev, fmt.Sprintf("crowd%d@example.com", i), 1), "X-Forwarded-For", addr)
+				switch {
+				case res.Status == 201:
+					mu.Lock()
+					won[addr]++
+					mu.Unlock()
+				case res.code() != "limit_exceeded":
+					t.Errorf("status %d: %s", res.Status, res.Body)
+				}
+			}()
+		}
+		wg.Wait()
+		if won["198.51.100.1"] != 7 || won["198.51.100.2"] != 7 || ts.available(ev) != 86 {
+			t.Fatalf("won %v (stock %d), want exactly 7 per address", won, ts.available(ev))
+		}
+		if out, ok := ts.check(ev); !ok {
+			t.Fatalf("check:\n%s", out)
+		}
+	})
 }
