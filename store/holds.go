@@ -283,7 +283,7 @@ func (s *Store) createHoldsInTx(ctx context.Context, eventID int64, reqs []hold.
 				out.Err = booking.ErrEventNotFound
 				continue
 			case !expired && (st.Available < req.Order.Quantity || limits.refusal(req.Order) != nil):
-				// Short of stock, or over the cap: give lapsed holds back
+				// Short of stock, or over a cap: give lapsed holds back
 				// first, so nobody is told sold out or limit_exceeded
 				// only because the sweeper has not run yet.
 				expired = true
