@@ -49,8 +49,11 @@ CREATE INDEX bookings_event_client_pending ON bookings (event_id, client_addr) W
 -- hold_batch (006) with the two caps: each request also brings its buyer key
 -- (p_keys[i]) and its client address (p_clients[i], NULL when unknown), and
 -- p_client_cap is the most pending tickets of the event one address may hold
--- (0: no cap). A request over the address's cap is answered client_limit_exceeded. Everything
--- 006 says of its plans and its order of work still holds.
+-- (0: no cap). A request over the address's cap is answered
+-- client_limit_exceeded. Everything 006 says of its plans and its order of
+-- work still holds. The old signature goes: an instance of the previous
+-- version still running during an upgrade fails its batches without keys
+-- until it is replaced.
 DROP FUNCTION hold_batch(bigint, text[], int[], bigint, int);
 
 CREATE FUNCTION hold_batch(p_event bigint, p_emails text[], p_keys text[], p_clients inet[], p_quantities int[],
