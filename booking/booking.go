@@ -4,8 +4,14 @@ import (
 	"context"
 	"net/http"
 	"net/mail"
+	"net/netip"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"golang.org/x/text/cases"
+	"golang.org/x/text/unicode/norm"
 
 	"github.com/holdfast/holdfast/internal/httpapi"
 	"github.com/holdfast/holdfast/internal/idempotency"
@@ -22,6 +28,10 @@ var (
 	// ErrLimitExceeded: the buyer would hold or own more of the event's
 	// tickets than one buyer may (--max-tickets-per-user).
 	ErrLimitExceeded = &httpapi.Error{Code: httpapi.CodeLimitExceeded, Message: "this buyer already holds or owns as many tickets of this event as one buyer may"}
+	// ErrClientLimitExceeded: the client address would hold more of the
+	// event's tickets at once than one address may
+	// (--max-tickets-per-client).
+	ErrClientLimitExceeded = &httpapi.Error{Code: httpapi.CodeLimitExceeded, Message: "this address already holds as many tickets of this event as one address may"}
 	// ErrBusy: the event's lock was not had within the lock wait.
 	ErrBusy = &httpapi.Error{Code: httpapi.CodeBusy, Message: "the event is busy, please try again", RetryAfter: time.Second}
 	// ErrUnavailable: PostgreSQL cannot be reached, or a deadlock or
@@ -53,13 +63,19 @@ type Booking struct {
 
 // Order is a validated request for tickets.
 type Order struct {
-	EventID  int64  `json:"event_id"`
+	EventID int64 `json:"event_id"`
+	// Email is in Unicode NFC, as it is stored.
 	Email    string `json:"user_email"`
 	Quantity int    `json:"quantity"`
 	// Pass is what the request's Queue-Pass came to, for a queued event.
 	// It is no part of the order's values an idempotency key is hashed
 	// over: a key names the order, whichever pass it came with.
 	Pass pass.Gate `json:"-"`
+	// Client is the address the request came from (see package
+	// clientaddr), for the per-client cap; the zero Addr when unknown. It
+	// is no part of the request's values: a retry from another address is
+	// the same request.
+	Client netip.Addr `json:"-"`
 }
 
 // Request is the JSON body of /book/* and POST /holds, as sent. Its fields
@@ -88,37 +104,67 @@ func (r Request) Order(maxQuantity int) (Order, error) {
 	case r.Quantity.N < 1 || r.Quantity.N > int64(maxQuantity):
 		return Order{}, httpapi.Invalid("quantity must be between 1 and %d", maxQuantity)
 	}
-	if err := ValidEmail(*r.UserEmail); err != nil {
+	email, err := NormalizeEmail(*r.UserEmail)
+	if err != nil {
 		return Order{}, err
 	}
-	return Order{EventID: r.EventID.N, Email: *r.UserEmail, Quantity: int(r.Quantity.N)}, nil
+	return Order{EventID: r.EventID.N, Email: email, Quantity: int(r.Quantity.N)}, nil
 }
 
-// ValidEmail accepts a bare address ("a@example.com") of at most
-// MaxEmailLength characters: no display name, no angle brackets, no comments.
-func ValidEmail(s string) error {
+// NormalizeEmail validates a bare address ("a@example.com") of at most
+// MaxEmailLength characters (after NFC, characters rather than bytes: RFC
+// 6532 counts them so) and returns it in Unicode NFC, the form it is stored
+// in. Invalid UTF-8 and any control or format character (categories Cc and
+// Cf: NUL, U+0085, zero-width spaces and joiners, bidi controls, the soft
+// hyphen, the BOM) are refused: they make one address look like another, or
+// like nothing, and PostgreSQL could not store a NUL.
+func NormalizeEmail(s string) (string, error) {
+	bad := httpapi.Invalid("user_email must be a bare email address such as a@example.com")
 	if s == "" {
-		return httpapi.Invalid("user_email is required")
+		return "", httpapi.Invalid("user_email is required")
 	}
-	if len(s) > MaxEmailLength {
-		return httpapi.Invalid("user_email is longer than %d characters", MaxEmailLength)
+	// A JSON decoder turns invalid UTF-8 into U+FFFD, which no address
+	// holds: refused in either form, whichever decoder read the body.
+	if !utf8.ValidString(s) || strings.ContainsRune(s, utf8.RuneError) {
+		return "", httpapi.Invalid("user_email is not valid UTF-8")
 	}
 	for _, r := range s {
-		// Control characters (NUL above all) are no part of an address, and
-		// PostgreSQL could not store a NUL: refused here, not in a batch.
-		if r < 0x20 || r == 0x7f {
-			return httpapi.Invalid("user_email must be a bare email address such as a@example.com")
+		if unicode.In(r, unicode.Cc, unicode.Cf) {
+			return "", httpapi.Invalid("user_email must not hold control or format characters (such as U+%04X)", r)
 		}
+	}
+	// NFC can lengthen or shorten a string; the limit is on what is stored.
+	s = norm.NFC.String(s)
+	if utf8.RuneCountInString(s) > MaxEmailLength {
+		return "", httpapi.Invalid("user_email is longer than %d characters", MaxEmailLength)
 	}
 	addr, err := mail.ParseAddress(s)
 	if err != nil || addr.Name != "" || addr.Address != s || strings.ContainsAny(s, " \t\r\n<>()\"") {
-		return httpapi.Invalid("user_email must be a bare email address such as a@example.com")
+		return "", bad
 	}
 	local, domain, _ := strings.Cut(s, "@")
 	if local == "" || domain == "" || strings.HasPrefix(domain, ".") || strings.HasSuffix(domain, ".") {
-		return httpapi.Invalid("user_email must be a bare email address such as a@example.com")
+		return "", bad
 	}
-	return nil
+	return s, nil
+}
+
+// ValidEmail reports whether s is an address NormalizeEmail accepts.
+func ValidEmail(s string) error {
+	_, err := NormalizeEmail(s)
+	return err
+}
+
+// BuyerKey is the form in which the per-buyer cap compares emails: the
+// NFKC case folding of email (Unicode's compatibility caseless match,
+// D145), so that no spelling of one address (capitals, NFC or NFD, a
+// full-width letter, ß or ss) counts as another buyer. It is the one
+// implementation of that rule: the store writes it beside every booking it
+// makes, and the database counts by it.
+func BuyerKey(email string) string {
+	// A Caser keeps state: one per call, never shared between goroutines.
+	fold := cases.Fold()
+	return norm.NFKC.String(fold.String(norm.NFKD.String(fold.String(norm.NFD.String(email)))))
 }
 
 // Store is what the booking services need from storage.

@@ -4,6 +4,9 @@ import (
 	"encoding/json"
 	"net/mail"
 	"testing"
+	"unicode/utf8"
+
+	"golang.org/x/text/unicode/norm"
 
 	"github.com/holdfast/holdfast/internal/httpapi"
 )
@@ -40,7 +43,7 @@ func FuzzRequestDecoding(f *testing.F) {
 			}
 			return
 		}
-		if o.EventID <= 0 || o.Quantity < 1 || o.Quantity > 10 || len(o.Email) > MaxEmailLength {
+		if o.EventID <= 0 || o.Quantity < 1 || o.Quantity > 10 || utf8.RuneCountInString(o.Email) > MaxEmailLength || !norm.NFC.IsNormalString(o.Email) {
 			t.Fatalf("accepted a bad order %+v from %q", o, body)
 		}
 		if a, err := mail.ParseAddress(o.Email); err != nil || a.Name != "" || a.Address != o.Email {

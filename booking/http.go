@@ -8,6 +8,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"github.com/holdfast/holdfast/internal/clientaddr"
 	"github.com/holdfast/holdfast/internal/httpapi"
 	"github.com/holdfast/holdfast/internal/idempotency"
 	"github.com/holdfast/holdfast/internal/pass"
@@ -131,5 +132,6 @@ func decodeOrder(w http.ResponseWriter, r *http.Request, maxQuantity int, log *s
 		httpapi.WriteError(w, r, log, err)
 		return Order{}, false
 	}
+	order.Client = clientaddr.From(r.Context())
 	return order, true
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/holdfast/holdfast/booking"
+	"github.com/holdfast/holdfast/internal/clientaddr"
 	"github.com/holdfast/holdfast/internal/httpapi"
 	"github.com/holdfast/holdfast/internal/idempotency"
 	"github.com/holdfast/holdfast/internal/pass"
@@ -54,6 +55,7 @@ func HandleCreate(svc *Service, maxQuantity int, log *slog.Logger) http.Handler 
 			httpapi.WriteError(w, r, log, err)
 			return
 		}
+		order.Client = clientaddr.From(r.Context())
 		key, err := idempotency.FromRequest(r, ScopeCreate, order)
 		if err != nil {
 			httpapi.WriteError(w, r, log, err)

@@ -34,8 +34,8 @@ ALTER TABLE bookings ADD COLUMN IF NOT EXISTS queue_place text;
 -- cost it nothing; a query must say queue_place IS NOT NULL to use it.
 CREATE INDEX IF NOT EXISTS bookings_event_queue_place ON bookings (event_id, queue_place) WHERE queue_place IS NOT NULL;
 
--- hold_batch as in 006, with the waiting room's checks. To port onto a
--- later definition, take every line marked "010:" below:
+-- hold_batch as in 007, with the waiting room's checks, every line marked
+-- "010:":
 --   * the parameter p_places (one place per request, '' for none; last and
 --     DEFAULT NULL, so callers that pass none still resolve to it), hence
 --     the DROP: a new argument list would otherwise add a second function;
@@ -45,10 +45,11 @@ CREATE INDEX IF NOT EXISTS bookings_event_queue_place ON bookings (event_id, que
 --     and one whose place already has a confirmed booking (pass_used);
 --   * the insert records the place in queue_place.
 -- Outcomes gain queue_required and pass_used.
-DROP FUNCTION IF EXISTS hold_batch(bigint, text[], int[], bigint, int);
+DROP FUNCTION hold_batch(bigint, text[], text[], inet[], int[], bigint, int, int);
 
-CREATE OR REPLACE FUNCTION hold_batch(p_event bigint, p_emails text[], p_quantities int[], p_ttl_us bigint, p_cap int,
-                                      p_places text[] DEFAULT NULL) -- 010: p_places
+CREATE FUNCTION hold_batch(p_event bigint, p_emails text[], p_keys text[], p_clients inet[], p_quantities int[],
+                           p_ttl_us bigint, p_cap int, p_client_cap int,
+                           p_places text[] DEFAULT NULL) -- 010: p_places
 RETURNS TABLE (n int, outcome text, price numeric, expired int,
                hold_id uuid, event_id int, user_email varchar, quantity int, total_amount numeric,
                expires_at timestamptz, created_at timestamptz, confirmed_at timestamptz, status text)
@@ -64,18 +65,26 @@ DECLARE
     v_ids uuid[] := array_fill(NULL::uuid, ARRAY[v_count]);
     v_granted int[] := '{}';
     v_taken int := 0;
-    v_keys text[];   -- each buyer's folded email, once
-    v_owned int[];   -- what v_keys[k] owns of the event, this batch included
+    v_keys text[];     -- each buyer's key, once
+    v_owned int[];     -- what v_keys[k] owns of the event, this batch included
+    v_clients inet[];  -- each known client address, once
+    v_held int[];      -- what v_clients[k] holds pending, this batch included
     v_pos int;
-    v_gone_keys text[];   -- buyers of the batch whose lapsed holds it expired
-    v_gone_tickets int[]; -- and the tickets those holds had
+    v_cpos int;
+    v_gone_keys text[];     -- buyers of the batch whose lapsed holds it expired
+    v_gone_tickets int[];   -- and the tickets those holds had
+    v_gone_clients inet[];  -- the same by client address
+    v_gone_held int[];
     v_gone int;
     v_q int;
     v_queued boolean;  -- 010: the event has a waiting room
     v_place text;      -- 010: this request's admitted place, if any
 BEGIN
-    IF array_length(p_quantities, 1) IS DISTINCT FROM array_length(p_emails, 1) THEN
-        RAISE EXCEPTION 'hold_batch: % emails but % quantities', v_count, array_length(p_quantities, 1);
+    IF array_length(p_quantities, 1) IS DISTINCT FROM array_length(p_emails, 1)
+       OR array_length(p_keys, 1) IS DISTINCT FROM array_length(p_emails, 1)
+       OR array_length(p_clients, 1) IS DISTINCT FROM array_length(p_emails, 1) THEN
+        RAISE EXCEPTION 'hold_batch: % emails but % keys, % clients, % quantities', v_count,
+            array_length(p_keys, 1), array_length(p_clients, 1), array_length(p_quantities, 1);
     END IF;
     -- 010: one place per request, or none at all (NULL: a caller that
     -- knows nothing of passes).
@@ -86,6 +95,9 @@ BEGIN
     -- batch's other requests granted from a stock it distorted.
     IF EXISTS (SELECT 1 FROM unnest(p_quantities) AS q WHERE q IS NULL OR q < 1) THEN
         RAISE EXCEPTION 'hold_batch: quantities must be positive' USING ERRCODE = '22023';
+    END IF;
+    IF p_cap > 0 AND EXISTS (SELECT 1 FROM unnest(p_keys) AS k WHERE k IS NULL) THEN
+        RAISE EXCEPTION 'hold_batch: every request needs a buyer key' USING ERRCODE = '22023';
     END IF;
 
     SELECT e.available_tickets, e.ticket_price, e.queue_admit_per_second IS NOT NULL -- 010: v_queued
@@ -100,22 +112,32 @@ BEGIN
     END IF;
 
     IF p_cap > 0 THEN
-        -- Folded by the database, as the index is; a pending hold counts
-        -- even once it has lapsed, until it is failed: a confirm already in
-        -- flight may still take it.
-        SELECT array_agg(d.folded), array_agg(d.tickets) INTO v_keys, v_owned
+        -- A pending hold counts even once it has lapsed, until it is
+        -- failed: a confirm already in flight may still take it.
+        SELECT array_agg(d.k), array_agg(d.tickets) INTO v_keys, v_owned
         FROM (
-            SELECT f.folded, coalesce((
+            SELECT u.k, coalesce((
                 SELECT sum(b.quantity) FROM bookings b
-                WHERE b.event_id = p_event AND lower(b.user_email) = f.folded
+                WHERE b.event_id = p_event AND b.buyer_key = u.k
                   AND b.booking_status IN ('pending', 'confirmed')), 0)::int AS tickets
-            FROM (SELECT DISTINCT lower(u) AS folded FROM unnest(p_emails) AS u) f
+            FROM (SELECT DISTINCT k FROM unnest(p_keys) AS k) u
+        ) d;
+    END IF;
+    IF p_client_cap > 0 THEN
+        -- Holds at once: pending tickets only, lapsed ones included as above.
+        SELECT array_agg(d.c), array_agg(d.tickets) INTO v_clients, v_held
+        FROM (
+            SELECT u.c, coalesce((
+                SELECT sum(b.quantity) FROM bookings b
+                WHERE b.event_id = p_event AND b.client_addr = u.c
+                  AND b.booking_status = 'pending'), 0)::int AS tickets
+            FROM (SELECT DISTINCT c FROM unnest(p_clients) AS c WHERE c IS NOT NULL) u
         ) d;
     END IF;
 
     FOR i IN 1 .. v_count LOOP
         v_q := p_quantities[i];
-        -- 010: the waiting room, before the stock and the cap: a refused
+        -- 010: the waiting room, before the stock and the caps: a refused
         -- request takes nothing and expires nothing.
         IF v_queued THEN
             v_place := nullif(p_places[i], '');
@@ -130,15 +152,21 @@ BEGIN
                 CONTINUE;
             END IF;
         END IF;
+        v_pos := NULL;
+        v_cpos := NULL;
         IF p_cap > 0 THEN
-            v_pos := array_position(v_keys, lower(p_emails[i]));
+            v_pos := array_position(v_keys, p_keys[i]);
         END IF;
-        IF NOT v_tried_lapsed AND (v_available < v_q OR (p_cap > 0 AND v_owned[v_pos] + v_q > p_cap)) THEN
-            -- Short of stock, or over the cap: give lapsed holds back
-            -- first, so nobody is told sold out or limit_exceeded only
-            -- because the sweeper has not run yet. Rows another
-            -- transaction holds (a sweeper, a confirm) are skipped, and
-            -- still count.
+        IF p_client_cap > 0 AND p_clients[i] IS NOT NULL THEN
+            v_cpos := array_position(v_clients, p_clients[i]);
+        END IF;
+        IF NOT v_tried_lapsed AND (v_available < v_q
+                OR (v_pos IS NOT NULL AND v_owned[v_pos] + v_q > p_cap)
+                OR (v_cpos IS NOT NULL AND v_held[v_cpos] + v_q > p_client_cap)) THEN
+            -- Short of stock, or over a cap: give lapsed holds back first,
+            -- so nobody is told sold out or limit_exceeded only because the
+            -- sweeper has not run yet. Rows another transaction holds (a
+            -- sweeper, a confirm) are skipped, and still count.
             v_tried_lapsed := true;
             WITH x AS (
                 UPDATE bookings SET booking_status = 'failed', failure_reason = 'expired', updated_at = now()
@@ -146,23 +174,32 @@ BEGIN
                     SELECT b.id FROM bookings b
                     WHERE b.event_id = p_event AND b.booking_status = 'pending' AND b.expires_at <= now()
                     FOR UPDATE SKIP LOCKED)
-                RETURNING lower(bookings.user_email) AS folded, bookings.quantity
+                RETURNING bookings.buyer_key, bookings.client_addr, bookings.quantity
             ), g AS (
-                SELECT x.folded, sum(x.quantity)::int AS tickets, count(*)::int AS holds FROM x GROUP BY x.folded
+                SELECT x.buyer_key, sum(x.quantity)::int AS tickets, count(*)::int AS holds FROM x GROUP BY x.buyer_key
+            ), c AS (
+                SELECT x.client_addr, sum(x.quantity)::int AS tickets FROM x
+                WHERE x.client_addr = ANY (v_clients) GROUP BY x.client_addr
             )
-            SELECT coalesce(sum(g.holds), 0)::int,
-                   array_agg(g.folded) FILTER (WHERE g.folded = ANY (v_keys)),
-                   array_agg(g.tickets) FILTER (WHERE g.folded = ANY (v_keys))
-            INTO v_expired, v_gone_keys, v_gone_tickets
-            FROM g;
+            SELECT (SELECT coalesce(sum(g.holds), 0)::int FROM g),
+                   (SELECT array_agg(g.buyer_key) FROM g WHERE g.buyer_key = ANY (v_keys)),
+                   (SELECT array_agg(g.tickets) FROM g WHERE g.buyer_key = ANY (v_keys)),
+                   (SELECT array_agg(c.client_addr) FROM c),
+                   (SELECT array_agg(c.tickets) FROM c)
+            INTO v_expired, v_gone_keys, v_gone_tickets, v_gone_clients, v_gone_held;
             IF v_expired > 0 THEN
                 -- The stock trigger gave their tickets back; this batch's
                 -- grants are not inserted yet, so take them off again.
                 SELECT e.available_tickets - v_taken INTO v_available FROM events e WHERE e.id = p_event;
-                -- Nor do the expired holds count against their buyers.
+                -- Nor do the expired holds count against their buyers and
+                -- addresses.
                 FOR k IN 1 .. coalesce(array_length(v_gone_keys, 1), 0) LOOP
                     v_gone := array_position(v_keys, v_gone_keys[k]);
                     v_owned[v_gone] := v_owned[v_gone] - v_gone_tickets[k];
+                END LOOP;
+                FOR k IN 1 .. coalesce(array_length(v_gone_clients, 1), 0) LOOP
+                    v_gone := array_position(v_clients, v_gone_clients[k]);
+                    v_held[v_gone] := v_held[v_gone] - v_gone_held[k];
                 END LOOP;
             END IF;
         END IF;
@@ -174,12 +211,19 @@ BEGIN
             v_outcomes[i] := 'too_large';
             CONTINUE;
         END IF;
-        IF p_cap > 0 THEN
-            IF v_owned[v_pos] + v_q > p_cap THEN
-                v_outcomes[i] := 'limit_exceeded';
-                CONTINUE;
-            END IF;
+        IF v_pos IS NOT NULL AND v_owned[v_pos] + v_q > p_cap THEN
+            v_outcomes[i] := 'limit_exceeded';
+            CONTINUE;
+        END IF;
+        IF v_cpos IS NOT NULL AND v_held[v_cpos] + v_q > p_client_cap THEN
+            v_outcomes[i] := 'client_limit_exceeded';
+            CONTINUE;
+        END IF;
+        IF v_pos IS NOT NULL THEN
             v_owned[v_pos] := v_owned[v_pos] + v_q;
+        END IF;
+        IF v_cpos IS NOT NULL THEN
+            v_held[v_cpos] := v_held[v_cpos] + v_q;
         END IF;
         v_available := v_available - v_q;
         v_taken := v_taken + v_q;
@@ -192,10 +236,10 @@ BEGIN
     -- takes all its tickets in one update of the event row.
     RETURN QUERY
     WITH ins AS (
-        INSERT INTO bookings (hold_id, event_id, user_email, quantity, total_amount, booking_status, expires_at,
-                              queue_place) -- 010
-        SELECT v_ids[g.i], p_event, p_emails[g.i], p_quantities[g.i], v_price * p_quantities[g.i], 'pending',
-               clock_timestamp() + p_ttl_us * interval '1 microsecond',
+        INSERT INTO bookings (hold_id, event_id, user_email, buyer_key, client_addr, quantity, total_amount,
+                              booking_status, expires_at, queue_place) -- 010
+        SELECT v_ids[g.i], p_event, p_emails[g.i], p_keys[g.i], p_clients[g.i], p_quantities[g.i],
+               v_price * p_quantities[g.i], 'pending', clock_timestamp() + p_ttl_us * interval '1 microsecond',
                nullif(p_places[g.i], '') -- 010: the pass's place
         FROM unnest(v_granted) WITH ORDINALITY AS g(i, k)
         ORDER BY g.k
@@ -212,3 +256,4 @@ BEGIN
 END;
 $$ LANGUAGE plpgsql
 SET enable_seqscan = off;
+

@@ -24,6 +24,9 @@ type Store struct {
 	// ticketCap is the most tickets of one event one buyer may hold or
 	// own; 0 is no cap.
 	ticketCap int
+	// clientCap is the most tickets of one event one client address may
+	// hold at once; 0 is no cap.
+	clientCap int
 	// oneCall serves batches without idempotency keys with one call of
 	// hold_batch; tests switch it off to hold both paths to the same cases.
 	oneCall bool
@@ -48,7 +51,7 @@ func (noCounters) HoldsExpired(int)   {}
 func New(db *sqlx.DB) *Store { return &Store{db: db, counters: noCounters{}, oneCall: true} }
 
 // SetTicketCap sets the most tickets of one event one buyer (an email,
-// compared case-folded) may hold or have confirmed; 0 lifts the cap. It is
+// compared by booking.BuyerKey) may hold or have confirmed; 0 lifts the cap. It is
 // enforced inside the transaction that holds the event row, so it is exact
 // across instances.
 func (s *Store) SetTicketCap(n int) { s.ticketCap = n }
@@ -77,9 +80,9 @@ const (
 		FROM events WHERE id = $1::bigint FOR UPDATE`
 
 	// qInsertConfirmed inserts a booking confirmed at once; the stock
-	// trigger takes its tickets. $5 is the pass's place ('' for none).
-	qInsertConfirmed = `INSERT INTO bookings (event_id, user_email, quantity, total_amount, booking_status, queue_place)
-		VALUES ($1, $2, $3, $4, 'confirmed', nullif($5, '')) RETURNING id`
+	// trigger takes its tickets. $7 is the pass's place ('' for none).
+	qInsertConfirmed = `INSERT INTO bookings (event_id, user_email, buyer_key, client_addr, quantity, total_amount, booking_status, queue_place)
+		VALUES ($1, $2, $3, $4::inet, $5, $6, 'confirmed', nullif($7, '')) RETURNING id`
 )
 
 type eventRow struct {
@@ -145,7 +148,7 @@ func (s *Store) BookUnsafe(ctx context.Context, o booking.Order, work time.Durat
 	var b booking.Booking
 	err := runTx(ctx, s.db, func(tx *sqlx.Tx) error {
 		var err error
-		b, err = book(ctx, tx, qStockUnlocked, o, work, 0)
+		b, _, err = s.book(ctx, tx, qStockUnlocked, o, work, false)
 		return err
 	})
 	return b, err
@@ -157,8 +160,9 @@ func (s *Store) BookUnsafe(ctx context.Context, o booking.Order, work time.Durat
 // or missing event is then an outcome to keep, not a failure.
 func (s *Store) BookLocked(ctx context.Context, o booking.Order, work time.Duration, key *idempotency.Key, render booking.Render) (booking.Outcome, error) {
 	var out booking.Outcome
+	var expiredN int
 	err := inTx(ctx, s.db, func(tx *sqlx.Tx) error {
-		out = booking.Outcome{}
+		out, expiredN = booking.Outcome{}, 0
 		if key != nil {
 			replay, err := claimKey(ctx, tx, key)
 			if err != nil || replay != nil {
@@ -166,13 +170,14 @@ func (s *Store) BookLocked(ctx context.Context, o booking.Order, work time.Durat
 				return err
 			}
 		}
-		b, err := book(ctx, tx, qStockLocked, o, work, s.ticketCap)
+		b, n, err := s.book(ctx, tx, qStockLocked, o, work, true)
+		expiredN = n
 		switch {
 		case err == nil:
 			b.Message = booking.SafeMessage
 			out.Booking = b
 		case errors.Is(err, booking.ErrSoldOut), errors.Is(err, booking.ErrEventNotFound),
-			errors.Is(err, booking.ErrLimitExceeded), isInvalid(err), pass.IsRefusal(err):
+			errors.Is(err, booking.ErrLimitExceeded), errors.Is(err, booking.ErrClientLimitExceeded), isInvalid(err), pass.IsRefusal(err):
 			out.Err = err
 		default:
 			return err
@@ -182,55 +187,71 @@ func (s *Store) BookLocked(ctx context.Context, o booking.Order, work time.Durat
 		}
 		return nil
 	})
+	if err == nil {
+		s.counters.HoldsExpired(expiredN)
+	}
 	return out, err
 }
 
-// book reads the stock with readStock, works, checks (the stock, and the
-// buyer's cap when ticketCap > 0) and inserts.
-func book(ctx context.Context, tx *sqlx.Tx, readStock string, o booking.Order, work time.Duration, ticketCap int) (booking.Booking, error) {
+// book reads the stock with readStock, works, checks and inserts. Locked
+// (readStock holds the event row), it also enforces the caps and, when the
+// stock is short or a cap is reached, first expires the event's lapsed
+// holds, as a batch of holds does; it returns how many it expired.
+func (s *Store) book(ctx context.Context, tx *sqlx.Tx, readStock string, o booking.Order, work time.Duration, locked bool) (booking.Booking, int, error) {
 	var st stockRow
 	if err := tx.GetContext(ctx, &st, readStock, o.EventID); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
-			return booking.Booking{}, booking.ErrEventNotFound
+			return booking.Booking{}, 0, booking.ErrEventNotFound
 		}
-		return booking.Booking{}, mapErr(ctx, err)
+		return booking.Booking{}, 0, mapErr(ctx, err)
 	}
 	if st.Queued {
 		if err := admitted(ctx, tx, o); err != nil {
-			return booking.Booking{}, err
+			return booking.Booking{}, 0, err
 		}
 	}
 	if err := sleep(ctx, work); err != nil {
-		return booking.Booking{}, err
+		return booking.Booking{}, 0, err
+	}
+	var limits *caps
+	expiredN := 0
+	if locked {
+		var err error
+		if limits, err = s.readCaps(ctx, tx, o.EventID, []booking.Order{o}); err != nil {
+			return booking.Booking{}, 0, err
+		}
+		if st.Available < o.Quantity || limits.refusal(o) != nil {
+			gone, err := expireLapsed(ctx, tx, o.EventID, &st.Available)
+			if err != nil {
+				return booking.Booking{}, 0, err
+			}
+			expiredN = gone.holds
+			limits.forget(gone)
+		}
 	}
 	if st.Available < o.Quantity {
-		return booking.Booking{}, booking.ErrSoldOut
-	}
-	if ticketCap > 0 {
-		b, err := buyersTickets(ctx, tx, o.EventID, []string{o.Email})
-		if err != nil {
-			return booking.Booking{}, err
-		}
-		if b.owned[b.key(o.Email)]+o.Quantity > ticketCap {
-			return booking.Booking{}, booking.ErrLimitExceeded
-		}
+		return booking.Booking{}, expiredN, booking.ErrSoldOut
 	}
 	total, err := orderTotal(st.Price, o.Quantity)
 	if err != nil {
-		return booking.Booking{}, err
+		return booking.Booking{}, expiredN, err
+	}
+	if err := limits.refusal(o); err != nil {
+		return booking.Booking{}, expiredN, err
 	}
 	var id int64
-	if err := tx.GetContext(ctx, &id, qInsertConfirmed, o.EventID, o.Email, o.Quantity, total, o.Pass.Place); err != nil {
+	err = tx.GetContext(ctx, &id, qInsertConfirmed, o.EventID, o.Email, booking.BuyerKey(o.Email), inetArg(clientAddr(o)), o.Quantity, total, o.Pass.Place)
+	if err != nil {
 		err = mapErr(ctx, err)
 		if errors.Is(err, errStockGuard) {
-			return booking.Booking{}, fmt.Errorf("%w (%v)", booking.ErrSoldOut, err)
+			return booking.Booking{}, expiredN, fmt.Errorf("%w (%v)", booking.ErrSoldOut, err)
 		}
-		return booking.Booking{}, err
+		return booking.Booking{}, expiredN, err
 	}
 	return booking.Booking{
 		BookingID: id, EventID: o.EventID, UserEmail: o.Email, Quantity: o.Quantity,
 		TotalAmount: total, RemainingTickets: st.Available - o.Quantity,
-	}, nil
+	}, expiredN, nil
 }
 
 // maxTotal is the largest amount total_amount, a NUMERIC(10,2), can hold.
@@ -251,61 +272,6 @@ func orderTotal(price money.Cents, quantity int) (money.Cents, error) {
 func isInvalid(err error) bool {
 	var e *httpapi.Error
 	return errors.As(err, &e) && e.Code == httpapi.CodeInvalid
-}
-
-// qBuyersTickets sums each buyer's tickets of an event, confirmed or
-// pending. Emails are folded by the database, the same lower() the index
-// holds, and each given email comes back with its folding, so Go never
-// folds on its own (its rules and the database locale's can differ). A
-// pending hold counts even once it has lapsed: until it is swept or
-// expired it may still be confirmed by a confirm already in flight.
-const qBuyersTickets = `SELECT u.email, lower(u.email) AS folded,
-	coalesce((SELECT sum(b.quantity) FROM bookings b
-	          WHERE b.event_id = $1::bigint AND lower(b.user_email) = lower(u.email)
-	            AND b.booking_status IN ('pending', 'confirmed')), 0) AS tickets
-	FROM unnest($2::text[]) AS u(email)`
-
-// buyers is what each buyer of a batch owns of one event, keyed by the
-// database's folding of their email.
-type buyers struct {
-	folded map[string]string // email as sent -> folded
-	owned  map[string]int    // folded -> tickets
-}
-
-// key is the folded form of email, one of those asked for.
-func (b buyers) key(email string) string { return b.folded[email] }
-
-// over reports whether o would take its buyer past ticketCap; never for a
-// nil b (no cap).
-func (b *buyers) over(o booking.Order, ticketCap int) bool {
-	return b != nil && b.owned[b.key(o.Email)]+o.Quantity > ticketCap
-}
-
-// buyersTickets reads, inside tx (which holds the event row), what each of
-// emails owns of the event.
-func buyersTickets(ctx context.Context, tx *sqlx.Tx, eventID int64, emails []string) (buyers, error) {
-	seen := make(map[string]bool, len(emails))
-	distinct := make([]string, 0, len(emails))
-	for _, e := range emails {
-		if !seen[e] {
-			seen[e] = true
-			distinct = append(distinct, e)
-		}
-	}
-	var rows []struct {
-		Email   string `db:"email"`
-		Folded  string `db:"folded"`
-		Tickets int    `db:"tickets"`
-	}
-	if err := tx.SelectContext(ctx, &rows, qBuyersTickets, eventID, pq.Array(distinct)); err != nil {
-		return buyers{}, mapErr(ctx, err)
-	}
-	b := buyers{folded: make(map[string]string, len(rows)), owned: make(map[string]int, len(rows))}
-	for _, r := range rows {
-		b.folded[r.Email] = r.Folded
-		b.owned[r.Folded] = r.Tickets // the same for every spelling of one buyer
-	}
-	return b, nil
 }
 
 // qUsedPlaces returns those of the places ($2) that already have a

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -29,6 +30,8 @@ func outcomeKind(o hold.Outcome) string {
 		return "sold_out"
 	case errors.Is(o.Err, booking.ErrLimitExceeded):
 		return "limit_exceeded"
+	case errors.Is(o.Err, booking.ErrClientLimitExceeded):
+		return "client_limit_exceeded"
 	case errors.Is(o.Err, booking.ErrEventNotFound):
 		return "not_found"
 	default:
@@ -48,8 +51,9 @@ func (c *tally) HoldsExpired(n int)   { c.expired += n }
 // Go) are two writings of one set of rules. The same random sale, played on
 // each, must get the same answer for every request, leave the same stock
 // and report the same counts to the metrics: buyers who come back under
-// other spellings of their email, a cap, prices whose totals overflow,
-// holds that lapse before the sweeper runs.
+// other spellings of their email (case, NFC and NFD), both caps (per buyer,
+// and per client address, with requests whose address is unknown), prices
+// whose totals overflow, holds that lapse before the sweeper runs.
 func TestBothBatchPathsAnswerTheSameSaleAlike(t *testing.T) {
 	t.Parallel()
 	for seed := uint64(1); seed <= 4; seed++ {
@@ -64,33 +68,51 @@ func TestBothBatchPathsAnswerTheSameSaleAlike(t *testing.T) {
 			events := make([]int64, 2)
 			for i, s := range stores {
 				s.SetTicketCap(6)
+				s.SetClientCap(9)
 				err := s.DB().QueryRowContext(context.Background(), `INSERT INTO events (name, event_date, total_tickets, available_tickets, ticket_price)
-					VALUES ('e', now(), 15, 15, 33333333.33) RETURNING id`).Scan(&events[i])
+					VALUES ('e', now(), 40, 40, 33333333.33) RETURNING id`).Scan(&events[i])
 				if err != nil {
 					t.Fatal(err)
 				}
 			}
 			rng := rand.New(rand.NewPCG(seed, 0))
-			spellings := []string{"ann@example.com", "ANN@example.com", "bob@example.com", "Ärger@example.com", "ärger@example.com", "cy@example.com"}
+			seen := map[string]int{}
+			spellings := []string{"ann@example.com", "ANN@example.com", "bob@example.com", "Ärger@example.com", "ärger@example.com",
+				"a\u0308rger@example.com", "A\u0308RGER@example.com", "cy@example.com", "dee@example.com", "eve@example.com",
+				"fay@example.com", "gus@example.com", "hal@example.com", "ivy@example.com"}
+			clients := []netip.Addr{{}, netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2"), netip.MustParseAddr("2001:db8::1")}
 			for round := 0; round < 25; round++ {
 				n := 1 + rng.IntN(12)
-				emails, qtys := make([]string, n), make([]int, n)
+				emails, qtys, from := make([]string, n), make([]int, n), make([]netip.Addr, n)
 				for i := range emails {
 					emails[i], qtys[i] = spellings[rng.IntN(len(spellings))], 1+rng.IntN(4)
+					from[i] = clients[rng.IntN(len(clients))]
 				}
 				lapseAll := rng.IntN(5) == 0
+				confirmAny := rng.IntN(3) == 0
 				var got [2][]string
 				for k, s := range stores {
 					reqs := make([]hold.Request, n)
 					for i := range reqs {
 						reqs[i] = request(events[k], emails[i], qtys[i])
+						reqs[i].Order.Client = from[i]
 					}
 					outs, err := s.CreateHolds(context.Background(), events[k], reqs, time.Minute, noRender)
 					if err != nil {
 						t.Fatalf("round %d, store %d: %v", round, k, err)
 					}
+					confirmed := false
 					for _, o := range outs {
 						got[k] = append(got[k], outcomeKind(o))
+						seen[outcomeKind(o)]++
+						// A confirmed hold still counts against its
+						// buyer, no longer against its address.
+						if o.Err == nil && confirmAny && !confirmed {
+							confirmed = true
+							if _, err := s.Confirm(context.Background(), o.Hold.ID, nil, nil); err != nil {
+								t.Fatal(err)
+							}
+						}
 					}
 					if lapseAll {
 						_, err := s.DB().ExecContext(context.Background(), `UPDATE bookings SET expires_at = now() - interval '1 second'
@@ -112,6 +134,11 @@ func TestBothBatchPathsAnswerTheSameSaleAlike(t *testing.T) {
 			}
 			audit(t, oneCall, events[0])
 			audit(t, inTx, events[1])
+			for _, kind := range []string{"sold_out", "limit_exceeded", "client_limit_exceeded"} {
+				if seen[kind] == 0 {
+					t.Errorf("no request came to %s: the sale does not test it (saw %v)", kind, seen)
+				}
+			}
 		})
 	}
 }
@@ -151,8 +178,9 @@ func TestHoldBatchReadsOnlyItsBuyersBookings(t *testing.T) {
 	defer conn.Close()
 	call := func(q sqlx.ExecerContext, i int) {
 		t.Helper()
-		_, err := q.ExecContext(ctx, `SELECT * FROM hold_batch($1, $2, $3, 60000000, 10)`, ev,
-			pq.Array([]string{fmt.Sprintf("a%d@example.com", i), fmt.Sprintf("b%d@example.com", i)}), pq.Array([]int64{1, 1}))
+		emails := []string{fmt.Sprintf("a%d@example.com", i), fmt.Sprintf("b%d@example.com", i)}
+		_, err := q.ExecContext(ctx, `SELECT * FROM hold_batch($1, $2, $2, $3, $4, 60000000, 10, 20)`, ev,
+			pq.Array(emails), pq.Array([]string{fmt.Sprintf("192.0.2.%d", i), fmt.Sprintf("192.0.2.%d", i+100)}), pq.Array([]int64{1, 1}))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -276,7 +304,7 @@ func TestHoldBatchRefusesQuantitiesBelowOne(t *testing.T) {
 	s := newStore(t)
 	ev := newEvent(t, s, 10)
 	for _, qtys := range [][]int64{{1, 0}, {-3, 1}} {
-		_, err := s.DB().ExecContext(context.Background(), `SELECT * FROM hold_batch($1, $2, $3, 60000000, 0)`, ev,
+		_, err := s.DB().ExecContext(context.Background(), `SELECT * FROM hold_batch($1, $2, $2, '{NULL,NULL}', $3, 60000000, 0, 0)`, ev,
 			pq.Array([]string{"a@example.com", "b@example.com"}), pq.Array(qtys))
 		if err == nil || !strings.Contains(err.Error(), "quantities must be positive") {
 			t.Fatalf("quantities %v: %v", qtys, err)

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"net/netip"
 	"time"
 
 	"github.com/google/uuid"
@@ -40,7 +41,7 @@ const (
 			SELECT id FROM bookings
 			WHERE event_id = $1::bigint AND booking_status = 'pending' AND expires_at <= now()
 			FOR UPDATE SKIP LOCKED)
-		RETURNING lower(user_email) AS folded, quantity`
+		RETURNING buyer_key, host(client_addr) AS client_addr, quantity`
 
 	qAvailable = `SELECT available_tickets FROM events WHERE id = $1::bigint`
 
@@ -109,22 +110,26 @@ func anyKey(reqs []hold.Request) bool {
 	return false
 }
 
-// qHoldBatch runs the database's hold_batch (schema/006, with the waiting
-// room's checks of schema/010), which answers each request with one row in
-// order. $6 is each request's admitted place, empty for none.
+// qHoldBatch runs the database's hold_batch (schema/010: the caps of 007,
+// the sale window of 009 and the waiting room's checks), which answers each
+// request with one row in order. $9 is each request's admitted place, empty
+// for none.
 const qHoldBatch = `SELECT n, outcome, price, expired,
 	hold_id, event_id, user_email, quantity, total_amount, expires_at, created_at, confirmed_at, status
-	FROM hold_batch($1::bigint, $2::text[], $3::int[], $4::bigint, $5::int, $6::text[])
+	FROM hold_batch($1::bigint, $2::text[], $3::text[], $4::inet[], $5::int[], $6::bigint, $7::int, $8::int, $9::text[])
 	ORDER BY n`
 
 // createHoldsInOneCall is CreateHolds for a batch without idempotency keys.
 // Run outside a transaction, the statement commits on its own.
 func (s *Store) createHoldsInOneCall(ctx context.Context, eventID int64, reqs []hold.Request, ttl time.Duration) ([]hold.Outcome, error) {
 	emails := make([]string, len(reqs))
+	keys := make([]string, len(reqs))
+	clients := make([]sql.NullString, len(reqs))
 	qtys := make([]int64, len(reqs))
 	places := make([]string, len(reqs))
 	for i, r := range reqs {
 		emails[i], qtys[i], places[i] = r.Order.Email, int64(r.Order.Quantity), r.Order.Pass.Place
+		keys[i], clients[i] = booking.BuyerKey(r.Order.Email), inetArg(clientAddr(r.Order))
 	}
 	outs := make([]hold.Outcome, len(reqs))
 	var created, expiredN int
@@ -137,7 +142,8 @@ func (s *Store) createHoldsInOneCall(ctx context.Context, eventID int64, reqs []
 			return err
 		}
 		defer conn.Close()
-		rows, err := conn.QueryContext(ctx, qHoldBatch, eventID, pq.Array(emails), pq.Array(qtys), ttl.Microseconds(), s.ticketCap, pq.Array(places))
+		rows, err := conn.QueryContext(ctx, qHoldBatch, eventID, pq.Array(emails), pq.Array(keys), pq.Array(clients),
+			pq.Array(qtys), ttl.Microseconds(), s.ticketCap, s.clientCap, pq.Array(places))
 		if err != nil {
 			return mapErr(ctx, err)
 		}
@@ -221,6 +227,8 @@ func (r *batchRow) outcome(o booking.Order) (hold.Outcome, error) {
 		return hold.Outcome{Err: hold.ErrSoldOut}, nil
 	case "limit_exceeded":
 		return hold.Outcome{Err: booking.ErrLimitExceeded}, nil
+	case "client_limit_exceeded":
+		return hold.Outcome{Err: booking.ErrClientLimitExceeded}, nil
 	case "not_found":
 		return hold.Outcome{Err: booking.ErrEventNotFound}, nil
 	case "queue_required":
@@ -270,17 +278,15 @@ func (s *Store) createHoldsInTx(ctx context.Context, eventID int64, reqs []hold.
 				return err
 			}
 		}
-		var owners *buyers
-		if s.ticketCap > 0 && !missing {
-			emails := make([]string, 0, len(reqs))
-			for _, r := range reqs {
-				emails = append(emails, r.Order.Email)
+		var limits *caps
+		if !missing {
+			orders := make([]booking.Order, len(reqs))
+			for i, r := range reqs {
+				orders[i] = r.Order
 			}
-			b, err := buyersTickets(ctx, tx, eventID, emails)
-			if err != nil {
+			if limits, err = s.readCaps(ctx, tx, eventID, orders); err != nil {
 				return err
 			}
-			owners = &b
 		}
 		// Grant in order of arrival while the stock lasts.
 		var granted []int
@@ -303,8 +309,8 @@ func (s *Store) createHoldsInTx(ctx context.Context, eventID int64, reqs []hold.
 			case st.Queued && used[req.Order.Pass.Place]:
 				out.Err = pass.ErrUsed
 				continue
-			case !expired && (st.Available < req.Order.Quantity || owners.over(req.Order, s.ticketCap)):
-				// Short of stock, or over the cap: give lapsed holds back
+			case !expired && (st.Available < req.Order.Quantity || limits.refusal(req.Order) != nil):
+				// Short of stock, or over a cap: give lapsed holds back
 				// first, so nobody is told sold out or limit_exceeded
 				// only because the sweeper has not run yet.
 				expired = true
@@ -320,14 +326,9 @@ func (s *Store) createHoldsInTx(ctx context.Context, eventID int64, reqs []hold.
 					for _, g := range granted {
 						st.Available -= reqs[g].Order.Quantity
 					}
-					// Nor do the expired holds count against their buyers.
-					if owners != nil {
-						for buyer, n := range gone.tickets {
-							if _, ok := owners.owned[buyer]; ok {
-								owners.owned[buyer] -= n
-							}
-						}
-					}
+					// Nor do the expired holds count against their
+					// buyers and addresses.
+					limits.forget(gone)
 				}
 			}
 			if st.Available < req.Order.Quantity {
@@ -338,13 +339,11 @@ func (s *Store) createHoldsInTx(ctx context.Context, eventID int64, reqs []hold.
 				out.Err = err
 				continue
 			}
-			if owners.over(req.Order, s.ticketCap) {
-				out.Err = booking.ErrLimitExceeded
+			if err := limits.refusal(req.Order); err != nil {
+				out.Err = err
 				continue
 			}
-			if owners != nil {
-				owners.owned[owners.key(req.Order.Email)] += req.Order.Quantity
-			}
+			limits.take(req.Order)
 			st.Available -= req.Order.Quantity
 			granted = append(granted, i)
 		}
@@ -365,9 +364,9 @@ func (s *Store) createHoldsInTx(ctx context.Context, eventID int64, reqs []hold.
 // qInsertHolds inserts a batch of pending holds, in the order given, with
 // expiries from the database's clock. The statement-level stock trigger
 // takes all their tickets in one update of the event row.
-const qInsertHolds = `INSERT INTO bookings (event_id, user_email, quantity, total_amount, booking_status, expires_at, queue_place)
-	SELECT $1::bigint, u.email, u.quantity, u.total, 'pending', clock_timestamp() + $5 * interval '1 microsecond', nullif(u.place, '')
-	FROM unnest($2::text[], $3::int[], $4::numeric[], $6::text[]) WITH ORDINALITY AS u(email, quantity, total, place, n)
+const qInsertHolds = `INSERT INTO bookings (event_id, user_email, buyer_key, client_addr, quantity, total_amount, booking_status, expires_at, queue_place)
+	SELECT $1::bigint, u.email, u.key, u.client, u.quantity, u.total, 'pending', clock_timestamp() + $5 * interval '1 microsecond', nullif(u.place, '')
+	FROM unnest($2::text[], $3::int[], $4::numeric[], $6::text[], $7::inet[], $8::text[]) WITH ORDINALITY AS u(email, quantity, total, key, client, place, n)
 	ORDER BY u.n
 	RETURNING ` + holdColumns
 
@@ -380,6 +379,8 @@ func insertHolds(ctx context.Context, tx *sqlx.Tx, eventID int64, price money.Ce
 	qtys := make([]int64, len(granted))
 	totals := make([]string, len(granted))
 	places := make([]string, len(granted))
+	keys := make([]string, len(granted))
+	clients := make([]sql.NullString, len(granted))
 	for j, i := range granted {
 		o := reqs[i].Order
 		total, err := orderTotal(price, o.Quantity)
@@ -387,9 +388,11 @@ func insertHolds(ctx context.Context, tx *sqlx.Tx, eventID int64, price money.Ce
 			return err
 		}
 		emails[j], qtys[j], totals[j], places[j] = o.Email, int64(o.Quantity), total.String(), o.Pass.Place
+		keys[j], clients[j] = booking.BuyerKey(o.Email), inetArg(clientAddr(o))
 	}
 	var rows []holdRow
-	err := tx.SelectContext(ctx, &rows, qInsertHolds, eventID, pq.Array(emails), pq.Array(qtys), pq.Array(totals), ttl.Microseconds(), pq.Array(places))
+	err := tx.SelectContext(ctx, &rows, qInsertHolds, eventID, pq.Array(emails), pq.Array(qtys), pq.Array(totals), ttl.Microseconds(),
+		pq.Array(keys), pq.Array(clients), pq.Array(places))
 	if err != nil {
 		// The stock was checked under the row lock; the guard firing here
 		// means something outside holdfast changed it. Fail safe.
@@ -409,25 +412,32 @@ func insertHolds(ctx context.Context, tx *sqlx.Tx, eventID int64, price money.Ce
 }
 
 // expiredHolds is what expireLapsed failed: how many holds, and their
-// tickets by buyer (folded by the database).
+// tickets by buyer key and by client address.
 type expiredHolds struct {
 	holds   int
-	tickets map[string]int
+	buyers  map[string]int
+	clients map[netip.Addr]int
 }
 
 // expireLapsed fails the event's lapsed holds, re-reads its stock into
-// available, and returns what it expired.
+// available, and returns what it expired. Every path that takes tickets
+// under the event row (both batch paths' rules, /book/safe) calls it, once,
+// when the stock is short or a cap is reached.
 func expireLapsed(ctx context.Context, tx *sqlx.Tx, eventID int64, available *int) (expiredHolds, error) {
 	var rows []struct {
-		Folded   string `db:"folded"`
-		Quantity int    `db:"quantity"`
+		Key      string         `db:"buyer_key"`
+		Client   sql.NullString `db:"client_addr"`
+		Quantity int            `db:"quantity"`
 	}
 	if err := tx.SelectContext(ctx, &rows, qExpireLapsed, eventID); err != nil {
 		return expiredHolds{}, mapErr(ctx, err)
 	}
-	gone := expiredHolds{holds: len(rows), tickets: map[string]int{}}
+	gone := expiredHolds{holds: len(rows), buyers: map[string]int{}, clients: map[netip.Addr]int{}}
 	for _, r := range rows {
-		gone.tickets[r.Folded] += r.Quantity
+		gone.buyers[r.Key] += r.Quantity
+		if a, err := netip.ParseAddr(r.Client.String); r.Client.Valid && err == nil {
+			gone.clients[a] += r.Quantity
+		}
 	}
 	if gone.holds == 0 {
 		return gone, nil

@@ -14,6 +14,7 @@ import (
 
 	"github.com/holdfast/holdfast/booking"
 	"github.com/holdfast/holdfast/hold"
+	"github.com/holdfast/holdfast/internal/clientaddr"
 	"github.com/holdfast/holdfast/internal/httpapi"
 	"github.com/holdfast/holdfast/internal/metrics"
 	"github.com/holdfast/holdfast/internal/pass"
@@ -50,6 +51,10 @@ func newLogger(w io.Writer, level string) *slog.Logger {
 // newApp connects to PostgreSQL and Redis, migrates and builds the handler.
 // Redis need not be up: the service runs on PostgreSQL alone until it is.
 func newApp(ctx context.Context, cfg config, log *slog.Logger) (*app, error) {
+	trusted, err := clientaddr.ParseTrusted(cfg.TrustedProxies)
+	if err != nil {
+		return nil, fmt.Errorf("--trusted-proxies: %w", err)
+	}
 	db, err := store.Open(ctx, cfg.DatabaseURL, store.DBOptions{
 		MaxConns: cfg.DBMaxConns,
 		// PostgreSQL reads a lock_timeout of 0 as "wait forever"; a lock
@@ -84,6 +89,7 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger) (*app, error) {
 	a.metrics.WatchRedis(a.locks.RedisUp)
 	a.store.SetCounters(a.metrics)
 	a.store.SetTicketCap(cfg.TicketCap)
+	a.store.SetClientCap(cfg.ClientCap)
 	a.locks.OnWait(a.metrics.LockWaited)
 	// The first instance to start makes the pass key; every instance
 	// signs and verifies with the keys in PostgreSQL, read every 30 s.
@@ -112,7 +118,7 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger) (*app, error) {
 	a.sweeper.Observe = a.metrics
 	r := chi.NewRouter()
 	r.Use(httpapi.RequestID, httpapi.AccessLog(log), httpapi.Recover(log), a.metrics.Middleware,
-		httpapi.Deadline(requestDeadline(cfg)))
+		httpapi.Deadline(requestDeadline(cfg)), clientaddr.New(trusted).Middleware)
 	if cfg.RateLimit > 0 {
 		a.limiter = ratelimit.New(cfg.RateLimit, store.NewRateCounter(rdb, cfg.RedisPrefix), log)
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/holdfast/holdfast/internal/clientaddr"
 	"github.com/holdfast/holdfast/store"
 )
 
@@ -31,11 +32,14 @@ type config struct {
 	SimulateWork time.Duration
 	MaxQuantity  int
 	TicketCap    int
-	RateLimit    int
-	DBMaxConns   int
-	LogLevel     string
-	DebugAddr    string
-	AdminToken   string
+	ClientCap    int
+	// TrustedProxies is --trusted-proxies as given; validate parses it.
+	TrustedProxies string
+	RateLimit      int
+	DBMaxConns     int
+	LogLevel       string
+	DebugAddr      string
+	AdminToken     string
 }
 
 func defaultConfig() config {
@@ -49,6 +53,7 @@ func defaultConfig() config {
 		LockWait:    2 * time.Second,
 		MaxQuantity: 10,
 		TicketCap:   10,
+		ClientCap:   20,
 		DBMaxConns:  32,
 		Batch:       true,
 		LogLevel:    "info",
@@ -160,6 +165,8 @@ func (s *settings) serveFlags(cfg *config) {
 	s.integer(&cfg.MaxQuantity, "max-quantity", "HOLDFAST_MAX_QUANTITY", "the most tickets one request may ask for")
 	s.boolean(&cfg.Batch, "batch", "HOLDFAST_BATCH", "serve holds per event in batches, one transaction for many (false: one transaction per hold)")
 	s.integer(&cfg.TicketCap, "max-tickets-per-user", "HOLDFAST_MAX_TICKETS_PER_USER", "the most tickets of one event one buyer email may hold or have confirmed (0: no cap)")
+	s.integer(&cfg.ClientCap, "max-tickets-per-client", "HOLDFAST_MAX_TICKETS_PER_CLIENT", "the most tickets of one event one client address may hold at once, pending holds (0: no cap)")
+	s.str(&cfg.TrustedProxies, "trusted-proxies", "HOLDFAST_TRUSTED_PROXIES", "comma-separated CIDR ranges of proxies whose X-Forwarded-For names the client (empty: the header is ignored)")
 	s.integer(&cfg.RateLimit, "rate-limit", "HOLDFAST_RATE_LIMIT", "write requests per second one client address may send, shared across instances through Redis (0: off)")
 	s.integer(&cfg.DBMaxConns, "db-max-conns", "HOLDFAST_DB_MAX_CONNS", "PostgreSQL connection pool size")
 	s.str(&cfg.LogLevel, "log-level", "HOLDFAST_LOG_LEVEL", "debug, info, warn or error")
@@ -214,6 +221,12 @@ func (c config) validate(needDatabase bool) error {
 	}
 	if c.TicketCap < 0 {
 		bad("--max-tickets-per-user must not be negative, got %d", c.TicketCap)
+	}
+	if c.ClientCap < 0 {
+		bad("--max-tickets-per-client must not be negative, got %d", c.ClientCap)
+	}
+	if _, err := clientaddr.ParseTrusted(c.TrustedProxies); err != nil {
+		bad("--trusted-proxies: %v", err)
 	}
 	if c.DBMaxConns < 1 || c.DBMaxConns > 1000 {
 		bad("--db-max-conns must be from 1 to 1000, got %d", c.DBMaxConns)

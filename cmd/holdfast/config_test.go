@@ -37,6 +37,9 @@ func TestBadSettingsAreRefusedAtStart(t *testing.T) {
 		{"unknown flag", []string{"serve", "--colour", "red"}, env(), "colour"},
 		{"stray argument", []string{"migrate", "now"}, env(), "unexpected argument"},
 		{"bad check event", []string{"check", "--event", "x"}, env(), "flag -event"},
+		{"bad trusted proxy", []string{"serve", "--trusted-proxies", "10.0.0.0/8,10.0.0.0/33"}, env(), "--trusted-proxies"},
+		{"bad trusted proxy env", []string{"serve"}, env("HOLDFAST_TRUSTED_PROXIES", "proxy.example"), "--trusted-proxies"},
+		{"negative client cap", []string{"serve", "--max-tickets-per-client", "-1"}, env(), "--max-tickets-per-client"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -23,6 +23,8 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	cfg := defaultConfig()
 	cfg.UnsafeDemo = true
 	cfg.SimulateWork = 100 * time.Millisecond
+	// The demo's k6 scripts send every request from one address.
+	cfg.ClientCap = 0
 	dir := ".holdfast"
 	s := newSettings("dev", getenv, stderr)
 	s.serveFlags(&cfg)

@@ -64,6 +64,9 @@ func newTestServer(t *testing.T, edit func(*config)) *testServer {
 	cfg.RedisURL, cfg.RedisPrefix = testenv.Redis(t)
 	cfg.UnsafeDemo = true
 	cfg.LogLevel = "debug"
+	// Every test request comes from 127.0.0.1; the tests of the
+	// per-client cap set it.
+	cfg.ClientCap = 0
 	if edit != nil {
 		edit(&cfg)
 	}

@@ -24,6 +24,7 @@ func TestShutdownAnswersEveryQueuedRequest(t *testing.T) {
 	cfg.DatabaseURL = testenv.DatabaseURL(t)
 	cfg.RedisURL, cfg.RedisPrefix = testenv.Redis(t)
 	cfg.LockWait = 20 * time.Second
+	cfg.ClientCap = 0 // every request comes from 127.0.0.1
 
 	db, err := store.Open(context.Background(), cfg.DatabaseURL, store.DBOptions{MaxConns: 2})
 	if err != nil {

@@ -188,7 +188,9 @@ func (e *env) start(bin, name string, args ...string) (*server, error) {
 	}
 	defer logFile.Close()
 	all := append([]string{"serve", "--addr", "127.0.0.1:" + strconv.Itoa(port), "--database-url", e.dbURL,
-		"--redis-url", e.redis.URL(), "--log-level", "warn", "--lock-wait", "5s"}, args...)
+		"--redis-url", e.redis.URL(), "--log-level", "warn", "--lock-wait", "5s",
+		// Every load generator's request comes from 127.0.0.1.
+		"--max-tickets-per-client", "0"}, args...)
 	cmd := exec.Command(bin, all...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {

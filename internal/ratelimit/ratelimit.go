@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/holdfast/holdfast/internal/clientaddr"
 	"github.com/holdfast/holdfast/internal/httpapi"
 )
 
@@ -91,8 +92,8 @@ func (l *Limiter) local(client string, window int64) int64 {
 }
 
 // Middleware limits the write methods (POST, PUT, PATCH, DELETE); reads
-// pass. The client is the connection's remote address: a proxy in front of
-// holdfast would make every client one.
+// pass. The client is the address clientaddr resolved (X-Forwarded-For
+// only from a trusted proxy), or else the connection's peer.
 func (l *Limiter) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.Method {
@@ -100,8 +101,12 @@ func (l *Limiter) Middleware(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		client, _, err := net.SplitHostPort(r.RemoteAddr)
-		if err != nil {
+		var client string
+		if a := clientaddr.From(r.Context()); a.IsValid() {
+			client = a.String()
+		} else if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+			client = host
+		} else {
 			client = r.RemoteAddr
 		}
 		if !l.Allow(r.Context(), client) {
