@@ -1,0 +1,145 @@
+package main
+
+import (
+	"fmt"
+	"net/http"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+var methodLabel = regexp.MustCompile(`method="([^"]*)"`)
+
+// requestSeries returns the request-duration series in /metrics and the
+// method labels they carry.
+func (ts *testServer) requestSeries() (n int, methods map[string]bool) {
+	ts.t.Helper()
+	methods = map[string]bool{}
+	for name := range ts.scrape() {
+		if strings.HasPrefix(name, "holdfast_http_request_duration_seconds_count{") {
+			n++
+			methods[methodLabel.FindStringSubmatch(name)[1]] = true
+		}
+	}
+	return n, methods
+}
+
+// No request can create a time series: made-up methods and paths land
+// under fixed labels, and the 404 and 405 answers do not echo them back.
+func TestMadeUpMethodsAndPathsCreateNoSeries(t *testing.T) {
+	t.Parallel()
+	ts := newTestServer(t, nil)
+	ts.do("GET", "/nowhere", nil)
+	ts.do("BREW", "/events", nil)
+	before, _ := ts.requestSeries()
+	for i := 0; i < 100; i++ {
+		ts.do(fmt.Sprintf("MADEUP%d", i), fmt.Sprintf("/nowhere/%d", i), nil)
+		ts.do("GET", fmt.Sprintf("/nowhere/%d", i), nil)
+		ts.do(fmt.Sprintf("X-%d", i), "/events", nil)
+		ts.do(fmt.Sprintf("Y%d", i), fmt.Sprintf("/events/%d", i+1), nil)
+	}
+	after, methods := ts.requestSeries()
+	// The loop may add GET /metrics and the routes above under "other";
+	// a label per request would add hundreds.
+	if after-before > 4 {
+		t.Errorf("%d made-up requests added %d series (from %d to %d)", 400, after-before, before, after)
+	}
+	known := map[string]bool{"GET": true, "HEAD": true, "POST": true, "PUT": true, "PATCH": true, "DELETE": true, "OPTIONS": true, "other": true}
+	for m := range methods {
+		if !known[m] {
+			t.Errorf("method label %q is not from the fixed set", m)
+		}
+	}
+
+	big := strings.Repeat("M", 1<<20-8192)
+	for _, tc := range []struct{ method, path string }{
+		{big, "/nowhere"},
+		{big, "/events"},
+		{"GET", "/" + strings.Repeat("p", 1<<20-8192)},
+		{"DELETE", "/events/" + strings.Repeat("9", 1<<20-8192) + "x"},
+	} {
+		res := ts.do(tc.method, tc.path, nil)
+		if res.Status != 404 && res.Status != 405 {
+			t.Errorf("a %d-byte method and %d-byte path: status %d, want 404 or 405", len(tc.method), len(tc.path), res.Status)
+		}
+		if len(res.Body) > 256 {
+			t.Errorf("a %d-byte method and %d-byte path: a %d-byte answer echoes the input", len(tc.method), len(tc.path), len(res.Body))
+		}
+	}
+	if after2, _ := ts.requestSeries(); after2-after > 2 {
+		t.Errorf("four huge requests added %d series", after2-after)
+	}
+}
+
+// A route that takes a JSON body refuses any other Content-Type before it
+// does anything: a browser's "simple" cross-site form post cannot take a
+// hold, even one whose form field reads as valid JSON.
+func TestABodyThatIsNotJSONIs415(t *testing.T) {
+	t.Parallel()
+	ts := newTestServer(t, func(c *config) { c.AdminToken = testToken })
+	ev := ts.newEvent(10, true)
+	// What a text/plain form with the field name `{"event_id":N,...,"user_email":"a`
+	// and the value `b@example.com"}` sends: a valid order.
+	formJSON := fmt.Sprintf(`{"event_id":%d,"quantity":1,"user_email":"a=b@example.com"}`, ev)
+	admin := `{"name":"x","event_date":"2027-07-01T18:00:00Z","total_tickets":10,"ticket_price":"1.00"}`
+	auth := "Bearer " + testToken
+	routes := []struct{ method, path, body string }{
+		{"POST", "/holds", formJSON},
+		{"POST", "/book/safe", formJSON},
+		{"POST", "/book/unsafe", formJSON},
+		{"POST", "/admin/events", admin},
+		{"PATCH", fmt.Sprintf("/admin/events/%d", ev), `{"name":"renamed"}`},
+	}
+	for _, rt := range routes {
+		for _, ct := range []string{"", "text/plain", "text/plain;charset=UTF-8", "application/x-www-form-urlencoded",
+			"multipart/form-data; boundary=x", "text/json", "application/jsonp", "application/json+x", "application/json; charset=latin1", "application/json;;"} {
+			res := ts.do(rt.method, rt.path, rt.body, "Content-Type", ct, "Authorization", auth)
+			expectError(t, fmt.Sprintf("%s %s as %q", rt.method, rt.path, ct), res, http.StatusUnsupportedMediaType, "unsupported_media_type")
+		}
+	}
+	if got := ts.available(ev); got != 10 {
+		t.Fatalf("stock = %d after the refused posts, want 10", got)
+	}
+	for _, ct := range []string{"application/json", "application/json; charset=utf-8", "Application/JSON;charset=\"UTF-8\""} {
+		if res := ts.do("POST", "/holds", order(ev, "ct@example.com", 1), "Content-Type", ct); res.Status != 201 {
+			t.Errorf("POST /holds as %q: %d %s", ct, res.Status, res.Body)
+		}
+	}
+	// Routes without a body take none, whatever Content-Type says.
+	h := ts.mustHold(ev, 1)
+	if res := ts.do("POST", "/holds/"+h.ID+"/confirm", nil, "Content-Type", "text/plain"); res.Status != 200 {
+		t.Fatalf("confirm: %d %s", res.Status, res.Body)
+	}
+	h = ts.mustHold(ev, 1)
+	if res := ts.do("DELETE", "/holds/"+h.ID, nil, "Content-Type", ""); res.Status != 200 {
+		t.Fatalf("release: %d %s", res.Status, res.Body)
+	}
+}
+
+// waitForWindowStart sleeps until just after the start of the next Unix
+// second, so that a burst of requests lands in one rate-limit window.
+func waitForWindowStart() time.Time {
+	now := time.Now()
+	next := now.Truncate(time.Second).Add(time.Second + 20*time.Millisecond)
+	time.Sleep(next.Sub(now))
+	return time.Now()
+}
+
+// inOneWindow runs burst until it runs within one Unix second (a loaded
+// machine may push it over the edge), at most five times.
+func inOneWindow(t *testing.T, burst func() bool) {
+	t.Helper()
+	for try := 0; try < 5; try++ {
+		start := waitForWindowStart()
+		ok := burst()
+		if time.Now().Unix() == start.Unix() {
+			if !ok {
+				t.FailNow()
+			}
+			return
+		}
+		t.Logf("the burst straddled a second; again")
+	}
+	t.Fatal("no burst ran within one second in five tries")
+}
