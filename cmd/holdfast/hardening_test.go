@@ -1,12 +1,18 @@
 package main
 
 import (
+	"bufio"
+	"context"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/holdfast/holdfast/internal/testenv"
 )
 
 var methodLabel = regexp.MustCompile(`method="([^"]*)"`)
@@ -142,4 +148,124 @@ func inOneWindow(t *testing.T, burst func() bool) {
 		t.Logf("the burst straddled a second; again")
 	}
 	t.Fatal("no burst ran within one second in five tries")
+}
+
+// startServe runs serve, the real listener and http.Server, on a free port
+// until the test ends, and returns its address.
+func startServe(t *testing.T, edit func(*config)) string {
+	t.Helper()
+	cfg := defaultConfig()
+	cfg.Addr = "127.0.0.1:0"
+	cfg.DatabaseURL = testenv.DatabaseURL(t)
+	cfg.RedisURL, cfg.RedisPrefix = testenv.Redis(t)
+	if edit != nil {
+		edit(&cfg)
+	}
+	if err := cfg.validate(true); err != nil {
+		t.Fatalf("test config: %v", err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	addrc := make(chan string, 1)
+	done := make(chan error, 1)
+	logs := &syncBuffer{}
+	go func() { done <- serve(ctx, cfg, newLogger(logs, "debug"), func(a string) { addrc <- a }) }()
+	t.Cleanup(func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+		if t.Failed() {
+			t.Logf("server log:\n%s", logs.String())
+		}
+	})
+	select {
+	case addr := <-addrc:
+		return addr
+	case err := <-done:
+		t.Fatalf("serve: %v", err)
+		return ""
+	}
+}
+
+// keepAlive is one raw client connection that sends requests one at a time.
+type keepAlive struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func dialKeepAlive(t *testing.T, addr string) *keepAlive {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &keepAlive{Conn: c, r: bufio.NewReader(c)}
+}
+
+// get sends GET path and waits up to wait for the answer's status.
+func (k *keepAlive) get(path string, wait time.Duration) (int, error) {
+	if _, err := fmt.Fprintf(k, "GET %s HTTP/1.1\r\nHost: holdfast\r\n\r\n", path); err != nil {
+		return 0, err
+	}
+	return k.read(wait)
+}
+
+func (k *keepAlive) read(wait time.Duration) (int, error) {
+	_ = k.SetReadDeadline(time.Now().Add(wait))
+	res, err := http.ReadResponse(k.r, nil)
+	if err != nil {
+		return 0, err
+	}
+	_, _ = io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	return res.StatusCode, nil
+}
+
+// While --max-connections connections are open, one more is not served;
+// once one closes, it is.
+func TestConnectionsAreBounded(t *testing.T) {
+	t.Parallel()
+	addr := startServe(t, func(c *config) { c.MaxConns = 3 })
+	var open []*keepAlive
+	for i := 0; i < 3; i++ {
+		k := dialKeepAlive(t, addr)
+		if st, err := k.get("/health", 5*time.Second); err != nil || st != 200 {
+			t.Fatalf("connection %d: %d %v", i+1, st, err)
+		}
+		open = append(open, k)
+	}
+	extra := dialKeepAlive(t, addr)
+	if st, err := extra.get("/health", 700*time.Millisecond); err == nil {
+		t.Fatalf("a fourth connection was served (%d) while three were open", st)
+	} else if ne, ok := err.(net.Error); !ok || !ne.Timeout() {
+		t.Fatalf("a fourth connection: %v, want no answer yet", err)
+	}
+	open[0].Close()
+	if st, err := extra.read(5 * time.Second); err != nil || st != 200 {
+		t.Fatalf("the fourth connection once one closed: %d %v", st, err)
+	}
+	// The others stay served.
+	if st, err := open[1].get("/health", 5*time.Second); err != nil || st != 200 {
+		t.Fatalf("an open connection: %d %v", st, err)
+	}
+}
+
+// An idle keep-alive connection is closed after the idle timeout.
+func TestIdleConnectionsAreClosed(t *testing.T) {
+	t.Parallel()
+	addr := startServe(t, func(c *config) { c.IdleTimeout = 300 * time.Millisecond })
+	k := dialKeepAlive(t, addr)
+	if st, err := k.get("/health", 5*time.Second); err != nil || st != 200 {
+		t.Fatalf("first request: %d %v", st, err)
+	}
+	start := time.Now()
+	_ = k.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, err := k.r.Read(make([]byte, 1))
+	if err != io.EOF || time.Since(start) > 3*time.Second {
+		t.Fatalf("idle connection: read %d, %v after %s, want it closed by the server after 300ms", n, err, time.Since(start))
+	}
+	if def := defaultConfig().IdleTimeout; def != 30*time.Second {
+		t.Fatalf("default idle timeout %s, want 30s", def)
+	}
 }
