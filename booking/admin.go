@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/go-chi/chi/v5"
@@ -56,18 +57,26 @@ type eventInput struct {
 	TicketPrice  *string      `json:"ticket_price"`
 }
 
+// controlInText reports a control character (Unicode Cc) other than a line
+// feed or a tab, which a description may hold: the rest (escape, carriage
+// return, C1 controls) can rewrite a terminal that shows the text, as
+// `holdfast check` and the logs do. A name holds none at all.
+func controlInText(r rune) bool {
+	return unicode.IsControl(r) && r != '\n' && r != '\t'
+}
+
 func (in eventInput) patch() (EventPatch, error) {
 	var p EventPatch
 	if in.Name != nil {
 		name := strings.TrimSpace(*in.Name)
-		if name == "" || utf8.RuneCountInString(name) > MaxNameLength || strings.ContainsRune(name, 0) {
-			return p, httpapi.Invalid("name must be 1 to %d characters, with no NUL", MaxNameLength)
+		if name == "" || utf8.RuneCountInString(name) > MaxNameLength || strings.ContainsFunc(name, unicode.IsControl) {
+			return p, httpapi.Invalid("name must be 1 to %d characters, with no control characters", MaxNameLength)
 		}
 		p.Name = &name
 	}
 	if in.Description != nil {
-		if utf8.RuneCountInString(*in.Description) > 10_000 || strings.ContainsRune(*in.Description, 0) {
-			return p, httpapi.Invalid("description must be at most 10000 characters, with no NUL")
+		if utf8.RuneCountInString(*in.Description) > 10_000 || strings.ContainsFunc(*in.Description, controlInText) {
+			return p, httpapi.Invalid("description must be at most 10000 characters, with no control characters but line breaks (\\n) and tabs")
 		}
 		p.Description = in.Description
 	}

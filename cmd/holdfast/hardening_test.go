@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"encoding/json"
 	"context"
 	"fmt"
 	"io"
@@ -268,4 +269,81 @@ func TestIdleConnectionsAreClosed(t *testing.T) {
 	if def := defaultConfig().IdleTimeout; def != 30*time.Second {
 		t.Fatalf("default idle timeout %s, want 30s", def)
 	}
+}
+
+// An Idempotency-Key that is blank or given twice is refused, not taken as
+// no key: the client meant one and would get a second effect on a retry.
+func TestABlankOrRepeatedIdempotencyKeyIsA400(t *testing.T) {
+	t.Parallel()
+	ts := newTestServer(t, nil)
+	ev := ts.newEvent(10, true)
+	h := ts.mustHold(ev, 1)
+	for _, tc := range []struct {
+		name   string
+		header []string
+	}{
+		{"blank", []string{"Idempotency-Key", "   "}},
+		{"empty", []string{"Idempotency-Key", ""}},
+		{"tab", []string{"Idempotency-Key", "\t"}},
+		{"twice", []string{"Idempotency-Key", "k1", "Idempotency-Key", "k2"}},
+		{"twice the same", []string{"Idempotency-Key", "k1", "Idempotency-Key", "k1"}},
+	} {
+		for _, path := range []string{"/holds", "/book/safe"} {
+			expectError(t, tc.name+" on "+path, ts.do("POST", path, order(ev, "k@example.com", 1), tc.header...), 400, "invalid_request")
+		}
+		expectError(t, tc.name+" on confirm", ts.do("POST", "/holds/"+h.ID+"/confirm", nil, tc.header...), 400, "invalid_request")
+	}
+	if got := ts.available(ev); got != 9 {
+		t.Fatalf("stock = %d, want 9 (only the first hold)", got)
+	}
+	var got holdBody
+	ts.do("GET", "/holds/"+h.ID, nil).json(t, &got)
+	if got.Status != "pending" {
+		t.Fatalf("hold %s after refused confirms, want pending", got.Status)
+	}
+}
+
+// A query that does not parse is refused, not read as if the bad part were
+// absent.
+func TestAMalformedEventsQueryIsA400(t *testing.T) {
+	t.Parallel()
+	ts := newTestServer(t, nil)
+	ts.newEvent(1, true)
+	for _, q := range []string{"after=1;x", "limit=1;x", "after=1&after=2", "limit=1&limit=2", "after=", "limit=",
+		"after=%zz", "after=+1", "after=1x", "limit=-1", "after=-1", "limit=01x"} {
+		expectError(t, "/events?"+q, ts.do("GET", "/events?"+q, nil), 400, "invalid_request")
+	}
+	for _, q := range []string{"", "after=0", "limit=1", "limit=500&after=1", "other=x"} {
+		if res := ts.do("GET", "/events?"+q, nil); res.Status != 200 {
+			t.Errorf("/events?%s: %d %s", q, res.Status, res.Body)
+		}
+	}
+}
+
+// Control characters in an event's name or description would reach a
+// terminal through `holdfast check` and logs: refused. A description may
+// hold line breaks and tabs.
+func TestAdminRefusesControlCharacters(t *testing.T) {
+	t.Parallel()
+	ts := newTestServer(t, func(c *config) { c.AdminToken = testToken })
+	auth := []string{"Authorization", "Bearer " + testToken}
+	create := func(name, desc string) response {
+		b, _ := json.Marshal(map[string]any{"name": name, "description": desc, "event_date": "2027-07-01T18:00:00Z",
+			"total_tickets": 10, "ticket_price": "1.00"})
+		return ts.do("POST", "/admin/events", string(b), auth...)
+	}
+	for _, bad := range []string{"a\x1b[2Jb", "bell\a", "line\nbreak", "tab\there", "c\rr", "del\x7f", "n\u0085el", "csi\u009b31m"} {
+		expectError(t, fmt.Sprintf("name %q", bad), create(bad, ""), 400, "invalid_request")
+		expectError(t, fmt.Sprintf("description %q", bad), create("ok", bad+"\x1b"), 400, "invalid_request")
+	}
+	res := create("Night Market ✨", "Stalls\n\tand music")
+	var ev struct {
+		ID          int64  `json:"id"`
+		Description string `json:"description"`
+	}
+	res.json(t, &ev)
+	if res.Status != 201 || ev.Description != "Stalls\n\tand music" {
+		t.Fatalf("a description with a line break and a tab: %d %s", res.Status, res.Body)
+	}
+	expectError(t, "patch name", ts.do("PATCH", fmt.Sprintf("/admin/events/%d", ev.ID), `{"name":"x\u001by"}`, auth...), 400, "invalid_request")
 }
