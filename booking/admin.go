@@ -2,6 +2,7 @@ package booking
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
 	"log/slog"
@@ -111,22 +112,61 @@ func (in eventInput) patch() (EventPatch, error) {
 	return p, nil
 }
 
+// AttemptLimit limits failed attempts at the admin token per client.
+type AttemptLimit interface {
+	// Check returns r's client address, and an error to answer with when
+	// that client may not try now.
+	Check(r *http.Request) (client string, err error)
+	// Fail counts a failed attempt, and returns an error to answer with
+	// instead of 401 when that was one too many.
+	Fail(ctx context.Context, client string) error
+}
+
 // RequireToken lets through only requests that carry "Authorization: Bearer
-// <token>"; others are 401 unauthorized. The comparison takes the same time
-// whatever the guess.
-func RequireToken(token string, log *slog.Logger) func(http.Handler) http.Handler {
-	want := []byte("Bearer " + token)
+// <token>" (the scheme in any case, RFC 7235); others are 401 unauthorized,
+// counted by limit and logged with the client's address, never with what
+// they sent. Both sides are hashed before the constant-time comparison, so
+// it takes the same time whatever the guess, its length included.
+func RequireToken(token string, limit AttemptLimit, log *slog.Logger) func(http.Handler) http.Handler {
+	want := sha256.Sum256([]byte(token))
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			got := []byte(r.Header.Get("Authorization"))
-			if subtle.ConstantTimeCompare(got, want) != 1 {
-				w.Header().Set("WWW-Authenticate", `Bearer realm="holdfast admin"`)
-				httpapi.WriteError(w, r, log, httpapi.Errorf(httpapi.CodeUnauthorized, "a valid admin bearer token is required"))
+			client, err := limit.Check(r)
+			if err != nil {
+				httpapi.WriteError(w, r, log, err)
 				return
 			}
-			next.ServeHTTP(w, r)
+			reason := "no bearer token"
+			if cred, ok := bearer(r.Header.Get("Authorization")); ok {
+				got := sha256.Sum256([]byte(cred))
+				if subtle.ConstantTimeCompare(got[:], want[:]) == 1 {
+					next.ServeHTTP(w, r)
+					return
+				}
+				reason = "wrong token"
+			}
+			err = limit.Fail(r.Context(), client)
+			log.WarnContext(r.Context(), "admin request refused", "reason", reason, "client", client,
+				"over_limit", err != nil)
+			if err != nil {
+				httpapi.WriteError(w, r, log, err)
+				return
+			}
+			w.Header().Set("WWW-Authenticate", `Bearer realm="holdfast admin"`)
+			httpapi.WriteError(w, r, log, httpapi.Errorf(httpapi.CodeUnauthorized, "a valid admin bearer token is required"))
 		})
 	}
+}
+
+// bearer returns the credentials of an Authorization header of the Bearer
+// scheme, whose name is case-insensitive.
+func bearer(h string) (string, bool) {
+	scheme, cred, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	cred = strings.TrimLeft(cred, " ")
+	return cred, cred != ""
 }
 
 // HandleCreateEvent answers POST /admin/events.

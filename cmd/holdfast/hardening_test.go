@@ -347,3 +347,122 @@ func TestAdminRefusesControlCharacters(t *testing.T) {
 	}
 	expectError(t, "patch name", ts.do("PATCH", fmt.Sprintf("/admin/events/%d", ev.ID), `{"name":"x\u001by"}`, auth...), 400, "invalid_request")
 }
+
+// With --rate-limit 5, exactly five writes pass in one second and the
+// sixth is refused: a limit at twice its rate would let ten through.
+func TestRateLimitIsExact(t *testing.T) {
+	t.Parallel()
+	withRedisUpAndDown(t, func(c *config) { c.RateLimit = 5 }, func(t *testing.T, ts *testServer, _ bool) {
+		ev := ts.newEvent(100, true)
+		n := 0
+		inOneWindow(t, func() bool {
+			var got []int
+			for i := 0; i < 7; i++ {
+				n++
+				got = append(got, ts.do("POST", "/holds", order(ev, fmt.Sprintf("x%d@example.com", n), 1)).Status)
+			}
+			want := []int{201, 201, 201, 201, 201, 429, 429}
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("seven writes in one second: %v, want %v", got, want)
+				return false
+			}
+			return true
+		})
+	})
+}
+
+// Wrong or missing admin tokens are limited per client address even with
+// --rate-limit off, and logged without the token; over the limit even the
+// right token is refused, so the answers cannot tell a brute force which
+// guess was right.
+func TestAdminFailuresAreLimitedAndLogged(t *testing.T) {
+	t.Parallel()
+	ts := newTestServer(t, func(c *config) { c.AdminToken = testToken })
+	body := `{"name":"x","event_date":"2027-07-01T18:00:00Z","total_tickets":10,"ticket_price":"1.00"}`
+	guess := func(i int) []string {
+		if i%3 == 0 {
+			return nil // no token at all
+		}
+		return []string{"Authorization", fmt.Sprintf("Bearer guess-%d-secret-xxxxxxxx", i)}
+	}
+	inOneWindow(t, func() bool {
+		for i := 0; i < adminFailuresPerSecond; i++ {
+			if res := ts.do("POST", "/admin/events", body, guess(i)...); res.Status != 401 {
+				t.Errorf("failure %d: %d %s, want 401", i+1, res.Status, res.Body)
+				return false
+			}
+		}
+		res := ts.do("POST", "/admin/events", body, guess(1)...)
+		if res.Status != 429 || res.code() != "busy" || res.Header.Get("Retry-After") == "" {
+			t.Errorf("failure %d: %d %s, want 429 busy with Retry-After", adminFailuresPerSecond+1, res.Status, res.Body)
+			return false
+		}
+		if res := ts.do("POST", "/admin/events", body, "Authorization", "Bearer "+testToken); res.Status != 429 {
+			t.Errorf("the right token over the limit: %d, want 429", res.Status)
+			return false
+		}
+		return true
+	})
+	time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second)))
+	if res := ts.do("POST", "/admin/events", body, "Authorization", "Bearer "+testToken); res.Status != 201 {
+		t.Fatalf("the right token the next second: %d %s", res.Status, res.Body)
+	}
+	logs := ts.log.String()
+	if strings.Contains(logs, "guess-") {
+		t.Errorf("the log holds a token sent:\n%s", logs)
+	}
+	var failures int
+	for _, line := range strings.Split(logs, "\n") {
+		if strings.Contains(line, "level=WARN") && strings.Contains(line, "admin") && strings.Contains(line, "client=127.0.0.1") {
+			failures++
+		}
+	}
+	if failures < adminFailuresPerSecond {
+		t.Errorf("%d warnings with the client address, want one per failure:\n%s", failures, logs)
+	}
+}
+
+// With --rate-limit on, an admin failure counts as a hit against it.
+func TestAdminFailuresCountAgainstTheRateLimit(t *testing.T) {
+	t.Parallel()
+	ts := newTestServer(t, func(c *config) {
+		c.AdminToken = testToken
+		c.RateLimit = 3
+	})
+	ev := ts.newEvent(10, true)
+	inOneWindow(t, func() bool {
+		for i := 0; i < 3; i++ {
+			if res := ts.do("PATCH", fmt.Sprintf("/admin/events/%d", ev), `{"name":"y"}`, "Authorization", "Bearer nope"); res.Status != 401 {
+				t.Errorf("failure %d: %d, want 401", i+1, res.Status)
+				return false
+			}
+		}
+		if res := ts.do("POST", "/holds", order(ev, "a@example.com", 1)); res.Status != 429 {
+			t.Errorf("a write after three failures at --rate-limit 3: %d, want 429", res.Status)
+			return false
+		}
+		return true
+	})
+}
+
+// The Bearer scheme is case-insensitive (RFC 7235); the token is not, and
+// must match whole.
+func TestAdminTokenScheme(t *testing.T) {
+	t.Parallel()
+	ts := newTestServer(t, func(c *config) { c.AdminToken = testToken })
+	ev := ts.newEvent(10, true)
+	patch := func(auth string) int {
+		return ts.do("PATCH", fmt.Sprintf("/admin/events/%d", ev), `{"name":"y"}`, "Authorization", auth).Status
+	}
+	for _, auth := range []string{"Bearer " + testToken, "bearer " + testToken, "BEARER " + testToken, "bEaReR " + testToken, "Bearer   " + testToken} {
+		if st := patch(auth); st != 200 {
+			t.Errorf("%q: %d, want 200", auth, st)
+		}
+	}
+	for _, auth := range []string{"Basic " + testToken, "Bearer" + testToken, "Bearer " + testToken[:len(testToken)-1],
+		"Bearer " + testToken + "x", "Bearer " + strings.ToUpper(testToken), "Bearer", "Bearer ", testToken, "Bearer " + testToken + " x"} {
+		if st := patch(auth); st != 401 {
+			t.Errorf("%q: %d, want 401", auth, st)
+		}
+	}
+}

@@ -34,7 +34,7 @@ func (a *app) routes(r chi.Router) {
 		r.Route("/admin", func(r chi.Router) {
 			// Content-Type first: a refused form post tells nothing and
 			// counts as no attempt at the token.
-			r.Use(httpapi.RequireJSON, booking.RequireToken(a.cfg.AdminToken, a.log))
+			r.Use(httpapi.RequireJSON, booking.RequireToken(a.cfg.AdminToken, a.adminFailures, a.log))
 			r.Method(http.MethodPost, "/events", a.limited(booking.HandleCreateEvent(a.store, a.log)))
 			r.Method(http.MethodPatch, "/events/{id}", a.limited(booking.HandleUpdateEvent(a.store, a.log)))
 		})
@@ -95,3 +95,8 @@ func handleReady(a *app) http.Handler {
 		httpapi.Encode(w, code, st)
 	})
 }
+
+// adminFailuresPerSecond is how many wrong or missing admin tokens one
+// client address may send a second, whatever --rate-limit says: enough for
+// an operator's typo, too few for a brute force.
+const adminFailuresPerSecond = 10
