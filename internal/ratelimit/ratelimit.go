@@ -61,7 +61,9 @@ func (l *Limiter) Allow(ctx context.Context, client string) bool {
 		sh := l.shard(client)
 		sh.mu.Lock()
 		sh.turn(window)
-		sh.over[client] = true
+		if sh.window == window { // not a refusal that lands after its second
+			sh.over[client] = true
+		}
 		sh.mu.Unlock()
 	}
 	return ok
@@ -107,10 +109,11 @@ func (l *Limiter) shard(client string) *shard {
 	return &l.shards[h%uint32(len(l.shards))]
 }
 
-// turn forgets the last second's counts when window is a new one. The
-// caller holds sh.mu.
+// turn forgets the last second's counts when window is a new one. It only
+// moves forward: a request whose Redis call outlasted its second must not
+// wipe the next second's counts. The caller holds sh.mu.
 func (sh *shard) turn(window int64) {
-	if sh.window != window {
+	if window > sh.window {
 		sh.window = window
 		clear(sh.counts)
 		clear(sh.over)
