@@ -134,19 +134,20 @@ func waitForWindowStart() time.Time {
 }
 
 // inOneWindow runs burst until it runs within one Unix second (a loaded
-// machine may push it over the edge), at most five times.
-func inOneWindow(t *testing.T, burst func() bool) {
+// machine may push it over the edge), at most five times, and fails the
+// test with burst's error from a run that did.
+func inOneWindow(t *testing.T, burst func() error) {
 	t.Helper()
 	for try := 0; try < 5; try++ {
 		start := waitForWindowStart()
-		ok := burst()
+		err := burst()
 		if time.Now().Unix() == start.Unix() {
-			if !ok {
-				t.FailNow()
+			if err != nil {
+				t.Fatal(err)
 			}
 			return
 		}
-		t.Logf("the burst straddled a second; again")
+		t.Logf("the burst straddled a second (%v); again", err)
 	}
 	t.Fatal("no burst ran within one second in five tries")
 }
@@ -355,7 +356,7 @@ func TestRateLimitIsExact(t *testing.T) {
 	withRedisUpAndDown(t, func(c *config) { c.RateLimit = 5 }, func(t *testing.T, ts *testServer, _ bool) {
 		ev := ts.newEvent(100, true)
 		n := 0
-		inOneWindow(t, func() bool {
+		inOneWindow(t, func() error {
 			var got []int
 			for i := 0; i < 7; i++ {
 				n++
@@ -363,10 +364,9 @@ func TestRateLimitIsExact(t *testing.T) {
 			}
 			want := []int{201, 201, 201, 201, 201, 429, 429}
 			if fmt.Sprint(got) != fmt.Sprint(want) {
-				t.Errorf("seven writes in one second: %v, want %v", got, want)
-				return false
+				return fmt.Errorf("seven writes in one second: %v, want %v", got, want)
 			}
-			return true
+			return nil
 		})
 	})
 }
@@ -385,23 +385,20 @@ func TestAdminFailuresAreLimitedAndLogged(t *testing.T) {
 		}
 		return []string{"Authorization", fmt.Sprintf("Bearer guess-%d-secret-xxxxxxxx", i)}
 	}
-	inOneWindow(t, func() bool {
+	inOneWindow(t, func() error {
 		for i := 0; i < adminFailuresPerSecond; i++ {
 			if res := ts.do("POST", "/admin/events", body, guess(i)...); res.Status != 401 {
-				t.Errorf("failure %d: %d %s, want 401", i+1, res.Status, res.Body)
-				return false
+				return fmt.Errorf("failure %d: %d %s, want 401", i+1, res.Status, res.Body)
 			}
 		}
 		res := ts.do("POST", "/admin/events", body, guess(1)...)
 		if res.Status != 429 || res.code() != "busy" || res.Header.Get("Retry-After") == "" {
-			t.Errorf("failure %d: %d %s, want 429 busy with Retry-After", adminFailuresPerSecond+1, res.Status, res.Body)
-			return false
+			return fmt.Errorf("failure %d: %d %s, want 429 busy with Retry-After", adminFailuresPerSecond+1, res.Status, res.Body)
 		}
 		if res := ts.do("POST", "/admin/events", body, "Authorization", "Bearer "+testToken); res.Status != 429 {
-			t.Errorf("the right token over the limit: %d, want 429", res.Status)
-			return false
+			return fmt.Errorf("the right token over the limit: %d, want 429", res.Status)
 		}
-		return true
+		return nil
 	})
 	time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second)))
 	if res := ts.do("POST", "/admin/events", body, "Authorization", "Bearer "+testToken); res.Status != 201 {
@@ -430,18 +427,16 @@ func TestAdminFailuresCountAgainstTheRateLimit(t *testing.T) {
 		c.RateLimit = 3
 	})
 	ev := ts.newEvent(10, true)
-	inOneWindow(t, func() bool {
+	inOneWindow(t, func() error {
 		for i := 0; i < 3; i++ {
 			if res := ts.do("PATCH", fmt.Sprintf("/admin/events/%d", ev), `{"name":"y"}`, "Authorization", "Bearer nope"); res.Status != 401 {
-				t.Errorf("failure %d: %d, want 401", i+1, res.Status)
-				return false
+				return fmt.Errorf("failure %d: %d, want 401", i+1, res.Status)
 			}
 		}
 		if res := ts.do("POST", "/holds", order(ev, "a@example.com", 1)); res.Status != 429 {
-			t.Errorf("a write after three failures at --rate-limit 3: %d, want 429", res.Status)
-			return false
+			return fmt.Errorf("a write after three failures at --rate-limit 3: %d, want 429", res.Status)
 		}
-		return true
+		return nil
 	})
 }
 

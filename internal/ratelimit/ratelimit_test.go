@@ -43,17 +43,22 @@ func withRedisUpAndDown(t *testing.T, f func(t *testing.T, shared ratelimit.Coun
 }
 
 // inOneSecond runs burst from just after a second starts until it runs
-// within one second, as the limit's window is.
-func inOneSecond(t *testing.T, burst func()) {
+// within one second, as the limit's window is, and fails the test with
+// burst's error from a run that did.
+func inOneSecond(t *testing.T, burst func() error) {
 	t.Helper()
 	for try := 0; try < 5; try++ {
 		now := time.Now()
 		time.Sleep(now.Truncate(time.Second).Add(time.Second + 10*time.Millisecond).Sub(now))
 		start := time.Now().Unix()
-		burst()
+		err := burst()
 		if time.Now().Unix() == start {
+			if err != nil {
+				t.Fatal(err)
+			}
 			return
 		}
+		t.Logf("the burst straddled a second (%v); again", err)
 	}
 	t.Fatal("no burst ran within one second in five tries")
 }
@@ -64,7 +69,7 @@ func TestLimiterAllowsExactlyItsRate(t *testing.T) {
 	t.Parallel()
 	withRedisUpAndDown(t, func(t *testing.T, shared ratelimit.Counter) {
 		l := ratelimit.New(7, shared, discard)
-		inOneSecond(t, func() {
+		inOneSecond(t, func() error {
 			var passed atomic.Int64
 			var wg sync.WaitGroup
 			for i := 0; i < 40; i++ {
@@ -78,14 +83,15 @@ func TestLimiterAllowsExactlyItsRate(t *testing.T) {
 			}
 			wg.Wait()
 			if n := passed.Load(); n != 7 {
-				t.Errorf("%d of 40 passed, want exactly 7", n)
+				return fmt.Errorf("%d of 40 passed, want exactly 7", n)
 			}
 			if !l.Over("10.0.0.1") || l.Over("10.0.0.2") {
-				t.Errorf("Over: the client refused %v, another %v", l.Over("10.0.0.1"), l.Over("10.0.0.2"))
+				return fmt.Errorf("Over: the client refused %v, another %v", l.Over("10.0.0.1"), l.Over("10.0.0.2"))
 			}
 			if !l.Allow(context.Background(), "10.0.0.2") {
-				t.Errorf("another client was refused")
+				return fmt.Errorf("another client was refused")
 			}
+			return nil
 		})
 	})
 }
@@ -100,26 +106,27 @@ func TestFailuresCountOnEveryLimit(t *testing.T) {
 		f := ratelimit.NewFailures(strict, nil, loose)
 		r := httptest.NewRequest("POST", "/admin/events", nil)
 		r.RemoteAddr = "192.0.2.7:5555"
-		inOneSecond(t, func() {
+		inOneSecond(t, func() error {
 			client, err := f.Check(r)
 			if client != "192.0.2.7" || err != nil {
-				t.Fatalf("Check = %q, %v", client, err)
+				return fmt.Errorf("Check = %q, %v", client, err)
 			}
 			for i, want := range []error{nil, nil, ratelimit.ErrTooMany} {
 				if err := f.Fail(context.Background(), client); err != want {
-					t.Fatalf("failure %d: %v, want %v", i+1, err, want)
+					return fmt.Errorf("failure %d: %v, want %v", i+1, err, want)
 				}
 			}
 			if _, err := f.Check(r); err != ratelimit.ErrTooMany {
-				t.Fatalf("Check over the limit: %v", err)
+				return fmt.Errorf("Check over the limit: %v", err)
 			}
 			// Every failure was a hit on the looser limit too: 3 of 100.
 			for i := 0; i < 97; i++ {
 				loose.Allow(context.Background(), client)
 			}
 			if loose.Allow(context.Background(), client) {
-				t.Errorf("the failures were not counted on every limit")
+				return fmt.Errorf("the failures were not counted on every limit")
 			}
+			return nil
 		})
 		time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second)))
 		if _, err := f.Check(r); err != nil {
