@@ -2,12 +2,14 @@ package booking
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
 	"log/slog"
 	"net/http"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/go-chi/chi/v5"
@@ -56,18 +58,26 @@ type eventInput struct {
 	TicketPrice  *string      `json:"ticket_price"`
 }
 
+// controlInText reports a control character (Unicode Cc) other than a line
+// feed or a tab, which a description may hold: the rest (escape, carriage
+// return, C1 controls) can rewrite a terminal that shows the text, as
+// `holdfast check` and the logs do. A name holds none at all.
+func controlInText(r rune) bool {
+	return unicode.IsControl(r) && r != '\n' && r != '\t'
+}
+
 func (in eventInput) patch() (EventPatch, error) {
 	var p EventPatch
 	if in.Name != nil {
 		name := strings.TrimSpace(*in.Name)
-		if name == "" || utf8.RuneCountInString(name) > MaxNameLength || strings.ContainsRune(name, 0) {
-			return p, httpapi.Invalid("name must be 1 to %d characters, with no NUL", MaxNameLength)
+		if name == "" || utf8.RuneCountInString(name) > MaxNameLength || strings.ContainsFunc(name, unicode.IsControl) {
+			return p, httpapi.Invalid("name must be 1 to %d characters, with no control characters", MaxNameLength)
 		}
 		p.Name = &name
 	}
 	if in.Description != nil {
-		if utf8.RuneCountInString(*in.Description) > 10_000 || strings.ContainsRune(*in.Description, 0) {
-			return p, httpapi.Invalid("description must be at most 10000 characters, with no NUL")
+		if utf8.RuneCountInString(*in.Description) > 10_000 || strings.ContainsFunc(*in.Description, controlInText) {
+			return p, httpapi.Invalid("description must be at most 10000 characters, with no control characters but line breaks (\\n) and tabs")
 		}
 		p.Description = in.Description
 	}
@@ -102,22 +112,61 @@ func (in eventInput) patch() (EventPatch, error) {
 	return p, nil
 }
 
+// AttemptLimit limits failed attempts at the admin token per client.
+type AttemptLimit interface {
+	// Check returns r's client address, and an error to answer with when
+	// that client may not try now.
+	Check(r *http.Request) (client string, err error)
+	// Fail counts a failed attempt, and returns an error to answer with
+	// instead of 401 when that was one too many.
+	Fail(ctx context.Context, client string) error
+}
+
 // RequireToken lets through only requests that carry "Authorization: Bearer
-// <token>"; others are 401 unauthorized. The comparison takes the same time
-// whatever the guess.
-func RequireToken(token string, log *slog.Logger) func(http.Handler) http.Handler {
-	want := []byte("Bearer " + token)
+// <token>" (the scheme in any case, RFC 7235); others are 401 unauthorized,
+// counted by limit and logged with the client's address, never with what
+// they sent. Both sides are hashed before the constant-time comparison, so
+// it takes the same time whatever the guess, its length included.
+func RequireToken(token string, limit AttemptLimit, log *slog.Logger) func(http.Handler) http.Handler {
+	want := sha256.Sum256([]byte(token))
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			got := []byte(r.Header.Get("Authorization"))
-			if subtle.ConstantTimeCompare(got, want) != 1 {
-				w.Header().Set("WWW-Authenticate", `Bearer realm="holdfast admin"`)
-				httpapi.WriteError(w, r, log, httpapi.Errorf(httpapi.CodeUnauthorized, "a valid admin bearer token is required"))
+			client, err := limit.Check(r)
+			if err != nil {
+				httpapi.WriteError(w, r, log, err)
 				return
 			}
-			next.ServeHTTP(w, r)
+			reason := "no bearer token"
+			if cred, ok := bearer(r.Header.Get("Authorization")); ok {
+				got := sha256.Sum256([]byte(cred))
+				if subtle.ConstantTimeCompare(got[:], want[:]) == 1 {
+					next.ServeHTTP(w, r)
+					return
+				}
+				reason = "wrong token"
+			}
+			err = limit.Fail(r.Context(), client)
+			log.WarnContext(r.Context(), "admin request refused", "reason", reason, "client", client,
+				"over_limit", err != nil)
+			if err != nil {
+				httpapi.WriteError(w, r, log, err)
+				return
+			}
+			w.Header().Set("WWW-Authenticate", `Bearer realm="holdfast admin"`)
+			httpapi.WriteError(w, r, log, httpapi.Errorf(httpapi.CodeUnauthorized, "a valid admin bearer token is required"))
 		})
 	}
+}
+
+// bearer returns the credentials of an Authorization header of the Bearer
+// scheme, whose name is case-insensitive.
+func bearer(h string) (string, bool) {
+	scheme, cred, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	cred = strings.TrimLeft(cred, " ")
+	return cred, cred != ""
 }
 
 // HandleCreateEvent answers POST /admin/events.

@@ -24,6 +24,9 @@ func FuzzRequestDecoding(f *testing.F) {
 		`{"event_id":1,"user_email":"a@example.com","quantity":2} {}`,
 		`{"event_id":1,"user_email":"a@example.com","quantity":2,"x":1}`,
 		`{"event_id":1,"user_email":"a@example.com"`,
+		`{"event_id":1,"Event_ID":2,"user_email":"a@example.com","quantity":2}`,
+		`{"event_id":1,"event_id":2,"user_email":"a@example.com","quantity":2}`,
+		`{"EVENT_ID":1,"USER_EMAIL":"a@example.com","QUANTITY":2}`,
 		`[]`, `null`, ``, `{"quantity":-0}`, `{"event_id":1,"user_email":"\u0000@x","quantity":1}`,
 	} {
 		f.Add([]byte(seed))

@@ -4,7 +4,9 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
+	"strings"
 
 	"github.com/go-chi/chi/v5"
 
@@ -27,26 +29,26 @@ func HandleListEvents(store Store, log *slog.Logger) http.Handler {
 		Events []Event `json:"events"`
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		q := r.URL.Query()
-		limit := DefaultPageSize
-		if s := q.Get("limit"); s != "" {
-			n, err := strconv.Atoi(s)
-			if err != nil || n < 1 || n > MaxPageSize {
-				httpapi.WriteError(w, r, log, httpapi.Invalid("limit must be an integer from 1 to %d", MaxPageSize))
-				return
-			}
+		// r.URL.Query drops what does not parse ("after=1;x" reads as no
+		// after at all): a page the client did not ask for.
+		q, err := url.ParseQuery(r.URL.RawQuery)
+		if err != nil {
+			httpapi.WriteError(w, r, log, httpapi.Invalid("malformed query string"))
+			return
+		}
+		limit := int64(DefaultPageSize)
+		if n, ok, err := queryInt(q, "limit"); err != nil || ok && (n < 1 || n > MaxPageSize) {
+			httpapi.WriteError(w, r, log, httpapi.Invalid("limit must be an integer from 1 to %d", MaxPageSize))
+			return
+		} else if ok {
 			limit = n
 		}
-		var after int64
-		if s := q.Get("after"); s != "" {
-			n, err := strconv.ParseInt(s, 10, 64)
-			if err != nil || n < 0 {
-				httpapi.WriteError(w, r, log, httpapi.Invalid("after must be a non-negative integer"))
-				return
-			}
-			after = n
+		after, _, err := queryInt(q, "after")
+		if err != nil {
+			httpapi.WriteError(w, r, log, httpapi.Invalid("after must be a non-negative integer"))
+			return
 		}
-		events, err := store.Events(r.Context(), after, limit)
+		events, err := store.Events(r.Context(), after, int(limit))
 		if err != nil {
 			httpapi.WriteError(w, r, log, err)
 			return
@@ -56,6 +58,21 @@ func HandleListEvents(store Store, log *slog.Logger) http.Handler {
 		}
 		httpapi.Encode(w, http.StatusOK, page{Events: events})
 	})
+}
+
+// queryInt reads parameter name of q: absent, or given once as decimal
+// digits that fit an int64. Anything else (empty, signed, repeated) is an
+// error.
+func queryInt(q url.Values, name string) (n int64, ok bool, err error) {
+	vs, ok := q[name]
+	if !ok {
+		return 0, false, nil
+	}
+	if len(vs) != 1 || vs[0] == "" || strings.Trim(vs[0], "0123456789") != "" {
+		return 0, true, errors.New("not one non-negative integer")
+	}
+	n, err = strconv.ParseInt(vs[0], 10, 64)
+	return n, true, err
 }
 
 // HandleGetEvent answers GET /events/{id}.

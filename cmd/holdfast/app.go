@@ -40,7 +40,10 @@ type app struct {
 	passes  *pass.Keyring
 	// stopKeys ends the keyring's refresh.
 	stopKeys context.CancelFunc
-	handler  http.Handler
+	// adminFailures counts wrong admin tokens: on the rate limit, and on
+	// a fixed limit of their own that holds with --rate-limit off.
+	adminFailures *ratelimit.Failures
+	handler       http.Handler
 }
 
 func newLogger(w io.Writer, level string) *slog.Logger {
@@ -122,6 +125,9 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger) (*app, error) {
 	if cfg.RateLimit > 0 {
 		a.limiter = ratelimit.New(cfg.RateLimit, store.NewRateCounter(rdb, cfg.RedisPrefix), log)
 	}
+	a.adminFailures = ratelimit.NewFailures(
+		ratelimit.New(adminFailuresPerSecond, store.NewRateCounter(rdb, cfg.RedisPrefix+"admin-failures:"), log),
+		a.limiter)
 	r.NotFound(httpapi.NotFound)
 	r.MethodNotAllowed(httpapi.MethodNotAllowed)
 	a.routes(r)

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -40,6 +42,12 @@ type config struct {
 	LogLevel       string
 	DebugAddr      string
 	AdminToken     string
+	// MaxConns bounds the open connections; a connection past it waits
+	// to be accepted until another closes.
+	MaxConns int
+	// IdleTimeout closes a keep-alive connection idle that long. Not a
+	// flag: tests shorten it.
+	IdleTimeout time.Duration
 }
 
 func defaultConfig() config {
@@ -57,6 +65,8 @@ func defaultConfig() config {
 		DBMaxConns:  32,
 		Batch:       true,
 		LogLevel:    "info",
+		MaxConns:    10_000,
+		IdleTimeout: 30 * time.Second,
 	}
 }
 
@@ -171,7 +181,8 @@ func (s *settings) serveFlags(cfg *config) {
 	s.integer(&cfg.DBMaxConns, "db-max-conns", "HOLDFAST_DB_MAX_CONNS", "PostgreSQL connection pool size")
 	s.str(&cfg.LogLevel, "log-level", "HOLDFAST_LOG_LEVEL", "debug, info, warn or error")
 	s.str(&cfg.AdminToken, "admin-token", "HOLDFAST_ADMIN_TOKEN", "bearer token of /admin (unset: /admin is 404)")
-	s.str(&cfg.DebugAddr, "debug-addr", "HOLDFAST_DEBUG_ADDR", "listen address of net/http/pprof (off when empty; keep it on loopback)")
+	s.str(&cfg.DebugAddr, "debug-addr", "HOLDFAST_DEBUG_ADDR", "loopback listen address of net/http/pprof, such as 127.0.0.1:6060 (off when empty)")
+	s.integer(&cfg.MaxConns, "max-connections", "HOLDFAST_MAX_CONNECTIONS", "the most connections open at once; past it a new one waits to be accepted")
 }
 
 // validate refuses settings the service cannot run with, naming the flag.
@@ -234,10 +245,35 @@ func (c config) validate(needDatabase bool) error {
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		bad("--log-level: %v", err)
 	}
+	if c.DebugAddr != "" && !loopback(c.DebugAddr) {
+		// Profiles show the service's internals; they are for the
+		// machine's own operator only.
+		bad("--debug-addr must be a loopback address with a port, such as 127.0.0.1:6060, got %q", c.DebugAddr)
+	}
+	if c.MaxConns < 1 {
+		bad("--max-connections must be at least 1, got %d", c.MaxConns)
+	}
+	if c.IdleTimeout <= 0 {
+		bad("the idle timeout must be positive, got %s", c.IdleTimeout)
+	}
 	if len(errs) > 0 {
 		return errors.New(strings.Join(errs, "; "))
 	}
 	return nil
+}
+
+// loopback reports whether addr is host:port with a loopback host: an IP in
+// 127.0.0.0/8 or ::1, or "localhost".
+func loopback(addr string) bool {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || port == "" {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }
 
 func parseLevel(s string) (slog.Level, error) {

@@ -3,6 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 )
@@ -40,6 +44,15 @@ func TestBadSettingsAreRefusedAtStart(t *testing.T) {
 		{"bad trusted proxy", []string{"serve", "--trusted-proxies", "10.0.0.0/8,10.0.0.0/33"}, env(), "--trusted-proxies"},
 		{"bad trusted proxy env", []string{"serve"}, env("HOLDFAST_TRUSTED_PROXIES", "proxy.example"), "--trusted-proxies"},
 		{"negative client cap", []string{"serve", "--max-tickets-per-client", "-1"}, env(), "--max-tickets-per-client"},
+		{"debug on every interface", []string{"serve", "--debug-addr", ":6060"}, env(), "--debug-addr"},
+		{"debug on every IPv4 interface", []string{"serve", "--debug-addr", "0.0.0.0:6060"}, env(), "--debug-addr"},
+		{"debug on every IPv6 interface", []string{"serve", "--debug-addr", "[::]:6060"}, env(), "--debug-addr"},
+		{"debug on a private address", []string{"serve", "--debug-addr", "10.1.2.3:6060"}, env(), "--debug-addr"},
+		{"debug on a host name", []string{"serve", "--debug-addr", "example.com:6060"}, env(), "--debug-addr"},
+		{"debug env on every interface", []string{"serve"}, env("HOLDFAST_DEBUG_ADDR", ":6060"), "--debug-addr"},
+		{"debug without a port", []string{"serve", "--debug-addr", "127.0.0.1"}, env(), "--debug-addr"},
+		{"no connections", []string{"serve", "--max-connections", "0"}, env(), "--max-connections"},
+		{"bad connections env", []string{"serve"}, env("HOLDFAST_MAX_CONNECTIONS", "lots"), "HOLDFAST_MAX_CONNECTIONS"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -53,6 +66,43 @@ func TestBadSettingsAreRefusedAtStart(t *testing.T) {
 				t.Fatalf("message %q does not name %q", msg, tc.want)
 			}
 		})
+	}
+}
+
+func TestDebugAddrOnLoopbackIsAccepted(t *testing.T) {
+	t.Parallel()
+	for _, addr := range []string{"127.0.0.1:6060", "127.0.0.2:0", "[::1]:6060", "localhost:6060"} {
+		cfg := defaultConfig()
+		cfg.DatabaseURL = "postgres://u@127.0.0.1:1/db"
+		cfg.DebugAddr = addr
+		if err := cfg.validate(true); err != nil {
+			t.Errorf("--debug-addr %s: %v", addr, err)
+		}
+	}
+}
+
+// The command line holds the admin token and the database URL: pprof must
+// not serve it.
+func TestPprofDoesNotServeTheCommandLine(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(debugMux())
+	t.Cleanup(srv.Close)
+	res, err := http.Get(srv.URL + "/debug/pprof/cmdline")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode == 200 || strings.Contains(string(body), os.Args[0]) {
+		t.Fatalf("GET /debug/pprof/cmdline: %d %q", res.StatusCode, body)
+	}
+	res, err = http.Get(srv.URL + "/debug/pprof/heap?debug=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 200 {
+		t.Fatalf("GET /debug/pprof/heap: %d, want the profiles still served", res.StatusCode)
 	}
 }
 

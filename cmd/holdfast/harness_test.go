@@ -131,7 +131,9 @@ var testClient = &http.Client{
 }
 
 // do sends a request; body may be a string (sent as is) or any value
-// (sent as JSON).
+// (sent as JSON). A request with a body says it is application/json unless
+// header sets Content-Type; set to "", none is sent. header is name, value
+// pairs; a name given twice is sent twice.
 func (ts *testServer) do(method, path string, body any, header ...string) response {
 	ts.t.Helper()
 	var rd io.Reader
@@ -152,8 +154,21 @@ func (ts *testServer) do(method, path string, body any, header ...string) respon
 	if err != nil {
 		ts.t.Fatalf("request: %v", err)
 	}
+	if rd != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	given := map[string]bool{}
 	for i := 0; i+1 < len(header); i += 2 {
-		req.Header.Set(header[i], header[i+1])
+		// A header named twice is sent twice.
+		if given[header[i]] {
+			req.Header.Add(header[i], header[i+1])
+		} else {
+			req.Header.Set(header[i], header[i+1])
+		}
+		given[header[i]] = true
+	}
+	if req.Header.Get("Content-Type") == "" {
+		req.Header.Del("Content-Type")
 	}
 	res, err := testClient.Do(req)
 	if err != nil {

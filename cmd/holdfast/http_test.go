@@ -51,6 +51,8 @@ func TestBadInputIsA4xxWithAJSONErrorAndTakesNoStock(t *testing.T) {
 		{"email display name", fmt.Sprintf(`{"event_id":%d,"user_email":"Bob <bob@example.com>","quantity":1}`, ev), 400, "invalid_request"},
 		{"email angle brackets", fmt.Sprintf(`{"event_id":%d,"user_email":"<bob@example.com>","quantity":1}`, ev), 400, "invalid_request"},
 		{"email too long", fmt.Sprintf(`{"event_id":%d,"user_email":%q,"quantity":1}`, ev, long), 400, "invalid_request"},
+		// Valid but for its size: only the size cap can refuse it.
+		{"body over 64 KiB, only its size", valid(``) + strings.Repeat(" ", 64<<10), 400, "invalid_request"},
 		{"body over 64 KiB", fmt.Sprintf(`{"event_id":%d,"user_email":"a@example.com","quantity":1,"pad":"%s"}`, ev, strings.Repeat("x", 70<<10)), 400, "invalid_request"},
 	}
 	for _, path := range []string{"/book/safe", "/book/unsafe", "/holds"} {

@@ -23,10 +23,10 @@ func (a *app) routes(r chi.Router) {
 	r.Method(http.MethodGet, "/events", booking.HandleListEvents(a.store, a.log))
 	r.Method(http.MethodGet, "/events/{id}", booking.HandleGetEvent(a.store, a.log))
 	if a.cfg.UnsafeDemo {
-		r.Method(http.MethodPost, "/book/unsafe", a.limited(booking.HandleBookUnsafe(a.booking, a.cfg.MaxQuantity, a.log)))
+		r.Method(http.MethodPost, "/book/unsafe", a.jsonBody(booking.HandleBookUnsafe(a.booking, a.cfg.MaxQuantity, a.log)))
 	}
-	r.Method(http.MethodPost, "/book/safe", a.limited(booking.HandleBookSafe(a.booking, a.cfg.MaxQuantity, a.log)))
-	r.Method(http.MethodPost, "/holds", a.limited(hold.HandleCreate(a.holds, a.cfg.MaxQuantity, a.log)))
+	r.Method(http.MethodPost, "/book/safe", a.jsonBody(booking.HandleBookSafe(a.booking, a.cfg.MaxQuantity, a.log)))
+	r.Method(http.MethodPost, "/holds", a.jsonBody(hold.HandleCreate(a.holds, a.cfg.MaxQuantity, a.log)))
 	r.Method(http.MethodGet, "/holds/{id}", hold.HandleGet(a.holds, a.log))
 	r.Method(http.MethodDelete, "/holds/{id}", a.limited(hold.HandleRelease(a.holds, a.log)))
 	r.Method(http.MethodPost, "/holds/{id}/confirm", a.limited(hold.HandleConfirm(a.holds, a.log)))
@@ -34,7 +34,9 @@ func (a *app) routes(r chi.Router) {
 	a.statusRoutes(r)
 	if a.cfg.AdminToken != "" {
 		r.Route("/admin", func(r chi.Router) {
-			r.Use(booking.RequireToken(a.cfg.AdminToken, a.log))
+			// Content-Type first: a refused form post tells nothing and
+			// counts as no attempt at the token.
+			r.Use(httpapi.RequireJSON, booking.RequireToken(a.cfg.AdminToken, a.adminFailures, a.log))
 			r.Method(http.MethodPost, "/events", a.limited(booking.HandleCreateEvent(a.store, a.log)))
 			r.Method(http.MethodPatch, "/events/{id}", a.limited(booking.HandleUpdateEvent(a.store, a.log)))
 		})
@@ -49,6 +51,12 @@ func (a *app) limited(h http.Handler) http.Handler {
 		return h
 	}
 	return a.limiter.Middleware(h)
+}
+
+// jsonBody is a write endpoint that takes a JSON body: 415 for any other
+// Content-Type before anything else, then the rate limit.
+func (a *app) jsonBody(h http.Handler) http.Handler {
+	return httpapi.RequireJSON(a.limited(h))
 }
 
 func handleHealth() http.Handler {
@@ -89,3 +97,8 @@ func handleReady(a *app) http.Handler {
 		httpapi.Encode(w, code, st)
 	})
 }
+
+// adminFailuresPerSecond is how many wrong or missing admin tokens one
+// client address may send a second, whatever --rate-limit says: enough for
+// an operator's typo, too few for a brute force.
+const adminFailuresPerSecond = 10

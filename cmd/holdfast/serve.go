@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
+	"golang.org/x/net/netutil"
 
 	"github.com/holdfast/holdfast/schema"
 	"github.com/holdfast/holdfast/store"
@@ -44,6 +45,10 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, onListen func(addr
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
 	}
+	// Past the bound a connection waits in the kernel's backlog instead
+	// of costing a goroutine and buffers: idle keep-alive connections from
+	// one client could otherwise hold thousands of descriptors.
+	ln = netutil.LimitListener(ln, cfg.MaxConns)
 	srv := &http.Server{
 		Handler:           a.handler,
 		ReadHeaderTimeout: 5 * time.Second,
@@ -51,7 +56,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, onListen func(addr
 		// A request may wait for its lock, then do the simulated work,
 		// then a statement; the write deadline must outlast all of them.
 		WriteTimeout: requestDeadline(cfg) + 3*time.Second,
-		IdleTimeout:  2 * time.Minute,
+		IdleTimeout:  cfg.IdleTimeout,
 		ErrorLog:     slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	if err := a.sweeper.Start(); err != nil {
@@ -133,16 +138,22 @@ func serveDebug(addr string, log *slog.Logger) (func(), error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on --debug-addr %s: %w", addr, err)
 	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: debugMux(), ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	log.Info("pprof serving", "addr", ln.Addr().String())
 	return func() { _ = srv.Close() }, nil
+}
+
+// debugMux is net/http/pprof's handlers but the command line, which holds
+// the admin token and the database URL. (The index still links "cmdline";
+// it reads as an unknown profile.)
+func debugMux() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
 }
 
 // openTool opens the small pool a one-shot command (migrate, check) needs,

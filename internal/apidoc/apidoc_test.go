@@ -60,24 +60,25 @@ func visitOptions(asRequest bool) []openapi3.SchemaValidationOption {
 // statusOfCode is the contract's map from error code to the statuses it may
 // be answered with, so an example cannot claim a code under the wrong status.
 var statusOfCode = map[string][]int{
-	"invalid_request":      {400},
-	"unauthorized":         {401},
-	"queue_required":       {403},
-	"pass_invalid":         {403},
-	"pass_expired":         {403},
-	"pass_used":            {403},
-	"not_found":            {404},
-	"method_not_allowed":   {405},
-	"sold_out":             {400, 409}, // 400 on /book/*, as in the seed
-	"limit_exceeded":       {409},
-	"hold_released":        {409},
-	"hold_confirmed":       {409},
-	"total_below_held":     {409},
-	"hold_expired":         {410},
-	"idempotency_mismatch": {422},
-	"busy":                 {429},
-	"internal":             {500},
-	"unavailable":          {503},
+	"invalid_request":        {400},
+	"unauthorized":           {401},
+	"queue_required":         {403},
+	"pass_invalid":           {403},
+	"pass_expired":           {403},
+	"pass_used":              {403},
+	"not_found":              {404},
+	"method_not_allowed":     {405},
+	"unsupported_media_type": {415},
+	"sold_out":               {400, 409}, // 400 on /book/*, as in the seed
+	"limit_exceeded":         {409},
+	"hold_released":          {409},
+	"hold_confirmed":         {409},
+	"total_below_held":       {409},
+	"hold_expired":           {410},
+	"idempotency_mismatch":   {422},
+	"busy":                   {429},
+	"internal":               {500},
+	"unavailable":            {503},
 }
 
 // example is one example value found in the document, with where it is.

@@ -100,6 +100,7 @@ func run(ctx context.Context, name, base string, clients int, d time.Duration, r
 				}
 				method, path, body := req(c, i)
 				hreq, _ := http.NewRequestWithContext(ctx, method, base+path, bytes.NewReader(body))
+				hreq.Header.Set("Content-Type", "application/json")
 				t0 := time.Now()
 				res, err := client.Do(hreq)
 				if err != nil {

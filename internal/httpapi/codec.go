@@ -29,8 +29,9 @@ func Encode(w http.ResponseWriter, status int, v any) {
 }
 
 // Decode reads one JSON value from r's body into v: at most MaxBody bytes,
-// unknown fields refused, nothing after the value. Every failure is an
-// *Error with code invalid_request saying what was wrong.
+// unknown fields refused, every key exactly a field's name (case included)
+// and given once, nothing after the value. Every failure is an *Error with
+// code invalid_request saying what was wrong.
 func Decode(w http.ResponseWriter, r *http.Request, v any) error {
 	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
 	if err != nil {
@@ -55,6 +56,9 @@ func DecodeBytes(raw []byte, v any) error {
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return Invalid("request body has data after the JSON value")
+	}
+	if err := checkKeys(raw, reflect.TypeOf(v)); err != nil {
+		return err
 	}
 	return nil
 }

@@ -33,6 +33,7 @@ const (
 	CodePassInvalid   = "pass_invalid"
 	CodePassExpired   = "pass_expired"
 	CodePassUsed      = "pass_used"
+	CodeUnsupportedMedia    = "unsupported_media_type"
 )
 
 // statusByCode is the one map from error code to HTTP status.
@@ -55,6 +56,7 @@ var statusByCode = map[string]int{
 	CodePassInvalid:         http.StatusForbidden,
 	CodePassExpired:         http.StatusForbidden,
 	CodePassUsed:            http.StatusForbidden,
+	CodeUnsupportedMedia:    http.StatusUnsupportedMediaType,
 }
 
 // Error is an error a client may read: a code from the contract and a message
@@ -140,15 +142,33 @@ func ErrorJSON(e *Error) []byte {
 	return b
 }
 
-// NotFound answers routes the router does not know.
+// NotFound answers routes the router does not know. The path is not
+// echoed: it may be a megabyte long.
 func NotFound(w http.ResponseWriter, r *http.Request) {
-	Encode(w, http.StatusNotFound, ErrorBody{Error: "no such route: " + r.URL.Path, Code: CodeNotFound})
+	Encode(w, http.StatusNotFound, ErrorBody{Error: "no such route", Code: CodeNotFound})
 }
 
-// MethodNotAllowed answers a known path asked with another method.
+// MethodNotAllowed answers a known path asked with another method. It names
+// the method only when it is one of the standard ones, never the path: both
+// are the client's and may be a megabyte long.
 func MethodNotAllowed(w http.ResponseWriter, r *http.Request) {
-	Encode(w, http.StatusMethodNotAllowed, ErrorBody{
-		Error: "method " + r.Method + " is not allowed on " + r.URL.Path,
-		Code:  CodeMethodNotAllowed,
-	})
+	msg := "this method is not allowed on this path"
+	if m := MethodLabel(r.Method); m != MethodOther {
+		msg = "method " + m + " is not allowed on this path"
+	}
+	Encode(w, http.StatusMethodNotAllowed, ErrorBody{Error: msg, Code: CodeMethodNotAllowed})
+}
+
+// MethodOther is the label of every method outside the standard set.
+const MethodOther = "other"
+
+// MethodLabel returns the method as metrics and logs may show it: one of a
+// fixed set, so that no request can create a label value of its own.
+func MethodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions:
+		return m
+	}
+	return MethodOther
 }

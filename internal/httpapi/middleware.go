@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"mime"
 	"net/http"
 	"runtime/debug"
+	"strings"
 	"time"
 )
 
@@ -151,10 +153,19 @@ func AccessLog(log *slog.Logger) func(http.Handler) http.Handler {
 				level = slog.LevelWarn
 			}
 			log.Log(r.Context(), level, "request",
-				"method", r.Method, "path", r.URL.Path, "status", rec.status,
+				"method", clip(r.Method, 16), "path", clip(r.URL.Path, 256), "status", rec.status,
 				"duration_ms", float64(time.Since(start).Microseconds())/1000)
 		})
 	}
+}
+
+// clip cuts a client's string to at most n bytes for a log line: a method
+// or path may be a megabyte long.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
 }
 
 // Recover turns a panic in a handler into a logged 500 with the JSON error
@@ -186,4 +197,38 @@ func Deadline(d time.Duration) func(http.Handler) http.Handler {
 			next.ServeHTTP(w, r.WithContext(ctx))
 		})
 	}
+}
+
+// RequireJSON refuses a write (POST, PUT, PATCH) whose Content-Type is not
+// application/json, parameters allowed but a charset only UTF-8, with 415
+// unsupported_media_type before anything else is done. Its purpose is the
+// browser: a cross-site form can post text/plain, form-urlencoded or
+// multipart without the visitor's consent, but not application/json. Wrap
+// only routes that take a JSON body; a route without one (confirm, release)
+// reads none, whatever the header says.
+func RequireJSON(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.Method {
+		case http.MethodPost, http.MethodPut, http.MethodPatch:
+			if !isJSON(r.Header.Values("Content-Type")) {
+				Encode(w, http.StatusUnsupportedMediaType, ErrorBody{
+					Error: "Content-Type must be application/json", Code: CodeUnsupportedMedia})
+				setCode(r.Context(), CodeUnsupportedMedia)
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func isJSON(values []string) bool {
+	if len(values) != 1 {
+		return false
+	}
+	mt, params, err := mime.ParseMediaType(values[0])
+	if err != nil || mt != "application/json" {
+		return false
+	}
+	cs, ok := params["charset"]
+	return !ok || strings.EqualFold(cs, "utf-8")
 }

@@ -21,6 +21,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strings"
 
 	"github.com/holdfast/holdfast/internal/httpapi"
 )
@@ -60,11 +61,22 @@ func (r Response) Keep() bool {
 
 // FromRequest returns the request's key for scope, hashed over values (the
 // validated request, so that equal JSON values hash alike whatever their
-// spelling), or nil when the request has no key.
+// spelling), or nil when the request has no Idempotency-Key header. A
+// header that is blank, given twice, too long or not printable ASCII is an
+// invalid_request.
 func FromRequest(r *http.Request, scope string, values any) (*Key, error) {
-	k := r.Header.Get(Header)
-	if k == "" {
+	// A blank or repeated header is a client that meant to send a key:
+	// taking it as no key would give its retry a second effect.
+	sent := r.Header.Values(Header)
+	switch {
+	case len(sent) == 0:
 		return nil, nil
+	case len(sent) > 1:
+		return nil, httpapi.Invalid("send one %s header, not %d", Header, len(sent))
+	}
+	k := sent[0]
+	if strings.TrimSpace(k) == "" {
+		return nil, httpapi.Invalid("%s is blank", Header)
 	}
 	if len(k) > MaxKeyLength {
 		return nil, httpapi.Invalid("%s is longer than %d characters", Header, MaxKeyLength)

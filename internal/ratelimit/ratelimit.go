@@ -39,7 +39,8 @@ type Limiter struct {
 type shard struct {
 	mu     sync.Mutex
 	window int64
-	counts map[string]int64
+	counts map[string]int64 // in-process counts, while Redis is down
+	over   map[string]bool  // clients refused this window
 }
 
 // New returns a Limiter; shared may be nil to count in-process only.
@@ -47,6 +48,7 @@ func New(perSecond int, shared Counter, log *slog.Logger) *Limiter {
 	l := &Limiter{perSecond: int64(perSecond), shared: shared, log: log}
 	for i := range l.shards {
 		l.shards[i].counts = map[string]int64{}
+		l.shards[i].over = map[string]bool{}
 	}
 	return l
 }
@@ -55,6 +57,20 @@ func New(perSecond int, shared Counter, log *slog.Logger) *Limiter {
 // the limit.
 func (l *Limiter) Allow(ctx context.Context, client string) bool {
 	window := time.Now().Unix()
+	ok := l.allow(ctx, client, window)
+	if !ok {
+		sh := l.shard(client)
+		sh.mu.Lock()
+		sh.turn(window)
+		if sh.window == window { // not a refusal that lands after its second
+			sh.over[client] = true
+		}
+		sh.mu.Unlock()
+	}
+	return ok
+}
+
+func (l *Limiter) allow(ctx context.Context, client string, window int64) bool {
 	if l.shared != nil {
 		// A slow Redis must not slow every write: a short deadline, then
 		// the local count.
@@ -74,21 +90,56 @@ func (l *Limiter) Allow(ctx context.Context, client string) bool {
 	return l.local(client, window) <= l.perSecond
 }
 
-func (l *Limiter) local(client string, window int64) int64 {
+// Over reports whether this instance has refused client in the current
+// second, without counting a request: for an attempt that must not even be
+// judged while its client is over the limit (a guess at a token, whose
+// answer would otherwise tell right from wrong).
+func (l *Limiter) Over(client string) bool {
+	sh := l.shard(client)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	sh.turn(time.Now().Unix())
+	return sh.over[client]
+}
+
+func (l *Limiter) shard(client string) *shard {
 	var h uint32 = 2166136261
 	for i := 0; i < len(client); i++ {
 		h = (h ^ uint32(client[i])) * 16777619
 	}
-	sh := &l.shards[h%uint32(len(l.shards))]
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	if sh.window != window {
-		// A new second: forget the last one's counts.
+	return &l.shards[h%uint32(len(l.shards))]
+}
+
+// turn forgets the last second's counts when window is a new one. It only
+// moves forward: a request whose Redis call outlasted its second must not
+// wipe the next second's counts. The caller holds sh.mu.
+func (sh *shard) turn(window int64) {
+	if window > sh.window {
 		sh.window = window
 		clear(sh.counts)
+		clear(sh.over)
 	}
+}
+
+func (l *Limiter) local(client string, window int64) int64 {
+	sh := l.shard(client)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	sh.turn(window)
 	sh.counts[client]++
 	return sh.counts[client]
+}
+
+// Client is r's client address, as the limit counts it.
+func (l *Limiter) Client(r *http.Request) string {
+	if a := clientaddr.From(r.Context()); a.IsValid() {
+		return a.String()
+	}
+	client, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		client = r.RemoteAddr
+	}
+	return client
 }
 
 // Middleware limits the write methods (POST, PUT, PATCH, DELETE); reads
@@ -101,18 +152,58 @@ func (l *Limiter) Middleware(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		var client string
-		if a := clientaddr.From(r.Context()); a.IsValid() {
-			client = a.String()
-		} else if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
-			client = host
-		} else {
-			client = r.RemoteAddr
-		}
-		if !l.Allow(r.Context(), client) {
+		if !l.Allow(r.Context(), l.Client(r)) {
 			httpapi.WriteError(w, r, l.log, ErrTooMany)
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// Failures limits failed attempts at a secret (the admin token) per client
+// address: each failure is a hit on every one of its limiters, and a client
+// over any of them is refused before its attempt is judged. A right guess
+// then gets the same 429 as a wrong one, so a brute force learns nothing
+// past the limit.
+type Failures struct {
+	limits []*Limiter
+}
+
+// NewFailures counts failures on limits; nil ones (a rate limit that is
+// off) are skipped.
+func NewFailures(limits ...*Limiter) *Failures {
+	f := &Failures{}
+	for _, l := range limits {
+		if l != nil {
+			f.limits = append(f.limits, l)
+		}
+	}
+	return f
+}
+
+// Check returns r's client, and ErrTooMany when that client is over a
+// limit this second and must not be heard.
+func (f *Failures) Check(r *http.Request) (string, error) {
+	if len(f.limits) == 0 {
+		return r.RemoteAddr, nil
+	}
+	client := f.limits[0].Client(r)
+	for _, l := range f.limits {
+		if l.Over(client) {
+			return client, ErrTooMany
+		}
+	}
+	return client, nil
+}
+
+// Fail counts one failed attempt from client, and returns ErrTooMany when
+// that takes it over a limit.
+func (f *Failures) Fail(ctx context.Context, client string) error {
+	var err error
+	for _, l := range f.limits {
+		if !l.Allow(ctx, client) {
+			err = ErrTooMany
+		}
+	}
+	return err
 }
