@@ -60,7 +60,13 @@ func (s *Store) SetCounters(c Counters) { s.counters = c }
 func (s *Store) DB() *sqlx.DB { return s.db }
 
 const eventColumns = `id, name, coalesce(description, '') AS description, event_date,
-	total_tickets, available_tickets, ticket_price`
+	total_tickets, available_tickets, ticket_price,
+	on_sale_at, off_sale_at, queue_admit_per_second, queue_pass_ttl_seconds`
+
+// qSaleVerdict is the sale window's verdict on the event row, by the
+// database's clock: ” while on sale, else the error code.
+const qSaleVerdict = `CASE WHEN on_sale_at > clock_timestamp() THEN 'not_on_sale'
+		WHEN off_sale_at <= clock_timestamp() THEN 'sale_closed' ELSE '' END AS sale`
 
 const (
 	qEvents = `SELECT ` + eventColumns + ` FROM events WHERE id > $1::bigint ORDER BY id LIMIT $2`
@@ -68,9 +74,9 @@ const (
 
 	// qStockUnlocked is the seed's unsafe read: no lock, so any number of
 	// buyers read the same stock.
-	qStockUnlocked = `SELECT available_tickets, ticket_price FROM events WHERE id = $1::bigint`
+	qStockUnlocked = `SELECT available_tickets, ticket_price, ` + qSaleVerdict + ` FROM events WHERE id = $1::bigint`
 	// qStockLocked locks the event row until the transaction ends.
-	qStockLocked = `SELECT available_tickets, ticket_price FROM events WHERE id = $1::bigint FOR UPDATE`
+	qStockLocked = `SELECT available_tickets, ticket_price, ` + qSaleVerdict + ` FROM events WHERE id = $1::bigint FOR UPDATE`
 
 	// qInsertConfirmed inserts a booking confirmed at once; the stock
 	// trigger takes its tickets.
@@ -79,20 +85,37 @@ const (
 )
 
 type eventRow struct {
-	ID               int64       `db:"id"`
-	Name             string      `db:"name"`
-	Description      string      `db:"description"`
-	EventDate        time.Time   `db:"event_date"`
-	TotalTickets     int         `db:"total_tickets"`
-	AvailableTickets int         `db:"available_tickets"`
-	TicketPrice      money.Cents `db:"ticket_price"`
+	ID               int64         `db:"id"`
+	Name             string        `db:"name"`
+	Description      string        `db:"description"`
+	EventDate        time.Time     `db:"event_date"`
+	TotalTickets     int           `db:"total_tickets"`
+	AvailableTickets int           `db:"available_tickets"`
+	TicketPrice      money.Cents   `db:"ticket_price"`
+	OnSaleAt         sql.NullTime  `db:"on_sale_at"`
+	OffSaleAt        sql.NullTime  `db:"off_sale_at"`
+	AdmitPerSecond   sql.NullInt64 `db:"queue_admit_per_second"`
+	PassTTLSeconds   sql.NullInt64 `db:"queue_pass_ttl_seconds"`
 }
 
 func (r eventRow) event() booking.Event {
-	return booking.Event{
+	ev := booking.Event{
 		ID: r.ID, Name: r.Name, Description: r.Description, EventDate: r.EventDate.UTC(),
 		TotalTickets: r.TotalTickets, AvailableTickets: r.AvailableTickets, TicketPrice: r.TicketPrice,
+		OnSaleAt: nullTime(r.OnSaleAt), OffSaleAt: nullTime(r.OffSaleAt),
 	}
+	if r.AdmitPerSecond.Valid {
+		ev.Queue = &booking.QueueSettings{AdmitPerSecond: int(r.AdmitPerSecond.Int64), PassTTL: booking.Seconds(r.PassTTLSeconds.Int64)}
+	}
+	return ev
+}
+
+func nullTime(t sql.NullTime) *time.Time {
+	if !t.Valid {
+		return nil
+	}
+	u := t.Time.UTC()
+	return &u
 }
 
 // Events returns up to limit events with id > after, in id order.
@@ -126,6 +149,7 @@ func (s *Store) Event(ctx context.Context, id int64) (booking.Event, error) {
 type stockRow struct {
 	Available int         `db:"available_tickets"`
 	Price     money.Cents `db:"ticket_price"`
+	Sale      string      `db:"sale"` // the sale window's verdict: qSaleVerdict
 }
 
 // BookUnsafe is the seed's race: read the stock without a lock, work, then
@@ -165,7 +189,7 @@ func (s *Store) BookLocked(ctx context.Context, o booking.Order, work time.Durat
 			b.Message = booking.SafeMessage
 			out.Booking = b
 		case errors.Is(err, booking.ErrSoldOut), errors.Is(err, booking.ErrEventNotFound),
-			errors.Is(err, booking.ErrLimitExceeded), isInvalid(err):
+			errors.Is(err, booking.ErrLimitExceeded), booking.IsSaleErr(err), isInvalid(err):
 			out.Err = err
 		default:
 			return err
@@ -187,6 +211,9 @@ func book(ctx context.Context, tx *sqlx.Tx, readStock string, o booking.Order, w
 			return booking.Booking{}, booking.ErrEventNotFound
 		}
 		return booking.Booking{}, mapErr(ctx, err)
+	}
+	if err := booking.SaleErr(st.Sale); err != nil {
+		return booking.Booking{}, err
 	}
 	if err := sleep(ctx, work); err != nil {
 		return booking.Booking{}, err

@@ -220,6 +220,8 @@ func (r *batchRow) outcome(o booking.Order) (hold.Outcome, error) {
 		return hold.Outcome{Err: booking.ErrLimitExceeded}, nil
 	case "not_found":
 		return hold.Outcome{Err: booking.ErrEventNotFound}, nil
+	case "not_on_sale", "sale_closed":
+		return hold.Outcome{Err: booking.SaleErr(r.Outcome)}, nil
 	case "too_large":
 		price, err := money.Parse(r.Price.String)
 		if err != nil {
@@ -276,6 +278,10 @@ func (s *Store) createHoldsInTx(ctx context.Context, eventID int64, reqs []hold.
 				continue
 			case missing:
 				out.Err = booking.ErrEventNotFound
+				continue
+			case st.Sale != "":
+				// Outside the sale window (schema/009): nothing granted.
+				out.Err = booking.SaleErr(st.Sale)
 				continue
 			case !expired && (st.Available < req.Order.Quantity || owners.over(req.Order, s.ticketCap)):
 				// Short of stock, or over the cap: give lapsed holds back

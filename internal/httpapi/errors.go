@@ -28,6 +28,8 @@ const (
 	CodeLimitExceeded       = "limit_exceeded"
 	CodeUnauthorized        = "unauthorized"
 	CodeTotalBelowHeld      = "total_below_held"
+	CodeNotOnSale           = "not_on_sale"
+	CodeSaleClosed          = "sale_closed"
 )
 
 // statusByCode is the one map from error code to HTTP status.
@@ -46,6 +48,8 @@ var statusByCode = map[string]int{
 	CodeLimitExceeded:       http.StatusConflict,
 	CodeUnauthorized:        http.StatusUnauthorized,
 	CodeTotalBelowHeld:      http.StatusConflict,
+	CodeNotOnSale:           http.StatusForbidden,
+	CodeSaleClosed:          http.StatusForbidden,
 }
 
 // Error is an error a client may read: a code from the contract and a message
