@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"strconv"
 	"net/mail"
+	"strconv"
 	"strings"
 	"time"
 
