@@ -187,9 +187,11 @@ func (noObserver) QueueWaiting(int64, int64)   {}
 type Service struct {
 	store  Store
 	events Events
-	signer Signer
 	cap    int
 	log    *slog.Logger
+	// Signer signs the passes of admitted places. Without one (nil) places
+	// are admitted with no pass until one is set: their polls sign it.
+	Signer Signer
 	// Observe hears joins, polls and admissions; never nil.
 	Observe Observer
 
@@ -209,7 +211,7 @@ const eventCacheTTL = time.Second
 // NewService returns the waiting room on st; ticketCap is the per-buyer cap
 // each pass carries (0: none).
 func NewService(st Store, events Events, signer Signer, ticketCap int, log *slog.Logger) *Service {
-	return &Service{store: st, events: events, signer: signer, cap: ticketCap, log: log,
+	return &Service{store: st, events: events, Signer: signer, cap: ticketCap, log: log,
 		Observe: noObserver{}, cache: map[int64]cachedEvent{}}
 }
 
@@ -330,7 +332,7 @@ func (s *Service) get(ctx context.Context, id string) (Place, error) {
 		// (or died before it did): any instance signs the same claims.
 		if tok, err := s.signPass(ctx, eventID, p.ID, p.Email, *p.PassExpiresAt); err == nil && tok != "" {
 			p.Pass = &tok
-		} else if err != nil {
+		} else if err != nil && !errors.Is(err, errNoSigner) {
 			s.log.WarnContext(ctx, "queue: sign pass on poll", "place", p.ID, "err", err)
 		}
 	}
@@ -408,12 +410,18 @@ func pollAfter(st Settings, p Place, now time.Time) *int {
 // signPass signs the pass of an admitted place and keeps it on the place
 // (the first kept wins, so every poll reads one token).
 func (s *Service) signPass(ctx context.Context, eventID int64, placeID, email string, expires time.Time) (string, error) {
-	tok, err := s.signer.Sign(pass.Claims{EventID: eventID, PlaceID: placeID, Email: email, Cap: s.cap, ExpiresAt: expires})
+	if s.Signer == nil {
+		return "", errNoSigner
+	}
+	tok, err := s.Signer.Sign(pass.Claims{EventID: eventID, PlaceID: placeID, Email: email, Cap: s.cap, ExpiresAt: expires})
 	if err != nil {
 		return "", fmt.Errorf("queue: sign pass: %w", err)
 	}
 	return s.store.SetPass(ctx, eventID, placeID, tok)
 }
+
+// errNoSigner: the service has no Signer yet.
+var errNoSigner = errors.New("queue: no pass signer")
 
 // Step runs one admission step for ev, admitting at most budget places
 // (Unlimited for no limit), shuffling the pre-queue first when its time
@@ -436,7 +444,7 @@ func (s *Service) Step(ctx context.Context, ev booking.Event, budget int) (StepR
 	s.Observe.QueueWaiting(ev.ID, res.Waiting)
 	for _, a := range res.Admitted {
 		s.Observe.QueueAdmitted(a.AdmittedAt.Sub(a.JoinedAt))
-		if _, err := s.signPass(ctx, ev.ID, a.ID, a.Email, a.ExpiresAt); err != nil {
+		if _, err := s.signPass(ctx, ev.ID, a.ID, a.Email, a.ExpiresAt); err != nil && !errors.Is(err, errNoSigner) {
 			// The place's next poll signs it.
 			s.log.WarnContext(ctx, "queue: pass not stored", "place", a.ID, "err", err)
 		}

@@ -98,7 +98,7 @@ func (e *events) QueuedEvents(context.Context) ([]booking.Event, error) {
 // and as many instances (Services) as asked for.
 type world struct {
 	t      *testing.T
-	rdb    *redis.Client
+	rdb    redis.UniversalClient
 	prefix string
 	events *events
 	signer *edSigner

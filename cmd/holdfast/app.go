@@ -17,6 +17,7 @@ import (
 	"github.com/holdfast/holdfast/internal/httpapi"
 	"github.com/holdfast/holdfast/internal/metrics"
 	"github.com/holdfast/holdfast/internal/ratelimit"
+	"github.com/holdfast/holdfast/queue"
 	"github.com/holdfast/holdfast/schema"
 	"github.com/holdfast/holdfast/store"
 )
@@ -27,15 +28,18 @@ type app struct {
 	cfg     config
 	log     *slog.Logger
 	db      *sqlx.DB
-	rdb     *redis.Client
+	rdb     redis.UniversalClient
 	store   *store.Store
 	locks   *store.Locks
 	booking *booking.Service
 	holds   *hold.Service
 	sweeper *hold.Sweeper
-	metrics *metrics.Metrics
-	limiter *ratelimit.Limiter // nil without --rate-limit
-	handler http.Handler
+	queue   *queue.Service
+	// admitter runs the admission steps of every queued event.
+	admitter *queue.Admitter
+	metrics  *metrics.Metrics
+	limiter  *ratelimit.Limiter // nil without --rate-limit
+	handler  http.Handler
 }
 
 func newLogger(w io.Writer, level string) *slog.Logger {
@@ -95,6 +99,15 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger) (*app, error) {
 	}
 	a.sweeper = hold.NewSweeper(a.store, cfg.SweepEvery, log)
 	a.sweeper.Observe = a.metrics
+	signer, err := a.passSigner(ctx)
+	if err != nil {
+		rdb.Close()
+		db.Close()
+		return nil, err
+	}
+	a.queue = queue.NewService(store.NewQueues(rdb, cfg.RedisPrefix), a.store, signer, cfg.TicketCap, log)
+	a.queue.Observe = a.metrics
+	a.admitter = queue.NewAdmitter(a.queue, queue.AdmitEvery, log)
 	r := chi.NewRouter()
 	r.Use(httpapi.RequestID, httpapi.AccessLog(log), httpapi.Recover(log), a.metrics.Middleware,
 		httpapi.Deadline(requestDeadline(cfg)))
