@@ -74,6 +74,8 @@ var statusOfCode = map[string][]int{
 	"busy":                 {429},
 	"internal":             {500},
 	"unavailable":          {503},
+	"not_on_sale":          {403},
+	"sale_closed":          {403},
 }
 
 // example is one example value found in the document, with where it is.
