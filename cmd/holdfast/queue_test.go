@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/holdfast/holdfast/internal/pass"
+	"github.com/holdfast/holdfast/internal/testenv"
 	"github.com/holdfast/holdfast/queue"
 )
 
@@ -271,4 +272,41 @@ func TestWaitingRoomWithRedisDownIs503(t *testing.T) {
 	}
 	// Bad input is still bad input.
 	expectError(t, "bad email", ts.do("POST", fmt.Sprintf("/events/%d/queue", ev), `{"user_email":"x"}`), 400, "invalid_request")
+}
+
+// TestTheServiceRunsOnARedisCluster starts the whole service on a
+// redis+cluster:// URL: the event locks, the rate limit and the waiting
+// room all work through go-redis's cluster client.
+func TestTheServiceRunsOnARedisCluster(t *testing.T) {
+	t.Parallel()
+	cluster := testenv.RedisCluster(t)
+	ts := newTestServer(t, func(c *config) { c.AdminToken = testToken; c.RedisURL = cluster.URL(); c.RateLimit = 1000 })
+	ts.app.queue.Signer = newTestSigner(t)
+	if err := ts.app.locks.Up(context.Background()); err != nil {
+		t.Fatalf("redis cluster not up for the locks: %v", err)
+	}
+	ev := ts.queuedEvent(1000, "")
+	res := ts.do("POST", fmt.Sprintf("/events/%d/queue", ev), `{"user_email":"a@example.com"}`)
+	var p placeBody
+	res.json(t, &p)
+	if res.Status != 201 {
+		t.Fatalf("join: %d %s", res.Status, res.Body)
+	}
+	time.Sleep(20 * time.Millisecond)
+	ts.app.admitter.Run(context.Background())
+	res = ts.do("GET", "/queue/"+p.ID, nil)
+	res.json(t, &p)
+	if p.Status != "admitted" || p.Pass == nil {
+		t.Fatalf("poll: %d %s", res.Status, res.Body)
+	}
+	plain := ts.newEvent(10, true)
+	ts.mustHold(plain, 1)
+	if res := ts.do("POST", "/book/safe", order(plain, "b@example.com", 1)); res.Status != 200 {
+		t.Fatalf("book: %d %s", res.Status, res.Body)
+	}
+	var ready struct{ Redis string }
+	ts.do("GET", "/ready", nil).json(t, &ready)
+	if ready.Redis != "ok" {
+		t.Fatalf("ready: redis %q, want ok", ready.Redis)
+	}
 }
