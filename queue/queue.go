@@ -375,7 +375,6 @@ func (s *Service) State(ctx context.Context, eventID int64) (QueueState, error) 
 
 // finish fills what the place's answer derives from the event's settings.
 func (s *Service) finish(_ context.Context, st Settings, p Place) Place {
-	p.EventID = st.EventID
 	if p.Pass != nil && *p.Pass == "" {
 		p.Pass = nil
 	}

@@ -714,3 +714,26 @@ func TestRedisDownIsUnavailable(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+func TestAPlaceOutlivesItsEventsQueue(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	svc := w.instance()
+	ev := w.event(10, nil, 600)
+	p := join(t, svc, ev.ID, 1)
+	ev.Queue = nil
+	w.events.mu.Lock()
+	w.events.m[ev.ID] = ev
+	w.events.mu.Unlock()
+	time.Sleep(1100 * time.Millisecond) // past the service's cache of the event
+	if got := get(t, svc, p.ID); got.EventID != ev.ID || got.Status != queue.StatusWaiting {
+		t.Fatalf("poll: %+v, want event %d waiting", got, ev.ID)
+	}
+	got, err := svc.Leave(context.Background(), p.ID)
+	if err != nil || got.EventID != ev.ID || got.Status != queue.StatusLeft {
+		t.Fatalf("leave: %+v %v, want event %d left", got, err, ev.ID)
+	}
+	if _, _, err := svc.Join(context.Background(), ev.ID, email(2)); !errors.Is(err, queue.ErrNoQueue) {
+		t.Fatalf("join: %v, want %v", err, queue.ErrNoQueue)
+	}
+}
