@@ -737,3 +737,38 @@ func TestAPlaceOutlivesItsEventsQueue(t *testing.T) {
 		t.Fatalf("join: %v, want %v", err, queue.ErrNoQueue)
 	}
 }
+
+func TestAdmissionGoesOnAtItsRateWhenAnInstanceStops(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	const rate = 20
+	ev := w.event(rate, nil, 600)
+	a, b := w.instance(), w.instance()
+	for i := 0; i < 200; i++ {
+		join(t, a, ev.ID, i)
+	}
+	discard := slog.New(slog.NewTextHandler(io.Discard, nil))
+	adA, adB := queue.NewAdmitter(a, queue.AdmitEvery, discard), queue.NewAdmitter(b, queue.AdmitEvery, discard)
+	for _, ad := range []*queue.Admitter{adA, adB} {
+		if err := ad.Start(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	defer adB.Stop(context.Background())
+	admitted := func() int64 {
+		st, err := b.State(context.Background(), ev.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Admitted
+	}
+	time.Sleep(time.Second)
+	adA.Stop(context.Background()) // one instance gone
+	n0, t0 := admitted(), time.Now()
+	time.Sleep(1500 * time.Millisecond)
+	n1, secs := admitted(), time.Since(t0).Seconds()
+	got := float64(n1-n0) / secs
+	if got < rate*0.6 || got > rate*1.4 {
+		t.Fatalf("after one admitter stopped: %.1f admitted a second, want about %d", got, rate)
+	}
+}
