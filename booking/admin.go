@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -22,6 +23,10 @@ import (
 // held and sold.
 var ErrTotalBelowHeld = &httpapi.Error{Code: httpapi.CodeTotalBelowHeld, Message: "total_tickets cannot go below the tickets already held and sold"}
 
+// ErrSaleWindow: off_sale_at must come after on_sale_at (the database's
+// events_sale_window check, for a change that meets the stored other end).
+var ErrSaleWindow = httpapi.Invalid("off_sale_at must be later than on_sale_at")
+
 // Limits of an event an operator may create.
 const (
 	MaxNameLength   = 255
@@ -37,7 +42,28 @@ type EventPatch struct {
 	EventDate   *time.Time
 	Total       *int
 	Price       *money.Cents
+	// OnSaleAt, OffSaleAt and Queue change only when Set; Set with a nil
+	// value clears them.
+	OnSaleAt  Optional[time.Time]
+	OffSaleAt Optional[time.Time]
+	Queue     Optional[QueueSettings]
 }
+
+// Optional is a patch field that may be absent, null (Set, V nil) or a
+// value.
+type Optional[T any] struct {
+	Set bool
+	V   *T
+}
+
+// Limits of an event's waiting room.
+const (
+	DefaultAdmitPerSecond = 50
+	MaxAdmitPerSecond     = 100_000
+	DefaultPassTTL        = Seconds(600)
+	MinPassTTL            = Seconds(10)
+	MaxPassTTL            = Seconds(86400)
+)
 
 // AdminStore is what managing events needs from storage.
 type AdminStore interface {
@@ -56,6 +82,85 @@ type eventInput struct {
 	EventDate    *string      `json:"event_date"`
 	TotalTickets *httpapi.Int `json:"total_tickets"`
 	TicketPrice  *string      `json:"ticket_price"`
+	// Raw, so that null (clear) and absent (leave) differ.
+	OnSaleAt  json.RawMessage `json:"on_sale_at"`
+	OffSaleAt json.RawMessage `json:"off_sale_at"`
+	Queue     json.RawMessage `json:"queue"`
+}
+
+// queueInput is the "queue" object of the admin bodies.
+type queueInput struct {
+	AdmitPerSecond *httpapi.Int `json:"admit_per_second"`
+	PassTTL        *string      `json:"pass_ttl"`
+}
+
+func isNull(raw json.RawMessage) bool { return string(raw) == "null" }
+
+// parseTime reads an RFC 3339 time JSON can hold (years 0001 to 9999 in
+// UTC), or a 400 naming field.
+func parseTime(field, s string) (time.Time, error) {
+	t, err := time.Parse(time.RFC3339, s)
+	if err == nil && (t.UTC().Year() < 1 || t.UTC().Year() > 9999) {
+		err = errors.New("year out of range")
+	}
+	if err != nil {
+		return time.Time{}, httpapi.Invalid("%s must be an RFC 3339 time such as 2027-06-01T18:00:00Z", field)
+	}
+	return t.UTC(), nil
+}
+
+// optionalTime reads a nullable time field of a patch.
+func optionalTime(field string, raw json.RawMessage) (Optional[time.Time], error) {
+	if raw == nil {
+		return Optional[time.Time]{}, nil
+	}
+	if isNull(raw) {
+		return Optional[time.Time]{Set: true}, nil
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return Optional[time.Time]{}, httpapi.Invalid("%s must be an RFC 3339 time string or null", field)
+	}
+	t, err := parseTime(field, s)
+	if err != nil {
+		return Optional[time.Time]{}, err
+	}
+	return Optional[time.Time]{Set: true, V: &t}, nil
+}
+
+// optionalQueue reads the queue field: null, or an object whose missing
+// settings take their defaults.
+func optionalQueue(raw json.RawMessage) (Optional[QueueSettings], error) {
+	if raw == nil {
+		return Optional[QueueSettings]{}, nil
+	}
+	if isNull(raw) {
+		return Optional[QueueSettings]{Set: true}, nil
+	}
+	var in queueInput
+	if err := httpapi.DecodeBytes(raw, &in); err != nil {
+		var e *httpapi.Error
+		if errors.As(err, &e) {
+			return Optional[QueueSettings]{}, httpapi.Invalid("queue: %s", e.Message)
+		}
+		return Optional[QueueSettings]{}, err
+	}
+	q := QueueSettings{AdmitPerSecond: DefaultAdmitPerSecond, PassTTL: DefaultPassTTL}
+	if in.AdmitPerSecond != nil {
+		n := in.AdmitPerSecond.N
+		if !in.AdmitPerSecond.Set || n < 1 || n > MaxAdmitPerSecond {
+			return Optional[QueueSettings]{}, httpapi.Invalid("queue.admit_per_second must be an integer from 1 to %d", MaxAdmitPerSecond)
+		}
+		q.AdmitPerSecond = int(n)
+	}
+	if in.PassTTL != nil {
+		d, err := time.ParseDuration(*in.PassTTL)
+		if err != nil || d%time.Second != 0 || d < MinPassTTL.Duration() || d > MaxPassTTL.Duration() {
+			return Optional[QueueSettings]{}, httpapi.Invalid(`queue.pass_ttl must be a whole number of seconds from "10s" to "24h", such as "10m"`)
+		}
+		q.PassTTL = Seconds(d / time.Second)
+	}
+	return Optional[QueueSettings]{Set: true, V: &q}, nil
 }
 
 // controlInText reports a control character (Unicode Cc) other than a line
@@ -82,17 +187,26 @@ func (in eventInput) patch() (EventPatch, error) {
 		p.Description = in.Description
 	}
 	if in.EventDate != nil {
-		t, err := time.Parse(time.RFC3339, *in.EventDate)
 		// JSON, and so every answer carrying the event, can hold only
 		// years 0001 to 9999 in UTC.
-		if err == nil && (t.UTC().Year() < 1 || t.UTC().Year() > 9999) {
-			err = errors.New("year out of range")
-		}
+		t, err := parseTime("event_date", *in.EventDate)
 		if err != nil {
-			return p, httpapi.Invalid("event_date must be an RFC 3339 time such as 2027-06-01T18:00:00Z")
+			return p, err
 		}
-		t = t.UTC()
 		p.EventDate = &t
+	}
+	var err error
+	if p.OnSaleAt, err = optionalTime("on_sale_at", in.OnSaleAt); err != nil {
+		return p, err
+	}
+	if p.OffSaleAt, err = optionalTime("off_sale_at", in.OffSaleAt); err != nil {
+		return p, err
+	}
+	if on, off := p.OnSaleAt.V, p.OffSaleAt.V; on != nil && off != nil && !off.After(*on) {
+		return p, ErrSaleWindow
+	}
+	if p.Queue, err = optionalQueue(in.Queue); err != nil {
+		return p, err
 	}
 	if in.TotalTickets != nil {
 		n := in.TotalTickets.N
@@ -219,7 +333,7 @@ func HandleUpdateEvent(store AdminStore, log *slog.Logger) http.Handler {
 		}
 		p, err := in.patch()
 		if err == nil && p == (EventPatch{}) {
-			err = httpapi.Invalid("nothing to change: send at least one of name, description, event_date, total_tickets, ticket_price")
+			err = httpapi.Invalid("nothing to change: send at least one of name, description, event_date, total_tickets, ticket_price, on_sale_at, off_sale_at, queue")
 		}
 		if err != nil {
 			httpapi.WriteError(w, r, log, err)

@@ -2,9 +2,11 @@ package booking
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/mail"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -37,7 +39,30 @@ var (
 	// ErrUnavailable: PostgreSQL cannot be reached, or a deadlock or
 	// serialization failure persisted after retries.
 	ErrUnavailable = &httpapi.Error{Code: httpapi.CodeUnavailable, Message: "the service is unavailable, please try again", RetryAfter: time.Second}
+	// ErrNotOnSale: the event's on_sale_at has not come yet, by the
+	// database's clock.
+	ErrNotOnSale = &httpapi.Error{Code: httpapi.CodeNotOnSale, Message: "this event is not on sale yet"}
+	// ErrSaleClosed: the event's off_sale_at has passed, by the database's
+	// clock.
+	ErrSaleClosed = &httpapi.Error{Code: httpapi.CodeSaleClosed, Message: "the sale of this event has closed"}
 )
+
+// SaleErr is the error of a sale window's verdict as the store reads it
+// ("not_on_sale", "sale_closed"), nil for "" (on sale).
+func SaleErr(verdict string) error {
+	switch verdict {
+	case httpapi.CodeNotOnSale:
+		return ErrNotOnSale
+	case httpapi.CodeSaleClosed:
+		return ErrSaleClosed
+	}
+	return nil
+}
+
+// IsSaleErr reports whether err is a sale window's refusal.
+func IsSaleErr(err error) bool {
+	return errors.Is(err, ErrNotOnSale) || errors.Is(err, ErrSaleClosed)
+}
 
 // Event is a thing with a limited stock of tickets.
 type Event struct {
@@ -48,6 +73,42 @@ type Event struct {
 	TotalTickets     int         `json:"total_tickets"`
 	AvailableTickets int         `json:"available_tickets"`
 	TicketPrice      money.Cents `json:"ticket_price"`
+	// OnSaleAt and OffSaleAt bound the sale window; nil: on sale now,
+	// never closes.
+	OnSaleAt  *time.Time `json:"on_sale_at"`
+	OffSaleAt *time.Time `json:"off_sale_at"`
+	// Queue is the event's waiting room; nil: none.
+	Queue *QueueSettings `json:"queue"`
+}
+
+// QueueSettings configure an event's waiting room.
+type QueueSettings struct {
+	// AdmitPerSecond is how many places the queue admits a second, on
+	// average, across all instances.
+	AdmitPerSecond int `json:"admit_per_second"`
+	// PassTTL is how long an admitted place's pass takes holds.
+	PassTTL Seconds `json:"pass_ttl"`
+}
+
+// Seconds is a whole number of seconds that reads and writes JSON as a
+// duration string such as "10m", "90s" or "1h".
+type Seconds int
+
+// Duration is s as a time.Duration.
+func (s Seconds) Duration() time.Duration { return time.Duration(s) * time.Second }
+
+// MarshalJSON writes the shortest of "Nh", "Nm" or "Ns".
+func (s Seconds) MarshalJSON() ([]byte, error) {
+	var text string
+	switch {
+	case s != 0 && s%3600 == 0:
+		text = strconv.Itoa(int(s/3600)) + "h"
+	case s != 0 && s%60 == 0:
+		text = strconv.Itoa(int(s/60)) + "m"
+	default:
+		text = strconv.Itoa(int(s)) + "s"
+	}
+	return []byte(`"` + text + `"`), nil
 }
 
 // Booking is the answer to /book/*: tickets confirmed at once.

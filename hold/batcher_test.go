@@ -24,7 +24,7 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 type fixture struct {
 	store  *store.Store
 	locks  *store.Locks
-	rdb    *redis.Client
+	rdb    redis.UniversalClient
 	prefix string
 }
 

@@ -21,21 +21,18 @@ CREATE TABLE pass_keys (
 );
 CREATE UNIQUE INDEX pass_keys_one_current ON pass_keys ((true)) WHERE retired_at IS NULL;
 
--- The queue's columns, added here only if the queue's own migration (009)
--- has not: a queued event is one with an admission rate, and a hold made
--- with a pass records the pass's place. ADD COLUMN IF NOT EXISTS leaves
--- 009's definitions alone.
-ALTER TABLE events ADD COLUMN IF NOT EXISTS queue_admit_per_second integer;
-ALTER TABLE bookings ADD COLUMN IF NOT EXISTS queue_place text;
-
 -- A pass is used once its place has a confirmed booking: the grant looks
 -- that up by event and place, under the event's row lock. Partial, so the
 -- bookings made without a pass (all of them on an event without a queue)
 -- cost it nothing; a query must say queue_place IS NOT NULL to use it.
 CREATE INDEX IF NOT EXISTS bookings_event_queue_place ON bookings (event_id, queue_place) WHERE queue_place IS NOT NULL;
 
--- hold_batch as in 007, with the waiting room's checks, every line marked
--- "010:":
+-- hold_batch as in 007, with the sale window of 009 and the waiting room's
+-- checks, every line marked "010:":
+--   * the sale window, read with the event row it locks and by the
+--     database's clock, so an admin's change of the window cannot pass
+--     between the check and the grant: outside it every request of the
+--     batch is answered not_on_sale or sale_closed and nothing is granted;
 --   * the parameter p_places (one place per request, '' for none; last and
 --     DEFAULT NULL, so callers that pass none still resolve to it), hence
 --     the DROP: a new argument list would otherwise add a second function;
@@ -44,7 +41,7 @@ CREATE INDEX IF NOT EXISTS bookings_event_queue_place ON bookings (event_id, que
 --     request without a good pass (queue_required; the service says why)
 --     and one whose place already has a confirmed booking (pass_used);
 --   * the insert records the place in queue_place.
--- Outcomes gain queue_required and pass_used.
+-- Outcomes gain not_on_sale, sale_closed, queue_required and pass_used.
 DROP FUNCTION hold_batch(bigint, text[], text[], inet[], int[], bigint, int, int);
 
 CREATE FUNCTION hold_batch(p_event bigint, p_emails text[], p_keys text[], p_clients inet[], p_quantities int[],
@@ -79,6 +76,7 @@ DECLARE
     v_q int;
     v_queued boolean;  -- 010: the event has a waiting room
     v_place text;      -- 010: this request's admitted place, if any
+    v_sale text;       -- 010: the sale window's verdict, NULL while on sale
 BEGIN
     IF array_length(p_quantities, 1) IS DISTINCT FROM array_length(p_emails, 1)
        OR array_length(p_keys, 1) IS DISTINCT FROM array_length(p_emails, 1)
@@ -100,11 +98,21 @@ BEGIN
         RAISE EXCEPTION 'hold_batch: every request needs a buyer key' USING ERRCODE = '22023';
     END IF;
 
-    SELECT e.available_tickets, e.ticket_price, e.queue_admit_per_second IS NOT NULL -- 010: v_queued
-    INTO v_available, v_price, v_queued
+    SELECT e.available_tickets, e.ticket_price,
+           e.queue_admit_per_second IS NOT NULL, -- 010: v_queued
+           sale_window(e.on_sale_at, e.off_sale_at) -- 010: v_sale
+    INTO v_available, v_price, v_queued, v_sale
     FROM events e WHERE e.id = p_event FOR UPDATE;
     IF NOT FOUND THEN
         RETURN QUERY SELECT i::int, 'not_found', NULL::numeric, 0,
+            NULL::uuid, NULL::int, NULL::varchar, NULL::int, NULL::numeric,
+            NULL::timestamptz, NULL::timestamptz, NULL::timestamptz, NULL::text
+        FROM generate_series(1, v_count) AS i;
+        RETURN;
+    END IF;
+    -- 010: outside the sale window nothing is granted.
+    IF v_sale IS NOT NULL THEN
+        RETURN QUERY SELECT i::int, v_sale, NULL::numeric, 0,
             NULL::uuid, NULL::int, NULL::varchar, NULL::int, NULL::numeric,
             NULL::timestamptz, NULL::timestamptz, NULL::timestamptz, NULL::text
         FROM generate_series(1, v_count) AS i;

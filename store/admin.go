@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"time"
 
 	"github.com/jmoiron/sqlx"
 
@@ -11,8 +12,9 @@ import (
 )
 
 const (
-	qCreateEvent = `INSERT INTO events (name, description, event_date, total_tickets, available_tickets, ticket_price)
-		VALUES ($1, $2, $3, $4, $4, $5) RETURNING ` + eventColumns
+	qCreateEvent = `INSERT INTO events (name, description, event_date, total_tickets, available_tickets, ticket_price,
+		on_sale_at, off_sale_at, queue_admit_per_second, queue_pass_ttl_seconds)
+		VALUES ($1, $2, $3, $4, $4, $5, $6, $7, $8, $9) RETURNING ` + eventColumns
 
 	qLockEventStock = `SELECT total_tickets, available_tickets FROM events WHERE id = $1::bigint FOR UPDATE`
 
@@ -25,7 +27,11 @@ const (
 		event_date = coalesce($4, event_date),
 		ticket_price = coalesce($5, ticket_price),
 		total_tickets = $6,
-		available_tickets = available_tickets + ($6 - total_tickets)
+		available_tickets = available_tickets + ($6 - total_tickets),
+		on_sale_at = CASE WHEN $7 THEN $8::timestamptz ELSE on_sale_at END,
+		off_sale_at = CASE WHEN $9 THEN $10::timestamptz ELSE off_sale_at END,
+		queue_admit_per_second = CASE WHEN $11 THEN $12::int ELSE queue_admit_per_second END,
+		queue_pass_ttl_seconds = CASE WHEN $11 THEN $13::int ELSE queue_pass_ttl_seconds END
 		WHERE id = $1::bigint
 		RETURNING ` + eventColumns
 )
@@ -42,7 +48,9 @@ func (s *Store) CreateEvent(ctx context.Context, p booking.EventPatch) (booking.
 		return booking.Event{}, err
 	}
 	defer conn.Close()
-	if err := conn.GetContext(ctx, &r, qCreateEvent, *p.Name, desc, *p.EventDate, *p.Total, *p.Price); err != nil {
+	rate, ttl := queueArgs(p.Queue)
+	if err := conn.GetContext(ctx, &r, qCreateEvent, *p.Name, desc, *p.EventDate, *p.Total, *p.Price,
+		timeArg(p.OnSaleAt), timeArg(p.OffSaleAt), rate, ttl); err != nil {
 		return booking.Event{}, mapErr(ctx, err)
 	}
 	return r.event(), nil
@@ -79,11 +87,31 @@ func (s *Store) UpdateEvent(ctx context.Context, id int64, p booking.EventPatch)
 			date = *p.EventDate
 		}
 		var r eventRow
-		if err := tx.GetContext(ctx, &r, qUpdateEvent, id, p.Name, p.Description, date, price, total); err != nil {
+		rate, ttl := queueArgs(p.Queue)
+		if err := tx.GetContext(ctx, &r, qUpdateEvent, id, p.Name, p.Description, date, price, total,
+			p.OnSaleAt.Set, timeArg(p.OnSaleAt), p.OffSaleAt.Set, timeArg(p.OffSaleAt), p.Queue.Set, rate, ttl); err != nil {
 			return mapErr(ctx, err)
 		}
 		ev = r.event()
 		return nil
 	})
 	return ev, err
+}
+
+// timeArg is an optional time as a query argument: NULL when unset or
+// cleared.
+func timeArg(o booking.Optional[time.Time]) any {
+	if o.V == nil {
+		return nil
+	}
+	return *o.V
+}
+
+// queueArgs are the queue columns of an optional queue: NULLs when unset
+// or cleared.
+func queueArgs(o booking.Optional[booking.QueueSettings]) (rate, ttl any) {
+	if o.V == nil {
+		return nil, nil
+	}
+	return o.V.AdmitPerSecond, int(o.V.PassTTL)
 }

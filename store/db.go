@@ -204,6 +204,9 @@ func mapErr(ctx context.Context, err error) error {
 			if pqErr.Constraint == "events_stock_guard" {
 				return fmt.Errorf("%w: %v", errStockGuard, err)
 			}
+			if pqErr.Constraint == "events_sale_window" {
+				return booking.ErrSaleWindow
+			}
 		case "22021", "22P05": // invalid or untranslatable text (a NUL, say): the input's fault
 			return httpapi.Invalid("the request holds text the database cannot store")
 		}

@@ -64,7 +64,13 @@ func (s *Store) SetCounters(c Counters) { s.counters = c }
 func (s *Store) DB() *sqlx.DB { return s.db }
 
 const eventColumns = `id, name, coalesce(description, '') AS description, event_date,
-	total_tickets, available_tickets, ticket_price`
+	total_tickets, available_tickets, ticket_price,
+	on_sale_at, off_sale_at, queue_admit_per_second, queue_pass_ttl_seconds`
+
+// qSaleVerdict is the sale window's verdict on the event row, by the
+// database's clock (schema/009's sale_window): "" while on sale, else the
+// error code.
+const qSaleVerdict = `coalesce(sale_window(on_sale_at, off_sale_at), '') AS sale`
 
 const (
 	qEvents = `SELECT ` + eventColumns + ` FROM events WHERE id > $1::bigint ORDER BY id LIMIT $2`
@@ -72,11 +78,11 @@ const (
 
 	// qStockUnlocked is the seed's unsafe read: no lock, so any number of
 	// buyers read the same stock.
-	qStockUnlocked = `SELECT available_tickets, ticket_price FROM events WHERE id = $1::bigint`
+	qStockUnlocked = `SELECT available_tickets, ticket_price, ` + qSaleVerdict + ` FROM events WHERE id = $1::bigint`
 	// qStockLocked locks the event row until the transaction ends, and
 	// says whether the event has a waiting room: read with the row the
 	// grant locks anyway, it costs no round trip and is never stale.
-	qStockLocked = `SELECT available_tickets, ticket_price, queue_admit_per_second IS NOT NULL AS queued
+	qStockLocked = `SELECT available_tickets, ticket_price, ` + qSaleVerdict + `, queue_admit_per_second IS NOT NULL AS queued
 		FROM events WHERE id = $1::bigint FOR UPDATE`
 
 	// qInsertConfirmed inserts a booking confirmed at once; the stock
@@ -86,20 +92,37 @@ const (
 )
 
 type eventRow struct {
-	ID               int64       `db:"id"`
-	Name             string      `db:"name"`
-	Description      string      `db:"description"`
-	EventDate        time.Time   `db:"event_date"`
-	TotalTickets     int         `db:"total_tickets"`
-	AvailableTickets int         `db:"available_tickets"`
-	TicketPrice      money.Cents `db:"ticket_price"`
+	ID               int64         `db:"id"`
+	Name             string        `db:"name"`
+	Description      string        `db:"description"`
+	EventDate        time.Time     `db:"event_date"`
+	TotalTickets     int           `db:"total_tickets"`
+	AvailableTickets int           `db:"available_tickets"`
+	TicketPrice      money.Cents   `db:"ticket_price"`
+	OnSaleAt         sql.NullTime  `db:"on_sale_at"`
+	OffSaleAt        sql.NullTime  `db:"off_sale_at"`
+	AdmitPerSecond   sql.NullInt64 `db:"queue_admit_per_second"`
+	PassTTLSeconds   sql.NullInt64 `db:"queue_pass_ttl_seconds"`
 }
 
 func (r eventRow) event() booking.Event {
-	return booking.Event{
+	ev := booking.Event{
 		ID: r.ID, Name: r.Name, Description: r.Description, EventDate: r.EventDate.UTC(),
 		TotalTickets: r.TotalTickets, AvailableTickets: r.AvailableTickets, TicketPrice: r.TicketPrice,
+		OnSaleAt: nullTime(r.OnSaleAt), OffSaleAt: nullTime(r.OffSaleAt),
 	}
+	if r.AdmitPerSecond.Valid {
+		ev.Queue = &booking.QueueSettings{AdmitPerSecond: int(r.AdmitPerSecond.Int64), PassTTL: booking.Seconds(r.PassTTLSeconds.Int64)}
+	}
+	return ev
+}
+
+func nullTime(t sql.NullTime) *time.Time {
+	if !t.Valid {
+		return nil
+	}
+	u := t.Time.UTC()
+	return &u
 }
 
 // Events returns up to limit events with id > after, in id order.
@@ -135,7 +158,8 @@ type stockRow struct {
 	Price     money.Cents `db:"ticket_price"`
 	// Queued: the event has a waiting room. Only qStockLocked reads it;
 	// the seed's unsafe path knows nothing of queues.
-	Queued bool `db:"queued"`
+	Queued bool   `db:"queued"`
+	Sale   string `db:"sale"` // the sale window's verdict: qSaleVerdict
 }
 
 // BookUnsafe is the seed's race: read the stock without a lock, work, then
@@ -177,7 +201,8 @@ func (s *Store) BookLocked(ctx context.Context, o booking.Order, work time.Durat
 			b.Message = booking.SafeMessage
 			out.Booking = b
 		case errors.Is(err, booking.ErrSoldOut), errors.Is(err, booking.ErrEventNotFound),
-			errors.Is(err, booking.ErrLimitExceeded), errors.Is(err, booking.ErrClientLimitExceeded), isInvalid(err), pass.IsRefusal(err):
+			errors.Is(err, booking.ErrLimitExceeded), errors.Is(err, booking.ErrClientLimitExceeded), booking.IsSaleErr(err),
+			isInvalid(err), pass.IsRefusal(err):
 			out.Err = err
 		default:
 			return err
@@ -204,6 +229,9 @@ func (s *Store) book(ctx context.Context, tx *sqlx.Tx, readStock string, o booki
 			return booking.Booking{}, 0, booking.ErrEventNotFound
 		}
 		return booking.Booking{}, 0, mapErr(ctx, err)
+	}
+	if err := booking.SaleErr(st.Sale); err != nil {
+		return booking.Booking{}, 0, err
 	}
 	if st.Queued {
 		if err := admitted(ctx, tx, o); err != nil {

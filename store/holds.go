@@ -22,6 +22,7 @@ import (
 // holdColumns reads a bookings row as a hold. A pending hold whose expiry
 // has passed by the database's clock reads expired at once, swept or not.
 const holdColumns = `hold_id, event_id, user_email, quantity, total_amount, expires_at, created_at, confirmed_at,
+	coalesce(queue_place, '') AS queue_place,
 	CASE
 		WHEN booking_status = 'pending' AND expires_at <= clock_timestamp() THEN 'expired'
 		WHEN booking_status = 'pending' THEN 'pending'
@@ -70,13 +71,14 @@ type holdRow struct {
 	CreatedAt   time.Time    `db:"created_at"`
 	ConfirmedAt sql.NullTime `db:"confirmed_at"`
 	Status      string       `db:"status"`
+	Place       string       `db:"queue_place"`
 }
 
 func (r holdRow) hold() hold.Hold {
 	h := hold.Hold{
 		ID: r.ID, EventID: r.EventID, UserEmail: r.UserEmail, Quantity: r.Quantity,
 		TotalAmount: r.TotalAmount, Status: hold.Status(r.Status),
-		ExpiresAt: r.ExpiresAt.Time.UTC(), CreatedAt: r.CreatedAt.UTC(),
+		ExpiresAt: r.ExpiresAt.Time.UTC(), CreatedAt: r.CreatedAt.UTC(), Place: r.Place,
 	}
 	if r.ConfirmedAt.Valid {
 		t := r.ConfirmedAt.Time.UTC()
@@ -235,6 +237,8 @@ func (r *batchRow) outcome(o booking.Order) (hold.Outcome, error) {
 		return hold.Outcome{Err: o.Pass.Refusal()}, nil
 	case "pass_used":
 		return hold.Outcome{Err: pass.ErrUsed}, nil
+	case "not_on_sale", "sale_closed":
+		return hold.Outcome{Err: booking.SaleErr(r.Outcome)}, nil
 	case "too_large":
 		price, err := money.Parse(r.Price.String)
 		if err != nil {
@@ -301,6 +305,10 @@ func (s *Store) createHoldsInTx(ctx context.Context, eventID int64, reqs []hold.
 				continue
 			case missing:
 				out.Err = booking.ErrEventNotFound
+				continue
+			case st.Sale != "":
+				// Outside the sale window (schema/009): nothing granted.
+				out.Err = booking.SaleErr(st.Sale)
 				continue
 			case st.Queued && req.Order.Pass.Place == "":
 				// The waiting room first: a refused request takes nothing.

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -17,8 +19,24 @@ import (
 
 // OpenRedis returns a client for url with short timeouts: Redis only cuts
 // contention, so a slow or missing Redis must cost a request little before
-// it falls back on PostgreSQL's row lock.
-func OpenRedis(url string) (*redis.Client, error) {
+// it falls back on PostgreSQL's row lock. The URL chooses the client:
+// redis://host:port/db (or rediss://) is one server;
+// redis+cluster://host1:port1,host2:port2 (or rediss+cluster://) is a
+// Redis Cluster reached through any of the nodes listed, with go-redis's
+// cluster client.
+func OpenRedis(url string) (redis.UniversalClient, error) {
+	if cluster, ok, err := parseClusterURL(url); ok {
+		if err != nil {
+			return nil, fmt.Errorf("store: redis url: %w", err)
+		}
+		cluster.DialTimeout = 500 * time.Millisecond
+		cluster.ReadTimeout = 500 * time.Millisecond
+		cluster.WriteTimeout = 500 * time.Millisecond
+		cluster.MaxRetries = -1
+		cluster.DialerRetries = 1
+		cluster.PoolSize = 64
+		return redis.NewClusterClient(cluster), nil
+	}
 	opts, err := redis.ParseURL(url)
 	if err != nil {
 		return nil, fmt.Errorf("store: redis url: %w", err)
@@ -32,6 +50,55 @@ func OpenRedis(url string) (*redis.Client, error) {
 	opts.DialerRetries = 1
 	opts.PoolSize = 64
 	return redis.NewClient(opts), nil
+}
+
+// ValidateRedisURL checks a Redis URL of either form OpenRedis takes.
+func ValidateRedisURL(url string) error {
+	if _, ok, err := parseClusterURL(url); ok {
+		return err
+	}
+	_, err := redis.ParseURL(url)
+	return err
+}
+
+// parseClusterURL reads a redis+cluster:// URL (ok false for any other):
+// its comma-separated hosts become go-redis's cluster URL, the first as
+// the host and the others as addr parameters.
+func parseClusterURL(raw string) (*redis.ClusterOptions, bool, error) {
+	scheme, rest, found := strings.Cut(raw, "://")
+	if !found || (scheme != "redis+cluster" && scheme != "rediss+cluster") {
+		return nil, false, nil
+	}
+	end := strings.IndexAny(rest, "/?")
+	if end < 0 {
+		end = len(rest)
+	}
+	authority, tail := rest[:end], rest[end:]
+	userinfo := ""
+	if at := strings.LastIndex(authority, "@"); at >= 0 {
+		userinfo, authority = authority[:at+1], authority[at+1:]
+	}
+	hosts := strings.Split(authority, ",")
+	if authority == "" || slices.Contains(hosts, "") {
+		return nil, true, errors.New("redis+cluster:// needs host:port[,host:port...]")
+	}
+	path, query, _ := strings.Cut(tail, "?")
+	if path != "" && path != "/" && path != "/0" {
+		return nil, true, errors.New("a Redis Cluster has only database 0")
+	}
+	params := []string{}
+	if query != "" {
+		params = append(params, query)
+	}
+	for _, h := range hosts[1:] {
+		params = append(params, "addr="+h)
+	}
+	u := strings.TrimSuffix(scheme, "+cluster") + "://" + userinfo + hosts[0]
+	if len(params) > 0 {
+		u += "?" + strings.Join(params, "&")
+	}
+	opts, err := redis.ParseClusterURL(u)
+	return opts, true, err
 }
 
 // LockOptions configure the per-event locks.
@@ -52,7 +119,7 @@ type LockOptions struct {
 // compare-and-delete release (bsm/redislock), so a holder whose TTL ran out
 // can never delete the lock of the holder after it.
 type Locks struct {
-	rdb    *redis.Client
+	rdb    redis.UniversalClient
 	client *redislock.Client
 	opts   LockOptions
 	log    *slog.Logger
@@ -69,7 +136,7 @@ func (l *Locks) OnWait(f func(d time.Duration, busy bool)) { l.waited = f }
 func (l *Locks) RedisUp() bool { return !l.down.Load() }
 
 // NewLocks returns Locks on rdb.
-func NewLocks(rdb *redis.Client, opts LockOptions, log *slog.Logger) *Locks {
+func NewLocks(rdb redis.UniversalClient, opts LockOptions, log *slog.Logger) *Locks {
 	return &Locks{rdb: rdb, client: redislock.New(rdb), opts: opts, log: log}
 }
 

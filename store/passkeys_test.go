@@ -197,7 +197,7 @@ func mustKey(t *testing.T) pass.Key {
 // queued gives the event a waiting room.
 func queued(t *testing.T, s *store.Store, ev int64) {
 	t.Helper()
-	if _, err := s.DB().ExecContext(context.Background(), `UPDATE events SET queue_admit_per_second = 50 WHERE id = $1`, ev); err != nil {
+	if _, err := s.DB().ExecContext(context.Background(), `UPDATE events SET queue_admit_per_second = 50, queue_pass_ttl_seconds = 600 WHERE id = $1`, ev); err != nil {
 		t.Fatal(err)
 	}
 }

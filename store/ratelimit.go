@@ -11,12 +11,12 @@ import (
 // RateCounter counts requests per client and second in Redis, for the rate
 // limit every instance shares.
 type RateCounter struct {
-	rdb    *redis.Client
+	rdb    redis.UniversalClient
 	prefix string
 }
 
 // NewRateCounter returns a RateCounter whose keys start with prefix.
-func NewRateCounter(rdb *redis.Client, prefix string) *RateCounter {
+func NewRateCounter(rdb redis.UniversalClient, prefix string) *RateCounter {
 	return &RateCounter{rdb: rdb, prefix: prefix}
 }
 

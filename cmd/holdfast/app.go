@@ -19,6 +19,7 @@ import (
 	"github.com/holdfast/holdfast/internal/metrics"
 	"github.com/holdfast/holdfast/internal/pass"
 	"github.com/holdfast/holdfast/internal/ratelimit"
+	"github.com/holdfast/holdfast/queue"
 	"github.com/holdfast/holdfast/schema"
 	"github.com/holdfast/holdfast/store"
 )
@@ -29,15 +30,18 @@ type app struct {
 	cfg     config
 	log     *slog.Logger
 	db      *sqlx.DB
-	rdb     *redis.Client
+	rdb     redis.UniversalClient
 	store   *store.Store
 	locks   *store.Locks
 	booking *booking.Service
 	holds   *hold.Service
 	sweeper *hold.Sweeper
-	metrics *metrics.Metrics
-	limiter *ratelimit.Limiter // nil without --rate-limit
-	passes  *pass.Keyring
+	queue   *queue.Service
+	// admitter runs the admission steps of every queued event.
+	admitter *queue.Admitter
+	metrics  *metrics.Metrics
+	limiter  *ratelimit.Limiter // nil without --rate-limit
+	passes   *pass.Keyring
 	// stopKeys ends the keyring's refresh.
 	stopKeys context.CancelFunc
 	// adminFailures counts wrong admin tokens: on the rate limit, and on
@@ -119,6 +123,10 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger) (*app, error) {
 	}
 	a.sweeper = hold.NewSweeper(a.store, cfg.SweepEvery, log)
 	a.sweeper.Observe = a.metrics
+	a.queue = queue.NewService(store.NewQueues(rdb, cfg.RedisPrefix), a.store, a.passes, cfg.TicketCap, log)
+	a.holds.Places, a.holds.Log = a.queue, log
+	a.queue.Observe = a.metrics
+	a.admitter = queue.NewAdmitter(a.queue, queue.AdmitEvery, log)
 	r := chi.NewRouter()
 	r.Use(httpapi.RequestID, httpapi.AccessLog(log), httpapi.Recover(log), a.metrics.Middleware,
 		httpapi.Deadline(requestDeadline(cfg)), clientaddr.New(trusted).Middleware)

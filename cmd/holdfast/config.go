@@ -12,8 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/holdfast/holdfast/internal/clientaddr"
 	"github.com/holdfast/holdfast/store"
 )
@@ -164,7 +162,7 @@ func (s *settings) parse(args []string) error {
 func (s *settings) serveFlags(cfg *config) {
 	s.str(&cfg.Addr, "addr", "HOLDFAST_ADDR", "listen address")
 	s.str(&cfg.DatabaseURL, "database-url", "DATABASE_URL", "PostgreSQL URL")
-	s.str(&cfg.RedisURL, "redis-url", "REDIS_URL", "Redis URL")
+	s.str(&cfg.RedisURL, "redis-url", "REDIS_URL", "Redis URL: redis://host:port/db, or redis+cluster://host:port,host:port for a Redis Cluster")
 	s.str(&cfg.RedisPrefix, "redis-prefix", "HOLDFAST_REDIS_PREFIX", "prefix of every Redis key")
 	s.duration(&cfg.HoldTTL, "hold-ttl", "HOLDFAST_HOLD_TTL", "how long a hold lasts")
 	s.duration(&cfg.SweepEvery, "sweep-every", "HOLDFAST_SWEEP_EVERY", "how often the sweeper runs (at least 1s)")
@@ -197,7 +195,7 @@ func (c config) validate(needDatabase bool) error {
 			bad("--database-url (DATABASE_URL) %v", err)
 		}
 	}
-	if _, err := redis.ParseURL(c.RedisURL); err != nil {
+	if err := store.ValidateRedisURL(c.RedisURL); err != nil {
 		bad("--redis-url: %v", err)
 	}
 	if c.HoldTTL <= 0 {

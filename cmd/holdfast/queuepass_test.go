@@ -32,7 +32,7 @@ func newServerWithoutRedis(t *testing.T) *testServer {
 // queue gives an event a waiting room.
 func (ts *testServer) queue(ev int64) {
 	ts.t.Helper()
-	if _, err := ts.db().ExecContext(context.Background(), `UPDATE events SET queue_admit_per_second = 50 WHERE id = $1`, ev); err != nil {
+	if _, err := ts.db().ExecContext(context.Background(), `UPDATE events SET queue_admit_per_second = 50, queue_pass_ttl_seconds = 600 WHERE id = $1`, ev); err != nil {
 		ts.t.Fatal(err)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/holdfast/holdfast/internal/apidoc"
 	"github.com/holdfast/holdfast/internal/httpapi"
 	"github.com/holdfast/holdfast/internal/pass"
+	"github.com/holdfast/holdfast/queue"
 	"github.com/holdfast/holdfast/store"
 )
 
@@ -31,6 +32,10 @@ func (a *app) routes(r chi.Router) {
 	r.Method(http.MethodDelete, "/holds/{id}", a.limited(hold.HandleRelease(a.holds, a.log)))
 	r.Method(http.MethodPost, "/holds/{id}/confirm", a.limited(hold.HandleConfirm(a.holds, a.log)))
 	r.Method(http.MethodGet, "/queue/keys", pass.HandleKeys(a.passes))
+	r.Method(http.MethodPost, "/events/{id}/queue", a.jsonBody(queue.HandleJoin(a.queue, a.log)))
+	r.Method(http.MethodGet, "/events/{id}/queue", queue.HandleState(a.queue, a.log))
+	r.Method(http.MethodGet, "/queue/{place_id}", queue.HandleGet(a.queue, a.log))
+	r.Method(http.MethodDelete, "/queue/{place_id}", a.limited(queue.HandleLeave(a.queue, a.log)))
 	a.statusRoutes(r)
 	if a.cfg.AdminToken != "" {
 		r.Route("/admin", func(r chi.Router) {

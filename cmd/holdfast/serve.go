@@ -62,6 +62,9 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, onListen func(addr
 	if err := a.sweeper.Start(); err != nil {
 		return err
 	}
+	if err := a.admitter.Start(); err != nil {
+		return err
+	}
 	if cfg.DebugAddr != "" {
 		stopDebug, err := serveDebug(cfg.DebugAddr, log)
 		if err != nil {
@@ -93,6 +96,9 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, onListen func(addr
 			log.Warn("batcher", "err", cerr)
 		}
 	}
+	// The admitter stops after the last request is answered, so polls in
+	// flight still see their turns come.
+	a.admitter.Stop(shutdownCtx)
 	// The sweeper stops after the last request is answered: a release or
 	// confirm in flight may still count on the stock it restores.
 	a.sweeper.Stop(shutdownCtx)

@@ -66,6 +66,8 @@ var statusOfCode = map[string][]int{
 	"pass_invalid":           {403},
 	"pass_expired":           {403},
 	"pass_used":              {403},
+	"not_on_sale":            {403},
+	"sale_closed":            {403},
 	"not_found":              {404},
 	"method_not_allowed":     {405},
 	"unsupported_media_type": {415},

@@ -29,11 +29,13 @@ const (
 	CodeUnauthorized        = "unauthorized"
 	CodeTotalBelowHeld      = "total_below_held"
 	// The waiting room's refusals (see internal/pass).
-	CodeQueueRequired = "queue_required"
-	CodePassInvalid   = "pass_invalid"
-	CodePassExpired   = "pass_expired"
-	CodePassUsed      = "pass_used"
-	CodeUnsupportedMedia    = "unsupported_media_type"
+	CodeQueueRequired    = "queue_required"
+	CodePassInvalid      = "pass_invalid"
+	CodePassExpired      = "pass_expired"
+	CodePassUsed         = "pass_used"
+	CodeUnsupportedMedia = "unsupported_media_type"
+	CodeNotOnSale        = "not_on_sale"
+	CodeSaleClosed       = "sale_closed"
 )
 
 // statusByCode is the one map from error code to HTTP status.
@@ -57,6 +59,8 @@ var statusByCode = map[string]int{
 	CodePassExpired:         http.StatusForbidden,
 	CodePassUsed:            http.StatusForbidden,
 	CodeUnsupportedMedia:    http.StatusUnsupportedMediaType,
+	CodeNotOnSale:           http.StatusForbidden,
+	CodeSaleClosed:          http.StatusForbidden,
 }
 
 // Error is an error a client may read: a code from the contract and a message

@@ -11,6 +11,7 @@ import (
 	"database/sql"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -38,6 +39,14 @@ type Metrics struct {
 	swept          prometheus.Histogram
 	sweeperLag     prometheus.Gauge
 	sweeperErrors  prometheus.Counter
+
+	queueJoins    *prometheus.CounterVec
+	queuePolls    *prometheus.CounterVec
+	queueAdmitted prometheus.Counter
+	queueTime     prometheus.Histogram
+	queueLag      prometheus.Histogram
+	waitingMu     sync.Mutex
+	waiting       map[int64]int64 // per queued event, as of its last step here
 }
 
 // New registers every metric on a registry of its own.
@@ -85,6 +94,37 @@ func New() *Metrics {
 		Name: "holdfast_sweeper_lag_seconds", Help: "Age of the oldest expired hold still pending, as of the last sweep (0 when none).",
 	})
 	f(m.sweeperLag)
+	m.queueJoins = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "holdfast_queue_joins_total", Help: "Answers of POST /events/{id}/queue, by outcome (new, existing or the error code).",
+	}, []string{"outcome"})
+	f(m.queueJoins)
+	m.queuePolls = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "holdfast_queue_polls_total", Help: "Answers of GET /queue/{place_id}, by outcome (the place's status or the error code).",
+	}, []string{"outcome"})
+	f(m.queuePolls)
+	m.queueAdmitted = counter("holdfast_queue_admitted_total", "Waiting room places this instance's admission steps admitted.")
+	m.queueTime = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "holdfast_queue_time_in_queue_seconds", Help: "Time from a place's join to its admission.",
+		Buckets: []float64{.1, .5, 1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600},
+	})
+	f(m.queueTime)
+	m.queueLag = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "holdfast_queue_admission_lag_seconds", Help: "Time from a place's admission to the first poll that saw it admitted.",
+		Buckets: []float64{.05, .1, .25, .5, 1, 2, 5, 10, 30},
+	})
+	f(m.queueLag)
+	m.waiting = map[int64]int64{}
+	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "holdfast_queue_waiting", Help: "Places waiting in every queued event's queue, as of this instance's last admission step of each.",
+	}, func() float64 {
+		m.waitingMu.Lock()
+		defer m.waitingMu.Unlock()
+		var n int64
+		for _, w := range m.waiting {
+			n += w
+		}
+		return float64(n)
+	}))
 	f(collectors.NewGoCollector())
 	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -153,6 +193,32 @@ func (m *Metrics) Swept(expired int, lag time.Duration) {
 
 // SweepFailed counts events whose sweep failed in one run.
 func (m *Metrics) SweepFailed(events int) { m.sweeperErrors.Add(float64(events)) }
+
+// Joined counts one join of a waiting room by outcome.
+func (m *Metrics) Joined(outcome string) { m.queueJoins.WithLabelValues(outcome).Inc() }
+
+// Polled counts one poll of a place by outcome.
+func (m *Metrics) Polled(outcome string) { m.queuePolls.WithLabelValues(outcome).Inc() }
+
+// QueueAdmitted counts one admitted place and the time it waited.
+func (m *Metrics) QueueAdmitted(timeInQueue time.Duration) {
+	m.queueAdmitted.Inc()
+	m.queueTime.Observe(timeInQueue.Seconds())
+}
+
+// AdmissionLag records how long an admitted place went unseen.
+func (m *Metrics) AdmissionLag(d time.Duration) { m.queueLag.Observe(d.Seconds()) }
+
+// QueueWaiting records how many places wait in eventID's queue.
+func (m *Metrics) QueueWaiting(eventID int64, n int64) {
+	m.waitingMu.Lock()
+	defer m.waitingMu.Unlock()
+	if n == 0 {
+		delete(m.waiting, eventID) // bounded by the events with people waiting
+		return
+	}
+	m.waiting[eventID] = n
+}
 
 // Middleware times every request by its route pattern, and counts the
 // answers of the booking endpoints by outcome. It must run inside the chi

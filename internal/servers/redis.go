@@ -21,6 +21,8 @@ type Redis struct {
 	dir  string
 	port int
 	proc *process
+	// args are extra redis-server arguments (a cluster node's).
+	args []string
 }
 
 // StartRedis starts redis-server with its log in dir, on a free port.
@@ -49,7 +51,7 @@ func (r *Redis) Start(ctx context.Context) error {
 	if err != nil {
 		return errors.New("servers: redis-server not found (run `make deps`, or apt-get install redis-server)")
 	}
-	cmd := exec.Command(bin,
+	args := []string{
 		"--port", strconv.Itoa(r.port),
 		"--bind", "127.0.0.1",
 		"--dir", r.dir,
@@ -58,7 +60,8 @@ func (r *Redis) Start(ctx context.Context) error {
 		"--protected-mode", "no",
 		"--daemonize", "no",
 		"--logfile", r.logPath(),
-	)
+	}
+	cmd := exec.Command(bin, append(args, r.args...)...)
 	cmd.Dir = r.dir
 	cmd.SysProcAttr = sysProcAttr(nil, syscall.SIGTERM)
 	proc, err := startProcess(cmd)

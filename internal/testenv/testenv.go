@@ -238,3 +238,16 @@ func PrivateRedis(t testing.TB) *servers.Redis {
 	t.Cleanup(func() { _ = r.Stop() })
 	return r
 }
+
+// RedisCluster starts a three-master Redis Cluster for t alone, stopped
+// when t ends. It fails t, never skips it, when redis-server or redis-cli
+// is missing.
+func RedisCluster(t testing.TB) *servers.RedisCluster {
+	t.Helper()
+	c, err := servers.StartRedisCluster(context.Background(), t.TempDir(), 3)
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	t.Cleanup(func() { _ = c.Stop() })
+	return c
+}

@@ -1,0 +1,87 @@
+package queue
+
+import (
+	"log/slog"
+	"net/http"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/holdfast/holdfast/internal/httpapi"
+)
+
+// joinRequest is the body of POST /events/{id}/queue.
+type joinRequest struct {
+	UserEmail *string `json:"user_email"`
+}
+
+// HandleJoin answers POST /events/{id}/queue: 201 with a new place, or 200
+// with the live place the email already has.
+func HandleJoin(svc *Service, log *slog.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		eventID, err := httpapi.ParseID(chi.URLParam(r, "id"), "event id")
+		if err != nil {
+			httpapi.WriteError(w, r, log, err)
+			return
+		}
+		var body joinRequest
+		if err := httpapi.Decode(w, r, &body); err != nil {
+			httpapi.WriteError(w, r, log, err)
+			return
+		}
+		if body.UserEmail == nil {
+			httpapi.WriteError(w, r, log, httpapi.Invalid("user_email is required"))
+			return
+		}
+		p, created, err := svc.Join(r.Context(), eventID, *body.UserEmail)
+		if err != nil {
+			httpapi.WriteError(w, r, log, err)
+			return
+		}
+		status := http.StatusOK
+		if created {
+			status = http.StatusCreated
+		}
+		httpapi.Encode(w, status, p)
+	})
+}
+
+// HandleGet answers GET /queue/{place_id}.
+func HandleGet(svc *Service, log *slog.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p, err := svc.Get(r.Context(), chi.URLParam(r, "place_id"))
+		if err != nil {
+			httpapi.WriteError(w, r, log, err)
+			return
+		}
+		httpapi.Encode(w, http.StatusOK, p)
+	})
+}
+
+// HandleLeave answers DELETE /queue/{place_id}.
+func HandleLeave(svc *Service, log *slog.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p, err := svc.Leave(r.Context(), chi.URLParam(r, "place_id"))
+		if err != nil {
+			httpapi.WriteError(w, r, log, err)
+			return
+		}
+		httpapi.Encode(w, http.StatusOK, p)
+	})
+}
+
+// HandleState answers GET /events/{id}/queue.
+func HandleState(svc *Service, log *slog.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		eventID, err := httpapi.ParseID(chi.URLParam(r, "id"), "event id")
+		if err != nil {
+			httpapi.WriteError(w, r, log, err)
+			return
+		}
+		st, err := svc.State(r.Context(), eventID)
+		if err != nil {
+			httpapi.WriteError(w, r, log, err)
+			return
+		}
+		httpapi.Encode(w, http.StatusOK, st)
+	})
+}

@@ -1,0 +1,532 @@
+package queue
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"math/big"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/holdfast/holdfast/booking"
+	"github.com/holdfast/holdfast/internal/httpapi"
+	"github.com/holdfast/holdfast/internal/pass"
+)
+
+// Status is a place's state as the API reports it.
+type Status string
+
+// The statuses of the contract.
+const (
+	StatusWaiting  Status = "waiting"
+	StatusAdmitted Status = "admitted"
+	StatusDone     Status = "done"
+	StatusSoldOut  Status = "sold_out"
+	StatusLeft     Status = "left"
+	StatusExpired  Status = "expired"
+)
+
+// State is an event's queue as a whole.
+type State string
+
+// The queue states of the contract.
+const (
+	StatePreQueue State = "pre_queue"
+	StateOpen     State = "open"
+	StateSoldOut  State = "sold_out"
+	StateClosed   State = "closed"
+)
+
+// Errors the queue service returns; each answers as the contract says.
+var (
+	ErrPlaceNotFound = &httpapi.Error{Code: httpapi.CodeNotFound, Message: "no such place"}
+	// ErrNoQueue: the event exists but has no waiting room; its tickets
+	// are held directly with POST /holds.
+	ErrNoQueue = &httpapi.Error{Code: httpapi.CodeNotFound, Message: "this event has no waiting room: hold its tickets with POST /holds"}
+	// ErrUnavailable: Redis, which holds the queue, cannot be reached.
+	ErrUnavailable = &httpapi.Error{Code: httpapi.CodeUnavailable, Message: "the waiting room is unavailable, please try again", RetryAfter: time.Second}
+)
+
+// Place is one buyer's place in an event's queue.
+type Place struct {
+	ID               string     `json:"id"`
+	EventID          int64      `json:"event_id"`
+	Status           Status     `json:"status"`
+	Position         *int64     `json:"position"`
+	JoinedAt         time.Time  `json:"joined_at"`
+	Pass             *string    `json:"pass"`
+	PassExpiresAt    *time.Time `json:"pass_expires_at"`
+	PollAfterSeconds *int       `json:"poll_after_seconds"`
+
+	// Email is the buyer's, as they joined with it.
+	Email string `json:"-"`
+	// AdmittedAt is when the place was admitted (zero: not yet).
+	AdmittedAt time.Time `json:"-"`
+}
+
+// QueueState is the answer of GET /events/{id}/queue.
+type QueueState struct {
+	EventID        int64      `json:"event_id"`
+	State          State      `json:"state"`
+	Waiting        int64      `json:"waiting"`
+	Admitted       int64      `json:"admitted"`
+	AdmitPerSecond int        `json:"admit_per_second"`
+	OnSaleAt       *time.Time `json:"on_sale_at"`
+}
+
+// Settings are what the queue's scripts need to know of an event.
+type Settings struct {
+	EventID        int64
+	OnSaleAt       *time.Time
+	OffSaleAt      *time.Time
+	AdmitPerSecond int
+	PassTTL        time.Duration
+}
+
+// Burst is the most admissions the step may make at once after a pause:
+// half a second's worth, at least one.
+func (s Settings) Burst() float64 { return max(1, float64(s.AdmitPerSecond)/2) }
+
+// Admitted is a place one admission step admitted.
+type Admitted struct {
+	ID         string
+	Email      string
+	JoinedAt   time.Time
+	AdmittedAt time.Time
+	ExpiresAt  time.Time
+}
+
+// StepResult is what one admission step did.
+type StepResult struct {
+	// State is pre_queue, open or closed; "shuffle" when the pre-queue
+	// must be shuffled before anyone is admitted.
+	State    string
+	Admitted []Admitted
+	Waiting  int64
+	Expired  int
+}
+
+// StateShuffle is the step's answer while the pre-queue waits for its
+// shuffle.
+const StateShuffle = "shuffle"
+
+// Unlimited is the admission budget of an event whose stock does not limit
+// it (step 3 passes what the stock can still serve).
+const Unlimited = -1
+
+// Store is what the queue needs from Redis. Every method fails with
+// ErrUnavailable when Redis cannot be reached.
+type Store interface {
+	// Join puts a new place id for email (folded: its key of one live
+	// place) in the event's queue, or answers the email's live place with
+	// created false. booking.ErrSaleClosed after off_sale_at.
+	Join(ctx context.Context, ev Settings, id, folded, email string) (p Place, created bool, err error)
+	// Place reads a place; first is true the first time an admitted place
+	// is read. ErrPlaceNotFound if there is none.
+	Place(ctx context.Context, eventID int64, id string) (p Place, first bool, err error)
+	// Leave turns a waiting or admitted place left.
+	Leave(ctx context.Context, eventID int64, id string) (Place, error)
+	// Done turns an admitted (or just expired) place done.
+	Done(ctx context.Context, eventID int64, id string) error
+	// SetPass keeps pass on an admitted place unless it has one, and
+	// answers the pass kept ("" when the place is not admitted).
+	SetPass(ctx context.Context, eventID int64, id, pass string) (string, error)
+	// Admit runs one admission step, admitting at most budget places
+	// (Unlimited: no budget).
+	Admit(ctx context.Context, ev Settings, budget int) (StepResult, error)
+	// PreQueue lists the pre-queue's places, in arrival order.
+	PreQueue(ctx context.Context, eventID int64) ([]string, error)
+	// Shuffle gives the pre-queue the order given, once: applied false if
+	// it was applied before; an error if order is not the pre-queue.
+	Shuffle(ctx context.Context, eventID int64, order []string) (applied bool, err error)
+	// State reads the queue's state, length and admissions so far.
+	State(ctx context.Context, ev Settings) (QueueState, error)
+}
+
+// ErrStaleShuffle: the pre-queue changed between its read and its shuffle.
+var ErrStaleShuffle = errors.New("queue: pre-queue changed during its shuffle")
+
+// Events is what the queue needs from the events' storage.
+type Events interface {
+	// Event reads one event, or booking.ErrEventNotFound.
+	Event(ctx context.Context, id int64) (booking.Event, error)
+	// QueuedEvents lists the events with a queue that may still admit or
+	// expire places.
+	QueuedEvents(ctx context.Context) ([]booking.Event, error)
+}
+
+// Signer signs a pass for an admitted place.
+type Signer interface {
+	Sign(c pass.Claims) (string, error)
+}
+
+// Observer hears what the queue does, for metrics.
+type Observer interface {
+	Joined(outcome string)
+	Polled(outcome string)
+	QueueAdmitted(timeInQueue time.Duration)
+	AdmissionLag(d time.Duration)
+	QueueWaiting(eventID int64, n int64)
+}
+
+type noObserver struct{}
+
+func (noObserver) Joined(string)               {}
+func (noObserver) Polled(string)               {}
+func (noObserver) QueueAdmitted(time.Duration) {}
+func (noObserver) AdmissionLag(time.Duration)  {}
+func (noObserver) QueueWaiting(int64, int64)   {}
+
+// Service is the waiting room: joins, polls, leaves and admission.
+type Service struct {
+	store  Store
+	events Events
+	cap    int
+	log    *slog.Logger
+	// Signer signs the passes of admitted places. Without one (nil) places
+	// are admitted with no pass until one is set: their polls sign it.
+	Signer Signer
+	// Observe hears joins, polls and admissions; never nil.
+	Observe Observer
+
+	mu    sync.Mutex
+	cache map[int64]cachedEvent
+}
+
+type cachedEvent struct {
+	ev booking.Event
+	at time.Time
+}
+
+// eventCacheTTL is how long a service trusts an event's settings read from
+// PostgreSQL: a change by an admin reaches every instance within it.
+const eventCacheTTL = time.Second
+
+// NewService returns the waiting room on st; ticketCap is the per-buyer cap
+// each pass carries (0: none).
+func NewService(st Store, events Events, signer Signer, ticketCap int, log *slog.Logger) *Service {
+	return &Service{store: st, events: events, Signer: signer, cap: ticketCap, log: log,
+		Observe: noObserver{}, cache: map[int64]cachedEvent{}}
+}
+
+// event reads a queued event's settings, from the cache while fresh.
+func (s *Service) event(ctx context.Context, id int64) (booking.Event, error) {
+	s.mu.Lock()
+	c, ok := s.cache[id]
+	s.mu.Unlock()
+	if ok && time.Since(c.at) < eventCacheTTL {
+		return c.ev, nil
+	}
+	ev, err := s.events.Event(ctx, id)
+	if err != nil {
+		return booking.Event{}, err
+	}
+	s.remember(ev)
+	return ev, nil
+}
+
+func (s *Service) remember(ev booking.Event) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now()
+	if len(s.cache) > 10_000 {
+		// Only existing events are kept, but there may be many: drop the
+		// stale ones rather than grow.
+		for id, c := range s.cache {
+			if now.Sub(c.at) >= eventCacheTTL {
+				delete(s.cache, id)
+			}
+		}
+	}
+	s.cache[ev.ID] = cachedEvent{ev: ev, at: now}
+}
+
+// settings is a queued event's Settings, or ErrNoQueue.
+func settings(ev booking.Event) (Settings, error) {
+	if ev.Queue == nil {
+		return Settings{}, ErrNoQueue
+	}
+	return Settings{EventID: ev.ID, OnSaleAt: ev.OnSaleAt, OffSaleAt: ev.OffSaleAt,
+		AdmitPerSecond: ev.Queue.AdmitPerSecond, PassTTL: ev.Queue.PassTTL.Duration()}, nil
+}
+
+func (s *Service) settings(ctx context.Context, eventID int64) (Settings, error) {
+	ev, err := s.event(ctx, eventID)
+	if err != nil {
+		return Settings{}, err
+	}
+	return settings(ev)
+}
+
+// Join gives email a place in the event's queue: a new one (created true),
+// or the live place it already has.
+func (s *Service) Join(ctx context.Context, eventID int64, email string) (Place, bool, error) {
+	p, created, err := s.join(ctx, eventID, email)
+	outcome := "existing"
+	if created {
+		outcome = "new"
+	}
+	if err != nil {
+		outcome = errorCode(err)
+	}
+	s.Observe.Joined(outcome)
+	return p, created, err
+}
+
+func (s *Service) join(ctx context.Context, eventID int64, email string) (Place, bool, error) {
+	if err := booking.ValidEmail(email); err != nil {
+		return Place{}, false, err
+	}
+	st, err := s.settings(ctx, eventID)
+	if err != nil {
+		return Place{}, false, err
+	}
+	id, err := NewPlaceID(eventID)
+	if err != nil {
+		return Place{}, false, err
+	}
+	p, created, err := s.store.Join(ctx, st, id, strings.ToLower(email), email)
+	if err != nil {
+		return Place{}, false, err
+	}
+	return s.finish(ctx, st, p), created, nil
+}
+
+// Get reads a place, as its buyer polls it.
+func (s *Service) Get(ctx context.Context, id string) (Place, error) {
+	p, err := s.get(ctx, id)
+	outcome := string(p.Status)
+	if err != nil {
+		outcome = errorCode(err)
+	}
+	s.Observe.Polled(outcome)
+	return p, err
+}
+
+func (s *Service) get(ctx context.Context, id string) (Place, error) {
+	eventID, err := ParsePlaceID(id)
+	if err != nil {
+		return Place{}, err
+	}
+	p, first, err := s.store.Place(ctx, eventID, id)
+	if err != nil {
+		return Place{}, err
+	}
+	st, err := s.settings(ctx, eventID)
+	if err != nil {
+		// The event lost its queue (or was never read): the place is still
+		// the buyer's to read, with the default pace.
+		st = Settings{EventID: eventID, AdmitPerSecond: booking.DefaultAdmitPerSecond}
+	}
+	if first && !p.AdmittedAt.IsZero() {
+		s.Observe.AdmissionLag(time.Since(p.AdmittedAt))
+	}
+	if p.Status == StatusAdmitted && p.Pass == nil {
+		// Admitted by a step whose instance had not stored the pass yet
+		// (or died before it did): any instance signs the same claims.
+		if tok, err := s.signPass(ctx, eventID, p.ID, p.Email, *p.PassExpiresAt); err == nil && tok != "" {
+			p.Pass = &tok
+		} else if err != nil && !errors.Is(err, errNoSigner) {
+			s.log.WarnContext(ctx, "queue: sign pass on poll", "place", p.ID, "err", err)
+		}
+	}
+	return s.finish(ctx, st, p), nil
+}
+
+// Leave gives up a place's turn.
+func (s *Service) Leave(ctx context.Context, id string) (Place, error) {
+	eventID, err := ParsePlaceID(id)
+	if err != nil {
+		return Place{}, err
+	}
+	p, err := s.store.Leave(ctx, eventID, id)
+	if err != nil {
+		return Place{}, err
+	}
+	st, _ := s.settings(ctx, eventID)
+	return s.finish(ctx, st, p), nil
+}
+
+// Done marks a place done: its buyer confirmed a hold made with its pass.
+// The confirm path calls it after the confirm commits, best effort: the
+// booking's queue_place column is the record that counts.
+func (s *Service) Done(ctx context.Context, placeID string) error {
+	eventID, err := ParsePlaceID(placeID)
+	if err != nil {
+		return err
+	}
+	return s.store.Done(ctx, eventID, placeID)
+}
+
+// State reads the event's queue as a whole.
+func (s *Service) State(ctx context.Context, eventID int64) (QueueState, error) {
+	st, err := s.settings(ctx, eventID)
+	if err != nil {
+		return QueueState{}, err
+	}
+	return s.store.State(ctx, st)
+}
+
+// finish fills what the place's answer derives from the event's settings.
+func (s *Service) finish(_ context.Context, st Settings, p Place) Place {
+	if p.Pass != nil && *p.Pass == "" {
+		p.Pass = nil
+	}
+	if p.Status != StatusAdmitted {
+		p.Pass, p.PassExpiresAt = nil, nil
+	}
+	p.PollAfterSeconds = pollAfter(st, p, time.Now())
+	return p
+}
+
+// pollAfter is how long a buyer should wait before polling again: half the
+// expected wait for its turn, from 1 to 30 seconds; null once there is
+// nothing to wait for.
+func pollAfter(st Settings, p Place, now time.Time) *int {
+	var secs float64
+	switch {
+	case p.Status == StatusAdmitted && p.PassExpiresAt != nil:
+		secs = p.PassExpiresAt.Sub(now).Seconds() / 2
+	case p.Status != StatusWaiting:
+		return nil
+	case p.Position == nil && st.OnSaleAt != nil:
+		secs = st.OnSaleAt.Sub(now).Seconds() / 2
+	case p.Position == nil:
+		secs = 1
+	default:
+		secs = float64(*p.Position) / float64(max(1, st.AdmitPerSecond)) / 2
+	}
+	n := int(math.Min(30, math.Max(1, math.Ceil(secs))))
+	return &n
+}
+
+// signPass signs the pass of an admitted place and keeps it on the place
+// (the first kept wins, so every poll reads one token).
+func (s *Service) signPass(ctx context.Context, eventID int64, placeID, email string, expires time.Time) (string, error) {
+	if s.Signer == nil {
+		return "", errNoSigner
+	}
+	tok, err := s.Signer.Sign(pass.Claims{EventID: eventID, PlaceID: placeID, Email: email, Cap: s.cap, ExpiresAt: expires})
+	if err != nil {
+		return "", fmt.Errorf("queue: sign pass: %w", err)
+	}
+	return s.store.SetPass(ctx, eventID, placeID, tok)
+}
+
+// errNoSigner: the service has no Signer yet.
+var errNoSigner = errors.New("queue: no pass signer")
+
+// Step runs one admission step for ev, admitting at most budget places
+// (Unlimited for no limit), shuffling the pre-queue first when its time
+// has come, and signs the admitted places' passes.
+func (s *Service) Step(ctx context.Context, ev booking.Event, budget int) (StepResult, error) {
+	st, err := settings(ev)
+	if err != nil {
+		return StepResult{}, err
+	}
+	res, err := s.store.Admit(ctx, st, budget)
+	if err == nil && res.State == StateShuffle {
+		if err := s.shuffle(ctx, ev.ID); err != nil {
+			return res, err
+		}
+		res, err = s.store.Admit(ctx, st, budget)
+	}
+	if err != nil {
+		return res, err
+	}
+	s.Observe.QueueWaiting(ev.ID, res.Waiting)
+	for _, a := range res.Admitted {
+		s.Observe.QueueAdmitted(a.AdmittedAt.Sub(a.JoinedAt))
+		if _, err := s.signPass(ctx, ev.ID, a.ID, a.Email, a.ExpiresAt); err != nil && !errors.Is(err, errNoSigner) {
+			// The place's next poll signs it.
+			s.log.WarnContext(ctx, "queue: pass not stored", "place", a.ID, "err", err)
+		}
+	}
+	return res, nil
+}
+
+// shuffle puts the pre-queue in a uniformly random order (Fisher-Yates
+// with crypto/rand), applied once by the store however many instances try.
+func (s *Service) shuffle(ctx context.Context, eventID int64) error {
+	for attempt := 0; attempt < 3; attempt++ {
+		ids, err := s.store.PreQueue(ctx, eventID)
+		if err != nil {
+			return err
+		}
+		if err := Permute(ids); err != nil {
+			return err
+		}
+		applied, err := s.store.Shuffle(ctx, eventID, ids)
+		if errors.Is(err, ErrStaleShuffle) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if applied {
+			s.log.InfoContext(ctx, "queue: pre-queue shuffled", "event", eventID, "places", len(ids))
+		}
+		return nil
+	}
+	return ErrStaleShuffle
+}
+
+// Permute shuffles ids in place, every order equally likely, with
+// crypto/rand: nobody can predict or steer the pre-queue's order.
+func Permute(ids []string) error {
+	for i := len(ids) - 1; i > 0; i-- {
+		j, err := rand.Int(rand.Reader, big.NewInt(int64(i+1)))
+		if err != nil {
+			return fmt.Errorf("queue: shuffle: %w", err)
+		}
+		k := int(j.Int64())
+		ids[i], ids[k] = ids[k], ids[i]
+	}
+	return nil
+}
+
+// placeSecretLen is the random part of a place id, in bytes: 128 bits, so
+// an id cannot be guessed.
+const placeSecretLen = 16
+
+// NewPlaceID makes a place id: the event id, so any instance finds the
+// queue's hash tag from the id alone, and 128 random bits.
+func NewPlaceID(eventID int64) (string, error) {
+	var b [placeSecretLen]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("queue: place id: %w", err)
+	}
+	return strconv.FormatInt(eventID, 10) + "-" + hex.EncodeToString(b[:]), nil
+}
+
+// ErrBadPlaceID answers a place id of the wrong form.
+var ErrBadPlaceID = httpapi.Invalid("place id must be as POST /events/{id}/queue gave it, such as 42-0123456789abcdef0123456789abcdef")
+
+// ParsePlaceID checks a place id's form and returns its event id.
+func ParsePlaceID(id string) (int64, error) {
+	ev, secret, ok := strings.Cut(id, "-")
+	if !ok || len(secret) != 2*placeSecretLen || strings.Trim(secret, "0123456789abcdef") != "" ||
+		ev == "" || len(ev) > 10 || ev[0] == '0' || strings.Trim(ev, "0123456789") != "" {
+		return 0, ErrBadPlaceID
+	}
+	n, err := strconv.ParseInt(ev, 10, 64)
+	if err != nil || n > math.MaxInt32 {
+		return 0, ErrBadPlaceID
+	}
+	return n, nil
+}
+
+// errorCode is err's contract code, for the outcome counters.
+func errorCode(err error) string {
+	var e *httpapi.Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return httpapi.CodeInternal
+}

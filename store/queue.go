@@ -1,0 +1,287 @@
+package store
+
+import (
+	"context"
+	_ "embed"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/holdfast/holdfast/booking"
+	"github.com/holdfast/holdfast/queue"
+)
+
+// The waiting room's scripts, each with queue_lib.lua before it.
+var (
+	//go:embed queue_lib.lua
+	queueLib string
+	//go:embed queue_join.lua
+	queueJoinSrc string
+	//go:embed queue_place.lua
+	queuePlaceSrc string
+	//go:embed queue_leave.lua
+	queueLeaveSrc string
+	//go:embed queue_done.lua
+	queueDoneSrc string
+	//go:embed queue_setpass.lua
+	queueSetPassSrc string
+	//go:embed queue_shuffle.lua
+	queueShuffleSrc string
+	//go:embed queue_admit.lua
+	queueAdmitSrc string
+	//go:embed queue_state.lua
+	queueStateSrc string
+
+	queueJoin    = redis.NewScript(queueLib + queueJoinSrc)
+	queuePlace   = redis.NewScript(queueLib + queuePlaceSrc)
+	queueLeave   = redis.NewScript(queueLib + queueLeaveSrc)
+	queueDone    = redis.NewScript(queueLib + queueDoneSrc)
+	queueSetPass = redis.NewScript(queueLib + queueSetPassSrc)
+	queueShuffle = redis.NewScript(queueLib + queueShuffleSrc)
+	queueAdmit   = redis.NewScript(queueLib + queueAdmitSrc)
+	queueState   = redis.NewScript(queueLib + queueStateSrc)
+)
+
+// Queues keeps the events' waiting rooms in Redis. Every key of one
+// event's queue is <prefix>queue:{<event id>}:<name>: the braces are its
+// Redis Cluster hash tag, so one event's queue lives in one slot and every
+// script is atomic on a cluster too. The prefix must hold no '{'.
+type Queues struct {
+	rdb    redis.UniversalClient
+	prefix string
+}
+
+// NewQueues returns the waiting rooms on rdb, every key starting with
+// prefix.
+func NewQueues(rdb redis.UniversalClient, prefix string) *Queues {
+	return &Queues{rdb: rdb, prefix: prefix}
+}
+
+// QueueBase is the start of every key of eventID's queue.
+func (q *Queues) QueueBase(eventID int64) string {
+	return q.prefix + "queue:{" + strconv.FormatInt(eventID, 10) + "}:"
+}
+
+// keys are the fixed keys every queue script is given (queue_lib.lua).
+func (q *Queues) keys(eventID int64, place ...string) []string {
+	b := q.QueueBase(eventID)
+	k := []string{b + "pre", b + "wait", b + "adm", b + "emails", b + "meta", b + "seq"}
+	for _, id := range place {
+		k = append(k, b+"p:"+id)
+	}
+	return k
+}
+
+// msArg is an optional time as a script argument: Unix milliseconds, or ""
+// for none.
+func msArg(t *time.Time) string {
+	if t == nil {
+		return ""
+	}
+	return strconv.FormatInt(t.UnixMilli(), 10)
+}
+
+func fromMs(ms int64) time.Time { return time.UnixMilli(ms).UTC() }
+
+// redisErr turns a failed Redis call into the queue's ErrUnavailable.
+func redisErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("store: queue: %w (%v)", ctx.Err(), err)
+	}
+	return fmt.Errorf("%w: %v", queue.ErrUnavailable, err)
+}
+
+// placeOf reads a place as queue_lib.lua's render answers it.
+func placeOf(eventID int64, v any) (queue.Place, error) {
+	a, ok := v.([]any)
+	if !ok || len(a) != 8 {
+		return queue.Place{}, fmt.Errorf("store: queue: place answered as %v", v)
+	}
+	id, _ := a[0].(string)
+	st, _ := a[1].(string)
+	pos, _ := a[2].(int64)
+	joined, _ := a[3].(int64)
+	admitted, _ := a[4].(int64)
+	exp, _ := a[5].(int64)
+	tok, _ := a[6].(string)
+	email, _ := a[7].(string)
+	p := queue.Place{ID: id, EventID: eventID, Status: queue.Status(st), JoinedAt: fromMs(joined), Email: email}
+	if pos > 0 {
+		p.Position = &pos
+	}
+	if admitted > 0 {
+		p.AdmittedAt = fromMs(admitted)
+	}
+	if exp > 0 {
+		t := fromMs(exp)
+		p.PassExpiresAt = &t
+	}
+	if tok != "" {
+		p.Pass = &tok
+	}
+	return p, nil
+}
+
+// Join puts a new place in the event's queue, or answers the email's live
+// place.
+func (q *Queues) Join(ctx context.Context, ev queue.Settings, id, folded, email string) (queue.Place, bool, error) {
+	v, err := queueJoin.Run(ctx, q.rdb, q.keys(ev.EventID, id), q.QueueBase(ev.EventID), id, folded, email,
+		msArg(ev.OnSaleAt), msArg(ev.OffSaleAt)).Slice()
+	if err != nil {
+		return queue.Place{}, false, redisErr(ctx, err)
+	}
+	switch v[0] {
+	case "closed":
+		return queue.Place{}, false, booking.ErrSaleClosed
+	case "new", "existing":
+		p, err := placeOf(ev.EventID, v[1])
+		return p, v[0] == "new", err
+	}
+	return queue.Place{}, false, fmt.Errorf("store: queue: join answered %v", v)
+}
+
+// Place reads a place.
+func (q *Queues) Place(ctx context.Context, eventID int64, id string) (queue.Place, bool, error) {
+	v, err := queuePlace.Run(ctx, q.rdb, q.keys(eventID), q.QueueBase(eventID), id).Slice()
+	if err != nil {
+		return queue.Place{}, false, redisErr(ctx, err)
+	}
+	if len(v) == 0 {
+		return queue.Place{}, false, queue.ErrPlaceNotFound
+	}
+	p, err := placeOf(eventID, v[0])
+	first, _ := v[1].(int64)
+	return p, first == 1, err
+}
+
+// Leave turns a waiting or admitted place left.
+func (q *Queues) Leave(ctx context.Context, eventID int64, id string) (queue.Place, error) {
+	v, err := queueLeave.Run(ctx, q.rdb, q.keys(eventID), q.QueueBase(eventID), id).Slice()
+	if err != nil {
+		return queue.Place{}, redisErr(ctx, err)
+	}
+	if len(v) == 0 {
+		return queue.Place{}, queue.ErrPlaceNotFound
+	}
+	return placeOf(eventID, v)
+}
+
+// Done turns an admitted (or just expired) place done.
+func (q *Queues) Done(ctx context.Context, eventID int64, id string) error {
+	st, err := queueDone.Run(ctx, q.rdb, q.keys(eventID), q.QueueBase(eventID), id).Text()
+	if err != nil {
+		return redisErr(ctx, err)
+	}
+	if st == "" {
+		return queue.ErrPlaceNotFound
+	}
+	return nil
+}
+
+// SetPass keeps pass on an admitted place that has none.
+func (q *Queues) SetPass(ctx context.Context, eventID int64, id, pass string) (string, error) {
+	kept, err := queueSetPass.Run(ctx, q.rdb, q.keys(eventID), q.QueueBase(eventID), id, pass).Text()
+	if err != nil {
+		return "", redisErr(ctx, err)
+	}
+	return kept, nil
+}
+
+// Admit runs one admission step.
+func (q *Queues) Admit(ctx context.Context, ev queue.Settings, budget int) (queue.StepResult, error) {
+	max := ""
+	if budget >= 0 {
+		max = strconv.Itoa(budget)
+	}
+	v, err := queueAdmit.Run(ctx, q.rdb, q.keys(ev.EventID), q.QueueBase(ev.EventID), msArg(ev.OnSaleAt), msArg(ev.OffSaleAt),
+		ev.AdmitPerSecond, strconv.FormatFloat(ev.Burst(), 'f', -1, 64), max, ev.PassTTL.Milliseconds()).Slice()
+	if err != nil {
+		return queue.StepResult{}, redisErr(ctx, err)
+	}
+	if len(v) < 4 || (len(v)-4)%5 != 0 {
+		return queue.StepResult{}, fmt.Errorf("store: queue: admit answered %v", v)
+	}
+	res := queue.StepResult{}
+	res.State, _ = v[0].(string)
+	res.Waiting, _ = v[2].(int64)
+	expired, _ := v[3].(int64)
+	res.Expired = int(expired)
+	for i := 4; i < len(v); i += 5 {
+		a := queue.Admitted{}
+		a.ID, _ = v[i].(string)
+		a.Email, _ = v[i+1].(string)
+		joined, _ := v[i+2].(int64)
+		at, _ := v[i+3].(int64)
+		exp, _ := v[i+4].(int64)
+		a.JoinedAt, a.AdmittedAt, a.ExpiresAt = fromMs(joined), fromMs(at), fromMs(exp)
+		res.Admitted = append(res.Admitted, a)
+	}
+	return res, nil
+}
+
+// PreQueue lists the pre-queue's places in arrival order.
+func (q *Queues) PreQueue(ctx context.Context, eventID int64) ([]string, error) {
+	ids, err := q.rdb.ZRange(ctx, q.keys(eventID)[0], 0, -1).Result()
+	if err != nil {
+		return nil, redisErr(ctx, err)
+	}
+	return ids, nil
+}
+
+// Shuffle gives the pre-queue the order given, once.
+func (q *Queues) Shuffle(ctx context.Context, eventID int64, order []string) (bool, error) {
+	args := make([]any, 0, len(order)+1)
+	args = append(args, q.QueueBase(eventID))
+	for _, id := range order {
+		args = append(args, id)
+	}
+	n, err := queueShuffle.Run(ctx, q.rdb, q.keys(eventID), args...).Int()
+	switch {
+	case err != nil:
+		return false, redisErr(ctx, err)
+	case n < 0:
+		return false, queue.ErrStaleShuffle
+	}
+	return n == 1, nil
+}
+
+// State reads the queue's state.
+func (q *Queues) State(ctx context.Context, ev queue.Settings) (queue.QueueState, error) {
+	v, err := queueState.Run(ctx, q.rdb, q.keys(ev.EventID), q.QueueBase(ev.EventID), msArg(ev.OnSaleAt), msArg(ev.OffSaleAt)).Slice()
+	if err != nil {
+		return queue.QueueState{}, redisErr(ctx, err)
+	}
+	if len(v) != 4 {
+		return queue.QueueState{}, fmt.Errorf("store: queue: state answered %v", v)
+	}
+	st := queue.QueueState{EventID: ev.EventID, AdmitPerSecond: ev.AdmitPerSecond, OnSaleAt: ev.OnSaleAt}
+	s, _ := v[0].(string)
+	st.State = queue.State(s)
+	st.Waiting, _ = v[1].(int64)
+	st.Admitted, _ = v[2].(int64)
+	return st, nil
+}
+
+// qQueuedEvents lists the events whose queue may still admit places or
+// expire passes: queued, and not closed for more than a day.
+const qQueuedEvents = `SELECT ` + eventColumns + ` FROM events
+	WHERE queue_admit_per_second IS NOT NULL AND (off_sale_at IS NULL OR off_sale_at > now() - interval '1 day')
+	ORDER BY id LIMIT 10000`
+
+// QueuedEvents lists the events with a queue that may still admit or
+// expire places.
+func (s *Store) QueuedEvents(ctx context.Context) ([]booking.Event, error) {
+	var rows []eventRow
+	if err := s.db.SelectContext(ctx, &rows, qQueuedEvents); err != nil {
+		return nil, mapErr(ctx, err)
+	}
+	out := make([]booking.Event, len(rows))
+	for i, r := range rows {
+		out[i] = r.event()
+	}
+	return out, nil
+}
+
+var _ queue.Store = (*Queues)(nil)

@@ -1,0 +1,73 @@
+-- Admit, the one atomic admission step every instance runs: ARGV base,
+-- on_sale (ms or ''), off_sale (ms or ''), rate (places a second), burst
+-- (most credit kept), max (most places to admit now: the caller's budget,
+-- '' for no limit), pass_ttl (ms).
+--
+-- It first expires admitted places whose pass ran out. Then, from on_sale,
+-- it adds rate x elapsed time to the stored credit (capped at burst) and
+-- admits the next floor(credit) waiting places, at most max, in turn.
+-- Places that left are already out of the set, so nothing stalls it.
+-- Answers {state, admitted n, waiting, expired n, then per admitted place
+-- id, email, joined, admitted, pass_exp}; state is 'pre_queue', 'closed',
+-- 'shuffle' (the pre-queue must be shuffled first: nothing admitted) or
+-- 'open'.
+local on, off = tonumber(ARGV[2]), tonumber(ARGV[3])
+local rate, burst, max, ttl = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local now = now_ms()
+local lapsed = redis.call('ZRANGEBYSCORE', K_ADM, '-inf', now, 'LIMIT', 0, 1000)
+for _, id in ipairs(lapsed) do
+  if redis.call('HGET', pkey(id), 'status') == 'admitted' then
+    finish(id, 'expired')
+  else
+    redis.call('ZREM', K_ADM, id)
+  end
+end
+local function waiting() return redis.call('ZCARD', K_PRE) + redis.call('ZCARD', K_WAIT) end
+if off and now >= off then return {'closed', 0, waiting(), #lapsed} end
+if on and now < on then return {'pre_queue', 0, waiting(), #lapsed} end
+if redis.call('HGET', K_META, 'shuffled') ~= '1' then
+  if redis.call('ZCARD', K_PRE) > 0 then return {'shuffle', 0, waiting(), #lapsed} end
+  redis.call('HSET', K_META, 'shuffled', '1', 'open', '1')
+end
+
+local m = redis.call('HMGET', K_META, 'last', 'credit', 'opened')
+local last, credit = tonumber(m[1]), tonumber(m[2]) or 0
+-- The first step counts from on_sale, or from the first join of a queue
+-- without one.
+if not last then last = on or tonumber(m[3]) or now end
+-- A clock that stepped back (a failover) adds nothing; a long pause adds
+-- at most the burst.
+local elapsed = now - last
+if elapsed < 0 then elapsed = 0 end
+credit = credit + rate * elapsed / 1000
+if credit > burst then credit = burst end
+local n = math.floor(credit)
+if max and max < n then n = max end
+
+local out = {'open', 0, 0, #lapsed}
+local admitted = 0
+while admitted < n do
+  local popped = redis.call('ZPOPMIN', K_WAIT)
+  if #popped == 0 then break end
+  local id = popped[1]
+  local k = pkey(id)
+  -- A place no longer waiting (never expected) is dropped, not admitted.
+  if redis.call('HGET', k, 'status') == 'waiting' then
+    local exp = now + ttl
+    redis.call('HSET', k, 'status', 'admitted', 'admitted', fmt(now), 'pass_exp', fmt(exp))
+    redis.call('ZADD', K_ADM, fmt(exp), id)
+    admitted = admitted + 1
+    local f = redis.call('HMGET', k, 'email', 'joined')
+    out[#out + 1] = id
+    out[#out + 1] = f[1]
+    out[#out + 1] = tonumber(f[2]) or 0
+    out[#out + 1] = now
+    out[#out + 1] = exp
+  end
+end
+credit = credit - admitted
+redis.call('HSET', K_META, 'last', fmt(now), 'credit', tostring(credit))
+if admitted > 0 then redis.call('HINCRBY', K_META, 'admitted', admitted) end
+out[2] = admitted
+out[3] = waiting()
+return out
