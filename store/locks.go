@@ -117,8 +117,11 @@ func (l *Locks) Key(eventID int64) string {
 	return l.opts.Prefix + "event_lock:" + strconv.FormatInt(eventID, 10)
 }
 
+// wantedKey is the sorted set of those waiting for eventID's lock. Named
+// anew when it stopped being a flag (event_lock_wanted, a string), so
+// instances of either kind in one rolling deploy never meet on one key.
 func (l *Locks) wantedKey(eventID int64) string {
-	return l.opts.Prefix + "event_lock_wanted:" + strconv.FormatInt(eventID, 10)
+	return l.opts.Prefix + "event_lock_waiters:" + strconv.FormatInt(eventID, 10)
 }
 
 // Wanted reports whether a Lock of another holder (with MarkWaits) is
