@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/holdfast/holdfast/booking"
 	"github.com/holdfast/holdfast/internal/proxy"
 	"github.com/holdfast/holdfast/internal/testenv"
@@ -369,5 +371,57 @@ func TestTheWaitMarkStaysWhileAnyWaiterWaits(t *testing.T) {
 	}
 	if holder.Wanted(ctx, 7) {
 		t.Fatal("still wanted after every waiter is done")
+	}
+}
+
+// A waiter that dies while it waits never clears its mark; the mark must
+// stop counting when its wait would have ended, or every holder would
+// hand its lock over to nobody from then on. The waiter's client is
+// closed under it, as its process would be.
+func TestTheMarkOfAWaiterThatDiedEndsWithItsWait(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url, prefix := testenv.Redis(t)
+	open := func() *redis.Client {
+		rdb, err := store.OpenRedis(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { rdb.Close() })
+		return rdb
+	}
+	holder := store.NewLocks(open(), store.LockOptions{Prefix: prefix, TTL: 10 * time.Second, Wait: time.Second, MarkWaits: true}, quietLog())
+	dying := open()
+	waiter := store.NewLocks(dying, store.LockOptions{Prefix: prefix, TTL: time.Second, Wait: time.Second, MarkWaits: true}, quietLog())
+	unlock, err := holder.Lock(ctx, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if unlockW, err := waiter.Lock(ctx, 3); err == nil {
+			unlockW()
+		}
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for !holder.Wanted(ctx, 3) {
+		if time.Now().After(deadline) {
+			t.Fatal("the waiter never showed")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	marked := time.Now()
+	dying.Close()
+	<-done
+	if !holder.Wanted(ctx, 3) && time.Since(marked) < 500*time.Millisecond {
+		t.Fatal("the waiter cleared its mark: it did not die as it should")
+	}
+	for holder.Wanted(ctx, 3) {
+		if time.Since(marked) > 5*time.Second {
+			t.Fatal("the mark of a waiter that died outlived its 1 s wait by 4 s")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
