@@ -155,7 +155,8 @@ func retry() redislock.RetryStrategy {
 // Lock takes eventID's lock, waiting up to the configured wait. It returns
 // booking.ErrBusy if another holder kept it that long. If Redis cannot be
 // reached it logs that, returns a no-op unlock and no error: the caller's
-// row lock keeps the sale correct without it.
+// row lock keeps the sale correct without it. An attempt that may have
+// taken the lock without hearing so is given back (see giveBack).
 func (l *Locks) Lock(ctx context.Context, eventID int64) (func(), error) {
 	wait, strategy := l.opts.Wait, retry()
 	if wait <= 0 {
@@ -241,20 +242,21 @@ func (l *Locks) giveBack(key, token string) {
 	}
 	go func() {
 		defer func() { <-l.givingBack }()
+		ctx := context.Background()
 		end := time.Now().Add(l.opts.TTL)
 		pause := 50 * time.Millisecond
 		for {
-			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			n, err := l.rdb.Eval(ctx, releaseScript, []string{key}, token).Int64()
+			tryCtx, cancel := context.WithTimeout(ctx, time.Second)
+			n, err := l.rdb.Eval(tryCtx, releaseScript, []string{key}, token).Int64()
 			cancel()
 			if err == nil {
 				if n > 0 {
-					l.log.Info("event lock taken without an answer given back", "key", key)
+					l.log.InfoContext(ctx, "gave back an event lock whose answer was lost", "key", key)
 				}
 				return
 			}
 			if time.Now().Add(pause).After(end) {
-				l.log.Warn("event lock taken without an answer not given back; it lapses after its TTL", "key", key, "ttl", l.opts.TTL, "err", err)
+				l.log.WarnContext(ctx, "an event lock whose answer was lost was not given back; it lapses after its TTL", "key", key, "ttl", l.opts.TTL, "err", err)
 				return
 			}
 			time.Sleep(pause)
