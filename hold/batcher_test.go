@@ -355,3 +355,167 @@ func TestAnotherInstanceGetsItsTurnOnABusyEvent(t *testing.T) {
 		t.Fatalf("the other instance's buyer got %v, %v after %s", err, out.Err, took.Round(time.Millisecond))
 	}
 }
+
+// stallingStore holds every batch it is given until release is closed,
+// and tells taken the size of each as it arrives.
+type stallingStore struct {
+	hold.Store
+	taken   chan int
+	release chan struct{}
+}
+
+func (s *stallingStore) CreateHolds(ctx context.Context, ev int64, reqs []hold.Request, ttl time.Duration, render hold.Render) ([]hold.Outcome, error) {
+	s.taken <- len(reqs)
+	<-s.release
+	return s.Store.CreateHolds(ctx, ev, reqs, ttl, render)
+}
+
+// timedOut counts the requests the batcher reports as timed out in a queue.
+type timedOut struct{ n atomic.Int64 }
+
+func (*timedOut) Batched(int)      {}
+func (o *timedOut) QueueTimedOut() { o.n.Add(1) }
+
+// A request taken into a batch gets that batch's answer, even when its wait
+// runs out or its client goes while the batch runs: told busy, the buyer
+// would retry (or leave) while the batch grants them a hold, a ghost hold
+// that keeps its tickets from everyone until it lapses. The batch is held
+// in the store past the request's wait; the request must come back with
+// its hold. Fails if leave answers a request a worker has taken.
+func TestARequestTakenIntoABatchIsNeverAnsweredBusy(t *testing.T) {
+	t.Parallel()
+	for _, gone := range []bool{false, true} {
+		t.Run(fmt.Sprint("client gone ", gone), func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, time.Minute)
+			ev := f.event(t, 10)
+			st := &stallingStore{Store: f.store, taken: make(chan int, 1), release: make(chan struct{})}
+			const wait = 100 * time.Millisecond
+			b := hold.NewBatcher(st, f.locks, time.Minute, wait, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			defer b.Close(context.Background())
+			var once sync.Once
+			letGo := func() { once.Do(func() { close(st.release) }) }
+			defer letGo() // before Close, which waits for the batch
+			observed := &timedOut{}
+			b.Observe = observed
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			type answer struct {
+				out hold.Outcome
+				err error
+			}
+			got := make(chan answer, 1)
+			go func() {
+				out, err := b.Submit(ctx, request(ev, 1))
+				got <- answer{out, err}
+			}()
+			if n := <-st.taken; n != 1 {
+				t.Fatalf("a batch of %d, want 1", n)
+			}
+			if gone {
+				cancel()
+			}
+			time.Sleep(3 * wait) // the request's wait runs out inside the batch
+			select {
+			case a := <-got:
+				t.Fatalf("answered %v, %v while its batch still runs", a.err, a.out.Err)
+			default:
+			}
+			letGo()
+			a := <-got
+			if a.err != nil || a.out.Err != nil {
+				t.Fatalf("the request taken into a batch got %v, %v; want the hold the batch granted", a.err, a.out.Err)
+			}
+			var holds int
+			if err := f.store.DB().GetContext(context.Background(), &holds, `SELECT count(*) FROM bookings WHERE event_id = $1`, ev); err != nil {
+				t.Fatal(err)
+			}
+			if holds != 1 || a.out.Hold.ID.String() == "" {
+				t.Fatalf("%d holds made, answer %+v", holds, a.out.Hold)
+			}
+			if n := observed.n.Load(); n != 0 {
+				t.Fatalf("%d queue timeouts counted for a request that was served", n)
+			}
+		})
+	}
+}
+
+// Three instances sell one event: one keeps its queue full, the other two
+// each send one request at the same moment, round after round. Each waiter
+// marks that it waits; when the mark was one flag, the first of the two to
+// take the lock cleared it for the other, the busy instance stopped handing
+// over, and the other waited out its whole wait (1 of 18 requests told
+// busy). With a mark per waiter every request of the two is served within
+// its wait.
+func TestThreeInstancesEachGetTheirTurnOnABusyEvent(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, time.Minute)
+	ev := f.event(t, 1_000_000)
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	instance := func(st hold.Store, wait time.Duration) *hold.Batcher {
+		locks := store.NewLocks(f.rdb, store.LockOptions{Prefix: f.prefix, TTL: 5 * time.Second, Wait: wait, MarkWaits: true}, quiet)
+		return hold.NewBatcher(st, locks, time.Minute, wait, quiet)
+	}
+	hot := &feedingStore{Store: f.store, left: 1 << 30}
+	a := instance(hot, time.Minute)
+	others := []*hold.Batcher{instance(f.store, time.Second), instance(f.store, time.Second)}
+	joined := make(chan struct{}, 16)
+	a.SetOnJoin(func(int64, hold.Request) { joined <- struct{}{} })
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	served := make(chan struct{}, 1<<12)
+	submit := func(i int) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := a.Submit(context.Background(), request(ev, i)); err == nil {
+				served <- struct{}{}
+			}
+		}()
+		<-joined
+	}
+	n := 0
+	hot.feed = func() {
+		if !stop.Load() {
+			n++
+			submit(n)
+		}
+	}
+	submit(0)
+	for i := 0; i < 20; i++ { // a has been at it for several batches
+		<-served
+	}
+	const rounds = 6
+	var failures []string
+	for round := 0; round < rounds; round++ {
+		errs := make([]string, len(others))
+		var both sync.WaitGroup
+		for k, x := range others {
+			both.Add(1)
+			go func() {
+				defer both.Done()
+				start := time.Now()
+				out, err := x.Submit(context.Background(), request(ev, -1-round*len(others)-k))
+				if err != nil || out.Err != nil {
+					errs[k] = fmt.Sprintf("round %d, instance %d: %v, %v after %s", round, k+1, err, out.Err, time.Since(start).Round(time.Millisecond))
+				}
+			}()
+		}
+		both.Wait()
+		for _, e := range errs {
+			if e != "" {
+				failures = append(failures, e)
+			}
+		}
+	}
+	stop.Store(true)
+	wg.Wait()
+	for _, x := range append(others, a) {
+		if err := x.Close(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, f := range failures {
+		t.Error(f)
+	}
+}

@@ -2,9 +2,13 @@ package store
 
 import (
 	"context"
+	"crypto/rand"
+	_ "embed"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -118,12 +122,19 @@ type LockOptions struct {
 // Locks are per-event Redis locks: a random token per holder, a TTL, and a
 // compare-and-delete release (bsm/redislock), so a holder whose TTL ran out
 // can never delete the lock of the holder after it.
+//
+// An attempt whose answer never came (a read timeout) may have taken the
+// lock all the same; Lock then falls back on the row lock and gives the
+// lock back by its token in the background, so no instance is told busy
+// for the rest of its TTL by a lock nobody knows it holds.
 type Locks struct {
 	rdb    redis.UniversalClient
 	client *redislock.Client
 	opts   LockOptions
 	log    *slog.Logger
 	down   atomic.Bool
+	// givingBack bounds the give-backs in flight (see giveBack).
+	givingBack chan struct{}
 	// waited, when set, hears how long each Lock waited and whether it
 	// ended busy.
 	waited func(d time.Duration, busy bool)
@@ -137,7 +148,35 @@ func (l *Locks) RedisUp() bool { return !l.down.Load() }
 
 // NewLocks returns Locks on rdb.
 func NewLocks(rdb redis.UniversalClient, opts LockOptions, log *slog.Logger) *Locks {
-	return &Locks{rdb: rdb, client: redislock.New(rdb), opts: opts, log: log}
+	return &Locks{rdb: rdb, client: redislock.New(rdb), opts: opts, log: log, givingBack: make(chan struct{}, maxGivingBack)}
+}
+
+var (
+	//go:embed lua/release.lua
+	releaseScript string
+	//go:embed lua/mark_wait.lua
+	markWaitLua string
+	//go:embed lua/waiters.lua
+	waitersLua string
+
+	markWaitScript = redis.NewScript(markWaitLua)
+	waitersScript  = redis.NewScript(waitersLua)
+)
+
+// maxGivingBack is how many locks whose answer was lost one Locks gives
+// back at once. Past it, such a lock lapses after its TTL, as it did
+// before there were give-backs: Redis failing that often has already been
+// logged, and the row lock keeps the sale correct.
+const maxGivingBack = 64
+
+// newToken returns a random token for one Lock call: its lock's value, and
+// its mark while it waits.
+func newToken() (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("store: lock token: %w", err)
+	}
+	return base64.RawURLEncoding.EncodeToString(b[:]), nil
 }
 
 // Key is the Redis key of eventID's lock.
@@ -145,15 +184,33 @@ func (l *Locks) Key(eventID int64) string {
 	return l.opts.Prefix + "event_lock:" + strconv.FormatInt(eventID, 10)
 }
 
+// wantedKey is the sorted set of those waiting for eventID's lock. Named
+// anew when it stopped being a flag (event_lock_wanted, a string), so
+// instances of either kind in one rolling deploy never meet on one key.
 func (l *Locks) wantedKey(eventID int64) string {
-	return l.opts.Prefix + "event_lock_wanted:" + strconv.FormatInt(eventID, 10)
+	return l.opts.Prefix + "event_lock_waiters:" + strconv.FormatInt(eventID, 10)
 }
 
 // Wanted reports whether a Lock of another holder (with MarkWaits) is
 // waiting for eventID's lock. Unknown (Redis not answering) reads as no.
+//
+// Each waiter marks itself, by its token, until its wait ends: one waiter
+// that gives up (or takes the lock) must not clear the mark of the others,
+// or the holder keeps the lock from the ones still waiting. A single flag
+// did that; with three instances one of them starved.
 func (l *Locks) Wanted(ctx context.Context, eventID int64) bool {
-	n, err := l.rdb.Exists(ctx, l.wantedKey(eventID)).Result()
+	n, err := waitersScript.Run(ctx, l.rdb, []string{l.wantedKey(eventID)}).Int64()
 	return err == nil && n > 0
+}
+
+// markWait marks token as waiting for eventID's lock for wait.
+func (l *Locks) markWait(ctx context.Context, eventID int64, token string, wait time.Duration) {
+	markWaitScript.Run(ctx, l.rdb, []string{l.wantedKey(eventID)}, token, wait.Milliseconds())
+}
+
+// unmarkWait clears token's mark, and only its own.
+func (l *Locks) unmarkWait(ctx context.Context, eventID int64, token string) {
+	l.rdb.ZRem(ctx, l.wantedKey(eventID), token)
 }
 
 // retry polls for a held lock with growing pauses, so a crowd waiting on one
@@ -165,7 +222,8 @@ func retry() redislock.RetryStrategy {
 // Lock takes eventID's lock, waiting up to the configured wait. It returns
 // booking.ErrBusy if another holder kept it that long. If Redis cannot be
 // reached it logs that, returns a no-op unlock and no error: the caller's
-// row lock keeps the sale correct without it.
+// row lock keeps the sale correct without it. An attempt that may have
+// taken the lock without hearing so is given back (see giveBack).
 func (l *Locks) Lock(ctx context.Context, eventID int64) (func(), error) {
 	wait, strategy := l.opts.Wait, retry()
 	if wait <= 0 {
@@ -176,22 +234,29 @@ func (l *Locks) Lock(ctx context.Context, eventID int64) (func(), error) {
 	waitCtx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	start := time.Now()
+	token, err := newToken()
+	if err != nil {
+		return nil, err
+	}
 	obtain := func(s redislock.RetryStrategy) (*redislock.Lock, error) {
-		return l.client.Obtain(waitCtx, l.Key(eventID), l.opts.TTL, &redislock.Options{RetryStrategy: s})
+		return l.client.Obtain(waitCtx, l.Key(eventID), l.opts.TTL, &redislock.Options{RetryStrategy: s, Token: token})
 	}
 	var lock *redislock.Lock
-	var err error
 	if l.opts.MarkWaits && l.opts.Wait > 0 {
 		lock, err = obtain(redislock.NoRetry())
 		if errors.Is(err, redislock.ErrNotObtained) {
-			// Held: say so while we wait, and clear it once we are done
-			// waiting, whichever way.
-			l.rdb.Set(waitCtx, l.wantedKey(eventID), "1", wait)
+			// Held: say so while we wait, and clear our mark once we are
+			// done waiting, whichever way.
+			l.markWait(waitCtx, eventID, token, wait)
 			lock, err = obtain(strategy)
-			l.rdb.Del(context.WithoutCancel(ctx), l.wantedKey(eventID))
+			l.unmarkWait(context.WithoutCancel(ctx), eventID, token)
 		}
 	} else {
 		lock, err = obtain(strategy)
+	}
+	if mayHaveLanded(err) {
+		// Whatever is answered below, the lock may be ours in Redis.
+		l.giveBack(l.Key(eventID), token)
 	}
 	busy := err != nil && (errors.Is(err, redislock.ErrNotObtained) || waitCtx.Err() != nil) && ctx.Err() == nil
 	if l.waited != nil && (err == nil || busy) {
@@ -213,6 +278,58 @@ func (l *Locks) Lock(ctx context.Context, eventID int64) (func(), error) {
 		l.markDown(ctx, err)
 		return func() {}, nil
 	}
+}
+
+// mayHaveLanded reports whether an attempt that failed with err may have
+// taken the lock all the same: its command was sent and its answer lost
+// (a read timeout, a connection reset). Not for a refusal (the lock was
+// held), nor for an error before anything was sent: a dial that failed,
+// or the wait ending between two polls.
+func mayHaveLanded(err error) bool {
+	if err == nil || errors.Is(err, redislock.ErrNotObtained) ||
+		err == context.DeadlineExceeded || err == context.Canceled || errors.Is(err, redis.ErrPoolTimeout) {
+		return false
+	}
+	var op *net.OpError
+	return !errors.As(err, &op) || op.Op != "dial"
+}
+
+// giveBack deletes key in the background if it still holds token, for an
+// attempt whose answer was lost. Each try has its own short deadline (the
+// request that made the attempt may be long gone), and tries go on, further
+// apart, until the lock would have lapsed anyway: a Redis that answers late
+// still runs the delete, and one that comes back runs a later try. The
+// script goes in full (EVAL, not EVALSHA): one round trip, whatever Redis
+// has loaded.
+func (l *Locks) giveBack(key, token string) {
+	select {
+	case l.givingBack <- struct{}{}:
+	default:
+		return // see maxGivingBack
+	}
+	go func() {
+		defer func() { <-l.givingBack }()
+		ctx := context.Background()
+		end := time.Now().Add(l.opts.TTL)
+		pause := 50 * time.Millisecond
+		for {
+			tryCtx, cancel := context.WithTimeout(ctx, time.Second)
+			n, err := l.rdb.Eval(tryCtx, releaseScript, []string{key}, token).Int64()
+			cancel()
+			if err == nil {
+				if n > 0 {
+					l.log.InfoContext(ctx, "gave back an event lock whose answer was lost", "key", key)
+				}
+				return
+			}
+			if time.Now().Add(pause).After(end) {
+				l.log.WarnContext(ctx, "an event lock whose answer was lost was not given back; it lapses after its TTL", "key", key, "ttl", l.opts.TTL, "err", err)
+				return
+			}
+			time.Sleep(pause)
+			pause = min(2*pause, time.Second)
+		}
+	}()
 }
 
 func (l *Locks) release(lock *redislock.Lock) {

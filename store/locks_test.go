@@ -6,12 +6,16 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	neturl "net/url"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/holdfast/holdfast/booking"
+	"github.com/holdfast/holdfast/internal/proxy"
 	"github.com/holdfast/holdfast/internal/testenv"
 	"github.com/holdfast/holdfast/store"
 )
@@ -233,5 +237,191 @@ func TestAWaitingLockIsSeenByTheHolder(t *testing.T) {
 	}
 	if holder.Wanted(ctx, 7) {
 		t.Fatal("still wanted after the waiter took the lock")
+	}
+}
+
+// quietLog discards what the code under test logs.
+func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// A lock whose answer came after the client's 500 ms timeout: Redis set
+// it all the same, Lock fell back to the row lock, and every instance was
+// then told busy for that event until the lock's TTL ran out (here 30 s).
+// The holder that never heard must give it back by its token, so another
+// instance has it within its wait. Failed before the fix: busy after 5 s.
+func TestALockWhoseAnswerCameTooLateIsGivenBack(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url, prefix := testenv.Redis(t)
+	direct, err := store.OpenRedis(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { direct.Close() })
+	u, err := neturl.Parse(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := proxy.Start(u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	slowRdb, err := store.OpenRedis("redis://" + p.Addr() + "/0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { slowRdb.Close() })
+	opts := store.LockOptions{Prefix: prefix, TTL: 30 * time.Second, Wait: 5 * time.Second}
+	slow, other := store.NewLocks(slowRdb, opts, quietLog()), store.NewLocks(direct, opts, quietLog())
+
+	// While Redis is quick: the lock's script is loaded, and the slow
+	// instance's pool holds connections already open (a new one would
+	// spend its handshake's answer on the delay and never send anything).
+	unlock, err := slow.Lock(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unlock()
+	p.SetDelay(50 * time.Millisecond)
+	var warm sync.WaitGroup
+	for i := 0; i < 8; i++ {
+		warm.Add(1)
+		go func() { defer warm.Done(); slowRdb.Ping(ctx) }()
+	}
+	warm.Wait()
+
+	// Now every answer to the slow instance comes after its timeout.
+	p.SetDelay(700 * time.Millisecond)
+	unlock, err = slow.Lock(ctx, 1)
+	if err != nil {
+		t.Fatalf("Lock with answers too late: %v, want a fall back to the row lock", err)
+	}
+	unlock()
+	if slow.RedisUp() {
+		t.Fatal("the slow instance says Redis is up")
+	}
+
+	start := time.Now()
+	unlockOther, err := other.Lock(ctx, 1)
+	if err != nil {
+		t.Fatalf("another instance, %s later: %v; the lock whose answer was lost is still held", time.Since(start).Round(time.Millisecond), err)
+	}
+	unlockOther()
+}
+
+// locksOn returns one Locks per options on one Redis, with one prefix, as
+// if on instances configured differently.
+func locksOn(t *testing.T, opts ...store.LockOptions) []*store.Locks {
+	t.Helper()
+	url, prefix := testenv.Redis(t)
+	rdb, err := store.OpenRedis(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rdb.Close() })
+	var out []*store.Locks
+	for _, o := range opts {
+		o.Prefix = prefix
+		out = append(out, store.NewLocks(rdb, o, quietLog()))
+	}
+	return out
+}
+
+// The mark that someone waits for a lock was one flag: the first waiter
+// to give up deleted it for every other, and the holder, seeing nobody
+// wait, kept the lock from the one still waiting (with three instances,
+// one starved). The mark must stay while any waiter waits. Failed before
+// the fix: not wanted once the first waiter gave up.
+func TestTheWaitMarkStaysWhileAnyWaiterWaits(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	ls := locksOn(t,
+		store.LockOptions{TTL: 10 * time.Second, Wait: 10 * time.Second, MarkWaits: true},
+		store.LockOptions{TTL: 10 * time.Second, Wait: 10 * time.Second, MarkWaits: true},
+		store.LockOptions{TTL: 10 * time.Second, Wait: 200 * time.Millisecond, MarkWaits: true})
+	holder, patient, hasty := ls[0], ls[1], ls[2]
+	unlock, err := holder.Lock(ctx, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan error, 1)
+	go func() {
+		unlockP, err := patient.Lock(ctx, 7)
+		if err == nil {
+			unlockP()
+		}
+		got <- err
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for !holder.Wanted(ctx, 7) {
+		if time.Now().After(deadline) {
+			t.Fatal("the patient waiter never showed")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if _, err := hasty.Lock(ctx, 7); !errors.Is(err, booking.ErrBusy) {
+		t.Fatalf("the hasty waiter got %v, want busy", err)
+	}
+	if !holder.Wanted(ctx, 7) {
+		t.Fatal("the hasty waiter gave up and the lock reads unwanted, while the patient one still waits")
+	}
+	unlock()
+	if err := <-got; err != nil {
+		t.Fatalf("the patient waiter: %v", err)
+	}
+	if holder.Wanted(ctx, 7) {
+		t.Fatal("still wanted after every waiter is done")
+	}
+}
+
+// A waiter that dies while it waits never clears its mark; the mark must
+// stop counting when its wait would have ended, or every holder would
+// hand its lock over to nobody from then on. The waiter's client is
+// closed under it, as its process would be.
+func TestTheMarkOfAWaiterThatDiedEndsWithItsWait(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url, prefix := testenv.Redis(t)
+	open := func() redis.UniversalClient {
+		rdb, err := store.OpenRedis(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { rdb.Close() })
+		return rdb
+	}
+	holder := store.NewLocks(open(), store.LockOptions{Prefix: prefix, TTL: 10 * time.Second, Wait: time.Second, MarkWaits: true}, quietLog())
+	dying := open()
+	waiter := store.NewLocks(dying, store.LockOptions{Prefix: prefix, TTL: time.Second, Wait: time.Second, MarkWaits: true}, quietLog())
+	unlock, err := holder.Lock(ctx, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if unlockW, err := waiter.Lock(ctx, 3); err == nil {
+			unlockW()
+		}
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for !holder.Wanted(ctx, 3) {
+		if time.Now().After(deadline) {
+			t.Fatal("the waiter never showed")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	marked := time.Now()
+	dying.Close()
+	<-done
+	if !holder.Wanted(ctx, 3) && time.Since(marked) < 500*time.Millisecond {
+		t.Fatal("the waiter cleared its mark: it did not die as it should")
+	}
+	for holder.Wanted(ctx, 3) {
+		if time.Since(marked) > 5*time.Second {
+			t.Fatal("the mark of a waiter that died outlived its 1 s wait by 4 s")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

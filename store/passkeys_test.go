@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
-	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -17,8 +15,6 @@ import (
 	"github.com/holdfast/holdfast/internal/pass"
 	"github.com/holdfast/holdfast/store"
 )
-
-func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 func keyring(t *testing.T, s *store.Store) *pass.Keyring {
 	t.Helper()
