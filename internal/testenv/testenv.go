@@ -1,10 +1,12 @@
-// Package testenv gives tests a real PostgreSQL and a real Redis.
+// Package testenv gives tests a real PostgreSQL and a real Redis, and on
+// demand a real Redis Cluster.
 //
 // It uses DATABASE_URL and REDIS_URL when they are set (`make test` starts a
 // private pair and sets them); otherwise it starts private servers once per
 // test binary, stopped by Main. Each test then gets a database of its own,
 // migrated, and a Redis key prefix of its own, so tests run in parallel and
-// again on a machine a crashed run left dirty.
+// again on a machine a crashed run left dirty. RedisCluster starts a private
+// three-master cluster the first time a test of the binary asks for one.
 package testenv
 
 import (
@@ -34,12 +36,19 @@ var shared struct {
 	pg       *servers.Postgres
 	redis    *servers.Redis
 	dirs     []string
+
+	clusterOnce sync.Once
+	clusterErr  error
+	cluster     *servers.RedisCluster
 }
 
 // Main runs the package's tests and stops any private servers they started.
 // Call it from TestMain.
 func Main(m *testing.M) {
 	code := m.Run()
+	if shared.cluster != nil {
+		_ = shared.cluster.Stop()
+	}
 	if shared.redis != nil {
 		_ = shared.redis.Stop()
 	}
@@ -183,6 +192,42 @@ func PrivateRedis(t testing.TB) *servers.Redis {
 	t.Helper()
 	dir := t.TempDir()
 	r, err := servers.StartRedis(context.Background(), dir)
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	t.Cleanup(func() { _ = r.Stop() })
+	return r
+}
+
+// RedisCluster returns the URL of a private three-master Redis Cluster
+// (redis+cluster://host:port,...), started once per test binary and stopped
+// by Main, and a key prefix for t alone. The prefix has no braces: a key
+// that must share a slot with others carries its own hash tag after it.
+// Tests that stop a node start a cluster of their own with
+// servers.StartRedisCluster.
+func RedisCluster(t testing.TB) (clusterURL, prefix string) {
+	t.Helper()
+	shared.clusterOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "holdfast-redis-cluster-")
+		if err != nil {
+			shared.clusterErr = err
+			return
+		}
+		shared.dirs = append(shared.dirs, dir)
+		shared.cluster, shared.clusterErr = servers.StartRedisCluster(context.Background(), dir, 3)
+	})
+	if shared.clusterErr != nil {
+		t.Fatalf("testenv: a real Redis Cluster is needed (run `make deps`): %v", shared.clusterErr)
+	}
+	return shared.cluster.URL(), Name("test:") + ":"
+}
+
+// PrivateRedisAppendOnly starts a Redis for t alone that keeps an
+// append-only file, stopped when t ends: for tests that kill it with
+// SIGKILL (Kill) and Start it again with its data.
+func PrivateRedisAppendOnly(t testing.TB) *servers.Redis {
+	t.Helper()
+	r, err := servers.StartRedisWith(context.Background(), servers.RedisOptions{Dir: t.TempDir(), AppendOnly: true})
 	if err != nil {
 		t.Fatalf("testenv: %v", err)
 	}
