@@ -29,7 +29,11 @@
 //   gave_up         joins, holds, confirms still 429 or 503 after 10 tries
 //   unavailable     503 answers (Redis down): retried, not failures
 //   busy            429 answers: retried
-//   probes          deliberate misuses sent (PROBE_PCT of the buyers)
+//   probes          deliberate misuses sent (PROBE_PCT of the buyers); a
+//                   probe is refused by 403 with its code, or by 409
+//                   sold_out (the contract does not order the two checks)
+//   probe_holds     holds probes got and released at once (each also a
+//                   violation below): the runner's database counts add them
 // and the violations, each with a threshold count==0 (k6 exits 99):
 //   hold_without_pass  a hold without a pass, or with another buyer's email
 //                      on a pass, was made (201) instead of refused (403)
@@ -63,7 +67,7 @@ import { Counter, Trend } from 'k6/metrics';
 const counters = {};
 for (const name of ['joined', 'late_joins', 'admitted', 'holds_made', 'confirmed', 'abandoned', 'released',
   'done_seen', 'told_sold_out', 'found_nothing', 'pass_expired', 'still_waiting', 'gave_up', 'unavailable', 'busy', 'probes',
-  'hold_without_pass', 'pass_reused', 'admitted_twice', 'out_of_order', 'server_errors', 'unexpected']) {
+  'probe_holds', 'hold_without_pass', 'pass_reused', 'admitted_twice', 'out_of_order', 'server_errors', 'unexpected']) {
   counters[name] = new Counter(name);
 }
 const timeInQueue = new Trend('time_in_queue', true);
@@ -198,8 +202,8 @@ function validPlace(b, buyer) {
     (buyer.place === null || b.id === buyer.place);
 }
 
-function join(buyer) {
-  for (let attempt = 0; attempt < 20; attempt++) {
+function join(buyer, mine) {
+  for (let attempt = 0; attempt < 10; attempt++) {
     const res = http.post(`${BASE_URL}/events/${EVENT_ID}/queue`, JSON.stringify({ user_email: buyer.email }),
       { headers: JSON_HEADERS, tags: { name: 'POST /events/{id}/queue' } });
     if (retryable(res)) {
@@ -207,9 +211,10 @@ function join(buyer) {
       continue;
     }
     const b = body(res);
-    if ((res.status !== 201 && res.status !== 200) || !validPlace(b, buyer) || b.status !== 'waiting') {
-      bad('POST /events/{id}/queue', res, 'not 201 (or 200) with a waiting place');
-      return false;
+    if ((res.status !== 201 && res.status !== 200) || !validPlace(b, buyer)) {
+      bad('POST /events/{id}/queue', res, 'not 201 (or 200) with a place');
+      buyer.state = 'lost';
+      return;
     }
     if (res.status === 200) {
       // A join that timed out on our side may have made the place.
@@ -220,13 +225,13 @@ function join(buyer) {
     buyer.joinedAt = Date.now();
     if (b.position !== null && b.position !== undefined) {
       counters.late_joins.add(1);
-      observe(buyer, b.position);
     }
-    buyer.nextPoll = nextPoll(b);
-    return true;
+    // A join after the sale may be admitted at once.
+    sortPlace(buyer, b, res, mine);
+    return;
   }
   counters.gave_up.add(1);
-  return false;
+  buyer.state = 'gave_up';
 }
 
 // rejoin joins again with the same email: the contract answers the same
@@ -299,6 +304,11 @@ function poll(buyer, mine) {
     buyer.state = 'lost';
     return;
   }
+  sortPlace(buyer, b, res, mine);
+}
+
+// sortPlace acts on a place read by a join or a poll.
+function sortPlace(buyer, b, res, mine) {
   switch (b.status) {
     case 'waiting':
       if (b.position !== null && b.position !== undefined) {
@@ -327,7 +337,7 @@ function poll(buyer, mine) {
       buyer.state = 'expired';
       return;
     default:
-      bad('GET /queue/{place_id}', res, `status ${b.status} for a waiting place`);
+      bad('GET /queue/{place_id}', res, `status ${b.status} for a place of ours that was waiting`);
       buyer.state = 'lost';
   }
 }
@@ -366,10 +376,17 @@ function holdRequest(email, pass, name) {
 // releaseProbe gives back a hold a probe should never have got, so the
 // violation does not also skew the stock.
 function releaseProbe(res) {
+  counters.probe_holds.add(1);
   const b = body(res);
   if (b && b.id) {
     http.del(`${BASE_URL}/holds/${b.id}`, null, { tags: { name: 'DELETE /holds/{id} (probe)' } });
   }
+}
+
+// refused reports whether a probe was refused as the contract says: 403
+// with want, or 409 sold_out; a 429 or 503 tells nothing and is let go.
+function refused(res, want) {
+  return (res.status === 403 && code(res) === want) || (res.status === 409 && code(res) === 'sold_out') || retryable(res);
 }
 
 // probeBefore tries what a pass must stop: a hold with no pass, and a hold
@@ -380,14 +397,14 @@ function probeBefore(buyer, pass) {
   if (res.status === 201) {
     violation('hold_without_pass', `a hold for ${buyer.email} was made without a pass`);
     releaseProbe(res);
-  } else if (!(res.status === 403 && code(res) === 'queue_required') && !retryable(res)) {
+  } else if (!refused(res, 'queue_required')) {
     bad('POST /holds (probe: no pass)', res, 'not 403 queue_required');
   }
   res = holdRequest(`other-${buyer.email}`, pass, 'POST /holds (probe: another email)');
   if (res.status === 201) {
     violation('hold_without_pass', `${buyer.email}'s pass made a hold for another email`);
     releaseProbe(res);
-  } else if (!(res.status === 403 && code(res) === 'pass_invalid') && !retryable(res)) {
+  } else if (!refused(res, 'pass_invalid')) {
     bad('POST /holds (probe: another email)', res, 'not 403 pass_invalid');
   }
 }
@@ -504,7 +521,7 @@ function afterConfirm(buyer, pass, probe) {
   if (again.status === 201) {
     violation('pass_reused', `${buyer.email}'s pass made a second hold after its hold was confirmed`);
     releaseProbe(again);
-  } else if (!(again.status === 403 && code(again) === 'pass_used') && !retryable(again)) {
+  } else if (!refused(again, 'pass_used')) {
     bad('POST /holds (probe: used pass)', again, 'not 403 pass_used');
   }
 }
@@ -534,9 +551,8 @@ export default function () {
     });
   }
   for (const buyer of mine) {
-    if (!join(buyer)) {
-      buyer.state = 'lost';
-    } else if (Math.random() * 100 < PROBE_PCT) {
+    join(buyer, mine);
+    if (buyer.state === 'waiting' && Math.random() * 100 < PROBE_PCT) {
       rejoin(buyer);
     }
   }
