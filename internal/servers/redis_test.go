@@ -96,6 +96,41 @@ func TestRedisCluster(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "CROSSSLOT") {
 		t.Errorf("script across slots: got %v, want a CROSSSLOT error", err)
 	}
+
+	// The master of the tag's slot, killed and started again, comes back
+	// with its slots and its data (append-only file and nodes.conf).
+	slot, err := rdb.ClusterKeySlot(ctx, "{q:7}:last").Result()
+	if err != nil {
+		t.Fatalf("keyslot: %v", err)
+	}
+	var owner *servers.Redis
+	for _, node := range c.Nodes() {
+		one := redis.NewClient(&redis.Options{Addr: node.Addr()})
+		n, err := one.ClusterCountKeysInSlot(ctx, int(slot)).Result()
+		_ = one.Close()
+		if err == nil && n > 0 {
+			owner = node
+		}
+	}
+	if owner == nil {
+		t.Fatalf("no node holds slot %d", slot)
+	}
+	time.Sleep(1500 * time.Millisecond) // past appendfsync everysec
+	if err := owner.Kill(); err != nil {
+		t.Fatalf("kill %s: %v", owner.Addr(), err)
+	}
+	if err := owner.Start(ctx); err != nil {
+		t.Fatalf("restart %s: %v", owner.Addr(), err)
+	}
+	if err := c.WaitOK(ctx); err != nil {
+		t.Fatalf("after restart: %v", err)
+	}
+	if got, err := rdb.Get(ctx, "{q:7}:last").Int(); err != nil || got != 10 {
+		t.Errorf("after its master restarted: {q:7}:last = %d, %v; want 10", got, err)
+	}
+	if got, err := move.Run(ctx, rdb, keys, 2).Int(); err != nil || got != 6 {
+		t.Errorf("script after restart: log length %d, %v; want 6", got, err)
+	}
 }
 
 // TestRedisAppendOnlySurvivesKill kills a Redis with SIGKILL and starts it

@@ -18,7 +18,8 @@ const clusterBusOffset = 10000
 
 // RedisCluster is a running private Redis Cluster: masters only, no
 // replicas, every slot assigned, each node a private Redis in a directory
-// of its own.
+// of its own with its append-only file, so a node killed and started again
+// comes back with its slots (nodes.conf) and its data.
 type RedisCluster struct {
 	nodes []*Redis
 }
@@ -51,8 +52,9 @@ func StartRedisCluster(ctx context.Context, dir string, masters int) (_ *RedisCl
 	}()
 	for i, port := range ports {
 		node, err := StartRedisWith(ctx, RedisOptions{
-			Dir:  filepath.Join(dir, "node-"+strconv.Itoa(i+1)),
-			Port: port,
+			Dir:        filepath.Join(dir, "node-"+strconv.Itoa(i+1)),
+			Port:       port,
+			AppendOnly: true,
 			Args: []string{
 				"--cluster-enabled", "yes",
 				// Relative to the node's --dir, so each node has its own.
@@ -74,7 +76,7 @@ func StartRedisCluster(ctx context.Context, dir string, masters int) (_ *RedisCl
 	if out, err := create.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("servers: redis-cli --cluster create: %w\n%s", err, tailString(string(out), 2000))
 	}
-	if err := c.waitOK(ctx, 30*time.Second); err != nil {
+	if err := c.WaitOK(ctx); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -115,10 +117,12 @@ func clusterPorts(n int) ([]int, error) {
 	return ports, nil
 }
 
-// waitOK waits until every node says cluster_state:ok and knows all the
-// others: only then does a client's first CLUSTER SLOTS see the whole map.
-func (c *RedisCluster) waitOK(ctx context.Context, within time.Duration) error {
-	deadline := time.Now().Add(within)
+// WaitOK waits (up to 30 s) until every node says cluster_state:ok, knows
+// all the others and sees every slot assigned: only then does a client's
+// first CLUSTER SLOTS see the whole map. Tests call it after starting a
+// killed node again.
+func (c *RedisCluster) WaitOK(ctx context.Context) error {
+	deadline := time.Now().Add(30 * time.Second)
 	want := strconv.Itoa(len(c.nodes))
 	for {
 		var notOK []string
