@@ -17,8 +17,8 @@ import (
 // client: every script's keys share one slot, or Redis refuses it.
 func TestTheQueueRunsOnARedisCluster(t *testing.T) {
 	t.Parallel()
-	cluster := testenv.RedisCluster(t)
-	rdb, err := store.OpenRedis(cluster.URL())
+	clusterURL, _ := testenv.RedisCluster(t)
+	rdb, err := store.OpenRedis(clusterURL)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,8 @@
 #   lib_find_holdfast sets HOLDFAST: $HOLDFAST, or built from this checkout
 #                     into the directory given as its argument
 #   sql               runs one statement on DATABASE_URL, unaligned, tuples only
+#   lib_env_value     prints one KEY's value from .holdfast/env, or nothing
+#   lib_metric        prints a metric's field from a k6 --summary-export file
 #
 # shellcheck shell=bash
 
@@ -90,4 +92,33 @@ lib_find_holdfast() {
 
 sql() {
 	psql "$DATABASE_URL" -XAtq -v ON_ERROR_STOP=1 -c "$1"
+}
+
+# lib_env_value prints the value of KEY ($1) in .holdfast/env, or nothing
+# when the file or the line is missing (parsed, not sourced, as above).
+lib_env_value() {
+	local env_file="$ROOT/.holdfast/env" key value
+	[[ -f "$env_file" ]] || return 0
+	while IFS='=' read -r key value || [[ -n "$key" ]]; do
+		if [[ "$key" == "$1" ]]; then
+			echo "$value"
+			return 0
+		fi
+	done <"$env_file"
+}
+
+# lib_metric prints a metric's field (default count) from a k6
+# --summary-export file, floored; 0 when k6 did not record it. It needs jq
+# or python3.
+lib_metric() {
+	local file="$1" name="$2" field="${3:-count}"
+	if command -v jq >/dev/null; then
+		jq -r --arg n "$name" --arg f "$field" '.metrics[$n][$f] // 0 | floor' "$file"
+	else
+		python3 - "$file" "$name" "$field" <<-'EOF'
+			import json, math, sys
+			m = json.load(open(sys.argv[1]))["metrics"].get(sys.argv[2], {})
+			print(math.floor(m.get(sys.argv[3], 0)))
+		EOF
+	fi
 }

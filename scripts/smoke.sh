@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # smoke.sh: short runs of the k6 scripts against a private `holdfast dev`
 # that it starts in a temporary directory and stops at the end: the seed's
-# experiment (experiment.sh) and the hold experiments (holds.sh), each short.
-# `make test` calls it; it needs HOLDFAST (the binary) and K6. Arguments are
-# passed to `holdfast dev`; the hold TTL and sweep interval are set here,
-# because holds.sh must know them.
+# experiment (experiment.sh) and the hold experiments (holds.sh), each short,
+# and, with ONSALE_SMOKE=1, a short on-sale through the waiting room
+# (onsale.sh, 500 buyers). `make test` calls it; it needs HOLDFAST (the
+# binary) and K6. Arguments are passed to `holdfast dev`; the hold TTL, the
+# sweep interval and the admin token are set here, because the runners must
+# know them.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -17,6 +19,8 @@ log="$work/dev.log"
 pid=""
 hold_ttl=5s
 sweep_every=1s
+# onsale.sh creates its event through /admin; a fresh token per run.
+admin_token="smoke-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
 
 cleanup() {
 	local rc=$?
@@ -33,7 +37,7 @@ cleanup() {
 trap cleanup EXIT
 
 # The service on a free port, with private PostgreSQL and Redis under $work.
-"$HOLDFAST" dev --dir "$work/.holdfast" --addr 127.0.0.1:0 --hold-ttl "$hold_ttl" --sweep-every "$sweep_every" "$@" >"$work/dev.out" 2>"$log" &
+"$HOLDFAST" dev --dir "$work/.holdfast" --addr 127.0.0.1:0 --hold-ttl "$hold_ttl" --sweep-every "$sweep_every" --admin-token "$admin_token" "$@" >"$work/dev.out" 2>"$log" &
 pid=$!
 for _ in $(seq 1 600); do
 	grep -q 'is serving on' "$work/dev.out" 2>/dev/null && break
@@ -57,5 +61,13 @@ VUS=20 DURATION=3s "$ROOT/scripts/experiment.sh"
 echo "smoke: the hold flow and the on-sale spike, short"
 PHASE=all HOLD_TTL="$hold_ttl" SWEEP_EVERY="$sweep_every" EVENT_ID=4 VUS=20 DURATION=5s THINK= \
 	SPIKE_DURATION=5s START_RATE=50 RATE=200 STOCK=100 "$ROOT/scripts/holds.sh"
+
+# The on-sale needs the waiting room (POST /events/{id}/queue, passes on
+# POST /holds); until it is merged, ONSALE_SMOKE=1 turns this on.
+if [[ "${ONSALE_SMOKE:-0}" == 1 ]]; then
+	echo "smoke: the on-sale through the waiting room, short"
+	ADMIN_TOKEN="$admin_token" HOLD_TTL="$hold_ttl" SWEEP_EVERY="$sweep_every" BUYERS=500 VUS=20 RATE=100 \
+		JOIN_LEAD=8 MAX_WAIT=60 ABANDON_PCT=25 ABANDON_MODE=release PROBE_PCT=5 "$ROOT/scripts/onsale.sh"
+fi
 
 echo "smoke: passed"

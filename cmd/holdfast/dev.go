@@ -52,7 +52,9 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 			log.Warn("stop postgres", "err", err)
 		}
 	}()
-	rd, err := servers.StartRedis(ctx, filepath.Join(dir, "redis"))
+	// With its append-only file, as the waiting room expects of Redis: a
+	// restarted dev keeps its queues.
+	rd, err := servers.StartRedisWith(ctx, servers.RedisOptions{Dir: filepath.Join(dir, "redis"), AppendOnly: true})
 	if err != nil {
 		return err
 	}
@@ -137,8 +139,20 @@ func createDatabase(ctx context.Context, adminURL, name string) error {
 	return nil
 }
 
-// writeEnvFile leaves the URLs where scripts can source them.
+// writeEnvFile leaves the URLs, and the admin token when there is one,
+// where scripts can read them (scripts/onsale.sh creates its events through
+// /admin). With a token in it the file is the owner's alone.
 func writeEnvFile(path string, cfg config) error {
 	body := fmt.Sprintf("DATABASE_URL=%s\nREDIS_URL=%s\nHOLDFAST_ADDR=%s\n", cfg.DatabaseURL, cfg.RedisURL, cfg.Addr)
-	return os.WriteFile(path, []byte(body), 0o644)
+	mode := os.FileMode(0o644)
+	if cfg.AdminToken != "" {
+		body += "HOLDFAST_ADMIN_TOKEN=" + cfg.AdminToken + "\n"
+		mode = 0o600
+	}
+	// WriteFile keeps an existing file's mode: remove it first, so a token
+	// never lands in a file another run left readable.
+	if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	return os.WriteFile(path, []byte(body), mode)
 }

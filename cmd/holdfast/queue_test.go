@@ -279,8 +279,12 @@ func TestWaitingRoomWithRedisDownIs503(t *testing.T) {
 // room all work through go-redis's cluster client.
 func TestTheServiceRunsOnARedisCluster(t *testing.T) {
 	t.Parallel()
-	cluster := testenv.RedisCluster(t)
-	ts := newTestServer(t, func(c *config) { c.AdminToken = testToken; c.RedisURL = cluster.URL(); c.RateLimit = 1000 })
+	clusterURL, prefix := testenv.RedisCluster(t)
+	ts := newTestServer(t, func(c *config) {
+		c.AdminToken = testToken
+		c.RedisURL, c.RedisPrefix = clusterURL, prefix
+		c.RateLimit = 1000
+	})
 	ts.app.queue.Signer = newTestSigner(t)
 	if err := ts.app.locks.Up(context.Background()); err != nil {
 		t.Fatalf("redis cluster not up for the locks: %v", err)

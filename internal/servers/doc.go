@@ -7,6 +7,13 @@
 // root, so when the caller is root the server runs as the `postgres` user and
 // its data and socket directories are handed to that user.
 //
+// Redis comes in three shapes: the default keeps nothing on disk (locks and
+// rate counts are short-lived); RedisOptions.AppendOnly keeps an append-only
+// file, so a server killed with SIGKILL and started again keeps its data, as
+// the waiting room needs; StartRedisCluster joins three or more masters into
+// a Redis Cluster, each on a port whose cluster bus port (port + 10000) is
+// free too.
+//
 // Each server is a child process started with a parent-death signal: if the
 // process that started it dies without stopping it, the kernel stops it too.
 package servers

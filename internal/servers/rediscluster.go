@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -14,112 +12,174 @@ import (
 	"time"
 )
 
-// RedisCluster is a running private Redis Cluster: masters only, the hash
-// slots split between them by redis-cli --cluster create.
+// clusterBusOffset is how far above a node's port Redis puts its cluster
+// bus, unless told otherwise (cluster-port, Redis 7 only).
+const clusterBusOffset = 10000
+
+// RedisCluster is a running private Redis Cluster: masters only, no
+// replicas, every slot assigned, each node a private Redis in a directory
+// of its own with its append-only file, so a node killed and started again
+// comes back with its slots (nodes.conf) and its data.
 type RedisCluster struct {
 	nodes []*Redis
 }
 
-// StartRedisCluster starts n (at least 3) redis-server nodes with
-// --cluster-enabled yes on free ports, each node's files in a directory of
-// dir, joins them with redis-cli --cluster create, and waits until every
-// node reports the cluster ok.
-func StartRedisCluster(ctx context.Context, dir string, n int) (*RedisCluster, error) {
-	if n < 3 {
-		return nil, errors.New("servers: a Redis Cluster needs at least 3 masters")
+// StartRedisCluster starts masters cluster-enabled Redis servers under dir
+// (dir/node-N), joins them with `redis-cli --cluster create`, and returns
+// once every node reports cluster_state:ok and knows every other. It fails
+// when redis-server or redis-cli is missing.
+func StartRedisCluster(ctx context.Context, dir string, masters int) (_ *RedisCluster, err error) {
+	if masters < 3 {
+		// redis-cli refuses to create a cluster of fewer masters.
+		return nil, fmt.Errorf("servers: a Redis Cluster needs at least 3 masters, not %d", masters)
 	}
-	cli, err := exec.LookPath("redis-cli")
+	if _, err := redisBin("redis-server"); err != nil {
+		return nil, err
+	}
+	cli, err := redisBin("redis-cli")
 	if err != nil {
-		return nil, errors.New("servers: redis-cli not found (run `make deps`, or apt-get install redis-tools)")
+		return nil, err
+	}
+	ports, err := clusterPorts(masters)
+	if err != nil {
+		return nil, err
 	}
 	c := &RedisCluster{}
-	for i := 0; i < n; i++ {
-		nodeDir, err := filepath.Abs(filepath.Join(dir, "node"+strconv.Itoa(i)))
+	defer func() {
+		if err != nil {
+			_ = c.Stop()
+		}
+	}()
+	for i, port := range ports {
+		node, err := StartRedisWith(ctx, RedisOptions{
+			Dir:        filepath.Join(dir, "node-"+strconv.Itoa(i+1)),
+			Port:       port,
+			AppendOnly: true,
+			Args: []string{
+				"--cluster-enabled", "yes",
+				// Relative to the node's --dir, so each node has its own.
+				"--cluster-config-file", "nodes.conf",
+				"--cluster-node-timeout", "5000",
+				// A test may stop one master; the others keep serving
+				// their own slots rather than refusing everything.
+				"--cluster-require-full-coverage", "no",
+			},
+		})
 		if err != nil {
 			return nil, err
 		}
-		if err := os.MkdirAll(nodeDir, 0o755); err != nil {
-			c.Stop()
-			return nil, fmt.Errorf("servers: create %s: %w", nodeDir, err)
-		}
-		port, err1 := FreePort()
-		bus, err2 := FreePort()
-		if err := errors.Join(err1, err2); err != nil {
-			c.Stop()
-			return nil, err
-		}
-		r := &Redis{dir: nodeDir, port: port, args: []string{
-			"--cluster-enabled", "yes",
-			"--cluster-config-file", filepath.Join(nodeDir, "nodes.conf"),
-			"--cluster-port", strconv.Itoa(bus),
-			"--cluster-node-timeout", "2000",
-		}}
-		if err := r.Start(ctx); err != nil {
-			c.Stop()
-			return nil, err
-		}
-		c.nodes = append(c.nodes, r)
+		c.nodes = append(c.nodes, node)
 	}
-	args := []string{"--cluster", "create"}
-	for _, r := range c.nodes {
-		args = append(args, r.Addr())
-	}
+	args := append([]string{"--cluster", "create"}, c.Addrs()...)
 	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
-	cmd := exec.CommandContext(ctx, cli, args...)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		c.Stop()
-		return nil, fmt.Errorf("servers: redis-cli --cluster create: %w\n%s", err, out)
+	create := exec.CommandContext(ctx, cli, args...)
+	if out, err := create.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("servers: redis-cli --cluster create: %w\n%s", err, tailString(string(out), 2000))
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for _, r := range c.nodes {
-		for {
-			info, err := command(r.Addr(), "CLUSTER INFO")
-			if err == nil && strings.Contains(info, "cluster_state:ok") {
-				break
-			}
-			if time.Now().After(deadline) || ctx.Err() != nil {
-				c.Stop()
-				return nil, fmt.Errorf("servers: redis cluster not ok: %v %q", err, info)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+	if err := c.WaitOK(ctx); err != nil {
+		return nil, err
 	}
 	return c, nil
 }
 
-// command sends one inline command and returns the start of its reply.
-func command(addr, line string) (string, error) {
-	conn, err := net.DialTimeout("tcp", addr, time.Second)
-	if err != nil {
-		return "", err
+// clusterPorts picks n ports on 127.0.0.1 such that each port and its
+// cluster bus port (port + 10000) are free, all distinct. It holds every
+// one open until all are chosen, so it never picks the same one twice.
+func clusterPorts(n int) ([]int, error) {
+	var held []net.Listener
+	defer func() {
+		for _, l := range held {
+			_ = l.Close()
+		}
+	}()
+	var ports []int
+	for tries := 0; len(ports) < n; tries++ {
+		if tries > 200 {
+			return nil, errors.New("servers: found no free pair of ports (P, P+10000) for a Redis Cluster node")
+		}
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("servers: find free port: %w", err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		if port+clusterBusOffset > 65535 {
+			_ = l.Close()
+			continue
+		}
+		bus, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port+clusterBusOffset))
+		if err != nil {
+			_ = l.Close()
+			continue
+		}
+		held = append(held, l, bus)
+		ports = append(ports, port)
 	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(time.Second))
-	if _, err := conn.Write([]byte(line + "\r\n")); err != nil {
-		return "", err
-	}
-	buf := make([]byte, 8192)
-	n, err := io.ReadAtLeast(conn, buf, 1)
-	return string(buf[:n]), err
+	return ports, nil
 }
 
-// Nodes are the cluster's servers, for tests that stop one.
+// WaitOK waits (up to 30 s) until every node says cluster_state:ok, knows
+// all the others and sees every slot assigned: only then does a client's
+// first CLUSTER SLOTS see the whole map. Tests call it after starting a
+// killed node again.
+func (c *RedisCluster) WaitOK(ctx context.Context) error {
+	deadline := time.Now().Add(30 * time.Second)
+	want := strconv.Itoa(len(c.nodes))
+	for {
+		var notOK []string
+		for _, n := range c.nodes {
+			info, err := redisCommand(n.Addr(), "CLUSTER", "INFO")
+			switch {
+			case err != nil:
+				notOK = append(notOK, n.Addr()+": "+err.Error())
+			case infoField(info, "cluster_state") != "ok" || infoField(info, "cluster_known_nodes") != want ||
+				infoField(info, "cluster_slots_assigned") != "16384":
+				notOK = append(notOK, fmt.Sprintf("%s: state %s, %s nodes known, %s slots assigned", n.Addr(),
+					infoField(info, "cluster_state"), infoField(info, "cluster_known_nodes"), infoField(info, "cluster_slots_assigned")))
+			}
+		}
+		if len(notOK) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("servers: redis cluster not ready: %s\n%s", strings.Join(notOK, "; "), tail(c.nodes[0].logPath(), 2000))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Nodes are the cluster's masters, for tests that stop or kill one.
 func (c *RedisCluster) Nodes() []*Redis { return c.nodes }
 
-// URL is the redis+cluster:// URL that lists every node.
-func (c *RedisCluster) URL() string {
+// Addrs are the nodes' host:port addresses.
+func (c *RedisCluster) Addrs() []string {
 	addrs := make([]string, len(c.nodes))
-	for i, r := range c.nodes {
-		addrs[i] = r.Addr()
+	for i, n := range c.nodes {
+		addrs[i] = n.Addr()
 	}
-	return "redis+cluster://" + strings.Join(addrs, ",")
+	return addrs
 }
 
-// Stop shuts every node down.
+// URL is the cluster as a redis+cluster://host:port,host:port,... URL,
+// the form holdfast's --redis-url takes for a cluster.
+func (c *RedisCluster) URL() string {
+	return "redis+cluster://" + strings.Join(c.Addrs(), ",")
+}
+
+// Stop stops every node and returns the first error.
 func (c *RedisCluster) Stop() error {
-	var errs []error
-	for _, r := range c.nodes {
-		errs = append(errs, r.Stop())
+	var first error
+	for _, n := range c.nodes {
+		if err := n.Stop(); err != nil && first == nil {
+			first = err
+		}
 	}
-	return errors.Join(errs...)
+	return first
+}
+
+// tailString is the last n bytes of s.
+func tailString(s string, n int) string {
+	if len(s) > n {
+		s = s[len(s)-n:]
+	}
+	return strings.TrimSpace(s)
 }

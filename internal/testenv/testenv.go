@@ -1,10 +1,12 @@
-// Package testenv gives tests a real PostgreSQL and a real Redis.
+// Package testenv gives tests a real PostgreSQL and a real Redis, and on
+// demand a real Redis Cluster.
 //
 // It uses DATABASE_URL and REDIS_URL when they are set (`make test` starts a
 // private pair and sets them); otherwise it starts private servers once per
 // test binary, stopped by Main. Each test then gets a database of its own,
 // migrated, and a Redis key prefix of its own, so tests run in parallel and
-// again on a machine a crashed run left dirty.
+// again on a machine a crashed run left dirty. RedisCluster starts a private
+// three-master cluster the first time a test of the binary asks for one.
 package testenv
 
 import (
@@ -35,13 +37,21 @@ var shared struct {
 	redisURL string
 	pg       *servers.Postgres
 	redis    *servers.Redis
+	dirsMu   sync.Mutex // the servers start under different Onces
 	dirs     []string
+
+	clusterOnce sync.Once
+	clusterErr  error
+	cluster     *servers.RedisCluster
 }
 
 // Main runs the package's tests and stops any private servers they started.
 // Call it from TestMain.
 func Main(m *testing.M) {
 	code := m.Run()
+	if shared.cluster != nil {
+		_ = shared.cluster.Stop()
+	}
 	if shared.redis != nil {
 		_ = shared.redis.Stop()
 	}
@@ -73,7 +83,7 @@ func setup() {
 			shared.err = err
 			return
 		}
-		shared.dirs = append(shared.dirs, dir)
+		keepDir(dir)
 		r, err := servers.StartRedis(ctx, dir)
 		if err != nil {
 			shared.err = err
@@ -94,7 +104,7 @@ func StartPostgres(ctx context.Context) (*servers.Postgres, error) {
 	}
 	// The directory is the caller's to clean up only through Stop, and the
 	// OS's temp cleaner after that; a test that must remove it uses t.Cleanup.
-	shared.dirs = append(shared.dirs, dir)
+	keepDir(dir)
 	return servers.StartPostgres(ctx, servers.PostgresOptions{Dir: dir})
 }
 
@@ -239,15 +249,45 @@ func PrivateRedis(t testing.TB) *servers.Redis {
 	return r
 }
 
-// RedisCluster starts a three-master Redis Cluster for t alone, stopped
-// when t ends. It fails t, never skips it, when redis-server or redis-cli
-// is missing.
-func RedisCluster(t testing.TB) *servers.RedisCluster {
+// RedisCluster returns the URL of a private three-master Redis Cluster
+// (redis+cluster://host:port,...), started once per test binary and stopped
+// by Main, and a key prefix for t alone. The prefix has no braces: a key
+// that must share a slot with others carries its own hash tag after it.
+// Tests that stop a node start a cluster of their own with
+// servers.StartRedisCluster.
+func RedisCluster(t testing.TB) (clusterURL, prefix string) {
 	t.Helper()
-	c, err := servers.StartRedisCluster(context.Background(), t.TempDir(), 3)
+	shared.clusterOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "holdfast-redis-cluster-")
+		if err != nil {
+			shared.clusterErr = err
+			return
+		}
+		keepDir(dir)
+		shared.cluster, shared.clusterErr = servers.StartRedisCluster(context.Background(), dir, 3)
+	})
+	if shared.clusterErr != nil {
+		t.Fatalf("testenv: a real Redis Cluster is needed (run `make deps`): %v", shared.clusterErr)
+	}
+	return shared.cluster.URL(), Name("test:") + ":"
+}
+
+// PrivateRedisAppendOnly starts a Redis for t alone that keeps an
+// append-only file, stopped when t ends: for tests that kill it with
+// SIGKILL (Kill) and Start it again with its data.
+func PrivateRedisAppendOnly(t testing.TB) *servers.Redis {
+	t.Helper()
+	r, err := servers.StartRedisWith(context.Background(), servers.RedisOptions{Dir: t.TempDir(), AppendOnly: true})
 	if err != nil {
 		t.Fatalf("testenv: %v", err)
 	}
-	t.Cleanup(func() { _ = c.Stop() })
-	return c
+	t.Cleanup(func() { _ = r.Stop() })
+	return r
+}
+
+// keepDir records a directory Main removes once the tests are done.
+func keepDir(dir string) {
+	shared.dirsMu.Lock()
+	defer shared.dirsMu.Unlock()
+	shared.dirs = append(shared.dirs, dir)
 }
