@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/holdfast/holdfast/store"
 )
@@ -70,12 +72,31 @@ func printAudit(w io.Writer, audits []store.EventAudit) int {
 		if len(a.Problems) > 0 {
 			bad++
 		}
-		name := a.Name
-		if len(name) > 32 {
-			name = name[:29] + "..."
-		}
-		fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%d\t%d\t%s\n", a.ID, name, a.Total, a.Available, a.Held, a.Confirmed, a.Summary())
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%d\t%d\t%s\n", a.ID, printable(a.Name, 32), a.Total, a.Available, a.Held, a.Confirmed, a.Summary())
 	}
 	tw.Flush()
 	return bad
+}
+
+// printable is name as the terminal may show it: the admin API refuses
+// control characters in names, but an event inserted with plain SQL may
+// carry any, and an escape sequence printed raw would rewrite the
+// operator's screen. Control and format characters (Unicode Cc, Cf) are
+// shown escaped, and the name is cut to max characters, never inside one.
+func printable(name string, max int) string {
+	var b strings.Builder
+	n := 0
+	for _, r := range name {
+		if n == max-3 && utf8.RuneCountInString(name) > max {
+			b.WriteString("...")
+			break
+		}
+		if unicode.Is(unicode.Cc, r) || unicode.Is(unicode.Cf, r) || r == utf8.RuneError {
+			fmt.Fprintf(&b, "\\u%04x", r)
+		} else {
+			b.WriteRune(r)
+		}
+		n++
+	}
+	return b.String()
 }

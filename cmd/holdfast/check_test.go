@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 // corrupt runs q with the schema's refusing triggers off, to make a state
@@ -185,5 +186,30 @@ func TestCheckPassesTheEdgesOfEachInvariant(t *testing.T) {
 	}
 	if out, code := ts.runCheckOn(full, empty, lapsed); code != 0 {
 		t.Fatalf("check exited %d on healthy edges:\n%s", code, out)
+	}
+}
+
+// An event named by plain SQL may hold any character; check prints its name
+// with control and format characters escaped, so an escape sequence cannot
+// rewrite the operator's terminal, and cuts a long name between characters.
+func TestCheckPrintsNamesSafely(t *testing.T) {
+	t.Parallel()
+	ts := newTestServer(t, nil)
+	ev := ts.newEvent(5, true)
+	evil := "Gala\x1b[2J\x1b]0;owned\x07\u202eevil\u200b" + strings.Repeat("é", 40)
+	if _, err := ts.db().ExecContext(context.Background(), `UPDATE events SET name = $1 WHERE id = $2`, evil, ev); err != nil {
+		t.Fatal(err)
+	}
+	out, code := ts.runCheckOn(ev)
+	if code != 0 {
+		t.Fatalf("check: exit %d\n%s", code, out)
+	}
+	for _, r := range out {
+		if r != '\n' && (r < 0x20 || r == 0x7f || r == '\u202e' || r == '\u200b') {
+			t.Fatalf("check printed %U raw:\n%q", r, out)
+		}
+	}
+	if !strings.Contains(out, `Gala\u001b[2J`) || !strings.Contains(out, "...") || !utf8.ValidString(out) {
+		t.Errorf("check output %q: want the escape shown as \\u001b, the name cut with ..., valid UTF-8", out)
 	}
 }
