@@ -284,4 +284,18 @@ func TestQueuePageAnswers(t *testing.T) {
 	if res.Header.Get("Retry-After") != "1" {
 		t.Errorf("Redis down: Retry-After %q, want 1", res.Header.Get("Retry-After"))
 	}
+	// The status page goes on, its queue unavailable, many readers at once.
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, e := range ts.feed("").Events {
+				if e.ID == ev && (e.Queue == nil || e.Queue.State != "unavailable" || e.Queue.Waiting != nil || e.Queue.AdmitPerSecond != 10) {
+					t.Errorf("with Redis down the feed shows the queue as %+v, want unavailable at 10/s, no counts", e.Queue)
+				}
+			}
+		}()
+	}
+	wg.Wait()
 }

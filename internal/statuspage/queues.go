@@ -133,11 +133,21 @@ func (m *meter) rate(id int64, at time.Time, n int64) (float64, bool) {
 		m.swept = at
 	}
 	s := m.series[id]
+	if len(s) > 0 {
+		last := s[len(s)-1]
+		switch {
+		case at.Before(last.at) || (n < last.n && at.Sub(last.at) < meterMinGap):
+			// Two readers raced: this reading was taken before the
+			// last one kept, or with the counter a moment earlier.
+			// Measure without it.
+			return m.measured(s, last.at, last.n)
+		case n < last.n:
+			// The counter went back for a second: the queue's keys
+			// were lost. Start again.
+			s = nil
+		}
+	}
 	switch {
-	case len(s) > 0 && (n < s[len(s)-1].n || at.Before(s[len(s)-1].at)):
-		// The counter went back (the queue's keys were lost) or the
-		// clock did: start again.
-		s = nil
 	case len(s) > 1 && at.Sub(s[len(s)-2].at) < meterMinGap/4:
 		// Many readers: keep a reading every quarter second at most.
 		s = s[:len(s)-1]
@@ -147,6 +157,11 @@ func (m *meter) rate(id int64, at time.Time, n int64) (float64, bool) {
 		s = s[1:]
 	}
 	m.series[id] = s
+	return m.measured(s, at, n)
+}
+
+// measured is the pace from the first of s to a reading of n at at.
+func (m *meter) measured(s []reading, at time.Time, n int64) (float64, bool) {
 	base := s[0]
 	span := at.Sub(base.at)
 	if span < meterMinGap {

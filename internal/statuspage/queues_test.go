@@ -156,8 +156,15 @@ func TestMeter(t *testing.T) {
 	if r, ok := m.rate(1, now.Add(2*time.Second), 20); !ok || r != 10 {
 		t.Errorf("rate = %v, %v; want 10", r, ok)
 	}
-	// A counter that goes back starts again.
-	if _, ok := m.rate(1, now.Add(3*time.Second), 2); ok {
+	// A reading a racing reader took a moment earlier is left out.
+	if r, ok := m.rate(1, now.Add(2*time.Second+time.Millisecond), 19); !ok || r != 10 {
+		t.Errorf("after a raced reading: rate = %v, %v; want 10", r, ok)
+	}
+	if r, ok := m.rate(1, now.Add(time.Second), 30); !ok || r != 10 {
+		t.Errorf("after a reading stamped before the last: rate = %v, %v; want 10", r, ok)
+	}
+	// A counter that goes back for a second starts again.
+	if _, ok := m.rate(1, now.Add(3*time.Second+time.Millisecond), 2); ok {
 		t.Error("a counter that went back measured a rate")
 	}
 	// Many readers a second keep few readings.
@@ -211,3 +218,46 @@ func httptestGet(h http.Handler, target string) *httptest.ResponseRecorder {
 	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, target, nil))
 	return rec
 }
+
+// TestFeedManyReaders hammers one feed, and so its meter, from many
+// goroutines: the race detector watches, and every answer measures a pace
+// once readings span a second.
+func TestFeedManyReaders(t *testing.T) {
+	t.Parallel()
+	src := fixedSource{{ID: 1, AdmitPerSecond: 5}, {ID: 2, AdmitPerSecond: 5}}
+	qs := &countingQueues{admitted: func(i int) int64 { return int64(i) }}
+	var (
+		mu    sync.Mutex
+		clock = now
+	)
+	h := feedHandler(src, qs, discard(), func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		clock = clock.Add(time.Millisecond)
+		return clock
+	})
+	var wg sync.WaitGroup
+	for range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 100 {
+				if rec := httptestGet(h, "/status.json"); rec.Code != 200 {
+					t.Errorf("status %d", rec.Code)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	rec := httptestGet(h, "/status.json")
+	if !strings.Contains(rec.Body.String(), `"admitted_per_second":`) || strings.Contains(rec.Body.String(), `"admitted_per_second":null`) {
+		t.Errorf("after 3.2 s of readings the pace is not measured: %s", rec.Body)
+	}
+}
+
+// fixedSource answers the same events to any number of goroutines.
+type fixedSource []EventStatus
+
+func (f fixedSource) StatusEvents(context.Context, int, int) ([]EventStatus, error) { return f, nil }
+func (f fixedSource) LatestHolds(context.Context, int) ([]HoldStatus, error)        { return nil, nil }
