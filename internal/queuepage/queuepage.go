@@ -28,6 +28,7 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -78,7 +79,7 @@ var builtPage = sync.OnceValues(func() (page, error) { return buildPage(pageHTML
 // script and the stylesheet it parses, and the policy's hashes must be
 // those of the bytes served.
 func buildPage(html, css, js string) (page, error) {
-	if count(html, cssTag) != 1 || count(html, jsTag) != 1 {
+	if strings.Count(html, cssTag) != 1 || strings.Count(html, jsTag) != 1 {
 		return page{}, errors.New("queuepage: page.html must link page.css and page.js once each")
 	}
 	if contains(css, "</style") || contains(js, "</script") || contains(css, "{{") || contains(js, "{{") {
@@ -100,13 +101,12 @@ func hash(s string) string {
 	return "sha256-" + base64.StdEncoding.EncodeToString(sum[:])
 }
 
-func count(s, sub string) int { return bytes.Count([]byte(s), []byte(sub)) }
-
-func contains(s, sub string) bool {
-	return bytes.Contains(bytes.ToLower([]byte(s)), []byte(sub))
-}
+func contains(s, sub string) bool { return strings.Contains(strings.ToLower(s), sub) }
 
 // render executes the template with v and inlines the style and script.
+// The tags replaced are the template's own, in <head>, before anything
+// printed; and nothing printed can spell them, since html/template
+// escapes every "<" it prints.
 func (p page) render(v view) ([]byte, error) {
 	var buf bytes.Buffer
 	if err := p.tmpl.Execute(&buf, v); err != nil {

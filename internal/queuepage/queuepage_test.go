@@ -256,3 +256,22 @@ func TestWaitWords(t *testing.T) {
 		}
 	}
 }
+
+func TestBuildPageRefusesMismatchedFiles(t *testing.T) {
+	t.Parallel()
+	for name, files := range map[string][3]string{
+		"no stylesheet tag":    {jsTag, "", ""},
+		"no script tag":        {cssTag, "", ""},
+		"script closes itself": {cssTag + jsTag, "", "x = '</SCRIPT>'"},
+		"style closes itself":  {cssTag + jsTag, "</style>", ""},
+		"action in the script": {cssTag + jsTag, "", "x = '{{.Pass}}'"},
+		"template that fails":  {cssTag + jsTag + "{{if}}", "", ""},
+	} {
+		if _, err := buildPage(files[0], files[1], files[2]); err == nil {
+			t.Errorf("%s: built", name)
+		}
+	}
+	if _, err := builtPage(); err != nil {
+		t.Fatalf("the embedded page: %v", err)
+	}
+}
