@@ -20,17 +20,18 @@ const (
 	// tickets stay out of available_tickets until it is swept.
 	qStatusEvents = `
 WITH page AS (
-    SELECT id, name, total_tickets, available_tickets
+    SELECT id, name, total_tickets, available_tickets, coalesce(queue_admit_per_second, 0) AS admit_per_second
     FROM events
     ORDER BY total_tickets - available_tickets DESC, id
     LIMIT $1 OFFSET $2
 )
 SELECT p.id, p.name, p.total_tickets, p.available_tickets,
        coalesce(sum(b.quantity) FILTER (WHERE b.booking_status = 'pending'), 0)   AS held,
-       coalesce(sum(b.quantity) FILTER (WHERE b.booking_status = 'confirmed'), 0) AS confirmed
+       coalesce(sum(b.quantity) FILTER (WHERE b.booking_status = 'confirmed'), 0) AS confirmed,
+       p.admit_per_second
 FROM page p
 LEFT JOIN bookings b ON b.event_id = p.id AND b.booking_status IN ('pending', 'confirmed')
-GROUP BY p.id, p.name, p.total_tickets, p.available_tickets
+GROUP BY p.id, p.name, p.total_tickets, p.available_tickets, p.admit_per_second
 ORDER BY p.total_tickets - p.available_tickets DESC, p.id`
 
 	// qLatestHolds reads the latest holds with holdColumns, so their status
@@ -51,6 +52,8 @@ type statusEventRow struct {
 	Available int    `db:"available_tickets"`
 	Held      int    `db:"held"`
 	Confirmed int    `db:"confirmed"`
+	// AdmitPerSecond is the queue's pace; 0: no queue.
+	AdmitPerSecond int `db:"admit_per_second"`
 }
 
 // StatusEvents returns a page of events for the status page, the ones with

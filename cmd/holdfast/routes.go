@@ -11,6 +11,7 @@ import (
 	"github.com/holdfast/holdfast/internal/apidoc"
 	"github.com/holdfast/holdfast/internal/httpapi"
 	"github.com/holdfast/holdfast/internal/pass"
+	"github.com/holdfast/holdfast/internal/queuepage"
 	"github.com/holdfast/holdfast/queue"
 	"github.com/holdfast/holdfast/store"
 )
@@ -35,6 +36,7 @@ func (a *app) routes(r chi.Router) {
 	r.Method(http.MethodPost, "/events/{id}/queue", a.jsonBody(queue.HandleJoin(a.queue, a.log)))
 	r.Method(http.MethodGet, "/events/{id}/queue", queue.HandleState(a.queue, a.log))
 	r.Method(http.MethodGet, "/queue/{place_id}", queue.HandleGet(a.queue, a.log))
+	r.Method(http.MethodGet, "/queue/{place_id}/page", queuepage.Handler(a.queue, a.log))
 	r.Method(http.MethodDelete, "/queue/{place_id}", a.limited(queue.HandleLeave(a.queue, a.log)))
 	a.statusRoutes(r)
 	if a.cfg.AdminToken != "" {

@@ -11,5 +11,5 @@ import (
 // statusRoutes mounts the live status page and its data feed.
 func (a *app) statusRoutes(r chi.Router) {
 	r.Method(http.MethodGet, "/", statuspage.Handler())
-	r.Method(http.MethodGet, "/status.json", statuspage.FeedHandler(a.store, a.log))
+	r.Method(http.MethodGet, "/status.json", statuspage.FeedHandler(a.store, a.queue, a.log))
 }

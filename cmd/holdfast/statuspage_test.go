@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -27,6 +28,13 @@ type statusFeed struct {
 		Available int    `json:"available_tickets"`
 		Held      int    `json:"held_tickets"`
 		Confirmed int    `json:"confirmed_tickets"`
+		Queue     *struct {
+			State             string   `json:"state"`
+			Waiting           *int64   `json:"waiting"`
+			Admitted          *int64   `json:"admitted"`
+			AdmitPerSecond    int      `json:"admit_per_second"`
+			AdmittedPerSecond *float64 `json:"admitted_per_second"`
+		} `json:"queue"`
 	} `json:"events"`
 	Holds []struct {
 		Tag         string `json:"tag"`
@@ -124,6 +132,11 @@ func TestStatusPageFeed(t *testing.T) {
 	want := []counts{{busy, 30, 23, 3, 4}, {some, 20, 19, 1, 0}}
 	if !slices.Equal(got, want) {
 		t.Errorf("first page = %+v, want %+v", got, want)
+	}
+	for _, e := range f.Events {
+		if e.Queue != nil {
+			t.Errorf("event %d, without a waiting room, shows a queue %+v", e.ID, e.Queue)
+		}
 	}
 	if next := ts.feed("?limit=2&offset=2"); len(next.Events) != 1 || next.Events[0].ID != quiet || next.Events[0].Available != 10 {
 		t.Errorf("second page = %+v, want only event %d, untouched", next.Events, quiet)
@@ -226,6 +239,17 @@ type shownEvent struct {
 	Total     int   `json:"total"`
 }
 
+// shownQueue is what the page shows of an event's waiting room.
+type shownQueue struct {
+	ID       int64  `json:"id"`
+	Hidden   bool   `json:"hidden"`
+	State    string `json:"state"`
+	Waiting  string `json:"waiting"`
+	Rate     string `json:"rate"`
+	Admitted string `json:"admitted"`
+	Text     string `json:"text"`
+}
+
 // shownHold is one row of the page's latest holds.
 type shownHold struct {
 	Tag      string `json:"tag"`
@@ -249,6 +273,7 @@ type shownName struct {
 // shown is what the page shows, read from its text.
 type shown struct {
 	Events []shownEvent `json:"events"`
+	Queues []shownQueue `json:"queues"`
 	Holds  []shownHold  `json:"holds"`
 	Names  []shownName  `json:"names"`
 	// Injected counts the elements that only markup in a name can have
@@ -270,6 +295,18 @@ const readPage = `(() => {
 			available: num(li.querySelector('.available-count')),
 			total: num(li.querySelector('.total-count')),
 		})),
+		queues: [...document.querySelectorAll('#events [data-event-id]')].map((li) => {
+			const q = li.querySelector('.queue');
+			return {
+				id: Number(li.dataset.eventId),
+				hidden: q.hidden,
+				state: text(q, '.queue-state'),
+				waiting: text(q, '.queue-waiting-count'),
+				rate: text(q, '.queue-rate-count'),
+				admitted: text(q, '.queue-admitted-count'),
+				text: q.innerText,
+			};
+		}),
 		holds: [...document.querySelectorAll('#holds-body tr.hold')].map((tr) => ({
 			tag: text(tr, '.hold-tag'),
 			event: text(tr, '.hold-event'),
@@ -309,6 +346,15 @@ func waitShown(t *testing.T, ctx context.Context, what string, ok func(shown) bo
 	}
 }
 
+func queueShown(s shown, id int64) shownQueue {
+	for _, q := range s.Queues {
+		if q.ID == id {
+			return q
+		}
+	}
+	return shownQueue{}
+}
+
 func eventShown(s shown, id int64) (shownEvent, bool) {
 	for _, e := range s.Events {
 		if e.ID == id {
@@ -332,12 +378,20 @@ func TestStatusPageInBrowser(t *testing.T) {
 	t.Parallel()
 	// One buyer (mustHold's) takes all the holds here; the per-buyer cap
 	// has tests of its own.
-	ts := newTestServer(t, func(c *config) { c.TicketCap = 0 })
+	ts := newTestServer(t, func(c *config) { c.TicketCap = 0; c.AdminToken = testToken })
 	quiet := ts.newEvent(60, true)
 	busy := ts.newEvent(40, true)
 	some := ts.newEvent(25, true)
 	ts.nameEvent(quiet, "Harbour Lights · Sunday matinee")
 	ts.nameEvent(busy, "Aurora Tour · Oslo Spektrum")
+	// A sale through the waiting room: places wait, then are admitted at
+	// 5 a second by the admitter every instance runs.
+	queued := ts.queuedEvent(5, "")
+	ts.nameEvent(queued, "Midnight Sun Festival · waiting room")
+	var places []placeBody
+	for i := range 200 {
+		places = append(places, ts.joinQueue(queued, fmt.Sprintf("fan%d@example.com", i)))
+	}
 	// A name that holds markup must show as typed, as text: page.js
 	// writing it with innerHTML would make elements of it (and run the
 	// img's onerror).
@@ -377,12 +431,35 @@ func TestStatusPageInBrowser(t *testing.T) {
 	}()
 
 	browserStep(t, ctx, "open the page", chromedp.Navigate(ts.srv.URL+"/"))
-	before := waitShown(t, ctx, "the three events", func(s shown) bool { return len(s.Events) == 3 && s.Live == "ok" })
+	before := waitShown(t, ctx, "the four events", func(s shown) bool { return len(s.Events) == 4 && s.Live == "ok" })
 	if e, _ := eventShown(before, busy); e != (shownEvent{ID: busy, Available: 40, Total: 40}) {
 		t.Fatalf("before any sale the page shows %+v for event %d, want 40 of 40 available", e, busy)
 	}
-	if ids := []int64{before.Events[0].ID, before.Events[1].ID, before.Events[2].ID}; !slices.Equal(ids, []int64{quiet, busy, some}) {
-		t.Fatalf("before any sale the events are in order %v, want by id %v", ids, []int64{quiet, busy, some})
+	if ids := []int64{before.Events[0].ID, before.Events[1].ID, before.Events[2].ID, before.Events[3].ID}; !slices.Equal(ids, []int64{quiet, busy, some, queued}) {
+		t.Fatalf("before any sale the events are in order %v, want by id %v", ids, []int64{quiet, busy, some, queued})
+	}
+	for _, id := range []int64{quiet, busy, some} {
+		if q := queueShown(before, id); !q.Hidden {
+			t.Errorf("event %d, without a waiting room, shows a queue: %+v", id, q)
+		}
+	}
+	if q := queueShown(before, queued); q.Hidden || q.State != "queue open" || q.Waiting != "200" || q.Admitted != "0" {
+		t.Fatalf("before admissions the queue shows %+v, want open, 200 waiting, 0 admitted", q)
+	}
+
+	// Admissions start: the page shows them, and their pace as measured.
+	if err := ts.app.admitter.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ts.app.admitter.Stop(context.Background()) })
+	admitting := waitShown(t, ctx, "admissions and their pace", func(s shown) bool {
+		q := queueShown(s, queued)
+		rate, err := strconv.ParseFloat(strings.TrimSuffix(q.Rate, "/s"), 64)
+		return err == nil && rate >= 1 && q.Waiting != "200"
+	})
+	q := queueShown(admitting, queued)
+	if rate, _ := strconv.ParseFloat(strings.TrimSuffix(q.Rate, "/s"), 64); rate > 6 || !strings.Contains(q.Text, "at most 5/s") {
+		t.Errorf("the queue shows %+v: want at most the configured 5/s, said", q)
 	}
 	if len(before.Holds) != 0 || !strings.Contains(before.Text, "No holds yet") {
 		t.Fatalf("before any sale the page shows holds: %+v", before.Holds)
@@ -424,8 +501,8 @@ func TestStatusPageInBrowser(t *testing.T) {
 	if e, _ := eventShown(after, some); e != (shownEvent{ID: some, Held: 4, Available: 21, Total: 25}) {
 		t.Errorf("the page shows %+v for event %d, want 4 held and 21 available of 25", e, some)
 	}
-	if ids := []int64{after.Events[0].ID, after.Events[1].ID, after.Events[2].ID}; !slices.Equal(ids, []int64{busy, some, quiet}) {
-		t.Errorf("events in order %v, want busiest first %v", ids, []int64{busy, some, quiet})
+	if ids := []int64{after.Events[0].ID, after.Events[1].ID, after.Events[2].ID, after.Events[3].ID}; !slices.Equal(ids, []int64{busy, some, quiet, queued}) {
+		t.Errorf("events in order %v, want busiest first %v", ids, []int64{busy, some, quiet, queued})
 	}
 
 	// The latest holds, newest first: each by a tag, never its id or buyer.
@@ -452,6 +529,11 @@ func TestStatusPageInBrowser(t *testing.T) {
 	}
 	noSecrets(t, "the page's text", after.Text, holds...)
 	noSecrets(t, "the page's HTML", after.HTML, holds...)
+	for _, p := range places {
+		if strings.Contains(after.HTML, p.ID) || strings.Contains(after.HTML, strings.SplitN(p.ID, "-", 2)[1]) {
+			t.Fatalf("the page shows place id %s", p.ID)
+		}
+	}
 
 	// The time left ticks down on its own.
 	left0, _ := minutesSeconds(after.Holds[1].Left)
@@ -478,6 +560,29 @@ func TestStatusPageInBrowser(t *testing.T) {
 		}
 		t.Logf("screenshot copied to %s", out)
 	}
+
+	// The feed says the same, in counts; then the sale closes, and the
+	// page says so.
+	var fq *struct {
+		State             string   `json:"state"`
+		Waiting           *int64   `json:"waiting"`
+		Admitted          *int64   `json:"admitted"`
+		AdmitPerSecond    int      `json:"admit_per_second"`
+		AdmittedPerSecond *float64 `json:"admitted_per_second"`
+	}
+	for _, e := range ts.feed("").Events {
+		if e.ID == queued {
+			fq = e.Queue
+		}
+	}
+	if fq == nil || fq.State != "open" || fq.Waiting == nil || fq.Admitted == nil || *fq.Waiting+*fq.Admitted != 200 || fq.AdmitPerSecond != 5 || fq.AdmittedPerSecond == nil {
+		t.Errorf("the feed shows the queue as %+v, want open with 200 places waiting or admitted, at most 5/s, measured", fq)
+	}
+	past := time.Now().Add(-time.Minute).UTC().Format(time.RFC3339)
+	if res := ts.do("PATCH", "/admin/events/"+itoa(queued), `{"off_sale_at":"`+past+`"}`, "Authorization", "Bearer "+testToken); res.Status != 200 {
+		t.Fatalf("close the sale: %d %s", res.Status, res.Body)
+	}
+	waitShown(t, ctx, "the queue closed", func(s shown) bool { return queueShown(s, queued).State == "queue closed" })
 
 	consoleMu.Lock()
 	defer consoleMu.Unlock()

@@ -10,6 +10,8 @@
   const eventsList = $('events');
   const holdsBody = $('holds-body');
   const numbers = new Intl.NumberFormat('en-US');
+  const pace = new Intl.NumberFormat('en-US', { maximumFractionDigits: 1 });
+  const QUEUE_STATES = { pre_queue: 'pre-queue', open: 'queue open', sold_out: 'sold out', closed: 'queue closed', unavailable: 'queue unavailable' };
 
   const state = {
     page: 0,
@@ -53,8 +55,31 @@
     const total = make('span', 'count total');
     total.append('of ', make('b', 'total-count'));
     counts.append(total);
-    li.append(head, bar, counts);
+    // The waiting room, for an event with one: counts only, never a place.
+    const queue = make('div', 'queue');
+    queue.hidden = true;
+    for (const part of ['state', 'waiting', 'rate', 'admitted']) {
+      const c = make('span', 'queue-' + part);
+      if (part !== 'state') c.append(make('b', 'queue-' + part + '-count'), make('span', 'queue-' + part + '-unit'));
+      queue.append(c);
+    }
+    li.append(head, bar, counts, queue);
     return li;
+  }
+
+  function drawQueue(div, queue) {
+    div.hidden = !queue;
+    if (!queue) return;
+    const q = (sel) => div.querySelector(sel);
+    const known = (n, fmt) => (n === null ? '—' : fmt.format(n));
+    div.dataset.state = queue.state;
+    q('.queue-state').textContent = QUEUE_STATES[queue.state] || queue.state;
+    q('.queue-waiting-count').textContent = known(queue.waiting, numbers);
+    q('.queue-waiting-unit').textContent = ' waiting';
+    q('.queue-rate-count').textContent = known(queue.admitted_per_second, pace) + '/s';
+    q('.queue-rate-unit').textContent = ' admitted (at most ' + numbers.format(queue.admit_per_second) + '/s)';
+    q('.queue-admitted-count').textContent = known(queue.admitted, numbers);
+    q('.queue-admitted-unit').textContent = ' admitted in all';
   }
 
   function drawEvent(li, ev) {
@@ -68,6 +93,7 @@
       q('.seg-' + kind).style.width = percent(n, ev.total_tickets) + '%';
     }
     q('.total-count').textContent = numbers.format(ev.total_tickets);
+    drawQueue(q('.queue'), ev.queue);
     q('.bar').setAttribute('aria-label',
       `${ev.confirmed_tickets} confirmed, ${ev.held_tickets} held, ${ev.available_tickets} available of ${ev.total_tickets}`);
   }

@@ -9,10 +9,15 @@
 // Content-Security-Policy allows exactly that inline style and script, by
 // hash, and fetches to its own origin.
 //
+// An event with a waiting room shows its queue: its state (sold out
+// among them), how many wait, how many were admitted, and the pace of
+// admissions measured from the admitted counter over the last seconds.
+//
 // The feed is for watching a sale, not for acting on it, so it carries no
-// buyer's email and no hold id: a hold id is the capability to confirm or
-// release the hold. Holds are named by a short tag the store derives from
-// the id and that cannot be turned back into it.
+// buyer's email, no hold id and no place id: a hold id is the capability
+// to confirm or release the hold, a place id the key to a place. Holds are
+// named by a short tag the store derives from the id and that cannot be
+// turned back into it; places are only counted.
 package statuspage
 
 import (
@@ -41,6 +46,9 @@ type EventStatus struct {
 	Available int
 	Held      int // tickets in pending holds, lapsed or not, until swept
 	Confirmed int
+	// AdmitPerSecond is the pace of the event's waiting room; 0: it has
+	// none.
+	AdmitPerSecond int
 }
 
 // HoldStatus is one hold as the page shows it: no buyer, no id.
@@ -145,12 +153,13 @@ func Handler() http.Handler {
 }
 
 type eventJSON struct {
-	ID        int64  `json:"id"`
-	Name      string `json:"name"`
-	Total     int    `json:"total_tickets"`
-	Available int    `json:"available_tickets"`
-	Held      int    `json:"held_tickets"`
-	Confirmed int    `json:"confirmed_tickets"`
+	ID        int64      `json:"id"`
+	Name      string     `json:"name"`
+	Total     int        `json:"total_tickets"`
+	Available int        `json:"available_tickets"`
+	Held      int        `json:"held_tickets"`
+	Confirmed int        `json:"confirmed_tickets"`
+	Queue     *queueJSON `json:"queue"`
 }
 
 type holdJSON struct {
@@ -171,14 +180,16 @@ type feed struct {
 
 // FeedHandler serves GET /status.json?limit=&offset=: a page of events,
 // busiest first (limit 1 to MaxLimit, DefaultLimit when absent; offset 0 or
-// more), and the LatestHolds latest holds.
-func FeedHandler(src Source, log *slog.Logger) http.Handler {
-	return feedHandler(src, log, time.Now)
+// more), each with its queue when it has one (read from queues; nil: none
+// shown), and the LatestHolds latest holds.
+func FeedHandler(src Source, queues Queues, log *slog.Logger) http.Handler {
+	return feedHandler(src, queues, log, time.Now)
 }
 
 // feedHandler is FeedHandler on the given clock. seconds_left is for the
 // page's countdown only: the database's clock decides when a hold expires.
-func feedHandler(src Source, log *slog.Logger, now func() time.Time) http.Handler {
+func feedHandler(src Source, queues Queues, log *slog.Logger, now func() time.Time) http.Handler {
+	m := newMeter()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		limit, offset, err := paging(r)
 		if err != nil {
@@ -196,10 +207,12 @@ func feedHandler(src Source, log *slog.Logger, now func() time.Time) http.Handle
 			httpapi.WriteError(w, r, log, err)
 			return
 		}
+		qs := readQueues(ctx, queues, m, log, events, now)
 		at := now().UTC()
 		out := feed{GeneratedAt: at, Events: make([]eventJSON, len(events)), Holds: make([]holdJSON, len(holds))}
 		for i, e := range events {
-			out.Events[i] = eventJSON(e)
+			out.Events[i] = eventJSON{ID: e.ID, Name: e.Name, Total: e.Total, Available: e.Available,
+				Held: e.Held, Confirmed: e.Confirmed, Queue: qs[i]}
 		}
 		for i, h := range holds {
 			out.Holds[i] = holdJSON{

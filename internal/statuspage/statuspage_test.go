@@ -44,7 +44,7 @@ func serve(t *testing.T, src Source, target string) (*httptest.ResponseRecorder,
 	var logs bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	rec := httptest.NewRecorder()
-	feedHandler(src, log, func() time.Time { return now }).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, target, nil))
+	feedHandler(src, nil, log, func() time.Time { return now }).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, target, nil))
 	return rec, &logs
 }
 
@@ -91,7 +91,7 @@ func TestFeedShape(t *testing.T) {
 	}
 	wantEvent := map[string]any{
 		"id": 7.0, "name": "Busy Night", "total_tickets": 40.0, "available_tickets": 25.0,
-		"held_tickets": 5.0, "confirmed_tickets": 10.0,
+		"held_tickets": 5.0, "confirmed_tickets": 10.0, "queue": nil,
 	}
 	if len(events) != 1 || !maps.Equal(events[0], wantEvent) {
 		t.Fatalf("events = %v, want [%v]", events, wantEvent)
