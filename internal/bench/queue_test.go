@@ -57,6 +57,33 @@ func (e *env) note(format string, args ...any) {
 	e.mu.Unlock()
 }
 
+// profile, when HOLDFAST_BENCH_PROFILE names a directory and
+// HOLDFAST_BENCH_PPROF a fixed address, fetches a CPU profile of the
+// batched server for the coming run into that directory as name.pprof;
+// the returned func waits for it.
+func (e *env) profile(name string) func() {
+	dir, addr := os.Getenv("HOLDFAST_BENCH_PROFILE"), os.Getenv("HOLDFAST_BENCH_PPROF")
+	if dir == "" || addr == "" || strings.HasSuffix(addr, ":0") {
+		return func() {}
+	}
+	secs := max(1, int(e.duration.Seconds())-1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		res, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, secs))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench: profile:", err)
+			return
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		if err := os.WriteFile(filepath.Join(dir, name+".pprof"), b, 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, "bench: profile:", err)
+		}
+	}()
+	return func() { <-done }
+}
+
 // BenchmarkQueueThroughput measures joins and polls against the same
 // server's GET /health, at 64 clients, one after the other in one run.
 // The joins go to an open queue admitting one place a second, so nearly
@@ -67,13 +94,17 @@ func BenchmarkQueueThroughput(b *testing.B) {
 		b.Fatal(err)
 	}
 	srv := e.batched
+	wait := e.profile("health")
 	health := e.measure("queue: GET /health", srv, queueClients, func(c, i int) (string, string, []byte) {
 		return "GET", "/health", nil
 	}, 0)
+	wait()
 	e.record(b, health)
+	wait = e.profile("joins")
 	joins := e.measure("queue: POST /events/{id}/queue", srv, queueClients, func(c, i int) (string, string, []byte) {
 		return "POST", fmt.Sprintf("/events/%d/queue", ev), fmt.Appendf(nil, `{"user_email":"join-%d-%d@example.com"}`, c, i)
 	}, 0)
+	wait()
 	e.record(b, joins)
 	rdb := redis.NewClient(&redis.Options{Addr: e.redis.Addr()})
 	defer rdb.Close()
@@ -81,9 +112,11 @@ func BenchmarkQueueThroughput(b *testing.B) {
 	if err != nil || len(ids) == 0 {
 		b.Fatalf("read the waiting places: %d, %v", len(ids), err)
 	}
+	wait = e.profile("polls")
 	polls := e.measure("queue: GET /queue/{place_id}", srv, queueClients, func(c, i int) (string, string, []byte) {
 		return "GET", "/queue/" + ids[(c*7919+i*131)%len(ids)], nil
 	}, 0)
+	wait()
 	e.record(b, polls)
 	waiting, _ := rdb.ZCard(context.Background(), queueKey(ev, "wait")).Result()
 	jr, pr := joins.rate()/health.rate(), polls.rate()/health.rate()
@@ -155,9 +188,11 @@ func BenchmarkQueueHolds(b *testing.B) {
 		b.Fatal(err)
 	}
 	srv := e.batched
+	wait := e.profile("holds")
 	without := e.measure("queue: POST /holds, no queue", srv, queueClients, func(c, i int) (string, string, []byte) {
 		return "POST", "/holds", holdBody(plain, c, i)
 	}, 0)
+	wait()
 	e.record(b, without)
 	ev, err := e.queuedEvent(100_000, time.Hour, 0)
 	if err != nil {
@@ -172,16 +207,25 @@ func BenchmarkQueueHolds(b *testing.B) {
 	}
 	made := time.Since(t0)
 	var next atomic.Int64
+	wait = e.profile("holds-pass")
 	with := e.measurePass("queue: POST /holds with a pass", srv, queueClients, func(c, i int) (string, string, []byte, string) {
 		k := int(next.Add(1)-1) % n
 		return "POST", "/holds", fmt.Appendf(nil, `{"event_id":%d,"user_email":%q,"quantity":1}`, ev, emails[k]), tokens[k]
 	}, 0)
+	wait()
 	e.record(b, with)
-	ratio := with.rate() / without.rate()
+	// The baseline again after: the ratio is against both, so that a
+	// machine whose speed drifts during the run favours neither.
+	again := e.measure("queue: POST /holds, no queue (again)", srv, queueClients, func(c, i int) (string, string, []byte) {
+		return "POST", "/holds", holdBody(plain, 1000+c, i)
+	}, 0)
+	e.record(b, again)
+	base := (without.rate() + again.rate()) / 2
+	ratio := with.rate() / base
 	b.ReportMetric(ratio, "pass/no-queue")
-	e.note("holds with a pass, %d clients, one run: %.0f/s = %.2fx holds without a queue (%.0f/s; target >= 0.9x); p99 %.1f ms vs %.1f ms; "+
+	e.note("holds with a pass, %d clients, one run: %.0f/s = %.2fx holds without a queue (%.0f/s before it, %.0f/s after; target >= 0.9x); p99 %.1f ms vs %.1f and %.1f ms; "+
 		"with a pass: %d 4xx, %d 5xx, %d of %d passes used (%d joins and polls to make them took %s)",
-		queueClients, with.rate(), ratio, without.rate(), ms(with.pct(0.99)), ms(without.pct(0.99)), with.Other4xx, with.Server,
+		queueClients, with.rate(), ratio, without.rate(), again.rate(), ms(with.pct(0.99)), ms(without.pct(0.99)), ms(again.pct(0.99)), with.Other4xx, with.Server,
 		min(int(next.Load()), n), n, n, made.Round(100*time.Millisecond))
 }
 
