@@ -708,6 +708,29 @@ func queueKillInstance(t *testing.T, c *cluster, f queueForm) {
 				name, w.what, w.n, w.d.Round(time.Millisecond), f.rate, want, allow, low)
 		}
 	}
+	// Admitted places in each whole second from the first sample, as read
+	// (the kill fell in the second marked *).
+	var perSecond []string
+	for i, at := first, ss[first].at; ; {
+		next := at.Add(time.Second)
+		if next.After(ss[last].at) {
+			break // only whole seconds
+		}
+		j := i
+		for j < last && !ss[j+1].at.After(next) {
+			j++
+		}
+		if j == i {
+			break
+		}
+		mark := ""
+		if !from.Before(ss[i].at) && from.Before(ss[j].at) {
+			mark = "*"
+		}
+		perSecond = append(perSecond, fmt.Sprintf("%d%s", ss[j].admitted-ss[i].admitted, mark))
+		i, at = j, next
+	}
+	t.Logf("%s: admitted in each second: %s", name, strings.Join(perSecond, " "))
 	if afterKill.Load() == 0 {
 		t.Errorf("%s: no place that joined through the killed instance was admitted after the kill", name)
 	}
