@@ -49,16 +49,9 @@ func (r result) pct(p float64) time.Duration {
 	return r.Lat[min(len(r.Lat)-1, int(float64(len(r.Lat))*p))]
 }
 
-// run drives base with clients concurrent clients for d, each sending its
-// requests back to back on its own keep-alive connection.
-func run(ctx context.Context, name, base string, clients int, d time.Duration, req request, rssOf int) result {
-	return runPass(ctx, name, base, clients, d, func(c, i int) (string, string, []byte, string) {
-		m, p, b := req(c, i)
-		return m, p, b, ""
-	}, rssOf)
-}
-
-// runPass is run with a Queue-Pass on the requests that carry one.
+// runPass drives base with clients concurrent clients for d, each sending
+// its requests back to back on its own keep-alive connection, with a
+// Queue-Pass on the requests that carry one.
 func runPass(ctx context.Context, name, base string, clients int, d time.Duration, req passRequest, rssOf int) result {
 	tr := &http.Transport{
 		MaxIdleConnsPerHost: clients,
