@@ -44,7 +44,8 @@ run: deps build
 	$(BIN) dev
 
 # test is what CI runs: the checks of vet, then short k6 runs against a
-# private `holdfast dev`, then the Go tests with the race detector, against
+# private `holdfast dev` (the on-sale through the waiting room included),
+# then the Go tests with the race detector, against
 # real PostgreSQL and Redis (private ones each package starts, or
 # DATABASE_URL and REDIS_URL when set).
 test: deps build vet test-k6 test-go
@@ -60,8 +61,9 @@ vet:
 test-go:
 	$(GO) test -race -count=1 -timeout 15m ./...
 
+# ONSALE_SMOKE=0 leaves the on-sale out of a quick look.
 test-k6: build
-	K6=$(K6) HOLDFAST=$(CURDIR)/$(BIN) scripts/smoke.sh
+	K6=$(K6) HOLDFAST=$(CURDIR)/$(BIN) ONSALE_SMOKE=$${ONSALE_SMOKE:-1} scripts/smoke.sh
 
 # experiment is the article's full run (20 VUs, 20 s) against `make run`.
 experiment: deps build
@@ -95,7 +97,8 @@ fuzz:
 
 # faults runs the long form of the fault suite (instances killed, Redis
 # killed and slowed, PostgreSQL restarted, an instance paused past its lock
-# TTL), then fuzzes every target.
+# TTL; TestFaultsQueue: the waiting room's Redis killed and restarted on its
+# append-only file, an instance killed mid-sale), then fuzzes every target.
 faults: deps build
 	HOLDFAST_FAULTS=long HOLDFAST_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -v -run TestFaults -timeout 30m ./internal/faults/
 	$(MAKE) fuzz

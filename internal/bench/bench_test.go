@@ -33,6 +33,7 @@ type env struct {
 	dir      string
 	pg       *servers.Postgres
 	redis    *servers.Redis
+	redisPID int
 	db       *sql.DB
 	dbURL    string
 	batched  *server
@@ -117,6 +118,9 @@ func setup() (*env, error) {
 	if err != nil {
 		return e, err
 	}
+	if info, err := e.redis.Info("server"); err == nil {
+		e.redisPID, _ = strconv.Atoi(infoValue(info, "process_id"))
+	}
 	admin, err := sql.Open("postgres", e.pg.URL("postgres"))
 	if err != nil {
 		return e, err
@@ -160,6 +164,16 @@ func setup() (*env, error) {
 		return e, err
 	}
 	return e, nil
+}
+
+// infoValue is the value of name in a Redis INFO reply, or "".
+func infoValue(info, name string) string {
+	for _, line := range strings.Split(info, "\r\n") {
+		if v, ok := strings.CutPrefix(line, name+":"); ok {
+			return v
+		}
+	}
+	return ""
 }
 
 func getenv(k, def string) string {
@@ -273,10 +287,18 @@ func forClients(b *testing.B, name string, srv func() *server, req request) {
 // measure runs one load and accounts for the CPU each process spent on it
 // and for the statements the database ran.
 func (e *env) measure(name string, s *server, clients int, req request, rssOf int) result {
+	return e.measurePass(name, s, clients, func(c, i int) (string, string, []byte, string) {
+		m, p, b := req(c, i)
+		return m, p, b, ""
+	}, rssOf)
+}
+
+// measurePass is measure with a Queue-Pass on the requests that carry one.
+func (e *env) measurePass(name string, s *server, clients int, req passRequest, rssOf int) result {
 	pid := s.cmd.Process.Pid
 	e.resetStatements()
 	before := e.cpuNow(pid)
-	r := run(context.Background(), name, s.base, clients, e.duration, req, rssOf)
+	r := runPass(context.Background(), name, s.base, clients, e.duration, req, rssOf)
 	r.CPU = e.cpuNow(pid).minus(before)
 	r.Statements = e.statements(r.Duration)
 	return r
@@ -369,7 +391,7 @@ func (e *env) report(w *os.File) {
 	fmt.Fprintf(w, "\nholdfast benchmark, %s, %d CPUs, %s per run\n\n", time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), e.duration)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "scenario\tclients\tok/s\tp50 ms\tp99 ms\t429s\t5xx\tx unbatched\tx /health\tmax RSS MB\t"+
-		"CPU us/ok: holdfast\tpostgres\tload gen\ttotal\t")
+		"CPU us/ok: holdfast\tpostgres\tredis\tload gen\ttotal\t")
 	for _, r := range e.results {
 		rss := "-"
 		if r.MaxRSSKB > 0 {
@@ -381,10 +403,11 @@ func (e *env) report(w *os.File) {
 			}
 			return fmt.Sprintf("%.0f", float64(d.Microseconds())/float64(r.OK))
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.1f\t%.1f\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", r.Name, r.Clients, r.rate(),
+		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.1f\t%.1f\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", r.Name, r.Clients, r.rate(),
 			float64(r.pct(0.5).Microseconds())/1000, float64(r.pct(0.99).Microseconds())/1000, r.Busy, r.Server,
 			ratio(r, "POST /holds (--batch=false)"), ratio(r, "GET /health"), rss,
-			perOK(r.CPU.server), perOK(r.CPU.postgres), perOK(r.CPU.loadgen), perOK(r.CPU.server+r.CPU.postgres+r.CPU.loadgen))
+			perOK(r.CPU.server), perOK(r.CPU.postgres), perOK(r.CPU.redis), perOK(r.CPU.loadgen),
+			perOK(r.CPU.server+r.CPU.postgres+r.CPU.redis+r.CPU.loadgen))
 	}
 	tw.Flush()
 	fmt.Fprintln(w, "\nthe database's two costliest statements in each run:")

@@ -14,21 +14,24 @@ const clockTick = 10 * time.Millisecond
 
 // cpu is the CPU time (user and system) a set of processes has used.
 type cpu struct {
-	server, postgres, loadgen time.Duration
+	server, postgres, redis, loadgen time.Duration
 }
 
 func (c cpu) minus(o cpu) cpu {
-	return cpu{server: c.server - o.server, postgres: c.postgres - o.postgres, loadgen: c.loadgen - o.loadgen}
+	return cpu{server: c.server - o.server, postgres: c.postgres - o.postgres, redis: c.redis - o.redis, loadgen: c.loadgen - o.loadgen}
 }
 
 // cpuNow reads the CPU time so far of the holdfast process serverPID, of
 // PostgreSQL (the postmaster and every process it started: backends,
 // WAL writer, checkpointer, autovacuum) and of this process, the load
-// generator. Redis is left out: the batched path asks it a few times a
-// second.
+// generator, and of Redis: the batched path asks it a few times a second,
+// the waiting room on every request.
 func (e *env) cpuNow(serverPID int) cpu {
 	var c cpu
 	c.server = procCPU(serverPID)
+	if e.redisPID > 0 {
+		c.redis = procCPU(e.redisPID)
+	}
 	c.loadgen = procCPU(os.Getpid())
 	if pm, err := e.pg.PID(); err == nil {
 		c.postgres = procCPU(pm)

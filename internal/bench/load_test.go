@@ -19,6 +19,10 @@ import (
 // request builds client c's i-th request.
 type request func(c, i int) (method, path string, body []byte)
 
+// passRequest builds client c's i-th request and the Queue-Pass it
+// carries ("" for none).
+type passRequest func(c, i int) (method, path string, body []byte, pass string)
+
 // result is what one load run measured.
 type result struct {
 	Name     string
@@ -45,9 +49,10 @@ func (r result) pct(p float64) time.Duration {
 	return r.Lat[min(len(r.Lat)-1, int(float64(len(r.Lat))*p))]
 }
 
-// run drives base with clients concurrent clients for d, each sending its
-// requests back to back on its own keep-alive connection.
-func run(ctx context.Context, name, base string, clients int, d time.Duration, req request, rssOf int) result {
+// runPass drives base with clients concurrent clients for d, each sending
+// its requests back to back on its own keep-alive connection, with a
+// Queue-Pass on the requests that carry one.
+func runPass(ctx context.Context, name, base string, clients int, d time.Duration, req passRequest, rssOf int) result {
 	tr := &http.Transport{
 		MaxIdleConnsPerHost: clients,
 		MaxConnsPerHost:     clients,
@@ -98,9 +103,12 @@ func run(ctx context.Context, name, base string, clients int, d time.Duration, r
 					return
 				default:
 				}
-				method, path, body := req(c, i)
+				method, path, body, pass := req(c, i)
 				hreq, _ := http.NewRequestWithContext(ctx, method, base+path, bytes.NewReader(body))
 				hreq.Header.Set("Content-Type", "application/json")
+				if pass != "" {
+					hreq.Header.Set("Queue-Pass", pass)
+				}
 				t0 := time.Now()
 				res, err := client.Do(hreq)
 				if err != nil {

@@ -69,8 +69,16 @@ type instance struct {
 	paused bool
 }
 
+// clusterOptions says how a cluster differs from the default.
+type clusterOptions struct {
+	// appendOnly gives Redis an append-only file (appendfsync everysec),
+	// so that a Redis killed and started again comes back with its data:
+	// the waiting room's scenarios need it. Off, Redis comes back empty.
+	appendOnly bool
+}
+
 // newCluster starts everything, registering its cleanup on t.
-func newCluster(t *testing.T, n int) *cluster {
+func newCluster(t *testing.T, n int, opts clusterOptions) *cluster {
 	t.Helper()
 	ctx := context.Background()
 	dir, err := os.MkdirTemp("", "holdfast-faults-")
@@ -107,7 +115,7 @@ func newCluster(t *testing.T, n int) *cluster {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = c.pg.Stop() })
-	c.redis, err = servers.StartRedis(ctx, filepath.Join(dir, "redis"))
+	c.redis, err = servers.StartRedisWith(ctx, servers.RedisOptions{Dir: filepath.Join(dir, "redis"), AppendOnly: opts.appendOnly})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -69,6 +69,36 @@
 // where err counts requests that got no HTTP answer at all (a killed or
 // stopped instance), and logs what it saw of the fault itself.
 //
+// TestFaultsQueue does the same for a sale through the waiting room, on a
+// cluster of its own whose Redis keeps an append-only file (appendfsync
+// everysec), as a waiting room's Redis must. Each scenario makes a queued
+// event, joins a pre-queue through both instances, and has every place
+// poll as poll_after_seconds says (at least once a second), take a hold
+// with its pass once admitted and confirm it:
+//
+//   - kill-redis-queued: Redis gets SIGKILL mid-sale, with joins still
+//     coming, stays down a few seconds and is started again on its
+//     append-only file. A third of the admitted buyers keep their pass for
+//     the outage: they must take holds (201) and confirm while Redis is
+//     down and after it is back. Every join and poll sent while Redis is
+//     down must be 503 unavailable. The waiting places, read from Redis
+//     just before the kill and just after the restart, must be in the same
+//     relative order; a place waiting before and not after must have been
+//     admitted since; every place whose join was answered more than a
+//     second before the kill must still be there (those of the last second
+//     are counted, allowed: everysec); no poll may see a position grow;
+//     admission must go on after the restart.
+//   - kill-instance-queued: every buyer polls and buys through instance b;
+//     a gets SIGKILL mid-sale. The queue's admitted count, read every 100 ms,
+//     must grow at admit_per_second before and after the kill, within a
+//     burst (half a second's worth), a step's worth and one place (fewer
+//     by what the suite's own sampler stalled past half a second, a machine
+//     too busy for the admitters; more, never); places that joined through
+//     a must be admitted and served by b.
+//
+// Both end as every TestFaults scenario does: holdfast check, no hold lost,
+// no 5xx but 503 unavailable.
+//
 // The short form, the default and what `go test ./...` runs, keeps the load
 // to a few seconds around each fault and the whole test near a minute and a
 // half on a small machine. HOLDFAST_FAULTS=long runs about fifteen seconds

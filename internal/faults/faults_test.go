@@ -74,7 +74,7 @@ func TestFaults(t *testing.T) {
 	if os.Getenv("HOLDFAST_FAULTS") == "long" {
 		f = longForm
 	}
-	c := newCluster(t, 2)
+	c := newCluster(t, 2, clusterOptions{})
 	for _, sc := range scenarios {
 		t.Run(sc.name, func(t *testing.T) { runScenario(t, c, f, sc) })
 	}
