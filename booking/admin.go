@@ -17,15 +17,16 @@ import (
 
 	"github.com/holdfast/holdfast/internal/httpapi"
 	"github.com/holdfast/holdfast/internal/money"
+	"github.com/holdfast/holdfast/internal/problem"
 )
 
 // ErrTotalBelowHeld: an event's total cannot go below the tickets already
 // held and sold.
-var ErrTotalBelowHeld = &httpapi.Error{Code: httpapi.CodeTotalBelowHeld, Message: "total_tickets cannot go below the tickets already held and sold"}
+var ErrTotalBelowHeld = problem.New(problem.TotalBelowHeld, "total_tickets cannot go below the tickets already held and sold")
 
 // ErrSaleWindow: off_sale_at must come after on_sale_at (the database's
 // events_sale_window check, for a change that meets the stored other end).
-var ErrSaleWindow = httpapi.Invalid("off_sale_at must be later than on_sale_at")
+var ErrSaleWindow = problem.Invalidf("off_sale_at must be later than on_sale_at")
 
 // Limits of an event an operator may create.
 const (
@@ -104,7 +105,7 @@ func parseTime(field, s string) (time.Time, error) {
 		err = errors.New("year out of range")
 	}
 	if err != nil {
-		return time.Time{}, httpapi.Invalid("%s must be an RFC 3339 time such as 2027-06-01T18:00:00Z", field)
+		return time.Time{}, problem.Invalidf("%s must be an RFC 3339 time such as 2027-06-01T18:00:00Z", field)
 	}
 	return t.UTC(), nil
 }
@@ -119,7 +120,7 @@ func optionalTime(field string, raw json.RawMessage) (Optional[time.Time], error
 	}
 	var s string
 	if err := json.Unmarshal(raw, &s); err != nil {
-		return Optional[time.Time]{}, httpapi.Invalid("%s must be an RFC 3339 time string or null", field)
+		return Optional[time.Time]{}, problem.Invalidf("%s must be an RFC 3339 time string or null", field)
 	}
 	t, err := parseTime(field, s)
 	if err != nil {
@@ -139,9 +140,9 @@ func optionalQueue(raw json.RawMessage) (Optional[QueueSettings], error) {
 	}
 	var in queueInput
 	if err := httpapi.DecodeBytes(raw, &in); err != nil {
-		var e *httpapi.Error
+		var e *problem.Error
 		if errors.As(err, &e) {
-			return Optional[QueueSettings]{}, httpapi.Invalid("queue: %s", e.Message)
+			return Optional[QueueSettings]{}, problem.Invalidf("queue: %s", e.Msg)
 		}
 		return Optional[QueueSettings]{}, err
 	}
@@ -149,14 +150,14 @@ func optionalQueue(raw json.RawMessage) (Optional[QueueSettings], error) {
 	if in.AdmitPerSecond != nil {
 		n := in.AdmitPerSecond.N
 		if !in.AdmitPerSecond.Set || n < 1 || n > MaxAdmitPerSecond {
-			return Optional[QueueSettings]{}, httpapi.Invalid("queue.admit_per_second must be an integer from 1 to %d", MaxAdmitPerSecond)
+			return Optional[QueueSettings]{}, problem.Invalidf("queue.admit_per_second must be an integer from 1 to %d", MaxAdmitPerSecond)
 		}
 		q.AdmitPerSecond = int(n)
 	}
 	if in.PassTTL != nil {
 		d, err := time.ParseDuration(*in.PassTTL)
 		if err != nil || d%time.Second != 0 || d < MinPassTTL.Duration() || d > MaxPassTTL.Duration() {
-			return Optional[QueueSettings]{}, httpapi.Invalid(`queue.pass_ttl must be a whole number of seconds from "10s" to "24h", such as "10m"`)
+			return Optional[QueueSettings]{}, problem.Invalidf(`queue.pass_ttl must be a whole number of seconds from "10s" to "24h", such as "10m"`)
 		}
 		q.PassTTL = Seconds(d / time.Second)
 	}
@@ -176,13 +177,13 @@ func (in eventInput) patch() (EventPatch, error) {
 	if in.Name != nil {
 		name := strings.TrimSpace(*in.Name)
 		if name == "" || utf8.RuneCountInString(name) > MaxNameLength || strings.ContainsFunc(name, unicode.IsControl) {
-			return p, httpapi.Invalid("name must be 1 to %d characters, with no control characters", MaxNameLength)
+			return p, problem.Invalidf("name must be 1 to %d characters, with no control characters", MaxNameLength)
 		}
 		p.Name = &name
 	}
 	if in.Description != nil {
 		if utf8.RuneCountInString(*in.Description) > 10_000 || strings.ContainsFunc(*in.Description, controlInText) {
-			return p, httpapi.Invalid("description must be at most 10000 characters, with no control characters but line breaks (\\n) and tabs")
+			return p, problem.Invalidf("description must be at most 10000 characters, with no control characters but line breaks (\\n) and tabs")
 		}
 		p.Description = in.Description
 	}
@@ -211,7 +212,7 @@ func (in eventInput) patch() (EventPatch, error) {
 	if in.TotalTickets != nil {
 		n := in.TotalTickets.N
 		if !in.TotalTickets.Set || n < 0 || n > MaxTotalTickets {
-			return p, httpapi.Invalid("total_tickets must be an integer from 0 to %d", MaxTotalTickets)
+			return p, problem.Invalidf("total_tickets must be an integer from 0 to %d", MaxTotalTickets)
 		}
 		total := int(n)
 		p.Total = &total
@@ -219,7 +220,7 @@ func (in eventInput) patch() (EventPatch, error) {
 	if in.TicketPrice != nil {
 		c, err := money.Parse(*in.TicketPrice)
 		if err != nil || c < 0 || c > maxPrice {
-			return p, httpapi.Invalid(`ticket_price must be a decimal string from "0.00" to "99999999.99"`)
+			return p, problem.Invalidf(`ticket_price must be a decimal string from "0.00" to "99999999.99"`)
 		}
 		p.Price = &c
 	}
@@ -267,7 +268,7 @@ func RequireToken(token string, limit AttemptLimit, log *slog.Logger) func(http.
 				return
 			}
 			w.Header().Set("WWW-Authenticate", `Bearer realm="holdfast admin"`)
-			httpapi.WriteError(w, r, log, httpapi.Errorf(httpapi.CodeUnauthorized, "a valid admin bearer token is required"))
+			httpapi.WriteError(w, r, log, problem.Errorf(problem.Unauthorized, "a valid admin bearer token is required"))
 		})
 	}
 }
@@ -295,13 +296,13 @@ func HandleCreateEvent(store AdminStore, log *slog.Logger) http.Handler {
 		if err == nil {
 			switch {
 			case p.Name == nil:
-				err = httpapi.Invalid("name is required")
+				err = problem.Invalidf("name is required")
 			case p.EventDate == nil:
-				err = httpapi.Invalid("event_date is required")
+				err = problem.Invalidf("event_date is required")
 			case p.Total == nil:
-				err = httpapi.Invalid("total_tickets is required")
+				err = problem.Invalidf("total_tickets is required")
 			case p.Price == nil:
-				err = httpapi.Invalid("ticket_price is required")
+				err = problem.Invalidf("ticket_price is required")
 			}
 		}
 		if err != nil {
@@ -333,7 +334,7 @@ func HandleUpdateEvent(store AdminStore, log *slog.Logger) http.Handler {
 		}
 		p, err := in.patch()
 		if err == nil && p == (EventPatch{}) {
-			err = httpapi.Invalid("nothing to change: send at least one of name, description, event_date, total_tickets, ticket_price, on_sale_at, off_sale_at, queue")
+			err = problem.Invalidf("nothing to change: send at least one of name, description, event_date, total_tickets, ticket_price, on_sale_at, off_sale_at, queue")
 		}
 		if err != nil {
 			httpapi.WriteError(w, r, log, err)

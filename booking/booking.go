@@ -3,7 +3,6 @@ package booking
 import (
 	"context"
 	"errors"
-	"net/http"
 	"net/mail"
 	"net/netip"
 	"strconv"
@@ -19,41 +18,43 @@ import (
 	"github.com/holdfast/holdfast/internal/idempotency"
 	"github.com/holdfast/holdfast/internal/money"
 	"github.com/holdfast/holdfast/internal/pass"
+	"github.com/holdfast/holdfast/internal/problem"
 )
 
-// Errors the booking services return. Each is an *httpapi.Error, so the
-// handlers answer it as the contract says.
+// Errors the booking services return. Each is a *problem.Error, which
+// internal/httpapi answers as the contract says.
 var (
-	ErrEventNotFound = &httpapi.Error{Code: httpapi.CodeNotFound, Message: "no such event"}
-	// ErrSoldOut is a 400 on /book/*, as in the seed.
-	ErrSoldOut = &httpapi.Error{Code: httpapi.CodeSoldOut, Message: "not enough tickets available", Status: http.StatusBadRequest}
+	ErrEventNotFound = problem.New(problem.NotFound, "no such event")
+	// ErrSoldOut: the stock is short. /book/* answers it 400, as in the
+	// seed (see bookStatuses), POST /holds 409.
+	ErrSoldOut = problem.New(problem.SoldOut, "not enough tickets available")
 	// ErrLimitExceeded: the buyer would hold or own more of the event's
 	// tickets than one buyer may (--max-tickets-per-user).
-	ErrLimitExceeded = &httpapi.Error{Code: httpapi.CodeLimitExceeded, Message: "this buyer already holds or owns as many tickets of this event as one buyer may"}
+	ErrLimitExceeded = problem.New(problem.LimitExceeded, "this buyer already holds or owns as many tickets of this event as one buyer may")
 	// ErrClientLimitExceeded: the client address would hold more of the
 	// event's tickets at once than one address may
 	// (--max-tickets-per-client).
-	ErrClientLimitExceeded = &httpapi.Error{Code: httpapi.CodeLimitExceeded, Message: "this address already holds as many tickets of this event as one address may"}
+	ErrClientLimitExceeded = problem.New(problem.LimitExceeded, "this address already holds as many tickets of this event as one address may")
 	// ErrBusy: the event's lock was not had within the lock wait.
-	ErrBusy = &httpapi.Error{Code: httpapi.CodeBusy, Message: "the event is busy, please try again", RetryAfter: time.Second}
+	ErrBusy = problem.New(problem.Busy, "the event is busy, please try again")
 	// ErrUnavailable: PostgreSQL cannot be reached, or a deadlock or
 	// serialization failure persisted after retries.
-	ErrUnavailable = &httpapi.Error{Code: httpapi.CodeUnavailable, Message: "the service is unavailable, please try again", RetryAfter: time.Second}
+	ErrUnavailable = problem.New(problem.Unavailable, "the service is unavailable, please try again")
 	// ErrNotOnSale: the event's on_sale_at has not come yet, by the
 	// database's clock.
-	ErrNotOnSale = &httpapi.Error{Code: httpapi.CodeNotOnSale, Message: "this event is not on sale yet"}
+	ErrNotOnSale = problem.New(problem.NotOnSale, "this event is not on sale yet")
 	// ErrSaleClosed: the event's off_sale_at has passed, by the database's
 	// clock.
-	ErrSaleClosed = &httpapi.Error{Code: httpapi.CodeSaleClosed, Message: "the sale of this event has closed"}
+	ErrSaleClosed = problem.New(problem.SaleClosed, "the sale of this event has closed")
 )
 
 // SaleErr is the error of a sale window's verdict as the store reads it
 // ("not_on_sale", "sale_closed"), nil for "" (on sale).
 func SaleErr(verdict string) error {
 	switch verdict {
-	case httpapi.CodeNotOnSale:
+	case problem.NotOnSale.String():
 		return ErrNotOnSale
-	case httpapi.CodeSaleClosed:
+	case problem.SaleClosed.String():
 		return ErrSaleClosed
 	}
 	return nil
@@ -155,15 +156,15 @@ const MaxEmailLength = 254
 func (r Request) Order(maxQuantity int) (Order, error) {
 	switch {
 	case !r.EventID.Set:
-		return Order{}, httpapi.Invalid("event_id is required")
+		return Order{}, problem.Invalidf("event_id is required")
 	case r.EventID.N <= 0:
-		return Order{}, httpapi.Invalid("event_id must be a positive integer")
+		return Order{}, problem.Invalidf("event_id must be a positive integer")
 	case r.UserEmail == nil:
-		return Order{}, httpapi.Invalid("user_email is required")
+		return Order{}, problem.Invalidf("user_email is required")
 	case !r.Quantity.Set:
-		return Order{}, httpapi.Invalid("quantity is required")
+		return Order{}, problem.Invalidf("quantity is required")
 	case r.Quantity.N < 1 || r.Quantity.N > int64(maxQuantity):
-		return Order{}, httpapi.Invalid("quantity must be between 1 and %d", maxQuantity)
+		return Order{}, problem.Invalidf("quantity must be between 1 and %d", maxQuantity)
 	}
 	email, err := NormalizeEmail(*r.UserEmail)
 	if err != nil {
@@ -180,24 +181,24 @@ func (r Request) Order(maxQuantity int) (Order, error) {
 // hyphen, the BOM) are refused: they make one address look like another, or
 // like nothing, and PostgreSQL could not store a NUL.
 func NormalizeEmail(s string) (string, error) {
-	bad := httpapi.Invalid("user_email must be a bare email address such as a@example.com")
+	bad := problem.Invalidf("user_email must be a bare email address such as a@example.com")
 	if s == "" {
-		return "", httpapi.Invalid("user_email is required")
+		return "", problem.Invalidf("user_email is required")
 	}
 	// A JSON decoder turns invalid UTF-8 into U+FFFD, which no address
 	// holds: refused in either form, whichever decoder read the body.
 	if !utf8.ValidString(s) || strings.ContainsRune(s, utf8.RuneError) {
-		return "", httpapi.Invalid("user_email is not valid UTF-8")
+		return "", problem.Invalidf("user_email is not valid UTF-8")
 	}
 	for _, r := range s {
 		if unicode.In(r, unicode.Cc, unicode.Cf) {
-			return "", httpapi.Invalid("user_email must not hold control or format characters (such as U+%04X)", r)
+			return "", problem.Invalidf("user_email must not hold control or format characters (such as U+%04X)", r)
 		}
 	}
 	// NFC can lengthen or shorten a string; the limit is on what is stored.
 	s = norm.NFC.String(s)
 	if utf8.RuneCountInString(s) > MaxEmailLength {
-		return "", httpapi.Invalid("user_email is longer than %d characters", MaxEmailLength)
+		return "", problem.Invalidf("user_email is longer than %d characters", MaxEmailLength)
 	}
 	addr, err := mail.ParseAddress(s)
 	if err != nil || addr.Name != "" || addr.Address != s || strings.ContainsAny(s, " \t\r\n<>()\"") {

@@ -10,12 +10,12 @@ import (
 	"time"
 
 	"github.com/holdfast/holdfast/booking"
-	"github.com/holdfast/holdfast/internal/httpapi"
+	"github.com/holdfast/holdfast/internal/problem"
 )
 
 // ErrShuttingDown answers a request that arrives, or still waits in a queue,
 // once the instance has stopped serving holds.
-var ErrShuttingDown = &httpapi.Error{Code: httpapi.CodeUnavailable, Message: "the service is shutting down, please try again", RetryAfter: time.Second}
+var ErrShuttingDown = problem.New(problem.Unavailable, "the service is shutting down, please try again")
 
 // Batcher serves hold requests per event in batches. Requests for one event
 // queue in arrival order inside the instance; one worker per event with

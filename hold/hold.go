@@ -8,10 +8,10 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/holdfast/holdfast/booking"
-	"github.com/holdfast/holdfast/internal/httpapi"
 	"github.com/holdfast/holdfast/internal/idempotency"
 	"github.com/holdfast/holdfast/internal/money"
 	"github.com/holdfast/holdfast/internal/pass"
+	"github.com/holdfast/holdfast/internal/problem"
 )
 
 // Status is a hold's state as the API reports it.
@@ -29,11 +29,11 @@ const (
 
 // Errors the hold service returns; each answers as the contract says.
 var (
-	ErrNotFound  = &httpapi.Error{Code: httpapi.CodeNotFound, Message: "no such hold"}
-	ErrSoldOut   = &httpapi.Error{Code: httpapi.CodeSoldOut, Message: "not enough tickets available"}
-	ErrExpired   = &httpapi.Error{Code: httpapi.CodeHoldExpired, Message: "the hold has expired"}
-	ErrReleased  = &httpapi.Error{Code: httpapi.CodeHoldReleased, Message: "the hold was released"}
-	ErrConfirmed = &httpapi.Error{Code: httpapi.CodeHoldConfirmed, Message: "the hold is confirmed and cannot be released"}
+	ErrNotFound  = problem.New(problem.NotFound, "no such hold")
+	ErrSoldOut   = problem.New(problem.SoldOut, "not enough tickets available")
+	ErrExpired   = problem.New(problem.HoldExpired, "the hold has expired")
+	ErrReleased  = problem.New(problem.HoldReleased, "the hold was released")
+	ErrConfirmed = problem.New(problem.HoldConfirmed, "the hold is confirmed and cannot be released")
 )
 
 // Hold is tickets set aside for one buyer until ExpiresAt.

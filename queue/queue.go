@@ -17,6 +17,7 @@ import (
 	"github.com/holdfast/holdfast/booking"
 	"github.com/holdfast/holdfast/internal/httpapi"
 	"github.com/holdfast/holdfast/internal/pass"
+	"github.com/holdfast/holdfast/internal/problem"
 )
 
 // Status is a place's state as the API reports it.
@@ -45,12 +46,12 @@ const (
 
 // Errors the queue service returns; each answers as the contract says.
 var (
-	ErrPlaceNotFound = &httpapi.Error{Code: httpapi.CodeNotFound, Message: "no such place"}
+	ErrPlaceNotFound = problem.New(problem.NotFound, "no such place")
 	// ErrNoQueue: the event exists but has no waiting room; its tickets
 	// are held directly with POST /holds.
-	ErrNoQueue = &httpapi.Error{Code: httpapi.CodeNotFound, Message: "this event has no waiting room: hold its tickets with POST /holds"}
+	ErrNoQueue = problem.New(problem.NotFound, "this event has no waiting room: hold its tickets with POST /holds")
 	// ErrUnavailable: Redis, which holds the queue, cannot be reached.
-	ErrUnavailable = &httpapi.Error{Code: httpapi.CodeUnavailable, Message: "the waiting room is unavailable, please try again", RetryAfter: time.Second}
+	ErrUnavailable = problem.New(problem.Unavailable, "the waiting room is unavailable, please try again")
 )
 
 // Place is one buyer's place in an event's queue.
@@ -506,7 +507,7 @@ func NewPlaceID(eventID int64) (string, error) {
 }
 
 // ErrBadPlaceID answers a place id of the wrong form.
-var ErrBadPlaceID = httpapi.Invalid("place id must be as POST /events/{id}/queue gave it, such as 42-0123456789abcdef0123456789abcdef")
+var ErrBadPlaceID = problem.Invalidf("place id must be as POST /events/{id}/queue gave it, such as 42-0123456789abcdef0123456789abcdef")
 
 // ParsePlaceID checks a place id's form and returns its event id.
 func ParsePlaceID(id string) (int64, error) {
@@ -524,9 +525,5 @@ func ParsePlaceID(id string) (int64, error) {
 
 // errorCode is err's contract code, for the outcome counters.
 func errorCode(err error) string {
-	var e *httpapi.Error
-	if errors.As(err, &e) {
-		return e.Code
-	}
-	return httpapi.CodeInternal
+	return httpapi.Code(err)
 }

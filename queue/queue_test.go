@@ -18,7 +18,9 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/holdfast/holdfast/booking"
+	"github.com/holdfast/holdfast/internal/httpapi"
 	"github.com/holdfast/holdfast/internal/pass"
+	"github.com/holdfast/holdfast/internal/problem"
 	"github.com/holdfast/holdfast/internal/testenv"
 	"github.com/holdfast/holdfast/queue"
 	"github.com/holdfast/holdfast/store"
@@ -366,8 +368,8 @@ func TestBadInputIsRefusedWithoutAPlace(t *testing.T) {
 	}
 	for _, c := range cases {
 		_, _, err := svc.Join(context.Background(), c.event, c.email)
-		var e interface{ HTTPStatus() int }
-		if !errors.As(err, &e) || !strings.HasPrefix(err.Error(), c.code+":") || e.HTTPStatus() >= 500 {
+		var e *problem.Error
+		if !errors.As(err, &e) || httpapi.Code(err) != c.code {
 			t.Errorf("%s: got %v, want %s", c.name, err, c.code)
 		}
 	}

@@ -18,7 +18,7 @@ import (
 	"github.com/lib/pq"
 
 	"github.com/holdfast/holdfast/booking"
-	"github.com/holdfast/holdfast/internal/httpapi"
+	"github.com/holdfast/holdfast/internal/problem"
 )
 
 // DBOptions are the connection settings of a pool.
@@ -208,7 +208,7 @@ func mapErr(ctx context.Context, err error) error {
 				return booking.ErrSaleWindow
 			}
 		case "22021", "22P05": // invalid or untranslatable text (a NUL, say): the input's fault
-			return httpapi.Invalid("the request holds text the database cannot store")
+			return problem.Invalidf("the request holds text the database cannot store")
 		}
 		switch pqErr.Code.Class() {
 		case "08", "57", "53": // connection, operator intervention, resources

@@ -11,10 +11,10 @@ import (
 	"github.com/lib/pq"
 
 	"github.com/holdfast/holdfast/booking"
-	"github.com/holdfast/holdfast/internal/httpapi"
 	"github.com/holdfast/holdfast/internal/idempotency"
 	"github.com/holdfast/holdfast/internal/money"
 	"github.com/holdfast/holdfast/internal/pass"
+	"github.com/holdfast/holdfast/internal/problem"
 )
 
 // Store is holdfast's PostgreSQL storage.
@@ -291,15 +291,14 @@ const maxTotal money.Cents = 99_999_999_99
 func orderTotal(price money.Cents, quantity int) (money.Cents, error) {
 	total, err := price.Times(int64(quantity))
 	if err != nil || total > maxTotal {
-		return 0, httpapi.Invalid("the total of %d tickets at %s is more than one booking can hold", quantity, price)
+		return 0, problem.Invalidf("the total of %d tickets at %s is more than one booking can hold", quantity, price)
 	}
 	return total, nil
 }
 
 // isInvalid reports whether err is a 400 of the request's own.
 func isInvalid(err error) bool {
-	var e *httpapi.Error
-	return errors.As(err, &e) && e.Code == httpapi.CodeInvalid
+	return errors.Is(err, problem.Invalid)
 }
 
 // qUsedPlaces returns those of the places ($2) that already have a

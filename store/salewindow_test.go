@@ -72,7 +72,7 @@ func TestHoldsWithKeysKeepToTheSaleWindowAndDoNotKeepTheRefusal(t *testing.T) {
 	req := request(ev, "a@example.com", 1)
 	req.Key = key
 	outs, err := s.CreateHolds(context.Background(), ev, []hold.Request{req}, time.Minute, func(h hold.Hold, err error) idempotency.Response {
-		return idempotency.Failure(err)
+		return idempotency.Failure(err, nil)
 	})
 	if err != nil || !errors.Is(outs[0].Err, booking.ErrNotOnSale) {
 		t.Fatalf("got %v %v, want not_on_sale", outs, err)
