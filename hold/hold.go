@@ -29,8 +29,10 @@ const (
 
 // Errors the hold service returns; each answers as the contract says.
 var (
-	ErrNotFound  = problem.New(problem.NotFound, "no such hold")
-	ErrSoldOut   = problem.New(problem.SoldOut, "not enough tickets available")
+	ErrNotFound = problem.New(problem.NotFound, "no such hold")
+	// ErrSoldOut is the one sold-out error of every way of taking tickets
+	// (hold_batch answers them all); POST /holds answers it 409.
+	ErrSoldOut   = booking.ErrSoldOut
 	ErrExpired   = problem.New(problem.HoldExpired, "the hold has expired")
 	ErrReleased  = problem.New(problem.HoldReleased, "the hold was released")
 	ErrConfirmed = problem.New(problem.HoldConfirmed, "the hold is confirmed and cannot be released")
