@@ -15,6 +15,7 @@ import (
 	"github.com/holdfast/holdfast/internal/idempotency"
 	"github.com/holdfast/holdfast/internal/pass"
 	"github.com/holdfast/holdfast/internal/problem"
+	"github.com/holdfast/holdfast/sale"
 )
 
 // Paging of GET /events.
@@ -27,7 +28,7 @@ const (
 // after the given id, at most limit of them.
 func HandleListEvents(store Store, log *slog.Logger) http.Handler {
 	type page struct {
-		Events []Event `json:"events"`
+		Events []sale.Event `json:"events"`
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// r.URL.Query drops what does not parse ("after=1;x" reads as no
@@ -55,7 +56,7 @@ func HandleListEvents(store Store, log *slog.Logger) http.Handler {
 			return
 		}
 		if events == nil {
-			events = []Event{}
+			events = []sale.Event{}
 		}
 		httpapi.Encode(w, http.StatusOK, page{Events: events})
 	})
@@ -143,16 +144,16 @@ func HandleBookSafe(svc *Service, maxQuantity int, log *slog.Logger) http.Handle
 
 // decodeOrder reads and validates the request body, answering the client
 // itself when it is bad.
-func decodeOrder(w http.ResponseWriter, r *http.Request, maxQuantity int, log *slog.Logger) (Order, bool) {
-	var req Request
+func decodeOrder(w http.ResponseWriter, r *http.Request, maxQuantity int, log *slog.Logger) (sale.Order, bool) {
+	var req sale.Request
 	if err := httpapi.Decode(w, r, &req); err != nil {
 		httpapi.WriteError(w, r, log, err)
-		return Order{}, false
+		return sale.Order{}, false
 	}
 	order, err := req.Order(maxQuantity)
 	if err != nil {
 		httpapi.WriteError(w, r, log, err)
-		return Order{}, false
+		return sale.Order{}, false
 	}
 	order.Client = clientaddr.From(r.Context())
 	return order, true

@@ -9,8 +9,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/holdfast/holdfast/booking"
 	"github.com/holdfast/holdfast/internal/problem"
+	"github.com/holdfast/holdfast/sale"
 )
 
 // ErrShuttingDown answers a request that arrives, or still waits in a queue,
@@ -31,7 +31,7 @@ var ErrShuttingDown = problem.New(problem.Unavailable, "the service is shutting 
 // request whose client has gone leaves the queue.
 type Batcher struct {
 	store    Store
-	locks    booking.Locker
+	locks    sale.Locker
 	ttl      time.Duration
 	wait     time.Duration
 	maxBatch int
@@ -111,7 +111,7 @@ func (b *Batcher) wanted(ev int64) bool {
 func (b *Batcher) SetLockTTL(ttl time.Duration) { b.lease = min(DefaultLease, ttl/4) }
 
 // NewBatcher returns a Batcher; Close stops it.
-func NewBatcher(st Store, locks booking.Locker, ttl, wait time.Duration, log *slog.Logger) *Batcher {
+func NewBatcher(st Store, locks sale.Locker, ttl, wait time.Duration, log *slog.Logger) *Batcher {
 	b := &Batcher{store: st, locks: locks, ttl: ttl, wait: wait, maxBatch: DefaultMaxBatch, lease: DefaultLease, log: log}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	for i := range b.shards {
@@ -168,7 +168,7 @@ func (b *Batcher) Submit(ctx context.Context, req Request) (Outcome, error) {
 			if b.Observe != nil {
 				b.Observe.QueueTimedOut()
 			}
-			return Outcome{}, booking.ErrBusy
+			return Outcome{}, sale.ErrBusy
 		}
 	}
 	// A worker took it already: its answer is on the way.
@@ -288,7 +288,7 @@ func (b *Batcher) failQueued(ev int64, err error) {
 			return
 		}
 		for _, w := range batch {
-			if b.Observe != nil && errors.Is(err, booking.ErrBusy) {
+			if b.Observe != nil && errors.Is(err, sale.ErrBusy) {
 				b.Observe.QueueTimedOut()
 			}
 			w.done <- result{err: err}

@@ -13,9 +13,9 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/holdfast/holdfast/booking"
 	"github.com/holdfast/holdfast/hold"
 	"github.com/holdfast/holdfast/internal/testenv"
+	"github.com/holdfast/holdfast/sale"
 	"github.com/holdfast/holdfast/store"
 )
 
@@ -59,7 +59,7 @@ func (f fixture) event(t *testing.T, tickets int) int64 {
 }
 
 func request(ev int64, i int) hold.Request {
-	return hold.Request{Order: booking.Order{EventID: ev, Email: fmt.Sprintf("buyer%d@example.com", i), Quantity: 1}}
+	return hold.Request{Order: sale.Order{EventID: ev, Email: fmt.Sprintf("buyer%d@example.com", i), Quantity: 1}}
 }
 
 func TestFirstToJoinIsFirstServed(t *testing.T) {
@@ -112,7 +112,7 @@ func TestFirstToJoinIsFirstServed(t *testing.T) {
 			if rank[a.email] >= 20 {
 				t.Errorf("%s joined %dth and got a hold", a.email, rank[a.email]+1)
 			}
-		case errors.Is(a.out.Err, hold.ErrSoldOut):
+		case errors.Is(a.out.Err, sale.ErrSoldOut):
 			if rank[a.email] < 20 {
 				t.Errorf("%s joined %dth, while tickets remained, and was told sold out", a.email, rank[a.email]+1)
 			}
@@ -211,7 +211,7 @@ func TestAQueuedRequestIsBusyAfterItsWait(t *testing.T) {
 	}
 	defer unlock()
 	_, err = b.Submit(context.Background(), request(ev, 1))
-	if !errors.Is(err, booking.ErrBusy) {
+	if !errors.Is(err, sale.ErrBusy) {
 		t.Fatalf("err = %v, want ErrBusy", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -223,7 +223,7 @@ func TestAQueuedRequestIsBusyAfterItsWait(t *testing.T) {
 
 // countingLocks counts the locks a batcher takes.
 type countingLocks struct {
-	booking.Locker
+	sale.Locker
 	taken atomic.Int64
 }
 

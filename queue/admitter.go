@@ -6,7 +6,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/holdfast/holdfast/booking"
+	"github.com/holdfast/holdfast/sale"
 )
 
 // AdmitEvery is how often an Admitter runs the admission step of each
@@ -29,11 +29,11 @@ type Admitter struct {
 	done   chan struct{}
 
 	mu     sync.Mutex
-	events []booking.Event
+	events []sale.Event
 	listed time.Time
 	// Budget, when set, is the most places of ev a step may admit (step 3:
 	// what the stock can still serve); nil admits without a budget.
-	Budget func(ctx context.Context, ev booking.Event) (int, error)
+	Budget func(ctx context.Context, ev sale.Event) (int, error)
 }
 
 // NewAdmitter returns an admitter of svc's queues, running every interval.
@@ -97,7 +97,7 @@ func (a *Admitter) Run(ctx context.Context) {
 }
 
 // queued is the list of queued events, read again once a second.
-func (a *Admitter) queued(ctx context.Context) []booking.Event {
+func (a *Admitter) queued(ctx context.Context) []sale.Event {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if time.Since(a.listed) < listEvery {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/holdfast/holdfast/booking"
+	"github.com/holdfast/holdfast/sale"
 )
 
 // /book/safe takes its tickets through hold_batch and confirms the hold in
@@ -19,7 +20,7 @@ func TestBookLockedAnswersAndLeavesASeedBooking(t *testing.T) {
 	s := newStore(t)
 	ctx := context.Background()
 	ev := newEvent(t, s, 5)
-	out, err := s.BookLocked(ctx, booking.Order{EventID: ev, Email: "ada@example.com", Quantity: 2}, 10*time.Millisecond, nil, nil)
+	out, err := s.BookLocked(ctx, sale.Order{EventID: ev, Email: "ada@example.com", Quantity: 2}, 10*time.Millisecond, nil, nil)
 	if err != nil || out.Err != nil {
 		t.Fatalf("BookLocked: %v %v", err, out.Err)
 	}
@@ -40,7 +41,7 @@ func TestBookLockedAnswersAndLeavesASeedBooking(t *testing.T) {
 		t.Fatalf("booking_id %d is no bookings.id: %v", b.BookingID, err)
 	}
 	if row.EventID != ev || row.Email != "ada@example.com" || row.Quantity != 2 || row.Total != "24.68" ||
-		row.Status != "confirmed" || row.ExpiresAt.Valid || row.Confirmed.Valid || row.Key.String != booking.BuyerKey("ada@example.com") {
+		row.Status != "confirmed" || row.ExpiresAt.Valid || row.Confirmed.Valid || row.Key.String != sale.BuyerKey("ada@example.com") {
 		t.Fatalf("the booking row is %+v", row)
 	}
 	want := booking.Booking{BookingID: b.BookingID, EventID: ev, UserEmail: "ada@example.com", Quantity: 2,

@@ -4,7 +4,7 @@ import (
 	"database/sql"
 	"net/netip"
 
-	"github.com/holdfast/holdfast/booking"
+	"github.com/holdfast/holdfast/sale"
 )
 
 // The two caps on one event's tickets, both counted by hold_batch (schema/010,
@@ -12,7 +12,7 @@ import (
 // locks, so they are exact across instances:
 //
 //   - per buyer (--max-tickets-per-user): the tickets one buyer, known by
-//     booking.BuyerKey of the email, holds or has confirmed;
+//     sale.BuyerKey of the email, holds or has confirmed;
 //   - per client address (--max-tickets-per-client): the tickets one
 //     address holds at once, pending holds only. A confirmed booking no
 //     longer counts: the cap is on what one address can keep off sale
@@ -29,7 +29,7 @@ func (s *Store) SetClientCap(n int) { s.clientCap = n }
 
 // clientAddr is o's client address as the bookings table keeps it:
 // unmapped, without a zone, the zero Addr when unknown.
-func clientAddr(o booking.Order) netip.Addr { return o.Client.Unmap().WithZone("") }
+func clientAddr(o sale.Order) netip.Addr { return o.Client.Unmap().WithZone("") }
 
 // inetArg is a as a client_addr parameter: NULL when unknown.
 func inetArg(a netip.Addr) sql.NullString {

@@ -3,8 +3,8 @@
 // Queries are named constants with $n parameters, run through sqlx's
 // *Context methods; the row structs that scan them never leave the package.
 // PostgreSQL's error codes become the domain's errors here and nowhere else:
-// a lock not had within lock_timeout is booking.ErrBusy, a lost connection is
-// booking.ErrUnavailable, the stock guard firing is the caller's sold-out
+// a lock not had within lock_timeout is sale.ErrBusy, a lost connection is
+// sale.ErrUnavailable, the stock guard firing is the caller's sold-out
 // error.
 //
 // Every multi-statement write goes through inTx, which retries deadlocks and

@@ -14,6 +14,7 @@ import (
 	"github.com/holdfast/holdfast/internal/idempotency"
 	"github.com/holdfast/holdfast/internal/money"
 	"github.com/holdfast/holdfast/internal/problem"
+	"github.com/holdfast/holdfast/sale"
 )
 
 // Store is holdfast's PostgreSQL storage.
@@ -51,7 +52,7 @@ func (noCounters) HoldsExpired(int)   {}
 func New(db *sqlx.DB) *Store { return &Store{db: db, counters: noCounters{}, oneCall: true} }
 
 // SetTicketCap sets the most tickets of one event one buyer (an email,
-// compared by booking.BuyerKey) may hold or have confirmed; 0 lifts the cap. It is
+// compared by sale.BuyerKey) may hold or have confirmed; 0 lifts the cap. It is
 // enforced inside the transaction that holds the event row, so it is exact
 // across instances.
 func (s *Store) SetTicketCap(n int) { s.ticketCap = n }
@@ -112,14 +113,14 @@ type eventRow struct {
 	PassTTLSeconds   sql.NullInt64 `db:"queue_pass_ttl_seconds"`
 }
 
-func (r eventRow) event() booking.Event {
-	ev := booking.Event{
+func (r eventRow) event() sale.Event {
+	ev := sale.Event{
 		ID: r.ID, Name: r.Name, Description: r.Description, EventDate: r.EventDate.UTC(),
 		TotalTickets: r.TotalTickets, AvailableTickets: r.AvailableTickets, TicketPrice: r.TicketPrice,
 		OnSaleAt: nullTime(r.OnSaleAt), OffSaleAt: nullTime(r.OffSaleAt),
 	}
 	if r.AdmitPerSecond.Valid {
-		ev.Queue = &booking.QueueSettings{AdmitPerSecond: int(r.AdmitPerSecond.Int64), PassTTL: booking.Seconds(r.PassTTLSeconds.Int64)}
+		ev.Queue = &sale.QueueSettings{AdmitPerSecond: int(r.AdmitPerSecond.Int64), PassTTL: sale.Seconds(r.PassTTLSeconds.Int64)}
 	}
 	return ev
 }
@@ -133,29 +134,29 @@ func nullTime(t sql.NullTime) *time.Time {
 }
 
 // Events returns up to limit events with id > after, in id order.
-func (s *Store) Events(ctx context.Context, after int64, limit int) ([]booking.Event, error) {
+func (s *Store) Events(ctx context.Context, after int64, limit int) ([]sale.Event, error) {
 	var rows []eventRow
 	if err := s.db.SelectContext(ctx, &rows, qEvents, after, limit); err != nil {
 		return nil, mapErr(ctx, err)
 	}
-	out := make([]booking.Event, len(rows))
+	out := make([]sale.Event, len(rows))
 	for i, r := range rows {
 		out[i] = r.event()
 	}
 	return out, nil
 }
 
-// Event returns one event, or booking.ErrEventNotFound.
-func (s *Store) Event(ctx context.Context, id int64) (booking.Event, error) {
+// Event returns one event, or sale.ErrEventNotFound.
+func (s *Store) Event(ctx context.Context, id int64) (sale.Event, error) {
 	if !validID(id) {
-		return booking.Event{}, booking.ErrEventNotFound
+		return sale.Event{}, sale.ErrEventNotFound
 	}
 	var r eventRow
 	if err := s.db.GetContext(ctx, &r, qEvent, id); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
-			return booking.Event{}, booking.ErrEventNotFound
+			return sale.Event{}, sale.ErrEventNotFound
 		}
-		return booking.Event{}, mapErr(ctx, err)
+		return sale.Event{}, mapErr(ctx, err)
 	}
 	return r.event(), nil
 }
@@ -171,38 +172,38 @@ type stockRow struct {
 // the event's oversell guard makes the database refuse. Its check of the
 // stock is the seed's, on purpose: it knows nothing of caps or queues, and
 // is no writing of the rules that grant tickets (hold_batch is).
-func (s *Store) BookUnsafe(ctx context.Context, o booking.Order, work time.Duration) (booking.Booking, error) {
+func (s *Store) BookUnsafe(ctx context.Context, o sale.Order, work time.Duration) (booking.Booking, error) {
 	if !validID(o.EventID) {
-		return booking.Booking{}, booking.ErrEventNotFound
+		return booking.Booking{}, sale.ErrEventNotFound
 	}
 	var b booking.Booking
 	err := runTx(ctx, s.db, func(tx *sqlx.Tx) error {
 		var st stockRow
 		if err := tx.GetContext(ctx, &st, qStockUnlocked, o.EventID); err != nil {
 			if errors.Is(err, sql.ErrNoRows) {
-				return booking.ErrEventNotFound
+				return sale.ErrEventNotFound
 			}
 			return mapErr(ctx, err)
 		}
-		if err := booking.SaleErr(st.Sale); err != nil {
+		if err := sale.SaleErr(st.Sale); err != nil {
 			return err
 		}
 		if err := sleep(ctx, work); err != nil {
 			return err
 		}
 		if st.Available < o.Quantity {
-			return booking.ErrSoldOut
+			return sale.ErrSoldOut
 		}
 		total, err := orderTotal(st.Price, o.Quantity)
 		if err != nil {
 			return err
 		}
 		var id int64
-		err = tx.GetContext(ctx, &id, qInsertConfirmed, o.EventID, o.Email, booking.BuyerKey(o.Email), inetArg(clientAddr(o)), o.Quantity, total, o.Pass.Place)
+		err = tx.GetContext(ctx, &id, qInsertConfirmed, o.EventID, o.Email, sale.BuyerKey(o.Email), inetArg(clientAddr(o)), o.Quantity, total, o.Pass.Place)
 		if err != nil {
 			err = mapErr(ctx, err)
 			if errors.Is(err, errStockGuard) {
-				return fmt.Errorf("%w (%v)", booking.ErrSoldOut, err)
+				return fmt.Errorf("%w (%v)", sale.ErrSoldOut, err)
 			}
 			return err
 		}
@@ -225,7 +226,7 @@ const bookTTL = time.Minute
 // waiting room, lapsed holds expired first) and confirms it. With a key,
 // the response rendered by render is kept in the same transaction; a
 // sold-out or missing event is then an outcome to keep, not a failure.
-func (s *Store) BookLocked(ctx context.Context, o booking.Order, work time.Duration, key *idempotency.Key, render booking.Render) (booking.Outcome, error) {
+func (s *Store) BookLocked(ctx context.Context, o sale.Order, work time.Duration, key *idempotency.Key, render booking.Render) (booking.Outcome, error) {
 	var out booking.Outcome
 	var expiredN int
 	err := inTx(ctx, s.db, func(tx *sqlx.Tx) error {
@@ -261,11 +262,11 @@ func (s *Store) BookLocked(ctx context.Context, o booking.Order, work time.Durat
 
 // book is BookLocked's sale, in tx: it returns the booking and how many
 // lapsed holds hold_batch expired.
-func (s *Store) book(ctx context.Context, tx *sqlx.Tx, o booking.Order, work time.Duration) (booking.Booking, int, error) {
+func (s *Store) book(ctx context.Context, tx *sqlx.Tx, o sale.Order, work time.Duration) (booking.Booking, int, error) {
 	var id int64
 	if err := tx.GetContext(ctx, &id, qLockEvent, o.EventID); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
-			return booking.Booking{}, 0, booking.ErrEventNotFound
+			return booking.Booking{}, 0, sale.ErrEventNotFound
 		}
 		return booking.Booking{}, 0, mapErr(ctx, err)
 	}

@@ -14,12 +14,12 @@ import (
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
 
-	"github.com/holdfast/holdfast/booking"
 	"github.com/holdfast/holdfast/hold"
 	"github.com/holdfast/holdfast/internal/idempotency"
 	"github.com/holdfast/holdfast/internal/money"
 	"github.com/holdfast/holdfast/internal/proxy"
 	"github.com/holdfast/holdfast/internal/testenv"
+	"github.com/holdfast/holdfast/sale"
 	"github.com/holdfast/holdfast/store"
 )
 
@@ -28,13 +28,13 @@ func outcomeKind(o hold.Outcome) string {
 	switch {
 	case o.Err == nil:
 		return fmt.Sprintf("held %d %s", o.Hold.Quantity, o.Hold.TotalAmount)
-	case errors.Is(o.Err, hold.ErrSoldOut):
+	case errors.Is(o.Err, sale.ErrSoldOut):
 		return "sold_out"
-	case errors.Is(o.Err, booking.ErrLimitExceeded):
+	case errors.Is(o.Err, sale.ErrLimitExceeded):
 		return "limit_exceeded"
-	case errors.Is(o.Err, booking.ErrClientLimitExceeded):
+	case errors.Is(o.Err, sale.ErrClientLimitExceeded):
 		return "client_limit_exceeded"
-	case errors.Is(o.Err, booking.ErrEventNotFound):
+	case errors.Is(o.Err, sale.ErrEventNotFound):
 		return "not_found"
 	default:
 		return "error: " + o.Err.Error()
@@ -167,7 +167,7 @@ func TestABatchForNoEventIsNotFound(t *testing.T) {
 			t.Fatal(err)
 		}
 		for i, o := range outs {
-			if !errors.Is(o.Err, booking.ErrEventNotFound) {
+			if !errors.Is(o.Err, sale.ErrEventNotFound) {
 				t.Fatalf("request %d: %v, want not_found", i, o.Err)
 			}
 		}
@@ -279,7 +279,7 @@ func TestALostAnswerDoesNotRunTheBatchTwice(t *testing.T) {
 	ev := newEvent(t, s, 100)
 	p.CutOnce("hold_batch")
 	_, err := s.CreateHolds(context.Background(), ev, []hold.Request{request(ev, "a@example.com", 2)}, time.Minute, noRender)
-	if !errors.Is(err, booking.ErrUnavailable) {
+	if !errors.Is(err, sale.ErrUnavailable) {
 		t.Errorf("the batch whose answer was lost returned %v, want unavailable", err)
 	}
 	var holds int
@@ -298,8 +298,8 @@ func TestALostAnswerDoesNotCreateTheEventTwice(t *testing.T) {
 	s, p := proxiedStore(t)
 	name, total, price, date := "lost answer", 10, money.Cents(500), time.Now().Add(time.Hour)
 	p.CutOnce("INSERT INTO events")
-	_, err := s.CreateEvent(context.Background(), booking.EventPatch{Name: &name, EventDate: &date, Total: &total, Price: &price})
-	if !errors.Is(err, booking.ErrUnavailable) {
+	_, err := s.CreateEvent(context.Background(), sale.EventPatch{Name: &name, EventDate: &date, Total: &total, Price: &price})
+	if !errors.Is(err, sale.ErrUnavailable) {
 		t.Errorf("the create whose answer was lost returned %v, want unavailable", err)
 	}
 	var events int

@@ -11,11 +11,11 @@ import (
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
 
-	"github.com/holdfast/holdfast/booking"
 	"github.com/holdfast/holdfast/hold"
 	"github.com/holdfast/holdfast/internal/idempotency"
 	"github.com/holdfast/holdfast/internal/money"
 	"github.com/holdfast/holdfast/internal/pass"
+	"github.com/holdfast/holdfast/sale"
 )
 
 // holdColumns reads a bookings row as a hold. A pending hold whose expiry
@@ -206,7 +206,7 @@ func (s *Store) holdBatch(ctx context.Context, q querier, eventID int64, reqs []
 	places := make([]string, len(reqs))
 	for i, r := range reqs {
 		emails[i], qtys[i], places[i] = r.Order.Email, int64(r.Order.Quantity), r.Order.Pass.Place
-		keys[i], clients[i] = booking.BuyerKey(r.Order.Email), inetArg(clientAddr(r.Order))
+		keys[i], clients[i] = sale.BuyerKey(r.Order.Email), inetArg(clientAddr(r.Order))
 	}
 	rows, err := q.QueryContext(ctx, qHoldBatch, eventID, pq.Array(emails), pq.Array(keys), pq.Array(clients),
 		pq.Array(qtys), ttl.Microseconds(), s.ticketCap, s.clientCap, pq.Array(places))
@@ -265,7 +265,7 @@ func (r *batchRow) dest() []any {
 }
 
 // outcome is the row as the answer to the request for o.
-func (r *batchRow) outcome(o booking.Order) (hold.Outcome, error) {
+func (r *batchRow) outcome(o sale.Order) (hold.Outcome, error) {
 	switch r.Outcome {
 	case "held":
 		total, err := money.Parse(r.Total.String)
@@ -281,19 +281,19 @@ func (r *batchRow) outcome(o booking.Order) (hold.Outcome, error) {
 			Status: r.Status.String,
 		}.hold()}, nil
 	case "sold_out":
-		return hold.Outcome{Err: hold.ErrSoldOut}, nil
+		return hold.Outcome{Err: sale.ErrSoldOut}, nil
 	case "limit_exceeded":
-		return hold.Outcome{Err: booking.ErrLimitExceeded}, nil
+		return hold.Outcome{Err: sale.ErrLimitExceeded}, nil
 	case "client_limit_exceeded":
-		return hold.Outcome{Err: booking.ErrClientLimitExceeded}, nil
+		return hold.Outcome{Err: sale.ErrClientLimitExceeded}, nil
 	case "not_found":
-		return hold.Outcome{Err: booking.ErrEventNotFound}, nil
+		return hold.Outcome{Err: sale.ErrEventNotFound}, nil
 	case "queue_required":
 		return hold.Outcome{Err: o.Pass.Refusal()}, nil
 	case "pass_used":
 		return hold.Outcome{Err: pass.ErrUsed}, nil
 	case "not_on_sale", "sale_closed":
-		return hold.Outcome{Err: booking.SaleErr(r.Outcome)}, nil
+		return hold.Outcome{Err: sale.SaleErr(r.Outcome)}, nil
 	case "too_large":
 		price, err := money.Parse(r.Price.String)
 		if err != nil {

@@ -1,4 +1,4 @@
-package booking
+package sale
 
 import (
 	"encoding/json"
