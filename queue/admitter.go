@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -41,9 +42,10 @@ func NewAdmitter(svc *Service, every time.Duration, log *slog.Logger) *Admitter 
 	return &Admitter{svc: svc, log: log, every: every}
 }
 
-// Start runs the admitter until Stop.
-func (a *Admitter) Start() error {
-	ctx, cancel := context.WithCancel(context.Background())
+// Start runs the admitter until Stop, whatever becomes of ctx, which gives
+// its runs their values only. The Admitter is a worker.Worker.
+func (a *Admitter) Start(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	a.cancel, a.done = cancel, make(chan struct{})
 	go func() {
 		defer close(a.done)
@@ -63,14 +65,16 @@ func (a *Admitter) Start() error {
 
 // Stop cancels a run in progress and waits for it to end, at most until
 // ctx is done.
-func (a *Admitter) Stop(ctx context.Context) {
+func (a *Admitter) Stop(ctx context.Context) error {
 	if a.cancel == nil {
-		return
+		return nil
 	}
 	a.cancel()
 	select {
 	case <-a.done:
+		return nil
 	case <-ctx.Done():
+		return fmt.Errorf("queue: admitter still running: %w", ctx.Err())
 	}
 }
 

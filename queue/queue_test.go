@@ -631,7 +631,7 @@ func TestPositionsNeverGrow(t *testing.T) {
 	}()
 	for _, svc := range []*queue.Service{a, b} {
 		ad := queue.NewAdmitter(svc, 20*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)))
-		if err := ad.Start(); err != nil {
+		if err := ad.Start(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 		defer ad.Stop(context.Background())
@@ -752,7 +752,7 @@ func TestAdmissionGoesOnAtItsRateWhenAnInstanceStops(t *testing.T) {
 	discard := slog.New(slog.NewTextHandler(io.Discard, nil))
 	adA, adB := queue.NewAdmitter(a, queue.AdmitEvery, discard), queue.NewAdmitter(b, queue.AdmitEvery, discard)
 	for _, ad := range []*queue.Admitter{adA, adB} {
-		if err := ad.Start(); err != nil {
+		if err := ad.Start(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 	}
