@@ -11,7 +11,7 @@ import (
 var (
 	ErrEventNotFound = problem.New(problem.NotFound, "no such event")
 	// ErrSoldOut: the stock is short. /book/* answers it 400, as in the
-	// seed (see bookStatuses), POST /holds 409.
+	// seed (booking's bookStatuses), POST /holds 409.
 	ErrSoldOut = problem.New(problem.SoldOut, "not enough tickets available")
 	// ErrLimitExceeded: the buyer would hold or own more of the event's
 	// tickets than one buyer may (--max-tickets-per-user).
