@@ -17,62 +17,21 @@ import (
 
 	"github.com/holdfast/holdfast/internal/httpapi"
 	"github.com/holdfast/holdfast/internal/money"
+	"github.com/holdfast/holdfast/internal/problem"
+	"github.com/holdfast/holdfast/sale"
 )
 
-// ErrTotalBelowHeld: an event's total cannot go below the tickets already
-// held and sold.
-var ErrTotalBelowHeld = &httpapi.Error{Code: httpapi.CodeTotalBelowHeld, Message: "total_tickets cannot go below the tickets already held and sold"}
-
-// ErrSaleWindow: off_sale_at must come after on_sale_at (the database's
-// events_sale_window check, for a change that meets the stored other end).
-var ErrSaleWindow = httpapi.Invalid("off_sale_at must be later than on_sale_at")
-
-// Limits of an event an operator may create.
-const (
-	MaxNameLength   = 255
-	MaxTotalTickets = 10_000_000
-	maxPrice        = money.Cents(99_999_999_99) // NUMERIC(10,2)
-)
-
-// EventPatch is a change to an event; nil fields stay as they are. Total
-// moves the available count with it.
-type EventPatch struct {
-	Name        *string
-	Description *string
-	EventDate   *time.Time
-	Total       *int
-	Price       *money.Cents
-	// OnSaleAt, OffSaleAt and Queue change only when Set; Set with a nil
-	// value clears them.
-	OnSaleAt  Optional[time.Time]
-	OffSaleAt Optional[time.Time]
-	Queue     Optional[QueueSettings]
-}
-
-// Optional is a patch field that may be absent, null (Set, V nil) or a
-// value.
-type Optional[T any] struct {
-	Set bool
-	V   *T
-}
-
-// Limits of an event's waiting room.
-const (
-	DefaultAdmitPerSecond = 50
-	MaxAdmitPerSecond     = 100_000
-	DefaultPassTTL        = Seconds(600)
-	MinPassTTL            = Seconds(10)
-	MaxPassTTL            = Seconds(86400)
-)
+// maxPrice is the largest ticket_price a NUMERIC(10,2) can hold.
+const maxPrice = money.Cents(99_999_999_99)
 
 // AdminStore is what managing events needs from storage.
 type AdminStore interface {
 	// CreateEvent inserts an event with all of p set, its whole stock
 	// available and its oversell guard on.
-	CreateEvent(ctx context.Context, p EventPatch) (Event, error)
-	// UpdateEvent applies p under the event's row lock; ErrTotalBelowHeld
+	CreateEvent(ctx context.Context, p sale.EventPatch) (sale.Event, error)
+	// UpdateEvent applies p under the event's row lock; sale.ErrTotalBelowHeld
 	// if the total would leave fewer tickets than are held and sold.
-	UpdateEvent(ctx context.Context, id int64, p EventPatch) (Event, error)
+	UpdateEvent(ctx context.Context, id int64, p sale.EventPatch) (sale.Event, error)
 }
 
 // eventInput is the JSON body of POST and PATCH /admin/events.
@@ -104,63 +63,63 @@ func parseTime(field, s string) (time.Time, error) {
 		err = errors.New("year out of range")
 	}
 	if err != nil {
-		return time.Time{}, httpapi.Invalid("%s must be an RFC 3339 time such as 2027-06-01T18:00:00Z", field)
+		return time.Time{}, problem.Invalidf("%s must be an RFC 3339 time such as 2027-06-01T18:00:00Z", field)
 	}
 	return t.UTC(), nil
 }
 
 // optionalTime reads a nullable time field of a patch.
-func optionalTime(field string, raw json.RawMessage) (Optional[time.Time], error) {
+func optionalTime(field string, raw json.RawMessage) (sale.Optional[time.Time], error) {
 	if raw == nil {
-		return Optional[time.Time]{}, nil
+		return sale.Optional[time.Time]{}, nil
 	}
 	if isNull(raw) {
-		return Optional[time.Time]{Set: true}, nil
+		return sale.Optional[time.Time]{Set: true}, nil
 	}
 	var s string
 	if err := json.Unmarshal(raw, &s); err != nil {
-		return Optional[time.Time]{}, httpapi.Invalid("%s must be an RFC 3339 time string or null", field)
+		return sale.Optional[time.Time]{}, problem.Invalidf("%s must be an RFC 3339 time string or null", field)
 	}
 	t, err := parseTime(field, s)
 	if err != nil {
-		return Optional[time.Time]{}, err
+		return sale.Optional[time.Time]{}, err
 	}
-	return Optional[time.Time]{Set: true, V: &t}, nil
+	return sale.Optional[time.Time]{Set: true, V: &t}, nil
 }
 
 // optionalQueue reads the queue field: null, or an object whose missing
 // settings take their defaults.
-func optionalQueue(raw json.RawMessage) (Optional[QueueSettings], error) {
+func optionalQueue(raw json.RawMessage) (sale.Optional[sale.QueueSettings], error) {
 	if raw == nil {
-		return Optional[QueueSettings]{}, nil
+		return sale.Optional[sale.QueueSettings]{}, nil
 	}
 	if isNull(raw) {
-		return Optional[QueueSettings]{Set: true}, nil
+		return sale.Optional[sale.QueueSettings]{Set: true}, nil
 	}
 	var in queueInput
 	if err := httpapi.DecodeBytes(raw, &in); err != nil {
-		var e *httpapi.Error
+		var e *problem.Error
 		if errors.As(err, &e) {
-			return Optional[QueueSettings]{}, httpapi.Invalid("queue: %s", e.Message)
+			return sale.Optional[sale.QueueSettings]{}, problem.Invalidf("queue: %s", e.Msg)
 		}
-		return Optional[QueueSettings]{}, err
+		return sale.Optional[sale.QueueSettings]{}, err
 	}
-	q := QueueSettings{AdmitPerSecond: DefaultAdmitPerSecond, PassTTL: DefaultPassTTL}
+	q := sale.QueueSettings{AdmitPerSecond: sale.DefaultAdmitPerSecond, PassTTL: sale.DefaultPassTTL}
 	if in.AdmitPerSecond != nil {
 		n := in.AdmitPerSecond.N
-		if !in.AdmitPerSecond.Set || n < 1 || n > MaxAdmitPerSecond {
-			return Optional[QueueSettings]{}, httpapi.Invalid("queue.admit_per_second must be an integer from 1 to %d", MaxAdmitPerSecond)
+		if !in.AdmitPerSecond.Set || n < 1 || n > sale.MaxAdmitPerSecond {
+			return sale.Optional[sale.QueueSettings]{}, problem.Invalidf("queue.admit_per_second must be an integer from 1 to %d", sale.MaxAdmitPerSecond)
 		}
 		q.AdmitPerSecond = int(n)
 	}
 	if in.PassTTL != nil {
 		d, err := time.ParseDuration(*in.PassTTL)
-		if err != nil || d%time.Second != 0 || d < MinPassTTL.Duration() || d > MaxPassTTL.Duration() {
-			return Optional[QueueSettings]{}, httpapi.Invalid(`queue.pass_ttl must be a whole number of seconds from "10s" to "24h", such as "10m"`)
+		if err != nil || d%time.Second != 0 || d < sale.MinPassTTL.Duration() || d > sale.MaxPassTTL.Duration() {
+			return sale.Optional[sale.QueueSettings]{}, problem.Invalidf(`queue.pass_ttl must be a whole number of seconds from "10s" to "24h", such as "10m"`)
 		}
-		q.PassTTL = Seconds(d / time.Second)
+		q.PassTTL = sale.Seconds(d / time.Second)
 	}
-	return Optional[QueueSettings]{Set: true, V: &q}, nil
+	return sale.Optional[sale.QueueSettings]{Set: true, V: &q}, nil
 }
 
 // controlInText reports a control character (Unicode Cc) other than a line
@@ -171,18 +130,18 @@ func controlInText(r rune) bool {
 	return unicode.IsControl(r) && r != '\n' && r != '\t'
 }
 
-func (in eventInput) patch() (EventPatch, error) {
-	var p EventPatch
+func (in eventInput) patch() (sale.EventPatch, error) {
+	var p sale.EventPatch
 	if in.Name != nil {
 		name := strings.TrimSpace(*in.Name)
-		if name == "" || utf8.RuneCountInString(name) > MaxNameLength || strings.ContainsFunc(name, unicode.IsControl) {
-			return p, httpapi.Invalid("name must be 1 to %d characters, with no control characters", MaxNameLength)
+		if name == "" || utf8.RuneCountInString(name) > sale.MaxNameLength || strings.ContainsFunc(name, unicode.IsControl) {
+			return p, problem.Invalidf("name must be 1 to %d characters, with no control characters", sale.MaxNameLength)
 		}
 		p.Name = &name
 	}
 	if in.Description != nil {
 		if utf8.RuneCountInString(*in.Description) > 10_000 || strings.ContainsFunc(*in.Description, controlInText) {
-			return p, httpapi.Invalid("description must be at most 10000 characters, with no control characters but line breaks (\\n) and tabs")
+			return p, problem.Invalidf("description must be at most 10000 characters, with no control characters but line breaks (\\n) and tabs")
 		}
 		p.Description = in.Description
 	}
@@ -203,15 +162,15 @@ func (in eventInput) patch() (EventPatch, error) {
 		return p, err
 	}
 	if on, off := p.OnSaleAt.V, p.OffSaleAt.V; on != nil && off != nil && !off.After(*on) {
-		return p, ErrSaleWindow
+		return p, sale.ErrSaleWindow
 	}
 	if p.Queue, err = optionalQueue(in.Queue); err != nil {
 		return p, err
 	}
 	if in.TotalTickets != nil {
 		n := in.TotalTickets.N
-		if !in.TotalTickets.Set || n < 0 || n > MaxTotalTickets {
-			return p, httpapi.Invalid("total_tickets must be an integer from 0 to %d", MaxTotalTickets)
+		if !in.TotalTickets.Set || n < 0 || n > sale.MaxTotalTickets {
+			return p, problem.Invalidf("total_tickets must be an integer from 0 to %d", sale.MaxTotalTickets)
 		}
 		total := int(n)
 		p.Total = &total
@@ -219,7 +178,7 @@ func (in eventInput) patch() (EventPatch, error) {
 	if in.TicketPrice != nil {
 		c, err := money.Parse(*in.TicketPrice)
 		if err != nil || c < 0 || c > maxPrice {
-			return p, httpapi.Invalid(`ticket_price must be a decimal string from "0.00" to "99999999.99"`)
+			return p, problem.Invalidf(`ticket_price must be a decimal string from "0.00" to "99999999.99"`)
 		}
 		p.Price = &c
 	}
@@ -267,7 +226,7 @@ func RequireToken(token string, limit AttemptLimit, log *slog.Logger) func(http.
 				return
 			}
 			w.Header().Set("WWW-Authenticate", `Bearer realm="holdfast admin"`)
-			httpapi.WriteError(w, r, log, httpapi.Errorf(httpapi.CodeUnauthorized, "a valid admin bearer token is required"))
+			httpapi.WriteError(w, r, log, problem.Errorf(problem.Unauthorized, "a valid admin bearer token is required"))
 		})
 	}
 }
@@ -295,13 +254,13 @@ func HandleCreateEvent(store AdminStore, log *slog.Logger) http.Handler {
 		if err == nil {
 			switch {
 			case p.Name == nil:
-				err = httpapi.Invalid("name is required")
+				err = problem.Invalidf("name is required")
 			case p.EventDate == nil:
-				err = httpapi.Invalid("event_date is required")
+				err = problem.Invalidf("event_date is required")
 			case p.Total == nil:
-				err = httpapi.Invalid("total_tickets is required")
+				err = problem.Invalidf("total_tickets is required")
 			case p.Price == nil:
-				err = httpapi.Invalid("ticket_price is required")
+				err = problem.Invalidf("ticket_price is required")
 			}
 		}
 		if err != nil {
@@ -332,8 +291,8 @@ func HandleUpdateEvent(store AdminStore, log *slog.Logger) http.Handler {
 			return
 		}
 		p, err := in.patch()
-		if err == nil && p == (EventPatch{}) {
-			err = httpapi.Invalid("nothing to change: send at least one of name, description, event_date, total_tickets, ticket_price, on_sale_at, off_sale_at, queue")
+		if err == nil && p == (sale.EventPatch{}) {
+			err = problem.Invalidf("nothing to change: send at least one of name, description, event_date, total_tickets, ticket_price, on_sale_at, off_sale_at, queue")
 		}
 		if err != nil {
 			httpapi.WriteError(w, r, log, err)

@@ -14,6 +14,8 @@ import (
 	"github.com/holdfast/holdfast/internal/httpapi"
 	"github.com/holdfast/holdfast/internal/idempotency"
 	"github.com/holdfast/holdfast/internal/pass"
+	"github.com/holdfast/holdfast/internal/problem"
+	"github.com/holdfast/holdfast/sale"
 )
 
 // Paging of GET /events.
@@ -26,26 +28,26 @@ const (
 // after the given id, at most limit of them.
 func HandleListEvents(store Store, log *slog.Logger) http.Handler {
 	type page struct {
-		Events []Event `json:"events"`
+		Events []sale.Event `json:"events"`
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// r.URL.Query drops what does not parse ("after=1;x" reads as no
 		// after at all): a page the client did not ask for.
 		q, err := url.ParseQuery(r.URL.RawQuery)
 		if err != nil {
-			httpapi.WriteError(w, r, log, httpapi.Invalid("malformed query string"))
+			httpapi.WriteError(w, r, log, problem.Invalidf("malformed query string"))
 			return
 		}
 		limit := int64(DefaultPageSize)
 		if n, ok, err := queryInt(q, "limit"); err != nil || ok && (n < 1 || n > MaxPageSize) {
-			httpapi.WriteError(w, r, log, httpapi.Invalid("limit must be an integer from 1 to %d", MaxPageSize))
+			httpapi.WriteError(w, r, log, problem.Invalidf("limit must be an integer from 1 to %d", MaxPageSize))
 			return
 		} else if ok {
 			limit = n
 		}
 		after, _, err := queryInt(q, "after")
 		if err != nil {
-			httpapi.WriteError(w, r, log, httpapi.Invalid("after must be a non-negative integer"))
+			httpapi.WriteError(w, r, log, problem.Invalidf("after must be a non-negative integer"))
 			return
 		}
 		events, err := store.Events(r.Context(), after, int(limit))
@@ -54,7 +56,7 @@ func HandleListEvents(store Store, log *slog.Logger) http.Handler {
 			return
 		}
 		if events == nil {
-			events = []Event{}
+			events = []sale.Event{}
 		}
 		httpapi.Encode(w, http.StatusOK, page{Events: events})
 	})
@@ -92,9 +94,13 @@ func HandleGetEvent(store Store, log *slog.Logger) http.Handler {
 	})
 }
 
+// bookStatuses are the one departure of /book/* from the usual statuses:
+// sold_out is 400 there, as in the seed (409 on /holds).
+var bookStatuses = httpapi.Statuses{problem.SoldOut: http.StatusBadRequest}
+
 // HandleBookUnsafe answers POST /book/unsafe.
 func HandleBookUnsafe(svc *Service, maxQuantity int, log *slog.Logger) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return httpapi.WithStatuses(bookStatuses, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		order, ok := decodeOrder(w, r, maxQuantity, log)
 		if !ok {
 			return
@@ -105,7 +111,7 @@ func HandleBookUnsafe(svc *Service, maxQuantity int, log *slog.Logger) http.Hand
 			return
 		}
 		httpapi.Encode(w, http.StatusOK, b)
-	})
+	}))
 }
 
 // ScopeSafe is the idempotency scope of POST /book/safe.
@@ -113,14 +119,14 @@ const ScopeSafe = "POST /book/safe"
 
 func renderBooked(b Booking, err error) idempotency.Response {
 	if err != nil {
-		return idempotency.Failure(err)
+		return idempotency.Failure(err, bookStatuses)
 	}
 	return idempotency.Success(http.StatusOK, b)
 }
 
 // HandleBookSafe answers POST /book/safe, honouring Idempotency-Key.
 func HandleBookSafe(svc *Service, maxQuantity int, log *slog.Logger) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return httpapi.WithStatuses(bookStatuses, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		order, ok := decodeOrder(w, r, maxQuantity, log)
 		if !ok {
 			return
@@ -133,21 +139,21 @@ func HandleBookSafe(svc *Service, maxQuantity int, log *slog.Logger) http.Handle
 		order.Pass = pass.Check(svc.Passes, r.Header.Get(pass.Header), order.EventID, order.Email)
 		out, err := svc.BookSafe(r.Context(), order, key, renderBooked)
 		idempotency.Answer(w, r, log, out.Replay, out.Booking, http.StatusOK, errors.Join(err, out.Err))
-	})
+	}))
 }
 
 // decodeOrder reads and validates the request body, answering the client
 // itself when it is bad.
-func decodeOrder(w http.ResponseWriter, r *http.Request, maxQuantity int, log *slog.Logger) (Order, bool) {
-	var req Request
+func decodeOrder(w http.ResponseWriter, r *http.Request, maxQuantity int, log *slog.Logger) (sale.Order, bool) {
+	var req sale.Request
 	if err := httpapi.Decode(w, r, &req); err != nil {
 		httpapi.WriteError(w, r, log, err)
-		return Order{}, false
+		return sale.Order{}, false
 	}
 	order, err := req.Order(maxQuantity)
 	if err != nil {
 		httpapi.WriteError(w, r, log, err)
-		return Order{}, false
+		return sale.Order{}, false
 	}
 	order.Client = clientaddr.From(r.Context())
 	return order, true

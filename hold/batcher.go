@@ -9,13 +9,13 @@ import (
 	"sync"
 	"time"
 
-	"github.com/holdfast/holdfast/booking"
-	"github.com/holdfast/holdfast/internal/httpapi"
+	"github.com/holdfast/holdfast/internal/problem"
+	"github.com/holdfast/holdfast/sale"
 )
 
 // ErrShuttingDown answers a request that arrives, or still waits in a queue,
 // once the instance has stopped serving holds.
-var ErrShuttingDown = &httpapi.Error{Code: httpapi.CodeUnavailable, Message: "the service is shutting down, please try again", RetryAfter: time.Second}
+var ErrShuttingDown = problem.New(problem.Unavailable, "the service is shutting down, please try again")
 
 // Batcher serves hold requests per event in batches. Requests for one event
 // queue in arrival order inside the instance; one worker per event with
@@ -31,7 +31,7 @@ var ErrShuttingDown = &httpapi.Error{Code: httpapi.CodeUnavailable, Message: "th
 // request whose client has gone leaves the queue.
 type Batcher struct {
 	store    Store
-	locks    booking.Locker
+	locks    sale.Locker
 	ttl      time.Duration
 	wait     time.Duration
 	maxBatch int
@@ -39,7 +39,7 @@ type Batcher struct {
 	log      *slog.Logger
 
 	shards [shardCount]shard
-	ctx    context.Context // cancelled by Close once the queues are drained
+	ctx    context.Context // cancelled by Stop once the queues are drained
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
@@ -110,8 +110,8 @@ func (b *Batcher) wanted(ev int64) bool {
 // one across batches for more than a quarter of it.
 func (b *Batcher) SetLockTTL(ttl time.Duration) { b.lease = min(DefaultLease, ttl/4) }
 
-// NewBatcher returns a Batcher; Close stops it.
-func NewBatcher(st Store, locks booking.Locker, ttl, wait time.Duration, log *slog.Logger) *Batcher {
+// NewBatcher returns a Batcher; Stop stops it.
+func NewBatcher(st Store, locks sale.Locker, ttl, wait time.Duration, log *slog.Logger) *Batcher {
 	b := &Batcher{store: st, locks: locks, ttl: ttl, wait: wait, maxBatch: DefaultMaxBatch, lease: DefaultLease, log: log}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	for i := range b.shards {
@@ -168,7 +168,7 @@ func (b *Batcher) Submit(ctx context.Context, req Request) (Outcome, error) {
 			if b.Observe != nil {
 				b.Observe.QueueTimedOut()
 			}
-			return Outcome{}, booking.ErrBusy
+			return Outcome{}, sale.ErrBusy
 		}
 	}
 	// A worker took it already: its answer is on the way.
@@ -288,7 +288,7 @@ func (b *Batcher) failQueued(ev int64, err error) {
 			return
 		}
 		for _, w := range batch {
-			if b.Observe != nil && errors.Is(err, booking.ErrBusy) {
+			if b.Observe != nil && errors.Is(err, sale.ErrBusy) {
 				b.Observe.QueueTimedOut()
 			}
 			w.done <- result{err: err}
@@ -318,7 +318,7 @@ func (b *Batcher) serve(ev int64, batch []*waiter) {
 		b.Observe.Batched(len(batch))
 	}
 	// The batch belongs to its requests, not to any one client: it runs to
-	// the end even if some of them have gone. Only Close, out of time,
+	// the end even if some of them have gone. Only Stop, out of time,
 	// cancels it.
 	outs, err := b.store.CreateHolds(b.ctx, ev, reqs, b.ttl, renderCreated)
 	for i, w := range batch {
@@ -333,10 +333,16 @@ func (b *Batcher) serve(ev int64, batch []*waiter) {
 	}
 }
 
-// Close stops taking requests, lets the workers serve every request already
+// Start is the Batcher's side of worker.Worker. It does nothing: a batch
+// worker starts per event when its first request comes, so a Batcher
+// serves from NewBatcher on, and only its Stop is ordered.
+func (b *Batcher) Start(context.Context) error { return nil }
+
+// Stop stops taking requests, lets the workers serve every request already
 // queued, and returns when they are done or ctx ends. Requests still queued
 // then are answered ErrShuttingDown: nobody is left without an answer.
-func (b *Batcher) Close(ctx context.Context) error {
+// Stopping again returns at once.
+func (b *Batcher) Stop(ctx context.Context) error {
 	for i := range b.shards {
 		sh := &b.shards[i]
 		sh.mu.Lock()

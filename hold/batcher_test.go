@@ -13,9 +13,9 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/holdfast/holdfast/booking"
 	"github.com/holdfast/holdfast/hold"
 	"github.com/holdfast/holdfast/internal/testenv"
+	"github.com/holdfast/holdfast/sale"
 	"github.com/holdfast/holdfast/store"
 )
 
@@ -59,7 +59,7 @@ func (f fixture) event(t *testing.T, tickets int) int64 {
 }
 
 func request(ev int64, i int) hold.Request {
-	return hold.Request{Order: booking.Order{EventID: ev, Email: fmt.Sprintf("buyer%d@example.com", i), Quantity: 1}}
+	return hold.Request{Order: sale.Order{EventID: ev, Email: fmt.Sprintf("buyer%d@example.com", i), Quantity: 1}}
 }
 
 func TestFirstToJoinIsFirstServed(t *testing.T) {
@@ -67,7 +67,7 @@ func TestFirstToJoinIsFirstServed(t *testing.T) {
 	f := newFixture(t, time.Minute)
 	ev := f.event(t, 20)
 	b := hold.NewBatcher(f.store, f.locks, time.Minute, time.Minute, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	defer b.Close(context.Background())
+	defer b.Stop(context.Background())
 
 	var mu sync.Mutex
 	var joined []string
@@ -112,7 +112,7 @@ func TestFirstToJoinIsFirstServed(t *testing.T) {
 			if rank[a.email] >= 20 {
 				t.Errorf("%s joined %dth and got a hold", a.email, rank[a.email]+1)
 			}
-		case errors.Is(a.out.Err, hold.ErrSoldOut):
+		case errors.Is(a.out.Err, sale.ErrSoldOut):
 			if rank[a.email] < 20 {
 				t.Errorf("%s joined %dth, while tickets remained, and was told sold out", a.email, rank[a.email]+1)
 			}
@@ -125,7 +125,7 @@ func TestFirstToJoinIsFirstServed(t *testing.T) {
 	}
 }
 
-func TestCloseAnswersEveryQueuedRequest(t *testing.T) {
+func TestStopAnswersEveryQueuedRequest(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, time.Minute)
 	ev := f.event(t, 100)
@@ -155,8 +155,8 @@ func TestCloseAnswersEveryQueuedRequest(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
-	if err := b.Close(ctx); err == nil {
-		t.Fatal("Close reported a clean drain while the event was stalled")
+	if err := b.Stop(ctx); err == nil {
+		t.Fatal("Stop reported a clean drain while the event was stalled")
 	}
 	for i := 0; i < 50; i++ {
 		select {
@@ -169,11 +169,11 @@ func TestCloseAnswersEveryQueuedRequest(t *testing.T) {
 		}
 	}
 	if _, err := b.Submit(context.Background(), request(ev, 99)); !errors.Is(err, hold.ErrShuttingDown) {
-		t.Fatalf("a request after Close got %v, want ErrShuttingDown", err)
+		t.Fatalf("a request after Stop got %v, want ErrShuttingDown", err)
 	}
 }
 
-func TestCloseServesWhatIsQueuedWhenThereIsTime(t *testing.T) {
+func TestStopServesWhatIsQueuedWhenThereIsTime(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, time.Minute)
 	ev := f.event(t, 1000)
@@ -189,7 +189,7 @@ func TestCloseServesWhatIsQueuedWhenThereIsTime(t *testing.T) {
 		}()
 	}
 	joined.Wait()
-	if err := b.Close(context.Background()); err != nil {
+	if err := b.Stop(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	for i := 0; i < 100; i++ {
@@ -204,14 +204,14 @@ func TestAQueuedRequestIsBusyAfterItsWait(t *testing.T) {
 	f := newFixture(t, time.Minute)
 	ev := f.event(t, 10)
 	b := hold.NewBatcher(f.store, f.locks, time.Minute, 100*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	defer b.Close(context.Background())
+	defer b.Stop(context.Background())
 	unlock, err := f.locks.Lock(context.Background(), ev) // another instance is selling
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer unlock()
 	_, err = b.Submit(context.Background(), request(ev, 1))
-	if !errors.Is(err, booking.ErrBusy) {
+	if !errors.Is(err, sale.ErrBusy) {
 		t.Fatalf("err = %v, want ErrBusy", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -223,7 +223,7 @@ func TestAQueuedRequestIsBusyAfterItsWait(t *testing.T) {
 
 // countingLocks counts the locks a batcher takes.
 type countingLocks struct {
-	booking.Locker
+	sale.Locker
 	taken atomic.Int64
 }
 
@@ -286,7 +286,7 @@ func TestTheLockIsKeptAcrossBatchesForTheLease(t *testing.T) {
 			st.feed = func() { n++; submit(n) }
 			submit(0)
 			wg.Wait()
-			if err := b.Close(context.Background()); err != nil {
+			if err := b.Stop(context.Background()); err != nil {
 				t.Fatal(err)
 			}
 			if failed.Load() != 0 {
@@ -347,7 +347,7 @@ func TestAnotherInstanceGetsItsTurnOnABusyEvent(t *testing.T) {
 	stop.Store(true)
 	wg.Wait()
 	for _, x := range []*hold.Batcher{a, b} {
-		if err := x.Close(context.Background()); err != nil {
+		if err := x.Stop(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -392,10 +392,10 @@ func TestARequestTakenIntoABatchIsNeverAnsweredBusy(t *testing.T) {
 			st := &stallingStore{Store: f.store, taken: make(chan int, 1), release: make(chan struct{})}
 			const wait = 100 * time.Millisecond
 			b := hold.NewBatcher(st, f.locks, time.Minute, wait, slog.New(slog.NewTextHandler(io.Discard, nil)))
-			defer b.Close(context.Background())
+			defer b.Stop(context.Background())
 			var once sync.Once
 			letGo := func() { once.Do(func() { close(st.release) }) }
-			defer letGo() // before Close, which waits for the batch
+			defer letGo() // before Stop, which waits for the batch
 			observed := &timedOut{}
 			b.Observe = observed
 			ctx, cancel := context.WithCancel(context.Background())
@@ -511,7 +511,7 @@ func TestThreeInstancesEachGetTheirTurnOnABusyEvent(t *testing.T) {
 	stop.Store(true)
 	wg.Wait()
 	for _, x := range append(others, a) {
-		if err := x.Close(context.Background()); err != nil {
+		if err := x.Stop(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 	}

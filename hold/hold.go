@@ -7,11 +7,11 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/holdfast/holdfast/booking"
-	"github.com/holdfast/holdfast/internal/httpapi"
 	"github.com/holdfast/holdfast/internal/idempotency"
 	"github.com/holdfast/holdfast/internal/money"
 	"github.com/holdfast/holdfast/internal/pass"
+	"github.com/holdfast/holdfast/internal/problem"
+	"github.com/holdfast/holdfast/sale"
 )
 
 // Status is a hold's state as the API reports it.
@@ -29,11 +29,10 @@ const (
 
 // Errors the hold service returns; each answers as the contract says.
 var (
-	ErrNotFound  = &httpapi.Error{Code: httpapi.CodeNotFound, Message: "no such hold"}
-	ErrSoldOut   = &httpapi.Error{Code: httpapi.CodeSoldOut, Message: "not enough tickets available"}
-	ErrExpired   = &httpapi.Error{Code: httpapi.CodeHoldExpired, Message: "the hold has expired"}
-	ErrReleased  = &httpapi.Error{Code: httpapi.CodeHoldReleased, Message: "the hold was released"}
-	ErrConfirmed = &httpapi.Error{Code: httpapi.CodeHoldConfirmed, Message: "the hold is confirmed and cannot be released"}
+	ErrNotFound  = problem.New(problem.NotFound, "no such hold")
+	ErrExpired   = problem.New(problem.HoldExpired, "the hold has expired")
+	ErrReleased  = problem.New(problem.HoldReleased, "the hold was released")
+	ErrConfirmed = problem.New(problem.HoldConfirmed, "the hold is confirmed and cannot be released")
 )
 
 // Hold is tickets set aside for one buyer until ExpiresAt.
@@ -55,7 +54,7 @@ type Hold struct {
 // Request is one buyer's request for a hold, as the store takes it: the
 // order and, when the client sent one, its idempotency key.
 type Request struct {
-	Order booking.Order
+	Order sale.Order
 	Key   *idempotency.Key
 }
 
@@ -93,7 +92,7 @@ type Store interface {
 // Service takes, confirms and releases holds.
 type Service struct {
 	Store Store
-	Locks booking.Locker
+	Locks sale.Locker
 	TTL   time.Duration
 	// Batcher, when set, serves hold requests per event in batches; nil
 	// means one transaction per hold.

@@ -8,11 +8,12 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/google/uuid"
 
-	"github.com/holdfast/holdfast/booking"
 	"github.com/holdfast/holdfast/internal/clientaddr"
 	"github.com/holdfast/holdfast/internal/httpapi"
 	"github.com/holdfast/holdfast/internal/idempotency"
 	"github.com/holdfast/holdfast/internal/pass"
+	"github.com/holdfast/holdfast/internal/problem"
+	"github.com/holdfast/holdfast/sale"
 )
 
 // Idempotency scopes: a key means something only together with its endpoint
@@ -24,14 +25,14 @@ const (
 
 func renderCreated(h Hold, err error) idempotency.Response {
 	if err != nil {
-		return idempotency.Failure(err)
+		return idempotency.Failure(err, nil)
 	}
 	return idempotency.Success(http.StatusCreated, h)
 }
 
 func renderConfirmed(h Hold, err error) idempotency.Response {
 	if err != nil {
-		return idempotency.Failure(err)
+		return idempotency.Failure(err, nil)
 	}
 	return idempotency.Success(http.StatusOK, h)
 }
@@ -45,7 +46,7 @@ func answer(w http.ResponseWriter, r *http.Request, log *slog.Logger, out Outcom
 // HandleCreate answers POST /holds.
 func HandleCreate(svc *Service, maxQuantity int, log *slog.Logger) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var body booking.Request
+		var body sale.Request
 		if err := httpapi.Decode(w, r, &body); err != nil {
 			httpapi.WriteError(w, r, log, err)
 			return
@@ -73,7 +74,7 @@ func HandleCreate(svc *Service, maxQuantity int, log *slog.Logger) http.Handler 
 func ParseID(s string) (uuid.UUID, error) {
 	id, err := uuid.Parse(s)
 	if err != nil || len(s) != 36 {
-		return uuid.Nil, httpapi.Invalid("hold id must be a UUID")
+		return uuid.Nil, problem.Invalidf("hold id must be a UUID")
 	}
 	return id, nil
 }

@@ -68,9 +68,10 @@ func NewSweeper(st SweepStore, every time.Duration, log *slog.Logger) *Sweeper {
 	return &Sweeper{store: st, log: log, every: every, batch: SweepBatch}
 }
 
-// Start schedules the job. Stop ends it.
-func (s *Sweeper) Start() error {
-	s.ctx, s.cancel = context.WithCancel(context.Background())
+// Start schedules the job; it runs until Stop, whatever becomes of ctx,
+// which gives the runs its values only. The Sweeper is a worker.Worker.
+func (s *Sweeper) Start(ctx context.Context) error {
+	s.ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	s.cron = cron.New(cron.WithChain(cron.SkipIfStillRunning(cron.DiscardLogger)))
 	if _, err := s.cron.AddFunc(fmt.Sprintf("@every %s", s.every), func() { s.Run(s.ctx) }); err != nil {
 		return fmt.Errorf("hold: schedule sweeper: %w", err)
@@ -81,15 +82,17 @@ func (s *Sweeper) Start() error {
 
 // Stop cancels a sweep in progress and waits for it to end, at most until
 // ctx is done.
-func (s *Sweeper) Stop(ctx context.Context) {
+func (s *Sweeper) Stop(ctx context.Context) error {
 	if s.cron == nil {
-		return
+		return nil
 	}
 	done := s.cron.Stop()
 	s.cancel()
 	select {
 	case <-done.Done():
+		return nil
 	case <-ctx.Done():
+		return fmt.Errorf("hold: sweep still running: %w", ctx.Err())
 	}
 }
 

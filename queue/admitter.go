@@ -2,11 +2,12 @@ package queue
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
 
-	"github.com/holdfast/holdfast/booking"
+	"github.com/holdfast/holdfast/sale"
 )
 
 // AdmitEvery is how often an Admitter runs the admission step of each
@@ -29,11 +30,11 @@ type Admitter struct {
 	done   chan struct{}
 
 	mu     sync.Mutex
-	events []booking.Event
+	events []sale.Event
 	listed time.Time
 	// Budget, when set, is the most places of ev a step may admit (step 3:
 	// what the stock can still serve); nil admits without a budget.
-	Budget func(ctx context.Context, ev booking.Event) (int, error)
+	Budget func(ctx context.Context, ev sale.Event) (int, error)
 }
 
 // NewAdmitter returns an admitter of svc's queues, running every interval.
@@ -41,9 +42,10 @@ func NewAdmitter(svc *Service, every time.Duration, log *slog.Logger) *Admitter 
 	return &Admitter{svc: svc, log: log, every: every}
 }
 
-// Start runs the admitter until Stop.
-func (a *Admitter) Start() error {
-	ctx, cancel := context.WithCancel(context.Background())
+// Start runs the admitter until Stop, whatever becomes of ctx, which gives
+// its runs their values only. The Admitter is a worker.Worker.
+func (a *Admitter) Start(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	a.cancel, a.done = cancel, make(chan struct{})
 	go func() {
 		defer close(a.done)
@@ -63,14 +65,16 @@ func (a *Admitter) Start() error {
 
 // Stop cancels a run in progress and waits for it to end, at most until
 // ctx is done.
-func (a *Admitter) Stop(ctx context.Context) {
+func (a *Admitter) Stop(ctx context.Context) error {
 	if a.cancel == nil {
-		return
+		return nil
 	}
 	a.cancel()
 	select {
 	case <-a.done:
+		return nil
 	case <-ctx.Done():
+		return fmt.Errorf("queue: admitter still running: %w", ctx.Err())
 	}
 }
 
@@ -97,7 +101,7 @@ func (a *Admitter) Run(ctx context.Context) {
 }
 
 // queued is the list of queued events, read again once a second.
-func (a *Admitter) queued(ctx context.Context) []booking.Event {
+func (a *Admitter) queued(ctx context.Context) []sale.Event {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if time.Since(a.listed) < listEvery {

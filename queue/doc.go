@@ -11,8 +11,9 @@
 // instances. Position is 1 + the live places ahead; places only ever leave
 // the front or drop out, so it never grows.
 //
-// Admission. Every instance runs an Admitter, which calls Step for each
-// queued event every 150 ms. Step is one Lua script: it adds admit_per_second
+// Admission. Every instance runs an Admitter (a background worker, started
+// and stopped by serve with the others; see internal/worker), which calls
+// Step for each queued event every 150 ms. Step is one Lua script: it adds admit_per_second
 // x the time since the last step (Redis's clock, so one clock for every
 // instance) to a stored credit, capped at half a second's worth, and pops
 // that many places in turn. However many instances run, the credit is
@@ -26,6 +27,9 @@
 // internal/pass) after the script admits it, and kept on the place. A pass
 // is deterministic in its claims, so if the admitting instance dies before
 // keeping it, the place's next poll signs the same one.
+//
+// Errors are the domain's plain *problem.Error values; the events it
+// queues are package sale's.
 //
 // Clocks. The queue reads Redis's clock (TIME) for joins, admission and
 // pass expiry; sale windows on holds are the database's clock. The two

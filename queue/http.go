@@ -7,6 +7,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/holdfast/holdfast/internal/httpapi"
+	"github.com/holdfast/holdfast/internal/problem"
 )
 
 // joinRequest is the body of POST /events/{id}/queue.
@@ -29,7 +30,7 @@ func HandleJoin(svc *Service, log *slog.Logger) http.Handler {
 			return
 		}
 		if body.UserEmail == nil {
-			httpapi.WriteError(w, r, log, httpapi.Invalid("user_email is required"))
+			httpapi.WriteError(w, r, log, problem.Invalidf("user_email is required"))
 			return
 		}
 		p, created, err := svc.Join(r.Context(), eventID, *body.UserEmail)

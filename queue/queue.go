@@ -14,9 +14,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/holdfast/holdfast/booking"
 	"github.com/holdfast/holdfast/internal/httpapi"
 	"github.com/holdfast/holdfast/internal/pass"
+	"github.com/holdfast/holdfast/internal/problem"
+	"github.com/holdfast/holdfast/sale"
 )
 
 // Status is a place's state as the API reports it.
@@ -45,12 +46,12 @@ const (
 
 // Errors the queue service returns; each answers as the contract says.
 var (
-	ErrPlaceNotFound = &httpapi.Error{Code: httpapi.CodeNotFound, Message: "no such place"}
+	ErrPlaceNotFound = problem.New(problem.NotFound, "no such place")
 	// ErrNoQueue: the event exists but has no waiting room; its tickets
 	// are held directly with POST /holds.
-	ErrNoQueue = &httpapi.Error{Code: httpapi.CodeNotFound, Message: "this event has no waiting room: hold its tickets with POST /holds"}
+	ErrNoQueue = problem.New(problem.NotFound, "this event has no waiting room: hold its tickets with POST /holds")
 	// ErrUnavailable: Redis, which holds the queue, cannot be reached.
-	ErrUnavailable = &httpapi.Error{Code: httpapi.CodeUnavailable, Message: "the waiting room is unavailable, please try again", RetryAfter: time.Second}
+	ErrUnavailable = problem.New(problem.Unavailable, "the waiting room is unavailable, please try again")
 )
 
 // Place is one buyer's place in an event's queue.
@@ -125,7 +126,7 @@ const Unlimited = -1
 type Store interface {
 	// Join puts a new place id for email (folded: its key of one live
 	// place) in the event's queue, or answers the email's live place with
-	// created false. booking.ErrSaleClosed after off_sale_at.
+	// created false. sale.ErrSaleClosed after off_sale_at.
 	Join(ctx context.Context, ev Settings, id, folded, email string) (p Place, created bool, err error)
 	// Place reads a place; first is true the first time an admitted place
 	// is read. ErrPlaceNotFound if there is none.
@@ -154,11 +155,11 @@ var ErrStaleShuffle = errors.New("queue: pre-queue changed during its shuffle")
 
 // Events is what the queue needs from the events' storage.
 type Events interface {
-	// Event reads one event, or booking.ErrEventNotFound.
-	Event(ctx context.Context, id int64) (booking.Event, error)
+	// Event reads one event, or sale.ErrEventNotFound.
+	Event(ctx context.Context, id int64) (sale.Event, error)
 	// QueuedEvents lists the events with a queue that may still admit or
 	// expire places.
-	QueuedEvents(ctx context.Context) ([]booking.Event, error)
+	QueuedEvents(ctx context.Context) ([]sale.Event, error)
 }
 
 // Signer signs a pass for an admitted place.
@@ -200,7 +201,7 @@ type Service struct {
 }
 
 type cachedEvent struct {
-	ev booking.Event
+	ev sale.Event
 	at time.Time
 }
 
@@ -216,7 +217,7 @@ func NewService(st Store, events Events, signer Signer, ticketCap int, log *slog
 }
 
 // event reads a queued event's settings, from the cache while fresh.
-func (s *Service) event(ctx context.Context, id int64) (booking.Event, error) {
+func (s *Service) event(ctx context.Context, id int64) (sale.Event, error) {
 	s.mu.Lock()
 	c, ok := s.cache[id]
 	s.mu.Unlock()
@@ -225,13 +226,13 @@ func (s *Service) event(ctx context.Context, id int64) (booking.Event, error) {
 	}
 	ev, err := s.events.Event(ctx, id)
 	if err != nil {
-		return booking.Event{}, err
+		return sale.Event{}, err
 	}
 	s.remember(ev)
 	return ev, nil
 }
 
-func (s *Service) remember(ev booking.Event) {
+func (s *Service) remember(ev sale.Event) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := time.Now()
@@ -248,7 +249,7 @@ func (s *Service) remember(ev booking.Event) {
 }
 
 // settings is a queued event's Settings, or ErrNoQueue.
-func settings(ev booking.Event) (Settings, error) {
+func settings(ev sale.Event) (Settings, error) {
 	if ev.Queue == nil {
 		return Settings{}, ErrNoQueue
 	}
@@ -280,7 +281,7 @@ func (s *Service) Join(ctx context.Context, eventID int64, email string) (Place,
 }
 
 func (s *Service) join(ctx context.Context, eventID int64, email string) (Place, bool, error) {
-	if err := booking.ValidEmail(email); err != nil {
+	if err := sale.ValidEmail(email); err != nil {
 		return Place{}, false, err
 	}
 	st, err := s.settings(ctx, eventID)
@@ -322,7 +323,7 @@ func (s *Service) get(ctx context.Context, id string) (Place, error) {
 	if err != nil {
 		// The event lost its queue (or was never read): the place is still
 		// the buyer's to read, with the default pace.
-		st = Settings{EventID: eventID, AdmitPerSecond: booking.DefaultAdmitPerSecond}
+		st = Settings{EventID: eventID, AdmitPerSecond: sale.DefaultAdmitPerSecond}
 	}
 	if first && !p.AdmittedAt.IsZero() {
 		s.Observe.AdmissionLag(time.Since(p.AdmittedAt))
@@ -425,7 +426,7 @@ var errNoSigner = errors.New("queue: no pass signer")
 // Step runs one admission step for ev, admitting at most budget places
 // (Unlimited for no limit), shuffling the pre-queue first when its time
 // has come, and signs the admitted places' passes.
-func (s *Service) Step(ctx context.Context, ev booking.Event, budget int) (StepResult, error) {
+func (s *Service) Step(ctx context.Context, ev sale.Event, budget int) (StepResult, error) {
 	st, err := settings(ev)
 	if err != nil {
 		return StepResult{}, err
@@ -506,7 +507,7 @@ func NewPlaceID(eventID int64) (string, error) {
 }
 
 // ErrBadPlaceID answers a place id of the wrong form.
-var ErrBadPlaceID = httpapi.Invalid("place id must be as POST /events/{id}/queue gave it, such as 42-0123456789abcdef0123456789abcdef")
+var ErrBadPlaceID = problem.Invalidf("place id must be as POST /events/{id}/queue gave it, such as 42-0123456789abcdef0123456789abcdef")
 
 // ParsePlaceID checks a place id's form and returns its event id.
 func ParsePlaceID(id string) (int64, error) {
@@ -524,9 +525,5 @@ func ParsePlaceID(id string) (int64, error) {
 
 // errorCode is err's contract code, for the outcome counters.
 func errorCode(err error) string {
-	var e *httpapi.Error
-	if errors.As(err, &e) {
-		return e.Code
-	}
-	return httpapi.CodeInternal
+	return httpapi.Code(err)
 }

@@ -8,7 +8,7 @@ import (
 
 	"github.com/jmoiron/sqlx"
 
-	"github.com/holdfast/holdfast/booking"
+	"github.com/holdfast/holdfast/sale"
 )
 
 const (
@@ -37,7 +37,7 @@ const (
 )
 
 // CreateEvent inserts an event, its whole stock available, guarded.
-func (s *Store) CreateEvent(ctx context.Context, p booking.EventPatch) (booking.Event, error) {
+func (s *Store) CreateEvent(ctx context.Context, p sale.EventPatch) (sale.Event, error) {
 	desc := ""
 	if p.Description != nil {
 		desc = *p.Description
@@ -45,21 +45,21 @@ func (s *Store) CreateEvent(ctx context.Context, p booking.EventPatch) (booking.
 	var r eventRow
 	conn, err := s.once(ctx)
 	if err != nil {
-		return booking.Event{}, err
+		return sale.Event{}, err
 	}
 	defer conn.Close()
 	rate, ttl := queueArgs(p.Queue)
 	if err := conn.GetContext(ctx, &r, qCreateEvent, *p.Name, desc, *p.EventDate, *p.Total, *p.Price,
 		timeArg(p.OnSaleAt), timeArg(p.OffSaleAt), rate, ttl); err != nil {
-		return booking.Event{}, mapErr(ctx, err)
+		return sale.Event{}, mapErr(ctx, err)
 	}
 	return r.event(), nil
 }
 
 // UpdateEvent applies p under the event's row lock, so no hold or booking
 // can slip in between the check and the change.
-func (s *Store) UpdateEvent(ctx context.Context, id int64, p booking.EventPatch) (booking.Event, error) {
-	var ev booking.Event
+func (s *Store) UpdateEvent(ctx context.Context, id int64, p sale.EventPatch) (sale.Event, error) {
+	var ev sale.Event
 	err := inTx(ctx, s.db, func(tx *sqlx.Tx) error {
 		var cur struct {
 			Total     int `db:"total_tickets"`
@@ -67,7 +67,7 @@ func (s *Store) UpdateEvent(ctx context.Context, id int64, p booking.EventPatch)
 		}
 		if err := tx.GetContext(ctx, &cur, qLockEventStock, id); err != nil {
 			if errors.Is(err, sql.ErrNoRows) {
-				return booking.ErrEventNotFound
+				return sale.ErrEventNotFound
 			}
 			return mapErr(ctx, err)
 		}
@@ -75,7 +75,7 @@ func (s *Store) UpdateEvent(ctx context.Context, id int64, p booking.EventPatch)
 		if p.Total != nil {
 			total = *p.Total
 			if cur.Available+(total-cur.Total) < 0 {
-				return booking.ErrTotalBelowHeld
+				return sale.ErrTotalBelowHeld
 			}
 		}
 		var price any
@@ -100,7 +100,7 @@ func (s *Store) UpdateEvent(ctx context.Context, id int64, p booking.EventPatch)
 
 // timeArg is an optional time as a query argument: NULL when unset or
 // cleared.
-func timeArg(o booking.Optional[time.Time]) any {
+func timeArg(o sale.Optional[time.Time]) any {
 	if o.V == nil {
 		return nil
 	}
@@ -109,7 +109,7 @@ func timeArg(o booking.Optional[time.Time]) any {
 
 // queueArgs are the queue columns of an optional queue: NULLs when unset
 // or cleared.
-func queueArgs(o booking.Optional[booking.QueueSettings]) (rate, ttl any) {
+func queueArgs(o sale.Optional[sale.QueueSettings]) (rate, ttl any) {
 	if o.V == nil {
 		return nil, nil
 	}

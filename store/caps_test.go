@@ -7,14 +7,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/holdfast/holdfast/booking"
 	"github.com/holdfast/holdfast/hold"
+	"github.com/holdfast/holdfast/sale"
 	"github.com/holdfast/holdfast/store"
 )
 
 // taker takes tickets for orders, all of one event, on one path, and returns
 // each order's own error.
-type taker func(t *testing.T, orders ...booking.Order) []error
+type taker func(t *testing.T, orders ...sale.Order) []error
 
 // forEveryPath runs test on the three ways the store takes tickets under the
 // event row: a batch in one call of hold_batch, a batch in a transaction
@@ -23,7 +23,7 @@ type taker func(t *testing.T, orders ...booking.Order) []error
 func forEveryPath(t *testing.T, test func(t *testing.T, s *store.Store, take taker)) {
 	t.Parallel()
 	batch := func(s *store.Store) taker {
-		return func(t *testing.T, orders ...booking.Order) []error {
+		return func(t *testing.T, orders ...sale.Order) []error {
 			t.Helper()
 			reqs := make([]hold.Request, len(orders))
 			for i, o := range orders {
@@ -41,7 +41,7 @@ func forEveryPath(t *testing.T, test func(t *testing.T, s *store.Store, take tak
 		}
 	}
 	book := func(s *store.Store) taker {
-		return func(t *testing.T, orders ...booking.Order) []error {
+		return func(t *testing.T, orders ...sale.Order) []error {
 			t.Helper()
 			errs := make([]error, len(orders))
 			for i, o := range orders {
@@ -94,11 +94,11 @@ func TestEverySpellingOfOneBuyerSharesOneCap(t *testing.T) {
 		s.SetTicketCap(10)
 		ev := newEvent(t, s, 100)
 		spellings := []string{"\u00e9@example.com", "e\u0301@example.com", "\u00c9@example.com", "E\u0301@EXAMPLE.COM"}
-		var orders []booking.Order
+		var orders []sale.Order
 		for i := 0; i < 20; i++ {
-			orders = append(orders, booking.Order{EventID: ev, Email: spellings[i%len(spellings)], Quantity: 1})
+			orders = append(orders, sale.Order{EventID: ev, Email: spellings[i%len(spellings)], Quantity: 1})
 		}
-		if got := granted(t, take(t, orders...), booking.ErrLimitExceeded); got != 10 {
+		if got := granted(t, take(t, orders...), sale.ErrLimitExceeded); got != 10 {
 			t.Fatalf("one buyer under %d spellings got %d tickets with a cap of 10", len(spellings), got)
 		}
 		audit(t, s, ev)
@@ -116,8 +116,8 @@ func TestABookingInsertedByPlainSQLCountsAgainstItsBuyer(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		errs := take(t, booking.Order{EventID: ev, Email: "ann@example.com", Quantity: 2})
-		if !errors.Is(errs[0], booking.ErrLimitExceeded) {
+		errs := take(t, sale.Order{EventID: ev, Email: "ann@example.com", Quantity: 2})
+		if !errors.Is(errs[0], sale.ErrLimitExceeded) {
 			t.Fatalf("2 more for a buyer with 2 of a cap of 3: %v, want limit_exceeded", errs[0])
 		}
 	})
@@ -134,7 +134,7 @@ var (
 // capped by it.
 func TestTheClientCapCountsOneAddressAcrossEmails(t *testing.T) {
 	forBothBatchPaths(t, func(t *testing.T, s *store.Store) {
-		take := func(t *testing.T, orders ...booking.Order) []error {
+		take := func(t *testing.T, orders ...sale.Order) []error {
 			t.Helper()
 			reqs := make([]hold.Request, len(orders))
 			for i, o := range orders {
@@ -152,19 +152,19 @@ func TestTheClientCapCountsOneAddressAcrossEmails(t *testing.T) {
 		}
 		s.SetClientCap(5)
 		ev := newEvent(t, s, 100)
-		var orders []booking.Order
+		var orders []sale.Order
 		for i := 0; i < 8; i++ {
 			email := string(rune('a'+i)) + "@example.com"
-			orders = append(orders, booking.Order{EventID: ev, Email: email, Quantity: 1, Client: clientA})
+			orders = append(orders, sale.Order{EventID: ev, Email: email, Quantity: 1, Client: clientA})
 		}
-		if got := granted(t, take(t, orders...), booking.ErrClientLimitExceeded); got != 5 {
+		if got := granted(t, take(t, orders...), sale.ErrClientLimitExceeded); got != 5 {
 			t.Fatalf("one address with 8 emails got %d tickets with a cap of 5", got)
 		}
 		mapped := netip.AddrFrom16(clientA.As16()) // ::ffff:192.0.2.1 is the same address
-		errs := take(t, booking.Order{EventID: ev, Email: "z@example.com", Quantity: 1, Client: mapped},
-			booking.Order{EventID: ev, Email: "z@example.com", Quantity: 5, Client: clientB},
-			booking.Order{EventID: ev, Email: "y@example.com", Quantity: 6})
-		if !errors.Is(errs[0], booking.ErrClientLimitExceeded) || errs[1] != nil || errs[2] != nil {
+		errs := take(t, sale.Order{EventID: ev, Email: "z@example.com", Quantity: 1, Client: mapped},
+			sale.Order{EventID: ev, Email: "z@example.com", Quantity: 5, Client: clientB},
+			sale.Order{EventID: ev, Email: "y@example.com", Quantity: 6})
+		if !errors.Is(errs[0], sale.ErrClientLimitExceeded) || errs[1] != nil || errs[2] != nil {
 			t.Fatalf("got %v; want the same address refused, another and an unknown one served", errs)
 		}
 		audit(t, s, ev)
@@ -186,7 +186,7 @@ func TestTheClientCapCountsPendingHoldsOnly(t *testing.T) {
 		ev := newEvent(t, s, 100)
 		take := func(email string, qty int) hold.Outcome {
 			t.Helper()
-			outs, err := s.CreateHolds(ctx, ev, []hold.Request{{Order: booking.Order{EventID: ev, Email: email, Quantity: qty, Client: clientA}}}, time.Minute, noRender)
+			outs, err := s.CreateHolds(ctx, ev, []hold.Request{{Order: sale.Order{EventID: ev, Email: email, Quantity: qty, Client: clientA}}}, time.Minute, noRender)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -196,7 +196,7 @@ func TestTheClientCapCountsPendingHoldsOnly(t *testing.T) {
 		if first.Err != nil {
 			t.Fatal(first.Err)
 		}
-		if out := take("b@example.com", 1); !errors.Is(out.Err, booking.ErrClientLimitExceeded) {
+		if out := take("b@example.com", 1); !errors.Is(out.Err, sale.ErrClientLimitExceeded) {
 			t.Fatalf("inTx %v: over the cap: %v", inTx, out.Err)
 		}
 		if out, err := s.Confirm(ctx, first.Hold.ID, nil, nil); err != nil || out.Err != nil {
@@ -223,19 +223,19 @@ func TestBookSafeCountsTheAddressesHolds(t *testing.T) {
 	s.SetClientCap(5)
 	ctx := context.Background()
 	ev := newEvent(t, s, 100)
-	outs, err := s.CreateHolds(ctx, ev, []hold.Request{{Order: booking.Order{EventID: ev, Email: "a@example.com", Quantity: 4, Client: clientA}}}, time.Minute, noRender)
+	outs, err := s.CreateHolds(ctx, ev, []hold.Request{{Order: sale.Order{EventID: ev, Email: "a@example.com", Quantity: 4, Client: clientA}}}, time.Minute, noRender)
 	if err != nil || outs[0].Err != nil {
 		t.Fatalf("hold: %v %v", err, outs)
 	}
 	book := func(qty int) error {
 		t.Helper()
-		out, err := s.BookLocked(ctx, booking.Order{EventID: ev, Email: "b@example.com", Quantity: qty, Client: clientA}, 0, nil, nil)
+		out, err := s.BookLocked(ctx, sale.Order{EventID: ev, Email: "b@example.com", Quantity: qty, Client: clientA}, 0, nil, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return out.Err
 	}
-	if err := book(2); !errors.Is(err, booking.ErrClientLimitExceeded) {
+	if err := book(2); !errors.Is(err, sale.ErrClientLimitExceeded) {
 		t.Fatalf("4 held and 2 booked under a cap of 5: %v", err)
 	}
 	for i := 0; i < 3; i++ {
@@ -262,7 +262,7 @@ func TestBookSafeExpiresLapsedHoldsFirst(t *testing.T) {
 
 	ev := newEvent(t, s, 2)
 	lapse(t, s, takeHold(t, s, ev, 2, time.Minute).ID)
-	out, err := s.BookLocked(ctx, booking.Order{EventID: ev, Email: "b@example.com", Quantity: 2}, 0, nil, nil)
+	out, err := s.BookLocked(ctx, sale.Order{EventID: ev, Email: "b@example.com", Quantity: 2}, 0, nil, nil)
 	if err != nil || out.Err != nil {
 		t.Fatalf("the whole stock in a lapsed hold: %v, %v; want booked", err, out.Err)
 	}
@@ -270,7 +270,7 @@ func TestBookSafeExpiresLapsedHoldsFirst(t *testing.T) {
 
 	ev = newEvent(t, s, 100)
 	lapse(t, s, takeHold(t, s, ev, 2, time.Minute).ID)
-	out, err = s.BookLocked(ctx, booking.Order{EventID: ev, Email: "A@example.com", Quantity: 2}, 0, nil, nil)
+	out, err = s.BookLocked(ctx, sale.Order{EventID: ev, Email: "A@example.com", Quantity: 2}, 0, nil, nil)
 	if err != nil || out.Err != nil {
 		t.Fatalf("the buyer's cap in a lapsed hold: %v, %v; want booked", err, out.Err)
 	}

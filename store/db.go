@@ -17,8 +17,8 @@ import (
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
 
-	"github.com/holdfast/holdfast/booking"
-	"github.com/holdfast/holdfast/internal/httpapi"
+	"github.com/holdfast/holdfast/internal/problem"
+	"github.com/holdfast/holdfast/sale"
 )
 
 // DBOptions are the connection settings of a pool.
@@ -146,7 +146,7 @@ func retrying(ctx context.Context, fn func() error) error {
 			return err
 		}
 	}
-	return fmt.Errorf("%w: gave up after %d attempts: %v", booking.ErrUnavailable, attempts, err)
+	return fmt.Errorf("%w: gave up after %d attempts: %v", sale.ErrUnavailable, attempts, err)
 }
 
 func runTx(ctx context.Context, db *sqlx.DB, fn func(tx *sqlx.Tx) error) error {
@@ -199,27 +199,27 @@ func mapErr(ctx context.Context, err error) error {
 		case "40001", "40P01": // serialization_failure, deadlock_detected
 			return fmt.Errorf("%w: %v", errRetry, err)
 		case "55P03": // lock_not_available: lock_timeout passed
-			return fmt.Errorf("%w: %v", booking.ErrBusy, err)
+			return fmt.Errorf("%w: %v", sale.ErrBusy, err)
 		case "23514": // check_violation
 			if pqErr.Constraint == "events_stock_guard" {
 				return fmt.Errorf("%w: %v", errStockGuard, err)
 			}
 			if pqErr.Constraint == "events_sale_window" {
-				return booking.ErrSaleWindow
+				return sale.ErrSaleWindow
 			}
 		case "22021", "22P05": // invalid or untranslatable text (a NUL, say): the input's fault
-			return httpapi.Invalid("the request holds text the database cannot store")
+			return problem.Invalidf("the request holds text the database cannot store")
 		}
 		switch pqErr.Code.Class() {
 		case "08", "57", "53": // connection, operator intervention, resources
-			return fmt.Errorf("%w: %v", booking.ErrUnavailable, err)
+			return fmt.Errorf("%w: %v", sale.ErrUnavailable, err)
 		}
 		return fmt.Errorf("store: %w", err)
 	}
 	var netErr net.Error
 	if errors.Is(err, driver.ErrBadConn) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
 		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) || errors.As(err, &netErr) {
-		return fmt.Errorf("%w: %v", booking.ErrUnavailable, err)
+		return fmt.Errorf("%w: %v", sale.ErrUnavailable, err)
 	}
 	return fmt.Errorf("store: %w", err)
 }

@@ -3,31 +3,38 @@
 // Queries are named constants with $n parameters, run through sqlx's
 // *Context methods; the row structs that scan them never leave the package.
 // PostgreSQL's error codes become the domain's errors here and nowhere else:
-// a lock not had within lock_timeout is booking.ErrBusy, a lost connection is
-// booking.ErrUnavailable, the stock guard firing is the caller's sold-out
+// a lock not had within lock_timeout is sale.ErrBusy, a lost connection is
+// sale.ErrUnavailable, the stock guard firing is the caller's sold-out
 // error.
 //
 // Every multi-statement write goes through inTx, which retries deadlocks and
 // serialization failures a few times before giving up with ErrUnavailable.
 //
-// A batch of holds without idempotency keys is one statement, a call of the
-// database function hold_batch (schema/006), run outside any transaction:
-// the event row is locked and released inside the database, never held
-// across a round trip to this process. A batch with keys, which must also
-// claim and keep them, is a transaction of several statements with the same
-// rules; a differential test plays one random sale on both.
+// The rules that grant tickets (the stock, both caps, the sale window, the
+// waiting room's pass, lapsed holds expired first) are written once, in the
+// database function hold_batch (schema/010). A batch of holds without
+// idempotency keys is one call of it, run outside any transaction: the
+// event row is locked and released inside the database, never held across
+// a round trip to this process. A batch with keys calls it inside a
+// transaction that claims the keys first and keeps the responses after, for
+// the requests that are not replays; /book/safe calls it for its one
+// request, after its simulated work under the event row's lock, and
+// confirms the hold in the same transaction. Only /book/unsafe, the seed's
+// race kept on purpose, reads the stock itself.
 //
-// Locks. Writes that decide on stock (hold creation, in either form, and
-// /book/safe) lock the event row FOR UPDATE before they read it, and while
-// they hold it they never wait for a booking's lock: the lapsed holds they
-// expire on the way are taken with SKIP LOCKED. Writes that end bookings (release, a late confirm,
+// Locks. Writes that decide on stock (hold_batch, in every caller) lock the
+// event row FOR UPDATE before they read it, and while they hold it they
+// never wait for a booking's lock: the lapsed holds they expire on the way
+// are taken with SKIP LOCKED. Idempotency keys are claimed before the event
+// row, never after, on every path. Writes that end bookings (release, a late confirm,
 // the sweeper) lock the booking rows first; the stock trigger then locks the
 // event row at the end of their statement. So the only lock anyone waits for
 // while holding a booking is an event row, and nobody holding an event row
 // waits for a booking: no two writers can wait on each other in a circle. A
 // confirm that succeeds locks its booking and nothing else. The sweeper holds
 // an event row only for the trigger's one update and the commit, however
-// many holds its batch expires.//
+// many holds its batch expires.
+//
 // # Invariants, and what enforces each
 //
 // What must never break is refused by the database itself, whatever any
@@ -71,9 +78,8 @@
 //     TRUNCATE while any live booking exists (008). Fail it first.
 //   - hold_id is unique: UNIQUE (003).
 //
-// Sums and decisions, under the event row's lock (Go in createHoldsInTx
-// and BookSafe, SQL in hold_batch, one rule in each path, a differential
-// test between the two batch paths):
+// Sums and decisions, under the event row's lock (hold_batch, the one
+// writing of them):
 //   - Nobody is granted more than the stock: decided under FOR UPDATE of
 //     the event row, and backed by events_stock_guard.
 //   - The per-buyer ticket cap (and the per-client cap): counted under the

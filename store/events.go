@@ -8,13 +8,13 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
-	"github.com/lib/pq"
 
 	"github.com/holdfast/holdfast/booking"
-	"github.com/holdfast/holdfast/internal/httpapi"
+	"github.com/holdfast/holdfast/hold"
 	"github.com/holdfast/holdfast/internal/idempotency"
 	"github.com/holdfast/holdfast/internal/money"
-	"github.com/holdfast/holdfast/internal/pass"
+	"github.com/holdfast/holdfast/internal/problem"
+	"github.com/holdfast/holdfast/sale"
 )
 
 // Store is holdfast's PostgreSQL storage.
@@ -27,8 +27,9 @@ type Store struct {
 	// clientCap is the most tickets of one event one client address may
 	// hold at once; 0 is no cap.
 	clientCap int
-	// oneCall serves batches without idempotency keys with one call of
-	// hold_batch; tests switch it off to hold both paths to the same cases.
+	// oneCall serves batches without idempotency keys with hold_batch
+	// alone; tests switch it off to run it inside the keyed batches'
+	// transaction for the same cases.
 	oneCall bool
 }
 
@@ -51,7 +52,7 @@ func (noCounters) HoldsExpired(int)   {}
 func New(db *sqlx.DB) *Store { return &Store{db: db, counters: noCounters{}, oneCall: true} }
 
 // SetTicketCap sets the most tickets of one event one buyer (an email,
-// compared by booking.BuyerKey) may hold or have confirmed; 0 lifts the cap. It is
+// compared by sale.BuyerKey) may hold or have confirmed; 0 lifts the cap. It is
 // enforced inside the transaction that holds the event row, so it is exact
 // across instances.
 func (s *Store) SetTicketCap(n int) { s.ticketCap = n }
@@ -79,11 +80,18 @@ const (
 	// qStockUnlocked is the seed's unsafe read: no lock, so any number of
 	// buyers read the same stock.
 	qStockUnlocked = `SELECT available_tickets, ticket_price, ` + qSaleVerdict + ` FROM events WHERE id = $1::bigint`
-	// qStockLocked locks the event row until the transaction ends, and
-	// says whether the event has a waiting room: read with the row the
-	// grant locks anyway, it costs no round trip and is never stale.
-	qStockLocked = `SELECT available_tickets, ticket_price, ` + qSaleVerdict + `, queue_admit_per_second IS NOT NULL AS queued
-		FROM events WHERE id = $1::bigint FOR UPDATE`
+	// qLockEvent locks the event row until the transaction ends, so that
+	// /book/safe's simulated work happens under it, as in the seed.
+	qLockEvent = `SELECT id FROM events WHERE id = $1::bigint FOR UPDATE`
+	// qConfirmBooked confirms the hold /book/safe's hold_batch just made,
+	// as a booking confirmed at once: no expiry, as the seed's bookings
+	// have none. It moves no stock; the event's stock it reads already
+	// counts the hold.
+	qConfirmBooked = `WITH c AS (
+			UPDATE bookings SET booking_status = 'confirmed', expires_at = NULL, updated_at = clock_timestamp()
+			WHERE hold_id = $1 AND booking_status = 'pending'
+			RETURNING id, event_id)
+		SELECT c.id, e.available_tickets FROM c JOIN events e ON e.id = c.event_id`
 
 	// qInsertConfirmed inserts a booking confirmed at once; the stock
 	// trigger takes its tickets. $7 is the pass's place ('' for none).
@@ -105,14 +113,14 @@ type eventRow struct {
 	PassTTLSeconds   sql.NullInt64 `db:"queue_pass_ttl_seconds"`
 }
 
-func (r eventRow) event() booking.Event {
-	ev := booking.Event{
+func (r eventRow) event() sale.Event {
+	ev := sale.Event{
 		ID: r.ID, Name: r.Name, Description: r.Description, EventDate: r.EventDate.UTC(),
 		TotalTickets: r.TotalTickets, AvailableTickets: r.AvailableTickets, TicketPrice: r.TicketPrice,
 		OnSaleAt: nullTime(r.OnSaleAt), OffSaleAt: nullTime(r.OffSaleAt),
 	}
 	if r.AdmitPerSecond.Valid {
-		ev.Queue = &booking.QueueSettings{AdmitPerSecond: int(r.AdmitPerSecond.Int64), PassTTL: booking.Seconds(r.PassTTLSeconds.Int64)}
+		ev.Queue = &sale.QueueSettings{AdmitPerSecond: int(r.AdmitPerSecond.Int64), PassTTL: sale.Seconds(r.PassTTLSeconds.Int64)}
 	}
 	return ev
 }
@@ -126,29 +134,29 @@ func nullTime(t sql.NullTime) *time.Time {
 }
 
 // Events returns up to limit events with id > after, in id order.
-func (s *Store) Events(ctx context.Context, after int64, limit int) ([]booking.Event, error) {
+func (s *Store) Events(ctx context.Context, after int64, limit int) ([]sale.Event, error) {
 	var rows []eventRow
 	if err := s.db.SelectContext(ctx, &rows, qEvents, after, limit); err != nil {
 		return nil, mapErr(ctx, err)
 	}
-	out := make([]booking.Event, len(rows))
+	out := make([]sale.Event, len(rows))
 	for i, r := range rows {
 		out[i] = r.event()
 	}
 	return out, nil
 }
 
-// Event returns one event, or booking.ErrEventNotFound.
-func (s *Store) Event(ctx context.Context, id int64) (booking.Event, error) {
+// Event returns one event, or sale.ErrEventNotFound.
+func (s *Store) Event(ctx context.Context, id int64) (sale.Event, error) {
 	if !validID(id) {
-		return booking.Event{}, booking.ErrEventNotFound
+		return sale.Event{}, sale.ErrEventNotFound
 	}
 	var r eventRow
 	if err := s.db.GetContext(ctx, &r, qEvent, id); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
-			return booking.Event{}, booking.ErrEventNotFound
+			return sale.Event{}, sale.ErrEventNotFound
 		}
-		return booking.Event{}, mapErr(ctx, err)
+		return sale.Event{}, mapErr(ctx, err)
 	}
 	return r.event(), nil
 }
@@ -156,33 +164,69 @@ func (s *Store) Event(ctx context.Context, id int64) (booking.Event, error) {
 type stockRow struct {
 	Available int         `db:"available_tickets"`
 	Price     money.Cents `db:"ticket_price"`
-	// Queued: the event has a waiting room. Only qStockLocked reads it;
-	// the seed's unsafe path knows nothing of queues.
-	Queued bool   `db:"queued"`
-	Sale   string `db:"sale"` // the sale window's verdict: qSaleVerdict
+	Sale      string      `db:"sale"` // the sale window's verdict: qSaleVerdict
 }
 
 // BookUnsafe is the seed's race: read the stock without a lock, work, then
 // insert. Concurrent buyers all read the same stock and all succeed, unless
-// the event's oversell guard makes the database refuse.
-func (s *Store) BookUnsafe(ctx context.Context, o booking.Order, work time.Duration) (booking.Booking, error) {
+// the event's oversell guard makes the database refuse. Its check of the
+// stock is the seed's, on purpose: it knows nothing of caps or queues, and
+// is no writing of the rules that grant tickets (hold_batch is).
+func (s *Store) BookUnsafe(ctx context.Context, o sale.Order, work time.Duration) (booking.Booking, error) {
 	if !validID(o.EventID) {
-		return booking.Booking{}, booking.ErrEventNotFound
+		return booking.Booking{}, sale.ErrEventNotFound
 	}
 	var b booking.Booking
 	err := runTx(ctx, s.db, func(tx *sqlx.Tx) error {
-		var err error
-		b, _, err = s.book(ctx, tx, qStockUnlocked, o, work, false)
-		return err
+		var st stockRow
+		if err := tx.GetContext(ctx, &st, qStockUnlocked, o.EventID); err != nil {
+			if errors.Is(err, sql.ErrNoRows) {
+				return sale.ErrEventNotFound
+			}
+			return mapErr(ctx, err)
+		}
+		if err := sale.SaleErr(st.Sale); err != nil {
+			return err
+		}
+		if err := sleep(ctx, work); err != nil {
+			return err
+		}
+		if st.Available < o.Quantity {
+			return sale.ErrSoldOut
+		}
+		total, err := orderTotal(st.Price, o.Quantity)
+		if err != nil {
+			return err
+		}
+		var id int64
+		err = tx.GetContext(ctx, &id, qInsertConfirmed, o.EventID, o.Email, sale.BuyerKey(o.Email), inetArg(clientAddr(o)), o.Quantity, total, o.Pass.Place)
+		if err != nil {
+			err = mapErr(ctx, err)
+			if errors.Is(err, errStockGuard) {
+				return fmt.Errorf("%w (%v)", sale.ErrSoldOut, err)
+			}
+			return err
+		}
+		b = booking.Booking{
+			BookingID: id, EventID: o.EventID, UserEmail: o.Email, Quantity: o.Quantity,
+			TotalAmount: total, RemainingTickets: st.Available - o.Quantity,
+		}
+		return nil
 	})
 	return b, err
 }
 
-// BookLocked locks the event row, works, checks the stock and inserts a
-// confirmed booking, all in one transaction: it never oversells. With a key,
-// the response rendered by render is kept in the same transaction; a sold-out
-// or missing event is then an outcome to keep, not a failure.
-func (s *Store) BookLocked(ctx context.Context, o booking.Order, work time.Duration, key *idempotency.Key, render booking.Render) (booking.Outcome, error) {
+// bookTTL is how long the hold /book/safe takes lasts before it is
+// confirmed, in the same transaction: far longer than that takes.
+const bookTTL = time.Minute
+
+// BookLocked sells o at once, in one transaction that never oversells: it
+// claims the idempotency key, locks the event row, works, takes a hold by
+// the one writing of the rules (hold_batch: stock, caps, sale window, the
+// waiting room, lapsed holds expired first) and confirms it. With a key,
+// the response rendered by render is kept in the same transaction; a
+// sold-out or missing event is then an outcome to keep, not a failure.
+func (s *Store) BookLocked(ctx context.Context, o sale.Order, work time.Duration, key *idempotency.Key, render booking.Render) (booking.Outcome, error) {
 	var out booking.Outcome
 	var expiredN int
 	err := inTx(ctx, s.db, func(tx *sqlx.Tx) error {
@@ -194,15 +238,13 @@ func (s *Store) BookLocked(ctx context.Context, o booking.Order, work time.Durat
 				return err
 			}
 		}
-		b, n, err := s.book(ctx, tx, qStockLocked, o, work, true)
+		b, n, err := s.book(ctx, tx, o, work)
 		expiredN = n
 		switch {
 		case err == nil:
 			b.Message = booking.SafeMessage
 			out.Booking = b
-		case errors.Is(err, booking.ErrSoldOut), errors.Is(err, booking.ErrEventNotFound),
-			errors.Is(err, booking.ErrLimitExceeded), errors.Is(err, booking.ErrClientLimitExceeded), booking.IsSaleErr(err),
-			isInvalid(err), pass.IsRefusal(err):
+		case isRefusal(err):
 			out.Err = err
 		default:
 			return err
@@ -218,68 +260,51 @@ func (s *Store) BookLocked(ctx context.Context, o booking.Order, work time.Durat
 	return out, err
 }
 
-// book reads the stock with readStock, works, checks and inserts. Locked
-// (readStock holds the event row), it also enforces the caps and, when the
-// stock is short or a cap is reached, first expires the event's lapsed
-// holds, as a batch of holds does; it returns how many it expired.
-func (s *Store) book(ctx context.Context, tx *sqlx.Tx, readStock string, o booking.Order, work time.Duration, locked bool) (booking.Booking, int, error) {
-	var st stockRow
-	if err := tx.GetContext(ctx, &st, readStock, o.EventID); err != nil {
+// book is BookLocked's sale, in tx: it returns the booking and how many
+// lapsed holds hold_batch expired.
+func (s *Store) book(ctx context.Context, tx *sqlx.Tx, o sale.Order, work time.Duration) (booking.Booking, int, error) {
+	var id int64
+	if err := tx.GetContext(ctx, &id, qLockEvent, o.EventID); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
-			return booking.Booking{}, 0, booking.ErrEventNotFound
+			return booking.Booking{}, 0, sale.ErrEventNotFound
 		}
 		return booking.Booking{}, 0, mapErr(ctx, err)
-	}
-	if err := booking.SaleErr(st.Sale); err != nil {
-		return booking.Booking{}, 0, err
-	}
-	if st.Queued {
-		if err := admitted(ctx, tx, o); err != nil {
-			return booking.Booking{}, 0, err
-		}
 	}
 	if err := sleep(ctx, work); err != nil {
 		return booking.Booking{}, 0, err
 	}
-	var limits *caps
-	expiredN := 0
-	if locked {
-		var err error
-		if limits, err = s.readCaps(ctx, tx, o.EventID, []booking.Order{o}); err != nil {
-			return booking.Booking{}, 0, err
-		}
-		if st.Available < o.Quantity || limits.refusal(o) != nil {
-			gone, err := expireLapsed(ctx, tx, o.EventID, &st.Available)
-			if err != nil {
-				return booking.Booking{}, 0, err
-			}
-			expiredN = gone.holds
-			limits.forget(gone)
-		}
-	}
-	if st.Available < o.Quantity {
-		return booking.Booking{}, expiredN, booking.ErrSoldOut
-	}
-	total, err := orderTotal(st.Price, o.Quantity)
+	outs, expiredN, err := s.holdBatch(ctx, tx, o.EventID, []hold.Request{{Order: o}}, bookTTL)
 	if err != nil {
+		return booking.Booking{}, 0, err
+	}
+	if err := outs[0].Err; err != nil {
 		return booking.Booking{}, expiredN, err
 	}
-	if err := limits.refusal(o); err != nil {
-		return booking.Booking{}, expiredN, err
+	h := outs[0].Hold
+	var booked struct {
+		ID        int64 `db:"id"`
+		Available int   `db:"available_tickets"`
 	}
-	var id int64
-	err = tx.GetContext(ctx, &id, qInsertConfirmed, o.EventID, o.Email, booking.BuyerKey(o.Email), inetArg(clientAddr(o)), o.Quantity, total, o.Pass.Place)
-	if err != nil {
-		err = mapErr(ctx, err)
-		if errors.Is(err, errStockGuard) {
-			return booking.Booking{}, expiredN, fmt.Errorf("%w (%v)", booking.ErrSoldOut, err)
-		}
-		return booking.Booking{}, expiredN, err
+	if err := tx.GetContext(ctx, &booked, qConfirmBooked, h.ID); err != nil {
+		return booking.Booking{}, expiredN, mapErr(ctx, err)
 	}
 	return booking.Booking{
-		BookingID: id, EventID: o.EventID, UserEmail: o.Email, Quantity: o.Quantity,
-		TotalAmount: total, RemainingTickets: st.Available - o.Quantity,
+		BookingID: booked.ID, EventID: o.EventID, UserEmail: h.UserEmail, Quantity: h.Quantity,
+		TotalAmount: h.TotalAmount, RemainingTickets: booked.Available,
 	}, expiredN, nil
+}
+
+// isRefusal reports whether err is a request's own outcome (sold out, no
+// such event, a cap, the sale window, the waiting room, bad input), to
+// answer and keep, rather than a failure of the service.
+func isRefusal(err error) bool {
+	for _, k := range []problem.Kind{problem.SoldOut, problem.NotFound, problem.LimitExceeded, problem.NotOnSale,
+		problem.SaleClosed, problem.Invalid, problem.QueueRequired, problem.PassInvalid, problem.PassExpired, problem.PassUsed} {
+		if errors.Is(err, k) {
+			return true
+		}
+	}
+	return false
 }
 
 // maxTotal is the largest amount total_amount, a NUMERIC(10,2), can hold.
@@ -291,56 +316,7 @@ const maxTotal money.Cents = 99_999_999_99
 func orderTotal(price money.Cents, quantity int) (money.Cents, error) {
 	total, err := price.Times(int64(quantity))
 	if err != nil || total > maxTotal {
-		return 0, httpapi.Invalid("the total of %d tickets at %s is more than one booking can hold", quantity, price)
+		return 0, problem.Invalidf("the total of %d tickets at %s is more than one booking can hold", quantity, price)
 	}
 	return total, nil
-}
-
-// isInvalid reports whether err is a 400 of the request's own.
-func isInvalid(err error) bool {
-	var e *httpapi.Error
-	return errors.As(err, &e) && e.Code == httpapi.CodeInvalid
-}
-
-// qUsedPlaces returns those of the places ($2) that already have a
-// confirmed booking of the event: their passes are used. Each place is its
-// own probe of the (event_id, queue_place) index; written as queue_place =
-// ANY ($2), the planner may read all the event's placed bookings instead.
-const qUsedPlaces = `SELECT u.place FROM unnest($2::text[]) AS u(place)
-	WHERE EXISTS (SELECT 1 FROM bookings b
-	              WHERE b.event_id = $1::bigint AND b.queue_place = u.place AND b.queue_place IS NOT NULL
-	                AND b.booking_status = 'confirmed')`
-
-// usedPlaces reads, inside tx, which of places have a confirmed booking of
-// the event.
-func usedPlaces(ctx context.Context, tx *sqlx.Tx, eventID int64, places []string) (map[string]bool, error) {
-	if len(places) == 0 {
-		return nil, nil
-	}
-	var used []string
-	if err := tx.SelectContext(ctx, &used, qUsedPlaces, eventID, pq.Array(places)); err != nil {
-		return nil, mapErr(ctx, err)
-	}
-	out := make(map[string]bool, len(used))
-	for _, p := range used {
-		out[p] = true
-	}
-	return out, nil
-}
-
-// admitted is the waiting room's check of an order for a queued event,
-// inside tx, which holds the event row: a good pass whose place has no
-// confirmed booking yet. hold_batch makes the same check.
-func admitted(ctx context.Context, tx *sqlx.Tx, o booking.Order) error {
-	if o.Pass.Place == "" {
-		return o.Pass.Refusal()
-	}
-	used, err := usedPlaces(ctx, tx, o.EventID, []string{o.Pass.Place})
-	if err != nil {
-		return err
-	}
-	if used[o.Pass.Place] {
-		return pass.ErrUsed
-	}
-	return nil
 }

@@ -1,6 +1,7 @@
 package store
 
 // UseTxForAllBatches makes s serve every batch of holds in the transaction
-// of several statements, the path batches with idempotency keys take, so a
-// test can hold it and hold_batch to the same cases.
+// batches with idempotency keys take (claim the keys, call hold_batch, keep
+// the responses), so a test can hold hold_batch called inside a transaction
+// to the same cases as hold_batch called alone.
 func (s *Store) UseTxForAllBatches() { s.oneCall = false }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"net/netip"
 	"strings"
 	"testing"
@@ -13,11 +14,12 @@ import (
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
 
-	"github.com/holdfast/holdfast/booking"
 	"github.com/holdfast/holdfast/hold"
+	"github.com/holdfast/holdfast/internal/idempotency"
 	"github.com/holdfast/holdfast/internal/money"
 	"github.com/holdfast/holdfast/internal/proxy"
 	"github.com/holdfast/holdfast/internal/testenv"
+	"github.com/holdfast/holdfast/sale"
 	"github.com/holdfast/holdfast/store"
 )
 
@@ -26,13 +28,13 @@ func outcomeKind(o hold.Outcome) string {
 	switch {
 	case o.Err == nil:
 		return fmt.Sprintf("held %d %s", o.Hold.Quantity, o.Hold.TotalAmount)
-	case errors.Is(o.Err, hold.ErrSoldOut):
+	case errors.Is(o.Err, sale.ErrSoldOut):
 		return "sold_out"
-	case errors.Is(o.Err, booking.ErrLimitExceeded):
+	case errors.Is(o.Err, sale.ErrLimitExceeded):
 		return "limit_exceeded"
-	case errors.Is(o.Err, booking.ErrClientLimitExceeded):
+	case errors.Is(o.Err, sale.ErrClientLimitExceeded):
 		return "client_limit_exceeded"
-	case errors.Is(o.Err, booking.ErrEventNotFound):
+	case errors.Is(o.Err, sale.ErrEventNotFound):
 		return "not_found"
 	default:
 		return "error: " + o.Err.Error()
@@ -47,24 +49,25 @@ func (c *tally) HoldsConfirmed(n int) { c.confirmed += n }
 func (c *tally) HoldsReleased(n int)  { c.released += n }
 func (c *tally) HoldsExpired(n int)   { c.expired += n }
 
-// The one-call path (hold_batch, in PL/pgSQL) and the transaction path (in
-// Go) are two writings of one set of rules. The same random sale, played on
-// each, must get the same answer for every request, leave the same stock
-// and report the same counts to the metrics: buyers who come back under
-// other spellings of their email (case, NFC and NFD), both caps (per buyer,
-// and per client address, with requests whose address is unknown), prices
-// whose totals overflow, holds that lapse before the sweeper runs.
-func TestBothBatchPathsAnswerTheSameSaleAlike(t *testing.T) {
+// hold_batch is the one writing of the rules that grant a hold; a batch
+// whose requests carry idempotency keys calls it inside the transaction that
+// claims and keeps them. The same random sale, played once without keys and
+// once with a fresh key on every request, must get the same answer for every
+// request, leave the same stock and report the same counts to the metrics:
+// keys add statements, never rules. The sale covers buyers who come back
+// under other spellings of their email (case, NFC and NFD), both caps (per
+// buyer, and per client address, with requests whose address is unknown),
+// prices whose totals overflow, holds that lapse before the sweeper runs.
+func TestAKeyedBatchAnswersASaleAsAPlainOne(t *testing.T) {
 	t.Parallel()
 	for seed := uint64(1); seed <= 4; seed++ {
 		t.Run(fmt.Sprint("seed ", seed), func(t *testing.T) {
 			t.Parallel()
-			oneCall, inTx := newStore(t), newStore(t)
-			inTx.UseTxForAllBatches()
-			stores := []*store.Store{oneCall, inTx}
+			plain, keyed := newStore(t), newStore(t)
+			stores := []*store.Store{plain, keyed}
 			counted := []*tally{{}, {}}
-			oneCall.SetCounters(counted[0])
-			inTx.SetCounters(counted[1])
+			plain.SetCounters(counted[0])
+			keyed.SetCounters(counted[1])
 			events := make([]int64, 2)
 			for i, s := range stores {
 				s.SetTicketCap(6)
@@ -96,8 +99,11 @@ func TestBothBatchPathsAnswerTheSameSaleAlike(t *testing.T) {
 					for i := range reqs {
 						reqs[i] = request(events[k], emails[i], qtys[i])
 						reqs[i].Order.Client = from[i]
+						if k == 1 {
+							reqs[i].Key = &idempotency.Key{Scope: hold.ScopeCreate, Key: fmt.Sprintf("%d-%d-%d", seed, round, i), Hash: []byte{byte(i)}}
+						}
 					}
-					outs, err := s.CreateHolds(context.Background(), events[k], reqs, time.Minute, noRender)
+					outs, err := s.CreateHolds(context.Background(), events[k], reqs, time.Minute, renderKept)
 					if err != nil {
 						t.Fatalf("round %d, store %d: %v", round, k, err)
 					}
@@ -123,17 +129,17 @@ func TestBothBatchPathsAnswerTheSameSaleAlike(t *testing.T) {
 					}
 				}
 				if fmt.Sprint(got[0]) != fmt.Sprint(got[1]) {
-					t.Fatalf("round %d, requests %v x %v:\none call:    %v\ntransaction: %v", round, emails, qtys, got[0], got[1])
+					t.Fatalf("round %d, requests %v x %v:\nwithout keys: %v\nwith keys:    %v", round, emails, qtys, got[0], got[1])
 				}
-				if a, b := stock(t, oneCall, events[0]), stock(t, inTx, events[1]); a != b {
-					t.Fatalf("round %d: stock %d after one call, %d after the transaction", round, a, b)
+				if a, b := stock(t, plain, events[0]), stock(t, keyed, events[1]); a != b {
+					t.Fatalf("round %d: stock %d without keys, %d with keys", round, a, b)
 				}
 				if *counted[0] != *counted[1] {
-					t.Fatalf("round %d: counted %+v after one call, %+v after the transaction", round, *counted[0], *counted[1])
+					t.Fatalf("round %d: counted %+v without keys, %+v with keys", round, *counted[0], *counted[1])
 				}
 			}
-			audit(t, oneCall, events[0])
-			audit(t, inTx, events[1])
+			audit(t, plain, events[0])
+			audit(t, keyed, events[1])
 			for _, kind := range []string{"sold_out", "limit_exceeded", "client_limit_exceeded"} {
 				if seen[kind] == 0 {
 					t.Errorf("no request came to %s: the sale does not test it (saw %v)", kind, seen)
@@ -143,7 +149,16 @@ func TestBothBatchPathsAnswerTheSameSaleAlike(t *testing.T) {
 	}
 }
 
-// An event that does not exist is every request's not_found, on both paths.
+// renderKept renders an outcome as POST /holds keeps it.
+func renderKept(h hold.Hold, err error) idempotency.Response {
+	if err != nil {
+		return idempotency.Failure(err, nil)
+	}
+	return idempotency.Success(http.StatusCreated, h)
+}
+
+// An event that does not exist is every request's not_found, with
+// hold_batch called alone or inside a transaction.
 func TestABatchForNoEventIsNotFound(t *testing.T) {
 	forBothBatchPaths(t, func(t *testing.T, s *store.Store) {
 		reqs := []hold.Request{request(1<<40, "a@example.com", 1), request(1<<40, "b@example.com", 2)}
@@ -152,7 +167,7 @@ func TestABatchForNoEventIsNotFound(t *testing.T) {
 			t.Fatal(err)
 		}
 		for i, o := range outs {
-			if !errors.Is(o.Err, booking.ErrEventNotFound) {
+			if !errors.Is(o.Err, sale.ErrEventNotFound) {
 				t.Fatalf("request %d: %v, want not_found", i, o.Err)
 			}
 		}
@@ -264,7 +279,7 @@ func TestALostAnswerDoesNotRunTheBatchTwice(t *testing.T) {
 	ev := newEvent(t, s, 100)
 	p.CutOnce("hold_batch")
 	_, err := s.CreateHolds(context.Background(), ev, []hold.Request{request(ev, "a@example.com", 2)}, time.Minute, noRender)
-	if !errors.Is(err, booking.ErrUnavailable) {
+	if !errors.Is(err, sale.ErrUnavailable) {
 		t.Errorf("the batch whose answer was lost returned %v, want unavailable", err)
 	}
 	var holds int
@@ -283,8 +298,8 @@ func TestALostAnswerDoesNotCreateTheEventTwice(t *testing.T) {
 	s, p := proxiedStore(t)
 	name, total, price, date := "lost answer", 10, money.Cents(500), time.Now().Add(time.Hour)
 	p.CutOnce("INSERT INTO events")
-	_, err := s.CreateEvent(context.Background(), booking.EventPatch{Name: &name, EventDate: &date, Total: &total, Price: &price})
-	if !errors.Is(err, booking.ErrUnavailable) {
+	_, err := s.CreateEvent(context.Background(), sale.EventPatch{Name: &name, EventDate: &date, Total: &total, Price: &price})
+	if !errors.Is(err, sale.ErrUnavailable) {
 		t.Errorf("the create whose answer was lost returned %v, want unavailable", err)
 	}
 	var events int

@@ -5,18 +5,17 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"net/netip"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
 
-	"github.com/holdfast/holdfast/booking"
 	"github.com/holdfast/holdfast/hold"
 	"github.com/holdfast/holdfast/internal/idempotency"
 	"github.com/holdfast/holdfast/internal/money"
 	"github.com/holdfast/holdfast/internal/pass"
+	"github.com/holdfast/holdfast/sale"
 )
 
 // holdColumns reads a bookings row as a hold. A pending hold whose expiry
@@ -33,18 +32,6 @@ const holdColumns = `hold_id, event_id, user_email, quantity, total_amount, expi
 
 const (
 	qHold = `SELECT ` + holdColumns + ` FROM bookings WHERE hold_id = $1`
-
-	// qExpireLapsed fails the event's lapsed holds, inside a transaction
-	// that already holds the event row. Rows another transaction holds (a
-	// sweeper, a confirm) are skipped rather than waited for.
-	qExpireLapsed = `UPDATE bookings SET booking_status = 'failed', failure_reason = 'expired', updated_at = now()
-		WHERE id IN (
-			SELECT id FROM bookings
-			WHERE event_id = $1::bigint AND booking_status = 'pending' AND expires_at <= now()
-			FOR UPDATE SKIP LOCKED)
-		RETURNING buyer_key, host(client_addr) AS client_addr, quantity`
-
-	qAvailable = `SELECT available_tickets FROM events WHERE id = $1::bigint`
 
 	// qConfirm confirms a pending hold only if its expiry has not passed by
 	// the database's clock at this moment (clock_timestamp, not the
@@ -87,15 +74,19 @@ func (r holdRow) hold() hold.Hold {
 	return h
 }
 
-// CreateHolds serves reqs for one event, in order, in one transaction that
-// locks the event row first, inserts every hold it grants in one statement
-// and commits once. Each request gets its own outcome; a request's failure
-// (sold out, a reused idempotency key) does not touch the others.
+// CreateHolds serves reqs for one event, in order, with one call of the
+// database's hold_batch (schema/010), the one writing of the rules that
+// grant a hold: it locks the event row, answers each request, inserts every
+// hold it grants in one statement. Each request gets its own outcome; a
+// request's failure (sold out, a reused idempotency key) does not touch the
+// others.
 //
-// A batch without idempotency keys, the common case on sale day, is one
-// call of the database's hold_batch: one round trip, and the event row is
-// never locked across the network. A batch with keys also claims and keeps
-// them, in a transaction of several statements.
+// A batch without idempotency keys, the common case on sale day, is that
+// call alone: one round trip, and the event row is never locked across the
+// network. A batch with keys runs it inside a transaction that first claims
+// the keys, passes hold_batch only the requests that are neither replays
+// nor mismatches nor repeats of a key earlier in the batch, then keeps
+// their responses, and commits once: keys add statements, never rules.
 func (s *Store) CreateHolds(ctx context.Context, eventID int64, reqs []hold.Request, ttl time.Duration, render hold.Render) ([]hold.Outcome, error) {
 	if s.oneCall && !anyKey(reqs) {
 		return s.createHoldsInOneCall(ctx, eventID, reqs, ttl)
@@ -124,59 +115,61 @@ const qHoldBatch = `SELECT n, outcome, price, expired,
 // createHoldsInOneCall is CreateHolds for a batch without idempotency keys.
 // Run outside a transaction, the statement commits on its own.
 func (s *Store) createHoldsInOneCall(ctx context.Context, eventID int64, reqs []hold.Request, ttl time.Duration) ([]hold.Outcome, error) {
-	emails := make([]string, len(reqs))
-	keys := make([]string, len(reqs))
-	clients := make([]sql.NullString, len(reqs))
-	qtys := make([]int64, len(reqs))
-	places := make([]string, len(reqs))
-	for i, r := range reqs {
-		emails[i], qtys[i], places[i] = r.Order.Email, int64(r.Order.Quantity), r.Order.Pass.Place
-		keys[i], clients[i] = booking.BuyerKey(r.Order.Email), inetArg(clientAddr(r.Order))
-	}
-	outs := make([]hold.Outcome, len(reqs))
-	var created, expiredN int
+	var outs []hold.Outcome
+	var expiredN int
 	err := retrying(ctx, func() error {
-		clear(outs)
-		created, expiredN = 0, 0
 		// Never run twice by database/sql: see once.
 		conn, err := s.once(ctx)
 		if err != nil {
 			return err
 		}
 		defer conn.Close()
-		rows, err := conn.QueryContext(ctx, qHoldBatch, eventID, pq.Array(emails), pq.Array(keys), pq.Array(clients),
-			pq.Array(qtys), ttl.Microseconds(), s.ticketCap, s.clientCap, pq.Array(places))
+		outs, expiredN, err = s.holdBatch(ctx, conn, eventID, reqs, ttl)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.counters.HoldsCreated(granted(outs))
+	s.counters.HoldsExpired(expiredN)
+	return outs, nil
+}
+
+// createHoldsInTx is CreateHolds for a batch with idempotency keys.
+func (s *Store) createHoldsInTx(ctx context.Context, eventID int64, reqs []hold.Request, ttl time.Duration, render hold.Render) ([]hold.Outcome, error) {
+	outs := make([]hold.Outcome, len(reqs))
+	var created, expiredN int
+	err := inTx(ctx, s.db, func(tx *sqlx.Tx) error {
+		clear(outs)
+		created, expiredN = 0, 0
+		keys, err := claimKeys(ctx, tx, reqs, outs)
 		if err != nil {
-			return mapErr(ctx, err)
+			return err
 		}
-		defer rows.Close()
-		seen := 0
-		for rows.Next() {
-			var r batchRow
-			if err := rows.Scan(r.dest()...); err != nil {
-				return mapErr(ctx, err)
+		// The requests hold_batch is to answer: those a claim of the
+		// batch's has not answered already.
+		var fresh []int
+		for i := range reqs {
+			if _, repeat := keys.repeats[i]; repeat || outs[i].Replay != nil || outs[i].Err != nil {
+				continue
 			}
-			if r.N != seen+1 || r.N > len(reqs) {
-				return fmt.Errorf("store: hold_batch answered request %d after %d of %d", r.N, seen, len(reqs))
+			fresh = append(fresh, i)
+		}
+		if len(fresh) > 0 {
+			sub := make([]hold.Request, len(fresh))
+			for j, i := range fresh {
+				sub[j] = reqs[i]
 			}
-			seen = r.N
-			expiredN = r.Expired
-			out, err := r.outcome(reqs[r.N-1].Order)
+			got, n, err := s.holdBatch(ctx, tx, eventID, sub, ttl)
 			if err != nil {
 				return err
 			}
-			if out.Err == nil {
-				created++
+			for j, i := range fresh {
+				outs[i] = got[j]
 			}
-			outs[r.N-1] = out
+			created, expiredN = granted(got), n
 		}
-		if err := rows.Err(); err != nil {
-			return mapErr(ctx, err)
-		}
-		if seen != len(reqs) {
-			return fmt.Errorf("store: hold_batch answered %d of %d requests", seen, len(reqs))
-		}
-		return nil
+		return keepKeys(ctx, tx, reqs, keys, outs, render)
 	})
 	if err != nil {
 		return nil, err
@@ -184,6 +177,68 @@ func (s *Store) createHoldsInOneCall(ctx context.Context, eventID int64, reqs []
 	s.counters.HoldsCreated(created)
 	s.counters.HoldsExpired(expiredN)
 	return outs, nil
+}
+
+// granted counts the outcomes that are holds.
+func granted(outs []hold.Outcome) int {
+	n := 0
+	for _, o := range outs {
+		if o.Err == nil && o.Replay == nil {
+			n++
+		}
+	}
+	return n
+}
+
+// querier is what runs hold_batch: a connection of its own, or a
+// transaction.
+type querier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+// holdBatch calls hold_batch on q for reqs, all for eventID, and returns
+// one outcome per request, in order, and how many lapsed holds it expired.
+func (s *Store) holdBatch(ctx context.Context, q querier, eventID int64, reqs []hold.Request, ttl time.Duration) ([]hold.Outcome, int, error) {
+	emails := make([]string, len(reqs))
+	keys := make([]string, len(reqs))
+	clients := make([]sql.NullString, len(reqs))
+	qtys := make([]int64, len(reqs))
+	places := make([]string, len(reqs))
+	for i, r := range reqs {
+		emails[i], qtys[i], places[i] = r.Order.Email, int64(r.Order.Quantity), r.Order.Pass.Place
+		keys[i], clients[i] = sale.BuyerKey(r.Order.Email), inetArg(clientAddr(r.Order))
+	}
+	rows, err := q.QueryContext(ctx, qHoldBatch, eventID, pq.Array(emails), pq.Array(keys), pq.Array(clients),
+		pq.Array(qtys), ttl.Microseconds(), s.ticketCap, s.clientCap, pq.Array(places))
+	if err != nil {
+		return nil, 0, mapErr(ctx, err)
+	}
+	defer rows.Close()
+	outs := make([]hold.Outcome, len(reqs))
+	seen, expiredN := 0, 0
+	for rows.Next() {
+		var r batchRow
+		if err := rows.Scan(r.dest()...); err != nil {
+			return nil, 0, mapErr(ctx, err)
+		}
+		if r.N != seen+1 || r.N > len(reqs) {
+			return nil, 0, fmt.Errorf("store: hold_batch answered request %d after %d of %d", r.N, seen, len(reqs))
+		}
+		seen = r.N
+		expiredN = r.Expired
+		out, err := r.outcome(reqs[r.N-1].Order)
+		if err != nil {
+			return nil, 0, err
+		}
+		outs[r.N-1] = out
+	}
+	if err := rows.Err(); err != nil {
+		return nil, 0, mapErr(ctx, err)
+	}
+	if seen != len(reqs) {
+		return nil, 0, fmt.Errorf("store: hold_batch answered %d of %d requests", seen, len(reqs))
+	}
+	return outs, expiredN, nil
 }
 
 // batchRow is one row of hold_batch: a request's outcome and, when it was
@@ -210,7 +265,7 @@ func (r *batchRow) dest() []any {
 }
 
 // outcome is the row as the answer to the request for o.
-func (r *batchRow) outcome(o booking.Order) (hold.Outcome, error) {
+func (r *batchRow) outcome(o sale.Order) (hold.Outcome, error) {
 	switch r.Outcome {
 	case "held":
 		total, err := money.Parse(r.Total.String)
@@ -226,19 +281,19 @@ func (r *batchRow) outcome(o booking.Order) (hold.Outcome, error) {
 			Status: r.Status.String,
 		}.hold()}, nil
 	case "sold_out":
-		return hold.Outcome{Err: hold.ErrSoldOut}, nil
+		return hold.Outcome{Err: sale.ErrSoldOut}, nil
 	case "limit_exceeded":
-		return hold.Outcome{Err: booking.ErrLimitExceeded}, nil
+		return hold.Outcome{Err: sale.ErrLimitExceeded}, nil
 	case "client_limit_exceeded":
-		return hold.Outcome{Err: booking.ErrClientLimitExceeded}, nil
+		return hold.Outcome{Err: sale.ErrClientLimitExceeded}, nil
 	case "not_found":
-		return hold.Outcome{Err: booking.ErrEventNotFound}, nil
+		return hold.Outcome{Err: sale.ErrEventNotFound}, nil
 	case "queue_required":
 		return hold.Outcome{Err: o.Pass.Refusal()}, nil
 	case "pass_used":
 		return hold.Outcome{Err: pass.ErrUsed}, nil
 	case "not_on_sale", "sale_closed":
-		return hold.Outcome{Err: booking.SaleErr(r.Outcome)}, nil
+		return hold.Outcome{Err: sale.SaleErr(r.Outcome)}, nil
 	case "too_large":
 		price, err := money.Parse(r.Price.String)
 		if err != nil {
@@ -251,206 +306,6 @@ func (r *batchRow) outcome(o booking.Order) (hold.Outcome, error) {
 		return hold.Outcome{Err: err}, nil
 	}
 	return hold.Outcome{}, fmt.Errorf("store: hold_batch answered %q", r.Outcome)
-}
-
-// createHoldsInTx is CreateHolds for a batch with idempotency keys.
-func (s *Store) createHoldsInTx(ctx context.Context, eventID int64, reqs []hold.Request, ttl time.Duration, render hold.Render) ([]hold.Outcome, error) {
-	outs := make([]hold.Outcome, len(reqs))
-	var created, expiredN int
-	err := inTx(ctx, s.db, func(tx *sqlx.Tx) error {
-		clear(outs)
-		created, expiredN = 0, 0
-		var st stockRow
-		err := tx.GetContext(ctx, &st, qStockLocked, eventID)
-		missing := errors.Is(err, sql.ErrNoRows)
-		if err != nil && !missing {
-			return mapErr(ctx, err)
-		}
-		keys, err := claimKeys(ctx, tx, reqs, outs)
-		if err != nil {
-			return err
-		}
-		var used map[string]bool // the places of the batch whose passes are used
-		if st.Queued {
-			var places []string
-			for _, r := range reqs {
-				if r.Order.Pass.Place != "" {
-					places = append(places, r.Order.Pass.Place)
-				}
-			}
-			if used, err = usedPlaces(ctx, tx, eventID, places); err != nil {
-				return err
-			}
-		}
-		var limits *caps
-		if !missing {
-			orders := make([]booking.Order, len(reqs))
-			for i, r := range reqs {
-				orders[i] = r.Order
-			}
-			if limits, err = s.readCaps(ctx, tx, eventID, orders); err != nil {
-				return err
-			}
-		}
-		// Grant in order of arrival while the stock lasts.
-		var granted []int
-		expired := false
-		for i, req := range reqs {
-			out := &outs[i]
-			if _, repeat := keys.repeats[i]; repeat {
-				continue // answered with its first request's outcome
-			}
-			switch {
-			case out.Replay != nil || out.Err != nil:
-				continue
-			case missing:
-				out.Err = booking.ErrEventNotFound
-				continue
-			case st.Sale != "":
-				// Outside the sale window (schema/009): nothing granted.
-				out.Err = booking.SaleErr(st.Sale)
-				continue
-			case st.Queued && req.Order.Pass.Place == "":
-				// The waiting room first: a refused request takes nothing.
-				out.Err = req.Order.Pass.Refusal()
-				continue
-			case st.Queued && used[req.Order.Pass.Place]:
-				out.Err = pass.ErrUsed
-				continue
-			case !expired && (st.Available < req.Order.Quantity || limits.refusal(req.Order) != nil):
-				// Short of stock, or over a cap: give lapsed holds back
-				// first, so nobody is told sold out or limit_exceeded
-				// only because the sweeper has not run yet.
-				expired = true
-				gone, err := expireLapsed(ctx, tx, eventID, &st.Available)
-				if err != nil {
-					return err
-				}
-				expiredN = gone.holds
-				if gone.holds > 0 {
-					// The re-read stock is the database's, which has not
-					// yet seen this batch's grants: they are inserted
-					// after the loop.
-					for _, g := range granted {
-						st.Available -= reqs[g].Order.Quantity
-					}
-					// Nor do the expired holds count against their
-					// buyers and addresses.
-					limits.forget(gone)
-				}
-			}
-			if st.Available < req.Order.Quantity {
-				out.Err = hold.ErrSoldOut
-				continue
-			}
-			if _, err := orderTotal(st.Price, req.Order.Quantity); err != nil {
-				out.Err = err
-				continue
-			}
-			if err := limits.refusal(req.Order); err != nil {
-				out.Err = err
-				continue
-			}
-			limits.take(req.Order)
-			st.Available -= req.Order.Quantity
-			granted = append(granted, i)
-		}
-		if err := insertHolds(ctx, tx, eventID, st.Price, reqs, granted, outs, ttl); err != nil {
-			return err
-		}
-		created = len(granted)
-		return keepKeys(ctx, tx, reqs, keys, outs, render)
-	})
-	if err != nil {
-		return nil, err
-	}
-	s.counters.HoldsCreated(created)
-	s.counters.HoldsExpired(expiredN)
-	return outs, nil
-}
-
-// qInsertHolds inserts a batch of pending holds, in the order given, with
-// expiries from the database's clock. The statement-level stock trigger
-// takes all their tickets in one update of the event row.
-const qInsertHolds = `INSERT INTO bookings (event_id, user_email, buyer_key, client_addr, quantity, total_amount, booking_status, expires_at, queue_place)
-	SELECT $1::bigint, u.email, u.key, u.client, u.quantity, u.total, 'pending', clock_timestamp() + $5 * interval '1 microsecond', nullif(u.place, '')
-	FROM unnest($2::text[], $3::int[], $4::numeric[], $6::text[], $7::inet[], $8::text[]) WITH ORDINALITY AS u(email, quantity, total, key, client, place, n)
-	ORDER BY u.n
-	RETURNING ` + holdColumns
-
-// insertHolds inserts the granted requests' holds and fills their outcomes.
-func insertHolds(ctx context.Context, tx *sqlx.Tx, eventID int64, price money.Cents, reqs []hold.Request, granted []int, outs []hold.Outcome, ttl time.Duration) error {
-	if len(granted) == 0 {
-		return nil
-	}
-	emails := make([]string, len(granted))
-	qtys := make([]int64, len(granted))
-	totals := make([]string, len(granted))
-	places := make([]string, len(granted))
-	keys := make([]string, len(granted))
-	clients := make([]sql.NullString, len(granted))
-	for j, i := range granted {
-		o := reqs[i].Order
-		total, err := orderTotal(price, o.Quantity)
-		if err != nil {
-			return err
-		}
-		emails[j], qtys[j], totals[j], places[j] = o.Email, int64(o.Quantity), total.String(), o.Pass.Place
-		keys[j], clients[j] = booking.BuyerKey(o.Email), inetArg(clientAddr(o))
-	}
-	var rows []holdRow
-	err := tx.SelectContext(ctx, &rows, qInsertHolds, eventID, pq.Array(emails), pq.Array(qtys), pq.Array(totals), ttl.Microseconds(),
-		pq.Array(keys), pq.Array(clients), pq.Array(places))
-	if err != nil {
-		// The stock was checked under the row lock; the guard firing here
-		// means something outside holdfast changed it. Fail safe.
-		return mapErr(ctx, err)
-	}
-	if len(rows) != len(granted) {
-		return fmt.Errorf("store: inserted %d holds, want %d", len(rows), len(granted))
-	}
-	for j, i := range granted {
-		r := rows[j]
-		if r.UserEmail != emails[j] || int64(r.Quantity) != qtys[j] {
-			return fmt.Errorf("store: inserted holds came back out of order")
-		}
-		outs[i].Hold = r.hold()
-	}
-	return nil
-}
-
-// expiredHolds is what expireLapsed failed: how many holds, and their
-// tickets by buyer key and by client address.
-type expiredHolds struct {
-	holds   int
-	buyers  map[string]int
-	clients map[netip.Addr]int
-}
-
-// expireLapsed fails the event's lapsed holds, re-reads its stock into
-// available, and returns what it expired. Every path that takes tickets
-// under the event row (both batch paths' rules, /book/safe) calls it, once,
-// when the stock is short or a cap is reached.
-func expireLapsed(ctx context.Context, tx *sqlx.Tx, eventID int64, available *int) (expiredHolds, error) {
-	var rows []struct {
-		Key      string         `db:"buyer_key"`
-		Client   sql.NullString `db:"client_addr"`
-		Quantity int            `db:"quantity"`
-	}
-	if err := tx.SelectContext(ctx, &rows, qExpireLapsed, eventID); err != nil {
-		return expiredHolds{}, mapErr(ctx, err)
-	}
-	gone := expiredHolds{holds: len(rows), buyers: map[string]int{}, clients: map[netip.Addr]int{}}
-	for _, r := range rows {
-		gone.buyers[r.Key] += r.Quantity
-		if a, err := netip.ParseAddr(r.Client.String); r.Client.Valid && err == nil {
-			gone.clients[a] += r.Quantity
-		}
-	}
-	if gone.holds == 0 {
-		return gone, nil
-	}
-	return gone, mapErr(ctx, tx.GetContext(ctx, available, qAvailable, eventID))
 }
 
 // Hold reads one hold.

@@ -11,10 +11,10 @@ import (
 	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
 
-	"github.com/holdfast/holdfast/booking"
 	"github.com/holdfast/holdfast/hold"
 	"github.com/holdfast/holdfast/internal/idempotency"
 	"github.com/holdfast/holdfast/internal/testenv"
+	"github.com/holdfast/holdfast/sale"
 	"github.com/holdfast/holdfast/store"
 )
 
@@ -54,7 +54,7 @@ func noRender(hold.Hold, error) idempotency.Response { return idempotency.Respon
 
 // request is one buyer's request for qty tickets of ev.
 func request(ev int64, email string, qty int) hold.Request {
-	return hold.Request{Order: booking.Order{EventID: ev, Email: email, Quantity: qty}}
+	return hold.Request{Order: sale.Order{EventID: ev, Email: email, Quantity: qty}}
 }
 
 func takeHold(t *testing.T, s *store.Store, ev int64, qty int, ttl time.Duration) hold.Hold {
@@ -361,7 +361,7 @@ func TestABatchThatExpiresLapsedHoldsCountsItsOwnGrants(t *testing.T) {
 		if err != nil {
 			t.Fatalf("the batch failed as a whole: %v", err)
 		}
-		if outs[0].Err != nil || outs[1].Err != nil || !errors.Is(outs[2].Err, hold.ErrSoldOut) {
+		if outs[0].Err != nil || outs[1].Err != nil || !errors.Is(outs[2].Err, sale.ErrSoldOut) {
 			t.Fatalf("outcomes %v, %v, %v; want 201, 201, sold out", outs[0].Err, outs[1].Err, outs[2].Err)
 		}
 		if got := stock(t, s, ev); got != 1 {
@@ -387,7 +387,7 @@ func TestTheCapHoldsForEveryAlphabet(t *testing.T) {
 			}
 			if outs[0].Err == nil {
 				granted++
-			} else if !errors.Is(outs[0].Err, booking.ErrLimitExceeded) {
+			} else if !errors.Is(outs[0].Err, sale.ErrLimitExceeded) {
 				t.Fatal(outs[0].Err)
 			}
 		}
@@ -418,7 +418,7 @@ func TestALapsedHoldCountsAgainstTheCapOnlyWhileAConfirmMayTakeIt(t *testing.T) 
 			t.Fatal(err)
 		}
 		outs, err := s.CreateHolds(ctx, ev, []hold.Request{request(ev, "A@example.com", 2)}, time.Minute, noRender)
-		if err != nil || !errors.Is(outs[0].Err, booking.ErrLimitExceeded) {
+		if err != nil || !errors.Is(outs[0].Err, sale.ErrLimitExceeded) {
 			t.Fatalf("got %v, %v; want limit_exceeded while a confirm holds the lapsed hold", outs, err)
 		}
 		if err := confirm.Rollback(); err != nil {

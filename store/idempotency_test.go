@@ -15,7 +15,7 @@ import (
 // fresh answer.
 func renderID(h hold.Hold, err error) idempotency.Response {
 	if err != nil {
-		return idempotency.Failure(err)
+		return idempotency.Failure(err, nil)
 	}
 	return idempotency.Response{Status: 201, Body: []byte(h.ID.String())}
 }

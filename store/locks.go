@@ -18,7 +18,7 @@ import (
 	"github.com/bsm/redislock"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/holdfast/holdfast/booking"
+	"github.com/holdfast/holdfast/sale"
 )
 
 // OpenRedis returns a client for url with short timeouts: Redis only cuts
@@ -220,7 +220,7 @@ func retry() redislock.RetryStrategy {
 }
 
 // Lock takes eventID's lock, waiting up to the configured wait. It returns
-// booking.ErrBusy if another holder kept it that long. If Redis cannot be
+// sale.ErrBusy if another holder kept it that long. If Redis cannot be
 // reached it logs that, returns a no-op unlock and no error: the caller's
 // row lock keeps the sale correct without it. An attempt that may have
 // taken the lock without hearing so is given back (see giveBack).
@@ -273,7 +273,7 @@ func (l *Locks) Lock(ctx context.Context, eventID int64) (func(), error) {
 		// also reads as context.DeadlineExceeded, so that alone proves
 		// nothing: only the wait's own deadline passing means busy.
 		l.markUp(ctx)
-		return nil, fmt.Errorf("%w: redis lock %s", booking.ErrBusy, l.Key(eventID))
+		return nil, fmt.Errorf("%w: redis lock %s", sale.ErrBusy, l.Key(eventID))
 	default:
 		l.markDown(ctx, err)
 		return func() {}, nil

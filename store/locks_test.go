@@ -14,9 +14,9 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/holdfast/holdfast/booking"
 	"github.com/holdfast/holdfast/internal/proxy"
 	"github.com/holdfast/holdfast/internal/testenv"
+	"github.com/holdfast/holdfast/sale"
 	"github.com/holdfast/holdfast/store"
 )
 
@@ -90,7 +90,7 @@ func TestLockIsBusyAfterTheWait(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer unlock()
-	if _, err := locks.Lock(ctx, 7); !errors.Is(err, booking.ErrBusy) {
+	if _, err := locks.Lock(ctx, 7); !errors.Is(err, sale.ErrBusy) {
 		t.Fatalf("err = %v, want ErrBusy", err)
 	}
 	// Another event is not blocked by it.
@@ -170,7 +170,7 @@ func TestLockWithoutWaitAnswersAtOnce(t *testing.T) {
 		t.Fatalf("a free lock with no wait: %v", err)
 	}
 	defer unlock()
-	if _, err := locks.Lock(ctx, 9); !errors.Is(err, booking.ErrBusy) {
+	if _, err := locks.Lock(ctx, 9); !errors.Is(err, sale.ErrBusy) {
 		t.Fatalf("a held lock with no wait: %v, want ErrBusy", err)
 	}
 }
@@ -359,7 +359,7 @@ func TestTheWaitMarkStaysWhileAnyWaiterWaits(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	if _, err := hasty.Lock(ctx, 7); !errors.Is(err, booking.ErrBusy) {
+	if _, err := hasty.Lock(ctx, 7); !errors.Is(err, sale.ErrBusy) {
 		t.Fatalf("the hasty waiter got %v, want busy", err)
 	}
 	if !holder.Wanted(ctx, 7) {

@@ -10,9 +10,9 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"github.com/holdfast/holdfast/booking"
 	"github.com/holdfast/holdfast/hold"
 	"github.com/holdfast/holdfast/internal/pass"
+	"github.com/holdfast/holdfast/sale"
 	"github.com/holdfast/holdfast/store"
 )
 
@@ -284,7 +284,7 @@ func TestAQueuedEventBooksOnlyWithAPass(t *testing.T) {
 	queued(t, s, ev)
 	book := func(g pass.Gate) error {
 		t.Helper()
-		out, err := s.BookLocked(ctx, booking.Order{EventID: ev, Email: "a@example.com", Quantity: 1, Pass: g}, 0, nil, nil)
+		out, err := s.BookLocked(ctx, sale.Order{EventID: ev, Email: "a@example.com", Quantity: 1, Pass: g}, 0, nil, nil)
 		if err != nil {
 			t.Fatalf("BookLocked: %v", err)
 		}

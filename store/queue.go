@@ -9,8 +9,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/holdfast/holdfast/booking"
 	"github.com/holdfast/holdfast/queue"
+	"github.com/holdfast/holdfast/sale"
 )
 
 // The waiting room's scripts, each with queue_lib.lua before it.
@@ -134,7 +134,7 @@ func (q *Queues) Join(ctx context.Context, ev queue.Settings, id, folded, email 
 	}
 	switch v[0] {
 	case "closed":
-		return queue.Place{}, false, booking.ErrSaleClosed
+		return queue.Place{}, false, sale.ErrSaleClosed
 	case "new", "existing":
 		p, err := placeOf(ev.EventID, v[1])
 		return p, v[0] == "new", err
@@ -272,12 +272,12 @@ const qQueuedEvents = `SELECT ` + eventColumns + ` FROM events
 
 // QueuedEvents lists the events with a queue that may still admit or
 // expire places.
-func (s *Store) QueuedEvents(ctx context.Context) ([]booking.Event, error) {
+func (s *Store) QueuedEvents(ctx context.Context) ([]sale.Event, error) {
 	var rows []eventRow
 	if err := s.db.SelectContext(ctx, &rows, qQueuedEvents); err != nil {
 		return nil, mapErr(ctx, err)
 	}
-	out := make([]booking.Event, len(rows))
+	out := make([]sale.Event, len(rows))
 	for i, r := range rows {
 		out[i] = r.event()
 	}

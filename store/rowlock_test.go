@@ -13,10 +13,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/holdfast/holdfast/booking"
 	"github.com/holdfast/holdfast/hold"
 	"github.com/holdfast/holdfast/internal/idempotency"
 	"github.com/holdfast/holdfast/internal/testenv"
+	"github.com/holdfast/holdfast/sale"
 	"github.com/holdfast/holdfast/store"
 )
 
@@ -103,17 +103,17 @@ func unguardedEvent(t *testing.T, s *store.Store, tickets int) int64 {
 	return id
 }
 
-// sale is what the database holds of an event after a test's buyers.
-type sale struct {
+// sold is what the database holds of an event after a test's buyers.
+type sold struct {
 	total, available, live int
 	overCap                map[string]int // folded buyer -> live tickets, for buyers above the cap
 	owned                  map[string]int // folded buyer -> live tickets
 }
 
-func readSale(t *testing.T, s *store.Store, ev int64, ticketCap int) sale {
+func readSale(t *testing.T, s *store.Store, ev int64, ticketCap int) sold {
 	t.Helper()
 	ctx := context.Background()
-	var sl sale
+	var sl sold
 	if err := s.DB().QueryRowContext(ctx, `SELECT total_tickets, available_tickets FROM events WHERE id = $1`, ev).Scan(&sl.total, &sl.available); err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +144,7 @@ func readSale(t *testing.T, s *store.Store, ev int64, ticketCap int) sale {
 
 // checkStock fails t unless the event sold exactly its stock: nothing
 // below zero, and every ticket either available or in a live booking.
-func checkStock(t *testing.T, sl sale) {
+func checkStock(t *testing.T, sl sold) {
 	t.Helper()
 	if sl.available != 0 || sl.live != sl.total || sl.available+sl.live != sl.total {
 		t.Fatalf("after demand beyond the stock: %d available and %d in live bookings of %d; want 0 and %d",
@@ -154,7 +154,7 @@ func checkStock(t *testing.T, sl sale) {
 
 // checkCap fails t unless every buyer ended with exactly the cap: each
 // asked for more.
-func checkCap(t *testing.T, sl sale, buyers []string, ticketCap int) {
+func checkCap(t *testing.T, sl sold, buyers []string, ticketCap int) {
 	t.Helper()
 	if len(sl.overCap) > 0 {
 		t.Fatalf("buyers above the cap of %d: %v", ticketCap, sl.overCap)
@@ -207,7 +207,7 @@ var batchPaths = []struct {
 // holdRequest is a request for qty tickets of ev by email, with a key of
 // its own when keyed.
 func holdRequest(ev int64, email string, qty int, keyed bool, id string) hold.Request {
-	req := hold.Request{Order: booking.Order{EventID: ev, Email: email, Quantity: qty}}
+	req := hold.Request{Order: sale.Order{EventID: ev, Email: email, Quantity: qty}}
 	if keyed {
 		sum := sha256.Sum256([]byte(id))
 		req.Key = &idempotency.Key{Scope: hold.ScopeCreate, Key: id, Hash: sum[:]}
@@ -263,7 +263,7 @@ func TestTheRowLockAloneSellsExactlyTheStockInBatches(t *testing.T) {
 				ev := unguardedEvent(t, ins[0].store, 50) // 12 x 6 batches of 4: 288 asked
 				sellBatches(t, ins, ev, path.keys, 4, func(g, round, i int) string {
 					return fmt.Sprintf("b%d.%d.%d@example.com", g, round, i)
-				}, hold.ErrSoldOut)
+				}, sale.ErrSoldOut)
 				checkStock(t, readSale(t, ins[0].store, ev, 0))
 			})
 		})
@@ -283,7 +283,7 @@ func TestTheRowLockAloneKeepsTheCapInBatches(t *testing.T) {
 				ev := unguardedEvent(t, ins[0].store, 100_000)
 				sellBatches(t, ins, ev, path.keys, len(buyers), func(g, round, i int) string {
 					return spelling(buyers[(i+g+round)%len(buyers)], g)
-				}, booking.ErrLimitExceeded)
+				}, sale.ErrLimitExceeded)
 				checkCap(t, readSale(t, ins[0].store, ev, ticketCap), buyers, ticketCap)
 			})
 		})
@@ -305,7 +305,7 @@ func spelling(buyer string, g int) string {
 func sellSafe(t *testing.T, ins [2]instance, ev int64, buyer func(g, round int) string, allowed ...error) {
 	t.Helper()
 	hammer(t, ins, 8, 8, func(in instance, g, round int) {
-		o := booking.Order{EventID: ev, Email: buyer(g, round), Quantity: 1}
+		o := sale.Order{EventID: ev, Email: buyer(g, round), Quantity: 1}
 		defer in.lock(t, ev)()
 		out, err := in.store.BookLocked(context.Background(), o, 0, nil, nil)
 		if err != nil {
@@ -329,7 +329,7 @@ func sellSafe(t *testing.T, ins [2]instance, ev int64, buyer func(g, round int) 
 func TestTheRowLockAloneSellsExactlyTheStockOnBookSafe(t *testing.T) {
 	forRedisUpAndDown(t, 0, func(t *testing.T, ins [2]instance) {
 		ev := unguardedEvent(t, ins[0].store, 40) // 16 x 8 orders asked
-		sellSafe(t, ins, ev, func(g, round int) string { return fmt.Sprintf("s%d.%d@example.com", g, round) }, booking.ErrSoldOut)
+		sellSafe(t, ins, ev, func(g, round int) string { return fmt.Sprintf("s%d.%d@example.com", g, round) }, sale.ErrSoldOut)
 		checkStock(t, readSale(t, ins[0].store, ev, 0))
 	})
 }
@@ -343,7 +343,7 @@ func TestTheRowLockAloneKeepsTheCapOnBookSafe(t *testing.T) {
 		ev := unguardedEvent(t, ins[0].store, 100_000)
 		sellSafe(t, ins, ev, func(g, round int) string {
 			return spelling(buyers[(g+round)%len(buyers)], g)
-		}, booking.ErrLimitExceeded)
+		}, sale.ErrLimitExceeded)
 		checkCap(t, readSale(t, ins[0].store, ev, ticketCap), buyers, ticketCap)
 	})
 }

@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/holdfast/holdfast/booking"
 	"github.com/holdfast/holdfast/hold"
 	"github.com/holdfast/holdfast/internal/idempotency"
+	"github.com/holdfast/holdfast/sale"
 	"github.com/holdfast/holdfast/store"
 )
 
@@ -20,9 +20,9 @@ var saleWindows = []struct {
 	on, off string
 	want    error
 }{
-	{"not yet on sale", "now() + interval '1 hour'", "NULL", booking.ErrNotOnSale},
-	{"closed", "now() - interval '2 hours'", "now() - interval '1 hour'", booking.ErrSaleClosed},
-	{"closed, never opened", "NULL", "now() - interval '1 second'", booking.ErrSaleClosed},
+	{"not yet on sale", "now() + interval '1 hour'", "NULL", sale.ErrNotOnSale},
+	{"closed", "now() - interval '2 hours'", "now() - interval '1 hour'", sale.ErrSaleClosed},
+	{"closed, never opened", "NULL", "now() - interval '1 second'", sale.ErrSaleClosed},
 	{"open", "now() - interval '1 hour'", "now() + interval '1 hour'", nil},
 	{"no window", "NULL", "NULL", nil},
 }
@@ -72,9 +72,9 @@ func TestHoldsWithKeysKeepToTheSaleWindowAndDoNotKeepTheRefusal(t *testing.T) {
 	req := request(ev, "a@example.com", 1)
 	req.Key = key
 	outs, err := s.CreateHolds(context.Background(), ev, []hold.Request{req}, time.Minute, func(h hold.Hold, err error) idempotency.Response {
-		return idempotency.Failure(err)
+		return idempotency.Failure(err, nil)
 	})
-	if err != nil || !errors.Is(outs[0].Err, booking.ErrNotOnSale) {
+	if err != nil || !errors.Is(outs[0].Err, sale.ErrNotOnSale) {
 		t.Fatalf("got %v %v, want not_on_sale", outs, err)
 	}
 	replay, err := s.Replay(context.Background(), key)
@@ -88,7 +88,7 @@ func TestBookLockedKeepsToTheSaleWindow(t *testing.T) {
 	s := newStore(t)
 	for _, c := range saleWindows {
 		ev := windowedEvent(t, s, 10, c.on, c.off)
-		o := booking.Order{EventID: ev, Email: "a@example.com", Quantity: 2}
+		o := sale.Order{EventID: ev, Email: "a@example.com", Quantity: 2}
 		out, err := s.BookLocked(context.Background(), o, 0, nil, nil)
 		if err != nil {
 			t.Fatalf("%s: %v", c.name, err)
@@ -104,12 +104,12 @@ func TestTheSaleWindowMustEndAfterItStarts(t *testing.T) {
 	s := newStore(t)
 	ev := windowedEvent(t, s, 10, "now() + interval '1 hour'", "NULL")
 	past := time.Now().Add(-time.Hour)
-	_, err := s.UpdateEvent(context.Background(), ev, booking.EventPatch{OffSaleAt: booking.Optional[time.Time]{Set: true, V: &past}})
-	if !errors.Is(err, booking.ErrSaleWindow) {
-		t.Fatalf("got %v, want %v", err, booking.ErrSaleWindow)
+	_, err := s.UpdateEvent(context.Background(), ev, sale.EventPatch{OffSaleAt: sale.Optional[time.Time]{Set: true, V: &past}})
+	if !errors.Is(err, sale.ErrSaleWindow) {
+		t.Fatalf("got %v, want %v", err, sale.ErrSaleWindow)
 	}
 	// Cleared, the window opens.
-	got, err := s.UpdateEvent(context.Background(), ev, booking.EventPatch{OnSaleAt: booking.Optional[time.Time]{Set: true}})
+	got, err := s.UpdateEvent(context.Background(), ev, sale.EventPatch{OnSaleAt: sale.Optional[time.Time]{Set: true}})
 	if err != nil || got.OnSaleAt != nil {
 		t.Fatalf("clear on_sale_at: %+v %v", got, err)
 	}

@@ -8,8 +8,8 @@ import (
 
 	"github.com/jmoiron/sqlx"
 
-	"github.com/holdfast/holdfast/booking"
 	"github.com/holdfast/holdfast/hold"
+	"github.com/holdfast/holdfast/sale"
 )
 
 const (
@@ -103,7 +103,7 @@ func (s *Store) sweepEvent(ctx context.Context, ev int64, batch int) (swept int,
 					swept += n
 				}
 				switch {
-				case errors.Is(err, booking.ErrBusy):
+				case errors.Is(err, sale.ErrBusy):
 					busy = true
 				case err != nil && first == nil:
 					first = err

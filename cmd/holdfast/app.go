@@ -42,8 +42,6 @@ type app struct {
 	metrics  *metrics.Metrics
 	limiter  *ratelimit.Limiter // nil without --rate-limit
 	passes   *pass.Keyring
-	// stopKeys ends the keyring's refresh.
-	stopKeys context.CancelFunc
 	// adminFailures counts wrong admin tokens: on the rate limit, and on
 	// a fixed limit of their own that holds with --rate-limit off.
 	adminFailures *ratelimit.Failures
@@ -99,16 +97,14 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger) (*app, error) {
 	a.store.SetClientCap(cfg.ClientCap)
 	a.locks.OnWait(a.metrics.LockWaited)
 	// The first instance to start makes the pass key; every instance
-	// signs and verifies with the keys in PostgreSQL, read every 30 s.
+	// signs and verifies with the keys in PostgreSQL, read every 30 s
+	// once serve starts its workers.
 	a.passes, err = pass.NewKeyring(ctx, a.store, pass.Options{}, log)
 	if err != nil {
 		_ = rdb.Close()
 		db.Close()
 		return nil, err
 	}
-	keysCtx, stopKeys := context.WithCancel(context.WithoutCancel(ctx))
-	a.stopKeys = stopKeys
-	go a.passes.Run(keysCtx)
 	a.booking = &booking.Service{Store: a.store, Locks: a.locks, Work: cfg.SimulateWork, Passes: a.passes}
 	a.holds = &hold.Service{Store: a.store, Locks: a.locks, TTL: cfg.HoldTTL, Passes: a.passes}
 	if cfg.Batch {
@@ -153,12 +149,13 @@ func requestDeadline(cfg config) time.Duration {
 	return cfg.LockWait + cfg.SimulateWork + statementTimeout + 2*time.Second
 }
 
+// Close stops the batcher, which serves from newApp on (tests drive the
+// handler without serve), if serve has not already, and closes the pools.
 func (a *app) Close() error {
-	a.stopKeys()
 	if a.holds.Batcher != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		_ = a.holds.Batcher.Close(ctx)
+		_ = a.holds.Batcher.Stop(ctx)
 	}
 	errR := a.rdb.Close()
 	errD := a.db.Close()

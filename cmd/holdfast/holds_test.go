@@ -335,7 +335,7 @@ func TestSweeperPutsLapsedHoldsBackOnSale(t *testing.T) {
 		c.HoldTTL = 2 * time.Second
 		c.SweepEvery = time.Second
 	})
-	if err := ts.app.sweeper.Start(); err != nil {
+	if err := ts.app.sweeper.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	defer ts.app.sweeper.Stop(context.Background())

@@ -1,6 +1,13 @@
 // Command holdfast runs the ticket reservation service and its tools:
 // serve, migrate, check and dev. main only wires the process to run, which
 // takes everything from outside as arguments so tests can call it too.
+//
+// It only wires: config.go reads flags and environment, app.go builds the
+// store, the services of sale's two halves (booking and hold) and the
+// queue, and routes.go lists every route. serve.go runs the server and the
+// background workers (internal/worker), whose start order, and the reverse
+// it stops them in after the last request, its workers list gives and
+// explains.
 package main
 
 import (

@@ -14,6 +14,7 @@ import (
 	"github.com/jmoiron/sqlx"
 	"golang.org/x/net/netutil"
 
+	"github.com/holdfast/holdfast/internal/worker"
 	"github.com/holdfast/holdfast/schema"
 	"github.com/holdfast/holdfast/store"
 )
@@ -59,11 +60,12 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, onListen func(addr
 		IdleTimeout:  cfg.IdleTimeout,
 		ErrorLog:     slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	if err := a.sweeper.Start(); err != nil {
-		return err
-	}
-	if err := a.admitter.Start(); err != nil {
-		return err
+	workers := &worker.Group{}
+	for _, w := range a.workers() {
+		if err := workers.Start(ctx, w.name, w.Worker); err != nil {
+			_ = workers.Stop(context.Background())
+			return err
+		}
 	}
 	if cfg.DebugAddr != "" {
 		stopDebug, err := serveDebug(cfg.DebugAddr, log)
@@ -89,19 +91,11 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, onListen func(addr
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	err = srv.Shutdown(shutdownCtx)
-	// Requests still queued for a batch are served, or answered 503 if
-	// time runs out: never dropped without a response.
-	if a.holds.Batcher != nil {
-		if cerr := a.holds.Batcher.Close(shutdownCtx); cerr != nil {
-			log.Warn("batcher", "err", cerr)
-		}
+	// Only once the last request is answered do the workers stop, in the
+	// reverse of a.workers' order.
+	if werr := workers.Stop(shutdownCtx); werr != nil {
+		log.Warn("workers", "err", werr)
 	}
-	// The admitter stops after the last request is answered, so polls in
-	// flight still see their turns come.
-	a.admitter.Stop(shutdownCtx)
-	// The sweeper stops after the last request is answered: a release or
-	// confirm in flight may still count on the stock it restores.
-	a.sweeper.Stop(shutdownCtx)
 	if err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}
@@ -110,6 +104,38 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, onListen func(addr
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// namedWorker is a background worker and its name for logs.
+type namedWorker struct {
+	name string
+	worker.Worker
+}
+
+// workers are the app's background workers in the order serve starts them.
+// It stops them in the reverse order, and only after the server has
+// answered its last request (or given up on it):
+//
+//   - the pass keyring's refresh starts first and stops last: every other
+//     worker and every request with a pass uses its keys;
+//   - the sweeper stops after the admitter and the batcher: a release or
+//     confirm in flight, or a batch still draining, may count on the stock
+//     it restores;
+//   - the admitter stops after the batcher, so that polls in flight still
+//     see their turns come while the last holds are served;
+//   - the batcher starts last and stops first: the requests still queued
+//     for a batch are served, or answered 503 if time runs out, never
+//     dropped without a response, and they need all of the above.
+func (a *app) workers() []namedWorker {
+	ws := []namedWorker{
+		{"pass keys", worker.NewLoop(a.passes.Run)},
+		{"sweeper", a.sweeper},
+		{"admitter", a.admitter},
+	}
+	if a.holds.Batcher != nil {
+		ws = append(ws, namedWorker{"batcher", a.holds.Batcher})
+	}
+	return ws
 }
 
 func runMigrate(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {

@@ -18,7 +18,7 @@ func TestSweeperLogsCountsAndSkipsAnEventThatFails(t *testing.T) {
 	}
 	// Someone put the stock back by hand under the live hold.
 	ts.corrupt(`UPDATE events SET available_tickets = total_tickets WHERE id = $1`, broken)
-	if err := ts.app.sweeper.Start(); err != nil {
+	if err := ts.app.sweeper.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	defer ts.app.sweeper.Stop(context.Background())

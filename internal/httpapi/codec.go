@@ -10,6 +10,8 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+
+	"github.com/holdfast/holdfast/internal/problem"
 )
 
 // MaxBody is the largest request body accepted.
@@ -30,16 +32,16 @@ func Encode(w http.ResponseWriter, status int, v any) {
 
 // Decode reads one JSON value from r's body into v: at most MaxBody bytes,
 // unknown fields refused, every key exactly a field's name (case included)
-// and given once, nothing after the value. Every failure is an *Error with
+// and given once, nothing after the value. Every failure is a *problem.Error with
 // code invalid_request saying what was wrong.
 func Decode(w http.ResponseWriter, r *http.Request, v any) error {
 	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			return Invalid("request body is over %d KiB", MaxBody>>10)
+			return problem.Invalidf("request body is over %d KiB", MaxBody>>10)
 		}
-		return Invalid("could not read request body")
+		return problem.Invalidf("could not read request body")
 	}
 	return DecodeBytes(raw, v)
 }
@@ -47,7 +49,7 @@ func Decode(w http.ResponseWriter, r *http.Request, v any) error {
 // DecodeBytes is Decode for a body already read.
 func DecodeBytes(raw []byte, v any) error {
 	if len(bytes.TrimSpace(raw)) == 0 {
-		return Invalid("request body is empty; send a JSON object")
+		return problem.Invalidf("request body is empty; send a JSON object")
 	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
@@ -55,7 +57,7 @@ func DecodeBytes(raw []byte, v any) error {
 		return decodeError(err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return Invalid("request body has data after the JSON value")
+		return problem.Invalidf("request body has data after the JSON value")
 	}
 	if err := checkKeys(raw, reflect.TypeOf(v)); err != nil {
 		return err
@@ -63,23 +65,23 @@ func DecodeBytes(raw []byte, v any) error {
 	return nil
 }
 
-func decodeError(err error) *Error {
+func decodeError(err error) *problem.Error {
 	var syntax *json.SyntaxError
 	var typ *json.UnmarshalTypeError
 	switch {
 	case errors.As(err, &syntax):
-		return Invalid("malformed JSON at byte %d", syntax.Offset)
+		return problem.Invalidf("malformed JSON at byte %d", syntax.Offset)
 	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
-		return Invalid("truncated JSON")
+		return problem.Invalidf("truncated JSON")
 	case errors.As(err, &typ):
 		if typ.Field == "" {
-			return Invalid("request body must be a JSON object")
+			return problem.Invalidf("request body must be a JSON object")
 		}
-		return Invalid("%s must be %s", typ.Field, describe(typ.Type))
+		return problem.Invalidf("%s must be %s", typ.Field, describe(typ.Type))
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		return Invalid("unknown field %s", strings.TrimPrefix(err.Error(), "json: unknown field "))
+		return problem.Invalidf("unknown field %s", strings.TrimPrefix(err.Error(), "json: unknown field "))
 	default:
-		return Invalid("malformed JSON")
+		return problem.Invalidf("malformed JSON")
 	}
 }
 
@@ -143,11 +145,11 @@ func kindOf(lit string) string {
 }
 
 // ParseID reads a positive integer id from a path segment. Malformed input is
-// an invalid_request *Error; a well-formed id too large for int64 comes back
+// an invalid_request *problem.Error; a well-formed id too large for int64 comes back
 // clamped to math.MaxInt64, which names nothing.
 func ParseID(s, what string) (int64, error) {
 	if s == "" || strings.Trim(s, "0123456789") != "" || strings.Trim(s, "0") == "" {
-		return 0, Invalid("%s must be a positive integer", what)
+		return 0, problem.Invalidf("%s must be a positive integer", what)
 	}
 	n, err := strconv.ParseInt(s, 10, 64)
 	if err != nil {

@@ -6,6 +6,8 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/holdfast/holdfast/internal/problem"
 )
 
 type inner struct {
@@ -44,8 +46,8 @@ func TestDecodeBytesRefusesKeysThatAreNotExactlyAFieldOnce(t *testing.T) {
 			t.Parallel()
 			var v body
 			err := DecodeBytes([]byte(tc.body), &v)
-			var e *Error
-			if !errors.As(err, &e) || e.Code != CodeInvalid || !strings.Contains(e.Message, tc.want) {
+			var e *problem.Error
+			if !errors.As(err, &e) || e.Kind != problem.Invalid || !strings.Contains(e.Msg, tc.want) {
 				t.Fatalf("DecodeBytes(%s) = %v, want invalid_request containing %q", tc.body, err, tc.want)
 			}
 		})
@@ -72,8 +74,8 @@ func TestDecodeBytesKeepsItsMessages(t *testing.T) {
 	for _, tc := range cases {
 		var v body
 		err := DecodeBytes([]byte(tc.body), &v)
-		var e *Error
-		if !errors.As(err, &e) || !strings.Contains(e.Message, tc.want) {
+		var e *problem.Error
+		if !errors.As(err, &e) || !strings.Contains(e.Msg, tc.want) {
 			t.Errorf("DecodeBytes(%s) = %v, want a message containing %q", tc.body, err, tc.want)
 		}
 	}
@@ -92,8 +94,8 @@ func TestDecodeRefusesABodyOverTheCapWhateverItHolds(t *testing.T) {
 		req := httptest.NewRequest(http.MethodPost, "/holds", strings.NewReader(raw))
 		var v body
 		err := Decode(rec, req, &v)
-		var e *Error
-		if !errors.As(err, &e) || e.Code != CodeInvalid || !strings.Contains(e.Message, "KiB") {
+		var e *problem.Error
+		if !errors.As(err, &e) || e.Kind != problem.Invalid || !strings.Contains(e.Msg, "KiB") {
 			t.Errorf("%s: Decode of %d bytes = %v, want invalid_request over the size cap", name, len(raw), err)
 		}
 	}

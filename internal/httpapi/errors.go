@@ -2,14 +2,14 @@ package httpapi
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"log/slog"
 	"math"
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/holdfast/holdfast/internal/problem"
 )
 
 // Error codes of the API contract.
@@ -38,64 +38,92 @@ const (
 	CodeSaleClosed       = "sale_closed"
 )
 
-// statusByCode is the one map from error code to HTTP status.
-var statusByCode = map[string]int{
-	CodeInvalid:             http.StatusBadRequest,
-	CodeNotFound:            http.StatusNotFound,
-	CodeSoldOut:             http.StatusConflict,
-	CodeBusy:                http.StatusTooManyRequests,
-	CodeHoldExpired:         http.StatusGone,
-	CodeHoldReleased:        http.StatusConflict,
-	CodeHoldConfirmed:       http.StatusConflict,
-	CodeIdempotencyMismatch: http.StatusUnprocessableEntity,
-	CodeMethodNotAllowed:    http.StatusMethodNotAllowed,
-	CodeInternal:            http.StatusInternalServerError,
-	CodeUnavailable:         http.StatusServiceUnavailable,
-	CodeLimitExceeded:       http.StatusConflict,
-	CodeUnauthorized:        http.StatusUnauthorized,
-	CodeTotalBelowHeld:      http.StatusConflict,
-	CodeQueueRequired:       http.StatusForbidden,
-	CodePassInvalid:         http.StatusForbidden,
-	CodePassExpired:         http.StatusForbidden,
-	CodePassUsed:            http.StatusForbidden,
-	CodeUnsupportedMedia:    http.StatusUnsupportedMediaType,
-	CodeNotOnSale:           http.StatusForbidden,
-	CodeSaleClosed:          http.StatusForbidden,
+// answer is how one kind of error is answered.
+type answer struct {
+	status int
+	code   string
+	// retryAfter, when set, becomes the Retry-After header.
+	retryAfter time.Duration
 }
 
-// Error is an error a client may read: a code from the contract and a message
-// for a person.
-type Error struct {
-	Code    string
-	Message string
-	// Status overrides the code's usual status, for the one place the
-	// contract keeps the seed's choice (sold_out is 400 on /book/*).
-	Status int
-	// RetryAfter, when set, becomes the Retry-After header.
-	RetryAfter time.Duration
+// byKind is the one map from a domain error's kind to its answer. An
+// endpoint whose contract differs passes its own Statuses (see
+// WithStatuses).
+var byKind = map[problem.Kind]answer{
+	problem.Invalid:             {http.StatusBadRequest, CodeInvalid, 0},
+	problem.NotFound:            {http.StatusNotFound, CodeNotFound, 0},
+	problem.SoldOut:             {http.StatusConflict, CodeSoldOut, 0},
+	problem.Busy:                {http.StatusTooManyRequests, CodeBusy, time.Second},
+	problem.Unavailable:         {http.StatusServiceUnavailable, CodeUnavailable, time.Second},
+	problem.LimitExceeded:       {http.StatusConflict, CodeLimitExceeded, 0},
+	problem.HoldExpired:         {http.StatusGone, CodeHoldExpired, 0},
+	problem.HoldReleased:        {http.StatusConflict, CodeHoldReleased, 0},
+	problem.HoldConfirmed:       {http.StatusConflict, CodeHoldConfirmed, 0},
+	problem.IdempotencyMismatch: {http.StatusUnprocessableEntity, CodeIdempotencyMismatch, 0},
+	problem.Unauthorized:        {http.StatusUnauthorized, CodeUnauthorized, 0},
+	problem.TotalBelowHeld:      {http.StatusConflict, CodeTotalBelowHeld, 0},
+	problem.QueueRequired:       {http.StatusForbidden, CodeQueueRequired, 0},
+	problem.PassInvalid:         {http.StatusForbidden, CodePassInvalid, 0},
+	problem.PassExpired:         {http.StatusForbidden, CodePassExpired, 0},
+	problem.PassUsed:            {http.StatusForbidden, CodePassUsed, 0},
+	problem.NotOnSale:           {http.StatusForbidden, CodeNotOnSale, 0},
+	problem.SaleClosed:          {http.StatusForbidden, CodeSaleClosed, 0},
 }
 
-func (e *Error) Error() string { return e.Code + ": " + e.Message }
+// Statuses are an endpoint's departures from the usual status of a kind,
+// for the few places the contract keeps the seed's choice (sold_out is 400
+// on /book/*).
+type Statuses map[problem.Kind]int
 
-// HTTPStatus is the status the error is answered with.
-func (e *Error) HTTPStatus() int {
-	if e.Status != 0 {
-		return e.Status
+type statusesKey struct{}
+
+// WithStatuses serves h with s as its endpoint's statuses: WriteError
+// answers the kinds s names with s's status.
+func WithStatuses(s Statuses, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), statusesKey{}, s)))
+	})
+}
+
+func statusesOf(ctx context.Context) Statuses {
+	s, _ := ctx.Value(statusesKey{}).(Statuses)
+	return s
+}
+
+// Render is err as a client sees it on an endpoint with statuses s: its
+// status and body. An error that is no *problem.Error is a fault of ours:
+// ok is false and the answer a 500 "internal error".
+func Render(err error, s Statuses) (status int, body ErrorBody, ok bool) {
+	a, e, ok := known(err, s)
+	if !ok {
+		return http.StatusInternalServerError, ErrorBody{Error: "internal error", Code: CodeInternal}, false
 	}
-	if s, ok := statusByCode[e.Code]; ok {
-		return s
+	return a.status, ErrorBody{Error: e.Msg, Code: a.code}, true
+}
+
+// Code is err's contract code, CodeInternal when it is no *problem.Error.
+func Code(err error) string {
+	if a, _, ok := known(err, nil); ok {
+		return a.code
 	}
-	return http.StatusInternalServerError
+	return CodeInternal
 }
 
-// Errorf returns an *Error with a formatted message.
-func Errorf(code, format string, args ...any) *Error {
-	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
-}
-
-// Invalid is shorthand for a 400 invalid_request with a message.
-func Invalid(format string, args ...any) *Error {
-	return Errorf(CodeInvalid, format, args...)
+// known returns the answer of the *problem.Error in err's chain, if there
+// is one of a kind the map knows.
+func known(err error, s Statuses) (answer, *problem.Error, bool) {
+	var e *problem.Error
+	if !errors.As(err, &e) {
+		return answer{}, nil, false
+	}
+	a, ok := byKind[e.Kind]
+	if !ok {
+		return answer{}, nil, false
+	}
+	if st, ok := s[e.Kind]; ok {
+		a.status = st
+	}
+	return a, e, true
 }
 
 // ErrorBody is the JSON body of every error answer.
@@ -104,46 +132,41 @@ type ErrorBody struct {
 	Code  string `json:"code"`
 }
 
-// WriteError answers r with err. An *Error anywhere in err's chain is shown
-// as it is; anything else is logged with its detail and answered 500
-// "internal error", so nothing internal reaches a client.
+// WriteError answers r with err. A *problem.Error anywhere in err's chain
+// is shown as it is, with the status of its kind on r's endpoint; anything
+// else is logged with its detail and answered 500 "internal error", so
+// nothing internal reaches a client.
 func WriteError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
-	e := Public(r.Context(), log, err)
-	setCode(r.Context(), e.Code)
-	if e.RetryAfter > 0 {
-		secs := int(math.Ceil(e.RetryAfter.Seconds()))
+	a, msg := public(r.Context(), log, err, statusesOf(r.Context()))
+	setCode(r.Context(), a.code)
+	if a.retryAfter > 0 {
+		secs := int(math.Ceil(a.retryAfter.Seconds()))
 		w.Header().Set("Retry-After", strconv.Itoa(secs))
 	}
-	Encode(w, e.HTTPStatus(), ErrorBody{Error: e.Message, Code: e.Code})
+	Encode(w, a.status, ErrorBody{Error: msg, Code: a.code})
 }
 
-// Public returns the *Error a client may see for err, logging what it
-// hides: the detail of a fault of ours, a 5xx.
-func Public(ctx context.Context, log *slog.Logger, err error) *Error {
-	var e *Error
-	switch {
-	case errors.As(err, &e):
-		if e.HTTPStatus() >= 500 {
-			log.WarnContext(ctx, "request failed", "status", e.HTTPStatus(), "code", e.Code, "err", err)
+// public returns the answer and message a client may see for err, logging
+// what it hides: the detail of a fault of ours, a 5xx.
+func public(ctx context.Context, log *slog.Logger, err error, s Statuses) (answer, string) {
+	if a, e, ok := known(err, s); ok {
+		if a.status >= 500 {
+			log.WarnContext(ctx, "request failed", "status", a.status, "code", a.code, "err", err)
 		}
-		return e
+		return a, e.Msg
+	}
+	switch {
 	case ctx.Err() != nil && errors.Is(err, context.Canceled):
 		// The client went away; nobody reads this answer.
 		log.InfoContext(ctx, "client gone", "err", err)
-		return &Error{Code: CodeUnavailable, Message: "request cancelled"}
+		return answer{http.StatusServiceUnavailable, CodeUnavailable, 0}, "request cancelled"
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
 		log.WarnContext(ctx, "request ran out of time", "err", err)
-		return &Error{Code: CodeUnavailable, Message: "the request took too long, please try again", RetryAfter: time.Second}
+		return byKind[problem.Unavailable], "the request took too long, please try again"
 	default:
 		log.ErrorContext(ctx, "internal error", "err", err)
-		return &Error{Code: CodeInternal, Message: "internal error"}
+		return answer{http.StatusInternalServerError, CodeInternal, 0}, "internal error"
 	}
-}
-
-// ErrorJSON is the body of e's answer.
-func ErrorJSON(e *Error) []byte {
-	b, _ := json.Marshal(ErrorBody{Error: e.Message, Code: e.Code})
-	return b
 }
 
 // NotFound answers routes the router does not know. The path is not

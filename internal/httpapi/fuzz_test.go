@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/holdfast/holdfast/internal/problem"
 )
 
 // FuzzParseID checks path ids: a 400 for anything but a positive integer,
@@ -21,7 +23,7 @@ func FuzzParseID(f *testing.F) {
 			if err == nil {
 				t.Fatalf("ParseID(%q) = %d, want an error", s, n)
 			}
-			if e, ok := err.(*Error); !ok || e.Code != CodeInvalid {
+			if e, ok := err.(*problem.Error); !ok || e.Kind != problem.Invalid {
 				t.Fatalf("ParseID(%q) error %v is not invalid_request", s, err)
 			}
 			return

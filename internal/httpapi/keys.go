@@ -7,6 +7,8 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+
+	"github.com/holdfast/holdfast/internal/problem"
 )
 
 // checkKeys walks the objects of raw, a JSON value that has already decoded
@@ -21,10 +23,10 @@ import (
 //
 // A scan of the tokens rather than another JSON library: the decoder's
 // messages stay what clients and tests know, and the rule is one short walk.
-func checkKeys(raw []byte, t reflect.Type) *Error {
+func checkKeys(raw []byte, t reflect.Type) *problem.Error {
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	err := walkValue(dec, t, "", 0)
-	var e *Error
+	var e *problem.Error
 	if errors.As(err, &e) {
 		return e
 	}
@@ -92,13 +94,13 @@ func walkValue(dec *json.Decoder, t reflect.Type, path string, depth int) error 
 				name = path + "." + key
 			}
 			if seen[key] {
-				return Invalid("%s is given twice", name)
+				return problem.Invalidf("%s is given twice", name)
 			}
 			seen[key] = true
 			if fields != nil {
 				ft, ok := fields[key]
 				if !ok {
-					return Invalid("unknown field %q", key)
+					return problem.Invalidf("unknown field %q", key)
 				}
 				elem = ft
 			}

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/holdfast/holdfast/internal/httpapi"
+	"github.com/holdfast/holdfast/internal/problem"
 )
 
 func TestFromRequestReadsOneKey(t *testing.T) {
@@ -37,7 +37,7 @@ func TestFromRequestReadsOneKey(t *testing.T) {
 			}
 			continue
 		}
-		if e, ok := err.(*httpapi.Error); !ok || e.Code != httpapi.CodeInvalid {
+		if e, ok := err.(*problem.Error); !ok || e.Kind != problem.Invalid {
 			t.Errorf("%s: %v, %v, want invalid_request", tc.name, k, err)
 		}
 	}

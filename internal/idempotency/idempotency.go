@@ -18,12 +18,12 @@ package idempotency
 import (
 	"crypto/sha256"
 	"encoding/json"
-	"errors"
 	"log/slog"
 	"net/http"
 	"strings"
 
 	"github.com/holdfast/holdfast/internal/httpapi"
+	"github.com/holdfast/holdfast/internal/problem"
 )
 
 // Header is the request header that carries the key.
@@ -33,8 +33,7 @@ const Header = "Idempotency-Key"
 const MaxKeyLength = 255
 
 // ErrMismatch: the key was used before with other values.
-var ErrMismatch = &httpapi.Error{Code: httpapi.CodeIdempotencyMismatch,
-	Message: "this Idempotency-Key was used with a different request"}
+var ErrMismatch = problem.New(problem.IdempotencyMismatch, "this Idempotency-Key was used with a different request")
 
 // Key is one request's idempotency key, scoped to its endpoint (and, for
 // confirm, its hold), with a hash of the values it asked for.
@@ -72,18 +71,18 @@ func FromRequest(r *http.Request, scope string, values any) (*Key, error) {
 	case len(sent) == 0:
 		return nil, nil
 	case len(sent) > 1:
-		return nil, httpapi.Invalid("send one %s header, not %d", Header, len(sent))
+		return nil, problem.Invalidf("send one %s header, not %d", Header, len(sent))
 	}
 	k := sent[0]
 	if strings.TrimSpace(k) == "" {
-		return nil, httpapi.Invalid("%s is blank", Header)
+		return nil, problem.Invalidf("%s is blank", Header)
 	}
 	if len(k) > MaxKeyLength {
-		return nil, httpapi.Invalid("%s is longer than %d characters", Header, MaxKeyLength)
+		return nil, problem.Invalidf("%s is longer than %d characters", Header, MaxKeyLength)
 	}
 	for _, c := range k {
 		if c < 0x21 || c > 0x7e {
-			return nil, httpapi.Invalid("%s must be printable ASCII without spaces", Header)
+			return nil, problem.Invalidf("%s must be printable ASCII without spaces", Header)
 		}
 	}
 	canonical, err := json.Marshal(values)
@@ -98,19 +97,28 @@ func FromRequest(r *http.Request, scope string, values any) (*Key, error) {
 func Success(status int, v any) Response {
 	body, err := json.Marshal(v)
 	if err != nil {
-		return Response{Status: http.StatusInternalServerError, Body: httpapi.ErrorJSON(&httpapi.Error{Code: httpapi.CodeInternal, Message: "internal error"})}
+		status, body, _ := httpapi.Render(err, nil)
+		return Response{Status: status, Body: mustJSON(body)}
 	}
 	return Response{Status: status, Body: body}
 }
 
-// Failure renders a client-visible error as the response to keep. An error
-// that is not an *httpapi.Error is a fault of ours: a 500, never kept.
-func Failure(err error) Response {
-	var e *httpapi.Error
-	if !errors.As(err, &e) {
+// Failure renders a client-visible error as the response to keep, with the
+// statuses of its endpoint (nil: the usual ones). An error that is not a
+// *problem.Error is a fault of ours: a 500, never kept.
+func Failure(err error, s httpapi.Statuses) Response {
+	status, body, ok := httpapi.Render(err, s)
+	if !ok {
 		return Response{Status: http.StatusInternalServerError}
 	}
-	return Response{Status: e.HTTPStatus(), Body: httpapi.ErrorJSON(e)}
+	return Response{Status: status, Body: mustJSON(body)}
+}
+
+// mustJSON is an error body as JSON; an ErrorBody, two strings, always
+// marshals.
+func mustJSON(b httpapi.ErrorBody) []byte {
+	out, _ := json.Marshal(b)
+	return out
 }
 
 // Write sends a kept response.

@@ -3,7 +3,7 @@ package pass
 import (
 	"errors"
 
-	"github.com/holdfast/holdfast/internal/httpapi"
+	"github.com/holdfast/holdfast/internal/problem"
 )
 
 // Header is the request header that carries a pass.
@@ -13,14 +13,14 @@ const Header = "Queue-Pass"
 // ErrInvalid and ErrExpired with its reason, which clients never see.
 var (
 	// ErrRequired: the event has a queue and the request carried no pass.
-	ErrRequired = &httpapi.Error{Code: httpapi.CodeQueueRequired, Message: "this event has a waiting room: join its queue and send the pass in the Queue-Pass header"}
+	ErrRequired = problem.New(problem.QueueRequired, "this event has a waiting room: join its queue and send the pass in the Queue-Pass header")
 	// ErrInvalid: the pass is malformed, not signed by a key of ours, or
 	// made for another event or another email.
-	ErrInvalid = &httpapi.Error{Code: httpapi.CodePassInvalid, Message: "the Queue-Pass is not a valid pass for this event and email"}
+	ErrInvalid = problem.New(problem.PassInvalid, "the Queue-Pass is not a valid pass for this event and email")
 	// ErrExpired: the pass was good, and its time is up.
-	ErrExpired = &httpapi.Error{Code: httpapi.CodePassExpired, Message: "the Queue-Pass has expired"}
+	ErrExpired = problem.New(problem.PassExpired, "the Queue-Pass has expired")
 	// ErrUsed: the pass's buyer already confirmed a hold made with it.
-	ErrUsed = &httpapi.Error{Code: httpapi.CodePassUsed, Message: "the Queue-Pass was used: its buyer confirmed a hold made with it"}
+	ErrUsed = problem.New(problem.PassUsed, "the Queue-Pass was used: its buyer confirmed a hold made with it")
 )
 
 // Verifier checks passes.

@@ -16,6 +16,7 @@ import (
 
 	"github.com/holdfast/holdfast/internal/clientaddr"
 	"github.com/holdfast/holdfast/internal/httpapi"
+	"github.com/holdfast/holdfast/internal/problem"
 )
 
 // Counter counts a client's requests in one one-second window, shared
@@ -25,7 +26,7 @@ type Counter interface {
 }
 
 // ErrTooMany answers a client over its limit.
-var ErrTooMany = &httpapi.Error{Code: httpapi.CodeBusy, Message: "too many requests from this address, please slow down", RetryAfter: time.Second}
+var ErrTooMany = problem.New(problem.Busy, "too many requests from this address, please slow down")
 
 // Limiter allows each client address perSecond write requests a second.
 type Limiter struct {

@@ -35,6 +35,7 @@ import (
 	"time"
 
 	"github.com/holdfast/holdfast/internal/httpapi"
+	"github.com/holdfast/holdfast/internal/problem"
 )
 
 // EventStatus is one event's stock as the page shows it. Available + Held +
@@ -245,14 +246,14 @@ func paging(r *http.Request) (limit, offset int, err error) {
 	if s := q.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 || n > MaxLimit {
-			return 0, 0, httpapi.Invalid("limit must be an integer from 1 to %d", MaxLimit)
+			return 0, 0, problem.Invalidf("limit must be an integer from 1 to %d", MaxLimit)
 		}
 		limit = n
 	}
 	if s := q.Get("offset"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 0 {
-			return 0, 0, httpapi.Invalid("offset must be a non-negative integer")
+			return 0, 0, problem.Invalidf("offset must be a non-negative integer")
 		}
 		offset = n
 	}

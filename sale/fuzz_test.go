@@ -1,4 +1,4 @@
-package booking
+package sale
 
 import (
 	"encoding/json"
@@ -9,6 +9,7 @@ import (
 	"golang.org/x/text/unicode/norm"
 
 	"github.com/holdfast/holdfast/internal/httpapi"
+	"github.com/holdfast/holdfast/internal/problem"
 )
 
 // FuzzRequestDecoding feeds arbitrary bodies through the decoding and
@@ -34,14 +35,14 @@ func FuzzRequestDecoding(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte) {
 		var req Request
 		if err := httpapi.DecodeBytes(body, &req); err != nil {
-			if _, ok := err.(*httpapi.Error); !ok {
+			if _, ok := err.(*problem.Error); !ok {
 				t.Fatalf("decode error %v is not a client error", err)
 			}
 			return
 		}
 		o, err := req.Order(10)
 		if err != nil {
-			if e, ok := err.(*httpapi.Error); !ok || e.Code != httpapi.CodeInvalid {
+			if e, ok := err.(*problem.Error); !ok || e.Kind != problem.Invalid {
 				t.Fatalf("validation error %v is not invalid_request", err)
 			}
 			return

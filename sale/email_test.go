@@ -1,10 +1,11 @@
-package booking
+package sale
 
 import (
 	"strings"
 	"testing"
 
 	"github.com/holdfast/holdfast/internal/httpapi"
+	"github.com/holdfast/holdfast/internal/problem"
 )
 
 // orderOf decodes body as a request and validates it, as every write
@@ -42,7 +43,7 @@ func TestEmailsAreRefusedOrNormalised(t *testing.T) {
 	for _, c := range refused {
 		if o, err := orderOf(t, body(c.email)); err == nil {
 			t.Errorf("%s: accepted as %q", c.name, o.Email)
-		} else if e, ok := err.(*httpapi.Error); !ok || e.Code != httpapi.CodeInvalid {
+		} else if e, ok := err.(*problem.Error); !ok || e.Kind != problem.Invalid {
 			t.Errorf("%s: %v, want invalid_request", c.name, err)
 		}
 	}

@@ -1,0 +1,122 @@
+package sale
+
+import (
+	"net/mail"
+	"net/netip"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"golang.org/x/text/cases"
+	"golang.org/x/text/unicode/norm"
+
+	"github.com/holdfast/holdfast/internal/httpapi"
+	"github.com/holdfast/holdfast/internal/pass"
+	"github.com/holdfast/holdfast/internal/problem"
+)
+
+// Order is a validated request for tickets.
+type Order struct {
+	EventID int64 `json:"event_id"`
+	// Email is in Unicode NFC, as it is stored.
+	Email    string `json:"user_email"`
+	Quantity int    `json:"quantity"`
+	// Pass is what the request's Queue-Pass came to, for a queued event.
+	// It is no part of the order's values an idempotency key is hashed
+	// over: a key names the order, whichever pass it came with.
+	Pass pass.Gate `json:"-"`
+	// Client is the address the request came from (see package
+	// clientaddr), for the per-client cap; the zero Addr when unknown. It
+	// is no part of the request's values: a retry from another address is
+	// the same request.
+	Client netip.Addr `json:"-"`
+}
+
+// Request is the JSON body of /book/* and POST /holds, as sent. Its fields
+// are loose on purpose so that every mistake gets a precise message from
+// Order instead of a generic decoding error.
+type Request struct {
+	EventID   httpapi.Int `json:"event_id"`
+	UserEmail *string     `json:"user_email"`
+	Quantity  httpapi.Int `json:"quantity"`
+}
+
+// MaxEmailLength is the longest address accepted (RFC 5321's path limit).
+const MaxEmailLength = 254
+
+// Order validates r, allowing at most maxQuantity tickets.
+func (r Request) Order(maxQuantity int) (Order, error) {
+	switch {
+	case !r.EventID.Set:
+		return Order{}, problem.Invalidf("event_id is required")
+	case r.EventID.N <= 0:
+		return Order{}, problem.Invalidf("event_id must be a positive integer")
+	case r.UserEmail == nil:
+		return Order{}, problem.Invalidf("user_email is required")
+	case !r.Quantity.Set:
+		return Order{}, problem.Invalidf("quantity is required")
+	case r.Quantity.N < 1 || r.Quantity.N > int64(maxQuantity):
+		return Order{}, problem.Invalidf("quantity must be between 1 and %d", maxQuantity)
+	}
+	email, err := NormalizeEmail(*r.UserEmail)
+	if err != nil {
+		return Order{}, err
+	}
+	return Order{EventID: r.EventID.N, Email: email, Quantity: int(r.Quantity.N)}, nil
+}
+
+// NormalizeEmail validates a bare address ("a@example.com") of at most
+// MaxEmailLength characters (after NFC, characters rather than bytes: RFC
+// 6532 counts them so) and returns it in Unicode NFC, the form it is stored
+// in. Invalid UTF-8 and any control or format character (categories Cc and
+// Cf: NUL, U+0085, zero-width spaces and joiners, bidi controls, the soft
+// hyphen, the BOM) are refused: they make one address look like another, or
+// like nothing, and PostgreSQL could not store a NUL.
+func NormalizeEmail(s string) (string, error) {
+	bad := problem.Invalidf("user_email must be a bare email address such as a@example.com")
+	if s == "" {
+		return "", problem.Invalidf("user_email is required")
+	}
+	// A JSON decoder turns invalid UTF-8 into U+FFFD, which no address
+	// holds: refused in either form, whichever decoder read the body.
+	if !utf8.ValidString(s) || strings.ContainsRune(s, utf8.RuneError) {
+		return "", problem.Invalidf("user_email is not valid UTF-8")
+	}
+	for _, r := range s {
+		if unicode.In(r, unicode.Cc, unicode.Cf) {
+			return "", problem.Invalidf("user_email must not hold control or format characters (such as U+%04X)", r)
+		}
+	}
+	// NFC can lengthen or shorten a string; the limit is on what is stored.
+	s = norm.NFC.String(s)
+	if utf8.RuneCountInString(s) > MaxEmailLength {
+		return "", problem.Invalidf("user_email is longer than %d characters", MaxEmailLength)
+	}
+	addr, err := mail.ParseAddress(s)
+	if err != nil || addr.Name != "" || addr.Address != s || strings.ContainsAny(s, " \t\r\n<>()\"") {
+		return "", bad
+	}
+	local, domain, _ := strings.Cut(s, "@")
+	if local == "" || domain == "" || strings.HasPrefix(domain, ".") || strings.HasSuffix(domain, ".") {
+		return "", bad
+	}
+	return s, nil
+}
+
+// ValidEmail reports whether s is an address NormalizeEmail accepts.
+func ValidEmail(s string) error {
+	_, err := NormalizeEmail(s)
+	return err
+}
+
+// BuyerKey is the form in which the per-buyer cap compares emails: the
+// NFKC case folding of email (Unicode's compatibility caseless match,
+// D145), so that no spelling of one address (capitals, NFC or NFD, a
+// full-width letter, ß or ss) counts as another buyer. It is the one
+// implementation of that rule: the store writes it beside every booking it
+// makes, and the database counts by it.
+func BuyerKey(email string) string {
+	// A Caser keeps state: one per call, never shared between goroutines.
+	fold := cases.Fold()
+	return norm.NFKC.String(fold.String(norm.NFKD.String(fold.String(norm.NFD.String(email)))))
+}
