@@ -83,7 +83,7 @@ bench: deps build
 # FUZZTIME is how long `make fuzz` (and `make faults`) fuzzes each target;
 # `go test` alone replays their corpora as ordinary tests.
 FUZZTIME ?= 30s
-FUZZ_TARGETS := FuzzRequestDecoding:./booking FuzzParseID:./internal/httpapi \
+FUZZ_TARGETS := FuzzRequestDecoding:./sale FuzzParseID:./internal/httpapi \
 	FuzzParseHoldID:./hold FuzzMoneyArithmetic:./internal/money
 
 # fuzz runs each fuzz target for FUZZTIME, one target per run as go test

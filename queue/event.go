@@ -3,7 +3,7 @@ package queue
 import (
 	"context"
 
-	"github.com/holdfast/holdfast/booking"
+	"github.com/holdfast/holdfast/sale"
 )
 
 // Event reads an event as the waiting room knows it, for the pages that
@@ -11,6 +11,6 @@ import (
 // cache, which the admitter keeps fresh for queued events, so a page view
 // costs PostgreSQL nothing most of the time. booking.ErrEventNotFound when
 // there is no such event.
-func (s *Service) Event(ctx context.Context, id int64) (booking.Event, error) {
+func (s *Service) Event(ctx context.Context, id int64) (sale.Event, error) {
 	return s.event(ctx, id)
 }

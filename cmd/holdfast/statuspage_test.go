@@ -448,10 +448,10 @@ func TestStatusPageInBrowser(t *testing.T) {
 	}
 
 	// Admissions start: the page shows them, and their pace as measured.
-	if err := ts.app.admitter.Start(); err != nil {
+	if err := ts.app.admitter.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ts.app.admitter.Stop(context.Background()) })
+	t.Cleanup(func() { _ = ts.app.admitter.Stop(context.Background()) })
 	admitting := waitShown(t, ctx, "admissions and their pace", func(s shown) bool {
 		q := queueShown(s, queued)
 		rate, err := strconv.ParseFloat(strings.TrimSuffix(q.Rate, "/s"), 64)

@@ -137,13 +137,31 @@ type ErrorBody struct {
 // else is logged with its detail and answered 500 "internal error", so
 // nothing internal reaches a client.
 func WriteError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
-	a, msg := public(r.Context(), log, err, statusesOf(r.Context()))
-	setCode(r.Context(), a.code)
-	if a.retryAfter > 0 {
-		secs := int(math.Ceil(a.retryAfter.Seconds()))
+	a := Public(r, log, err)
+	if a.RetryAfter > 0 {
+		secs := int(math.Ceil(a.RetryAfter.Seconds()))
 		w.Header().Set("Retry-After", strconv.Itoa(secs))
 	}
-	Encode(w, a.status, ErrorBody{Error: msg, Code: a.code})
+	Encode(w, a.Status, ErrorBody{Error: a.Message, Code: a.Code})
+}
+
+// Answer is how an error is answered on an endpoint: what WriteError
+// writes, for a handler that writes a body of its own (the buyer's HTML
+// page).
+type Answer struct {
+	Status     int
+	Code       string
+	Message    string
+	RetryAfter time.Duration
+}
+
+// Public is the answer a client may see for err on r's endpoint. It logs
+// what it hides (the detail of a fault of ours) and notes the code for the
+// metrics, as WriteError does.
+func Public(r *http.Request, log *slog.Logger, err error) Answer {
+	a, msg := public(r.Context(), log, err, statusesOf(r.Context()))
+	setCode(r.Context(), a.code)
+	return Answer{Status: a.status, Code: a.code, Message: msg, RetryAfter: a.retryAfter}
 }
 
 // public returns the answer and message a client may see for err, logging

@@ -34,9 +34,9 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
-	"github.com/holdfast/holdfast/booking"
 	"github.com/holdfast/holdfast/internal/httpapi"
 	"github.com/holdfast/holdfast/queue"
+	"github.com/holdfast/holdfast/sale"
 )
 
 // Places is what the page reads: queue.Service.
@@ -44,7 +44,7 @@ type Places interface {
 	// Get reads a place as its buyer polls it.
 	Get(ctx context.Context, id string) (queue.Place, error)
 	// Event reads the place's event, for its name and pace.
-	Event(ctx context.Context, id int64) (booking.Event, error)
+	Event(ctx context.Context, id int64) (sale.Event, error)
 }
 
 //go:embed page.html
@@ -163,10 +163,9 @@ func handler(places Places, log *slog.Logger, now func() time.Time) http.Handler
 		status := http.StatusOK
 		v, err := placeView(ctx, places, log, chi.URLParam(r, "place_id"), now())
 		if err != nil {
-			e := httpapi.Public(ctx, log, err)
-			httpapi.NoteCode(ctx, e.Code)
-			status = e.HTTPStatus()
-			v = errorView(e, status)
+			e := httpapi.Public(r, log, err)
+			status = e.Status
+			v = errorView(e)
 			if e.RetryAfter > 0 {
 				w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(e.RetryAfter.Seconds()))))
 			}
@@ -195,7 +194,7 @@ func placeView(ctx context.Context, places Places, log *slog.Logger, id string, 
 		return view{}, err
 	}
 	v := view{Kind: string(pl.Status), EventID: pl.EventID, Event: "Event #" + strconv.FormatInt(pl.EventID, 10)}
-	rate := booking.DefaultAdmitPerSecond
+	rate := sale.DefaultAdmitPerSecond
 	var onSale *time.Time
 	switch ev, err := places.Event(ctx, pl.EventID); {
 	case err == nil:
@@ -206,7 +205,7 @@ func placeView(ctx context.Context, places Places, log *slog.Logger, id string, 
 			rate = ev.Queue.AdmitPerSecond
 		}
 		onSale = ev.OnSaleAt
-	case !errors.Is(err, booking.ErrEventNotFound):
+	case !errors.Is(err, sale.ErrEventNotFound):
 		// The place is still worth showing; only the name and pace are
 		// the defaults.
 		log.WarnContext(ctx, "queuepage: read the event", "event", pl.EventID, "err", err)
@@ -263,7 +262,8 @@ func placeView(ctx context.Context, places Places, log *slog.Logger, id string, 
 }
 
 // errorView is the page of a place that cannot be read.
-func errorView(e *httpapi.Error, status int) view {
+func errorView(e httpapi.Answer) view {
+	status := e.Status
 	v := view{Kind: kindError, Event: "holdfast waiting room", Detail: e.Message}
 	switch {
 	case status == http.StatusBadRequest:

@@ -16,20 +16,20 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
-	"github.com/holdfast/holdfast/booking"
 	"github.com/holdfast/holdfast/queue"
+	"github.com/holdfast/holdfast/sale"
 )
 
 // fakePlaces answers one place and one event.
 type fakePlaces struct {
 	place    queue.Place
 	err      error
-	event    booking.Event
+	event    sale.Event
 	eventErr error
 }
 
 func (f fakePlaces) Get(context.Context, string) (queue.Place, error) { return f.place, f.err }
-func (f fakePlaces) Event(context.Context, int64) (booking.Event, error) {
+func (f fakePlaces) Event(context.Context, int64) (sale.Event, error) {
 	return f.event, f.eventErr
 }
 
@@ -51,8 +51,8 @@ func get(t *testing.T, f fakePlaces) (*http.Response, string) {
 	return res, string(body)
 }
 
-func queued(name string, rate int) booking.Event {
-	return booking.Event{ID: 7, Name: name, Queue: &booking.QueueSettings{AdmitPerSecond: rate}}
+func queued(name string, rate int) sale.Event {
+	return sale.Event{ID: 7, Name: name, Queue: &sale.QueueSettings{AdmitPerSecond: rate}}
 }
 
 var refreshRE = regexp.MustCompile(`<meta http-equiv="refresh" content="(\d+)">`)
@@ -62,7 +62,7 @@ func TestPageOfEachStatus(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		place   queue.Place
-		event   booking.Event
+		event   sale.Event
 		refresh string // "": no refresh
 		want    []string
 		not     []string
@@ -85,7 +85,7 @@ func TestPageOfEachStatus(t *testing.T) {
 		{
 			name:    "pre-queue",
 			place:   queue.Place{EventID: 7, Status: queue.StatusWaiting, PollAfterSeconds: ptr(30)},
-			event:   booking.Event{ID: 7, Name: "A", OnSaleAt: ptr(at.Add(90 * time.Minute)), Queue: &booking.QueueSettings{AdmitPerSecond: 5}},
+			event:   sale.Event{ID: 7, Name: "A", OnSaleAt: ptr(at.Add(90 * time.Minute)), Queue: &sale.QueueSettings{AdmitPerSecond: 5}},
 			refresh: "30",
 			want:    []string{"The sale opens in", `data-seconds="5400"`, "1:30:00", "Tue 1 Jan 2030, 13:30 UTC", "drawn at random"},
 		},
@@ -233,7 +233,7 @@ func TestPageWithoutItsEvent(t *testing.T) {
 	t.Parallel()
 	res, body := get(t, fakePlaces{
 		place:    queue.Place{EventID: 7, Status: queue.StatusWaiting, Position: ptr(int64(100)), PollAfterSeconds: ptr(1)},
-		eventErr: booking.ErrEventNotFound,
+		eventErr: sale.ErrEventNotFound,
 	})
 	if res.StatusCode != 200 || !strings.Contains(body, "Event #7") || !strings.Contains(body, "50 admitted a second") {
 		t.Errorf("%d:\n%s", res.StatusCode, body)
