@@ -27,8 +27,19 @@ CREATE UNIQUE INDEX pass_keys_one_current ON pass_keys ((true)) WHERE retired_at
 -- cost it nothing; a query must say queue_place IS NOT NULL to use it.
 CREATE INDEX IF NOT EXISTS bookings_event_queue_place ON bookings (event_id, queue_place) WHERE queue_place IS NOT NULL;
 
--- hold_batch as in 007, with the sale window of 009 and the waiting room's
--- checks, every line marked "010:":
+-- hold_batch as in 006, with this round's checks.
+--
+-- The two caps (007): each request also brings its buyer key
+-- (p_keys[i]) and its client address (p_clients[i], NULL when unknown), and
+-- p_client_cap is the most pending tickets of the event one address may hold
+-- (0: no cap). A request over the address's cap is answered
+-- client_limit_exceeded. Everything 006 says of its plans and its order of
+-- work still holds. The old signature goes: an instance of the previous
+-- version still running during an upgrade fails its batches without keys
+-- until it is replaced.
+--
+-- The sale window of 009 and the waiting room's checks, every line marked
+-- "010:":
 --   * the sale window, read with the event row it locks and by the
 --     database's clock, so an admin's change of the window cannot pass
 --     between the check and the grant: outside it every request of the
@@ -42,7 +53,7 @@ CREATE INDEX IF NOT EXISTS bookings_event_queue_place ON bookings (event_id, que
 --     and one whose place already has a confirmed booking (pass_used);
 --   * the insert records the place in queue_place.
 -- Outcomes gain not_on_sale, sale_closed, queue_required and pass_used.
-DROP FUNCTION hold_batch(bigint, text[], text[], inet[], int[], bigint, int, int);
+DROP FUNCTION hold_batch(bigint, text[], int[], bigint, int);
 
 CREATE FUNCTION hold_batch(p_event bigint, p_emails text[], p_keys text[], p_clients inet[], p_quantities int[],
                            p_ttl_us bigint, p_cap int, p_client_cap int,
