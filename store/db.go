@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"database/sql/driver"
 	"errors"
 	"fmt"
@@ -57,10 +58,11 @@ func Open(ctx context.Context, dsn string, opts DBOptions) (*sqlx.DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	db, err := sqlx.Open("postgres", dsn)
+	pqc, err := pq.NewConnector(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("store: open: %w", err)
 	}
+	db := sqlx.NewDb(sql.OpenDB(connector{pq: pqc}), "postgres")
 	if opts.MaxConns > 0 {
 		db.SetMaxOpenConns(opts.MaxConns)
 		db.SetMaxIdleConns(opts.MaxConns)
@@ -150,7 +152,20 @@ func retrying(ctx context.Context, fn func() error) error {
 }
 
 func runTx(ctx context.Context, db *sqlx.DB, fn func(tx *sqlx.Tx) error) error {
-	tx, err := db.BeginTxx(ctx, nil)
+	conn, err := db.Connx(ctx)
+	if err != nil {
+		return mapErr(ctx, err)
+	}
+	defer conn.Close()
+	// lib/pq cancels a transaction's statement when the context given to
+	// BeginTx ends, COMMIT included, and PostgreSQL answers a commit whose
+	// wait for the synchronous standby is cancelled as done, but perhaps
+	// not replicated. So the request's end must not reach the COMMIT: the
+	// transaction gets a context of its own, bounded, while fn's
+	// statements still run under the request's.
+	txCtx, cancel := detach(ctx)
+	defer cancel()
+	tx, err := conn.BeginTxx(txCtx, nil)
 	if err != nil {
 		return mapErr(ctx, err)
 	}
@@ -161,6 +176,21 @@ func runTx(ctx context.Context, db *sqlx.DB, fn func(tx *sqlx.Tx) error) error {
 	return mapErr(ctx, tx.Commit())
 }
 
+// commitWait is how long a commit may wait for the synchronous standby
+// past the request's deadline before it is cancelled; its outcome is then
+// unknown and the client is told unavailable.
+const commitWait = 10 * time.Second
+
+// detach returns a context the end of ctx does not cancel, ending
+// commitWait after ctx's deadline (or a minute from now without one).
+func detach(ctx context.Context) (context.Context, context.CancelFunc) {
+	d := time.Minute
+	if dl, ok := ctx.Deadline(); ok {
+		d = time.Until(dl)
+	}
+	return context.WithTimeout(context.WithoutCancel(ctx), max(d, 0)+commitWait)
+}
+
 // once returns a connection of the pool to run one write outside a
 // transaction, for the caller to Close. sql.DB runs a query again on a
 // fresh connection when the driver reports the old one bad, and lib/pq
@@ -169,12 +199,44 @@ func runTx(ctx context.Context, db *sqlx.DB, fn func(tx *sqlx.Tx) error) error {
 // (a batch of holds, a new event) happens twice. A Conn never retries; the
 // caller hears ErrUnavailable and the outcome is unknown, as for a lost
 // COMMIT.
-func (s *Store) once(ctx context.Context) (*sqlx.Conn, error) {
+func (s *Store) once(ctx context.Context) (*onceConn, error) {
 	conn, err := s.db.Connx(ctx)
 	if err != nil {
 		return nil, mapErr(ctx, err)
 	}
-	return conn, nil
+	stmtCtx, cancel := detach(ctx)
+	return &onceConn{Conn: conn, ctx: stmtCtx, cancel: cancel}, nil
+}
+
+// onceConn runs its one statement under a context of its own (see detach):
+// the statement commits as it ends, and a cancel then would make the
+// commit's outcome unknown for no gain. Its query methods ignore the
+// context they are given.
+type onceConn struct {
+	*sqlx.Conn
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+// QueryContext runs q under the connection's own context.
+func (c *onceConn) QueryContext(_ context.Context, q string, args ...any) (*sql.Rows, error) {
+	return c.Conn.QueryContext(c.ctx, q, args...)
+}
+
+// GetContext runs q under the connection's own context.
+func (c *onceConn) GetContext(_ context.Context, dest any, q string, args ...any) error {
+	return c.Conn.GetContext(c.ctx, dest, q, args...)
+}
+
+// ExecContext runs q under the connection's own context.
+func (c *onceConn) ExecContext(_ context.Context, q string, args ...any) (sql.Result, error) {
+	return c.Conn.ExecContext(c.ctx, q, args...)
+}
+
+// Close returns the connection to the pool.
+func (c *onceConn) Close() error {
+	defer c.cancel()
+	return c.Conn.Close()
 }
 
 // errRetry marks an error inTx may run the transaction again for.
@@ -191,6 +253,9 @@ func mapErr(ctx context.Context, err error) error {
 	if err == nil {
 		return nil
 	}
+	if errors.Is(err, errUnknownOutcome) {
+		return fmt.Errorf("%w: %v", booking.ErrUnavailable, err)
+	}
 	if ctxErr := ctx.Err(); ctxErr != nil {
 		return fmt.Errorf("store: %w (%v)", ctxErr, err)
 	}
@@ -198,6 +263,8 @@ func mapErr(ctx context.Context, err error) error {
 		switch pqErr.Code {
 		case "40001", "40P01": // serialization_failure, deadlock_detected
 			return fmt.Errorf("%w: %v", errRetry, err)
+		case "25006": // read_only_sql_transaction: a standby, or a primary being demoted
+			return fmt.Errorf("%w: %v", booking.ErrUnavailable, err)
 		case "55P03": // lock_not_available: lock_timeout passed
 			return fmt.Errorf("%w: %v", booking.ErrBusy, err)
 		case "23514": // check_violation
