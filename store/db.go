@@ -323,3 +323,44 @@ func code(err error) string {
 	}
 	return ""
 }
+
+// DBRole is what the server a pool reaches is in a cluster.
+type DBRole struct {
+	// Role is "primary" (takes writes) or "standby" (in recovery).
+	Role string
+	// Replication is "synchronous" when commits wait for a standby that
+	// is in sync, "waiting" when a synchronous standby is named but none
+	// is in sync (commits wait until one is, or until they are cancelled),
+	// and "asynchronous" when none is named (commits do not wait; a
+	// failover may lose the latest).
+	Replication string
+}
+
+// qDBRole reads the role and the replication mode. A standby named in
+// synchronous_standby_names shows sync_state sync, or quorum under ANY n
+// (pg_auto_failover's form); reading it takes pg_read_all_stats or
+// superuser, without which Replication reads "waiting".
+const qDBRole = `SELECT pg_is_in_recovery(), current_setting('synchronous_standby_names') <> '',
+	(SELECT count(*) FROM pg_stat_replication WHERE sync_state IN ('sync', 'quorum'))`
+
+// ReadDBRole asks the server the pool reaches for its role.
+func ReadDBRole(ctx context.Context, db *sqlx.DB) (DBRole, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	var standby, named bool
+	var inSync int
+	if err := db.QueryRowContext(ctx, qDBRole).Scan(&standby, &named, &inSync); err != nil {
+		return DBRole{}, mapErr(ctx, err)
+	}
+	r := DBRole{Role: "primary", Replication: "asynchronous"}
+	if standby {
+		r.Role = "standby"
+	}
+	switch {
+	case named && inSync > 0:
+		r.Replication = "synchronous"
+	case named:
+		r.Replication = "waiting"
+	}
+	return r, nil
+}

@@ -65,6 +65,20 @@ type Source interface {
 	LatestHolds(ctx context.Context, limit int) ([]HoldStatus, error)
 }
 
+// Database is the server the feed reads, as the page shows it: Role
+// "primary" or "standby", Replication "synchronous", "waiting" or
+// "asynchronous" (see store.DBRole).
+type Database struct {
+	Role        string
+	Replication string
+}
+
+// DatabaseSource is a Source that can also say what its database is; the
+// feed then carries it, and the page shows it beside the time.
+type DatabaseSource interface {
+	Database(ctx context.Context) (Database, error)
+}
+
 // Paging of GET /status.json, and how many holds it shows.
 const (
 	DefaultLimit = 20
@@ -163,10 +177,16 @@ type holdJSON struct {
 	SecondsLeft int       `json:"seconds_left"`
 }
 
+type databaseJSON struct {
+	Role        string `json:"role"`
+	Replication string `json:"replication"`
+}
+
 type feed struct {
-	GeneratedAt time.Time   `json:"generated_at"`
-	Events      []eventJSON `json:"events"`
-	Holds       []holdJSON  `json:"holds"`
+	GeneratedAt time.Time     `json:"generated_at"`
+	Database    *databaseJSON `json:"database,omitempty"`
+	Events      []eventJSON   `json:"events"`
+	Holds       []holdJSON    `json:"holds"`
 }
 
 // FeedHandler serves GET /status.json?limit=&offset=: a page of events,
@@ -198,6 +218,13 @@ func feedHandler(src Source, log *slog.Logger, now func() time.Time) http.Handle
 		}
 		at := now().UTC()
 		out := feed{GeneratedAt: at, Events: make([]eventJSON, len(events)), Holds: make([]holdJSON, len(holds))}
+		if ds, ok := src.(DatabaseSource); ok {
+			// The page is for watching; a role it cannot read leaves
+			// the rest of the feed as it is.
+			if db, err := ds.Database(ctx); err == nil {
+				out.Database = &databaseJSON{Role: db.Role, Replication: db.Replication}
+			}
+		}
 		for i, e := range events {
 			out.Events[i] = eventJSON(e)
 		}
