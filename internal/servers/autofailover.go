@@ -144,6 +144,15 @@ func StartAutoFailover(ctx context.Context, opts AutoFailoverOptions) (_ *AutoFa
 	if err := af.WaitHealthy(ctx, 2*time.Minute); err != nil {
 		return nil, err
 	}
+	// `config set` tells the running keeper to reload with SIGHUP, which
+	// kills one still initialising; steady, it takes the new timeout at
+	// once, and keeps it across restarts.
+	for _, n := range af.Nodes {
+		if err := af.autoctlCmd(ctx, "config", "set", "--pgdata", n.pgdata,
+			"timeout.network_partition_timeout", strconv.Itoa(int(NetworkPartitionTimeout.Seconds()))); err != nil {
+			return nil, err
+		}
+	}
 	return af, nil
 }
 
@@ -245,7 +254,7 @@ func (af *AutoFailover) startNode(ctx context.Context, n *AFNode) error {
 		registered = err == nil && count == 1
 		if !registered {
 			if n.exited() {
-				return fmt.Errorf("servers: pg_autoctl %s exited at start:\n%s", n.name, tail(n.log, 3000))
+				return fmt.Errorf("servers: pg_autoctl %s exited at start (%v):\n%s", n.name, n.exitErr(), tail(n.log, 3000))
 			}
 			if time.Now().After(deadline) || ctx.Err() != nil {
 				return fmt.Errorf("servers: %s never registered with the monitor: %v\n%s", n.name, err, tail(n.log, 3000))
@@ -253,10 +262,7 @@ func (af *AutoFailover) startNode(ctx context.Context, n *AFNode) error {
 			time.Sleep(100 * time.Millisecond)
 		}
 	}
-	// The keeper reloads its configuration when told: the running one
-	// takes the new timeout at once.
-	return af.autoctlCmd(ctx, "config", "set", "--pgdata", n.pgdata,
-		"timeout.network_partition_timeout", strconv.Itoa(int(NetworkPartitionTimeout.Seconds())))
+	return nil
 }
 
 // WaitHealthy waits until one node is primary and the other its standby,
@@ -527,4 +533,14 @@ func waitSQL(ctx context.Context, db *sql.DB, timeout time.Duration) error {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// exitErr is how the keeper ended, nil while it runs.
+func (n *AFNode) exitErr() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.proc == nil || !n.proc.exited() {
+		return nil
+	}
+	return n.proc.err
 }
