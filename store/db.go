@@ -173,8 +173,22 @@ func runTx(ctx context.Context, db *sqlx.DB, fn func(tx *sqlx.Tx) error) error {
 	if err := fn(tx); err != nil {
 		return err
 	}
+	if _, err := tx.ExecContext(ctx, qSettle); err != nil {
+		return mapErr(ctx, err)
+	}
 	return mapErr(ctx, tx.Commit())
 }
+
+// qSettle writes a record to the WAL, a transactional logical message (a
+// few bytes, no table), so that the COMMIT waits for the synchronous
+// standby as any write's does; a transaction that wrote nothing does not
+// wait. One that only read may have read a commit the standby lacks (the
+// confirm that answered unavailable, retried): told to the client, it
+// would be a success a failover can take back. WAL is replicated in order,
+// so once this commit is on the standby, so is everything the transaction
+// read. (An xid alone is not enough: PostgreSQL waits only for a
+// transaction that wrote WAL before its commit record.)
+const qSettle = `SELECT pg_logical_emit_message(true, 'holdfast', '')`
 
 // commitWait is how long a commit may wait for the synchronous standby
 // past the request's deadline before it is cancelled; its outcome is then

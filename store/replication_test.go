@@ -14,6 +14,7 @@ import (
 
 	"github.com/holdfast/holdfast/booking"
 	"github.com/holdfast/holdfast/hold"
+	"github.com/holdfast/holdfast/internal/idempotency"
 	"github.com/holdfast/holdfast/internal/servers"
 	"github.com/holdfast/holdfast/internal/testenv"
 	"github.com/holdfast/holdfast/store"
@@ -259,4 +260,78 @@ func TestMultiHostURL(t *testing.T) {
 	s := newStoreURL(t, multi)
 	ev := newEvent(t, s, 10)
 	takeHold(t, s, ev, 1, time.Minute)
+}
+
+// TestReplayWaitsForTheStandby: what a client is told again must be as
+// safe as what it was told first. A confirm whose commit was not known to
+// be replicated answered unavailable; its retry must not replay the kept
+// response, nor read the hold as confirmed, from the primary's local copy
+// alone: the retry waits for the standby as a write would, and answers
+// unavailable again when that wait is cancelled.
+func TestReplayWaitsForTheStandby(t *testing.T) {
+	t.Parallel()
+	syncURL, localURL := syncServer(t)
+	setup := onePool(t, localURL)
+	s := newStoreURL(t, syncURL)
+	ev := newEvent(t, setup, 10)
+	h := takeHold(t, setup, ev, 1, time.Minute)
+	key := &idempotency.Key{Scope: "confirm", Key: "k-" + h.ID.String(), Hash: []byte("h")}
+	render := func(hold.Hold, error) idempotency.Response {
+		return idempotency.Response{Status: 200, Body: []byte(`{}`)}
+	}
+
+	// settle runs write, cancels its wait for the standby and returns
+	// what it answered; it fails the test if write answered without
+	// waiting.
+	settle := func(what string, write func() error) error {
+		t.Helper()
+		done := make(chan error, 1)
+		go func() { done <- write() }()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			select {
+			case err := <-done:
+				t.Fatalf("%s answered %v without waiting for the standby", what, err)
+			default:
+			}
+			var pids []int
+			if err := setup.DB().SelectContext(context.Background(), &pids, `SELECT pid FROM pg_stat_activity WHERE wait_event = 'SyncRep'`); err != nil {
+				t.Fatal(err)
+			}
+			if len(pids) > 0 {
+				if _, err := setup.DB().ExecContext(context.Background(), `SELECT pg_cancel_backend($1)`, pids[0]); err != nil {
+					t.Fatal(err)
+				}
+				return <-done
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s never waited for the standby", what)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	err := settle("the first confirm", func() error {
+		_, err := s.Confirm(context.Background(), h.ID, key, render)
+		return err
+	})
+	if !errors.Is(err, booking.ErrUnavailable) {
+		t.Fatalf("first confirm: %v; want ErrUnavailable", err)
+	}
+	err = settle("the replay of its key", func() error {
+		_, err := s.Replay(context.Background(), key)
+		return err
+	})
+	if !errors.Is(err, booking.ErrUnavailable) {
+		t.Errorf("replay: %v; want ErrUnavailable", err)
+	}
+	err = settle("a confirm without the key", func() error {
+		out, err := s.Confirm(context.Background(), h.ID, nil, render)
+		if err == nil && out.Err != nil {
+			return out.Err
+		}
+		return err
+	})
+	if !errors.Is(err, booking.ErrUnavailable) {
+		t.Errorf("confirm again: %v; want ErrUnavailable", err)
+	}
 }
