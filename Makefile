@@ -110,4 +110,4 @@ faults: deps build
 # under load, the primary lost in each way the suite knows; see the README's
 # "Running on a PostgreSQL cluster".
 ha: deps build
-	HOLDFAST_HA=long HOLDFAST_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -v -run 'TestAutoFailover|TestFailover' -timeout 30m ./internal/servers/ ./internal/faults/
+	HOLDFAST_HA=long HOLDFAST_BIN=$(CURDIR)/$(BIN) $(GO) test -p 1 -count=1 -v -run 'TestAutoFailover|TestFailover' -timeout 30m ./internal/servers/ ./internal/faults/

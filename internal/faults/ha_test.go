@@ -198,8 +198,10 @@ func loseStandby(t *testing.T, c *cluster, f form) (window, string) {
 	}
 	pdb := nodeDB(t, p)
 	var names string
-	if err := pdb.QueryRowContext(ctx, `SELECT current_setting('synchronous_standby_names')`).Scan(&names); err != nil || names == "" {
-		t.Fatalf("before the fault synchronous_standby_names is %q (%v); want a standby named", names, err)
+	var inSync int
+	if err := pdb.QueryRowContext(ctx, `SELECT current_setting('synchronous_standby_names'),
+		(SELECT count(*) FROM pg_stat_replication WHERE sync_state IN ('sync', 'quorum'))`).Scan(&names, &inSync); err != nil || names == "" || inSync == 0 {
+		t.Fatalf("before the fault synchronous_standby_names is %q with %d standbys in sync (%v); want one", names, inSync, err)
 	}
 	from := time.Now()
 	s.Kill()
@@ -248,7 +250,15 @@ func loseStandby(t *testing.T, c *cluster, f form) (window, string) {
 	}
 	waited := wrote.at.Sub(from)
 	if waited < 500*time.Millisecond {
-		t.Errorf("the write begun as the standby died committed after %s: it did not wait for the standby", waited)
+		// Only the monitor may let the primary commit alone: a recent
+		// wait_primary in its events explains a write that did not wait
+		// (a busy machine's health checks can time out); nothing else
+		// does.
+		if events := c.monitorEvents(t, p.Name(), "wait_primary", from.Add(-3*time.Second)); len(events) > 0 {
+			t.Logf("lose-standby: the write committed after %s; the monitor had just let %s commit alone: %s", waited, p.Name(), strings.Join(events, "; "))
+		} else {
+			t.Errorf("the write begun as the standby died committed after %s: it did not wait for the standby, and the monitor never let %s commit alone", waited, p.Name())
+		}
 	}
 	t.Logf("lose-standby: /ready said replication %v while the standby was away", slices.Sorted(maps.Keys(seen)))
 	if err := s.Start(ctx); err != nil {
@@ -312,6 +322,32 @@ func cutOffPrimary(t *testing.T, c *cluster, f form) (window, string) {
 		s.Name(), cutOff(f), cancelled, p.Name(), p.Name(), s.Name(), wrote.Sub(killed).Round(100*time.Millisecond))
 }
 
+// monitorEvents returns the monitor's events since then that assigned node
+// the goal state goal.
+func (c *cluster) monitorEvents(t *testing.T, node, goal string, since time.Time) []string {
+	t.Helper()
+	db, err := sql.Open("postgres", c.af.MonitorURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	rows, err := db.QueryContext(context.Background(), `SELECT to_char(eventtime, 'HH24:MI:SS.MS') || ' ' || description
+		FROM pgautofailover.event WHERE nodename = $1 AND goalstate::text = $2 AND eventtime > $3 ORDER BY eventid`, node, goal, since)
+	if err != nil {
+		t.Errorf("read the monitor's events: %v", err)
+		return nil
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var e string
+		if err := rows.Scan(&e); err == nil {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
 // resolveUnsure asks again, with the same key, for every confirm that got
 // no definite answer during the fault, and requires a definite answer now
 // that matches the database: 200 only for a hold confirmed there.
@@ -372,6 +408,25 @@ func (c *cluster) firstHolds(t *testing.T, recs []record, w window) {
 	}
 }
 
+// primaryReplication reads what the cluster's primary is, as /ready
+// words it.
+func (c *cluster) primaryReplication(t *testing.T) string {
+	t.Helper()
+	var named bool
+	var inSync int
+	err := c.openDB(t).QueryRowContext(context.Background(), `SELECT current_setting('synchronous_standby_names') <> '',
+		(SELECT count(*) FROM pg_stat_replication WHERE sync_state IN ('sync', 'quorum'))`).Scan(&named, &inSync)
+	switch {
+	case err != nil:
+		return "unreadable: " + err.Error()
+	case named && inSync > 0:
+		return "primary/synchronous"
+	case named:
+		return "primary/waiting"
+	}
+	return "primary/asynchronous"
+}
+
 // readyReplication reads an instance's /ready replication field.
 func (c *cluster) readyReplication(in *instance) (string, bool) {
 	client := &http.Client{Timeout: time.Second}
@@ -395,12 +450,18 @@ func (c *cluster) readyShows(t *testing.T, role, replication string) {
 	want := role + "/" + replication
 	for _, in := range c.insts {
 		got := ""
-		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
 			if got, _ = c.readyReplication(in); got == want {
 				break
 			}
 		}
 		if got != want {
+			// The monitor of a busy machine may have let the primary
+			// commit alone again; /ready must then say what is so.
+			if is := c.primaryReplication(t); got == is {
+				t.Logf("instance %s: /ready says %q, as the primary is: the monitor changed it", in.name, got)
+				continue
+			}
 			t.Errorf("instance %s: /ready says %q; want %q", in.name, got, want)
 		}
 	}
