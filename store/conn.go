@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql/driver"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -26,10 +27,15 @@ var errUnknownOutcome = errors.New("store: the write's outcome is unknown")
 // met a read-only server or a shutdown leaves the pool.
 type connector struct{ pq *pq.Connector }
 
+// errConnect is a connection that could not be made, for any reason: no
+// node answered, or none takes writes (lib/pq reports that in plain
+// errors), or the server refused us. The service cannot sell without one.
+var errConnect = errors.New("store: no connection to a server that takes writes")
+
 func (c connector) Connect(ctx context.Context) (driver.Conn, error) {
 	dc, err := c.pq.Connect(ctx)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", errConnect, err)
 	}
 	w := &conn{inner: dc}
 	pq.SetNoticeHandler(dc, w.notice)

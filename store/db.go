@@ -38,6 +38,21 @@ type DBOptions struct {
 // Open connects to PostgreSQL with every connection carrying opts' timeouts,
 // and checks the server answers.
 func Open(ctx context.Context, dsn string, opts DBOptions) (*sqlx.DB, error) {
+	db, err := open(dsn, opts)
+	if err != nil {
+		return nil, err
+	}
+	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := db.PingContext(pingCtx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: connect: %w", err)
+	}
+	return db, nil
+}
+
+// open builds the pool without connecting.
+func open(dsn string, opts DBOptions) (*sqlx.DB, error) {
 	params := map[string]string{
 		"timezone": "UTC",
 		// One round trip per parameterised statement instead of two:
@@ -68,12 +83,6 @@ func Open(ctx context.Context, dsn string, opts DBOptions) (*sqlx.DB, error) {
 		db.SetMaxIdleConns(opts.MaxConns)
 	}
 	db.SetConnMaxIdleTime(5 * time.Minute)
-	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if err := db.PingContext(pingCtx); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("store: connect: %w", err)
-	}
 	return db, nil
 }
 
@@ -267,7 +276,7 @@ func mapErr(ctx context.Context, err error) error {
 	if err == nil {
 		return nil
 	}
-	if errors.Is(err, errUnknownOutcome) {
+	if errors.Is(err, errUnknownOutcome) || errors.Is(err, errConnect) {
 		return fmt.Errorf("%w: %v", booking.ErrUnavailable, err)
 	}
 	if ctxErr := ctx.Err(); ctxErr != nil {

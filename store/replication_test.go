@@ -335,3 +335,32 @@ func TestReplayWaitsForTheStandby(t *testing.T) {
 		t.Errorf("confirm again: %v; want ErrUnavailable", err)
 	}
 }
+
+// TestNoWritableServerIsUnavailable: while no node of the URL takes writes
+// (the moment between a primary's demotion and its standby's promotion),
+// lib/pq's connect fails with a plain error; that is unavailable, never an
+// internal error.
+func TestNoWritableServerIsUnavailable(t *testing.T) {
+	t.Parallel()
+	url := testenv.DatabaseURL(t)
+	s := newStoreURL(t, url)
+	ev := newEvent(t, s, 10)
+	// Every session of this pool starts read-only, as on a standby.
+	ro := newStoreURLLazy(t, url+"&target_session_attrs=read-write&default_transaction_read_only=on")
+	_, err := ro.CreateHolds(context.Background(), ev, []hold.Request{request(ev, "a@example.com", 1)}, time.Minute, noRender)
+	if !errors.Is(err, booking.ErrUnavailable) {
+		t.Fatalf("hold with no writable server: %v; want ErrUnavailable", err)
+	}
+}
+
+// newStoreURLLazy is newStoreURL for a URL Open's first connection may
+// fail on: it builds the pool without checking the server answers.
+func newStoreURLLazy(t *testing.T, url string) *store.Store {
+	t.Helper()
+	db, err := store.OpenLazy(url, store.DBOptions{MaxConns: 2, LockTimeout: 5 * time.Second, StatementTimeout: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return store.New(db)
+}
