@@ -318,8 +318,20 @@ func cutOffPrimary(t *testing.T, c *cluster, f form) (window, string) {
 	if cancelled == 0 {
 		t.Errorf("no commit waited for the stopped standby: the scenario tested nothing")
 	}
-	return window{from, wrote}, fmt.Sprintf("standby %s's WAL receiver stopped %s, %d waiting commits cancelled on %s; %s killed; first write on %s %s after the kill",
+	note := fmt.Sprintf("standby %s's WAL receiver stopped %s, %d waiting commits cancelled on %s; %s killed; first write on %s %s after the kill",
 		s.Name(), cutOff(f), cancelled, p.Name(), p.Name(), s.Name(), wrote.Sub(killed).Round(100*time.Millisecond))
+	if f.clients > haShort.clients {
+		// The old primary holds commits the new one never had: it must
+		// be rewound before it can follow it.
+		if err := p.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.af.WaitHealthy(ctx, 2*time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		note += fmt.Sprintf("; %s rewound and back as the standby %s after the kill", p.Name(), time.Since(killed).Round(100*time.Millisecond))
+	}
+	return window{from, wrote}, note
 }
 
 // monitorEvents returns the monitor's events since then that assigned node
