@@ -199,6 +199,16 @@ func runTx(ctx context.Context, db *sqlx.DB, fn func(tx *sqlx.Tx) error) error {
 // transaction that wrote WAL before its commit record.)
 const qSettle = `SELECT pg_logical_emit_message(true, 'holdfast', '')`
 
+// settle makes what conn has read outside a transaction safe to tell: its
+// own commit, of qSettle, waits for the synchronous standby, on the same
+// server the read came from. A cancelled wait is an unknown outcome.
+func settle(ctx context.Context, conn *onceConn) error {
+	if _, err := conn.ExecContext(ctx, qSettle); err != nil {
+		return mapErr(ctx, err)
+	}
+	return nil
+}
+
 // commitWait is how long a commit may wait for the synchronous standby
 // past the request's deadline before it is cancelled; its outcome is then
 // unknown and the client is told unavailable.

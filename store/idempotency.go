@@ -66,8 +66,8 @@ func (s *Store) Replay(ctx context.Context, key *idempotency.Key) (*idempotency.
 	if err != nil {
 		return nil, err
 	}
-	if _, err := conn.ExecContext(ctx, qSettle); err != nil {
-		return nil, mapErr(ctx, err)
+	if err := settle(ctx, conn); err != nil {
+		return nil, err
 	}
 	return res, nil
 }

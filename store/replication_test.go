@@ -334,6 +334,19 @@ func TestReplayWaitsForTheStandby(t *testing.T) {
 	if !errors.Is(err, booking.ErrUnavailable) {
 		t.Errorf("confirm again: %v; want ErrUnavailable", err)
 	}
+	err = settle("a read of the confirmed hold", func() error {
+		_, err := s.Hold(context.Background(), h.ID)
+		return err
+	})
+	if !errors.Is(err, booking.ErrUnavailable) {
+		t.Errorf("read the hold: %v; want ErrUnavailable", err)
+	}
+	// A hold that is not confirmed promises nothing: its read waits for
+	// no standby.
+	pending := takeHold(t, setup, ev, 1, time.Minute)
+	if got, err := s.Hold(context.Background(), pending.ID); err != nil || got.Status != hold.StatusPending {
+		t.Errorf("read a pending hold: %v %v; want it pending at once", got.Status, err)
+	}
 }
 
 // TestNoWritableServerIsUnavailable: while no node of the URL takes writes
