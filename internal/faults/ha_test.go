@@ -203,6 +203,7 @@ func loseStandby(t *testing.T, c *cluster, f form) (window, string) {
 		(SELECT count(*) FROM pg_stat_replication WHERE sync_state IN ('sync', 'quorum'))`).Scan(&names, &inSync); err != nil || names == "" || inSync == 0 {
 		t.Fatalf("before the fault synchronous_standby_names is %q with %d standbys in sync (%v); want one", names, inSync, err)
 	}
+	c.waitSyncInForce(t, pdb, s)
 	from := time.Now()
 	s.Kill()
 	// A write begun now must wait until the monitor lets the primary
@@ -270,6 +271,43 @@ func loseStandby(t *testing.T, c *cluster, f form) (window, string) {
 	c.readyShows(t, "primary", "synchronous")
 	return window{from, wrote.at}, fmt.Sprintf("standby %s killed; a write waited %s, until the monitor let %s commit alone (%s after the kill); %s back in sync %s after the kill",
 		s.Name(), waited.Round(100*time.Millisecond), p.Name(), alone.Sub(from).Round(100*time.Millisecond), s.Name(), time.Since(from).Round(100*time.Millisecond))
+}
+
+// waitSyncInForce waits until a commit on the primary really waits for
+// standby s. PostgreSQL applies a new synchronous_standby_names when its
+// checkpointer processes the reload, which a checkpoint that is behind
+// schedule defers: until then commits do not wait, though the setting and
+// pg_stat_replication already name the standby. The probe stops the
+// standby's WAL receiver and requires a write to wait; CHECKPOINT hurries
+// a checkpoint in progress along.
+func (c *cluster) waitSyncInForce(t *testing.T, pdb *sql.DB, s *servers.AFNode) {
+	t.Helper()
+	ctx := context.Background()
+	for attempt := 1; attempt <= 20; attempt++ {
+		pid, err := s.SignalWALReceiver(ctx, syscall.SIGSTOP)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The deadline cancels the wait; PostgreSQL then reports the
+		// commit done (with a warning this plain pool ignores), so the
+		// time taken is what tells.
+		wctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		began := time.Now()
+		_, _ = pdb.ExecContext(wctx, `INSERT INTO failover_probe DEFAULT VALUES`)
+		waited := time.Since(began) >= 400*time.Millisecond
+		cancel()
+		_ = syscall.Kill(pid, syscall.SIGCONT)
+		if waited {
+			if attempt > 1 {
+				t.Logf("synchronous replication in force after %d probes", attempt)
+			}
+			return
+		}
+		t.Logf("probe %d: a commit did not wait for the stopped standby: PostgreSQL has not applied synchronous_standby_names yet; CHECKPOINT", attempt)
+		_, _ = pdb.ExecContext(ctx, `CHECKPOINT`)
+		time.Sleep(500 * time.Millisecond)
+	}
+	t.Fatalf("synchronous replication never came into force on the primary")
 }
 
 // cutOffPrimary is the one way a failover could lose a confirmed booking.

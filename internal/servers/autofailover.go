@@ -451,22 +451,60 @@ func (n *AFNode) Running() bool {
 
 func (n *AFNode) exited() bool { return !n.Running() }
 
-// Kill sends SIGKILL to the keeper, its PostgreSQL and every backend (one
-// process group), as a machine that loses power would, and waits for the
-// keeper to be gone.
+// Kill sends SIGKILL to the keeper, its PostgreSQL and every one of
+// PostgreSQL's processes, as a machine that loses power would, and waits
+// for the keeper to be gone. PostgreSQL puts each child (backend, WAL
+// sender or receiver) in a process group of its own, so the keeper's group
+// does not hold them: left alive, a WAL receiver would go on acknowledging
+// commits for a moment after its node "died". The postmaster is stopped
+// first, so that it forks no child while they are found.
 func (n *AFNode) Kill() {
 	n.mu.Lock()
 	proc := n.proc
 	n.mu.Unlock()
 	pid, _ := n.PostmasterPID()
+	if pid > 0 {
+		_ = syscall.Kill(pid, syscall.SIGSTOP)
+		for _, child := range children(pid) {
+			_ = syscall.Kill(child, syscall.SIGKILL)
+		}
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
 	if proc != nil && !proc.exited() {
 		_ = syscall.Kill(-proc.cmd.Process.Pid, syscall.SIGKILL)
 		<-proc.done
 	}
-	// The postmaster is in the keeper's group; this catches one that is not.
-	if pid > 0 {
-		_ = syscall.Kill(pid, syscall.SIGKILL)
+}
+
+// children lists the processes whose parent is pid, from /proc.
+func children(pid int) []int {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
 	}
+	var out []int
+	for _, e := range entries {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces and parentheses.
+		i := strings.LastIndexByte(string(b), ')')
+		if i < 0 {
+			continue
+		}
+		fields := strings.Fields(string(b[i+1:]))
+		if len(fields) > 1 {
+			if ppid, err := strconv.Atoi(fields[1]); err == nil && ppid == pid {
+				out = append(out, child)
+			}
+		}
+	}
+	return out
 }
 
 // KillPostmaster sends SIGKILL to the node's postmaster alone; the keeper
