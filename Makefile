@@ -13,7 +13,7 @@ BIN := bin/holdfast
 # Run as root (CI, containers) apt-get needs no sudo; otherwise use it.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build run test test-go test-k6 experiment bench faults fuzz vet fmt clean
+.PHONY: all deps build run test test-go test-k6 experiment bench faults ha fuzz vet fmt clean
 
 all: build
 
@@ -30,6 +30,11 @@ deps:
 		echo "deps: installing chromium (for the status page's browser test)"; \
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; \
+	fi
+	@if ! command -v pg_autoctl >/dev/null; then \
+		echo "deps: installing postgresql-15-auto-failover (for the failover tests)"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql-15-auto-failover >/dev/null; \
 	fi
 	@# Debian starts the packaged servers; holdfast never uses them.
 	@if [ -x "$(K6)" ]; then :; else echo "deps: installing k6 $(K6_VERSION)"; $(GO) install go.k6.io/k6@$(K6_VERSION); fi
@@ -102,3 +107,10 @@ fuzz:
 faults: deps build
 	HOLDFAST_FAULTS=long HOLDFAST_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -v -run TestFaults -timeout 30m ./internal/faults/
 	$(MAKE) fuzz
+
+# ha runs the long failover suite: a private pg_auto_failover cluster (a
+# monitor and two nodes, fresh for each scenario), two holdfast instances
+# under load, the primary lost in each way the suite knows; see the README's
+# "Running on a PostgreSQL cluster".
+ha: deps build
+	HOLDFAST_HA=long HOLDFAST_BIN=$(CURDIR)/$(BIN) $(GO) test -p 1 -count=1 -v -run 'TestAutoFailover|TestFailover' -timeout 30m ./internal/servers/ ./internal/faults/

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"database/sql/driver"
 	"errors"
 	"fmt"
@@ -37,6 +38,21 @@ type DBOptions struct {
 // Open connects to PostgreSQL with every connection carrying opts' timeouts,
 // and checks the server answers.
 func Open(ctx context.Context, dsn string, opts DBOptions) (*sqlx.DB, error) {
+	db, err := open(dsn, opts)
+	if err != nil {
+		return nil, err
+	}
+	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := db.PingContext(pingCtx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: connect: %w", err)
+	}
+	return db, nil
+}
+
+// open builds the pool without connecting.
+func open(dsn string, opts DBOptions) (*sqlx.DB, error) {
 	params := map[string]string{
 		"timezone": "UTC",
 		// One round trip per parameterised statement instead of two:
@@ -57,21 +73,16 @@ func Open(ctx context.Context, dsn string, opts DBOptions) (*sqlx.DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	db, err := sqlx.Open("postgres", dsn)
+	pqc, err := pq.NewConnector(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("store: open: %w", err)
 	}
+	db := sqlx.NewDb(sql.OpenDB(connector{pq: pqc}), "postgres")
 	if opts.MaxConns > 0 {
 		db.SetMaxOpenConns(opts.MaxConns)
 		db.SetMaxIdleConns(opts.MaxConns)
 	}
 	db.SetConnMaxIdleTime(5 * time.Minute)
-	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if err := db.PingContext(pingCtx); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("store: connect: %w", err)
-	}
 	return db, nil
 }
 
@@ -150,7 +161,20 @@ func retrying(ctx context.Context, fn func() error) error {
 }
 
 func runTx(ctx context.Context, db *sqlx.DB, fn func(tx *sqlx.Tx) error) error {
-	tx, err := db.BeginTxx(ctx, nil)
+	conn, err := db.Connx(ctx)
+	if err != nil {
+		return mapErr(ctx, err)
+	}
+	defer conn.Close()
+	// lib/pq cancels a transaction's statement when the context given to
+	// BeginTx ends, COMMIT included, and PostgreSQL answers a commit whose
+	// wait for the synchronous standby is cancelled as done, but perhaps
+	// not replicated. So the request's end must not reach the COMMIT: the
+	// transaction gets a context of its own, bounded, while fn's
+	// statements still run under the request's.
+	txCtx, cancel := detach(ctx)
+	defer cancel()
+	tx, err := conn.BeginTxx(txCtx, nil)
 	if err != nil {
 		return mapErr(ctx, err)
 	}
@@ -158,7 +182,52 @@ func runTx(ctx context.Context, db *sqlx.DB, fn func(tx *sqlx.Tx) error) error {
 	if err := fn(tx); err != nil {
 		return err
 	}
+	if _, err := tx.ExecContext(ctx, qSettleIfRead); err != nil {
+		return mapErr(ctx, err)
+	}
 	return mapErr(ctx, tx.Commit())
+}
+
+// qSettle writes a record to the WAL, a transactional logical message (a
+// few bytes, no table), so that the COMMIT waits for the synchronous
+// standby as any write's does; a transaction that wrote nothing does not
+// wait. One that only read may have read a commit the standby lacks (the
+// confirm that answered unavailable, retried): told to the client, it
+// would be a success a failover can take back. WAL is replicated in order,
+// so once this commit is on the standby, so is everything the transaction
+// read. (An xid alone is not enough: PostgreSQL waits only for a
+// transaction that wrote WAL before its commit record.)
+const qSettle = `SELECT pg_logical_emit_message(true, 'holdfast', '')`
+
+// qSettleIfRead is qSettle for a transaction that wrote nothing (it has no
+// transaction id yet); one that wrote already waits at its COMMIT, and adds
+// no WAL here.
+const qSettleIfRead = `SELECT CASE WHEN pg_current_xact_id_if_assigned() IS NULL
+	THEN pg_logical_emit_message(true, 'holdfast', '') END`
+
+// settle makes what conn has read outside a transaction safe to tell: its
+// own commit, of qSettle, waits for the synchronous standby, on the same
+// server the read came from. A cancelled wait is an unknown outcome.
+func settle(ctx context.Context, conn *onceConn) error {
+	if _, err := conn.ExecContext(ctx, qSettle); err != nil {
+		return mapErr(ctx, err)
+	}
+	return nil
+}
+
+// commitWait is how long a commit may wait for the synchronous standby
+// past the request's deadline before it is cancelled; its outcome is then
+// unknown and the client is told unavailable.
+const commitWait = 10 * time.Second
+
+// detach returns a context the end of ctx does not cancel, ending
+// commitWait after ctx's deadline (or a minute from now without one).
+func detach(ctx context.Context) (context.Context, context.CancelFunc) {
+	d := time.Minute
+	if dl, ok := ctx.Deadline(); ok {
+		d = time.Until(dl)
+	}
+	return context.WithTimeout(context.WithoutCancel(ctx), max(d, 0)+commitWait)
 }
 
 // once returns a connection of the pool to run one write outside a
@@ -169,12 +238,44 @@ func runTx(ctx context.Context, db *sqlx.DB, fn func(tx *sqlx.Tx) error) error {
 // (a batch of holds, a new event) happens twice. A Conn never retries; the
 // caller hears ErrUnavailable and the outcome is unknown, as for a lost
 // COMMIT.
-func (s *Store) once(ctx context.Context) (*sqlx.Conn, error) {
+func (s *Store) once(ctx context.Context) (*onceConn, error) {
 	conn, err := s.db.Connx(ctx)
 	if err != nil {
 		return nil, mapErr(ctx, err)
 	}
-	return conn, nil
+	stmtCtx, cancel := detach(ctx)
+	return &onceConn{Conn: conn, ctx: stmtCtx, cancel: cancel}, nil
+}
+
+// onceConn runs its one statement under a context of its own (see detach):
+// the statement commits as it ends, and a cancel then would make the
+// commit's outcome unknown for no gain. Its query methods ignore the
+// context they are given.
+type onceConn struct {
+	*sqlx.Conn
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+// QueryContext runs q under the connection's own context.
+func (c *onceConn) QueryContext(_ context.Context, q string, args ...any) (*sql.Rows, error) {
+	return c.Conn.QueryContext(c.ctx, q, args...)
+}
+
+// GetContext runs q under the connection's own context.
+func (c *onceConn) GetContext(_ context.Context, dest any, q string, args ...any) error {
+	return c.Conn.GetContext(c.ctx, dest, q, args...)
+}
+
+// ExecContext runs q under the connection's own context.
+func (c *onceConn) ExecContext(_ context.Context, q string, args ...any) (sql.Result, error) {
+	return c.Conn.ExecContext(c.ctx, q, args...)
+}
+
+// Close returns the connection to the pool.
+func (c *onceConn) Close() error {
+	defer c.cancel()
+	return c.Conn.Close()
 }
 
 // errRetry marks an error inTx may run the transaction again for.
@@ -191,6 +292,9 @@ func mapErr(ctx context.Context, err error) error {
 	if err == nil {
 		return nil
 	}
+	if errors.Is(err, errUnknownOutcome) || errors.Is(err, errConnect) {
+		return fmt.Errorf("%w: %v", sale.ErrUnavailable, err)
+	}
 	if ctxErr := ctx.Err(); ctxErr != nil {
 		return fmt.Errorf("store: %w (%v)", ctxErr, err)
 	}
@@ -198,6 +302,8 @@ func mapErr(ctx context.Context, err error) error {
 		switch pqErr.Code {
 		case "40001", "40P01": // serialization_failure, deadlock_detected
 			return fmt.Errorf("%w: %v", errRetry, err)
+		case "25006": // read_only_sql_transaction: a standby, or a primary being demoted
+			return fmt.Errorf("%w: %v", sale.ErrUnavailable, err)
 		case "55P03": // lock_not_available: lock_timeout passed
 			return fmt.Errorf("%w: %v", sale.ErrBusy, err)
 		case "23514": // check_violation
@@ -258,4 +364,45 @@ func code(err error) string {
 		return string(pqErr.Code)
 	}
 	return ""
+}
+
+// DBRole is what the server a pool reaches is in a cluster.
+type DBRole struct {
+	// Role is "primary" (takes writes) or "standby" (in recovery).
+	Role string
+	// Replication is "synchronous" when commits wait for a standby that
+	// is in sync, "waiting" when a synchronous standby is named but none
+	// is in sync (commits wait until one is, or until they are cancelled),
+	// and "asynchronous" when none is named (commits do not wait; a
+	// failover may lose the latest).
+	Replication string
+}
+
+// qDBRole reads the role and the replication mode. A standby named in
+// synchronous_standby_names shows sync_state sync, or quorum under ANY n
+// (pg_auto_failover's form); reading it takes pg_read_all_stats or
+// superuser, without which Replication reads "waiting".
+const qDBRole = `SELECT pg_is_in_recovery(), current_setting('synchronous_standby_names') <> '',
+	(SELECT count(*) FROM pg_stat_replication WHERE sync_state IN ('sync', 'quorum'))`
+
+// ReadDBRole asks the server the pool reaches for its role.
+func ReadDBRole(ctx context.Context, db *sqlx.DB) (DBRole, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	var standby, named bool
+	var inSync int
+	if err := db.QueryRowContext(ctx, qDBRole).Scan(&standby, &named, &inSync); err != nil {
+		return DBRole{}, mapErr(ctx, err)
+	}
+	r := DBRole{Role: "primary", Replication: "asynchronous"}
+	if standby {
+		r.Role = "standby"
+	}
+	switch {
+	case named && inSync > 0:
+		r.Replication = "synchronous"
+	case named:
+		r.Replication = "waiting"
+	}
+	return r, nil
 }

@@ -10,6 +10,21 @@
 // Every multi-statement write goes through inTx, which retries deadlocks and
 // serialization failures a few times before giving up with ErrUnavailable.
 //
+// Failover (conn.go, db.go). The pool's connections come from a connector
+// that wraps lib/pq's and gives each connection its own notice handler. A
+// commit PostgreSQL reports done but warns "might not have been replicated"
+// (its wait for the synchronous standby was cancelled) is errUnknownOutcome,
+// answered unavailable like a connection lost during COMMIT: a failover may
+// take it back, so the client must not hear success, and its retry with the
+// same key finds the real outcome. A request's end never cancels a COMMIT
+// (runTx and once run it under a context of their own, see detach). What is
+// told from a read (a replayed response, a transaction that only read, a
+// confirmed hold) is settled first: a few bytes of WAL on the same
+// connection whose commit waits for the standby. A connection that meets a
+// read-only server (25006), a shutdown (class 57) or a broken socket leaves
+// the pool, and a connect that finds no server taking writes is
+// unavailable.
+//
 // The rules that grant tickets (the stock, both caps, the sale window, the
 // waiting room's pass, lapsed holds expired first) are written once, in the
 // database function hold_batch (schema/010). A batch of holds without

@@ -308,17 +308,29 @@ func (r *batchRow) outcome(o sale.Order) (hold.Outcome, error) {
 	return hold.Outcome{}, fmt.Errorf("store: hold_batch answered %q", r.Outcome)
 }
 
-// Hold reads one hold.
+// Hold reads one hold. A confirmed hold is read as confirmed only once the
+// standby has the confirm (see settle).
 func (s *Store) Hold(ctx context.Context, id uuid.UUID) (hold.Hold, error) {
+	conn, err := s.once(ctx)
+	if err != nil {
+		return hold.Hold{}, err
+	}
+	defer conn.Close()
 	var r holdRow
-	err := s.db.GetContext(ctx, &r, qHold, id)
+	err = conn.GetContext(ctx, &r, qHold, id)
 	if errors.Is(err, sql.ErrNoRows) {
 		return hold.Hold{}, hold.ErrNotFound
 	}
 	if err != nil {
 		return hold.Hold{}, mapErr(ctx, err)
 	}
-	return r.hold(), nil
+	h := r.hold()
+	if h.Status == hold.StatusConfirmed {
+		if err := settle(ctx, conn); err != nil {
+			return hold.Hold{}, err
+		}
+	}
+	return h, nil
 }
 
 // Confirm confirms a hold in one transaction with its idempotency key.

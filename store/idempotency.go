@@ -43,16 +43,33 @@ func (r keyRow) replay(key *idempotency.Key) (*idempotency.Response, error) {
 
 // Replay returns the response kept for key, nil if the key is new, or
 // idempotency.ErrMismatch if it was used with other values.
+//
+// A response is replayed only once the standby has what it was read from
+// (see qSettle), on the same connection, so on the same server: the write
+// it reports may have answered unavailable because its commit was not
+// known to be replicated.
 func (s *Store) Replay(ctx context.Context, key *idempotency.Key) (*idempotency.Response, error) {
+	conn, err := s.once(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
 	var r keyRow
-	err := s.db.GetContext(ctx, &r, qKeyLookup, key.Scope, key.Key)
+	err = conn.GetContext(ctx, &r, qKeyLookup, key.Scope, key.Key)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, mapErr(ctx, err)
 	}
-	return r.replay(key)
+	res, err := r.replay(key)
+	if err != nil {
+		return nil, err
+	}
+	if err := settle(ctx, conn); err != nil {
+		return nil, err
+	}
+	return res, nil
 }
 
 // claimKey reserves key inside tx. It returns nil when the key is new (the

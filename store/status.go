@@ -94,3 +94,9 @@ func holdTag(id uuid.UUID) string {
 	sum := sha256.Sum256(id[:])
 	return hex.EncodeToString(sum[:3])
 }
+
+// Database is the role of the server the pool reaches, for the status page.
+func (s *Store) Database(ctx context.Context) (statuspage.Database, error) {
+	r, err := ReadDBRole(ctx, s.db)
+	return statuspage.Database(r), err
+}

@@ -75,12 +75,16 @@ func handleHealth() http.Handler {
 
 // handleReady reports whether the service can sell: 503 "down" without
 // PostgreSQL, 200 "degraded" without Redis (sales go on, on row locks
-// alone), 200 "ok" with both.
+// alone), 200 "ok" with both. With PostgreSQL up it says what the server
+// the pool reaches is (primary or standby) and whether commits wait for a
+// synchronous standby.
 func handleReady(a *app) http.Handler {
 	type status struct {
-		Status   string `json:"status"`
-		Postgres string `json:"postgres"`
-		Redis    string `json:"redis"`
+		Status      string `json:"status"`
+		Postgres    string `json:"postgres"`
+		Redis       string `json:"redis"`
+		Role        string `json:"role,omitempty"`
+		Replication string `json:"replication,omitempty"`
 	}
 	word := func(err error) string {
 		if err != nil {
@@ -90,14 +94,19 @@ func handleReady(a *app) http.Handler {
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx := r.Context()
-		pgErr := store.DBUp(ctx, a.db)
+		role, pgErr := store.ReadDBRole(ctx, a.db)
 		redisErr := a.locks.Up(context.WithoutCancel(ctx))
-		st := status{Status: "ok", Postgres: word(pgErr), Redis: word(redisErr)}
+		st := status{Status: "ok", Postgres: word(pgErr), Redis: word(redisErr), Role: role.Role, Replication: role.Replication}
 		code := http.StatusOK
 		switch {
 		case pgErr != nil:
 			st.Status, code = "down", http.StatusServiceUnavailable
 			a.log.WarnContext(ctx, "not ready: postgres down", "err", pgErr)
+		case role.Role == "standby":
+			// Every write would fail there; the pool will find the
+			// primary on its next connection.
+			st.Status, code = "down", http.StatusServiceUnavailable
+			a.log.WarnContext(ctx, "not ready: postgres is a standby")
 		case redisErr != nil:
 			st.Status = "degraded"
 		}

@@ -48,6 +48,8 @@ type cluster struct {
 	proxy *proxy.Proxy
 	dbURL string
 	insts []*instance
+	// af is the PostgreSQL cluster of the failover suite, pg nil then.
+	af *servers.AutoFailover
 }
 
 // instance is one holdfast process; restart starts it again with the same
@@ -80,6 +82,22 @@ type clusterOptions struct {
 // newCluster starts everything, registering its cleanup on t.
 func newCluster(t *testing.T, n int, opts clusterOptions) *cluster {
 	t.Helper()
+	c := prepareCluster(t)
+	var err error
+	c.pg, err = servers.StartPostgres(context.Background(), servers.PostgresOptions{Dir: filepath.Join(c.dir, "pg")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.pg.Stop() })
+	c.createDatabase(t, c.pg.URL("postgres"), c.pg.URL("faults"))
+	c.startInstances(t, n, opts)
+	return c
+}
+
+// prepareCluster makes the suite's directory and finds or builds the
+// holdfast binary.
+func prepareCluster(t *testing.T) *cluster {
+	t.Helper()
 	ctx := context.Background()
 	dir, err := os.MkdirTemp("", "holdfast-faults-")
 	if err != nil {
@@ -109,24 +127,15 @@ func newCluster(t *testing.T, n int, opts clusterOptions) *cluster {
 			t.Fatalf("build holdfast: %v\n%s", err, out)
 		}
 	}
+	return c
+}
 
-	c.pg, err = servers.StartPostgres(ctx, servers.PostgresOptions{Dir: filepath.Join(dir, "pg")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.pg.Stop() })
-	c.redis, err = servers.StartRedisWith(ctx, servers.RedisOptions{Dir: filepath.Join(dir, "redis"), AppendOnly: opts.appendOnly})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.redis.Stop() })
-	c.proxy, err = proxy.Start(c.redis.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.proxy.Close)
-
-	admin, err := sql.Open("postgres", c.pg.URL("postgres"))
+// createDatabase creates the suite's database through adminURL and
+// migrates it at dbURL, which becomes the instances' database.
+func (c *cluster) createDatabase(t *testing.T, adminURL, dbURL string) {
+	t.Helper()
+	ctx := context.Background()
+	admin, err := sql.Open("postgres", adminURL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +144,7 @@ func newCluster(t *testing.T, n int, opts clusterOptions) *cluster {
 	if err != nil {
 		t.Fatalf("create database: %v", err)
 	}
-	c.dbURL = c.pg.URL("faults")
+	c.dbURL = dbURL
 	// Migrate once here, so that the instances starting side by side do
 	// not race each other to do it.
 	db, err := sql.Open("postgres", c.dbURL)
@@ -147,6 +156,23 @@ func newCluster(t *testing.T, n int, opts clusterOptions) *cluster {
 	if err != nil {
 		t.Fatalf("migrate: %v", err)
 	}
+}
+
+// startInstances starts Redis, its proxy and n holdfast instances on the
+// cluster's database.
+func (c *cluster) startInstances(t *testing.T, n int, opts clusterOptions) {
+	t.Helper()
+	var err error
+	c.redis, err = servers.StartRedisWith(context.Background(), servers.RedisOptions{Dir: filepath.Join(c.dir, "redis"), AppendOnly: opts.appendOnly})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.redis.Stop() })
+	c.proxy, err = proxy.Start(c.redis.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.proxy.Close)
 
 	for i := 0; i < n; i++ {
 		name := string(rune('a' + i))
@@ -157,7 +183,7 @@ func newCluster(t *testing.T, n int, opts clusterOptions) *cluster {
 		in := &instance{
 			name:    name,
 			base:    "http://127.0.0.1:" + strconv.Itoa(port),
-			logPath: filepath.Join(dir, "holdfast-"+name+".log"),
+			logPath: filepath.Join(c.dir, "holdfast-"+name+".log"),
 			bin:     c.bin,
 			args: []string{"serve",
 				"--addr", "127.0.0.1:" + strconv.Itoa(port),
@@ -182,7 +208,6 @@ func newCluster(t *testing.T, n int, opts clusterOptions) *cluster {
 		}
 		c.insts = append(c.insts, in)
 	}
-	return c
 }
 
 // logLevel is the instances' log level: info, or HOLDFAST_FAULTS_LOG_LEVEL

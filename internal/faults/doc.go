@@ -109,4 +109,13 @@
 // behind. HOLDFAST_FAULTS_KEEP=1 keeps the temporary directory, with the
 // instances' and PostgreSQL's logs, for a look after the run, and
 // HOLDFAST_FAULTS_LOG_LEVEL=debug makes the instances log every request.
+//
+// TestFailover (ha_test.go) is the same machinery on a pg_auto_failover
+// cluster instead of one PostgreSQL, fresh for each scenario, the instances
+// on its multi-host URL: kill-primary (the primary's node killed, then
+// brought back as the standby), cut-off-primary (the standby's WAL receiver
+// stopped and the waiting commits cancelled, then the primary killed: the
+// one way a failover could lose a confirmed booking), kill-postmaster and
+// lose-standby. The short form plays the first two; HOLDFAST_HA=long
+// (`make ha`) plays all four with more load.
 package faults

@@ -32,6 +32,9 @@ type record struct {
 	answers []answer
 	// confirmed are the holds this client was told are confirmed.
 	confirmed []string
+	// unsure are the holds whose every confirm got no definite answer (no
+	// answer, 429 or 503): the failover suite asks again, with the key.
+	unsure []string
 	// notConfirmed are the holds this client was told are not confirmed
 	// (the last confirm answered 410 or 409, or a release answered
 	// released or expired) or never asked to confirm: none may be
@@ -169,6 +172,7 @@ func (b *buyer) confirm(id string, ev int64) {
 			return
 		}
 	}
+	b.rec.unsure = append(b.rec.unsure, id)
 }
 
 // release gives a hold back; it was never asked to confirm, so it must not

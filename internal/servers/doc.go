@@ -16,4 +16,11 @@
 //
 // Each server is a child process started with a parent-death signal: if the
 // process that started it dies without stopping it, the kernel stops it too.
+//
+// StartAutoFailover starts a private pg_auto_failover cluster (Debian's
+// postgresql-15-auto-failover): a monitor and two data nodes, each a
+// pg_autoctl keeper running its PostgreSQL, with the keepers' configuration
+// under the cluster's directory and the failover settings of
+// FailoverSettings. The failover tests kill its nodes, their postmasters
+// alone, or a standby's WAL receiver, and watch the service carry on.
 package servers

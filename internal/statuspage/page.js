@@ -177,7 +177,8 @@
       if (!res.ok) throw new Error(body.error || 'HTTP ' + res.status);
       drawEvents(body.events);
       drawHolds(body.holds);
-      setLive(true, 'live · updated ' + new Date(body.generated_at).toLocaleTimeString());
+      const db = body.database ? ' · database ' + body.database.role + ', ' + body.database.replication : '';
+      setLive(true, 'live · updated ' + new Date(body.generated_at).toLocaleTimeString() + db);
     } catch (err) {
       if (mine === seq) setLive(false, 'reconnecting… (' + err.message + ')');
     } finally {

@@ -74,6 +74,20 @@ type Source interface {
 	LatestHolds(ctx context.Context, limit int) ([]HoldStatus, error)
 }
 
+// Database is the server the feed reads, as the page shows it: Role
+// "primary" or "standby", Replication "synchronous", "waiting" or
+// "asynchronous" (see store.DBRole).
+type Database struct {
+	Role        string
+	Replication string
+}
+
+// DatabaseSource is a Source that can also say what its database is; the
+// feed then carries it, and the page shows it beside the time.
+type DatabaseSource interface {
+	Database(ctx context.Context) (Database, error)
+}
+
 // Paging of GET /status.json, and how many holds it shows.
 const (
 	DefaultLimit = 20
@@ -173,10 +187,16 @@ type holdJSON struct {
 	SecondsLeft int       `json:"seconds_left"`
 }
 
+type databaseJSON struct {
+	Role        string `json:"role"`
+	Replication string `json:"replication"`
+}
+
 type feed struct {
-	GeneratedAt time.Time   `json:"generated_at"`
-	Events      []eventJSON `json:"events"`
-	Holds       []holdJSON  `json:"holds"`
+	GeneratedAt time.Time     `json:"generated_at"`
+	Database    *databaseJSON `json:"database,omitempty"`
+	Events      []eventJSON   `json:"events"`
+	Holds       []holdJSON    `json:"holds"`
 }
 
 // FeedHandler serves GET /status.json?limit=&offset=: a page of events,
@@ -211,6 +231,13 @@ func feedHandler(src Source, queues Queues, log *slog.Logger, now func() time.Ti
 		qs := readQueues(ctx, queues, m, log, events, now)
 		at := now().UTC()
 		out := feed{GeneratedAt: at, Events: make([]eventJSON, len(events)), Holds: make([]holdJSON, len(holds))}
+		if ds, ok := src.(DatabaseSource); ok {
+			// The page is for watching; a role it cannot read leaves
+			// the rest of the feed as it is.
+			if db, err := ds.Database(ctx); err == nil {
+				out.Database = &databaseJSON{Role: db.Role, Replication: db.Replication}
+			}
+		}
 		for i, e := range events {
 			out.Events[i] = eventJSON{ID: e.ID, Name: e.Name, Total: e.Total, Available: e.Available,
 				Held: e.Held, Confirmed: e.Confirmed, Queue: qs[i]}
