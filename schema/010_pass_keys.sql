@@ -88,6 +88,7 @@ DECLARE
     v_queued boolean;  -- 010: the event has a waiting room
     v_place text;      -- 010: this request's admitted place, if any
     v_sale text;       -- 010: the sale window's verdict, NULL while on sale
+    v_now timestamptz; -- 010: when the holds are made, by the database's clock
 BEGIN
     IF array_length(p_quantities, 1) IS DISTINCT FROM array_length(p_emails, 1)
        OR array_length(p_keys, 1) IS DISTINCT FROM array_length(p_emails, 1)
@@ -251,14 +252,19 @@ BEGIN
         v_granted := v_granted || i;
     END LOOP;
 
+    -- 010: a hold lasts exactly its TTL from when it is made: the
+    -- transaction a keyed batch or /book/safe runs this in began earlier
+    -- (created_at's default), and each row's clock_timestamp() differs.
+    v_now := clock_timestamp();
+
     -- One insert for the whole batch: the statement-level stock trigger
     -- takes all its tickets in one update of the event row.
     RETURN QUERY
     WITH ins AS (
         INSERT INTO bookings (hold_id, event_id, user_email, buyer_key, client_addr, quantity, total_amount,
-                              booking_status, expires_at, queue_place) -- 010
+                              booking_status, created_at, expires_at, queue_place) -- 010
         SELECT v_ids[g.i], p_event, p_emails[g.i], p_keys[g.i], p_clients[g.i], p_quantities[g.i],
-               v_price * p_quantities[g.i], 'pending', clock_timestamp() + p_ttl_us * interval '1 microsecond',
+               v_price * p_quantities[g.i], 'pending', v_now, v_now + p_ttl_us * interval '1 microsecond',
                nullif(p_places[g.i], '') -- 010: the pass's place
         FROM unnest(v_granted) WITH ORDINALITY AS g(i, k)
         ORDER BY g.k

@@ -455,3 +455,28 @@ func TestAHoldExpiredToFindStockNoLongerCountsAgainstTheCap(t *testing.T) {
 		audit(t, s, ev)
 	})
 }
+
+// A hold lasts exactly its TTL from when it was made, on every path: a
+// keyed batch and /book/safe call hold_batch inside a transaction that
+// began earlier, whose start is not when the hold was made.
+func TestAHoldLastsExactlyItsTTLOnEveryPath(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ev := newEvent(t, s, 10)
+	ttl := 90 * time.Second
+	plain := request(ev, "a@example.com", 1)
+	keyed := request(ev, "b@example.com", 1)
+	keyed.Key = &idempotency.Key{Scope: hold.ScopeCreate, Key: "ttl-1", Hash: []byte("x")}
+	for name, req := range map[string]hold.Request{"one call": plain, "keyed": keyed} {
+		outs, err := s.CreateHolds(context.Background(), ev, []hold.Request{req}, ttl, func(h hold.Hold, err error) idempotency.Response {
+			return idempotency.Success(201, h)
+		})
+		if err != nil || outs[0].Err != nil {
+			t.Fatalf("%s: %v %v", name, err, outs[0].Err)
+		}
+		h := outs[0].Hold
+		if got := h.ExpiresAt.Sub(h.CreatedAt); got != ttl {
+			t.Errorf("%s: the hold lasts %s from its created_at, want %s", name, got, ttl)
+		}
+	}
+}
