@@ -2,11 +2,14 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	_ "embed"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
 
+	"github.com/lib/pq"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/holdfast/holdfast/booking"
@@ -190,13 +193,22 @@ func (q *Queues) SetPass(ctx context.Context, eventID int64, id, pass string) (s
 }
 
 // Admit runs one admission step.
-func (q *Queues) Admit(ctx context.Context, ev queue.Settings, budget int) (queue.StepResult, error) {
+func (q *Queues) Admit(ctx context.Context, ev queue.Settings, budget int, stock *queue.Stock) (queue.StepResult, error) {
 	max := ""
 	if budget >= 0 {
 		max = strconv.Itoa(budget)
 	}
-	v, err := queueAdmit.Run(ctx, q.rdb, q.keys(ev.EventID), q.QueueBase(ev.EventID), msArg(ev.OnSaleAt), msArg(ev.OffSaleAt),
-		ev.AdmitPerSecond, strconv.FormatFloat(ev.Burst(), 'f', -1, 64), max, ev.PassTTL.Milliseconds()).Slice()
+	args := []any{q.QueueBase(ev.EventID), msArg(ev.OnSaleAt), msArg(ev.OffSaleAt),
+		ev.AdmitPerSecond, strconv.FormatFloat(ev.Burst(), 'f', -1, 64), max, ev.PassTTL.Milliseconds()}
+	if stock == nil {
+		args = append(args, "", "", "")
+	} else {
+		args = append(args, stock.Available, stock.Pending, strconv.FormatFloat(max1(stock.Reserve), 'f', -1, 64))
+		for _, id := range stock.Took {
+			args = append(args, id)
+		}
+	}
+	v, err := queueAdmit.Run(ctx, q.rdb, q.keys(ev.EventID), args...).Slice()
 	if err != nil {
 		return queue.StepResult{}, redisErr(ctx, err)
 	}
@@ -264,6 +276,54 @@ func (q *Queues) State(ctx context.Context, ev queue.Settings) (queue.QueueState
 	return st, nil
 }
 
+// max1 is a reserve of at least one ticket, so the script never divides by
+// nothing.
+func max1(r float64) float64 { return max(1, r) }
+
+// qQueueStock reads, in one snapshot, what the admission step needs of an
+// event's stock: the tickets left, with those of lapsed pending holds
+// counted back (they return on the next hold or sweep, and a lapsed hold
+// can no longer be confirmed); the live pending holds; and the places
+// that made a booking (of any status) within the last pass TTL ($2
+// seconds). A place whose booking is older has a pass older than that too,
+// expired, so the list misses no live admitted place that took its turn.
+const qQueueStock = `SELECT e.available_tickets + coalesce((SELECT sum(quantity) FROM bookings
+		WHERE event_id = e.id AND booking_status = 'pending' AND expires_at <= now()), 0) AS available,
+	(SELECT count(*) FROM bookings WHERE event_id = e.id AND booking_status = 'pending' AND expires_at > now()) AS pending,
+	coalesce((SELECT array_agg(DISTINCT queue_place) FROM bookings
+		WHERE event_id = e.id AND queue_place IS NOT NULL AND created_at > now() - make_interval(secs => $2)), '{}') AS took
+	FROM events e WHERE e.id = $1`
+
+// qRecentQuantity is the average quantity of the event's last 200 holds
+// (of any status), or NULL before its first.
+const qRecentQuantity = `SELECT avg(quantity)::float8 FROM (SELECT quantity FROM bookings WHERE event_id = $1 ORDER BY id DESC LIMIT 200) t`
+
+// QueueStock reads eventID's stock for the admission step, for passes of
+// passTTL; with recent, also the average quantity of its recent holds (0
+// before the first).
+func (s *Store) QueueStock(ctx context.Context, eventID int64, passTTL time.Duration, recent bool) (queue.Stock, float64, error) {
+	var row struct {
+		Available int            `db:"available"`
+		Pending   int            `db:"pending"`
+		Took      pq.StringArray `db:"took"`
+	}
+	if err := s.db.GetContext(ctx, &row, qQueueStock, eventID, passTTL.Seconds()); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return queue.Stock{}, 0, booking.ErrEventNotFound
+		}
+		return queue.Stock{}, 0, mapErr(ctx, err)
+	}
+	st := queue.Stock{Available: row.Available, Pending: row.Pending, Took: row.Took}
+	if !recent {
+		return st, 0, nil
+	}
+	var avg sql.NullFloat64
+	if err := s.db.GetContext(ctx, &avg, qRecentQuantity, eventID); err != nil {
+		return queue.Stock{}, 0, mapErr(ctx, err)
+	}
+	return st, avg.Float64, nil
+}
+
 // qQueuedEvents lists the events whose queue may still admit places or
 // expire passes: queued, and not closed for more than a day.
 const qQueuedEvents = `SELECT ` + eventColumns + ` FROM events
@@ -284,4 +344,7 @@ func (s *Store) QueuedEvents(ctx context.Context) ([]booking.Event, error) {
 	return out, nil
 }
 
-var _ queue.Store = (*Queues)(nil)
+var (
+	_ queue.Store       = (*Queues)(nil)
+	_ queue.StockReader = (*Store)(nil)
+)

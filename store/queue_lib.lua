@@ -6,7 +6,8 @@
 --   KEYS[3] adm     sorted set: admitted places, by pass expiry (ms)
 --   KEYS[4] emails  hash: folded email -> its latest place id
 --   KEYS[5] meta    hash: shuffled, open, opened (ms), last (ms), credit,
---                   admitted
+--                   admitted, sold_out (1 while the stock is gone: set and
+--                   cleared by the admission step)
 --   KEYS[6] seq     counter of arrivals
 --   base..'p:'..id  hash: one place (email, folded, status, joined,
 --                   admitted, pass_exp, pass, seen); made from ARGV[1],
@@ -59,6 +60,15 @@ local function status(id, now)
   return st
 end
 
+-- shown is the status a place is answered with: a waiting place reads
+-- sold_out while the queue's stock is gone (queue_admit.lua), so telling
+-- every waiting place costs nothing per place; it reads waiting again if
+-- the stock comes back.
+local function shown(st)
+  if st == 'waiting' and redis.call('HGET', K_META, 'sold_out') == '1' then return 'sold_out' end
+  return st
+end
+
 -- position is 1 + the live places ahead, or -1 while unknown (the
 -- pre-queue before its shuffle) or not waiting.
 local function position(id, st)
@@ -74,6 +84,7 @@ end
 -- render is a place as the scripts answer it:
 -- {id, status, position, joined, admitted, pass_exp, pass, email}.
 local function render(id, st)
+  st = shown(st)
   local f = redis.call('HMGET', pkey(id), 'joined', 'admitted', 'pass_exp', 'pass', 'email')
   return {id, st, position(id, st), tonumber(f[1]) or 0, tonumber(f[2]) or 0, tonumber(f[3]) or 0, f[4] or '', f[5] or ''}
 end
