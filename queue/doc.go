@@ -26,7 +26,9 @@
 // each step first reads the event's stock in one query: the tickets left
 // (lapsed pending holds counted back, since the next hold or sweep returns
 // them and they can no longer be confirmed), the live pending holds, and
-// the places that booked within the pass TTL. The script then admits at
+// the places that booked in the last few seconds, which the script keeps
+// in the queue's took set until their passes end (so the read grows with
+// the rate of holds, not with the sale). The script then admits at
 // most ceil(free / reserve) places, where free is the tickets left less a
 // reserve for every live admitted place that has not booked: each new
 // place is sure of at least one ticket, and of its whole reserve but the

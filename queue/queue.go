@@ -128,11 +128,13 @@ type Stock struct {
 	Available int
 	// Pending is the number of live (unlapsed) pending holds.
 	Pending int
-	// Took are the places that made a booking with their pass: their
-	// tickets left Available when they held, so they reserve nothing more.
-	// Given back (released, expired), those tickets are the stock's again
-	// and go to the next places in line; a place that held once and gave
-	// back may hold again while its pass lasts, but without a reserve.
+	// Took are the places that made a booking with their pass lately
+	// (the store says how lately; the step keeps each it sees for the
+	// rest of the place's pass): their tickets left Available when they
+	// held, so they reserve nothing more. Given back (released, expired),
+	// those tickets are the stock's again and go to the next places in
+	// line; a place that held once and gave back may hold again while its
+	// pass lasts, but without a reserve.
 	Took []string
 	// Reserve is how many tickets an admitted place that does not hold yet
 	// may still take: the per-buyer cap (see Reserve).

@@ -549,3 +549,58 @@ func TestARedisRestartDuringTheSale(t *testing.T) {
 	t.Logf("%d admitted, %d again after the restart (admitted in the file's last second; %d of them had bought), %d found nothing, %d sold_out",
 		len(found.admitted), again, found.used, found.nothing, found.soldOut)
 }
+
+// fakeStock answers a fixed stock; took is listed once, as the store
+// lists a booking only for a few seconds after it is made.
+type fakeStock struct {
+	mu    sync.Mutex
+	stock queue.Stock
+}
+
+func (f *fakeStock) QueueStock(context.Context, int64, time.Duration, bool) (queue.Stock, float64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	st := f.stock
+	f.stock.Took = nil
+	return st, 0, nil
+}
+
+func TestAPlaceThatBookedStaysOutOfTheReserve(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	ev := w.event(100000, nil, 600)
+	svc := w.instance()
+	f := &fakeStock{stock: queue.Stock{Available: 4, Pending: 0}}
+	svc.Stock, svc.MaxQuantity = f, 10 // the world's cap: 4
+	var places []string
+	for i := 0; i < 5; i++ {
+		places = append(places, join(t, svc, ev.ID, i).ID)
+	}
+	if got := ids(step(t, svc, ev)); len(got) != 1 || got[0] != places[0] {
+		t.Fatalf("admitted %v, want the first place alone (4 tickets, a reserve of 4)", got)
+	}
+	// The first place booked 1 and gave it back: 4 left, and it reserves
+	// nothing, in this step (listed) and every later one (no longer).
+	f.mu.Lock()
+	f.stock.Took = []string{places[0]}
+	f.mu.Unlock()
+	if got := ids(step(t, svc, ev)); len(got) != 1 || got[0] != places[1] {
+		t.Fatalf("after the first place booked: admitted %v, want the second", got)
+	}
+	// 4 more tickets (an admin): the second place reserves 4, the first
+	// still none though no longer listed, so one more place.
+	f.mu.Lock()
+	f.stock.Available = 8
+	f.mu.Unlock()
+	if got := ids(step(t, svc, ev)); len(got) != 1 || got[0] != places[2] {
+		t.Fatalf("a later step admitted %v, want the third place alone", got)
+	}
+	// Once it leaves, it is out of both sets: the second and third
+	// reserve the 8.
+	if _, err := svc.Leave(context.Background(), places[0]); err != nil {
+		t.Fatal(err)
+	}
+	if got := step(t, svc, ev).Admitted; len(got) != 0 {
+		t.Fatalf("after the first place left: admitted %d, want 0", len(got))
+	}
+}

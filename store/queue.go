@@ -70,7 +70,7 @@ func (q *Queues) QueueBase(eventID int64) string {
 // keys are the fixed keys every queue script is given (queue_lib.lua).
 func (q *Queues) keys(eventID int64, place ...string) []string {
 	b := q.QueueBase(eventID)
-	k := []string{b + "pre", b + "wait", b + "adm", b + "emails", b + "meta", b + "seq"}
+	k := []string{b + "pre", b + "wait", b + "adm", b + "emails", b + "meta", b + "seq", b + "took"}
 	for _, id := range place {
 		k = append(k, b+"p:"+id)
 	}
@@ -284,9 +284,7 @@ func max1(r float64) float64 { return max(1, r) }
 // event's stock: the tickets left, with those of lapsed pending holds
 // counted back (they return on the next hold or sweep, and a lapsed hold
 // can no longer be confirmed); the live pending holds; and the places
-// that made a booking (of any status) within the last pass TTL ($2
-// seconds). A place whose booking is older has a pass older than that too,
-// expired, so the list misses no live admitted place that took its turn.
+// that made a booking (of any status) in the last $2 seconds.
 const qQueueStock = `SELECT e.available_tickets + coalesce((SELECT sum(quantity) FROM bookings
 		WHERE event_id = e.id AND booking_status = 'pending' AND expires_at <= now()), 0) AS available,
 	(SELECT count(*) FROM bookings WHERE event_id = e.id AND booking_status = 'pending' AND expires_at > now()) AS pending,
@@ -298,16 +296,28 @@ const qQueueStock = `SELECT e.available_tickets + coalesce((SELECT sum(quantity)
 // (of any status), or NULL before its first.
 const qRecentQuantity = `SELECT avg(quantity)::float8 FROM (SELECT quantity FROM bookings WHERE event_id = $1 ORDER BY id DESC LIMIT 200) t`
 
+// queueTookWindow is how far back QueueStock lists the places that
+// booked. The admission step keeps each one it sees (in the queue's took
+// set, until the place's pass ends), so the list need only cover the time
+// between two steps, with room for steps that fail or stall: 10 s, some 60
+// steps of every instance. It bounds the list by the rate of holds, not by
+// the sales of a whole pass TTL. A booking no step saw in time (every
+// instance's steps failing for 10 s) only leaves its place reserving stock
+// until its pass ends: fewer admissions, never too many.
+const queueTookWindow = 10 * time.Second
+
 // QueueStock reads eventID's stock for the admission step, for passes of
-// passTTL; with recent, also the average quantity of its recent holds (0
-// before the first).
+// passTTL (the places that booked: in the last queueTookWindow, or
+// passTTL if shorter, since an older booking's pass has ended); with
+// recent, also the average quantity of its recent holds (0 before the
+// first).
 func (s *Store) QueueStock(ctx context.Context, eventID int64, passTTL time.Duration, recent bool) (queue.Stock, float64, error) {
 	var row struct {
 		Available int            `db:"available"`
 		Pending   int            `db:"pending"`
 		Took      pq.StringArray `db:"took"`
 	}
-	if err := s.db.GetContext(ctx, &row, qQueueStock, eventID, passTTL.Seconds()); err != nil {
+	if err := s.db.GetContext(ctx, &row, qQueueStock, eventID, min(queueTookWindow, passTTL).Seconds()); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
 			return queue.Stock{}, 0, booking.ErrEventNotFound
 		}

@@ -3,7 +3,8 @@
 -- (most credit kept), max (most places to admit now: the caller's budget,
 -- '' for no limit), pass_ttl (ms), then the stock ('' for none: admission
 -- at the rate alone) read from PostgreSQL just before: available, pending,
--- reserve, then every place id that made a booking within the pass TTL.
+-- reserve, then the place ids that made a booking in the last few seconds
+-- (store.queueTookWindow): each still admitted is kept in took.
 --
 -- The stock. An admitted place that has not held yet may still take up to
 -- reserve tickets; one that held took its tickets out of available (and
@@ -44,13 +45,13 @@ if ARGV[8] ~= '' then
   else
     redis.call('HDEL', K_META, 'sold_out')
   end
-  local live = redis.call('ZCOUNT', K_ADM, '(' .. fmt(now), '+inf')
-  local holding = 0
   for i = 11, #ARGV do
-    local exp = tonumber(redis.call('ZSCORE', K_ADM, ARGV[i]))
-    if exp and exp > now then holding = holding + 1 end
+    local exp = redis.call('ZSCORE', K_ADM, ARGV[i])
+    if exp then redis.call('ZADD', K_TOOK, exp, ARGV[i]) end
   end
-  local free = avail - reserve * (live - holding)
+  local live = redis.call('ZCOUNT', K_ADM, '(' .. fmt(now), '+inf')
+  local took = redis.call('ZCOUNT', K_TOOK, '(' .. fmt(now), '+inf')
+  local free = avail - reserve * (live - took)
   local can = 0
   if free > 0 then can = math.ceil(free / reserve - 1e-9) end
   if not max or can < max then max = can end

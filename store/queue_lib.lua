@@ -9,13 +9,15 @@
 --                   admitted, sold_out (1 while the stock is gone: set and
 --                   cleared by the admission step)
 --   KEYS[6] seq     counter of arrivals
+--   KEYS[7] took    sorted set: admitted places that booked with their
+--                   pass, by pass expiry (ms): they reserve no stock
 --   base..'p:'..id  hash: one place (email, folded, status, joined,
 --                   admitted, pass_exp, pass, seen); made from ARGV[1],
 --                   always of the same slot as KEYS.
 -- Times are milliseconds of Redis's own clock (TIME), so every instance
 -- reads one clock. Waiting places that joined after the pre-queue get turn
 -- 1e12 + seq: always behind the pre-queue, whose shuffle gives it turns 1..n.
-local K_PRE, K_WAIT, K_ADM, K_EMAILS, K_META = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local K_PRE, K_WAIT, K_ADM, K_EMAILS, K_META, K_TOOK = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[7]
 local BASE = ARGV[1]
 -- How long a place that is no longer live is kept for its buyer to read.
 local KEEP_S = 86400
@@ -36,6 +38,7 @@ local function finish(id, status)
   redis.call('ZREM', K_PRE, id)
   redis.call('ZREM', K_WAIT, id)
   redis.call('ZREM', K_ADM, id)
+  redis.call('ZREM', K_TOOK, id)
   local folded = redis.call('HGET', k, 'folded')
   if folded and redis.call('HGET', K_EMAILS, folded) == id then
     redis.call('HDEL', K_EMAILS, folded)

@@ -28,7 +28,7 @@ func TestQueueStockReadsWhatTheAdmissionStepNeeds(t *testing.T) {
 	insert("p-live", 2, "10 minutes", "0 s")        // a live hold of a place
 	insert("p-lapsed", 3, "-1 second", "0 s")       // lapsed, not swept: its 3 count back
 	insert("", 1, "10 minutes", "0 s")              // a live hold without a queue
-	insert("p-old", 1, "10 minutes", "-20 minutes") // a place that booked before the pass TTL
+	insert("p-old", 1, "10 minutes", "-30 seconds") // booked before the window: a step saw it then
 	insert("p-sold", 4, "10 minutes", "0 s")        // then confirmed
 	exec(`UPDATE bookings SET booking_status = 'confirmed', confirmed_at = now() WHERE queue_place = 'p-sold'`)
 	st, avg, err := s.QueueStock(context.Background(), ev, 10*time.Minute, true)
