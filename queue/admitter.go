@@ -32,9 +32,6 @@ type Admitter struct {
 	mu     sync.Mutex
 	events []sale.Event
 	listed time.Time
-	// Budget, when set, is the most places of ev a step may admit (step 3:
-	// what the stock can still serve); nil admits without a budget.
-	Budget func(ctx context.Context, ev sale.Event) (int, error)
 }
 
 // NewAdmitter returns an admitter of svc's queues, running every interval.
@@ -83,18 +80,8 @@ func (a *Admitter) Run(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	for _, ev := range a.queued(ctx) {
-		budget := Unlimited
-		if a.Budget != nil {
-			b, err := a.Budget(ctx, ev)
-			if err != nil {
-				if ctx.Err() == nil {
-					a.log.WarnContext(ctx, "queue: admission budget", "event", ev.ID, "err", err)
-				}
-				continue
-			}
-			budget = b
-		}
-		if _, err := a.svc.Step(ctx, ev, budget); err != nil && ctx.Err() == nil {
+		// The step itself reads the stock (Service.Stock), which limits it.
+		if _, err := a.svc.Step(ctx, ev, Unlimited); err != nil && ctx.Err() == nil {
 			a.log.DebugContext(ctx, "queue: admission step failed", "event", ev.ID, "err", err)
 		}
 	}

@@ -20,8 +20,41 @@
 // spent once, so admissions average at most admit_per_second and no place
 // is admitted twice. Left places are removed from the queue as they leave,
 // and admitted ones whose pass expires are removed by the step, so nothing
-// stalls it. Step takes a budget, the most places to admit: step 3 makes it
-// what the stock can still serve; today it is Unlimited.
+// stalls it. Step takes a budget, the most places to admit (Unlimited in
+// the service; tests pass their own).
+//
+// Stock. With a StockReader (Service.Stock; holdfast's is PostgreSQL),
+// each step first reads the event's stock in one query: the tickets left
+// (lapsed pending holds counted back, since the next hold or sweep returns
+// them and they can no longer be confirmed), the live pending holds, and
+// the places that booked in the last few seconds, which the script keeps
+// in the queue's took set until their passes end (so the read grows with
+// the rate of holds, not with the sale). The script then admits at
+// most ceil(free / reserve) places, where free is the tickets left less a
+// reserve for every live admitted place that has not booked: each new
+// place is sure of at least one ticket, and of its whole reserve but the
+// last. It counts the admitted places itself, atomically with admitting,
+// so instances cannot spend the same tickets twice; the snapshot it is
+// given is older than the script, and every change in between (a hold, an
+// admission elsewhere, a pass expiring) only makes the budget smaller,
+// except tickets given back, which wait for the next step. A place that
+// booked reserves nothing more, even once it gave its tickets back: they
+// are the stock's again and go to the next place in line.
+//
+// The reserve is the per-buyer cap (ReserveCap, the default): the most an
+// admitted buyer can take, so no admitted buyer ever finds nothing. The
+// alternative, the average quantity of the event's recent holds
+// (ReserveAverage), admits more buyers at once and sells out sooner, but
+// a buyer who wants more than the average may find the stock already taken
+// by those admitted with it; BENCHMARKS.md ("The queue and the stock")
+// measures both on the same on-sale.
+//
+// Sold out. With nothing left and no live pending hold the step sets a flag
+// on the event's queue; a waiting place reads sold_out while it is set (it
+// is derived, so telling 100,000 places costs one HGET per poll, not a
+// write per place), and so does the queue's state. A later step clears it
+// if stock comes back (an admin adds tickets): those places read waiting
+// again, in their order.
 //
 // Passes. An admitted place's pass is signed in Go (the Signer, package
 // internal/pass) after the script admits it, and kept on the place. A pass

@@ -117,9 +117,58 @@ type StepResult struct {
 // shuffle.
 const StateShuffle = "shuffle"
 
-// Unlimited is the admission budget of an event whose stock does not limit
-// it (step 3 passes what the stock can still serve).
+// Unlimited is the admission budget of a step with no limit of its own
+// beyond the stock.
 const Unlimited = -1
+
+// Stock is what an event's stock lets its queue admit, read from
+// PostgreSQL once per admission step (one query, one snapshot).
+type Stock struct {
+	// Available is the event's tickets left, counting back those of
+	// pending holds that have lapsed: the next hold takes them back.
+	Available int
+	// Pending is the number of live (unlapsed) pending holds.
+	Pending int
+	// Took are the places that made a booking with their pass lately
+	// (the store says how lately; the step keeps each it sees for the
+	// rest of the place's pass): their tickets left Available when they
+	// held, so they reserve nothing more. Given back (released, expired),
+	// those tickets are the stock's again and go to the next places in
+	// line; a place that held once and gave back may hold again while its
+	// pass lasts, but without a reserve.
+	Took []string
+	// Reserve is how many tickets an admitted place that does not hold yet
+	// may still take: the per-buyer cap (see Reserve).
+	Reserve float64
+}
+
+// SoldOut reports whether the stock is gone for good, unless an admin adds
+// tickets: nothing left and no pending hold that could come back.
+func (s Stock) SoldOut() bool { return s.Available <= 0 && s.Pending == 0 }
+
+// Reserve chooses how many tickets an admitted place that does not hold
+// yet keeps aside from the stock.
+type Reserve string
+
+// The two ways of reserving, measured in BENCHMARKS.md ("The queue and the
+// stock"). ReserveCap keeps the most a buyer may take, so no admitted place
+// ever finds nothing; ReserveAverage keeps the average quantity of the
+// event's recent holds, which admits more places at once and so sells out
+// sooner, but a buyer who asks for more than the average may find the
+// stock already taken by the places admitted with it.
+const (
+	ReserveCap     Reserve = "cap"
+	ReserveAverage Reserve = "average"
+)
+
+// StockReader reads an event's stock for the admission step.
+type StockReader interface {
+	// QueueStock reads eventID's stock, whose passes last passTTL;
+	// recent is true when the average quantity of its recent holds is
+	// wanted (ReserveAverage), and then answered as avg (0 when it has
+	// none).
+	QueueStock(ctx context.Context, eventID int64, passTTL time.Duration, recent bool) (st Stock, avg float64, err error)
+}
 
 // Store is what the queue needs from Redis. Every method fails with
 // ErrUnavailable when Redis cannot be reached.
@@ -139,8 +188,9 @@ type Store interface {
 	// answers the pass kept ("" when the place is not admitted).
 	SetPass(ctx context.Context, eventID int64, id, pass string) (string, error)
 	// Admit runs one admission step, admitting at most budget places
-	// (Unlimited: no budget).
-	Admit(ctx context.Context, ev Settings, budget int) (StepResult, error)
+	// (Unlimited: no budget) and, with a stock, no more than it can still
+	// serve; with a stock it also keeps the queue's sold-out flag.
+	Admit(ctx context.Context, ev Settings, budget int, stock *Stock) (StepResult, error)
 	// PreQueue lists the pre-queue's places, in arrival order.
 	PreQueue(ctx context.Context, eventID int64) ([]string, error)
 	// Shuffle gives the pre-queue the order given, once: applied false if
@@ -195,6 +245,16 @@ type Service struct {
 	Signer Signer
 	// Observe hears joins, polls and admissions; never nil.
 	Observe Observer
+	// Stock, when set, is read by every admission step so that the queue
+	// never admits more places than the stock can serve (nil: admission
+	// at the rate alone, as in tests of the queue by itself).
+	Stock StockReader
+	// Reserve is how much an admitted place keeps aside (ReserveCap when
+	// empty).
+	Reserve Reserve
+	// MaxQuantity is the most tickets one hold may ask for: the reserve
+	// when there is no per-buyer cap.
+	MaxQuantity int
 
 	mu    sync.Mutex
 	cache map[int64]cachedEvent
@@ -431,12 +491,25 @@ func (s *Service) Step(ctx context.Context, ev sale.Event, budget int) (StepResu
 	if err != nil {
 		return StepResult{}, err
 	}
-	res, err := s.store.Admit(ctx, st, budget)
+	var stock *Stock
+	if s.Stock != nil {
+		// Read before the script runs: whatever changes in between (holds
+		// made, places admitted by another instance) only makes the
+		// budget the script works out smaller than the truth, never
+		// larger. Only a hold given back in between is missed, until the
+		// next step.
+		stk, err := s.readStock(ctx, st)
+		if err != nil {
+			return StepResult{}, err
+		}
+		stock = &stk
+	}
+	res, err := s.store.Admit(ctx, st, budget, stock)
 	if err == nil && res.State == StateShuffle {
 		if err := s.shuffle(ctx, ev.ID); err != nil {
 			return res, err
 		}
-		res, err = s.store.Admit(ctx, st, budget)
+		res, err = s.store.Admit(ctx, st, budget, stock)
 	}
 	if err != nil {
 		return res, err
@@ -450,6 +523,31 @@ func (s *Service) Step(ctx context.Context, ev sale.Event, budget int) (StepResu
 		}
 	}
 	return res, nil
+}
+
+// readStock reads ev's stock and sets what each admitted place reserves.
+func (s *Service) readStock(ctx context.Context, ev Settings) (Stock, error) {
+	avgWanted := s.Reserve == ReserveAverage
+	st, avg, err := s.Stock.QueueStock(ctx, ev.EventID, ev.PassTTL, avgWanted)
+	if err != nil {
+		return Stock{}, fmt.Errorf("queue: read the stock of event %d: %w", ev.EventID, err)
+	}
+	st.Reserve = float64(s.reserveCap())
+	if avgWanted && avg >= 1 {
+		st.Reserve = min(avg, st.Reserve)
+	}
+	return st, nil
+}
+
+// reserveCap is the most one admitted place can take: the per-buyer cap,
+// or without one the most one hold may ask for (a pass makes one booking),
+// at least one.
+func (s *Service) reserveCap() int {
+	c := s.cap
+	if c <= 0 || (s.MaxQuantity > 0 && s.MaxQuantity < c) {
+		c = s.MaxQuantity
+	}
+	return max(1, c)
 }
 
 // shuffle puts the pre-queue in a uniformly random order (Fisher-Yates

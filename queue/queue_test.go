@@ -439,7 +439,7 @@ func TestAPassLostByItsInstanceIsSignedByTheNextPoll(t *testing.T) {
 	time.Sleep(20 * time.Millisecond) // credit for one
 	// The step of an instance that died before it signed.
 	st := queue.Settings{EventID: ev.ID, AdmitPerSecond: 1000, PassTTL: time.Minute}
-	res, err := w.queues().Admit(context.Background(), st, queue.Unlimited)
+	res, err := w.queues().Admit(context.Background(), st, queue.Unlimited, nil)
 	if err != nil || len(res.Admitted) != 1 {
 		t.Fatalf("admit: %+v %v", res, err)
 	}

@@ -22,8 +22,11 @@
 //   released        abandoned holds released with DELETE (ABANDON_MODE=release)
 //   done_seen       places read back as done after their confirm
 //   told_sold_out   places that read sold_out while waiting
-//   found_nothing   admitted places whose hold was 409 sold_out (step 3's
-//                   queue knows the stock, so there it must be 0)
+//   found_nothing   admitted places whose hold was 409 sold_out even for
+//                   one ticket (step 3's queue knows the stock, so there it
+//                   must be 0)
+//   took_fewer      holds of more than one ticket refused sold_out and
+//                   asked again for one (QUANTITY_MAX > 1)
 //   pass_expired    admitted places whose pass lapsed before they held
 //   still_waiting   buyers not finished when MAX_WAIT ran out
 //   gave_up         joins, holds, confirms still 429 or 503 after 10 tries
@@ -47,7 +50,8 @@
 //   server_errors      a 5xx other than 503
 //   unexpected         any other answer the contract does not promise
 // Trends: time_in_queue (on_sale_at, or the join if later, to the first
-// poll that reads admitted) and hold_latency.
+// poll that reads admitted), hold_latency, and told_sold_out_at (ms from
+// on_sale_at to the poll that read sold_out).
 //
 // Order. Positions of waiting places never grow, and a place ahead of
 // another stays ahead. A VU sees its own buyers' positions: when it sees
@@ -67,11 +71,14 @@ import { Counter, Trend } from 'k6/metrics';
 const counters = {};
 for (const name of ['joined', 'late_joins', 'admitted', 'holds_made', 'confirmed', 'abandoned', 'released',
   'done_seen', 'told_sold_out', 'found_nothing', 'pass_expired', 'still_waiting', 'gave_up', 'unavailable', 'busy', 'probes',
-  'probe_holds', 'hold_without_pass', 'pass_reused', 'admitted_twice', 'out_of_order', 'server_errors', 'unexpected']) {
+  'probe_holds', 'took_fewer', 'hold_without_pass', 'pass_reused', 'admitted_twice', 'out_of_order', 'server_errors', 'unexpected']) {
   counters[name] = new Counter(name);
 }
 const timeInQueue = new Trend('time_in_queue', true);
 const holdLatency = new Trend('hold_latency', true);
+// When each place read sold_out, in ms after on_sale_at: its max is the
+// last place told, which the runner sets against the last ticket sold.
+const toldSoldOutAt = new Trend('told_sold_out_at', true);
 
 const VIOLATIONS = ['hold_without_pass', 'pass_reused', 'admitted_twice', 'out_of_order', 'server_errors', 'unexpected'];
 
@@ -97,6 +104,10 @@ const BUYERS = setting('BUYERS', 500, positive);
 const VUS = Math.min(BUYERS, setting('VUS', 50, positive));
 const RATE = setting('RATE', 50, positive);
 const QUANTITY = setting('QUANTITY', 1, positive);
+// Each buyer asks for QUANTITY to QUANTITY_MAX tickets (uniformly), and on
+// 409 sold_out asks once more for one: a buyer who finds fewer than it
+// wanted takes what is left, and found nothing only if not one is left.
+const QUANTITY_MAX = Math.max(QUANTITY, setting('QUANTITY_MAX', QUANTITY, positive));
 const ABANDON_PCT = setting('ABANDON_PCT', 25, percent);
 const PROBE_PCT = setting('PROBE_PCT', 2, percent);
 const ORDER_TOLERANCE = setting('ORDER_TOLERANCE', 1, seconds);
@@ -329,6 +340,7 @@ function sortPlace(buyer, b, res, mine) {
       return;
     case 'sold_out':
       counters.told_sold_out.add(1);
+      toldSoldOutAt.add(Date.now() - ON_SALE_AT);
       buyer.state = 'sold_out';
       return;
     case 'expired':
@@ -414,11 +426,12 @@ function buy(buyer, pass) {
   if (probe) {
     probeBefore(buyer, pass);
   }
-  const key = `onsale-${RUN_ID}-${buyer.index}-hold`;
+  let key = `onsale-${RUN_ID}-${buyer.index}-hold`;
+  let want = QUANTITY + Math.floor(Math.random() * (QUANTITY_MAX - QUANTITY + 1));
   let hold = null;
   for (let attempt = 0; attempt < 10 && hold === null; attempt++) {
     const res = http.post(`${BASE_URL}/holds`,
-      JSON.stringify({ event_id: EVENT_ID, user_email: buyer.email, quantity: QUANTITY }),
+      JSON.stringify({ event_id: EVENT_ID, user_email: buyer.email, quantity: want }),
       { headers: Object.assign({ 'Queue-Pass': pass, 'Idempotency-Key': key }, JSON_HEADERS), tags: { name: 'POST /holds' } });
     if (res.status !== 0) {
       holdLatency.add(res.timings.duration);
@@ -428,9 +441,15 @@ function buy(buyer, pass) {
       continue;
     }
     const b = body(res);
-    if (res.status === 201 && b && b.id && b.status === 'pending' && b.quantity === QUANTITY && b.user_email === buyer.email) {
+    if (res.status === 201 && b && b.id && b.status === 'pending' && b.quantity === want && b.user_email === buyer.email) {
       hold = b;
       break;
+    }
+    if (res.status === 409 && code(res) === 'sold_out' && want > 1) {
+      counters.took_fewer.add(1);
+      want = 1;
+      key = `${key}-1`;
+      continue;
     }
     if (res.status === 409 && code(res) === 'sold_out') {
       counters.found_nothing.add(1);

@@ -14,9 +14,11 @@
 # Environment (defaults in brackets):
 #   DATABASE_URL, BASE_URL   as in experiment.sh (from .holdfast/env)
 #   BUYERS [20000]           buyers who join before the sale
-#   TICKETS [BUYERS*QUANTITY] the event's tickets; fewer than the buyers
-#                            want for step 3's sold-out run
-#   QUANTITY [1]             tickets per hold
+#   TICKETS [BUYERS*QUANTITY/10] the event's tickets: fewer than the
+#                            buyers want, so the run sells out (a tenth)
+#   QUANTITY [1]             tickets per hold, or the least with QUANTITY_MAX
+#   QUANTITY_MAX [QUANTITY]  each buyer asks for QUANTITY..QUANTITY_MAX
+#                            (then for one if that is refused sold_out)
 #   RATE [200]               the queue's admit_per_second
 #   PASS_TTL [2m]            the queue's pass_ttl
 #   VUS [200]                k6 VUs; each plays BUYERS/VUS buyers
@@ -28,9 +30,12 @@
 #   HOLD_TTL [5s], SWEEP_EVERY [1s]  the server's, for the wait after k6
 #   PROBE_PCT [2]            buyers who also try what a pass must refuse
 #   ORDER_TOLERANCE [1]      seconds a place ahead may lag one behind it
-#   STOCK_AWARE [0]          1: expect step 3's queue, which knows the
-#                            stock: no admitted buyer finds nothing, every
-#                            ticket sold, every remaining place sold_out
+#   STOCK_AWARE [1]          expect the queue that knows the stock: no
+#                            admitted buyer finds nothing, every ticket sold
+#                            (the abandoned ones again, through the queue),
+#                            every remaining place sold_out, the queue's
+#                            state sold_out within a second of the last
+#                            ticket sold; 0: step 2's queue, which does not
 #   K6, HOLDFAST, K6_SUMMARY_DIR  as in holds.sh (summary: onsale.json)
 #
 # Exit status: 0 when every expectation held, 1 otherwise (a threshold of
@@ -55,7 +60,8 @@ lib_config
 
 BUYERS="${BUYERS:-20000}"
 QUANTITY="${QUANTITY:-1}"
-TICKETS="${TICKETS:-$((BUYERS * QUANTITY))}"
+QUANTITY_MAX="${QUANTITY_MAX:-$QUANTITY}"
+TICKETS="${TICKETS:-$(((BUYERS * QUANTITY + 9) / 10))}"
 RATE="${RATE:-200}"
 PASS_TTL="${PASS_TTL:-2m}"
 VUS="${VUS:-200}"
@@ -67,10 +73,10 @@ HOLD_TTL="${HOLD_TTL:-5s}"
 SWEEP_EVERY="${SWEEP_EVERY:-1s}"
 PROBE_PCT="${PROBE_PCT:-2}"
 ORDER_TOLERANCE="${ORDER_TOLERANCE:-1}"
-STOCK_AWARE="${STOCK_AWARE:-0}"
+STOCK_AWARE="${STOCK_AWARE:-1}"
 ADMIN_TOKEN="${ADMIN_TOKEN:-${HOLDFAST_ADMIN_TOKEN:-$(lib_env_value HOLDFAST_ADMIN_TOKEN)}}"
 
-for v in BUYERS QUANTITY TICKETS RATE VUS JOIN_LEAD MAX_WAIT; do
+for v in BUYERS QUANTITY QUANTITY_MAX TICKETS RATE VUS JOIN_LEAD MAX_WAIT; do
 	[[ "${!v}" =~ ^[1-9][0-9]{0,8}$ ]] || die "$v must be a positive integer, not '${!v}'"
 done
 for v in ABANDON_PCT PROBE_PCT; do
@@ -162,9 +168,23 @@ errors=()
 failures=()
 args=(run --quiet --summary-export "$summary" -e "BASE_URL=$BASE_URL" -e "RUN_ID=$RUN_ID"
 	-e "EVENT_ID=$event" -e "ON_SALE_AT=$on_sale_at" -e "BUYERS=$BUYERS" -e "VUS=$VUS" -e "RATE=$RATE"
-	-e "QUANTITY=$QUANTITY" -e "ABANDON_PCT=$ABANDON_PCT" -e "ABANDON_MODE=$ABANDON_MODE"
+	-e "QUANTITY=$QUANTITY" -e "QUANTITY_MAX=$QUANTITY_MAX" -e "ABANDON_PCT=$ABANDON_PCT" -e "ABANDON_MODE=$ABANDON_MODE"
 	-e "PROBE_PCT=$PROBE_PCT" -e "ORDER_TOLERANCE=$ORDER_TOLERANCE" -e "MAX_WAIT=$MAX_WAIT"
 	"$ROOT/scripts/onsale.js")
+# The moment the queue's state first reads sold_out, as the service says
+# it to everyone (every waiting place reads it from then on), in epoch ms.
+# A bare curl and grep, no JSON parser, so the reading errs late by little
+# more than one request.
+(
+	while :; do
+		if curl -sS --max-time 2 "$BASE_URL/events/$event/queue" 2>/dev/null | grep -q '"state":"sold_out"'; then
+			date +%s%3N >"$tmp/sold_out_at"
+			exit 0
+		fi
+		sleep 0.05
+	done
+) &
+watcher=$!
 echo "k6 ${args[*]}"
 if "$K6" "${args[@]}"; then rc=0; else rc=$?; fi
 [[ -f "$summary" ]] || die "k6 left no summary at $summary"
@@ -209,6 +229,18 @@ IFS='|' read -r resold_holds resold_conf <<<"$(sql "SELECT count(*), count(*) FI
 	FROM (SELECT booking_status, sum(quantity) OVER (ORDER BY id) AS taken FROM bookings WHERE event_id = $event) t
 	WHERE taken > $total")"
 state="$(queue_state)"
+kill "$watcher" 2>/dev/null || true
+wait "$watcher" 2>/dev/null || true
+# The last ticket sold, by the database's clock (this machine's, for
+# `holdfast dev`), in epoch ms.
+last_sold="$(sql "SELECT coalesce((extract(epoch FROM max(confirmed_at)) * 1000)::bigint, 0)
+	FROM bookings WHERE event_id = $event AND booking_status = 'confirmed'")"
+sold_out_at="$(cat "$tmp/sold_out_at" 2>/dev/null || echo 0)"
+told_max="$(m told_sold_out_at max)"
+on_sale_ms=$((on_sale_epoch * 1000))
+to_state="-" to_last="-"
+if ((sold_out_at > 0 && last_sold > 0)); then to_state="$((sold_out_at - last_sold))"; fi
+if ((told_max > 0 && last_sold > 0)); then to_last="$((on_sale_ms + told_max - last_sold))"; fi
 
 joined="$(m joined)" admitted="$(m admitted)" k6_made="$(m holds_made)" k6_conf="$(m confirmed)"
 abandoned="$(m abandoned)" sold_out="$(m told_sold_out)" nothing="$(m found_nothing)"
@@ -246,6 +278,12 @@ if ((STOCK_AWARE == 1)); then
 		expect "tickets left (every ticket sold)" "$avail" == 0
 		expect "places told sold_out vs places never admitted" "$sold_out" == "$((joined - admitted))"
 		[[ "$state" == sold_out ]] || failures+=("queue state '$state', expected sold_out")
+		# The watcher polls every 50 ms or so: its reading errs late by that.
+		if [[ "$to_state" == - ]]; then
+			failures+=("the queue's state never read sold_out while k6 ran")
+		else
+			expect "ms from the last ticket sold to the queue's state sold_out" "$to_state" '<' 1100
+		fi
 		if ((abandoned > 0)); then
 			expect "holds served by returned tickets (abandoned: $abandoned)" "$resold_conf" '>' 0
 		fi
@@ -269,15 +307,18 @@ fi
 
 echo
 echo "== summary =="
-echo "on-sale (event $event, $BUYERS buyers, $TICKETS tickets, $RATE/s, abandon $ABANDON_PCT% by $ABANDON_MODE)"
-printf '  %-26s %s\n' \
+echo "on-sale (event $event, $BUYERS buyers of $QUANTITY..$QUANTITY_MAX, $TICKETS tickets, $RATE/s, abandon $ABANDON_PCT% by $ABANDON_MODE)"
+printf '  %-32s %s\n' \
 	joined "$joined ($late after the sale opened)" \
 	admitted "$admitted (admission rate seen: $rate_seen/s; longest wait $((tiq_max / 1000))s)" \
 	holds "$made (k6: $k6_made)" \
 	confirmed "$conf ($conf_qty tickets; k6: $k6_conf)" \
 	abandoned "$abandoned (database: $rel released, $exp expired)" \
-	"re-sold from returned stock" "$resold_conf confirmed of $resold_holds holds" \
+	sold "$conf_qty tickets of $total" \
+	"re-admitted from returned stock" "$resold_holds holds served by returned tickets ($resold_conf confirmed)" \
 	"told sold out" "$sold_out" \
+	"last sold -> state sold_out" "${to_state} ms" \
+	"last sold -> last place told" "${to_last} ms (each at its next poll, as poll_after_seconds says)" \
 	"admitted, found nothing" "$nothing" \
 	"pass lapsed before a hold" "$lapsed" \
 	"still waiting" "$waiting" \

@@ -2,11 +2,14 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	_ "embed"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
 
+	"github.com/lib/pq"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/holdfast/holdfast/queue"
@@ -67,7 +70,7 @@ func (q *Queues) QueueBase(eventID int64) string {
 // keys are the fixed keys every queue script is given (queue_lib.lua).
 func (q *Queues) keys(eventID int64, place ...string) []string {
 	b := q.QueueBase(eventID)
-	k := []string{b + "pre", b + "wait", b + "adm", b + "emails", b + "meta", b + "seq"}
+	k := []string{b + "pre", b + "wait", b + "adm", b + "emails", b + "meta", b + "seq", b + "took"}
 	for _, id := range place {
 		k = append(k, b+"p:"+id)
 	}
@@ -190,13 +193,22 @@ func (q *Queues) SetPass(ctx context.Context, eventID int64, id, pass string) (s
 }
 
 // Admit runs one admission step.
-func (q *Queues) Admit(ctx context.Context, ev queue.Settings, budget int) (queue.StepResult, error) {
+func (q *Queues) Admit(ctx context.Context, ev queue.Settings, budget int, stock *queue.Stock) (queue.StepResult, error) {
 	max := ""
 	if budget >= 0 {
 		max = strconv.Itoa(budget)
 	}
-	v, err := queueAdmit.Run(ctx, q.rdb, q.keys(ev.EventID), q.QueueBase(ev.EventID), msArg(ev.OnSaleAt), msArg(ev.OffSaleAt),
-		ev.AdmitPerSecond, strconv.FormatFloat(ev.Burst(), 'f', -1, 64), max, ev.PassTTL.Milliseconds()).Slice()
+	args := []any{q.QueueBase(ev.EventID), msArg(ev.OnSaleAt), msArg(ev.OffSaleAt),
+		ev.AdmitPerSecond, strconv.FormatFloat(ev.Burst(), 'f', -1, 64), max, ev.PassTTL.Milliseconds()}
+	if stock == nil {
+		args = append(args, "", "", "")
+	} else {
+		args = append(args, stock.Available, stock.Pending, strconv.FormatFloat(max1(stock.Reserve), 'f', -1, 64))
+		for _, id := range stock.Took {
+			args = append(args, id)
+		}
+	}
+	v, err := queueAdmit.Run(ctx, q.rdb, q.keys(ev.EventID), args...).Slice()
 	if err != nil {
 		return queue.StepResult{}, redisErr(ctx, err)
 	}
@@ -264,6 +276,64 @@ func (q *Queues) State(ctx context.Context, ev queue.Settings) (queue.QueueState
 	return st, nil
 }
 
+// max1 is a reserve of at least one ticket, so the script never divides by
+// nothing.
+func max1(r float64) float64 { return max(1, r) }
+
+// qQueueStock reads, in one snapshot, what the admission step needs of an
+// event's stock: the tickets left, with those of lapsed pending holds
+// counted back (they return on the next hold or sweep, and a lapsed hold
+// can no longer be confirmed); the live pending holds; and the places
+// that made a booking (of any status) in the last $2 seconds.
+const qQueueStock = `SELECT e.available_tickets + coalesce((SELECT sum(quantity) FROM bookings
+		WHERE event_id = e.id AND booking_status = 'pending' AND expires_at <= now()), 0) AS available,
+	(SELECT count(*) FROM bookings WHERE event_id = e.id AND booking_status = 'pending' AND expires_at > now()) AS pending,
+	coalesce((SELECT array_agg(DISTINCT queue_place) FROM bookings
+		WHERE event_id = e.id AND queue_place IS NOT NULL AND created_at > now() - make_interval(secs => $2)), '{}') AS took
+	FROM events e WHERE e.id = $1`
+
+// qRecentQuantity is the average quantity of the event's last 200 holds
+// (of any status), or NULL before its first.
+const qRecentQuantity = `SELECT avg(quantity)::float8 FROM (SELECT quantity FROM bookings WHERE event_id = $1 ORDER BY id DESC LIMIT 200) t`
+
+// queueTookWindow is how far back QueueStock lists the places that
+// booked. The admission step keeps each one it sees (in the queue's took
+// set, until the place's pass ends), so the list need only cover the time
+// between two steps, with room for steps that fail or stall: 10 s, some 60
+// steps of every instance. It bounds the list by the rate of holds, not by
+// the sales of a whole pass TTL. A booking no step saw in time (every
+// instance's steps failing for 10 s) only leaves its place reserving stock
+// until its pass ends: fewer admissions, never too many.
+const queueTookWindow = 10 * time.Second
+
+// QueueStock reads eventID's stock for the admission step, for passes of
+// passTTL (the places that booked: in the last queueTookWindow, or
+// passTTL if shorter, since an older booking's pass has ended); with
+// recent, also the average quantity of its recent holds (0 before the
+// first).
+func (s *Store) QueueStock(ctx context.Context, eventID int64, passTTL time.Duration, recent bool) (queue.Stock, float64, error) {
+	var row struct {
+		Available int            `db:"available"`
+		Pending   int            `db:"pending"`
+		Took      pq.StringArray `db:"took"`
+	}
+	if err := s.db.GetContext(ctx, &row, qQueueStock, eventID, min(queueTookWindow, passTTL).Seconds()); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return queue.Stock{}, 0, sale.ErrEventNotFound
+		}
+		return queue.Stock{}, 0, mapErr(ctx, err)
+	}
+	st := queue.Stock{Available: row.Available, Pending: row.Pending, Took: row.Took}
+	if !recent {
+		return st, 0, nil
+	}
+	var avg sql.NullFloat64
+	if err := s.db.GetContext(ctx, &avg, qRecentQuantity, eventID); err != nil {
+		return queue.Stock{}, 0, mapErr(ctx, err)
+	}
+	return st, avg.Float64, nil
+}
+
 // qQueuedEvents lists the events whose queue may still admit places or
 // expire passes: queued, and not closed for more than a day.
 const qQueuedEvents = `SELECT ` + eventColumns + ` FROM events
@@ -284,4 +354,7 @@ func (s *Store) QueuedEvents(ctx context.Context) ([]sale.Event, error) {
 	return out, nil
 }
 
-var _ queue.Store = (*Queues)(nil)
+var (
+	_ queue.Store       = (*Queues)(nil)
+	_ queue.StockReader = (*Store)(nil)
+)

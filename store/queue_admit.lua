@@ -1,7 +1,23 @@
 -- Admit, the one atomic admission step every instance runs: ARGV base,
 -- on_sale (ms or ''), off_sale (ms or ''), rate (places a second), burst
 -- (most credit kept), max (most places to admit now: the caller's budget,
--- '' for no limit), pass_ttl (ms).
+-- '' for no limit), pass_ttl (ms), then the stock ('' for none: admission
+-- at the rate alone) read from PostgreSQL just before: available, pending,
+-- reserve, then the place ids that made a booking in the last few seconds
+-- (store.queueTookWindow): each still admitted is kept in took.
+--
+-- The stock. An admitted place that has not held yet may still take up to
+-- reserve tickets; one that held took its tickets out of available (and
+-- any it gave back are available again). So the stock still free for new
+-- places is
+--   available - reserve x (live admitted places - those that held),
+-- counted here, atomically with the admissions, so two instances' steps
+-- cannot both spend it; and each new place takes up to reserve of it, at
+-- least one ticket, so the step admits at most ceil(free / reserve). With
+-- nothing available and no pending hold the queue is sold out: the flag
+-- meta.sold_out makes every waiting place read sold_out (render, in
+-- queue_lib.lua) at the cost of one HGET per poll, whatever the queue's
+-- length; a later step clears it if the stock comes back.
 --
 -- It first expires admitted places whose pass ran out. Then, from on_sale,
 -- it adds rate x elapsed time to the stored credit (capped at burst) and
@@ -21,6 +37,24 @@ for _, id in ipairs(lapsed) do
   else
     redis.call('ZREM', K_ADM, id)
   end
+end
+if ARGV[8] ~= '' then
+  local avail, pending, reserve = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
+  if avail <= 0 and pending == 0 then
+    redis.call('HSET', K_META, 'sold_out', '1')
+  else
+    redis.call('HDEL', K_META, 'sold_out')
+  end
+  for i = 11, #ARGV do
+    local exp = redis.call('ZSCORE', K_ADM, ARGV[i])
+    if exp then redis.call('ZADD', K_TOOK, exp, ARGV[i]) end
+  end
+  local live = redis.call('ZCOUNT', K_ADM, '(' .. fmt(now), '+inf')
+  local took = redis.call('ZCOUNT', K_TOOK, '(' .. fmt(now), '+inf')
+  local free = avail - reserve * (live - took)
+  local can = 0
+  if free > 0 then can = math.ceil(free / reserve - 1e-9) end
+  if not max or can < max then max = can end
 end
 local function waiting() return redis.call('ZCARD', K_PRE) + redis.call('ZCARD', K_WAIT) end
 if off and now >= off then return {'closed', 0, waiting(), #lapsed} end

@@ -1,5 +1,5 @@
 -- Join: ARGV base, id, folded email, email, on_sale (ms or ''), off_sale
--- (ms or ''). KEYS[7] is the new place's key. Answers {'existing', place}
+-- (ms or ''). KEYS[8] is the new place's key. Answers {'existing', place}
 -- for an email with a live place, {'closed'} after off_sale, else
 -- {'new', place}.
 local id, folded, email = ARGV[2], ARGV[3], ARGV[4]
@@ -25,6 +25,6 @@ else
     redis.call('HSET', K_META, 'opened', fmt(now))
   end
 end
-redis.call('HSET', KEYS[7], 'email', email, 'folded', folded, 'status', 'waiting', 'joined', fmt(now))
+redis.call('HSET', KEYS[8], 'email', email, 'folded', folded, 'status', 'waiting', 'joined', fmt(now))
 redis.call('HSET', K_EMAILS, folded, id)
 return {'new', render(id, 'waiting')}

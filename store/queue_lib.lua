@@ -6,15 +6,18 @@
 --   KEYS[3] adm     sorted set: admitted places, by pass expiry (ms)
 --   KEYS[4] emails  hash: folded email -> its latest place id
 --   KEYS[5] meta    hash: shuffled, open, opened (ms), last (ms), credit,
---                   admitted
+--                   admitted, sold_out (1 while the stock is gone: set and
+--                   cleared by the admission step)
 --   KEYS[6] seq     counter of arrivals
+--   KEYS[7] took    sorted set: admitted places that booked with their
+--                   pass, by pass expiry (ms): they reserve no stock
 --   base..'p:'..id  hash: one place (email, folded, status, joined,
 --                   admitted, pass_exp, pass, seen); made from ARGV[1],
 --                   always of the same slot as KEYS.
 -- Times are milliseconds of Redis's own clock (TIME), so every instance
 -- reads one clock. Waiting places that joined after the pre-queue get turn
 -- 1e12 + seq: always behind the pre-queue, whose shuffle gives it turns 1..n.
-local K_PRE, K_WAIT, K_ADM, K_EMAILS, K_META = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local K_PRE, K_WAIT, K_ADM, K_EMAILS, K_META, K_TOOK = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[7]
 local BASE = ARGV[1]
 -- How long a place that is no longer live is kept for its buyer to read.
 local KEEP_S = 86400
@@ -35,6 +38,7 @@ local function finish(id, status)
   redis.call('ZREM', K_PRE, id)
   redis.call('ZREM', K_WAIT, id)
   redis.call('ZREM', K_ADM, id)
+  redis.call('ZREM', K_TOOK, id)
   local folded = redis.call('HGET', k, 'folded')
   if folded and redis.call('HGET', K_EMAILS, folded) == id then
     redis.call('HDEL', K_EMAILS, folded)
@@ -59,6 +63,15 @@ local function status(id, now)
   return st
 end
 
+-- shown is the status a place is answered with: a waiting place reads
+-- sold_out while the queue's stock is gone (queue_admit.lua), so telling
+-- every waiting place costs nothing per place; it reads waiting again if
+-- the stock comes back.
+local function shown(st)
+  if st == 'waiting' and redis.call('HGET', K_META, 'sold_out') == '1' then return 'sold_out' end
+  return st
+end
+
 -- position is 1 + the live places ahead, or -1 while unknown (the
 -- pre-queue before its shuffle) or not waiting.
 local function position(id, st)
@@ -74,6 +87,7 @@ end
 -- render is a place as the scripts answer it:
 -- {id, status, position, joined, admitted, pass_exp, pass, email}.
 local function render(id, st)
+  st = shown(st)
   local f = redis.call('HMGET', pkey(id), 'joined', 'admitted', 'pass_exp', 'pass', 'email')
   return {id, st, position(id, st), tonumber(f[1]) or 0, tonumber(f[2]) or 0, tonumber(f[3]) or 0, f[4] or '', f[5] or ''}
 end

@@ -122,6 +122,9 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger) (*app, error) {
 	a.queue = queue.NewService(store.NewQueues(rdb, cfg.RedisPrefix), a.store, a.passes, cfg.TicketCap, log)
 	a.holds.Places, a.holds.Log = a.queue, log
 	a.queue.Observe = a.metrics
+	// Every admission step reads the event's stock, so the queue never
+	// admits more buyers than there are tickets for them.
+	a.queue.Stock, a.queue.Reserve, a.queue.MaxQuantity = a.store, queue.Reserve(cfg.QueueReserve), cfg.MaxQuantity
 	a.admitter = queue.NewAdmitter(a.queue, queue.AdmitEvery, log)
 	r := chi.NewRouter()
 	r.Use(httpapi.RequestID, httpapi.AccessLog(log), httpapi.Recover(log), a.metrics.Middleware,

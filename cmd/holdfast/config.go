@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/holdfast/holdfast/internal/clientaddr"
+	"github.com/holdfast/holdfast/queue"
 	"github.com/holdfast/holdfast/store"
 )
 
@@ -33,6 +34,9 @@ type config struct {
 	MaxQuantity  int
 	TicketCap    int
 	ClientCap    int
+	// QueueReserve is what an admitted place keeps aside of the stock:
+	// "cap" or "average" (queue.Reserve).
+	QueueReserve string
 	// TrustedProxies is --trusted-proxies as given; validate parses it.
 	TrustedProxies string
 	RateLimit      int
@@ -50,21 +54,22 @@ type config struct {
 
 func defaultConfig() config {
 	return config{
-		Addr:        ":8080",
-		RedisURL:    "redis://127.0.0.1:6379/0",
-		RedisPrefix: "holdfast:",
-		HoldTTL:     10 * time.Minute,
-		SweepEvery:  time.Second,
-		LockTTL:     5 * time.Second,
-		LockWait:    2 * time.Second,
-		MaxQuantity: 10,
-		TicketCap:   10,
-		ClientCap:   20,
-		DBMaxConns:  32,
-		Batch:       true,
-		LogLevel:    "info",
-		MaxConns:    10_000,
-		IdleTimeout: 30 * time.Second,
+		Addr:         ":8080",
+		RedisURL:     "redis://127.0.0.1:6379/0",
+		RedisPrefix:  "holdfast:",
+		HoldTTL:      10 * time.Minute,
+		SweepEvery:   time.Second,
+		LockTTL:      5 * time.Second,
+		LockWait:     2 * time.Second,
+		MaxQuantity:  10,
+		TicketCap:    10,
+		ClientCap:    20,
+		QueueReserve: "cap",
+		DBMaxConns:   32,
+		Batch:        true,
+		LogLevel:     "info",
+		MaxConns:     10_000,
+		IdleTimeout:  30 * time.Second,
 	}
 }
 
@@ -180,6 +185,7 @@ func (s *settings) serveFlags(cfg *config) {
 	s.str(&cfg.LogLevel, "log-level", "HOLDFAST_LOG_LEVEL", "debug, info, warn or error")
 	s.str(&cfg.AdminToken, "admin-token", "HOLDFAST_ADMIN_TOKEN", "bearer token of /admin (unset: /admin is 404)")
 	s.str(&cfg.DebugAddr, "debug-addr", "HOLDFAST_DEBUG_ADDR", "loopback listen address of net/http/pprof, such as 127.0.0.1:6060 (off when empty)")
+	s.str(&cfg.QueueReserve, "queue-reserve", "HOLDFAST_QUEUE_RESERVE", "what the waiting room keeps aside of the stock for each admitted place that holds nothing yet: cap (the per-buyer cap; no admitted buyer finds nothing) or average (the event's recent holds' average quantity)")
 	s.integer(&cfg.MaxConns, "max-connections", "HOLDFAST_MAX_CONNECTIONS", "the most connections open at once; past it a new one waits to be accepted")
 }
 
@@ -247,6 +253,9 @@ func (c config) validate(needDatabase bool) error {
 		// Profiles show the service's internals; they are for the
 		// machine's own operator only.
 		bad("--debug-addr must be a loopback address with a port, such as 127.0.0.1:6060, got %q", c.DebugAddr)
+	}
+	if c.QueueReserve != string(queue.ReserveCap) && c.QueueReserve != string(queue.ReserveAverage) {
+		bad("--queue-reserve must be cap or average, got %q", c.QueueReserve)
 	}
 	if c.MaxConns < 1 {
 		bad("--max-connections must be at least 1, got %d", c.MaxConns)
