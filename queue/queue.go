@@ -129,6 +129,11 @@ type Stock struct {
 	Available int
 	// Pending is the number of live (unlapsed) pending holds.
 	Pending int
+	// ReadAt orders readings of one event's stock (the database's clock,
+	// in microseconds): a step whose reading is older than one a step has
+	// already applied admits nothing and leaves the sold-out flag alone,
+	// since another instance may have read, and acted on, what came after.
+	ReadAt int64
 	// Took are the places that made a booking with their pass lately
 	// (the store says how lately; the step keeps each it sees for the
 	// rest of the place's pass): their tickets left Available when they

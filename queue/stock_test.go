@@ -604,3 +604,34 @@ func TestAPlaceThatBookedStaysOutOfTheReserve(t *testing.T) {
 		t.Fatalf("after the first place left: admitted %d, want 0", len(got))
 	}
 }
+
+// Steps of two instances read the stock and apply it out of order: a
+// reading older than one already applied, from before the last ticket went,
+// must neither clear the sold-out flag nor admit a place to find nothing.
+func TestAStaleStockReadingAdmitsNothing(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	svc := w.instance()
+	ev := w.event(1000, nil, 600)
+	p := join(t, svc, ev.ID, 1)
+	time.Sleep(20 * time.Millisecond) // credit for one
+	st := queue.Settings{EventID: ev.ID, AdmitPerSecond: 1000, PassTTL: time.Minute}
+	gone := &queue.Stock{ReadAt: 2000, Available: 0, Pending: 0, Reserve: 1}
+	if _, err := w.queues().Admit(context.Background(), st, queue.Unlimited, gone); err != nil {
+		t.Fatal(err)
+	}
+	if got := get(t, svc, p.ID); got.Status != queue.StatusSoldOut {
+		t.Fatalf("after the reading that found nothing: %s, want sold_out", got.Status)
+	}
+	stale := &queue.Stock{ReadAt: 1000, Available: 5, Pending: 0, Reserve: 1}
+	res, err := w.queues().Admit(context.Background(), st, queue.Unlimited, stale)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Admitted) != 0 {
+		t.Errorf("a stale reading admitted %d places", len(res.Admitted))
+	}
+	if got := get(t, svc, p.ID); got.Status != queue.StatusSoldOut {
+		t.Errorf("after a stale reading: %s, want still sold_out", got.Status)
+	}
+}

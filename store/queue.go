@@ -201,9 +201,9 @@ func (q *Queues) Admit(ctx context.Context, ev queue.Settings, budget int, stock
 	args := []any{q.QueueBase(ev.EventID), msArg(ev.OnSaleAt), msArg(ev.OffSaleAt),
 		ev.AdmitPerSecond, strconv.FormatFloat(ev.Burst(), 'f', -1, 64), max, ev.PassTTL.Milliseconds()}
 	if stock == nil {
-		args = append(args, "", "", "")
+		args = append(args, "", "", "", "")
 	} else {
-		args = append(args, stock.Available, stock.Pending, strconv.FormatFloat(max1(stock.Reserve), 'f', -1, 64))
+		args = append(args, stock.Available, stock.Pending, strconv.FormatFloat(max1(stock.Reserve), 'f', -1, 64), stock.ReadAt)
 		for _, id := range stock.Took {
 			args = append(args, id)
 		}
@@ -285,7 +285,8 @@ func max1(r float64) float64 { return max(1, r) }
 // counted back (they return on the next hold or sweep, and a lapsed hold
 // can no longer be confirmed); the live pending holds; and the places
 // that made a booking (of any status) in the last $2 seconds.
-const qQueueStock = `SELECT e.available_tickets + coalesce((SELECT sum(quantity) FROM bookings
+const qQueueStock = `SELECT (extract(epoch FROM statement_timestamp()) * 1000000)::bigint AS read_at,
+	e.available_tickets + coalesce((SELECT sum(quantity) FROM bookings
 		WHERE event_id = e.id AND booking_status = 'pending' AND expires_at <= now()), 0) AS available,
 	(SELECT count(*) FROM bookings WHERE event_id = e.id AND booking_status = 'pending' AND expires_at > now()) AS pending,
 	coalesce((SELECT array_agg(DISTINCT queue_place) FROM bookings
@@ -313,6 +314,7 @@ const queueTookWindow = 10 * time.Second
 // first).
 func (s *Store) QueueStock(ctx context.Context, eventID int64, passTTL time.Duration, recent bool) (queue.Stock, float64, error) {
 	var row struct {
+		ReadAt    int64          `db:"read_at"`
 		Available int            `db:"available"`
 		Pending   int            `db:"pending"`
 		Took      pq.StringArray `db:"took"`
@@ -323,7 +325,7 @@ func (s *Store) QueueStock(ctx context.Context, eventID int64, passTTL time.Dura
 		}
 		return queue.Stock{}, 0, mapErr(ctx, err)
 	}
-	st := queue.Stock{Available: row.Available, Pending: row.Pending, Took: row.Took}
+	st := queue.Stock{ReadAt: row.ReadAt, Available: row.Available, Pending: row.Pending, Took: row.Took}
 	if !recent {
 		return st, 0, nil
 	}

@@ -3,7 +3,8 @@
 -- (most credit kept), max (most places to admit now: the caller's budget,
 -- '' for no limit), pass_ttl (ms), then the stock ('' for none: admission
 -- at the rate alone) read from PostgreSQL just before: available, pending,
--- reserve, then the place ids that made a booking in the last few seconds
+-- reserve, when it was read (us, the database's clock), then the place ids
+-- that made a booking in the last few seconds
 -- (store.queueTookWindow): each still admitted is kept in took.
 --
 -- The stock. An admitted place that has not held yet may still take up to
@@ -40,12 +41,23 @@ for _, id in ipairs(lapsed) do
 end
 if ARGV[8] ~= '' then
   local avail, pending, reserve = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
-  if avail <= 0 and pending == 0 then
-    redis.call('HSET', K_META, 'sold_out', '1')
+  -- ARGV[11] is when the stock was read. Steps of several instances read
+  -- and apply out of order: a reading older than one already applied
+  -- must neither clear the sold-out flag nor admit on tickets that may be
+  -- gone since, so it admits nothing.
+  local read_at = tonumber(ARGV[11])
+  local seen = tonumber(redis.call('HGET', K_META, 'stock_at') or '0')
+  if read_at < seen then
+    avail = 0
   else
-    redis.call('HDEL', K_META, 'sold_out')
+    redis.call('HSET', K_META, 'stock_at', ARGV[11])
+    if avail <= 0 and pending == 0 then
+      redis.call('HSET', K_META, 'sold_out', '1')
+    else
+      redis.call('HDEL', K_META, 'sold_out')
+    end
   end
-  for i = 11, #ARGV do
+  for i = 12, #ARGV do
     local exp = redis.call('ZSCORE', K_ADM, ARGV[i])
     if exp then redis.call('ZADD', K_TOOK, exp, ARGV[i]) end
   end
