@@ -93,6 +93,14 @@ type extendState struct {
 	AtLimit bool `db:"at_limit"`
 }
 
+// ExtendTx is the body of Extend, run in the caller's transaction (tests use
+// it to hold an extend open). A hold past its expiry is failed as expired
+// here, in tx, and ErrExpired returned.
+func (s *Store) ExtendTx(ctx context.Context, tx *sqlx.Tx, id uuid.UUID, ttl, max time.Duration) (hold.Hold, error) {
+	h, _, err := extendTx(ctx, tx, id, ttl, max)
+	return h, err
+}
+
 func extendTx(ctx context.Context, tx *sqlx.Tx, id uuid.UUID, ttl, max time.Duration) (hold.Hold, holdChange, error) {
 	var r holdRow
 	err := tx.GetContext(ctx, &r, qExtend, id, ttl.Microseconds(), max.Microseconds())
