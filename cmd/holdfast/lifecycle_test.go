@@ -391,3 +391,34 @@ func TestConcurrentCancelsRefundOnce(t *testing.T) {
 		}
 	})
 }
+
+// Extend and cancel are writes: --rate-limit counts them as it counts the
+// others.
+func TestExtendAndCancelAreRateLimited(t *testing.T) {
+	t.Parallel()
+	ts := newTestServer(t, func(c *config) {
+		extendConfig(c)
+		c.RateLimit = 3
+	})
+	ev := ts.newEvent(10, true)
+	// Taken and confirmed outside the measured second.
+	h := ts.mustHold(ev, 1)
+	c := ts.mustHold(ev, 1)
+	time.Sleep(1100 * time.Millisecond)
+	ts.do("POST", "/holds/"+c.ID+"/confirm", nil)
+	time.Sleep(1100 * time.Millisecond)
+	auth := []string{"Authorization", "Bearer " + testToken}
+	inOneWindow(t, func() error {
+		got := []int{
+			ts.do("POST", "/holds/"+h.ID+"/extend", nil).Status,
+			ts.do("POST", "/holds/"+h.ID+"/extend", nil).Status,
+			ts.do("POST", "/holds/"+c.ID+"/cancel", nil, auth...).Status,
+			ts.do("POST", "/holds/"+h.ID+"/extend", nil).Status,
+			ts.do("POST", "/holds/"+c.ID+"/cancel", nil, auth...).Status,
+		}
+		if want := []int{200, 200, 200, 429, 429}; fmt.Sprint(got) != fmt.Sprint(want) {
+			return fmt.Errorf("five writes in one second: %v, want %v", got, want)
+		}
+		return nil
+	})
+}
