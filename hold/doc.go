@@ -21,7 +21,15 @@
 // holds) never waits for a booking's lock, and whoever holds bookings (a
 // release, the sweeper) waits only for the event row, which the stock
 // trigger takes last. A confirm that succeeds locks only its booking, since
-// confirming moves no stock. The store's doc has the details.
+// confirming moves no stock; so does an extend. A cancel (the admin's refund
+// of a confirmed booking) is a release's shape: its booking, then the event
+// row through the stock trigger. The store's doc has the details.
+//
+// An extend gives a pending hold more time, up to Service.Max after it was
+// made; the same statement checks that the hold has not lapsed by the
+// database's clock, and the schema refuses moving a lapsed hold's expiry
+// later, so no extend brings back a hold a buyer or the sweeper found
+// expired.
 //
 // The Sweeper and the Batcher are background workers (internal/worker):
 // serve starts and stops them with the others, in the order its workers

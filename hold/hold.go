@@ -18,13 +18,14 @@ import (
 type Status string
 
 // The statuses of the contract. The database knows pending, confirmed and
-// failed; released and expired are failed with their reason, and a pending
-// hold past its expiry reads expired at once.
+// failed; released, expired and cancelled are failed with their reason, and
+// a pending hold past its expiry reads expired at once.
 const (
 	StatusPending   Status = "pending"
 	StatusConfirmed Status = "confirmed"
 	StatusReleased  Status = "released"
 	StatusExpired   Status = "expired"
+	StatusCancelled Status = "cancelled"
 )
 
 // Errors the hold service returns; each answers as the contract says.
@@ -33,6 +34,16 @@ var (
 	ErrExpired   = problem.New(problem.HoldExpired, "the hold has expired")
 	ErrReleased  = problem.New(problem.HoldReleased, "the hold was released")
 	ErrConfirmed = problem.New(problem.HoldConfirmed, "the hold is confirmed and cannot be released")
+	// ErrConfirmedNoExtend: a confirmed hold has no expiry left to move.
+	ErrConfirmedNoExtend = problem.New(problem.HoldConfirmed, "the hold is confirmed and cannot be extended")
+	// ErrExtendLimit: the hold already expires --hold-max after it was
+	// made, the latest it may.
+	ErrExtendLimit = problem.New(problem.ExtendLimit, "the hold cannot be extended further: it already lasts as long as a hold may")
+	// ErrCancelled: the booking was cancelled and refunded.
+	ErrCancelled = problem.New(problem.HoldCancelled, "the booking was cancelled")
+	// ErrNotConfirmed: only a confirmed booking can be cancelled; a
+	// pending hold is released by its buyer instead.
+	ErrNotConfirmed = problem.New(problem.HoldNotConfirmed, "only a confirmed booking can be cancelled; a pending hold is released with DELETE /holds/{id}")
 )
 
 // Hold is tickets set aside for one buyer until ExpiresAt.
@@ -84,6 +95,12 @@ type Store interface {
 	Confirm(ctx context.Context, id uuid.UUID, key *idempotency.Key, render Render) (Outcome, error)
 	// Release fails a pending hold as released; see Service.Release.
 	Release(ctx context.Context, id uuid.UUID) (Hold, error)
+	// Extend moves a pending, unexpired hold's expiry to ttl from now by
+	// the database's clock, but never past max after the hold was made;
+	// see Service.Extend.
+	Extend(ctx context.Context, id uuid.UUID, ttl, max time.Duration, key *idempotency.Key, render Render) (Outcome, error)
+	// Cancel fails a confirmed booking as cancelled; see Service.Cancel.
+	Cancel(ctx context.Context, id uuid.UUID) (Hold, error)
 	// Replay returns the response kept for key, nil if there is none, or
 	// idempotency.ErrMismatch if the key was used with other values.
 	Replay(ctx context.Context, key *idempotency.Key) (*idempotency.Response, error)
@@ -94,6 +111,9 @@ type Service struct {
 	Store Store
 	Locks sale.Locker
 	TTL   time.Duration
+	// Max is how long after it was made a hold may last at most, however
+	// often it is extended (--hold-max); at least TTL.
+	Max time.Duration
 	// Batcher, when set, serves hold requests per event in batches; nil
 	// means one transaction per hold.
 	Batcher *Batcher
@@ -172,4 +192,32 @@ func (s *Service) Confirm(ctx context.Context, id uuid.UUID, key *idempotency.Ke
 // reached yet turns failed as expired); on a confirmed one ErrConfirmed.
 func (s *Service) Release(ctx context.Context, id uuid.UUID) (Hold, error) {
 	return s.Store.Release(ctx, id)
+}
+
+// Extend gives a pending hold more time: its expiry becomes TTL from now,
+// never later than Max after the hold was made. A hold whose expiry is
+// already that cap gets ErrExtendLimit; one whose next TTL would pass the
+// cap is extended up to the cap, so a buyer who keeps extending gets every
+// moment Max allows, then ErrExtendLimit. An expired hold gets ErrExpired
+// (turned failed first if the sweeper has not, as Confirm does), a released
+// one ErrReleased, a confirmed one ErrConfirmedNoExtend, a cancelled one
+// ErrCancelled. Its idempotency key, if any, is honoured.
+func (s *Service) Extend(ctx context.Context, id uuid.UUID, key *idempotency.Key, render Render) (Outcome, error) {
+	if key != nil {
+		replay, err := s.Store.Replay(ctx, key)
+		if err != nil || replay != nil {
+			return Outcome{Replay: replay}, err
+		}
+	}
+	return s.Store.Extend(ctx, id, s.TTL, s.Max, key, render)
+}
+
+// Cancel refunds a confirmed booking: it turns failed as cancelled and its
+// tickets go back on sale, once. Again on a cancelled booking it answers the
+// same booking. A pending hold gets ErrNotConfirmed (its buyer releases it;
+// there is nothing to refund), a released one ErrReleased, an expired one
+// ErrExpired (a lapsed hold the sweeper has not reached turns failed as
+// expired first).
+func (s *Service) Cancel(ctx context.Context, id uuid.UUID) (Hold, error) {
+	return s.Store.Cancel(ctx, id)
 }

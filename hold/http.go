@@ -21,6 +21,7 @@ import (
 const (
 	ScopeCreate  = "POST /holds"
 	scopeConfirm = "POST /holds/confirm "
+	scopeExtend  = "POST /holds/extend "
 )
 
 func renderCreated(h Hold, err error) idempotency.Response {
@@ -30,7 +31,7 @@ func renderCreated(h Hold, err error) idempotency.Response {
 	return idempotency.Success(http.StatusCreated, h)
 }
 
-func renderConfirmed(h Hold, err error) idempotency.Response {
+func renderOK(h Hold, err error) idempotency.Response {
 	if err != nil {
 		return idempotency.Failure(err, nil)
 	}
@@ -111,7 +112,7 @@ func HandleConfirm(svc *Service, log *slog.Logger) http.Handler {
 			httpapi.WriteError(w, r, log, err)
 			return
 		}
-		out, err := svc.Confirm(r.Context(), id, key, renderConfirmed)
+		out, err := svc.Confirm(r.Context(), id, key, renderOK)
 		answer(w, r, log, out, err, http.StatusOK)
 	})
 }
@@ -125,6 +126,43 @@ func HandleRelease(svc *Service, log *slog.Logger) http.Handler {
 			return
 		}
 		h, err := svc.Release(r.Context(), id)
+		if err != nil {
+			httpapi.WriteError(w, r, log, err)
+			return
+		}
+		httpapi.Encode(w, http.StatusOK, h)
+	})
+}
+
+// HandleExtend answers POST /holds/{id}/extend. It takes no body and
+// honours an Idempotency-Key scoped to the hold, as confirm does.
+func HandleExtend(svc *Service, log *slog.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id, err := parseID(r)
+		if err != nil {
+			httpapi.WriteError(w, r, log, err)
+			return
+		}
+		key, err := idempotency.FromRequest(r, scopeExtend+id.String(), struct{}{})
+		if err != nil {
+			httpapi.WriteError(w, r, log, err)
+			return
+		}
+		out, err := svc.Extend(r.Context(), id, key, renderOK)
+		answer(w, r, log, out, err, http.StatusOK)
+	})
+}
+
+// HandleCancel answers POST /holds/{id}/cancel, an admin request (the
+// router puts it behind the admin token). It takes no body.
+func HandleCancel(svc *Service, log *slog.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id, err := parseID(r)
+		if err != nil {
+			httpapi.WriteError(w, r, log, err)
+			return
+		}
+		h, err := svc.Cancel(r.Context(), id)
 		if err != nil {
 			httpapi.WriteError(w, r, log, err)
 			return

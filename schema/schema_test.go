@@ -380,3 +380,27 @@ func TestSchemaRefusesStockChangesOutsideBookings(t *testing.T) {
 		t.Fatalf("stock = %d, want 8 (13 total, 5 booked)", got)
 	}
 }
+
+// A lapsed hold is over: moving its expiry later would bring it back after
+// a buyer or the sweeper was told it expired. Accepted before 012.
+func TestSchemaRefusesExtendingALapsedHold(t *testing.T) {
+	t.Parallel()
+	db := open(t)
+	ev := event(t, db, 10, true)
+	id, err := booking(t, db, ev, 1, "pending")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A live hold's expiry may move either way.
+	exec(t, db, `UPDATE bookings SET expires_at = now() + interval '2 hours' WHERE id = $1`, id)
+	exec(t, db, `UPDATE bookings SET expires_at = now() - interval '1 second' WHERE id = $1`, id)
+	// Lapsed: later is refused, earlier is still allowed.
+	if _, err := db.Exec(`UPDATE bookings SET expires_at = now() + interval '1 hour' WHERE id = $1`, id); code(err) != "HF002" {
+		t.Fatalf("lapsed hold extended: err %v, want HF002", err)
+	}
+	exec(t, db, `UPDATE bookings SET expires_at = now() - interval '1 minute' WHERE id = $1`, id)
+	exec(t, db, `UPDATE bookings SET booking_status = 'failed', failure_reason = 'expired' WHERE id = $1`, id)
+	if got := stock(t, db, ev); got != 10 {
+		t.Fatalf("stock = %d, want 10", got)
+	}
+}

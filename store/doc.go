@@ -55,7 +55,7 @@
 // What must never break is refused by the database itself, whatever any
 // code, script or person at psql does; Go decides only what needs the
 // event row's lock or a sum over rows. A refusing trigger raises SQLSTATE
-// HF001 (HF002 for a late confirm); a CHECK raises 23514. Numbers name the
+// HF001 (HF002 for a late confirm or extend); a CHECK raises 23514. Numbers name the
 // migration in schema/.
 //
 // Events:
@@ -88,6 +88,11 @@
 //   - No booking is confirmed after its hold expired, by the database's
 //     clock: trigger bookings_confirm_in_time (004); qConfirm asks the same
 //     in its WHERE, so the trigger fires only on a race of microseconds.
+//   - A lapsed pending hold's expiry never moves later (an extend that came
+//     too late cannot bring it back): trigger bookings_lapsed_stays (012),
+//     HF002; qExtend asks the same in its WHERE. The cap --hold-max is a
+//     setting, not a rule of the data: qExtend computes it in the same
+//     statement, by the database's clock.
 //   - A pending or confirmed booking is never deleted (its stock would be
 //     lost): trigger bookings_live_kept, and bookings_no_truncate for
 //     TRUNCATE while any live booking exists (008). Fail it first.

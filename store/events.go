@@ -39,6 +39,8 @@ type Counters interface {
 	HoldsConfirmed(n int)
 	HoldsReleased(n int)
 	HoldsExpired(n int)
+	HoldsExtended(n int)
+	HoldsCancelled(n int)
 }
 
 type noCounters struct{}
@@ -47,6 +49,8 @@ func (noCounters) HoldsCreated(int)   {}
 func (noCounters) HoldsConfirmed(int) {}
 func (noCounters) HoldsReleased(int)  {}
 func (noCounters) HoldsExpired(int)   {}
+func (noCounters) HoldsExtended(int)  {}
+func (noCounters) HoldsCancelled(int) {}
 
 // New returns a Store on db.
 func New(db *sqlx.DB) *Store { return &Store{db: db, counters: noCounters{}, oneCall: true} }

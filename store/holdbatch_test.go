@@ -48,6 +48,8 @@ func (c *tally) HoldsCreated(n int)   { c.created += n }
 func (c *tally) HoldsConfirmed(n int) { c.confirmed += n }
 func (c *tally) HoldsReleased(n int)  { c.released += n }
 func (c *tally) HoldsExpired(n int)   { c.expired += n }
+func (c *tally) HoldsExtended(int)    {}
+func (c *tally) HoldsCancelled(int)   {}
 
 // hold_batch is the one writing of the rules that grant a hold; a batch
 // whose requests carry idempotency keys calls it inside the transaction that

@@ -27,6 +27,7 @@ const holdColumns = `hold_id, event_id, user_email, quantity, total_amount, expi
 		WHEN booking_status = 'pending' THEN 'pending'
 		WHEN booking_status = 'confirmed' THEN 'confirmed'
 		WHEN failure_reason = 'expired' THEN 'expired'
+		WHEN failure_reason = 'cancelled' THEN 'cancelled'
 		ELSE 'released'
 	END AS status`
 
@@ -348,7 +349,7 @@ func (s *Store) Confirm(ctx context.Context, id uuid.UUID, key *idempotency.Key,
 		}
 		var err error
 		out.Hold, change, err = confirmTx(ctx, tx, id)
-		if err != nil && !errors.Is(err, hold.ErrExpired) && !errors.Is(err, hold.ErrReleased) && !errors.Is(err, hold.ErrNotFound) {
+		if err != nil && !refusal(err) {
 			return err
 		}
 		out.Err = err
@@ -371,6 +372,8 @@ const (
 	confirmed
 	released
 	expired
+	extended
+	cancelled
 )
 
 func (s *Store) count(c holdChange) {
@@ -381,6 +384,10 @@ func (s *Store) count(c holdChange) {
 		s.counters.HoldsReleased(1)
 	case expired:
 		s.counters.HoldsExpired(1)
+	case extended:
+		s.counters.HoldsExtended(1)
+	case cancelled:
+		s.counters.HoldsCancelled(1)
 	}
 }
 
@@ -411,10 +418,8 @@ func confirmTx(ctx context.Context, tx *sqlx.Tx, id uuid.UUID) (hold.Hold, holdC
 	case st.Status == "confirmed":
 		h, err := readHold(ctx, tx, id)
 		return h, unchanged, err
-	case st.Status == "failed" && st.Reason == "expired":
-		return hold.Hold{}, unchanged, hold.ErrExpired
 	case st.Status == "failed":
-		return hold.Hold{}, unchanged, hold.ErrReleased
+		return hold.Hold{}, unchanged, failedErr(st.Reason)
 	case st.Lapsed:
 		if err := failHold(ctx, tx, id, "expired"); err != nil {
 			return hold.Hold{}, unchanged, err

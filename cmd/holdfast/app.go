@@ -106,7 +106,7 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger) (*app, error) {
 		return nil, err
 	}
 	a.booking = &booking.Service{Store: a.store, Locks: a.locks, Work: cfg.SimulateWork, Passes: a.passes}
-	a.holds = &hold.Service{Store: a.store, Locks: a.locks, TTL: cfg.HoldTTL, Passes: a.passes}
+	a.holds = &hold.Service{Store: a.store, Locks: a.locks, TTL: cfg.HoldTTL, Max: cfg.HoldMax, Passes: a.passes}
 	if cfg.Batch {
 		// The batch worker's own lock waits are timed but never counted as
 		// timeouts: the requests it waits for are, once each, when they

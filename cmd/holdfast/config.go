@@ -25,6 +25,7 @@ type config struct {
 	RedisURL     string
 	RedisPrefix  string
 	HoldTTL      time.Duration
+	HoldMax      time.Duration
 	SweepEvery   time.Duration
 	LockTTL      time.Duration
 	LockWait     time.Duration
@@ -58,6 +59,7 @@ func defaultConfig() config {
 		RedisURL:     "redis://127.0.0.1:6379/0",
 		RedisPrefix:  "holdfast:",
 		HoldTTL:      10 * time.Minute,
+		HoldMax:      30 * time.Minute,
 		SweepEvery:   time.Second,
 		LockTTL:      5 * time.Second,
 		LockWait:     2 * time.Second,
@@ -170,6 +172,7 @@ func (s *settings) serveFlags(cfg *config) {
 	s.str(&cfg.RedisURL, "redis-url", "REDIS_URL", "Redis URL: redis://host:port/db, or redis+cluster://host:port,host:port for a Redis Cluster")
 	s.str(&cfg.RedisPrefix, "redis-prefix", "HOLDFAST_REDIS_PREFIX", "prefix of every Redis key")
 	s.duration(&cfg.HoldTTL, "hold-ttl", "HOLDFAST_HOLD_TTL", "how long a hold lasts")
+	s.duration(&cfg.HoldMax, "hold-max", "HOLDFAST_HOLD_MAX", "the longest a hold may last after it was made, however often it is extended (at least --hold-ttl)")
 	s.duration(&cfg.SweepEvery, "sweep-every", "HOLDFAST_SWEEP_EVERY", "how often the sweeper runs (at least 1s)")
 	s.duration(&cfg.LockTTL, "lock-ttl", "HOLDFAST_LOCK_TTL", "TTL of the per-event Redis lock")
 	s.duration(&cfg.LockWait, "lock-wait", "HOLDFAST_LOCK_WAIT", "how long a request may wait for the event's lock before 429")
@@ -206,6 +209,11 @@ func (c config) validate(needDatabase bool) error {
 	}
 	if c.HoldTTL <= 0 {
 		bad("--hold-ttl must be positive, got %s", c.HoldTTL)
+	}
+	if c.HoldMax < c.HoldTTL {
+		// A new hold lasts --hold-ttl; a cap below that would make every
+		// hold outlive its own limit.
+		bad("--hold-max (%s) must be at least --hold-ttl (%s)", c.HoldMax, c.HoldTTL)
 	}
 	if c.SweepEvery < time.Second {
 		bad("--sweep-every must be at least 1s, got %s", c.SweepEvery)

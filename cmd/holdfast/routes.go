@@ -32,6 +32,7 @@ func (a *app) routes(r chi.Router) {
 	r.Method(http.MethodGet, "/holds/{id}", hold.HandleGet(a.holds, a.log))
 	r.Method(http.MethodDelete, "/holds/{id}", a.limited(hold.HandleRelease(a.holds, a.log)))
 	r.Method(http.MethodPost, "/holds/{id}/confirm", a.limited(hold.HandleConfirm(a.holds, a.log)))
+	r.Method(http.MethodPost, "/holds/{id}/extend", a.limited(hold.HandleExtend(a.holds, a.log)))
 	r.Method(http.MethodGet, "/queue/keys", pass.HandleKeys(a.passes))
 	r.Method(http.MethodPost, "/events/{id}/queue", a.jsonBody(queue.HandleJoin(a.queue, a.log)))
 	r.Method(http.MethodGet, "/events/{id}/queue", queue.HandleState(a.queue, a.log))
@@ -47,6 +48,11 @@ func (a *app) routes(r chi.Router) {
 			r.Method(http.MethodPost, "/events", a.limited(booking.HandleCreateEvent(a.store, a.log)))
 			r.Method(http.MethodPatch, "/events/{id}", a.limited(booking.HandleUpdateEvent(a.store, a.log)))
 		})
+		// An admin request at the contract's path, behind the same token.
+		// It takes no body, so no Content-Type check: a browser's form
+		// cannot send the bearer token.
+		r.Method(http.MethodPost, "/holds/{id}/cancel",
+			booking.RequireToken(a.cfg.AdminToken, a.adminFailures, a.log)(a.limited(hold.HandleCancel(a.holds, a.log))))
 	}
 }
 

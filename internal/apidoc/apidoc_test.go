@@ -73,6 +73,9 @@ var statusOfCode = map[string][]int{
 	"unsupported_media_type": {415},
 	"sold_out":               {400, 409}, // 400 on /book/*, as in the seed
 	"limit_exceeded":         {409},
+	"extend_limit":           {409},
+	"hold_cancelled":         {409},
+	"hold_not_confirmed":     {409},
 	"hold_released":          {409},
 	"hold_confirmed":         {409},
 	"total_below_held":       {409},

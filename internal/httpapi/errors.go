@@ -36,6 +36,10 @@ const (
 	CodeUnsupportedMedia = "unsupported_media_type"
 	CodeNotOnSale        = "not_on_sale"
 	CodeSaleClosed       = "sale_closed"
+	// The refusals of extend and cancel.
+	CodeExtendLimit      = "extend_limit"
+	CodeHoldCancelled    = "hold_cancelled"
+	CodeHoldNotConfirmed = "hold_not_confirmed"
 )
 
 // answer is how one kind of error is answered.
@@ -68,6 +72,9 @@ var byKind = map[problem.Kind]answer{
 	problem.PassUsed:            {http.StatusForbidden, CodePassUsed, 0},
 	problem.NotOnSale:           {http.StatusForbidden, CodeNotOnSale, 0},
 	problem.SaleClosed:          {http.StatusForbidden, CodeSaleClosed, 0},
+	problem.ExtendLimit:         {http.StatusConflict, CodeExtendLimit, 0},
+	problem.HoldCancelled:       {http.StatusConflict, CodeHoldCancelled, 0},
+	problem.HoldNotConfirmed:    {http.StatusConflict, CodeHoldNotConfirmed, 0},
 }
 
 // Statuses are an endpoint's departures from the usual status of a kind,

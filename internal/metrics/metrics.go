@@ -30,6 +30,8 @@ type Metrics struct {
 	holdsConfirmed prometheus.Counter
 	holdsReleased  prometheus.Counter
 	holdsExpired   prometheus.Counter
+	holdsExtended  prometheus.Counter
+	holdsCancelled prometheus.Counter
 	bookings       *prometheus.CounterVec
 	requests       *prometheus.HistogramVec
 	lockWait       prometheus.Histogram
@@ -63,6 +65,8 @@ func New() *Metrics {
 	m.holdsConfirmed = counter("holdfast_holds_confirmed_total", "Holds confirmed.")
 	m.holdsReleased = counter("holdfast_holds_released_total", "Holds released by their buyer.")
 	m.holdsExpired = counter("holdfast_holds_expired_total", "Holds expired: swept, or found lapsed by a buyer, a confirm or a release.")
+	m.holdsExtended = counter("holdfast_holds_extended_total", "Holds extended (POST /holds/{id}/extend that moved the expiry).")
+	m.holdsCancelled = counter("holdfast_holds_cancelled_total", "Confirmed bookings cancelled and refunded, their tickets back on sale.")
 	m.lockTimeouts = counter("holdfast_lock_timeouts_total", "Requests answered busy because the event's lock was not had within the lock wait.")
 	m.sweeps = counter("holdfast_sweeper_runs_total", "Sweeper runs.")
 	m.sweeperErrors = counter("holdfast_sweeper_errors_total", "Events whose sweep failed; the sweeper went on with the next event.")
@@ -168,6 +172,12 @@ func (m *Metrics) HoldsReleased(n int) { m.holdsReleased.Add(float64(n)) }
 
 // HoldsExpired counts holds expired.
 func (m *Metrics) HoldsExpired(n int) { m.holdsExpired.Add(float64(n)) }
+
+// HoldsExtended counts holds extended.
+func (m *Metrics) HoldsExtended(n int) { m.holdsExtended.Add(float64(n)) }
+
+// HoldsCancelled counts confirmed bookings cancelled.
+func (m *Metrics) HoldsCancelled(n int) { m.holdsCancelled.Add(float64(n)) }
 
 // LockWaited records one wait for an event's lock.
 func (m *Metrics) LockWaited(d time.Duration, busy bool) {

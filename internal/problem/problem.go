@@ -43,6 +43,14 @@ const (
 	// NotOnSale and SaleClosed: the request came outside the sale window.
 	NotOnSale
 	SaleClosed
+	// ExtendLimit: the hold already lasts as long as --hold-max allows.
+	ExtendLimit
+	// HoldCancelled: the booking was cancelled (refunded), so the request
+	// has nothing to act on.
+	HoldCancelled
+	// HoldNotConfirmed: cancel refunds a confirmed booking; a pending hold
+	// has nothing to refund (its buyer releases it).
+	HoldNotConfirmed
 )
 
 var names = [...]string{
@@ -64,6 +72,9 @@ var names = [...]string{
 	PassUsed:            "pass_used",
 	NotOnSale:           "not_on_sale",
 	SaleClosed:          "sale_closed",
+	ExtendLimit:         "extend_limit",
+	HoldCancelled:       "hold_cancelled",
+	HoldNotConfirmed:    "hold_not_confirmed",
 }
 
 // Kinds lists every kind, for tests that check a map covers them all.
