@@ -336,10 +336,20 @@ func (s *Store) Hold(ctx context.Context, id uuid.UUID) (hold.Hold, error) {
 
 // Confirm confirms a hold in one transaction with its idempotency key.
 func (s *Store) Confirm(ctx context.Context, id uuid.UUID, key *idempotency.Key, render hold.Render) (hold.Outcome, error) {
+	return s.changeHold(ctx, key, render, func(tx *sqlx.Tx) (hold.Hold, holdChange, error) {
+		return confirmTx(ctx, tx, id)
+	})
+}
+
+// changeHold runs change, one change of a hold, in a transaction with its
+// idempotency key: a key seen before replays; a refusal of the hold's (it
+// expired, it was released) is the outcome, kept with the key and
+// committed; anything else fails the transaction.
+func (s *Store) changeHold(ctx context.Context, key *idempotency.Key, render hold.Render, change func(tx *sqlx.Tx) (hold.Hold, holdChange, error)) (hold.Outcome, error) {
 	var out hold.Outcome
-	var change holdChange
+	var changed holdChange
 	err := inTx(ctx, s.db, func(tx *sqlx.Tx) error {
-		out, change = hold.Outcome{}, unchanged
+		out, changed = hold.Outcome{}, unchanged
 		if key != nil {
 			replay, err := claimKey(ctx, tx, key)
 			if err != nil || replay != nil {
@@ -348,7 +358,7 @@ func (s *Store) Confirm(ctx context.Context, id uuid.UUID, key *idempotency.Key,
 			}
 		}
 		var err error
-		out.Hold, change, err = confirmTx(ctx, tx, id)
+		out.Hold, changed, err = change(tx)
 		if err != nil && !refusal(err) {
 			return err
 		}
@@ -359,7 +369,7 @@ func (s *Store) Confirm(ctx context.Context, id uuid.UUID, key *idempotency.Key,
 		return nil
 	})
 	if err == nil {
-		s.count(change)
+		s.count(changed)
 	}
 	return out, err
 }

@@ -47,32 +47,9 @@ const (
 // Extend extends a hold in one transaction with its idempotency key; see
 // hold.Service.Extend.
 func (s *Store) Extend(ctx context.Context, id uuid.UUID, ttl, max time.Duration, key *idempotency.Key, render hold.Render) (hold.Outcome, error) {
-	var out hold.Outcome
-	var change holdChange
-	err := inTx(ctx, s.db, func(tx *sqlx.Tx) error {
-		out, change = hold.Outcome{}, unchanged
-		if key != nil {
-			replay, err := claimKey(ctx, tx, key)
-			if err != nil || replay != nil {
-				out.Replay = replay
-				return err
-			}
-		}
-		var err error
-		out.Hold, change, err = extendTx(ctx, tx, id, ttl, max)
-		if err != nil && !refusal(err) {
-			return err
-		}
-		out.Err = err
-		if key != nil {
-			return keepKey(ctx, tx, key, render(out.Hold, out.Err))
-		}
-		return nil
+	return s.changeHold(ctx, key, render, func(tx *sqlx.Tx) (hold.Hold, holdChange, error) {
+		return extendTx(ctx, tx, id, ttl, max)
 	})
-	if err == nil {
-		s.count(change)
-	}
-	return out, err
 }
 
 // refusal reports whether err is a hold's answer to confirm or extend, kept with its
