@@ -199,3 +199,349 @@ CREATE TRIGGER categories_fixed_event
 BEFORE UPDATE ON categories
 FOR EACH ROW WHEN (NEW.event_id IS DISTINCT FROM OLD.event_id)
 EXECUTE FUNCTION bookings_refuse('a category cannot move to another event', 'HF001');
+
+-- hold_batch as in 010, each request a list of items. Lines marked "011:".
+--
+--   * p_quantities goes; each request brings its items as three flattened
+--     arrays: p_item_reqs[j] the request (1-based, non-decreasing: the
+--     items of a request are contiguous and in request order, and every
+--     request has at least one), p_item_cats[j] the category (NULL: the
+--     event's only category, as the seed's body asks; 'category_required'
+--     when the event has several) and p_item_qtys[j] the tickets of it. The
+--     caller has made each category appear at most once in a request.
+--   * the event's categories are locked after the event row (the order
+--     every writer of stock keeps) and read once; a request is granted only
+--     if the event and each of its categories have its tickets, all or
+--     nothing. A refused request takes nothing, so a request for a sold-out
+--     category never blocks the next.
+--   * sold_out names the short category (short_category; NULL when the
+--     event's capacity is what is short, or for the seed's body, which
+--     named none); category_not_found when an item
+--     names a category of another event or none.
+--   * the caps and the lapsed holds' expiry count a request's tickets, all
+--     items together (bookings.quantity is their sum).
+--   * each hold's items are inserted with it, at the category's price; the
+--     row returns them (item_categories, item_quantities, item_prices).
+--   * price is NULL: the total of several items is no one price times the
+--     quantity; too_large is decided here.
+DROP FUNCTION hold_batch(bigint, text[], text[], inet[], int[], bigint, int, int, text[]);
+
+CREATE FUNCTION hold_batch(p_event bigint, p_emails text[], p_keys text[], p_clients inet[],
+                           p_item_reqs int[], p_item_cats int[], p_item_qtys int[], -- 011
+                           p_ttl_us bigint, p_cap int, p_client_cap int,
+                           p_places text[] DEFAULT NULL)
+RETURNS TABLE (n int, outcome text, price numeric, expired int,
+               hold_id uuid, event_id int, user_email varchar, quantity int, total_amount numeric,
+               expires_at timestamptz, created_at timestamptz, confirmed_at timestamptz, status text,
+               short_category int, item_categories int[], item_quantities int[], item_prices numeric[]) -- 011
+AS $$
+#variable_conflict use_column
+DECLARE
+    v_available int;
+    v_expired int := 0;
+    v_tried_lapsed boolean := false;
+    v_count int := coalesce(array_length(p_emails, 1), 0);
+    v_outcomes text[] := array_fill(NULL::text, ARRAY[v_count]);
+    v_ids uuid[] := array_fill(NULL::uuid, ARRAY[v_count]);
+    v_granted int[] := '{}';
+    v_taken int := 0;
+    v_keys text[];
+    v_owned int[];
+    v_clients inet[];
+    v_held int[];
+    v_pos int;
+    v_cpos int;
+    v_gone_keys text[];
+    v_gone_tickets int[];
+    v_gone_clients inet[];
+    v_gone_held int[];
+    v_gone int;
+    v_q int;
+    v_queued boolean;
+    v_place text;
+    v_sale text;
+    -- 011: the categories, their stock as this batch leaves it, and per
+    -- request and per item what the loop decided.
+    v_items int := coalesce(array_length(p_item_reqs, 1), 0);
+    v_cat_ids int[];
+    v_cat_avail int[];
+    v_cat_price numeric[];
+    v_cat_taken int[];
+    v_ncat int;
+    v_first int[] := array_fill(0, ARRAY[v_count]);
+    v_last int[] := array_fill(-1, ARRAY[v_count]);
+    v_item_cat int[] := array_fill(NULL::int, ARRAY[v_items]);
+    v_item_pos int[] := array_fill(NULL::int, ARRAY[v_items]);
+    v_item_price numeric[] := array_fill(NULL::numeric, ARRAY[v_items]);
+    v_qtys int[] := array_fill(NULL::int, ARRAY[v_count]);
+    v_amounts numeric[] := array_fill(NULL::numeric, ARRAY[v_count]);
+    v_shorts int[] := array_fill(NULL::int, ARRAY[v_count]);
+    v_granted_items int[] := '{}';
+    v_short int;
+    v_bad text;
+    v_amount numeric;
+    v_c int;
+    v_k int;
+BEGIN
+    IF array_length(p_keys, 1) IS DISTINCT FROM array_length(p_emails, 1)
+       OR array_length(p_clients, 1) IS DISTINCT FROM array_length(p_emails, 1) THEN
+        RAISE EXCEPTION 'hold_batch: % emails but % keys, % clients', v_count,
+            array_length(p_keys, 1), array_length(p_clients, 1);
+    END IF;
+    IF array_length(p_item_cats, 1) IS DISTINCT FROM array_length(p_item_reqs, 1)
+       OR array_length(p_item_qtys, 1) IS DISTINCT FROM array_length(p_item_reqs, 1) THEN
+        RAISE EXCEPTION 'hold_batch: % item requests but % categories, % quantities', v_items,
+            array_length(p_item_cats, 1), array_length(p_item_qtys, 1);
+    END IF;
+    IF p_places IS NOT NULL AND array_length(p_places, 1) IS DISTINCT FROM array_length(p_emails, 1) THEN
+        RAISE EXCEPTION 'hold_batch: % emails but % places', v_count, array_length(p_places, 1);
+    END IF;
+    IF EXISTS (SELECT 1 FROM unnest(p_item_qtys) AS q WHERE q IS NULL OR q < 1) THEN
+        RAISE EXCEPTION 'hold_batch: quantities must be positive' USING ERRCODE = '22023';
+    END IF;
+    IF p_cap > 0 AND EXISTS (SELECT 1 FROM unnest(p_keys) AS k WHERE k IS NULL) THEN
+        RAISE EXCEPTION 'hold_batch: every request needs a buyer key' USING ERRCODE = '22023';
+    END IF;
+    -- 011: each request's items, contiguous and in order.
+    FOR j IN 1 .. v_items LOOP
+        v_k := p_item_reqs[j];
+        IF v_k IS NULL OR v_k < 1 OR v_k > v_count OR (j > 1 AND v_k < p_item_reqs[j - 1]) THEN
+            RAISE EXCEPTION 'hold_batch: item % names request %, out of order', j, v_k USING ERRCODE = '22023';
+        END IF;
+        IF v_first[v_k] = 0 THEN
+            v_first[v_k] := j;
+        END IF;
+        v_last[v_k] := j;
+    END LOOP;
+    IF EXISTS (SELECT 1 FROM unnest(v_first) AS f WHERE f = 0) THEN
+        RAISE EXCEPTION 'hold_batch: every request needs an item' USING ERRCODE = '22023';
+    END IF;
+
+    SELECT e.available_tickets, e.queue_admit_per_second IS NOT NULL, sale_window(e.on_sale_at, e.off_sale_at)
+    INTO v_available, v_queued, v_sale
+    FROM events e WHERE e.id = p_event FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT i::int, 'not_found', NULL::numeric, 0,
+            NULL::uuid, NULL::int, NULL::varchar, NULL::int, NULL::numeric,
+            NULL::timestamptz, NULL::timestamptz, NULL::timestamptz, NULL::text,
+            NULL::int, NULL::int[], NULL::int[], NULL::numeric[]
+        FROM generate_series(1, v_count) AS i;
+        RETURN;
+    END IF;
+    IF v_sale IS NOT NULL THEN
+        RETURN QUERY SELECT i::int, v_sale, NULL::numeric, 0,
+            NULL::uuid, NULL::int, NULL::varchar, NULL::int, NULL::numeric,
+            NULL::timestamptz, NULL::timestamptz, NULL::timestamptz, NULL::text,
+            NULL::int, NULL::int[], NULL::int[], NULL::numeric[]
+        FROM generate_series(1, v_count) AS i;
+        RETURN;
+    END IF;
+    -- 011: the categories, locked after the event, in id order.
+    SELECT array_agg(c.id ORDER BY c.id), array_agg(c.available_tickets ORDER BY c.id), array_agg(c.price ORDER BY c.id)
+    INTO v_cat_ids, v_cat_avail, v_cat_price
+    FROM (SELECT k.id, k.available_tickets, k.price FROM categories k WHERE k.event_id = p_event ORDER BY k.id FOR UPDATE) c;
+    v_ncat := coalesce(array_length(v_cat_ids, 1), 0);
+    v_cat_taken := array_fill(0, ARRAY[greatest(v_ncat, 1)]);
+
+    IF p_cap > 0 THEN
+        SELECT array_agg(d.k), array_agg(d.tickets) INTO v_keys, v_owned
+        FROM (
+            SELECT u.k, coalesce((
+                SELECT sum(b.quantity) FROM bookings b
+                WHERE b.event_id = p_event AND b.buyer_key = u.k
+                  AND b.booking_status IN ('pending', 'confirmed')), 0)::int AS tickets
+            FROM (SELECT DISTINCT k FROM unnest(p_keys) AS k) u
+        ) d;
+    END IF;
+    IF p_client_cap > 0 THEN
+        SELECT array_agg(d.c), array_agg(d.tickets) INTO v_clients, v_held
+        FROM (
+            SELECT u.c, coalesce((
+                SELECT sum(b.quantity) FROM bookings b
+                WHERE b.event_id = p_event AND b.client_addr = u.c
+                  AND b.booking_status = 'pending'), 0)::int AS tickets
+            FROM (SELECT DISTINCT c FROM unnest(p_clients) AS c WHERE c IS NOT NULL) u
+        ) d;
+    END IF;
+
+    FOR i IN 1 .. v_count LOOP
+        -- 011: the request's items, resolved against the event's categories.
+        v_q := 0;
+        v_bad := NULL;
+        FOR j IN v_first[i] .. v_last[i] LOOP
+            v_c := p_item_cats[j];
+            IF v_c IS NULL THEN
+                IF v_ncat <> 1 THEN
+                    v_bad := 'category_required';
+                    EXIT;
+                END IF;
+                v_c := v_cat_ids[1];
+            END IF;
+            v_item_pos[j] := array_position(v_cat_ids, v_c);
+            IF v_item_pos[j] IS NULL THEN
+                v_bad := 'category_not_found';
+                EXIT;
+            END IF;
+            v_item_cat[j] := v_c;
+            v_item_price[j] := v_cat_price[v_item_pos[j]];
+            v_q := v_q + p_item_qtys[j];
+        END LOOP;
+        IF v_bad IS NOT NULL THEN
+            v_outcomes[i] := v_bad;
+            CONTINUE;
+        END IF;
+        v_qtys[i] := v_q;
+        IF v_queued THEN
+            v_place := nullif(p_places[i], '');
+            IF v_place IS NULL THEN
+                v_outcomes[i] := 'queue_required';
+                CONTINUE;
+            END IF;
+            IF EXISTS (SELECT 1 FROM bookings b
+                       WHERE b.event_id = p_event AND b.queue_place = v_place AND b.queue_place IS NOT NULL
+                         AND b.booking_status = 'confirmed') THEN
+                v_outcomes[i] := 'pass_used';
+                CONTINUE;
+            END IF;
+        END IF;
+        v_pos := NULL;
+        v_cpos := NULL;
+        IF p_cap > 0 THEN
+            v_pos := array_position(v_keys, p_keys[i]);
+        END IF;
+        IF p_client_cap > 0 AND p_clients[i] IS NOT NULL THEN
+            v_cpos := array_position(v_clients, p_clients[i]);
+        END IF;
+        -- 011: the first of the request's categories that is short.
+        v_short := NULL;
+        FOR j IN v_first[i] .. v_last[i] LOOP
+            IF v_cat_avail[v_item_pos[j]] < p_item_qtys[j] THEN
+                v_short := v_item_cat[j];
+                EXIT;
+            END IF;
+        END LOOP;
+        IF NOT v_tried_lapsed AND (v_available < v_q OR v_short IS NOT NULL -- 011
+                OR (v_pos IS NOT NULL AND v_owned[v_pos] + v_q > p_cap)
+                OR (v_cpos IS NOT NULL AND v_held[v_cpos] + v_q > p_client_cap)) THEN
+            v_tried_lapsed := true;
+            WITH x AS (
+                UPDATE bookings SET booking_status = 'failed', failure_reason = 'expired', updated_at = now()
+                WHERE id IN (
+                    SELECT b.id FROM bookings b
+                    WHERE b.event_id = p_event AND b.booking_status = 'pending' AND b.expires_at <= now()
+                    FOR UPDATE SKIP LOCKED)
+                RETURNING bookings.buyer_key, bookings.client_addr, bookings.quantity
+            ), g AS (
+                SELECT x.buyer_key, sum(x.quantity)::int AS tickets, count(*)::int AS holds FROM x GROUP BY x.buyer_key
+            ), c AS (
+                SELECT x.client_addr, sum(x.quantity)::int AS tickets FROM x
+                WHERE x.client_addr = ANY (v_clients) GROUP BY x.client_addr
+            )
+            SELECT (SELECT coalesce(sum(g.holds), 0)::int FROM g),
+                   (SELECT array_agg(g.buyer_key) FROM g WHERE g.buyer_key = ANY (v_keys)),
+                   (SELECT array_agg(g.tickets) FROM g WHERE g.buyer_key = ANY (v_keys)),
+                   (SELECT array_agg(c.client_addr) FROM c),
+                   (SELECT array_agg(c.tickets) FROM c)
+            INTO v_expired, v_gone_keys, v_gone_tickets, v_gone_clients, v_gone_held;
+            IF v_expired > 0 THEN
+                SELECT e.available_tickets - v_taken INTO v_available FROM events e WHERE e.id = p_event;
+                -- 011: and the categories, as the stock trigger left them.
+                FOR k IN 1 .. v_ncat LOOP
+                    SELECT c.available_tickets - v_cat_taken[k] INTO v_c FROM categories c WHERE c.id = v_cat_ids[k];
+                    v_cat_avail[k] := v_c;
+                END LOOP;
+                FOR k IN 1 .. coalesce(array_length(v_gone_keys, 1), 0) LOOP
+                    v_gone := array_position(v_keys, v_gone_keys[k]);
+                    v_owned[v_gone] := v_owned[v_gone] - v_gone_tickets[k];
+                END LOOP;
+                FOR k IN 1 .. coalesce(array_length(v_gone_clients, 1), 0) LOOP
+                    v_gone := array_position(v_clients, v_gone_clients[k]);
+                    v_held[v_gone] := v_held[v_gone] - v_gone_held[k];
+                END LOOP;
+                v_short := NULL;
+                FOR j IN v_first[i] .. v_last[i] LOOP
+                    IF v_cat_avail[v_item_pos[j]] < p_item_qtys[j] THEN
+                        v_short := v_item_cat[j];
+                        EXIT;
+                    END IF;
+                END LOOP;
+            END IF;
+        END IF;
+        IF v_short IS NOT NULL THEN -- 011
+            v_outcomes[i] := 'sold_out';
+            -- The seed's body named no category: its answer stays the
+            -- seed's.
+            IF p_item_cats[v_first[i]] IS NOT NULL THEN
+                v_shorts[i] := v_short;
+            END IF;
+            CONTINUE;
+        END IF;
+        IF v_available < v_q THEN
+            v_outcomes[i] := 'sold_out';
+            CONTINUE;
+        END IF;
+        v_amount := 0; -- 011: the sum of the items at their categories' prices
+        FOR j IN v_first[i] .. v_last[i] LOOP
+            v_amount := v_amount + v_item_price[j] * p_item_qtys[j];
+        END LOOP;
+        IF v_amount > 99999999.99 THEN
+            v_outcomes[i] := 'too_large';
+            CONTINUE;
+        END IF;
+        IF v_pos IS NOT NULL AND v_owned[v_pos] + v_q > p_cap THEN
+            v_outcomes[i] := 'limit_exceeded';
+            CONTINUE;
+        END IF;
+        IF v_cpos IS NOT NULL AND v_held[v_cpos] + v_q > p_client_cap THEN
+            v_outcomes[i] := 'client_limit_exceeded';
+            CONTINUE;
+        END IF;
+        IF v_pos IS NOT NULL THEN
+            v_owned[v_pos] := v_owned[v_pos] + v_q;
+        END IF;
+        IF v_cpos IS NOT NULL THEN
+            v_held[v_cpos] := v_held[v_cpos] + v_q;
+        END IF;
+        FOR j IN v_first[i] .. v_last[i] LOOP -- 011
+            v_cat_avail[v_item_pos[j]] := v_cat_avail[v_item_pos[j]] - p_item_qtys[j];
+            v_cat_taken[v_item_pos[j]] := v_cat_taken[v_item_pos[j]] + p_item_qtys[j];
+            v_granted_items := v_granted_items || j;
+        END LOOP;
+        v_available := v_available - v_q;
+        v_taken := v_taken + v_q;
+        v_amounts[i] := v_amount;
+        v_outcomes[i] := 'held';
+        v_ids[i] := gen_random_uuid();
+        v_granted := v_granted || i;
+    END LOOP;
+
+    -- One insert of the batch's holds, one of their items: each
+    -- statement-level stock trigger makes one update per row it moves.
+    INSERT INTO bookings (hold_id, event_id, user_email, buyer_key, client_addr, quantity, total_amount,
+                          booking_status, expires_at, queue_place)
+    SELECT v_ids[g.i], p_event, p_emails[g.i], p_keys[g.i], p_clients[g.i], v_qtys[g.i],
+           v_amounts[g.i], 'pending', clock_timestamp() + p_ttl_us * interval '1 microsecond',
+           nullif(p_places[g.i], '')
+    FROM unnest(v_granted) WITH ORDINALITY AS g(i, k)
+    ORDER BY g.k;
+    INSERT INTO booking_items (booking_id, category_id, quantity, price) -- 011
+    SELECT b.id, v_item_cat[g.j], p_item_qtys[g.j], v_item_price[g.j]
+    FROM unnest(v_granted_items) AS g(j)
+    JOIN bookings b ON b.hold_id = v_ids[p_item_reqs[g.j]];
+
+    RETURN QUERY
+    SELECT r.n::int, r.outcome, NULL::numeric, v_expired,
+           b.hold_id, b.event_id, b.user_email, b.quantity, b.total_amount,
+           b.expires_at, b.created_at, b.confirmed_at,
+           CASE WHEN b.hold_id IS NULL THEN NULL
+                WHEN b.expires_at <= clock_timestamp() THEN 'expired' ELSE 'pending' END,
+           v_shorts[r.n],
+           CASE WHEN b.hold_id IS NOT NULL THEN v_item_cat[v_first[r.n] : v_last[r.n]] END,
+           CASE WHEN b.hold_id IS NOT NULL THEN p_item_qtys[v_first[r.n] : v_last[r.n]] END,
+           CASE WHEN b.hold_id IS NOT NULL THEN v_item_price[v_first[r.n] : v_last[r.n]] END
+    FROM unnest(v_outcomes, v_ids) WITH ORDINALITY AS r(outcome, id, n)
+    LEFT JOIN bookings b ON b.hold_id = r.id
+    ORDER BY r.n;
+END;
+$$ LANGUAGE plpgsql
+SET enable_seqscan = off;

@@ -36,6 +36,7 @@ const (
 	CodeUnsupportedMedia = "unsupported_media_type"
 	CodeNotOnSale        = "not_on_sale"
 	CodeSaleClosed       = "sale_closed"
+	CodeCategoryRequired = "category_required"
 )
 
 // answer is how one kind of error is answered.
@@ -68,6 +69,7 @@ var byKind = map[problem.Kind]answer{
 	problem.PassUsed:            {http.StatusForbidden, CodePassUsed, 0},
 	problem.NotOnSale:           {http.StatusForbidden, CodeNotOnSale, 0},
 	problem.SaleClosed:          {http.StatusForbidden, CodeSaleClosed, 0},
+	problem.CategoryRequired:    {http.StatusBadRequest, CodeCategoryRequired, 0},
 }
 
 // Statuses are an endpoint's departures from the usual status of a kind,

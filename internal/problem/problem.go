@@ -43,6 +43,9 @@ const (
 	// NotOnSale and SaleClosed: the request came outside the sale window.
 	NotOnSale
 	SaleClosed
+	// CategoryRequired: the seed's body (a quantity alone) for an event of
+	// several categories, which must name them.
+	CategoryRequired
 )
 
 var names = [...]string{
@@ -64,6 +67,7 @@ var names = [...]string{
 	PassUsed:            "pass_used",
 	NotOnSale:           "not_on_sale",
 	SaleClosed:          "sale_closed",
+	CategoryRequired:    "category_required",
 }
 
 // Kinds lists every kind, for tests that check a map covers them all.
