@@ -37,6 +37,9 @@ var (
 	// ErrCategoryNotFound: an item names a category the event does not
 	// have.
 	ErrCategoryNotFound = problem.New(problem.Invalid, "an item names a category the event does not have")
+	// ErrCategoryMissing: the admin API names a category the event does
+	// not have.
+	ErrCategoryMissing = problem.New(problem.NotFound, "no such category of this event")
 )
 
 // SaleErr is the error of a sale window's verdict as the store reads it

@@ -1,10 +1,12 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -357,6 +359,8 @@ func (r *batchRow) outcome(o sale.Order) (hold.Outcome, error) {
 			}
 			h.Items = append(h.Items, item)
 		}
+		// In category order, as holdColumns reads them back.
+		slices.SortFunc(h.Items, func(a, b hold.Item) int { return cmp.Compare(a.CategoryID, b.CategoryID) })
 		return hold.Outcome{Hold: h}, nil
 	case "sold_out":
 		if r.Short.Valid {
