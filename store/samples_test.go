@@ -40,4 +40,14 @@ func TestLoadSamplesBalancesUnderTheSchemaRules(t *testing.T) {
 			t.Errorf("sample event %d: categories %+v, want one as the event", a.ID, ev.Categories)
 		}
 	}
+	// The status page shows each event's categories.
+	page, err := s.StatusEvents(ctx, 20, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range page {
+		if want := map[bool]int{true: 3, false: 1}[e.Total == 2800]; len(e.Categories) != want {
+			t.Errorf("status of event %d: categories %+v, want %d", e.ID, e.Categories, want)
+		}
+	}
 }
