@@ -344,7 +344,8 @@ func (s *Store) book(ctx context.Context, tx *sqlx.Tx, o sale.Order, work time.D
 // answer and keep, rather than a failure of the service.
 func isRefusal(err error) bool {
 	for _, k := range []problem.Kind{problem.SoldOut, problem.NotFound, problem.LimitExceeded, problem.NotOnSale,
-		problem.SaleClosed, problem.Invalid, problem.QueueRequired, problem.PassInvalid, problem.PassExpired, problem.PassUsed} {
+		problem.SaleClosed, problem.Invalid, problem.QueueRequired, problem.PassInvalid, problem.PassExpired, problem.PassUsed,
+		problem.CategoryRequired} {
 		if errors.Is(err, k) {
 			return true
 		}
