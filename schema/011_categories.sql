@@ -32,7 +32,8 @@ CREATE TABLE booking_items (
     price DECIMAL(10,2) NOT NULL,
     PRIMARY KEY (booking_id, category_id)
 );
-CREATE INDEX booking_items_category ON booking_items (category_id);
+-- No index on category_id: every hold would pay for it, and only holdfast
+-- check, which reads every item anyway, looks items up by category.
 
 -- Every event has its default category, with the event's price and stock,
 -- and every booking so far is an item of it: the invariants hold per
@@ -209,8 +210,8 @@ EXECUTE FUNCTION bookings_refuse('a category cannot move to another event', 'HF0
 --     event's only category, as the seed's body asks; 'category_required'
 --     when the event has several) and p_item_qtys[j] the tickets of it. The
 --     caller has made each category appear at most once in a request.
---   * the event's categories are locked after the event row (the order
---     every writer of stock keeps) and read once; a request is granted only
+--   * the event's categories are read once, under the event row's lock
+--     (which every writer of stock takes first); a request is granted only
 --     if the event and each of its categories have its tickets, all or
 --     nothing. A refused request takes nothing, so a request for a sold-out
 --     category never blocks the next.
@@ -336,10 +337,15 @@ BEGIN
         FROM generate_series(1, v_count) AS i;
         RETURN;
     END IF;
-    -- 011: the categories, locked after the event, in id order.
-    SELECT array_agg(c.id ORDER BY c.id), array_agg(c.available_tickets ORDER BY c.id), array_agg(c.price ORDER BY c.id)
+    -- 011: the categories, read under the event's lock. Not locked
+    -- themselves: every writer of a category's stock (the stock triggers,
+    -- the admin API) holds the event's lock first, and a plain UPDATE that
+    -- does not meets the check that keeps a category from going below zero
+    -- when the items' trigger takes its tickets. A lock would cost a row
+    -- write per category on every batch.
+    SELECT array_agg(k.id ORDER BY k.id), array_agg(k.available_tickets ORDER BY k.id), array_agg(k.price ORDER BY k.id)
     INTO v_cat_ids, v_cat_avail, v_cat_price
-    FROM (SELECT k.id, k.available_tickets, k.price FROM categories k WHERE k.event_id = p_event ORDER BY k.id FOR UPDATE) c;
+    FROM categories k WHERE k.event_id = p_event;
     v_ncat := coalesce(array_length(v_cat_ids, 1), 0);
     v_cat_taken := array_fill(0, ARRAY[greatest(v_ncat, 1)]);
 
@@ -515,32 +521,36 @@ BEGIN
         v_granted := v_granted || i;
     END LOOP;
 
-    -- One insert of the batch's holds, one of their items: each
-    -- statement-level stock trigger makes one update per row it moves.
-    INSERT INTO bookings (hold_id, event_id, user_email, buyer_key, client_addr, quantity, total_amount,
-                          booking_status, expires_at, queue_place)
-    SELECT v_ids[g.i], p_event, p_emails[g.i], p_keys[g.i], p_clients[g.i], v_qtys[g.i],
-           v_amounts[g.i], 'pending', clock_timestamp() + p_ttl_us * interval '1 microsecond',
-           nullif(p_places[g.i], '')
-    FROM unnest(v_granted) WITH ORDINALITY AS g(i, k)
-    ORDER BY g.k;
-    INSERT INTO booking_items (booking_id, category_id, quantity, price) -- 011
-    SELECT b.id, v_item_cat[g.j], p_item_qtys[g.j], v_item_price[g.j]
-    FROM unnest(v_granted_items) AS g(j)
-    JOIN bookings b ON b.hold_id = v_ids[p_item_reqs[g.j]];
-
+    -- One statement inserts the batch's holds and their items and answers
+    -- every request: each statement-level stock trigger makes one update
+    -- per row it moves, at the statement's end, when it sees both inserts.
     RETURN QUERY
+    WITH ins AS (
+        INSERT INTO bookings (hold_id, event_id, user_email, buyer_key, client_addr, quantity, total_amount,
+                              booking_status, expires_at, queue_place)
+        SELECT v_ids[g.i], p_event, p_emails[g.i], p_keys[g.i], p_clients[g.i], v_qtys[g.i],
+               v_amounts[g.i], 'pending', clock_timestamp() + p_ttl_us * interval '1 microsecond',
+               nullif(p_places[g.i], '')
+        FROM unnest(v_granted) WITH ORDINALITY AS g(i, k)
+        ORDER BY g.k
+        RETURNING bookings.id, bookings.hold_id, bookings.event_id, bookings.user_email, bookings.quantity,
+                  bookings.total_amount, bookings.expires_at, bookings.created_at, bookings.confirmed_at,
+                  CASE WHEN bookings.expires_at <= clock_timestamp() THEN 'expired' ELSE 'pending' END AS status
+    ), items AS ( -- 011
+        INSERT INTO booking_items (booking_id, category_id, quantity, price)
+        SELECT ins.id, v_item_cat[g.j], p_item_qtys[g.j], v_item_price[g.j]
+        FROM unnest(v_granted_items) AS g(j)
+        JOIN ins ON ins.hold_id = v_ids[p_item_reqs[g.j]]
+    )
     SELECT r.n::int, r.outcome, NULL::numeric, v_expired,
-           b.hold_id, b.event_id, b.user_email, b.quantity, b.total_amount,
-           b.expires_at, b.created_at, b.confirmed_at,
-           CASE WHEN b.hold_id IS NULL THEN NULL
-                WHEN b.expires_at <= clock_timestamp() THEN 'expired' ELSE 'pending' END,
+           ins.hold_id, ins.event_id, ins.user_email, ins.quantity, ins.total_amount,
+           ins.expires_at, ins.created_at, ins.confirmed_at, ins.status,
            v_shorts[r.n],
-           CASE WHEN b.hold_id IS NOT NULL THEN v_item_cat[v_first[r.n] : v_last[r.n]] END,
-           CASE WHEN b.hold_id IS NOT NULL THEN p_item_qtys[v_first[r.n] : v_last[r.n]] END,
-           CASE WHEN b.hold_id IS NOT NULL THEN v_item_price[v_first[r.n] : v_last[r.n]] END
+           CASE WHEN ins.hold_id IS NOT NULL THEN v_item_cat[v_first[r.n] : v_last[r.n]] END,
+           CASE WHEN ins.hold_id IS NOT NULL THEN p_item_qtys[v_first[r.n] : v_last[r.n]] END,
+           CASE WHEN ins.hold_id IS NOT NULL THEN v_item_price[v_first[r.n] : v_last[r.n]] END
     FROM unnest(v_outcomes, v_ids) WITH ORDINALITY AS r(outcome, id, n)
-    LEFT JOIN bookings b ON b.hold_id = r.id
+    LEFT JOIN ins ON ins.hold_id = r.id
     ORDER BY r.n;
 END;
 $$ LANGUAGE plpgsql
