@@ -57,9 +57,21 @@ type Hold struct {
 	ExpiresAt   time.Time   `json:"expires_at"`
 	CreatedAt   time.Time   `json:"created_at"`
 	ConfirmedAt *time.Time  `json:"confirmed_at"`
+	// Items are the hold's tickets by category; TotalAmount is the sum of
+	// their amounts.
+	Items []Item `json:"items"`
 	// Place is the waiting room place whose pass took the hold, "" for
 	// none. It is never shown: a place id is the key to the place.
 	Place string `json:"-"`
+}
+
+// Item is a hold's tickets of one category, at the category's price when
+// it was granted.
+type Item struct {
+	CategoryID int64       `json:"category_id"`
+	Quantity   int         `json:"quantity"`
+	Price      money.Cents `json:"price"`
+	Amount     money.Cents `json:"amount"`
 }
 
 // Request is one buyer's request for a hold, as the store takes it: the

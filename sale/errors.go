@@ -31,6 +31,15 @@ var (
 	// ErrSaleClosed: the event's off_sale_at has passed, by the database's
 	// clock.
 	ErrSaleClosed = problem.New(problem.SaleClosed, "the sale of this event has closed")
+	// ErrCategoryRequired: a request of a quantity alone for an event of
+	// several categories.
+	ErrCategoryRequired = problem.New(problem.CategoryRequired, "the event has several categories: send items naming them")
+	// ErrCategoryNotFound: an item names a category the event does not
+	// have.
+	ErrCategoryNotFound = problem.New(problem.Invalid, "an item names a category the event does not have")
+	// ErrCategoryMissing: the admin API names a category the event does
+	// not have.
+	ErrCategoryMissing = problem.New(problem.NotFound, "no such category of this event")
 )
 
 // SaleErr is the error of a sale window's verdict as the store reads it
@@ -57,3 +66,9 @@ var ErrTotalBelowHeld = problem.New(problem.TotalBelowHeld, "total_tickets canno
 // ErrSaleWindow: off_sale_at must come after on_sale_at (the database's
 // events_sale_window check, for a change that meets the stored other end).
 var ErrSaleWindow = problem.Invalidf("off_sale_at must be later than on_sale_at")
+
+// CategorySoldOut is ErrSoldOut for a request refused because category id
+// has fewer tickets left than it asked for: the message names it.
+func CategorySoldOut(id int64) error {
+	return problem.Errorf(problem.SoldOut, "not enough tickets available in category %d", id)
+}

@@ -22,6 +22,28 @@ type Event struct {
 	OffSaleAt *time.Time `json:"off_sale_at"`
 	// Queue is the event's waiting room; nil: none.
 	Queue *QueueSettings `json:"queue"`
+	// Categories are the event's kinds of ticket, in id order: at least
+	// one (an event made by plain SQL gets a default one). Each has a
+	// stock of its own under the event's capacity.
+	Categories []Category `json:"categories"`
+}
+
+// Category is a kind of ticket of an event, with its own price and stock.
+// A hold must fit both its categories' stock and the event's.
+type Category struct {
+	ID               int64       `json:"id"`
+	Name             string      `json:"name"`
+	Price            money.Cents `json:"price"`
+	TotalTickets     int         `json:"total_tickets"`
+	AvailableTickets int         `json:"available_tickets"`
+}
+
+// CategoryPatch is a new category or a change to one; nil fields stay as
+// they are. Total moves the available count with it.
+type CategoryPatch struct {
+	Name  *string
+	Price *money.Cents
+	Total *int
 }
 
 // QueueSettings configure an event's waiting room.

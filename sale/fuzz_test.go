@@ -3,6 +3,7 @@ package sale
 import (
 	"encoding/json"
 	"net/mail"
+	"reflect"
 	"testing"
 	"unicode/utf8"
 
@@ -28,6 +29,10 @@ func FuzzRequestDecoding(f *testing.F) {
 		`{"event_id":1,"Event_ID":2,"user_email":"a@example.com","quantity":2}`,
 		`{"event_id":1,"event_id":2,"user_email":"a@example.com","quantity":2}`,
 		`{"EVENT_ID":1,"USER_EMAIL":"a@example.com","QUANTITY":2}`,
+		`{"event_id":1,"user_email":"a@example.com","items":[{"category_id":1,"quantity":2},{"category_id":2,"quantity":1}]}`,
+		`{"event_id":1,"user_email":"a@example.com","items":[{"category_id":1,"quantity":2},{"category_id":1,"quantity":1}]}`,
+		`{"event_id":1,"user_email":"a@example.com","items":[{"Category_ID":1,"quantity":2}]}`,
+		`{"event_id":1,"user_email":"a@example.com","items":[]}`,
 		`[]`, `null`, ``, `{"quantity":-0}`, `{"event_id":1,"user_email":"\u0000@x","quantity":1}`,
 	} {
 		f.Add([]byte(seed))
@@ -58,7 +63,7 @@ func FuzzRequestDecoding(f *testing.F) {
 		if err := httpapi.DecodeBytes(again, &back); err != nil {
 			t.Fatalf("re-encoded order %s does not decode: %v", again, err)
 		}
-		if o2, err := back.Order(10); err != nil || o2 != o {
+		if o2, err := back.Order(10); err != nil || !reflect.DeepEqual(o2, o) {
 			t.Fatalf("round trip %+v -> %+v (%v)", o, o2, err)
 		}
 	})

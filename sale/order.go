@@ -21,6 +21,11 @@ type Order struct {
 	// Email is in Unicode NFC, as it is stored.
 	Email    string `json:"user_email"`
 	Quantity int    `json:"quantity"`
+	// Items are the tickets by category, each category at most once, their
+	// quantities adding up to Quantity; nil for the seed's body, which asks
+	// for the event's only category. Omitted when nil, so the seed's body
+	// hashes as it always did for its idempotency key.
+	Items []Item `json:"items,omitempty"`
 	// Pass is what the request's Queue-Pass came to, for a queued event.
 	// It is no part of the order's values an idempotency key is hashed
 	// over: a key names the order, whichever pass it came with.
@@ -39,6 +44,60 @@ type Request struct {
 	EventID   httpapi.Int `json:"event_id"`
 	UserEmail *string     `json:"user_email"`
 	Quantity  httpapi.Int `json:"quantity"`
+	// Items, instead of Quantity, asks for tickets of several categories.
+	Items []ItemRequest `json:"items"`
+}
+
+// Item is some tickets of one category of an event.
+type Item struct {
+	CategoryID int64 `json:"category_id"`
+	Quantity   int   `json:"quantity"`
+}
+
+// ItemRequest is one item of a Request, as sent.
+type ItemRequest struct {
+	CategoryID httpapi.Int `json:"category_id"`
+	Quantity   httpapi.Int `json:"quantity"`
+}
+
+// itemsOrder is Order for a request of items.
+func (r Request) itemsOrder(maxQuantity int) (Order, error) {
+	if len(r.Items) == 0 {
+		return Order{}, problem.Invalidf("items must hold at least one item")
+	}
+	items := make([]Item, len(r.Items))
+	seen := make(map[int64]bool, len(r.Items))
+	total := int64(0)
+	for i, it := range r.Items {
+		switch {
+		case !it.CategoryID.Set:
+			return Order{}, problem.Invalidf("items[%d].category_id is required", i)
+		case it.CategoryID.N <= 0:
+			return Order{}, problem.Invalidf("items[%d].category_id must be a positive integer", i)
+		case seen[it.CategoryID.N]:
+			return Order{}, problem.Invalidf("items name category %d twice; send each category once", it.CategoryID.N)
+		case !it.Quantity.Set:
+			return Order{}, problem.Invalidf("items[%d].quantity is required", i)
+		case it.Quantity.N < 1 || it.Quantity.N > int64(maxQuantity):
+			return Order{}, problem.Invalidf("items[%d].quantity must be between 1 and %d", i, maxQuantity)
+		}
+		seen[it.CategoryID.N] = true
+		total += it.Quantity.N
+		items[i] = Item{CategoryID: it.CategoryID.N, Quantity: int(it.Quantity.N)}
+	}
+	// --max-quantity counts all items together.
+	if total > int64(maxQuantity) {
+		return Order{}, problem.Invalidf("the items' quantities add up to %d; at most %d in one request", total, maxQuantity)
+	}
+	// A quantity beside items is their sum, as an Order writes itself.
+	if r.Quantity.Set && r.Quantity.N != total {
+		return Order{}, problem.Invalidf("quantity is %d but the items add up to %d; send items alone", r.Quantity.N, total)
+	}
+	email, err := NormalizeEmail(*r.UserEmail)
+	if err != nil {
+		return Order{}, err
+	}
+	return Order{EventID: r.EventID.N, Email: email, Quantity: int(total), Items: items}, nil
 }
 
 // MaxEmailLength is the longest address accepted (RFC 5321's path limit).
@@ -53,6 +112,8 @@ func (r Request) Order(maxQuantity int) (Order, error) {
 		return Order{}, problem.Invalidf("event_id must be a positive integer")
 	case r.UserEmail == nil:
 		return Order{}, problem.Invalidf("user_email is required")
+	case r.Items != nil:
+		return r.itemsOrder(maxQuantity)
 	case !r.Quantity.Set:
 		return Order{}, problem.Invalidf("quantity is required")
 	case r.Quantity.N < 1 || r.Quantity.N > int64(maxQuantity):

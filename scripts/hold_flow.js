@@ -10,6 +10,10 @@
 //   BASE_URL     the service, default http://127.0.0.1:8080
 //   EVENT_ID     the event, default 4 (holdfast dev's "Holdfast Arena Open
 //                Day", 100,000 tickets)
+//   CATEGORIES   comma-separated category ids of the event (holdfast dev's
+//                festival has three): each hold then asks for one or two of
+//                them, 1 or 2 tickets in all, as items; default none (the
+//                seed's quantity, the event's only category)
 //   VUS          virtual users, default 50
 //   DURATION     how long to run, default 30s
 //   THINK        seconds a buyer thinks between hold and decision; default a
@@ -35,6 +39,13 @@ import {
 
 const EVENT_ID = positiveInt('EVENT_ID', 4);
 const VUS = positiveInt('VUS', 50);
+const CATEGORIES = (__ENV.CATEGORIES || '').split(',').filter((c) => c !== '').map((c) => {
+  const n = Number(c);
+  if (!Number.isInteger(n) || n < 1) {
+    throw new Error(`CATEGORIES must be positive category ids, not ${JSON.stringify(__ENV.CATEGORIES)}`);
+  }
+  return n;
+});
 const DURATION = __ENV.DURATION || '30s';
 const CONFIRM_PCT = Number(__ENV.CONFIRM_PCT || '60');
 const RELEASE_PCT = Number(__ENV.RELEASE_PCT || '20');
@@ -65,7 +76,16 @@ export default function (data) {
   zeroAll();
   const buyer = `flow-${data.runId}-${exec.vu.idInTest}-${exec.vu.iterationInScenario}`;
   const quantity = 1 + Math.floor(Math.random() * 2);
-  const hold = createHold(EVENT_ID, `${buyer}@example.com`, quantity, `${buyer}-hold`);
+  let items;
+  if (CATEGORIES.length > 0) {
+    // One category, or two different ones of a ticket each.
+    const first = CATEGORIES[Math.floor(Math.random() * CATEGORIES.length)];
+    const second = CATEGORIES[Math.floor(Math.random() * CATEGORIES.length)];
+    items = quantity === 2 && second !== first
+      ? [{ category_id: first, quantity: 1 }, { category_id: second, quantity: 1 }]
+      : [{ category_id: first, quantity: quantity }];
+  }
+  const hold = createHold(EVENT_ID, `${buyer}@example.com`, quantity, `${buyer}-hold`, items);
   if (!hold) {
     // Sold out, busy or unexpected: this buyer tries again next iteration.
     sleep(THINK === null ? 0.2 + Math.random() * 0.8 : THINK);

@@ -134,13 +134,20 @@ const JSON_HEADERS = { 'Content-Type': 'application/json' };
 
 // createHold asks for a hold and returns it on 201, else null (sold out,
 // busy or unexpected, each counted).
-export function createHold(eventId, email, quantity, idempotencyKey) {
+//
+// items, when given, is a list of {category_id, quantity}: the hold asks for
+// those categories instead of the seed's quantity, and quantity must be
+// their sum.
+export function createHold(eventId, email, quantity, idempotencyKey, items) {
   const headers = Object.assign({}, JSON_HEADERS);
   if (idempotencyKey) {
     headers['Idempotency-Key'] = idempotencyKey;
   }
+  const body = items
+    ? { event_id: eventId, user_email: email, items: items }
+    : { event_id: eventId, user_email: email, quantity: quantity };
   const res = http.post(`${baseURL()}/holds`,
-    JSON.stringify({ event_id: eventId, user_email: email, quantity: quantity }),
+    JSON.stringify(body),
     { headers: headers, tags: { name: 'POST /holds' } });
   if (res.status !== 0) {
     holdLatency.add(res.timings.duration);
@@ -148,7 +155,8 @@ export function createHold(eventId, email, quantity, idempotencyKey) {
   if (res.status === 201) {
     const h = holdBody(res);
     if (!h || !isUUID(h.id) || h.status !== 'pending' || h.event_id !== eventId ||
-      h.quantity !== quantity || h.user_email !== email || !h.expires_at) {
+      h.quantity !== quantity || h.user_email !== email || !h.expires_at ||
+      (items && (!Array.isArray(h.items) || h.items.length !== items.length))) {
       bad('POST /holds', res, 'not the pending hold asked for');
       return null;
     }

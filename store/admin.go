@@ -8,6 +8,7 @@ import (
 
 	"github.com/jmoiron/sqlx"
 
+	"github.com/holdfast/holdfast/internal/money"
 	"github.com/holdfast/holdfast/sale"
 )
 
@@ -53,6 +54,11 @@ func (s *Store) CreateEvent(ctx context.Context, p sale.EventPatch) (sale.Event,
 		timeArg(p.OnSaleAt), timeArg(p.OffSaleAt), rate, ttl); err != nil {
 		return sale.Event{}, mapErr(ctx, err)
 	}
+	// RETURNING is read before the AFTER trigger makes the default
+	// category: read the event again to show it.
+	if err := conn.GetContext(ctx, &r, qEvent, r.ID); err != nil {
+		return sale.Event{}, mapErr(ctx, err)
+	}
 	return r.event(), nil
 }
 
@@ -92,6 +98,11 @@ func (s *Store) UpdateEvent(ctx context.Context, id int64, p sale.EventPatch) (s
 			p.OnSaleAt.Set, timeArg(p.OnSaleAt), p.OffSaleAt.Set, timeArg(p.OffSaleAt), p.Queue.Set, rate, ttl); err != nil {
 			return mapErr(ctx, err)
 		}
+		// The only category follows the event by an AFTER trigger, after
+		// RETURNING was read.
+		if err := tx.GetContext(ctx, &r, qEvent, id); err != nil {
+			return mapErr(ctx, err)
+		}
 		ev = r.event()
 		return nil
 	})
@@ -114,4 +125,117 @@ func queueArgs(o sale.Optional[sale.QueueSettings]) (rate, ttl any) {
 		return nil, nil
 	}
 	return o.V.AdmitPerSecond, int(o.V.PassTTL)
+}
+
+const (
+	categoryColumns = `id, name, price, total_tickets, available_tickets`
+
+	qCreateCategory = `INSERT INTO categories (event_id, name, price, total_tickets, available_tickets)
+		VALUES ($1::bigint, $2, $3, $4, $4) RETURNING ` + categoryColumns
+
+	qLockCategory = `SELECT total_tickets, available_tickets FROM categories
+		WHERE id = $1::bigint AND event_id = $2::bigint FOR UPDATE`
+
+	// qUpdateCategory, as qUpdateEvent: a new total moves the available
+	// count by the same amount.
+	qUpdateCategory = `UPDATE categories SET
+		name = coalesce($2, name),
+		price = coalesce($3, price),
+		total_tickets = $4,
+		available_tickets = available_tickets + ($4 - total_tickets)
+		WHERE id = $1::bigint
+		RETURNING ` + categoryColumns
+)
+
+type categoryRow struct {
+	ID        int64       `db:"id"`
+	Name      string      `db:"name"`
+	Price     money.Cents `db:"price"`
+	Total     int         `db:"total_tickets"`
+	Available int         `db:"available_tickets"`
+}
+
+func (r categoryRow) category() sale.Category {
+	return sale.Category{ID: r.ID, Name: r.Name, Price: r.Price, TotalTickets: r.Total, AvailableTickets: r.Available}
+}
+
+// lockEvent locks the event's row, as every writer of stock does before
+// its categories' rows.
+func lockEvent(ctx context.Context, tx *sqlx.Tx, id int64) error {
+	var cur struct {
+		Total     int `db:"total_tickets"`
+		Available int `db:"available_tickets"`
+	}
+	if err := tx.GetContext(ctx, &cur, qLockEventStock, id); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return sale.ErrEventNotFound
+		}
+		return mapErr(ctx, err)
+	}
+	return nil
+}
+
+// CreateCategory adds a category to an event, under the event's row lock.
+func (s *Store) CreateCategory(ctx context.Context, eventID int64, p sale.CategoryPatch) (sale.Category, error) {
+	if !validID(eventID) {
+		return sale.Category{}, sale.ErrEventNotFound
+	}
+	var c sale.Category
+	err := inTx(ctx, s.db, func(tx *sqlx.Tx) error {
+		if err := lockEvent(ctx, tx, eventID); err != nil {
+			return err
+		}
+		var r categoryRow
+		if err := tx.GetContext(ctx, &r, qCreateCategory, eventID, *p.Name, *p.Price, *p.Total); err != nil {
+			return mapErr(ctx, err)
+		}
+		c = r.category()
+		return nil
+	})
+	return c, err
+}
+
+// UpdateCategory applies p under the event's row lock, then the
+// category's, so no hold can slip in between the check and the change.
+func (s *Store) UpdateCategory(ctx context.Context, eventID, id int64, p sale.CategoryPatch) (sale.Category, error) {
+	if !validID(eventID) {
+		return sale.Category{}, sale.ErrEventNotFound
+	}
+	if !validID(id) {
+		return sale.Category{}, sale.ErrCategoryMissing
+	}
+	var c sale.Category
+	err := inTx(ctx, s.db, func(tx *sqlx.Tx) error {
+		if err := lockEvent(ctx, tx, eventID); err != nil {
+			return err
+		}
+		var cur struct {
+			Total     int `db:"total_tickets"`
+			Available int `db:"available_tickets"`
+		}
+		if err := tx.GetContext(ctx, &cur, qLockCategory, id, eventID); err != nil {
+			if errors.Is(err, sql.ErrNoRows) {
+				return sale.ErrCategoryMissing
+			}
+			return mapErr(ctx, err)
+		}
+		total := cur.Total
+		if p.Total != nil {
+			total = *p.Total
+			if cur.Available+(total-cur.Total) < 0 {
+				return sale.ErrTotalBelowHeld
+			}
+		}
+		var price any
+		if p.Price != nil {
+			price = *p.Price
+		}
+		var r categoryRow
+		if err := tx.GetContext(ctx, &r, qUpdateCategory, id, p.Name, price, total); err != nil {
+			return mapErr(ctx, err)
+		}
+		c = r.category()
+		return nil
+	})
+	return c, err
 }

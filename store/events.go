@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -70,7 +71,10 @@ func (s *Store) DB() *sqlx.DB { return s.db }
 
 const eventColumns = `id, name, coalesce(description, '') AS description, event_date,
 	total_tickets, available_tickets, ticket_price,
-	on_sale_at, off_sale_at, queue_admit_per_second, queue_pass_ttl_seconds`
+	on_sale_at, off_sale_at, queue_admit_per_second, queue_pass_ttl_seconds,
+	coalesce((SELECT json_agg(json_build_object('id', c.id, 'name', c.name, 'price', c.price::text,
+			'total_tickets', c.total_tickets, 'available_tickets', c.available_tickets) ORDER BY c.id)
+		FROM categories c WHERE c.event_id = events.id), '[]')::text AS categories`
 
 // qSaleVerdict is the sale window's verdict on the event row, by the
 // database's clock (schema/009's sale_window): "" while on sale, else the
@@ -115,6 +119,43 @@ type eventRow struct {
 	OffSaleAt        sql.NullTime  `db:"off_sale_at"`
 	AdmitPerSecond   sql.NullInt64 `db:"queue_admit_per_second"`
 	PassTTLSeconds   sql.NullInt64 `db:"queue_pass_ttl_seconds"`
+	Categories       categoryList  `db:"categories"`
+}
+
+// categoryList reads eventColumns' categories, a JSON array.
+type categoryList []sale.Category
+
+// Scan implements sql.Scanner.
+func (l *categoryList) Scan(src any) error {
+	var b []byte
+	switch v := src.(type) {
+	case []byte:
+		b = v
+	case string:
+		b = []byte(v)
+	default:
+		return fmt.Errorf("store: categories of type %T", src)
+	}
+	var raw []struct {
+		ID        int64  `json:"id"`
+		Name      string `json:"name"`
+		Price     string `json:"price"`
+		Total     int    `json:"total_tickets"`
+		Available int    `json:"available_tickets"`
+	}
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return fmt.Errorf("store: categories: %w", err)
+	}
+	out := make(categoryList, len(raw))
+	for i, c := range raw {
+		price, err := money.Parse(c.Price)
+		if err != nil {
+			return fmt.Errorf("store: category %d price %q: %w", c.ID, c.Price, err)
+		}
+		out[i] = sale.Category{ID: c.ID, Name: c.Name, Price: price, TotalTickets: c.Total, AvailableTickets: c.Available}
+	}
+	*l = out
+	return nil
 }
 
 func (r eventRow) event() sale.Event {
@@ -122,6 +163,10 @@ func (r eventRow) event() sale.Event {
 		ID: r.ID, Name: r.Name, Description: r.Description, EventDate: r.EventDate.UTC(),
 		TotalTickets: r.TotalTickets, AvailableTickets: r.AvailableTickets, TicketPrice: r.TicketPrice,
 		OnSaleAt: nullTime(r.OnSaleAt), OffSaleAt: nullTime(r.OffSaleAt),
+		Categories: []sale.Category(r.Categories),
+	}
+	if ev.Categories == nil {
+		ev.Categories = []sale.Category{}
 	}
 	if r.AdmitPerSecond.Valid {
 		ev.Queue = &sale.QueueSettings{AdmitPerSecond: int(r.AdmitPerSecond.Int64), PassTTL: sale.Seconds(r.PassTTLSeconds.Int64)}
@@ -303,7 +348,8 @@ func (s *Store) book(ctx context.Context, tx *sqlx.Tx, o sale.Order, work time.D
 // answer and keep, rather than a failure of the service.
 func isRefusal(err error) bool {
 	for _, k := range []problem.Kind{problem.SoldOut, problem.NotFound, problem.LimitExceeded, problem.NotOnSale,
-		problem.SaleClosed, problem.Invalid, problem.QueueRequired, problem.PassInvalid, problem.PassExpired, problem.PassUsed} {
+		problem.SaleClosed, problem.Invalid, problem.QueueRequired, problem.PassInvalid, problem.PassExpired, problem.PassUsed,
+		problem.CategoryRequired} {
 		if errors.Is(err, k) {
 			return true
 		}

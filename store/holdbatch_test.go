@@ -196,7 +196,7 @@ func TestHoldBatchReadsOnlyItsBuyersBookings(t *testing.T) {
 	call := func(q sqlx.ExecerContext, i int) {
 		t.Helper()
 		emails := []string{fmt.Sprintf("a%d@example.com", i), fmt.Sprintf("b%d@example.com", i)}
-		_, err := q.ExecContext(ctx, `SELECT * FROM hold_batch($1, $2, $2, $3, $4, 60000000, 10, 20)`, ev,
+		_, err := q.ExecContext(ctx, `SELECT * FROM hold_batch($1, $2, $2, $3, '{1,2}', '{NULL,NULL}', $4, 60000000, 10, 20)`, ev,
 			pq.Array(emails), pq.Array([]string{fmt.Sprintf("192.0.2.%d", i), fmt.Sprintf("192.0.2.%d", i+100)}), pq.Array([]int64{1, 1}))
 		if err != nil {
 			t.Fatal(err)
@@ -321,7 +321,7 @@ func TestHoldBatchRefusesQuantitiesBelowOne(t *testing.T) {
 	s := newStore(t)
 	ev := newEvent(t, s, 10)
 	for _, qtys := range [][]int64{{1, 0}, {-3, 1}} {
-		_, err := s.DB().ExecContext(context.Background(), `SELECT * FROM hold_batch($1, $2, $2, '{NULL,NULL}', $3, 60000000, 0, 0)`, ev,
+		_, err := s.DB().ExecContext(context.Background(), `SELECT * FROM hold_batch($1, $2, $2, '{NULL,NULL}', '{1,2}', '{NULL,NULL}', $3, 60000000, 0, 0)`, ev,
 			pq.Array([]string{"a@example.com", "b@example.com"}), pq.Array(qtys))
 		if err == nil || !strings.Contains(err.Error(), "quantities must be positive") {
 			t.Fatalf("quantities %v: %v", qtys, err)

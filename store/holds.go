@@ -1,10 +1,13 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -15,6 +18,7 @@ import (
 	"github.com/holdfast/holdfast/internal/idempotency"
 	"github.com/holdfast/holdfast/internal/money"
 	"github.com/holdfast/holdfast/internal/pass"
+	"github.com/holdfast/holdfast/internal/problem"
 	"github.com/holdfast/holdfast/sale"
 )
 
@@ -22,6 +26,8 @@ import (
 // has passed by the database's clock reads expired at once, swept or not.
 const holdColumns = `hold_id, event_id, user_email, quantity, total_amount, expires_at, created_at, confirmed_at,
 	coalesce(queue_place, '') AS queue_place,
+	coalesce((SELECT string_agg(i.category_id || ':' || i.quantity || ':' || i.price, ',' ORDER BY i.category_id)
+		FROM booking_items i WHERE i.booking_id = bookings.id), '') AS items,
 	CASE
 		WHEN booking_status = 'pending' AND expires_at <= clock_timestamp() THEN 'expired'
 		WHEN booking_status = 'pending' THEN 'pending'
@@ -60,19 +66,57 @@ type holdRow struct {
 	ConfirmedAt sql.NullTime `db:"confirmed_at"`
 	Status      string       `db:"status"`
 	Place       string       `db:"queue_place"`
+	// Items is the hold's items as holdColumns writes them:
+	// "category:quantity:price", comma-separated.
+	Items string `db:"items"`
 }
 
-func (r holdRow) hold() hold.Hold {
+func (r holdRow) hold() (hold.Hold, error) {
 	h := hold.Hold{
 		ID: r.ID, EventID: r.EventID, UserEmail: r.UserEmail, Quantity: r.Quantity,
 		TotalAmount: r.TotalAmount, Status: hold.Status(r.Status),
 		ExpiresAt: r.ExpiresAt.Time.UTC(), CreatedAt: r.CreatedAt.UTC(), Place: r.Place,
+		Items: []hold.Item{},
 	}
 	if r.ConfirmedAt.Valid {
 		t := r.ConfirmedAt.Time.UTC()
 		h.ConfirmedAt = &t
 	}
-	return h
+	for _, it := range strings.Split(r.Items, ",") {
+		if it == "" {
+			continue
+		}
+		var cat int64
+		var qty int
+		var price string
+		parts := strings.Split(it, ":")
+		if len(parts) != 3 {
+			return hold.Hold{}, fmt.Errorf("store: hold %s item %q", r.ID, it)
+		}
+		price = parts[2]
+		if _, err := fmt.Sscan(parts[0]+" "+parts[1], &cat, &qty); err != nil {
+			return hold.Hold{}, fmt.Errorf("store: hold %s item %q: %w", r.ID, it, err)
+		}
+		item, err := holdItem(cat, qty, price)
+		if err != nil {
+			return hold.Hold{}, err
+		}
+		h.Items = append(h.Items, item)
+	}
+	return h, nil
+}
+
+// holdItem is an item of category cat, qty tickets at price.
+func holdItem(cat int64, qty int, price string) (hold.Item, error) {
+	p, err := money.Parse(price)
+	if err != nil {
+		return hold.Item{}, fmt.Errorf("store: item price %q: %w", price, err)
+	}
+	amount, err := p.Times(int64(qty))
+	if err != nil {
+		return hold.Item{}, fmt.Errorf("store: item amount %d x %s: %w", qty, p, err)
+	}
+	return hold.Item{CategoryID: cat, Quantity: qty, Price: p, Amount: amount}, nil
 }
 
 // CreateHolds serves reqs for one event, in order, with one call of the
@@ -104,13 +148,17 @@ func anyKey(reqs []hold.Request) bool {
 	return false
 }
 
-// qHoldBatch runs the database's hold_batch (schema/010: the caps of 007,
-// the sale window of 009 and the waiting room's checks), which answers each
-// request with one row in order. $9 is each request's admitted place, empty
+// qHoldBatch runs the database's hold_batch (schema/011: the caps of 007,
+// the sale window of 009, the waiting room's checks of 010, the categories
+// of 011), which answers each request with one row in order. $5 to $7 are
+// the requests' items, flattened: request (1-based), category (NULL: the
+// event's only one), quantity. $11 is each request's admitted place, empty
 // for none.
-const qHoldBatch = `SELECT n, outcome, price, expired,
-	hold_id, event_id, user_email, quantity, total_amount, expires_at, created_at, confirmed_at, status
-	FROM hold_batch($1::bigint, $2::text[], $3::text[], $4::inet[], $5::int[], $6::bigint, $7::int, $8::int, $9::text[])
+const qHoldBatch = `SELECT n, outcome, expired,
+	hold_id, event_id, user_email, quantity, total_amount, expires_at, created_at, confirmed_at, status,
+	short_category, item_categories, item_quantities, item_prices
+	FROM hold_batch($1::bigint, $2::text[], $3::text[], $4::inet[], $5::int[], $6::int[], $7::int[],
+		$8::bigint, $9::int, $10::int, $11::text[])
 	ORDER BY n`
 
 // createHoldsInOneCall is CreateHolds for a batch without idempotency keys.
@@ -203,14 +251,28 @@ func (s *Store) holdBatch(ctx context.Context, q querier, eventID int64, reqs []
 	emails := make([]string, len(reqs))
 	keys := make([]string, len(reqs))
 	clients := make([]sql.NullString, len(reqs))
-	qtys := make([]int64, len(reqs))
 	places := make([]string, len(reqs))
+	var itemReqs, itemQtys []int64
+	var itemCats []sql.NullInt64
 	for i, r := range reqs {
-		emails[i], qtys[i], places[i] = r.Order.Email, int64(r.Order.Quantity), r.Order.Pass.Place
+		emails[i], places[i] = r.Order.Email, r.Order.Pass.Place
 		keys[i], clients[i] = sale.BuyerKey(r.Order.Email), inetArg(clientAddr(r.Order))
+		if len(r.Order.Items) == 0 {
+			// The seed's body: the event's only category.
+			itemReqs = append(itemReqs, int64(i+1))
+			itemCats = append(itemCats, sql.NullInt64{})
+			itemQtys = append(itemQtys, int64(r.Order.Quantity))
+			continue
+		}
+		for _, it := range r.Order.Items {
+			itemReqs = append(itemReqs, int64(i+1))
+			itemCats = append(itemCats, sql.NullInt64{Int64: it.CategoryID, Valid: true})
+			itemQtys = append(itemQtys, int64(it.Quantity))
+		}
 	}
 	rows, err := q.QueryContext(ctx, qHoldBatch, eventID, pq.Array(emails), pq.Array(keys), pq.Array(clients),
-		pq.Array(qtys), ttl.Microseconds(), s.ticketCap, s.clientCap, pq.Array(places))
+		pq.Array(itemReqs), pq.Array(itemCats), pq.Array(itemQtys),
+		ttl.Microseconds(), s.ticketCap, s.clientCap, pq.Array(places))
 	if err != nil {
 		return nil, 0, mapErr(ctx, err)
 	}
@@ -247,7 +309,6 @@ func (s *Store) holdBatch(ctx context.Context, q querier, eventID int64, reqs []
 type batchRow struct {
 	N         int
 	Outcome   string
-	Price     sql.NullString
 	Expired   int
 	ID        uuid.NullUUID
 	EventID   sql.NullInt64
@@ -258,11 +319,16 @@ type batchRow struct {
 	CreatedAt sql.NullTime
 	Confirmed sql.NullTime
 	Status    sql.NullString
+	Short     sql.NullInt64
+	ItemCats  pq.Int64Array
+	ItemQtys  pq.Int64Array
+	ItemPrice pq.StringArray
 }
 
 func (r *batchRow) dest() []any {
-	return []any{&r.N, &r.Outcome, &r.Price, &r.Expired, &r.ID, &r.EventID, &r.Email, &r.Quantity,
-		&r.Total, &r.ExpiresAt, &r.CreatedAt, &r.Confirmed, &r.Status}
+	return []any{&r.N, &r.Outcome, &r.Expired, &r.ID, &r.EventID, &r.Email, &r.Quantity,
+		&r.Total, &r.ExpiresAt, &r.CreatedAt, &r.Confirmed, &r.Status,
+		&r.Short, &r.ItemCats, &r.ItemQtys, &r.ItemPrice}
 }
 
 // outcome is the row as the answer to the request for o.
@@ -276,13 +342,36 @@ func (r *batchRow) outcome(o sale.Order) (hold.Outcome, error) {
 		if !r.ID.Valid || r.Email.String != o.Email || int(r.Quantity.Int64) != o.Quantity {
 			return hold.Outcome{}, fmt.Errorf("store: hold_batch answered request %d with another's hold", r.N)
 		}
-		return hold.Outcome{Hold: holdRow{
+		h, err := holdRow{
 			ID: r.ID.UUID, EventID: r.EventID.Int64, UserEmail: r.Email.String, Quantity: int(r.Quantity.Int64),
 			TotalAmount: total, ExpiresAt: r.ExpiresAt, CreatedAt: r.CreatedAt.Time, ConfirmedAt: r.Confirmed,
 			Status: r.Status.String,
-		}.hold()}, nil
+		}.hold()
+		if err != nil {
+			return hold.Outcome{}, err
+		}
+		if len(r.ItemCats) != len(r.ItemQtys) || len(r.ItemCats) != len(r.ItemPrice) {
+			return hold.Outcome{}, fmt.Errorf("store: hold_batch answered request %d with uneven items", r.N)
+		}
+		for k := range r.ItemCats {
+			item, err := holdItem(r.ItemCats[k], int(r.ItemQtys[k]), r.ItemPrice[k])
+			if err != nil {
+				return hold.Outcome{}, err
+			}
+			h.Items = append(h.Items, item)
+		}
+		// In category order, as holdColumns reads them back.
+		slices.SortFunc(h.Items, func(a, b hold.Item) int { return cmp.Compare(a.CategoryID, b.CategoryID) })
+		return hold.Outcome{Hold: h}, nil
 	case "sold_out":
+		if r.Short.Valid {
+			return hold.Outcome{Err: sale.CategorySoldOut(r.Short.Int64)}, nil
+		}
 		return hold.Outcome{Err: sale.ErrSoldOut}, nil
+	case "category_required":
+		return hold.Outcome{Err: sale.ErrCategoryRequired}, nil
+	case "category_not_found":
+		return hold.Outcome{Err: sale.ErrCategoryNotFound}, nil
 	case "limit_exceeded":
 		return hold.Outcome{Err: sale.ErrLimitExceeded}, nil
 	case "client_limit_exceeded":
@@ -296,15 +385,7 @@ func (r *batchRow) outcome(o sale.Order) (hold.Outcome, error) {
 	case "not_on_sale", "sale_closed":
 		return hold.Outcome{Err: sale.SaleErr(r.Outcome)}, nil
 	case "too_large":
-		price, err := money.Parse(r.Price.String)
-		if err != nil {
-			return hold.Outcome{}, fmt.Errorf("store: hold_batch price %q: %w", r.Price.String, err)
-		}
-		_, err = orderTotal(price, o.Quantity)
-		if err == nil {
-			return hold.Outcome{}, fmt.Errorf("store: hold_batch found %d x %s too large, Go does not", o.Quantity, price)
-		}
-		return hold.Outcome{Err: err}, nil
+		return hold.Outcome{Err: problem.Invalidf("the total of %d tickets is more than one booking can hold", o.Quantity)}, nil
 	}
 	return hold.Outcome{}, fmt.Errorf("store: hold_batch answered %q", r.Outcome)
 }
@@ -325,7 +406,10 @@ func (s *Store) Hold(ctx context.Context, id uuid.UUID) (hold.Hold, error) {
 	if err != nil {
 		return hold.Hold{}, mapErr(ctx, err)
 	}
-	h := r.hold()
+	h, err := r.hold()
+	if err != nil {
+		return hold.Hold{}, err
+	}
 	if h.Status == hold.StatusConfirmed {
 		if err := settle(ctx, conn); err != nil {
 			return hold.Hold{}, err
@@ -414,7 +498,8 @@ func confirmTx(ctx context.Context, tx *sqlx.Tx, id uuid.UUID) (hold.Hold, holdC
 	var r holdRow
 	err := tx.GetContext(ctx, &r, qConfirm, id)
 	if err == nil {
-		return r.hold(), confirmed, nil
+		h, err := r.hold()
+		return h, confirmed, err
 	}
 	if !errors.Is(err, sql.ErrNoRows) {
 		return hold.Hold{}, unchanged, mapHoldErr(ctx, err)
@@ -441,7 +526,8 @@ func confirmTx(ctx context.Context, tx *sqlx.Tx, id uuid.UUID) (hold.Hold, holdC
 	if err := tx.GetContext(ctx, &r, qConfirm, id); err != nil {
 		return hold.Hold{}, unchanged, mapHoldErr(ctx, err)
 	}
-	return r.hold(), confirmed, nil
+	h, err := r.hold()
+	return h, confirmed, err
 }
 
 // Release fails a pending hold as released.
@@ -504,7 +590,7 @@ func readHold(ctx context.Context, tx *sqlx.Tx, id uuid.UUID) (hold.Hold, error)
 	if err := tx.GetContext(ctx, &r, qHold, id); err != nil {
 		return hold.Hold{}, mapErr(ctx, err)
 	}
-	return r.hold(), nil
+	return r.hold()
 }
 
 // mapHoldErr is mapErr for confirm: the schema's refusal to confirm a lapsed

@@ -82,7 +82,8 @@ func extendTx(ctx context.Context, tx *sqlx.Tx, id uuid.UUID, ttl, max time.Dura
 	var r holdRow
 	err := tx.GetContext(ctx, &r, qExtend, id, ttl.Microseconds(), max.Microseconds())
 	if err == nil {
-		return r.hold(), extended, nil
+		h, err := r.hold()
+		return h, extended, err
 	}
 	if !errors.Is(err, sql.ErrNoRows) {
 		return hold.Hold{}, unchanged, mapHoldErr(ctx, err)
@@ -119,7 +120,8 @@ func extendTx(ctx context.Context, tx *sqlx.Tx, id uuid.UUID, ttl, max time.Dura
 	if err != nil {
 		return hold.Hold{}, unchanged, mapHoldErr(ctx, err)
 	}
-	return r.hold(), extended, nil
+	h, err := r.hold()
+	return h, extended, err
 }
 
 // failedErr is the refusal of a request on a failed hold, by why it failed.

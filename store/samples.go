@@ -12,7 +12,9 @@ import (
 // hold scripts. The seed had sold all but 10 of each concert before any
 // booking existed; here that is one confirmed "presale" booking per concert,
 // inserted after the event so the stock trigger takes its tickets and
-// `holdfast check` balances.
+// `holdfast check` balances, its items in the concert's default category
+// for the same reason. Last, a festival of three categories under one
+// capacity, for holds of several items.
 const (
 	qClaimSamples = `INSERT INTO holdfast_meta (key, value) VALUES ('dev_samples', 'loaded')
 		ON CONFLICT (key) DO NOTHING`
@@ -29,6 +31,32 @@ VALUES
 INSERT INTO bookings (event_id, user_email, quantity, total_amount, booking_status)
 SELECT id, 'presale@holdfast.example', total_tickets - 10, ticket_price * (total_tickets - 10), 'confirmed'
 FROM events WHERE oversell_guard = false AND available_tickets = total_tickets`
+
+	qPresaleItems = `
+INSERT INTO booking_items (booking_id, category_id, quantity, price)
+SELECT b.id, c.id, b.quantity, e.ticket_price
+FROM bookings b JOIN events e ON e.id = b.event_id JOIN categories c ON c.event_id = e.id
+WHERE b.user_email = 'presale@holdfast.example'`
+
+	// The festival's default category becomes its standing area, then two
+	// more categories: 2,500 standing, 400 seated and 100 VIP may be sold,
+	// never more than the 2,800 the venue holds.
+	qFestival = `
+WITH e AS (
+    INSERT INTO events (name, description, event_date, total_tickets, available_tickets, ticket_price)
+    VALUES ('Holdfast Festival', 'Three categories under one capacity', '2027-08-01 16:00:00+00', 2800, 2800, 60.00)
+    RETURNING id
+)
+INSERT INTO holdfast_meta (key, value) SELECT 'dev_festival', id::text FROM e`
+	qFestivalCategories = `
+WITH f AS (SELECT value::int AS id FROM holdfast_meta WHERE key = 'dev_festival'),
+standing AS (
+    UPDATE categories SET name = 'Standing', total_tickets = total_tickets - 300, available_tickets = available_tickets - 300
+    WHERE event_id = (SELECT id FROM f)
+)
+INSERT INTO categories (event_id, name, price, total_tickets, available_tickets)
+SELECT f.id, c.name, c.price, c.total, c.total FROM f,
+    (VALUES ('Seated', 90.00, 400), ('VIP', 250.00, 100)) AS c(name, price, total)`
 )
 
 // LoadSamples loads the sample events once per database, and reports
@@ -43,7 +71,7 @@ func (s *Store) LoadSamples(ctx context.Context) (bool, error) {
 		if n, _ := res.RowsAffected(); n == 0 {
 			return nil
 		}
-		for _, q := range []string{qSampleEvents, qPresale} {
+		for _, q := range []string{qSampleEvents, qPresale, qPresaleItems, qFestival, qFestivalCategories} {
 			if _, err := tx.ExecContext(ctx, q); err != nil {
 				return mapErr(ctx, err)
 			}

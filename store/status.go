@@ -26,6 +26,9 @@ WITH page AS (
     LIMIT $1 OFFSET $2
 )
 SELECT p.id, p.name, p.total_tickets, p.available_tickets,
+       coalesce((SELECT json_agg(json_build_object('id', c.id, 'name', c.name, 'price', c.price::text,
+               'total_tickets', c.total_tickets, 'available_tickets', c.available_tickets) ORDER BY c.id)
+           FROM categories c WHERE c.event_id = p.id), '[]')::text AS categories,
        coalesce(sum(b.quantity) FILTER (WHERE b.booking_status = 'pending'), 0)   AS held,
        coalesce(sum(b.quantity) FILTER (WHERE b.booking_status = 'confirmed'), 0) AS confirmed,
        p.admit_per_second
@@ -53,7 +56,8 @@ type statusEventRow struct {
 	Held      int    `db:"held"`
 	Confirmed int    `db:"confirmed"`
 	// AdmitPerSecond is the queue's pace; 0: no queue.
-	AdmitPerSecond int `db:"admit_per_second"`
+	AdmitPerSecond int          `db:"admit_per_second"`
+	Categories     categoryList `db:"categories"`
 }
 
 // StatusEvents returns a page of events for the status page, the ones with
@@ -65,7 +69,12 @@ func (s *Store) StatusEvents(ctx context.Context, limit, offset int) ([]statuspa
 	}
 	out := make([]statuspage.EventStatus, len(rows))
 	for i, r := range rows {
-		out[i] = statuspage.EventStatus(r)
+		out[i] = statuspage.EventStatus{ID: r.ID, Name: r.Name, Total: r.Total, Available: r.Available,
+			Held: r.Held, Confirmed: r.Confirmed, AdmitPerSecond: r.AdmitPerSecond}
+		for _, c := range r.Categories {
+			out[i].Categories = append(out[i].Categories, statuspage.CategoryStatus{
+				ID: c.ID, Name: c.Name, Total: c.TotalTickets, Available: c.AvailableTickets})
+		}
 	}
 	return out, nil
 }

@@ -130,6 +130,24 @@ func TestCheckFindsEachBrokenInvariant(t *testing.T) {
 			ts.corrupt(`UPDATE events SET available_tickets = total_tickets + 1 WHERE id = $1`, ev)
 			return ev
 		}, "available above total"},
+		{"a category's stock put back under a hold: its sum above total", func() int64 {
+			ev := ts.newEvent(10, true)
+			ts.mustHold(ev, 1)
+			ts.corrupt(`UPDATE categories SET available_tickets = total_tickets WHERE event_id = $1`, ev)
+			return ev
+		}, "available+held+confirmed = 11, total = 10"},
+		{"a category's item deleted under its hold: its sum below total", func() int64 {
+			ev := ts.newEvent(10, true)
+			h := ts.mustHold(ev, 2)
+			ts.corrupt(`DELETE FROM booking_items WHERE booking_id = (SELECT id FROM bookings WHERE hold_id = $1)`, h.ID)
+			return ev
+		}, "available+held+confirmed = 8, total = 10"},
+		{"a category oversold by one", func() int64 {
+			ev := ts.newEvent(10, true)
+			exec(`ALTER TABLE categories DROP CONSTRAINT categories_stock_guard`)
+			ts.corrupt(`UPDATE categories SET total_tickets = 0, available_tickets = -1 WHERE event_id = $1`, ev)
+			return ev
+		}, "oversold by 1"},
 		{"confirmed at the instant its hold expired", func() int64 {
 			ev := ts.newEvent(10, true)
 			id := confirmHold(ev)

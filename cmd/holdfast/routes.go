@@ -47,6 +47,8 @@ func (a *app) routes(r chi.Router) {
 			r.Use(httpapi.RequireJSON, booking.RequireToken(a.cfg.AdminToken, a.adminFailures, a.log))
 			r.Method(http.MethodPost, "/events", a.limited(booking.HandleCreateEvent(a.store, a.log)))
 			r.Method(http.MethodPatch, "/events/{id}", a.limited(booking.HandleUpdateEvent(a.store, a.log)))
+			r.Method(http.MethodPost, "/events/{id}/categories", a.limited(booking.HandleCreateCategory(a.store, a.log)))
+			r.Method(http.MethodPatch, "/events/{id}/categories/{cid}", a.limited(booking.HandleUpdateCategory(a.store, a.log)))
 		})
 		// An admin request at the contract's path, behind the same token.
 		// It takes no body, so no Content-Type check: a browser's form

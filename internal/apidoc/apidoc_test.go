@@ -68,6 +68,7 @@ var statusOfCode = map[string][]int{
 	"pass_used":              {403},
 	"not_on_sale":            {403},
 	"sale_closed":            {403},
+	"category_required":      {400},
 	"not_found":              {404},
 	"method_not_allowed":     {405},
 	"unsupported_media_type": {415},

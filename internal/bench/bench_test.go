@@ -40,6 +40,8 @@ type env struct {
 	single   *server
 	hot      int64 // the hot event of the batched server
 	hotOne   int64 // the hot event of the unbatched server
+	hotTwo   int64 // a hot event of two categories, on the batched server
+	twoCats  [2]int64
 	safe     int64 // the event /book/safe sells
 	memory   int64
 	spread   []int64 // 10,000 events
@@ -143,6 +145,18 @@ func setup() (*env, error) {
 		if *p, err = e.event(100_000_000); err != nil {
 			return e, err
 		}
+	}
+	// Two categories: the default one and a second of the same stock.
+	if e.hotTwo, err = e.event(100_000_000); err != nil {
+		return e, err
+	}
+	if _, err := e.db.Exec(`INSERT INTO categories (event_id, name, price, total_tickets, available_tickets)
+		VALUES ($1, 'second', 80, 100000000, 100000000)`, e.hotTwo); err != nil {
+		return e, err
+	}
+	if err := e.db.QueryRow(`SELECT min(id), max(id) FROM categories WHERE event_id = $1`, e.hotTwo).
+		Scan(&e.twoCats[0], &e.twoCats[1]); err != nil {
+		return e, err
 	}
 	rows, err := e.db.Query(`INSERT INTO events (name, event_date, total_tickets, available_tickets, ticket_price)
 		SELECT 'spread ' || g, now() + interval '30 days', 1000000, 1000000, 20 FROM generate_series(1, 10000) g RETURNING id`)
@@ -344,6 +358,16 @@ func BenchmarkHealth(b *testing.B) {
 func BenchmarkHoldsBatched(b *testing.B) {
 	forClients(b, "POST /holds (batched)", func() *server { return e.batched }, func(c, i int) (string, string, []byte) {
 		return "POST", "/holds", holdBody(e.hot, c, i)
+	})
+}
+
+// BenchmarkHoldsTwoCategories is BenchmarkHoldsBatched with holds of two
+// items, one ticket of each of the hot event's two categories.
+func BenchmarkHoldsTwoCategories(b *testing.B) {
+	forClients(b, "POST /holds, 2 categories (batched)", func() *server { return e.batched }, func(c, i int) (string, string, []byte) {
+		return "POST", "/holds", fmt.Appendf(nil,
+			`{"event_id":%d,"user_email":"c%d-%d@example.com","items":[{"category_id":%d,"quantity":1},{"category_id":%d,"quantity":1}]}`,
+			e.hotTwo, c, i, e.twoCats[0], e.twoCats[1])
 	})
 }
 

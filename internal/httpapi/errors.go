@@ -40,6 +40,7 @@ const (
 	CodeExtendLimit      = "extend_limit"
 	CodeHoldCancelled    = "hold_cancelled"
 	CodeHoldNotConfirmed = "hold_not_confirmed"
+	CodeCategoryRequired = "category_required"
 )
 
 // answer is how one kind of error is answered.
@@ -75,6 +76,7 @@ var byKind = map[problem.Kind]answer{
 	problem.ExtendLimit:         {http.StatusConflict, CodeExtendLimit, 0},
 	problem.HoldCancelled:       {http.StatusConflict, CodeHoldCancelled, 0},
 	problem.HoldNotConfirmed:    {http.StatusConflict, CodeHoldNotConfirmed, 0},
+	problem.CategoryRequired:    {http.StatusBadRequest, CodeCategoryRequired, 0},
 }
 
 // Statuses are an endpoint's departures from the usual status of a kind,

@@ -51,6 +51,9 @@ const (
 	// HoldNotConfirmed: cancel refunds a confirmed booking; a pending hold
 	// has nothing to refund (its buyer releases it).
 	HoldNotConfirmed
+	// CategoryRequired: the seed's body (a quantity alone) for an event of
+	// several categories, which must name them.
+	CategoryRequired
 )
 
 var names = [...]string{
@@ -75,6 +78,7 @@ var names = [...]string{
 	ExtendLimit:         "extend_limit",
 	HoldCancelled:       "hold_cancelled",
 	HoldNotConfirmed:    "hold_not_confirmed",
+	CategoryRequired:    "category_required",
 }
 
 // Kinds lists every kind, for tests that check a map covers them all.

@@ -63,7 +63,10 @@
       if (part !== 'state') c.append(make('b', 'queue-' + part + '-count'), make('span', 'queue-' + part + '-unit'));
       queue.append(c);
     }
-    li.append(head, bar, counts, queue);
+    // The categories, for an event with several: what each has left.
+    const cats = make('ul', 'categories');
+    cats.hidden = true;
+    li.append(head, bar, counts, cats, queue);
     return li;
   }
 
@@ -82,6 +85,17 @@
     q('.queue-admitted-unit').textContent = ' admitted in all';
   }
 
+  function drawCategories(ul, categories) {
+    ul.hidden = categories.length < 2;
+    ul.replaceChildren(...(ul.hidden ? [] : categories.map((c) => {
+      const item = make('li', 'category');
+      item.append(make('span', 'category-name', c.name), ' ',
+        make('b', 'category-available', numbers.format(c.available_tickets)),
+        ' of ' + numbers.format(c.total_tickets) + ' left');
+      return item;
+    })));
+  }
+
   function drawEvent(li, ev) {
     const q = (sel) => li.querySelector(sel);
     q('.event-name').textContent = ev.name;
@@ -93,6 +107,7 @@
       q('.seg-' + kind).style.width = percent(n, ev.total_tickets) + '%';
     }
     q('.total-count').textContent = numbers.format(ev.total_tickets);
+    drawCategories(q('.categories'), ev.categories || []);
     drawQueue(q('.queue'), ev.queue);
     q('.bar').setAttribute('aria-label',
       `${ev.confirmed_tickets} confirmed, ${ev.held_tickets} held, ${ev.available_tickets} available of ${ev.total_tickets}`);

@@ -50,6 +50,8 @@ type EventStatus struct {
 	// AdmitPerSecond is the pace of the event's waiting room; 0: it has
 	// none.
 	AdmitPerSecond int
+	// Categories are the event's ticket categories, in id order.
+	Categories []CategoryStatus
 }
 
 // HoldStatus is one hold as the page shows it: no buyer, no id.
@@ -167,6 +169,14 @@ func Handler() http.Handler {
 	})
 }
 
+// CategoryStatus is one ticket category's stock as the page shows it.
+type CategoryStatus struct {
+	ID        int64  `json:"id"`
+	Name      string `json:"name"`
+	Total     int    `json:"total_tickets"`
+	Available int    `json:"available_tickets"`
+}
+
 type eventJSON struct {
 	ID        int64      `json:"id"`
 	Name      string     `json:"name"`
@@ -175,6 +185,8 @@ type eventJSON struct {
 	Held      int        `json:"held_tickets"`
 	Confirmed int        `json:"confirmed_tickets"`
 	Queue     *queueJSON `json:"queue"`
+	// Categories are never null: an event has at least one.
+	Categories []CategoryStatus `json:"categories"`
 }
 
 type holdJSON struct {
@@ -240,7 +252,10 @@ func feedHandler(src Source, queues Queues, log *slog.Logger, now func() time.Ti
 		}
 		for i, e := range events {
 			out.Events[i] = eventJSON{ID: e.ID, Name: e.Name, Total: e.Total, Available: e.Available,
-				Held: e.Held, Confirmed: e.Confirmed, Queue: qs[i]}
+				Held: e.Held, Confirmed: e.Confirmed, Queue: qs[i], Categories: e.Categories}
+			if out.Events[i].Categories == nil {
+				out.Events[i].Categories = []CategoryStatus{}
+			}
 		}
 		for i, h := range holds {
 			out.Holds[i] = holdJSON{

@@ -1,0 +1,120 @@
+package schema_test
+
+import (
+	"database/sql"
+	"testing"
+)
+
+// category returns the one category of ev (an event made by plain SQL has
+// exactly one) and its stock.
+func onlyCategory(t *testing.T, db *sql.DB, ev int64) (id int64, total, available int) {
+	t.Helper()
+	var n int
+	if err := db.QueryRow(`SELECT count(*) FROM categories WHERE event_id = $1`, ev).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("event %d has %d categories (err %v), want 1", ev, n, err)
+	}
+	err := db.QueryRow(`SELECT id, total_tickets, available_tickets FROM categories WHERE event_id = $1`, ev).
+		Scan(&id, &total, &available)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id, total, available
+}
+
+func item(db *sql.DB, booking, category int64, qty int) error {
+	_, err := db.Exec(`INSERT INTO booking_items (booking_id, category_id, quantity, price) VALUES ($1, $2, $3, 10)`,
+		booking, category, qty)
+	return err
+}
+
+func TestEventMadeByPlainSQLGetsItsDefaultCategory(t *testing.T) {
+	t.Parallel()
+	db := open(t)
+	ev := event(t, db, 10, true)
+	cat, total, available := onlyCategory(t, db, ev)
+	if total != 10 || available != 10 {
+		t.Fatalf("default category %d/%d, want 10/10", available, total)
+	}
+	// A change of the event's tickets or price moves its only category.
+	exec(t, db, `UPDATE events SET total_tickets = total_tickets + 5, available_tickets = available_tickets + 5, ticket_price = 12 WHERE id = $1`, ev)
+	var price string
+	if err := db.QueryRow(`SELECT total_tickets, available_tickets, price FROM categories WHERE id = $1`, cat).
+		Scan(&total, &available, &price); err != nil || total != 15 || available != 15 || price != "12.00" {
+		t.Fatalf("category after the event's change: %d/%d at %s (err %v), want 15/15 at 12.00", available, total, price, err)
+	}
+}
+
+func TestCategoryStockMovesOnlyWithItems(t *testing.T) {
+	t.Parallel()
+	db := open(t)
+	ev := event(t, db, 10, true)
+	cat, _, _ := onlyCategory(t, db, ev)
+	b, err := booking(t, db, ev, 4, "pending")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := item(db, b, cat, 4); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, got := onlyCategory(t, db, ev); got != 6 {
+		t.Fatalf("category stock %d after an item of 4, want 6", got)
+	}
+	for _, change := range []string{
+		"available_tickets = total_tickets",
+		"available_tickets = available_tickets - 1",
+		"total_tickets = total_tickets + 5",
+		"event_id = event_id + 1",
+	} {
+		if _, err := db.Exec(`UPDATE categories SET `+change+` WHERE id = $1`, cat); code(err) != "HF001" {
+			t.Fatalf("%s: err %v, want HF001", change, err)
+		}
+	}
+	// Below what is held: the check refuses it.
+	if _, err := db.Exec(`UPDATE categories SET total_tickets = 3, available_tickets = available_tickets - 7 WHERE id = $1`, cat); code(err) != "23514" {
+		t.Fatalf("total below held: err %v, want 23514", err)
+	}
+	if _, err := db.Exec(`UPDATE booking_items SET quantity = 1 WHERE booking_id = $1`, b); code(err) != "HF001" {
+		t.Fatalf("item changed: err %v, want HF001", err)
+	}
+	if _, err := db.Exec(`DELETE FROM booking_items WHERE booking_id = $1`, b); code(err) != "HF001" {
+		t.Fatalf("item of a live booking deleted: err %v, want HF001", err)
+	}
+	if _, err := db.Exec(`INSERT INTO categories (event_id, name, price, total_tickets, available_tickets) VALUES ($1, 'x', 1, 5, 4)`, ev); code(err) != "HF001" {
+		t.Fatalf("category inserted part-sold: err %v, want HF001", err)
+	}
+	// Failing the booking gives its items back once.
+	exec(t, db, `UPDATE bookings SET booking_status = 'failed', failure_reason = 'released' WHERE id = $1`, b)
+	exec(t, db, `UPDATE bookings SET booking_status = 'failed' WHERE id = $1`, b) // a second fail, changing nothing
+	if _, _, got := onlyCategory(t, db, ev); got != 10 {
+		t.Fatalf("category stock %d after the booking failed, want 10", got)
+	}
+	// An item of another event's category is refused.
+	other := event(t, db, 10, true)
+	otherCat, _, _ := onlyCategory(t, db, other)
+	b2, err := booking(t, db, ev, 1, "confirmed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := item(db, b2, otherCat, 1); code(err) != "HF001" {
+		t.Fatalf("item of another event's category: err %v, want HF001", err)
+	}
+	// Never below zero, whatever the event's guard.
+	b3, err := booking(t, db, ev, 9, "confirmed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := item(db, b3, cat, 11); code(err) != "23514" {
+		t.Fatalf("item beyond the category's stock: err %v, want 23514", err)
+	}
+	// An item of a failed booking is refused.
+	var vip int64
+	if err := db.QueryRow(`INSERT INTO categories (event_id, name, price, total_tickets, available_tickets)
+		VALUES ($1, 'VIP', 50, 5, 5) RETURNING id`, ev).Scan(&vip); err != nil {
+		t.Fatal(err)
+	}
+	if err := item(db, b, vip, 1); code(err) != "HF001" {
+		t.Fatalf("item of a failed booking: err %v, want HF001", err)
+	}
+	// A failed booking may be deleted, its items with it.
+	exec(t, db, `DELETE FROM bookings WHERE id = $1`, b)
+}
