@@ -261,6 +261,7 @@ DECLARE
     v_queued boolean;
     v_place text;
     v_sale text;
+    v_now timestamptz; -- when the holds are made, by the database's clock
     -- 011: the categories, their stock as this batch leaves it, and per
     -- request and per item what the loop decided.
     v_items int := coalesce(array_length(p_item_reqs, 1), 0);
@@ -521,15 +522,20 @@ BEGIN
         v_granted := v_granted || i;
     END LOOP;
 
+    -- A hold lasts exactly its TTL from when it is made: the transaction a
+    -- keyed batch or /book/safe runs this in began earlier (created_at's
+    -- default), and each row's clock_timestamp() differs.
+    v_now := clock_timestamp();
+
     -- One statement inserts the batch's holds and their items and answers
     -- every request: each statement-level stock trigger makes one update
     -- per row it moves, at the statement's end, when it sees both inserts.
     RETURN QUERY
     WITH ins AS (
         INSERT INTO bookings (hold_id, event_id, user_email, buyer_key, client_addr, quantity, total_amount,
-                              booking_status, expires_at, queue_place)
+                              booking_status, created_at, expires_at, queue_place)
         SELECT v_ids[g.i], p_event, p_emails[g.i], p_keys[g.i], p_clients[g.i], v_qtys[g.i],
-               v_amounts[g.i], 'pending', clock_timestamp() + p_ttl_us * interval '1 microsecond',
+               v_amounts[g.i], 'pending', v_now, v_now + p_ttl_us * interval '1 microsecond',
                nullif(p_places[g.i], '')
         FROM unnest(v_granted) WITH ORDINALITY AS g(i, k)
         ORDER BY g.k
