@@ -201,7 +201,33 @@ BEFORE UPDATE ON categories
 FOR EACH ROW WHEN (NEW.event_id IS DISTINCT FROM OLD.event_id)
 EXECUTE FUNCTION bookings_refuse('a category cannot move to another event', 'HF001');
 
--- hold_batch as in 010, each request a list of items. Lines marked "011:".
+-- hold_batch as in 006, with every check of this round.
+--
+-- The two caps (007): each request also brings its buyer key
+-- (p_keys[i]) and its client address (p_clients[i], NULL when unknown), and
+-- p_client_cap is the most pending tickets of the event one address may hold
+-- (0: no cap). A request over the address's cap is answered
+-- client_limit_exceeded. Everything 006 says of its plans and its order of
+-- work still holds. The old signature goes: an instance of the previous
+-- version still running during an upgrade fails its batches without keys
+-- until it is replaced.
+--
+-- The sale window of 009 and the waiting room's checks (010):
+--   * the sale window, read with the event row it locks and by the
+--     database's clock, so an admin's change of the window cannot pass
+--     between the check and the grant: outside it every request of the
+--     batch is answered not_on_sale or sale_closed and nothing is granted;
+--   * the parameter p_places (one place per request, '' for none; last and
+--     DEFAULT NULL, so callers that pass none still resolve to it), hence
+--     the DROP: a new argument list would otherwise add a second function;
+--   * v_queued, read with the event row it already locks;
+--   * in the loop, before any stock or cap check: a queued event refuses a
+--     request without a good pass (queue_required; the service says why)
+--     and one whose place already has a confirmed booking (pass_used);
+--   * the insert records the place in queue_place.
+-- Outcomes gain not_on_sale, sale_closed, queue_required and pass_used.
+--
+-- The categories, lines marked "011:":
 --
 --   * p_quantities goes; each request brings its items as three flattened
 --     arrays: p_item_reqs[j] the request (1-based, non-decreasing: the
@@ -225,7 +251,7 @@ EXECUTE FUNCTION bookings_refuse('a category cannot move to another event', 'HF0
 --     row returns them (item_categories, item_quantities, item_prices).
 --   * price is NULL: the total of several items is no one price times the
 --     quantity; too_large is decided here.
-DROP FUNCTION hold_batch(bigint, text[], text[], inet[], int[], bigint, int, int, text[]);
+DROP FUNCTION hold_batch(bigint, text[], int[], bigint, int);
 
 CREATE FUNCTION hold_batch(p_event bigint, p_emails text[], p_keys text[], p_clients inet[],
                            p_item_reqs int[], p_item_cats int[], p_item_qtys int[], -- 011

@@ -7,7 +7,7 @@ import (
 	"github.com/holdfast/holdfast/sale"
 )
 
-// The two caps on one event's tickets, both counted by hold_batch (schema/010,
+// The two caps on one event's tickets, both counted by hold_batch (schema/011,
 // the one writing of the rules that grant tickets) under the event row it
 // locks, so they are exact across instances:
 //

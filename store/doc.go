@@ -27,7 +27,7 @@
 //
 // The rules that grant tickets (the stock, both caps, the sale window, the
 // waiting room's pass, lapsed holds expired first) are written once, in the
-// database function hold_batch (schema/010). A batch of holds without
+// database function hold_batch (schema/011). A batch of holds without
 // idempotency keys is one call of it, run outside any transaction: the
 // event row is locked and released inside the database, never held across
 // a round trip to this process. A batch with keys calls it inside a

@@ -120,7 +120,7 @@ func holdItem(cat int64, qty int, price string) (hold.Item, error) {
 }
 
 // CreateHolds serves reqs for one event, in order, with one call of the
-// database's hold_batch (schema/010), the one writing of the rules that
+// database's hold_batch (schema/011), the one writing of the rules that
 // grant a hold: it locks the event row, answers each request, inserts every
 // hold it grants in one statement. Each request gets its own outcome; a
 // request's failure (sold out, a reused idempotency key) does not touch the
