@@ -73,10 +73,14 @@ START_RATE="${START_RATE:-50}"
 PRE_VUS="${PRE_VUS:-100}"
 MAX_VUS="${MAX_VUS:-400}"
 STOCK="${STOCK:-200}"
+# The spike event's categories, their sizes (e.g. 40,30): empty for one.
+SPIKE_CATEGORIES="${SPIKE_CATEGORIES:-}"
 
 for v in EVENT_ID VUS RATE START_RATE PRE_VUS MAX_VUS STOCK; do
 	[[ "${!v}" =~ ^[1-9][0-9]{0,8}$ ]] || die "$v must be a positive integer, not '${!v}'"
 done
+[[ -z "$SPIKE_CATEGORIES" || "$SPIKE_CATEGORIES" =~ ^[1-9][0-9]{0,8}(,[1-9][0-9]{0,8})+$ ]] ||
+	die "SPIKE_CATEGORIES must be two or more positive sizes such as 40,30, not '$SPIKE_CATEGORIES'"
 
 # duration_ms turns a Go duration ("5s", "1500ms", "1m30s") into
 # milliseconds, or fails.
@@ -310,10 +314,33 @@ phase_spike() {
 		RETURNING id")"
 	[[ "$event" =~ ^[0-9]+$ ]] || die "could not create the spike's event: '$event'"
 	echo "created event $event with $STOCK tickets"
+	local cat_ids='' cat_sum=0 sizes size i
+	if [[ -n "$SPIKE_CATEGORIES" ]]; then
+		# As holdfast dev's festival: the default category (the trigger's,
+		# with the event's whole stock) takes the first size, and each other
+		# size is a category of its own. Its total and available move by the
+		# same amount, which is the one change of its stock the database takes.
+		IFS=',' read -r -a sizes <<<"$SPIKE_CATEGORIES"
+		for size in "${sizes[@]}"; do
+			((size <= STOCK)) || die "SPIKE_CATEGORIES: a category of $size is larger than the event's $STOCK"
+			cat_sum=$((cat_sum + size))
+		done
+		sql "UPDATE categories SET name = 'c1', total_tickets = ${sizes[0]}, available_tickets = ${sizes[0]}
+			WHERE event_id = $event" >/dev/null || die "could not size event $event's default category"
+		for ((i = 1; i < ${#sizes[@]}; i++)); do
+			sql "INSERT INTO categories (event_id, name, price, total_tickets, available_tickets)
+				VALUES ($event, 'c$((i + 1))', 25.00, ${sizes[i]}, ${sizes[i]})" >/dev/null ||
+				die "could not add a category to event $event"
+		done
+		cat_ids="$(sql "SELECT string_agg(id::text, ',' ORDER BY id) FROM categories WHERE event_id = $event")"
+		echo "  in categories of $SPIKE_CATEGORIES (ids $cat_ids; $cat_sum in all, under a capacity of $STOCK)"
+	fi
 	preflight "$event"
 
-	run_k6 spike spike.js "$file" -e "EVENT_ID=$event" -e "RATE=$RATE" -e "START_RATE=$START_RATE" \
-		-e "DURATION=$SPIKE_DURATION" -e "PRE_VUS=$PRE_VUS" -e "MAX_VUS=$MAX_VUS"
+	local k6_args=(-e "EVENT_ID=$event" -e "RATE=$RATE" -e "START_RATE=$START_RATE"
+		-e "DURATION=$SPIKE_DURATION" -e "PRE_VUS=$PRE_VUS" -e "MAX_VUS=$MAX_VUS")
+	if [[ -n "$cat_ids" ]]; then k6_args+=(-e "CATEGORIES=$cat_ids"); fi
+	run_k6 spike spike.js "$file" "${k6_args[@]}"
 
 	check_ttl "event_id = $event"
 	wait_for_expiry
@@ -350,12 +377,36 @@ phase_spike() {
 		failures+=("spike: $((k6_exp + k6_gave)) holds lapsed before their confirm got through (see busy/hold_expired), and their tickets came back after the spike was over")
 	fi
 
+	# Each category: its stock plus its confirmed items make its total,
+	# never below zero; all sold out when the categories add up to no more
+	# than the capacity, else the capacity binds (checked above) and the
+	# confirmed items add up to it.
+	local cat_lines=() cid cname ctotal cavail cconf items_sum=0 cats_ok=yes nfail=${#failures[@]}
+	if [[ -n "$cat_ids" ]]; then
+		while IFS='|' read -r cid cname ctotal cavail cconf; do
+			[[ -n "$cid" ]] || continue
+			echo "category $cid ($cname): $cavail of $ctotal available, $cconf confirmed"
+			cat_lines+=("$(printf '  %-15s %s' "category $cid" "$cconf of $ctotal confirmed, $cavail available")")
+			items_sum=$((items_sum + cconf))
+			expect "spike: category $cid available + confirmed vs its total $ctotal" "$((cavail + cconf))" == "$ctotal"
+			expect "spike: category $cid available (never below zero)" "$cavail" '>=' 0
+			if ((cat_sum <= STOCK)); then
+				expect "spike: category $cid available (sold out exactly)" "$cavail" == 0
+			fi
+		done <<<"$(sql "SELECT c.id, c.name, c.total_tickets, c.available_tickets,
+			coalesce((SELECT sum(i.quantity) FROM booking_items i JOIN bookings b ON b.id = i.booking_id
+				WHERE i.category_id = c.id AND b.booking_status = 'confirmed'), 0)
+			FROM categories c WHERE c.event_id = $event ORDER BY c.id")"
+		expect "spike: confirmed items of every category vs confirmed tickets" "$items_sum" == "$conf_qty"
+		((${#failures[@]} == nfail)) || cats_ok=no
+	fi
+
 	run_check spike "$event"
 
 	local sold_exactly=no
-	((avail == 0 && conf_qty == total && pend == 0)) && sold_exactly=yes
+	((avail == 0 && conf_qty == total && pend == 0)) && [[ "$cats_ok" == yes ]] && sold_exactly=yes
 	report+=(
-		"spike (event $event, $STOCK tickets, $START_RATE->$RATE/s over $SPIKE_DURATION)"
+		"spike (event $event, $STOCK tickets${SPIKE_CATEGORIES:+ in categories of $SPIKE_CATEGORIES}, $START_RATE->$RATE/s over $SPIKE_DURATION)"
 		"  requests        $reqs"
 		"  holds made      $made"
 		"  confirmed       $conf ($conf_qty tickets; k6 saw $k6_conf)"
@@ -365,6 +416,7 @@ phase_spike() {
 		"  busy answers    $k6_busy"
 		"  dropped         $dropped (arrivals k6 had no VU for)"
 		"  available       $avail of $total (sold out exactly: $sold_exactly)"
+		"${cat_lines[@]}"
 		"  check           $check_verdict"
 	)
 }

@@ -2,8 +2,9 @@
 # smoke.sh: short runs of the k6 scripts against a private `holdfast dev`
 # that it starts in a temporary directory and stops at the end: the seed's
 # experiment (experiment.sh) and the hold experiments (holds.sh), each short,
-# and a short on-sale through the waiting room (onsale.sh, 500 buyers;
-# ONSALE_SMOKE=0 leaves it out). `make test` calls it; it needs HOLDFAST (the
+# the spike once more on an event of two categories, and a short on-sale
+# through the waiting room (onsale.sh, 500 buyers; ONSALE_SMOKE=0 leaves it
+# out). `make test` calls it; it needs HOLDFAST (the
 # binary) and K6. Arguments are passed to `holdfast dev`; the hold TTL, the
 # sweep interval and the admin token are set here, because the runners must
 # know them.
@@ -61,6 +62,12 @@ VUS=20 DURATION=3s "$ROOT/scripts/experiment.sh"
 echo "smoke: the hold flow and the on-sale spike, short"
 PHASE=all HOLD_TTL="$hold_ttl" SWEEP_EVERY="$sweep_every" EVENT_ID=4 VUS=20 DURATION=5s THINK= \
 	SPIKE_DURATION=5s START_RATE=50 RATE=200 STOCK=100 "$ROOT/scripts/holds.sh"
+
+# A spike on an event of two categories, 40 + 30 under a capacity of 60:
+# the capacity binds, holds of one or two categories, sold out exactly.
+echo "smoke: the on-sale spike on an event of two categories, short"
+PHASE=spike HOLD_TTL="$hold_ttl" SWEEP_EVERY="$sweep_every" SPIKE_DURATION=3s START_RATE=50 RATE=100 \
+	STOCK=60 SPIKE_CATEGORIES=40,30 "$ROOT/scripts/holds.sh"
 
 # The on-sale through the waiting room runs by default; ONSALE_SMOKE=0 skips
 # it (a quicker look at the hold experiments alone).

@@ -1,7 +1,8 @@
 // spike.js: an on-sale spike. Arrivals ramp from START_RATE to RATE per
 // second over DURATION, far above the stock of one event; each asks for a
-// hold of 1 ticket and, when it gets one, confirms it at once, retrying a 429
-// for as long as the hold lasts. Every hold is confirmed, so once the spike
+// hold of 1 ticket (or, with CATEGORIES, of one or two categories) and,
+// when it gets one, confirms it at once, retrying a 429 for as long as the
+// hold lasts. Every hold is confirmed, so once the spike
 // is over the event must be sold out exactly: no ticket left, none sold
 // twice (holds.sh checks that in the database).
 //
@@ -19,6 +20,11 @@
 //                they can serve are dropped: dropped_iterations)
 //   RUN_ID       marks this run's buyers: spike-RUN_ID-VU-ITER@example.com;
 //                default a random id
+//   CATEGORIES   comma-separated category ids of the event: each arrival
+//                then asks for one of them, or two different ones of a
+//                ticket each, as items (holds.sh SPIKE_CATEGORIES makes such
+//                an event); default none (1 ticket of the event's only
+//                category, the seed's quantity)
 //
 // The counters (holds_made, confirmed, hold_expired, gave_up, sold_out, busy,
 // unexpected) are described in holds_lib.js. The run fails (k6 exits 99) on
@@ -34,6 +40,13 @@ const EVENT_ID = positiveInt('EVENT_ID', 0);
 const START_RATE = positiveInt('START_RATE', 50);
 const RATE = positiveInt('RATE', 400);
 const DURATION = __ENV.DURATION || '30s';
+const CATEGORIES = (__ENV.CATEGORIES || '').split(',').filter((c) => c !== '').map((c) => {
+  const n = Number(c);
+  if (!Number.isInteger(n) || n < 1) {
+    throw new Error(`CATEGORIES must be positive category ids, not ${JSON.stringify(__ENV.CATEGORIES)}`);
+  }
+  return n;
+});
 const PRE_VUS = positiveInt('PRE_VUS', 100);
 const MAX_VUS = Math.max(positiveInt('MAX_VUS', 400), PRE_VUS);
 if (__ENV.RUN_ID !== undefined && !/^[A-Za-z0-9-]{1,40}$/.test(__ENV.RUN_ID)) {
@@ -59,7 +72,21 @@ export { setup } from './holds_lib.js';
 export default function (data) {
   zeroAll();
   const buyer = `spike-${data.runId}-${exec.vu.idInTest}-${exec.vu.iterationInScenario}`;
-  const hold = createHold(EVENT_ID, `${buyer}@example.com`, 1, '');
+  let quantity = 1;
+  let items;
+  if (CATEGORIES.length > 0) {
+    // One category, or (about half the time) two different ones of a ticket
+    // each: a two-item hold is all or nothing, so it is refused once either
+    // category or the event has fewer than it asks, and the one-item
+    // arrivals sell out what is left.
+    const first = CATEGORIES[Math.floor(Math.random() * CATEGORIES.length)];
+    const second = CATEGORIES[Math.floor(Math.random() * CATEGORIES.length)];
+    items = Math.random() < 0.5 && second !== first
+      ? [{ category_id: first, quantity: 1 }, { category_id: second, quantity: 1 }]
+      : [{ category_id: first, quantity: 1 }];
+    quantity = items.length;
+  }
+  const hold = createHold(EVENT_ID, `${buyer}@example.com`, quantity, '', items);
   if (hold) {
     confirmHold(hold, `${buyer}-confirm`, true);
   }
