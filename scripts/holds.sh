@@ -10,11 +10,16 @@
 #          the stock, every hold confirmed at once. After the wait the event
 #          must be sold out exactly: 0 available, STOCK confirmed, as many
 #          confirmed bookings as k6 saw 200s on confirm, nothing pending.
+#          With SPIKE_CATEGORIES the event has those categories and every
+#          hold asks for one or two of them; each category must then add up
+#          (available + confirmed = total, never below zero) and be at 0
+#          when the categories fit the capacity.
 #
 # Run `holdfast dev --hold-ttl 5s` in one terminal and this in another:
 #
 #   scripts/holds.sh
 #   PHASE=spike RATE=200 STOCK=100 DURATION=5s scripts/holds.sh   # a short spike
+#   PHASE=spike STOCK=60 SPIKE_CATEGORIES=40,30 RATE=100 DURATION=3s scripts/holds.sh
 #
 # Environment (all optional):
 #   DATABASE_URL   PostgreSQL of the running service; when unset it is read
@@ -35,6 +40,8 @@
 #   START_RATE     the spike's first arrival rate per second, default 50
 #   PRE_VUS, MAX_VUS  the spike's VU pool, default 100 and 400
 #   STOCK          tickets of the spike's event, default 200
+#   SPIKE_CATEGORIES  sizes of the spike event's categories, e.g. 40,30
+#                  (two or more, each at most STOCK); default one category
 #   K6             the k6 binary; else $(go env GOPATH)/bin/k6, else k6 on
 #                  PATH, else `go install go.k6.io/k6@v1.8.1`
 #   HOLDFAST       the holdfast binary; else built from this checkout
