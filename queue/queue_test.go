@@ -108,13 +108,21 @@ type world struct {
 
 func newWorld(t *testing.T) *world {
 	t.Helper()
+	rdb, prefix := testRedis(t)
+	return &world{t: t, rdb: rdb, prefix: prefix, events: &events{m: map[int64]sale.Event{}}, signer: newSigner(t)}
+}
+
+// testRedis is a client of the test's Redis and the test's own key prefix,
+// closed when t ends.
+func testRedis(t *testing.T) (redis.UniversalClient, string) {
+	t.Helper()
 	url, prefix := testenv.Redis(t)
 	rdb, err := store.OpenRedis(url)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { rdb.Close() })
-	return &world{t: t, rdb: rdb, prefix: prefix, events: &events{m: map[int64]sale.Event{}}, signer: newSigner(t)}
+	return rdb, prefix
 }
 
 var nextEvent struct {

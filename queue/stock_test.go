@@ -35,12 +35,7 @@ type stocked struct {
 
 func newStocked(t *testing.T) *stocked {
 	t.Helper()
-	url, prefix := testenv.Redis(t)
-	rdb, err := store.OpenRedis(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { rdb.Close() })
+	rdb, prefix := testRedis(t)
 	return newStockedOn(t, rdb, prefix)
 }
 

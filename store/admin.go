@@ -67,22 +67,16 @@ func (s *Store) CreateEvent(ctx context.Context, p sale.EventPatch) (sale.Event,
 func (s *Store) UpdateEvent(ctx context.Context, id int64, p sale.EventPatch) (sale.Event, error) {
 	var ev sale.Event
 	err := inTx(ctx, s.db, func(tx *sqlx.Tx) error {
-		var cur struct {
-			Total     int `db:"total_tickets"`
-			Available int `db:"available_tickets"`
-		}
+		var cur stockTotals
 		if err := tx.GetContext(ctx, &cur, qLockEventStock, id); err != nil {
 			if errors.Is(err, sql.ErrNoRows) {
 				return sale.ErrEventNotFound
 			}
 			return mapErr(ctx, err)
 		}
-		total := cur.Total
-		if p.Total != nil {
-			total = *p.Total
-			if cur.Available+(total-cur.Total) < 0 {
-				return sale.ErrTotalBelowHeld
-			}
+		total, err := cur.retotal(p.Total)
+		if err != nil {
+			return err
 		}
 		var price any
 		if p.Price != nil {
@@ -209,22 +203,16 @@ func (s *Store) UpdateCategory(ctx context.Context, eventID, id int64, p sale.Ca
 		if err := lockEvent(ctx, tx, eventID); err != nil {
 			return err
 		}
-		var cur struct {
-			Total     int `db:"total_tickets"`
-			Available int `db:"available_tickets"`
-		}
+		var cur stockTotals
 		if err := tx.GetContext(ctx, &cur, qLockCategory, id, eventID); err != nil {
 			if errors.Is(err, sql.ErrNoRows) {
 				return sale.ErrCategoryMissing
 			}
 			return mapErr(ctx, err)
 		}
-		total := cur.Total
-		if p.Total != nil {
-			total = *p.Total
-			if cur.Available+(total-cur.Total) < 0 {
-				return sale.ErrTotalBelowHeld
-			}
+		total, err := cur.retotal(p.Total)
+		if err != nil {
+			return err
 		}
 		var price any
 		if p.Price != nil {
@@ -238,4 +226,23 @@ func (s *Store) UpdateCategory(ctx context.Context, eventID, id int64, p sale.Ca
 		return nil
 	})
 	return c, err
+}
+
+// stockTotals is a locked row's stock: an event's or a category's.
+type stockTotals struct {
+	Total     int `db:"total_tickets"`
+	Available int `db:"available_tickets"`
+}
+
+// retotal is the total the row takes for newTotal (nil: unchanged). A new
+// total moves available by the same amount, so it may not go below what is
+// held and sold: ErrTotalBelowHeld.
+func (t stockTotals) retotal(newTotal *int) (int, error) {
+	if newTotal == nil {
+		return t.Total, nil
+	}
+	if t.Available+(*newTotal-t.Total) < 0 {
+		return 0, sale.ErrTotalBelowHeld
+	}
+	return *newTotal, nil
 }

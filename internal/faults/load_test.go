@@ -182,35 +182,26 @@ func (b *buyer) release(id string, ev int64) {
 	b.do(b.other, "release", http.MethodDelete, "/holds/"+id, "", "", ev)
 }
 
-// pause backs off after an answer that was not a hold.
-func (b *buyer) pause(a answer) {
-	switch {
-	case a.status == 0 || a.status >= 500:
-		time.Sleep(50 * time.Millisecond)
-	case a.status == http.StatusTooManyRequests:
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// do sends one request and records its answer.
-func (b *buyer) do(inst int, op, method, path, body, key string, ev int64) (answer, []byte) {
-	a := answer{start: time.Now(), inst: inst, op: op, event: ev}
+// send sends one request, a JSON body if body is not empty and the header
+// name: value if value is not empty, and fills a with its answer (status,
+// request id, error code, end). It returns the body read.
+func send(client *http.Client, a *answer, method, url, body, name, value string) []byte {
 	var rd io.Reader
 	if body != "" {
 		rd = strings.NewReader(body)
 	}
-	req, err := http.NewRequestWithContext(context.Background(), method, b.insts[inst].base+path, rd)
+	req, err := http.NewRequestWithContext(context.Background(), method, url, rd)
 	if err != nil {
 		panic(err)
 	}
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	if key != "" {
-		req.Header.Set("Idempotency-Key", key)
+	if value != "" {
+		req.Header.Set(name, value)
 	}
 	var res []byte
-	resp, err := b.client.Do(req)
+	resp, err := client.Do(req)
 	if err == nil {
 		a.status = resp.StatusCode
 		a.requestID = resp.Header.Get("X-Request-Id")
@@ -225,6 +216,23 @@ func (b *buyer) do(inst int, op, method, path, body, key string, ev int64) (answ
 		}
 	}
 	a.end = time.Now()
+	return res
+}
+
+// pause backs off after an answer that was not a hold.
+func (b *buyer) pause(a answer) {
+	switch {
+	case a.status == 0 || a.status >= 500:
+		time.Sleep(50 * time.Millisecond)
+	case a.status == http.StatusTooManyRequests:
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// do sends one request and records its answer.
+func (b *buyer) do(inst int, op, method, path, body, key string, ev int64) (answer, []byte) {
+	a := answer{start: time.Now(), inst: inst, op: op, event: ev}
+	res := send(b.client, &a, method, b.insts[inst].base+path, body, "Idempotency-Key", key)
 	b.rec.answers = append(b.rec.answers, a)
 	return a, res
 }

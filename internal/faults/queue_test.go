@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -117,36 +116,7 @@ func newQRun(c *cluster, ev int64) *qrun {
 // do sends one request to instance inst and records its answer.
 func (q *qrun) do(inst int, op, method, path, body, pass string) (answer, []byte) {
 	a := answer{start: time.Now(), inst: inst, op: op, event: q.ev}
-	var rd io.Reader
-	if body != "" {
-		rd = strings.NewReader(body)
-	}
-	req, err := http.NewRequest(method, q.c.insts[inst].base+path, rd)
-	if err != nil {
-		panic(err)
-	}
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if pass != "" {
-		req.Header.Set("Queue-Pass", pass)
-	}
-	var res []byte
-	resp, err := q.client.Do(req)
-	if err == nil {
-		a.status = resp.StatusCode
-		a.requestID = resp.Header.Get("X-Request-Id")
-		res, _ = io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		resp.Body.Close()
-		if a.status >= 400 {
-			var e struct {
-				Code string `json:"code"`
-			}
-			_ = json.Unmarshal(res, &e)
-			a.code = e.Code
-		}
-	}
-	a.end = time.Now()
+	res := send(q.client, &a, method, q.c.insts[inst].base+path, body, "Queue-Pass", pass)
 	q.mu.Lock()
 	q.answers = append(q.answers, a)
 	q.mu.Unlock()
