@@ -35,7 +35,13 @@ type Limiter struct {
 	log       *slog.Logger
 	shards    [32]shard
 	fallback  atomic.Bool
+	// wait is how long a request waits for the shared count before it
+	// counts in-process instead.
+	wait time.Duration
 }
+
+// defaultWait bounds what a slow Redis adds to every write.
+const defaultWait = 100 * time.Millisecond
 
 type shard struct {
 	mu     sync.Mutex
@@ -46,11 +52,20 @@ type shard struct {
 
 // New returns a Limiter; shared may be nil to count in-process only.
 func New(perSecond int, shared Counter, log *slog.Logger) *Limiter {
-	l := &Limiter{perSecond: int64(perSecond), shared: shared, log: log}
+	l := &Limiter{perSecond: int64(perSecond), shared: shared, log: log, wait: defaultWait}
 	for i := range l.shards {
 		l.shards[i].counts = map[string]int64{}
 		l.shards[i].over = map[string]bool{}
 	}
+	return l
+}
+
+// WithWait sets how long a request waits for the shared count before it
+// counts in-process, and returns l. A request that gives up on Redis may
+// still have been counted there, so each give-up can let one request more
+// through in its second: a trade of exactness for latency.
+func (l *Limiter) WithWait(d time.Duration) *Limiter {
+	l.wait = d
 	return l
 }
 
@@ -75,7 +90,7 @@ func (l *Limiter) allow(ctx context.Context, client string, window int64) bool {
 	if l.shared != nil {
 		// A slow Redis must not slow every write: a short deadline, then
 		// the local count.
-		ctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		ctx, cancel := context.WithTimeout(ctx, l.wait)
 		n, err := l.shared.Hit(ctx, client, window)
 		cancel()
 		if err == nil {
