@@ -9,3 +9,7 @@ func (s *Store) UseTxForAllBatches() { s.oneCall = false }
 // OpenLazy builds a pool without checking the server answers, for a test
 // whose every connection is refused.
 var OpenLazy = open
+
+// SetShufflePart makes q read and shuffle the pre-queue n places a call,
+// so a test sees a shuffle of many parts without a million places.
+func (q *Queues) SetShufflePart(n int64) { q.shufflePart = n }

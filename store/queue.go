@@ -54,12 +54,15 @@ var (
 type Queues struct {
 	rdb    redis.UniversalClient
 	prefix string
+	// shufflePart is how many places one call of the shuffle reads or
+	// moves (tests make it small).
+	shufflePart int64
 }
 
 // NewQueues returns the waiting rooms on rdb, every key starting with
 // prefix.
 func NewQueues(rdb redis.UniversalClient, prefix string) *Queues {
-	return &Queues{rdb: rdb, prefix: prefix}
+	return &Queues{rdb: rdb, prefix: prefix, shufflePart: defaultShufflePart}
 }
 
 // QueueBase is the start of every key of eventID's queue.
@@ -233,30 +236,76 @@ func (q *Queues) Admit(ctx context.Context, ev queue.Settings, budget int, stock
 	return res, nil
 }
 
-// PreQueue lists the pre-queue's places in arrival order.
+// PreQueue lists the pre-queue's places in arrival order. It reads a page
+// at a time so a pre-queue of a million places never blocks Redis in one
+// call; a place that leaves between pages can shift one past a page's
+// edge, so an id may come twice (dropped here) or not at all (it stays in
+// the pre-queue and the shuffle moves it after the rest).
 func (q *Queues) PreQueue(ctx context.Context, eventID int64) ([]string, error) {
-	ids, err := q.rdb.ZRange(ctx, q.keys(eventID)[0], 0, -1).Result()
-	if err != nil {
-		return nil, redisErr(ctx, err)
+	key := q.keys(eventID)[0]
+	var ids []string
+	seen := map[string]bool{}
+	for start := int64(0); ; start += q.shufflePart {
+		page, err := q.rdb.ZRange(ctx, key, start, start+q.shufflePart-1).Result()
+		if err != nil {
+			return nil, redisErr(ctx, err)
+		}
+		for _, id := range page {
+			if !seen[id] {
+				seen[id] = true
+				ids = append(ids, id)
+			}
+		}
+		if int64(len(page)) < q.shufflePart {
+			return ids, nil
+		}
 	}
-	return ids, nil
 }
 
-// Shuffle gives the pre-queue the order given, once.
+// shuffleLease is how long a shuffle owns the pre-queue after its last
+// part: another instance takes over from one that died after it.
+const shuffleLease = 3 * time.Second
+
+// defaultShufflePart is how many places one call of the shuffle moves:
+// a few milliseconds of Redis's time.
+const defaultShufflePart = 5000
+
+// Shuffle gives the pre-queue the order given, once, in parts of
+// q.shufflePart places (queue_shuffle.lua). It answers applied false when
+// another instance is shuffling, and queue.ErrStaleShuffle when places of
+// the pre-queue were not in order (read again and shuffle what is left).
 func (q *Queues) Shuffle(ctx context.Context, eventID int64, order []string) (bool, error) {
-	args := make([]any, 0, len(order)+1)
-	args = append(args, q.QueueBase(eventID))
-	for _, id := range order {
-		args = append(args, id)
+	owner, err := newToken()
+	if err != nil {
+		return false, err
 	}
-	n, err := queueShuffle.Run(ctx, q.rdb, q.keys(eventID), args...).Int()
-	switch {
-	case err != nil:
-		return false, redisErr(ctx, err)
-	case n < 0:
-		return false, queue.ErrStaleShuffle
+	keys := q.keys(eventID)
+	args := make([]any, 0, 4+min(int64(len(order)), q.shufflePart))
+	for start := 0; ; start += int(q.shufflePart) {
+		end := min(len(order), start+int(q.shufflePart))
+		last := "0"
+		if end == len(order) {
+			last = "1"
+		}
+		part := order[start:end]
+		args = append(args[:0], q.QueueBase(eventID), owner, shuffleLease.Milliseconds(), last)
+		for _, id := range part {
+			args = append(args, id)
+		}
+		n, err := queueShuffle.Run(ctx, q.rdb, keys, args...).Int()
+		switch {
+		case err != nil:
+			return false, redisErr(ctx, err)
+		case n == -2 || n == 0:
+			return false, nil
+		case n == 1:
+			return true, nil
+		case last == "1":
+			// All of order moved and the pre-queue is not empty: places
+			// the read missed.
+			return false, queue.ErrStaleShuffle
+		}
 	}
-	return n == 1, nil
 }
 
 // State reads the queue's state.

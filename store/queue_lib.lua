@@ -78,7 +78,10 @@ local function position(id, st)
   if st ~= 'waiting' then return -1 end
   local r = redis.call('ZRANK', K_WAIT, id)
   if not r then return -1 end
-  if redis.call('HGET', K_META, 'shuffled') ~= '1' then
+  -- While the shuffle moves the pre-queue over (queue_shuffle.lua), a
+  -- later join still has all of it ahead: what moved is ranked, what has
+  -- not is counted. A place that moved has only moved places ahead.
+  if redis.call('HGET', K_META, 'shuffled') ~= '1' and tonumber(redis.call('ZSCORE', K_WAIT, id)) >= 1e12 then
     r = r + redis.call('ZCARD', K_PRE)
   end
   return r + 1
