@@ -418,6 +418,11 @@ func TestAnAdmittedPlaceHasAPassThatNamesIt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A JWT's exp is whole seconds: the place's expiry must be the same
+	// instant, not up to a second after its pass stops working.
+	if !got.PassExpiresAt.Equal(got.PassExpiresAt.Truncate(time.Second)) {
+		t.Fatalf("pass_expires_at %s is not a whole second, as the pass's exp is", got.PassExpiresAt.Format(time.RFC3339Nano))
+	}
 	if c.EventID != ev.ID || c.PlaceID != p.ID || c.Email != email(1) || c.Cap != 4 || !c.ExpiresAt.Equal(*got.PassExpiresAt) {
 		t.Fatalf("claims %+v, want event %d place %s email %s cap 4 expiry %s", c, ev.ID, p.ID, email(1), got.PassExpiresAt)
 	}

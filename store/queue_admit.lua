@@ -99,7 +99,10 @@ while admitted < n do
   local k = pkey(id)
   -- A place no longer waiting (never expected) is dropped, not admitted.
   if redis.call('HGET', k, 'status') == 'waiting' then
-    local exp = now + ttl
+    -- Whole seconds, as the pass's JWT exp is: the place stops reading
+    -- admitted the moment its pass stops taking holds, not up to a second
+    -- later.
+    local exp = math.floor((now + ttl) / 1000) * 1000
     redis.call('HSET', k, 'status', 'admitted', 'admitted', fmt(now), 'pass_exp', fmt(exp))
     redis.call('ZADD', K_ADM, fmt(exp), id)
     admitted = admitted + 1
