@@ -241,6 +241,23 @@ func TestQueuePageInBrowser(t *testing.T) {
 		t.Errorf("done: refresh %q, or the pass still shown", done.Refresh)
 	}
 
+	// The last tickets go: a place still waiting reads sold out on its
+	// page, which stops refreshing (a sold-out crowd must not keep
+	// polling) and says a reload finds the place again if tickets come
+	// back.
+	late := ts.joinQueue(ev, "late@example.com")
+	if res := ts.do("PATCH", fmt.Sprintf("/admin/events/%d", ev), `{"total_tickets":2}`, "Authorization", "Bearer "+testToken); res.Status != http.StatusOK {
+		t.Fatalf("shrink the event to what is sold: %d %s", res.Status, res.Body)
+	}
+	ts.app.admitter.Run(context.Background())
+	browserStep(t, ctx, "open a place of a sold-out event", chromedp.Navigate(ts.srv.URL+"/queue/"+late.ID+"/page"))
+	sold := waitPlacePage(t, ctx, "the place sold out", 10*time.Second, func(s shownPlace) bool { return s.Kind == "sold_out" })
+	if sold.Title != "Sold out" || sold.Position != "" || sold.Refresh != "" || !strings.Contains(sold.Text, "Every ticket is sold.") || !strings.Contains(sold.Text, "reload this page") {
+		t.Errorf("sold out: title %q, position %q, refresh %q, text %q; want Sold out, no position, no refresh, the reload note", sold.Title, sold.Position, sold.Refresh, sold.Text)
+	}
+	screenshot(t, ctx, "queue-page-sold-out.png")
+	noSecrets(t, "a sold-out place's page", sold.Text)
+
 	browserStep(t, ctx, "open a left place", chromedp.Navigate(ts.srv.URL+"/queue/"+left.ID+"/page"))
 	gone := waitPlacePage(t, ctx, "the place left", 10*time.Second, func(s shownPlace) bool { return s.Kind == "left" })
 	if gone.Title != "You left the line" || gone.Refresh != "" {
