@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/rsa"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"io"
@@ -61,12 +62,19 @@ func (m *memStore) RotatePassKey(_ context.Context, k pass.Key, publish, grace t
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-func newKeyring(t *testing.T) *pass.Keyring {
+// keyringKeys remembers each keyring newKeyring made with its private
+// key, for the tests that sign as another library would.
+var keyringKeys sync.Map
+
+func newKeyring(t testing.TB) *pass.Keyring {
 	t.Helper()
-	k, err := pass.NewKeyring(context.Background(), &memStore{}, pass.Options{}, quiet())
+	store := &memStore{}
+	k, err := pass.NewKeyring(context.Background(), store, pass.Options{}, quiet())
 	if err != nil {
 		t.Fatal(err)
 	}
+	keys, _ := store.PassKeys(context.Background())
+	keyringKeys.Store(k, keys[0].Private)
 	return k
 }
 
@@ -75,7 +83,7 @@ func claims(exp time.Duration) pass.Claims {
 		ExpiresAt: time.Now().Add(exp).Truncate(time.Second)}
 }
 
-func sign(t *testing.T, k *pass.Keyring, c pass.Claims) string {
+func sign(t testing.TB, k *pass.Keyring, c pass.Claims) string {
 	t.Helper()
 	tok, err := k.Sign(c)
 	if err != nil {
@@ -127,7 +135,7 @@ func TestAPassSaysWhatTheContractSays(t *testing.T) {
 }
 
 // forge signs c's claims with method and key under the given kid.
-func forge(t *testing.T, method jwt.SigningMethod, key any, kid string, c pass.Claims) string {
+func forge(t testing.TB, method jwt.SigningMethod, key any, kid string, c pass.Claims) string {
 	t.Helper()
 	tok := jwt.NewWithClaims(method, jwt.MapClaims{
 		"aud": "42", "sub": c.PlaceID, "email": c.Email, "cap": c.Cap,
@@ -143,7 +151,7 @@ func forge(t *testing.T, method jwt.SigningMethod, key any, kid string, c pass.C
 	return s
 }
 
-func kidOf(t *testing.T, k *pass.Keyring) string {
+func kidOf(t testing.TB, k *pass.Keyring) string {
 	t.Helper()
 	var set pass.JWKS
 	if err := json.Unmarshal(k.JWKS(), &set); err != nil || len(set.Keys) != 1 {
@@ -171,12 +179,7 @@ func TestVerifyRefusesWhatIsNotOurPass(t *testing.T) {
 		t.Fatal(err)
 	}
 	parts := strings.Split(good, ".")
-	flipped := []byte(parts[2])
-	if flipped[3] == 'A' {
-		flipped[3] = 'B'
-	} else {
-		flipped[3] = 'A'
-	}
+	flipped := flip(parts[2])
 
 	cases := []struct {
 		name, token string
@@ -186,7 +189,8 @@ func TestVerifyRefusesWhatIsNotOurPass(t *testing.T) {
 		{"two segments", parts[0] + "." + parts[1]},
 		{"bad base64", parts[0] + ".!!!." + parts[2]},
 		{"signature of another message", parts[0] + "." + forgeParts(t, k, c)[1] + "." + parts[2]},
-		{"tampered signature", parts[0] + "." + parts[1] + "." + string(flipped)},
+		// A pass without a MAC has its signature checked.
+		{"tampered signature, no MAC", withoutMAC(t, k, c, flipped)},
 		{"alg none", forge(t, jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, kid, c)},
 		// The classic confusion: HMAC keyed with the public key.
 		{"HS256 with the public key as secret", forge(t, jwt.SigningMethodHS256, []byte(pub), kid, c)},
@@ -205,6 +209,40 @@ func TestVerifyRefusesWhatIsNotOurPass(t *testing.T) {
 			}
 		})
 	}
+}
+
+// flip changes one character of a base64url segment.
+func flip(seg string) string {
+	b := []byte(seg)
+	if b[3] == 'A' {
+		b[3] = 'B'
+	} else {
+		b[3] = 'A'
+	}
+	return string(b)
+}
+
+// withoutMAC signs c with k's key the way any EdDSA JWT library would,
+// without holdfast's MAC, and returns it with signature sig when sig is
+// not "" (else its own).
+func withoutMAC(t testing.TB, k *pass.Keyring, c pass.Claims, sig string) string {
+	t.Helper()
+	tok := forge(t, jwt.SigningMethodEdDSA, privateOf(t, k), kidOf(t, k), c)
+	if sig == "" {
+		return tok
+	}
+	parts := strings.Split(tok, ".")
+	return parts[0] + "." + parts[1] + "." + sig
+}
+
+// privateOf is the one private key of a keyring made by newKeyring.
+func privateOf(t testing.TB, k *pass.Keyring) ed25519.PrivateKey {
+	t.Helper()
+	priv, ok := keyringKeys.Load(k)
+	if !ok {
+		t.Fatal("the keyring was not made by newKeyring")
+	}
+	return priv.(ed25519.PrivateKey)
 }
 
 // forgeParts signs other claims with k, for a signature that belongs to
@@ -307,6 +345,72 @@ func TestCheckBindsAPassToItsEventAndEmail(t *testing.T) {
 // TestAnEdgeProxyVerifiesWithTheJWKSAlone reads GET /queue/keys as a proxy
 // would, turns each key back into an ed25519.PublicKey and checks a pass
 // with golang-jwt, knowing nothing of this package's keyring.
+// holdfast checks the MAC its passes carry, everyone else the signature:
+// each refuses what does not match its check, and a pass made without a
+// MAC (by another library, with our key) still verifies by its signature.
+func TestHoldfastChecksTheMACAndOthersTheSignature(t *testing.T) {
+	t.Parallel()
+	k, other := newKeyring(t), newKeyring(t)
+	c := claims(time.Minute)
+	good := strings.Split(sign(t, k, c), ".")
+	hdr, err := base64.RawURLEncoding.DecodeString(good[0])
+	if err != nil || !strings.Contains(string(hdr), `"hf_mac":"`) {
+		t.Fatalf("header %s (%v), want the MAC in it", hdr, err)
+	}
+	byJWKS := func(tok string) error {
+		_, err := jwt.Parse(tok, func(*jwt.Token) (any, error) { return privateOf(t, k).Public(), nil },
+			jwt.WithValidMethods([]string{"EdDSA"}))
+		return err
+	}
+	// The MAC intact, the signature broken: the pass is what its holder
+	// was given (only the key's holder can make a MAC), so holdfast takes
+	// it; a verifier with the public keys refuses it.
+	badSig := good[0] + "." + good[1] + "." + flip(good[2])
+	if got, err := k.Verify(badSig); err != nil || got != verified(t, k, c) {
+		t.Errorf("holdfast: a pass with its MAC and a broken signature: %+v %v, want its claims", got, err)
+	}
+	if byJWKS(badSig) == nil {
+		t.Error("a JWKS verifier took a broken signature")
+	}
+	// Another payload under the MAC (and signature) of this one.
+	c2 := c
+	c2.Email = "b@example.com"
+	swapped := good[0] + "." + strings.Split(sign(t, k, c2), ".")[1] + "." + good[2]
+	if _, err := k.Verify(swapped); !errors.Is(err, pass.ErrInvalid) {
+		t.Errorf("another payload under this MAC: %v, want ErrInvalid", err)
+	}
+	// Another keyring's MAC under our kid: a header of its pass with our
+	// kid spliced in.
+	theirs := strings.Split(sign(t, other, c), ".")
+	theirHdr, _ := base64.RawURLEncoding.DecodeString(theirs[0])
+	spliced := strings.Replace(string(theirHdr), kidOf(t, other), kidOf(t, k), 1)
+	if _, err := k.Verify(base64.RawURLEncoding.EncodeToString([]byte(spliced)) + "." + theirs[1] + "." + theirs[2]); !errors.Is(err, pass.ErrInvalid) {
+		t.Errorf("another key's MAC under our kid: %v, want ErrInvalid", err)
+	}
+	// Expired: expired only with a good MAC.
+	old := strings.Split(sign(t, k, claims(-2*time.Second)), ".")
+	if _, err := k.Verify(strings.Join(old, ".")); !errors.Is(err, pass.ErrExpired) {
+		t.Errorf("an expired pass with its MAC: %v, want ErrExpired", err)
+	}
+	if _, err := k.Verify(good[0] + "." + old[1] + "." + old[2]); !errors.Is(err, pass.ErrInvalid) {
+		t.Errorf("an expired payload under another pass's MAC: %v, want ErrInvalid", err)
+	}
+	// Without the MAC: the signature decides.
+	if got, err := k.Verify(withoutMAC(t, k, c, "")); err != nil || got.Email != c.Email {
+		t.Errorf("a pass signed without a MAC: %+v %v, want verified by its signature", got, err)
+	}
+}
+
+// verified is what Verify answers for a good pass of c.
+func verified(t *testing.T, k *pass.Keyring, c pass.Claims) pass.Claims {
+	t.Helper()
+	got, err := k.Verify(sign(t, k, c))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
 func TestAnEdgeProxyVerifiesWithTheJWKSAlone(t *testing.T) {
 	t.Parallel()
 	k := newKeyring(t)
@@ -441,5 +545,24 @@ func TestAKeyringKeepsItsKeysWhileTheStoreIsDown(t *testing.T) {
 	}
 	if _, err := k.Sign(claims(time.Minute)); err != nil {
 		t.Errorf("after a failed refresh the keyring cannot sign: %v", err)
+	}
+}
+
+// BenchmarkVerify is the pass check of every hold of a queued sale: with
+// the MAC, and by the signature alone as a pass without one is checked.
+func BenchmarkVerify(b *testing.B) {
+	k := newKeyring(b)
+	c := claims(time.Hour)
+	for _, bc := range []struct{ name, token string }{
+		{"mac", sign(b, k, c)},
+		{"signature", withoutMAC(b, k, c, "")},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			for b.Loop() {
+				if _, err := k.Verify(bc.token); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
