@@ -54,7 +54,8 @@ ORDER BY c.event_id, c.id`
 // seat has two live bookings (the unique index refuses them; the audit
 // looks anyway), every live seat booking is of a live booking and of a
 // seat of the map, and every live booking has one live seat for each of
-// its tickets of a seated category.
+// its tickets of a seated category; and the seat blocks best available
+// reads mark each seat as its bookings say.
 const qAuditSeats = `
 SELECT e.id AS event_id,
        (SELECT count(*) FROM (SELECT bs.seat_id FROM booking_seats bs WHERE bs.event_id = e.id AND bs.live
@@ -68,7 +69,11 @@ SELECT e.id AS event_id,
         WHERE b.event_id = e.id AND b.booking_status IN ('pending', 'confirmed')
           AND (SELECT coalesce(sum(i.quantity), 0) FROM booking_items i
                WHERE i.booking_id = b.id AND EXISTS (SELECT 1 FROM seats s WHERE s.category_id = i.category_id))
-              <> (SELECT count(*) FROM booking_seats bs WHERE bs.booking_id = b.id AND bs.live)) AS unseated
+              <> (SELECT count(*) FROM booking_seats bs WHERE bs.booking_id = b.id AND bs.live)) AS unseated,
+       (SELECT count(*) FROM seats st LEFT JOIN seat_blocks k ON k.id = st.block_id
+        WHERE st.event_id = e.id
+          AND (substr(k.free, st.block_idx, 1) = '0') IS DISTINCT FROM
+              EXISTS (SELECT 1 FROM booking_seats bs WHERE bs.event_id = st.event_id AND bs.seat_id = st.id AND bs.live)) AS marked
 FROM events e
 WHERE (cardinality($1::bigint[]) = 0 OR e.id = ANY($1::bigint[]))
   AND (EXISTS (SELECT 1 FROM seats s WHERE s.event_id = e.id)
@@ -81,6 +86,7 @@ type seatAuditRow struct {
 	Dead     int   `db:"dead"`
 	Unknown  int   `db:"unknown"`
 	Unseated int   `db:"unseated"`
+	Marked   int   `db:"marked"`
 }
 
 // problems are the seat invariants the event breaks.
@@ -94,6 +100,9 @@ func (r seatAuditRow) problems() []string {
 	}
 	if r.Unknown > 0 {
 		out = append(out, fmt.Sprintf("%d seats taken that the map does not have", r.Unknown))
+	}
+	if r.Marked > 0 {
+		out = append(out, fmt.Sprintf("%d seats whose free or taken mark (seat_blocks) disagrees with their bookings", r.Marked))
 	}
 	if r.Unseated > 0 {
 		out = append(out, fmt.Sprintf("%d live bookings whose seats do not match their seated tickets", r.Unseated))

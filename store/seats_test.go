@@ -352,6 +352,7 @@ func TestSeatsAudit(t *testing.T) {
 	// A seat given back while its hold is pending.
 	behindTriggers(`UPDATE booking_seats SET live = false WHERE seat_id = 'A-1-1' AND event_id = $1`, ev)
 	says("1 live bookings whose seats do not match their seated tickets")
+	says("1 seats whose free or taken mark (seat_blocks) disagrees with their bookings")
 	// A seat the map does not have, taken live.
 	behindTriggers(`INSERT INTO booking_seats (booking_id, event_id, seat_id, category_id)
 		SELECT b.id, b.event_id, 'A-9-9', $2 FROM bookings b WHERE b.hold_id = $1`, outs[0].Hold.ID, cat)
