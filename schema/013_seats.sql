@@ -56,7 +56,11 @@ CREATE TABLE seat_blocks (
     free TEXT NOT NULL CHECK (free ~ '^[01]*$'),
     CONSTRAINT seat_blocks_whole CHECK (length(free) = cardinality(ids))
 );
-CREATE INDEX seat_blocks_order ON seat_blocks (event_id, category_id, section_pos, row_pos, block_pos);
+-- Best available walks the blocks that still have a free seat, in the
+-- map's order: a sold-out front is not read again and again.
+CREATE INDEX seat_blocks_open ON seat_blocks (event_id, category_id, section_pos, row_pos, block_pos)
+    WHERE free LIKE '%1%';
+CREATE INDEX seat_blocks_event ON seat_blocks (event_id);
 
 -- seat_blocks_set marks seats (p_events[i], p_seats[i]) free ('1') or
 -- taken ('0') in their blocks, one update per block.
@@ -108,8 +112,11 @@ END;
 $$ LANGUAGE plpgsql;
 
 CREATE TABLE booking_seats (
-    -- A failed booking may be deleted (008); its seats go with it.
-    booking_id INTEGER NOT NULL REFERENCES bookings(id) ON DELETE CASCADE,
+    -- A failed booking may be deleted (008); its seats go with it
+    -- (bookings_delete_seats). No foreign key: its check would cost a
+    -- lookup per seat booked, and the insert's trigger reads the booking
+    -- anyway.
+    booking_id INTEGER NOT NULL,
     event_id INTEGER NOT NULL,
     seat_id TEXT NOT NULL,
     category_id INTEGER NOT NULL,
@@ -127,12 +134,16 @@ BEGIN
     IF EXISTS (SELECT 1 FROM new_seats n
                LEFT JOIN bookings b ON b.id = n.booking_id
                LEFT JOIN seats s ON s.event_id = n.event_id AND s.id = n.seat_id
-               WHERE NOT n.live OR b.booking_status NOT IN ('pending', 'confirmed')
+               WHERE NOT n.live OR b.id IS NULL OR b.booking_status NOT IN ('pending', 'confirmed')
                   OR b.event_id <> n.event_id OR s.id IS NULL OR s.category_id <> n.category_id) THEN
         RAISE EXCEPTION 'a booking''s seat must be a seat of its event and category, inserted live for a live booking'
             USING ERRCODE = 'HF001';
     END IF;
-    PERFORM seat_blocks_set(ARRAY(SELECT n.event_id FROM new_seats n), ARRAY(SELECT n.seat_id FROM new_seats n), '0');
+    -- hold_seats marked its picks as it made them (holdfast.seating is on
+    -- while it books them); any other writer's seats are marked here.
+    IF coalesce(current_setting('holdfast.seating', true), '') <> 'on' THEN
+        PERFORM seat_blocks_set(ARRAY(SELECT n.event_id FROM new_seats n), ARRAY(SELECT n.seat_id FROM new_seats n), '0');
+    END IF;
     RETURN NULL;
 END;
 $$ LANGUAGE plpgsql;
@@ -167,6 +178,20 @@ CREATE TRIGGER booking_seats_live_kept
 BEFORE DELETE ON booking_seats
 FOR EACH ROW WHEN (OLD.live)
 EXECUTE FUNCTION bookings_refuse('a live booking''s seat cannot be deleted: fail the booking first', 'HF001');
+
+CREATE FUNCTION bookings_delete_seats()
+RETURNS TRIGGER AS $$
+BEGIN
+    DELETE FROM booking_seats s USING old_bookings o WHERE s.booking_id = o.id;
+    RETURN NULL;
+END;
+$$ LANGUAGE plpgsql;
+
+CREATE TRIGGER bookings_delete_seats
+AFTER DELETE ON bookings
+REFERENCING OLD TABLE AS old_bookings
+FOR EACH STATEMENT
+EXECUTE FUNCTION bookings_delete_seats();
 
 CREATE TRIGGER booking_seats_no_truncate
 BEFORE TRUNCATE ON booking_seats
@@ -307,7 +332,7 @@ BEGIN
         SELECT k.id, k.ids, k.free, regexp_instr(k.free, v_pat) AS p INTO b
         FROM seat_blocks k
         WHERE k.event_id = p_event AND k.category_id = p_cat AND (p_sec IS NULL OR k.section = p_sec)
-          AND k.free ~ v_pat
+          AND k.free LIKE '%1%' AND k.free ~ v_pat
         ORDER BY k.section_pos, k.row_pos, k.block_pos
         LIMIT 1 FOR UPDATE SKIP LOCKED;
         IF FOUND THEN
@@ -330,7 +355,7 @@ BEGIN
             SELECT k.id, k.ids, k.free, regexp_instr(k.free, v_pat) AS p INTO b
             FROM seat_blocks k
             WHERE k.event_id = p_event AND k.category_id = p_cat AND (p_sec IS NULL OR k.section = p_sec)
-              AND k.free ~ v_pat
+              AND k.free LIKE '%1%' AND k.free ~ v_pat
             ORDER BY k.section_pos, k.row_pos, k.block_pos
             LIMIT 1 FOR UPDATE SKIP LOCKED;
             EXIT WHEN NOT FOUND;
@@ -388,8 +413,9 @@ $$ LANGUAGE plpgsql;
 --      order: hold_batch's outcome, the hold as stored, its seats.
 --
 -- The transaction-local setting holdfast.seating is on while hold_batch
--- runs, so booking_items_seated lets its seated items in; it is off again
--- before return.
+-- runs and the seats are inserted, so booking_items_seated lets the seated
+-- items in and the seats' insert leaves their marks (made while picking)
+-- alone; it is off again before return.
 CREATE FUNCTION hold_seats(p_event bigint, p_emails text[], p_keys text[], p_clients inet[],
                            p_item_reqs int[], p_item_cats int[], p_item_qtys int[],
                            p_seat_reqs int[], p_seat_ids text[],
@@ -451,7 +477,7 @@ BEGIN
 
     SELECT sale_window(e.on_sale_at, e.off_sale_at) INTO v_sale FROM events e WHERE e.id = p_event FOR UPDATE;
     v_found := FOUND;
-    SELECT array_agg(DISTINCT s.category_id) INTO v_seated FROM seats s WHERE s.event_id = p_event;
+    SELECT array_agg(DISTINCT k.category_id) INTO v_seated FROM seat_blocks k WHERE k.event_id = p_event;
     SELECT count(*) INTO v_ncat FROM categories k WHERE k.event_id = p_event;
 
     FOR v_round IN 1 .. 2 LOOP
@@ -549,6 +575,13 @@ BEGIN
             v_sub_item_qtys := v_sub_item_qtys || 1;
             CONTINUE;
         END IF;
+        IF v_seated_req AND p_best_cats[i] IS NOT NULL THEN
+            v_sub := v_sub || i;
+            v_sub_item_reqs := v_sub_item_reqs || array_length(v_sub, 1);
+            v_sub_item_cats := v_sub_item_cats || p_best_cats[i];
+            v_sub_item_qtys := v_sub_item_qtys || p_best_qtys[i];
+            CONTINUE;
+        END IF;
         IF v_seated_req THEN
             v_sub := v_sub || i;
             FOR r IN SELECT p.c, count(*)::int AS q FROM unnest(v_pick_req, v_pick_cat) AS p(req, c)
@@ -596,7 +629,6 @@ BEGIN
             v_hold[v_sub[r.n]] := r.hold_id;
             v_expired := v_expired + coalesce(r.expired, 0);
         END LOOP;
-        PERFORM set_config('holdfast.seating', 'off', true);
 
         -- 4. The granted holds' seats.
         INSERT INTO booking_seats (booking_id, event_id, seat_id, category_id)
@@ -604,6 +636,7 @@ BEGIN
         FROM unnest(v_pick_req, v_pick_seat, v_pick_cat) AS p(req, seat, cat)
         JOIN bookings b ON b.hold_id = v_hold[p.req]
         WHERE v_hold[p.req] IS NOT NULL;
+        PERFORM set_config('holdfast.seating', 'off', true);
     END IF;
     -- The seats picked for requests hold_batch refused are free again.
     v_ids := ARRAY(SELECT p.seat FROM unnest(v_pick_req, v_pick_seat) AS p(req, seat) WHERE v_hold[p.req] IS NULL);
@@ -617,15 +650,17 @@ BEGIN
            b.expires_at, b.created_at, b.confirmed_at,
            CASE WHEN b.id IS NULL THEN NULL WHEN b.expires_at <= clock_timestamp() THEN 'expired' ELSE 'pending' END,
            v_short[g.i],
-           ARRAY(SELECT it.category_id FROM booking_items it WHERE it.booking_id = b.id ORDER BY it.category_id),
-           ARRAY(SELECT it.quantity FROM booking_items it WHERE it.booking_id = b.id ORDER BY it.category_id),
-           ARRAY(SELECT it.price FROM booking_items it WHERE it.booking_id = b.id ORDER BY it.category_id),
+           it.cats, it.qtys, it.prices,
            ARRAY(SELECT p.seat FROM unnest(v_pick_req, v_pick_seat) AS p(req, seat)
                  JOIN seats s ON s.event_id = p_event AND s.id = p.seat
                  WHERE p.req = g.i AND b.id IS NOT NULL ORDER BY s.section_pos, s.row_pos, s.seat_pos),
            string_to_array(v_refused[g.i], ',')
     FROM generate_series(1, v_count) AS g(i)
     LEFT JOIN bookings b ON b.hold_id = v_hold[g.i]
+    LEFT JOIN LATERAL (
+        SELECT array_agg(x.category_id ORDER BY x.category_id) AS cats, array_agg(x.quantity ORDER BY x.category_id) AS qtys,
+               array_agg(x.price ORDER BY x.category_id) AS prices
+        FROM booking_items x WHERE x.booking_id = b.id) it ON true
     ORDER BY g.i;
 END;
 $$ LANGUAGE plpgsql;
