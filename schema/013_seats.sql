@@ -506,6 +506,19 @@ BEGIN
                     CONTINUE;
                 END IF;
                 v_ids := seat_blocks_pick(p_event, v_c, v_q, v_sec);
+                -- The blocks are a reading of booking_seats: should one
+                -- say free of a seat a live booking has (it never should:
+                -- holdfast check compares them), the seat stays marked
+                -- taken, the others go back, and the pick is made again.
+                FOR attempt IN 1 .. 3 LOOP
+                    EXIT WHEN v_ids IS NULL OR NOT EXISTS (
+                        SELECT 1 FROM booking_seats b WHERE b.event_id = p_event AND b.seat_id = ANY (v_ids) AND b.live);
+                    v_bad := ARRAY(SELECT x FROM unnest(v_ids) AS x WHERE NOT EXISTS (
+                        SELECT 1 FROM booking_seats b WHERE b.event_id = p_event AND b.seat_id = x AND b.live));
+                    PERFORM seat_blocks_set(array_fill(p_event::int, ARRAY[cardinality(v_bad)]), v_bad, '1');
+                    RAISE WARNING 'hold_seats: event %: seat blocks marked live seats free; marked again', p_event;
+                    v_ids := seat_blocks_pick(p_event, v_c, v_q, v_sec);
+                END LOOP;
                 IF v_ids IS NULL THEN
                     v_out[i] := 'sold_out';
                     v_short[i] := v_c;
@@ -546,9 +559,8 @@ BEGIN
         -- Expired as hold_batch and the sweeper expire them; the trigger
         -- frees their seats and stock; this round's picks are given back
         -- first, and picked again.
-        EXIT WHEN NOT EXISTS (SELECT 1 FROM bookings b
-                              WHERE b.event_id = p_event AND b.booking_status = 'pending' AND b.expires_at <= now());
-        PERFORM seat_blocks_set(array_fill(p_event::int, ARRAY[cardinality(v_pick_seat)]), v_pick_seat, '1');
+        -- (Lapsed holds another transaction has locked, the sweeper's,
+        -- are skipped: when none is expired here the picks stand.)
         UPDATE bookings SET booking_status = 'failed', failure_reason = 'expired', updated_at = now()
         WHERE id IN (SELECT b.id FROM bookings b
                      WHERE b.event_id = p_event AND b.booking_status = 'pending' AND b.expires_at <= now()
@@ -556,6 +568,7 @@ BEGIN
         GET DIAGNOSTICS v_k = ROW_COUNT;
         v_expired := v_expired + v_k;
         EXIT WHEN v_k = 0;
+        PERFORM seat_blocks_set(array_fill(p_event::int, ARRAY[cardinality(v_pick_seat)]), v_pick_seat, '1');
     END LOOP;
 
     -- 3. hold_batch for every request still standing.

@@ -361,3 +361,95 @@ func TestSeatsAudit(t *testing.T) {
 	behindTriggers(`UPDATE bookings SET booking_status = 'failed', failure_reason = 'released' WHERE hold_id = $1`, outs[0].Hold.ID)
 	says("seats still taken by bookings that failed")
 }
+
+// TestSeatsBackOnceOnCancel cancels a confirmed seated booking: its seats
+// are back on sale once, and the booking still names them.
+func TestSeatsBackOnceOnCancel(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	ev, cat := seatedEvent(t, s, 1, 3)
+	outs := holdSeats(t, s, ev, bestRequest(ev, "a@example.com", cat, 3))
+	if _, err := s.Confirm(ctx, outs[0].Hold.ID, nil, noRender); err != nil {
+		t.Fatal(err)
+	}
+	h, err := s.Cancel(ctx, outs[0].Hold.ID)
+	if err != nil || h.Status != hold.StatusCancelled || len(h.Seats) != 3 {
+		t.Fatalf("cancel: %+v %v", h, err)
+	}
+	if _, err := s.Cancel(ctx, outs[0].Hold.ID); err != nil {
+		t.Fatalf("cancel again: %v", err)
+	}
+	for id, st := range seatStatuses(t, s, ev) {
+		if st != sale.SeatAvailable {
+			t.Errorf("seat %s is %s after the cancel", id, st)
+		}
+	}
+	outs = holdSeats(t, s, ev, bestRequest(ev, "b@example.com", cat, 3))
+	if outs[0].Err != nil {
+		t.Fatalf("the cancelled seats do not sell again: %v", outs[0].Err)
+	}
+	checkSeats(t, s, ev)
+	checkCategories(t, s, ev)
+	audit(t, s, ev)
+}
+
+// TestSeatsHammerWithSweeper takes short seated holds while the sweeper
+// expires them: seats come back once, none is held twice, and the blocks
+// best available reads agree with the bookings.
+func TestSeatsHammerWithSweeper(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ev, cat := seatedEvent(t, s, 6, 10)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			if _, err := s.SweepExpired(ctx, 50); err != nil && ctx.Err() == nil {
+				t.Error(err)
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	var wg sync.WaitGroup
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 40; i++ {
+				reqs := []hold.Request{
+					bestRequest(ev, fmt.Sprintf("s%d-%d@example.com", g, i), cat, 2+i%3),
+					seatsRequest(ev, fmt.Sprintf("n%d-%d@example.com", g, i), fmt.Sprintf("A-%d-%d", 1+i%6, 1+g)),
+				}
+				outs, err := s.CreateHolds(context.Background(), ev, reqs, time.Duration(20+i%3*10)*time.Millisecond, noRender)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				for _, o := range outs {
+					if o.Err != nil && !errors.Is(o.Err, problem.SoldOut) && !errors.Is(o.Err, problem.SeatTaken) {
+						t.Error(o.Err)
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	cancel()
+	<-done
+	time.Sleep(50 * time.Millisecond)
+	if _, err := s.SweepExpired(context.Background(), 1000); err != nil {
+		t.Fatal(err)
+	}
+	checkSeats(t, s, ev)
+	checkCategories(t, s, ev)
+	audit(t, s, ev)
+	for id, st := range seatStatuses(t, s, ev) {
+		if st != sale.SeatAvailable {
+			t.Errorf("seat %s is %s after every hold expired", id, st)
+		}
+	}
+}
