@@ -60,6 +60,10 @@ type Hold struct {
 	// Items are the hold's tickets by category; TotalAmount is the sum of
 	// their amounts.
 	Items []Item `json:"items"`
+	// Seats are a seated hold's seats, in the map's order; omitted for a
+	// hold of tickets without seats. They stay readable after the hold
+	// ends.
+	Seats []string `json:"seats,omitempty"`
 	// Place is the waiting room place whose pass took the hold, "" for
 	// none. It is never shown: a place id is the key to the place.
 	Place string `json:"-"`

@@ -28,6 +28,9 @@ const holdColumns = `hold_id, event_id, user_email, quantity, total_amount, expi
 	coalesce(queue_place, '') AS queue_place,
 	coalesce((SELECT string_agg(i.category_id || ':' || i.quantity || ':' || i.price, ',' ORDER BY i.category_id)
 		FROM booking_items i WHERE i.booking_id = bookings.id), '') AS items,
+	coalesce((SELECT string_agg(bs.seat_id, ',' ORDER BY st.section_pos, st.row_pos, st.seat_pos, bs.seat_id)
+		FROM booking_seats bs LEFT JOIN seats st ON st.event_id = bs.event_id AND st.id = bs.seat_id
+		WHERE bs.booking_id = bookings.id), '') AS seats,
 	CASE
 		WHEN booking_status = 'pending' AND expires_at <= clock_timestamp() THEN 'expired'
 		WHEN booking_status = 'pending' THEN 'pending'
@@ -69,6 +72,8 @@ type holdRow struct {
 	// Items is the hold's items as holdColumns writes them:
 	// "category:quantity:price", comma-separated.
 	Items string `db:"items"`
+	// Seats is the hold's seats, comma-separated, in the map's order.
+	Seats string `db:"seats"`
 }
 
 func (r holdRow) hold() (hold.Hold, error) {
@@ -81,6 +86,9 @@ func (r holdRow) hold() (hold.Hold, error) {
 	if r.ConfirmedAt.Valid {
 		t := r.ConfirmedAt.Time.UTC()
 		h.ConfirmedAt = &t
+	}
+	if r.Seats != "" {
+		h.Seats = strings.Split(r.Seats, ",")
 	}
 	for _, it := range strings.Split(r.Items, ",") {
 		if it == "" {
@@ -173,7 +181,10 @@ func (s *Store) createHoldsInOneCall(ctx context.Context, eventID int64, reqs []
 			return err
 		}
 		defer conn.Close()
-		outs, expiredN, err = s.holdBatch(ctx, conn, eventID, reqs, ttl)
+		outs, expiredN, err = s.holdBatch(ctx, conn, eventID, reqs, ttl, false)
+		if errors.Is(err, errSeated) {
+			outs, expiredN, err = s.holdBatch(ctx, conn, eventID, reqs, ttl, true)
+		}
 		return err
 	})
 	if err != nil {
@@ -188,6 +199,7 @@ func (s *Store) createHoldsInOneCall(ctx context.Context, eventID int64, reqs []
 func (s *Store) createHoldsInTx(ctx context.Context, eventID int64, reqs []hold.Request, ttl time.Duration, render hold.Render) ([]hold.Outcome, error) {
 	outs := make([]hold.Outcome, len(reqs))
 	var created, expiredN int
+	viaSeats := false
 	err := inTx(ctx, s.db, func(tx *sqlx.Tx) error {
 		clear(outs)
 		created, expiredN = 0, 0
@@ -209,7 +221,12 @@ func (s *Store) createHoldsInTx(ctx context.Context, eventID int64, reqs []hold.
 			for j, i := range fresh {
 				sub[j] = reqs[i]
 			}
-			got, n, err := s.holdBatch(ctx, tx, eventID, sub, ttl)
+			got, n, err := s.holdBatch(ctx, tx, eventID, sub, ttl, viaSeats)
+			if errors.Is(err, errSeated) && !viaSeats {
+				// Run again, the seated requests told to name seats.
+				viaSeats = true
+				return fmt.Errorf("%w: %v", errRetry, err)
+			}
 			if err != nil {
 				return err
 			}
@@ -247,16 +264,30 @@ type querier interface {
 
 // holdBatch calls hold_batch on q for reqs, all for eventID, and returns
 // one outcome per request, in order, and how many lapsed holds it expired.
-func (s *Store) holdBatch(ctx context.Context, q querier, eventID int64, reqs []hold.Request, ttl time.Duration) ([]hold.Outcome, int, error) {
+// A batch of which some request asks for seats goes to hold_seats
+// (schema/013), which picks them and calls hold_batch; so does a batch
+// hold_batch refused for asking a seated category by quantity (errSeated:
+// the caller runs it again with viaSeats, and hold_seats tells those
+// requests to name seats).
+func (s *Store) holdBatch(ctx context.Context, q querier, eventID int64, reqs []hold.Request, ttl time.Duration, viaSeats bool) ([]hold.Outcome, int, error) {
+	viaSeats = viaSeats || slices.ContainsFunc(reqs, func(r hold.Request) bool { return r.Order.Seated() })
 	emails := make([]string, len(reqs))
 	keys := make([]string, len(reqs))
 	clients := make([]sql.NullString, len(reqs))
 	places := make([]string, len(reqs))
 	var itemReqs, itemQtys []int64
 	var itemCats []sql.NullInt64
+	var seated seatArgs
+	if viaSeats {
+		seated = newSeatArgs(len(reqs))
+	}
 	for i, r := range reqs {
 		emails[i], places[i] = r.Order.Email, r.Order.Pass.Place
 		keys[i], clients[i] = sale.BuyerKey(r.Order.Email), inetArg(clientAddr(r.Order))
+		if r.Order.Seated() {
+			seated.add(i, r.Order)
+			continue
+		}
 		if len(r.Order.Items) == 0 {
 			// The seed's body: the event's only category.
 			itemReqs = append(itemReqs, int64(i+1))
@@ -270,9 +301,19 @@ func (s *Store) holdBatch(ctx context.Context, q querier, eventID int64, reqs []
 			itemQtys = append(itemQtys, int64(it.Quantity))
 		}
 	}
-	rows, err := q.QueryContext(ctx, qHoldBatch, eventID, pq.Array(emails), pq.Array(keys), pq.Array(clients),
-		pq.Array(itemReqs), pq.Array(itemCats), pq.Array(itemQtys),
-		ttl.Microseconds(), s.ticketCap, s.clientCap, pq.Array(places))
+	var rows *sql.Rows
+	var err error
+	if viaSeats {
+		rows, err = q.QueryContext(ctx, qHoldSeats, eventID, pq.Array(emails), pq.Array(keys), pq.Array(clients),
+			pq.Array(itemReqs), pq.Array(itemCats), pq.Array(itemQtys),
+			pq.Array(seated.seatReqs), pq.Array(seated.seatIDs),
+			pq.Array(seated.bestCats), pq.Array(seated.bestQtys), pq.Array(seated.bestSections),
+			ttl.Microseconds(), s.ticketCap, s.clientCap, pq.Array(places))
+	} else {
+		rows, err = q.QueryContext(ctx, qHoldBatch, eventID, pq.Array(emails), pq.Array(keys), pq.Array(clients),
+			pq.Array(itemReqs), pq.Array(itemCats), pq.Array(itemQtys),
+			ttl.Microseconds(), s.ticketCap, s.clientCap, pq.Array(places))
+	}
 	if err != nil {
 		return nil, 0, mapErr(ctx, err)
 	}
@@ -281,7 +322,11 @@ func (s *Store) holdBatch(ctx context.Context, q querier, eventID int64, reqs []
 	seen, expiredN := 0, 0
 	for rows.Next() {
 		var r batchRow
-		if err := rows.Scan(r.dest()...); err != nil {
+		dest := r.dest()
+		if viaSeats {
+			dest = append(dest, &r.Seats, &r.Refused)
+		}
+		if err := rows.Scan(dest...); err != nil {
 			return nil, 0, mapErr(ctx, err)
 		}
 		if r.N != seen+1 || r.N > len(reqs) {
@@ -323,6 +368,10 @@ type batchRow struct {
 	ItemCats  pq.Int64Array
 	ItemQtys  pq.Int64Array
 	ItemPrice pq.StringArray
+	// Seats and Refused, from hold_seats only: the hold's seats, and the
+	// seats a refusal names.
+	Seats   pq.StringArray
+	Refused pq.StringArray
 }
 
 func (r *batchRow) dest() []any {
@@ -362,7 +411,18 @@ func (r *batchRow) outcome(o sale.Order) (hold.Outcome, error) {
 		}
 		// In category order, as holdColumns reads them back.
 		slices.SortFunc(h.Items, func(a, b hold.Item) int { return cmp.Compare(a.CategoryID, b.CategoryID) })
+		if len(r.Seats) > 0 {
+			h.Seats = []string(r.Seats)
+		}
 		return hold.Outcome{Hold: h}, nil
+	case "seat_taken":
+		return hold.Outcome{Err: sale.SeatsTaken(r.Refused)}, nil
+	case "seat_not_found":
+		return hold.Outcome{Err: sale.SeatsNotFound(r.Refused)}, nil
+	case "seats_required":
+		return hold.Outcome{Err: sale.ErrSeatsRequired}, nil
+	case "not_seated":
+		return hold.Outcome{Err: problem.Invalidf("category %d has no seats: ask for its tickets as items", o.Best.CategoryID)}, nil
 	case "sold_out":
 		if r.Short.Valid {
 			return hold.Outcome{Err: sale.CategorySoldOut(r.Short.Int64)}, nil

@@ -24,6 +24,7 @@ func (a *app) routes(r chi.Router) {
 	r.Method(http.MethodGet, "/openapi.json", apidoc.Handler())
 	r.Method(http.MethodGet, "/events", booking.HandleListEvents(a.store, a.log))
 	r.Method(http.MethodGet, "/events/{id}", booking.HandleGetEvent(a.store, a.log))
+	r.Method(http.MethodGet, "/events/{id}/seats", booking.HandleSeats(a.store, a.log))
 	if a.cfg.UnsafeDemo {
 		r.Method(http.MethodPost, "/book/unsafe", a.jsonBody(booking.HandleBookUnsafe(a.booking, a.cfg.MaxQuantity, a.log)))
 	}
@@ -49,6 +50,7 @@ func (a *app) routes(r chi.Router) {
 			r.Method(http.MethodPatch, "/events/{id}", a.limited(booking.HandleUpdateEvent(a.store, a.log)))
 			r.Method(http.MethodPost, "/events/{id}/categories", a.limited(booking.HandleCreateCategory(a.store, a.log)))
 			r.Method(http.MethodPatch, "/events/{id}/categories/{cid}", a.limited(booking.HandleUpdateCategory(a.store, a.log)))
+			r.Method(http.MethodPut, "/events/{id}/seats", a.limited(booking.HandlePutSeats(a.store, a.log)))
 		})
 		// An admin request at the contract's path, behind the same token.
 		// It takes no body, so no Content-Type check: a browser's form

@@ -326,12 +326,16 @@ func (e *env) resetStatements() {
 // statements describes the two statements the database spent the most
 // time on since the last reset: how often, how long each time, how many
 // rows each time (for hold_batch: the requests in a batch).
-func (e *env) statements(d time.Duration) []string {
+func (e *env) statements(d time.Duration) []string { return e.topStatements(d, 2, 60) }
+
+// topStatements is statements for the n costliest, each cut to width
+// characters.
+func (e *env) topStatements(d time.Duration, n, width int) []string {
 	rows, err := e.db.Query(`SELECT calls, total_exec_time / calls, rows::float8 / calls,
-			left(regexp_replace(query, '\s+', ' ', 'g'), 60)
+			left(regexp_replace(query, '\s+', ' ', 'g'), $2)
 		FROM pg_stat_statements
 		WHERE calls > 0 AND query NOT LIKE '%pg_stat_statements%'
-		ORDER BY total_exec_time DESC LIMIT 2`)
+		ORDER BY total_exec_time DESC LIMIT $1`, n, width)
 	if err != nil {
 		return []string{"pg_stat_statements: " + err.Error()}
 	}
