@@ -26,8 +26,7 @@ import (
 // has passed by the database's clock reads expired at once, swept or not.
 const holdColumns = `hold_id, event_id, user_email, quantity, total_amount, expires_at, created_at, confirmed_at,
 	coalesce(queue_place, '') AS queue_place,
-	coalesce((SELECT string_agg(i.category_id || ':' || i.quantity || ':' || i.price, ',' ORDER BY i.category_id)
-		FROM booking_items i WHERE i.booking_id = bookings.id), '') AS items,
+	coalesce(` + holdItemsOf + `bookings.id), '') AS items,
 	CASE
 		WHEN booking_status = 'pending' AND expires_at <= clock_timestamp() THEN 'expired'
 		WHEN booking_status = 'pending' THEN 'pending'
@@ -36,6 +35,13 @@ const holdColumns = `hold_id, event_id, user_email, quantity, total_amount, expi
 		WHEN failure_reason = 'cancelled' THEN 'cancelled'
 		ELSE 'released'
 	END AS status`
+
+// holdItemsOf, followed by a booking id's column and a closing
+// parenthesis, is that booking's items as holdRow.Items reads them. (A
+// seated hold's seats, from booking_seats, belong beside it, read the same
+// way for a hold and for an event of the outbox.)
+const holdItemsOf = `(SELECT string_agg(i.category_id || ':' || i.quantity || ':' || i.price, ',' ORDER BY i.category_id)
+		FROM booking_items i WHERE i.booking_id = `
 
 const (
 	qHold = `SELECT ` + holdColumns + ` FROM bookings WHERE hold_id = $1`
