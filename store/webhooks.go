@@ -21,7 +21,7 @@ const (
 	qEndpoints      = `SELECT ` + endpointColumns + ` FROM webhook_endpoints ORDER BY id`
 	qLockEndpoint   = `SELECT ` + endpointColumns + ` FROM webhook_endpoints WHERE id = $1 FOR UPDATE`
 	qEndpointExists = `SELECT true FROM webhook_endpoints WHERE id = $1`
-	qDeleteEndpoint = `DELETE FROM webhook_endpoints WHERE id = $1`
+	qDeleteEndpoint = `DELETE FROM webhook_endpoints WHERE id = $1 RETURNING ` + endpointColumns
 	// qRetireSecrets gives every live secret of the endpoint $2 more
 	// microseconds at most.
 	qRetireSecrets = `UPDATE webhook_secrets SET expires_at = least(coalesce(expires_at, 'infinity'), clock_timestamp() + $2 * interval '1 microsecond')
@@ -135,16 +135,18 @@ func (s *Store) Endpoints(ctx context.Context) ([]webhook.Endpoint, error) {
 	return out, nil
 }
 
-// DeleteEndpoint removes an endpoint, its secrets and its deliveries.
-func (s *Store) DeleteEndpoint(ctx context.Context, id int64) error {
-	res, err := s.db.ExecContext(ctx, qDeleteEndpoint, id)
+// DeleteEndpoint removes an endpoint, its secrets and its deliveries, and
+// returns it.
+func (s *Store) DeleteEndpoint(ctx context.Context, id int64) (webhook.Endpoint, error) {
+	var r endpointRow
+	err := s.db.GetContext(ctx, &r, qDeleteEndpoint, id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return webhook.Endpoint{}, webhook.ErrNotFound
+	}
 	if err != nil {
-		return mapErr(ctx, err)
+		return webhook.Endpoint{}, mapErr(ctx, err)
 	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return webhook.ErrNotFound
-	}
-	return nil
+	return r.endpoint(), nil
 }
 
 // RotateSecret makes secret the endpoint's current one and leaves the

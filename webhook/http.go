@@ -68,14 +68,16 @@ func HandleList(svc *Service, log *slog.Logger) http.Handler {
 func HandleDelete(svc *Service, log *slog.Logger) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id, err := endpointID(r)
-		if err == nil {
-			err = svc.Delete(r.Context(), id)
-		}
 		if err != nil {
 			httpapi.WriteError(w, r, log, err)
 			return
 		}
-		w.WriteHeader(http.StatusNoContent)
+		e, err := svc.Delete(r.Context(), id)
+		if err != nil {
+			httpapi.WriteError(w, r, log, err)
+			return
+		}
+		httpapi.Encode(w, http.StatusOK, e)
 	})
 }
 

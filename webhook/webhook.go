@@ -83,7 +83,7 @@ var (
 type EndpointStore interface {
 	CreateEndpoint(ctx context.Context, url string, types []string, secret string) (Endpoint, error)
 	Endpoints(ctx context.Context) ([]Endpoint, error)
-	DeleteEndpoint(ctx context.Context, id int64) error
+	DeleteEndpoint(ctx context.Context, id int64) (Endpoint, error)
 	// RotateSecret makes secret the endpoint's current secret; the
 	// others stay valid for grace.
 	RotateSecret(ctx context.Context, id int64, secret string, grace time.Duration) (Endpoint, error)
@@ -218,8 +218,10 @@ func newSecret() string {
 // List lists the endpoints, without their secrets.
 func (s *Service) List(ctx context.Context) ([]Endpoint, error) { return s.Store.Endpoints(ctx) }
 
-// Delete removes an endpoint and its deliveries.
-func (s *Service) Delete(ctx context.Context, id int64) error { return s.Store.DeleteEndpoint(ctx, id) }
+// Delete removes an endpoint and its deliveries, and returns it.
+func (s *Service) Delete(ctx context.Context, id int64) (Endpoint, error) {
+	return s.Store.DeleteEndpoint(ctx, id)
+}
 
 // Rotate gives an endpoint a new secret; the old one keeps signing for
 // RotationGrace, so each delivery carries both signatures meanwhile.
