@@ -182,6 +182,20 @@ func (ts *testServer) attempts(id int64) []attemptBody {
 	return body.Deliveries
 }
 
+// waitAttempts waits until the endpoint's log has n attempts (the receiver
+// sees a delivery before the server logs it).
+func (ts *testServer) waitAttempts(id int64, n int) []attemptBody {
+	ts.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		log := ts.attempts(id)
+		if len(log) >= n || time.Now().After(deadline) {
+			return log
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func summary(evs []changeBody) []string {
 	out := make([]string, len(evs))
 	for i, e := range evs {
@@ -251,7 +265,8 @@ func TestWebhooksDeliverEveryChangeSigned(t *testing.T) {
 		t.Fatalf("feed %v, want %v", s, want)
 	}
 
-	log := ts.attempts(ea.ID)
+	log := ts.waitAttempts(ea.ID, 4)
+	ts.waitAttempts(ec.ID, 2)
 	if len(log) != 4 || !log[0].Delivered || log[0].StatusCode == nil || *log[0].StatusCode != 200 {
 		t.Fatalf("delivery log: %+v", log)
 	}
@@ -303,7 +318,7 @@ func TestWebhooksRetryAFailingOrHangingReceiver(t *testing.T) {
 	if !slices.ContainsFunc(got, func(e changeBody) bool { return e.Data.ID == h.ID }) {
 		t.Fatalf("the first hold's event never delivered: %v", summary(got))
 	}
-	log := ts.attempts(e.ID)
+	log := ts.waitAttempts(e.ID, 16)
 	var codes []string
 	for i := len(log) - 1; i >= 0; i-- {
 		a := log[i]
