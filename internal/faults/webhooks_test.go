@@ -100,6 +100,9 @@ func (h *hooks) serve(w http.ResponseWriter, r *http.Request) {
 		case <-r.Context().Done():
 		case <-time.After(11 * time.Second):
 		}
+		// Never a 2xx, even to a sender that was stopped (SIGSTOP) past
+		// its own timeout and reads this late answer.
+		w.WriteHeader(http.StatusServiceUnavailable)
 		return
 	case n < 12:
 		h.mu.Lock()
