@@ -114,6 +114,20 @@
 //     fails skipped and counted; buyers short of stock expire lapsed holds
 //     first.
 //
+// The outbox (014, outbox.go, webhooks.go):
+//   - Every change of a hold writes its event in the change's own
+//     transaction, whatever code made it: the statement-level triggers
+//     outbox_insert and outbox_update on bookings, with bookings.change_seq
+//     (the hold's sequence) bumped by bookings_count_change under the same
+//     conditions. A change that rolls back leaves no event.
+//   - An event never changes but for its feed position, given once:
+//     trigger outbox_is_final. Positions are unique (outbox_pos) and given
+//     by one publisher at a time (the advisory lock publishLock), each
+//     round numbering after the last committed one, so the feed has no
+//     holes and reads in commit order.
+//   - A delivery is due (next_at set) exactly while it has no outcome:
+//     CHECK. Claims take due rows FOR UPDATE SKIP LOCKED and lease them.
+//
 // Idempotency keys: one row per (scope, key), PRIMARY KEY (003), written in
 // the transaction of the effect it answers; which answers are kept (200,
 // 201, 409, 410, 422) is Go's (idempotency.Response.Keep).

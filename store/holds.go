@@ -26,11 +26,8 @@ import (
 // has passed by the database's clock reads expired at once, swept or not.
 const holdColumns = `hold_id, event_id, user_email, quantity, total_amount, expires_at, created_at, confirmed_at,
 	coalesce(queue_place, '') AS queue_place,
-	coalesce((SELECT string_agg(i.category_id || ':' || i.quantity || ':' || i.price, ',' ORDER BY i.category_id)
-		FROM booking_items i WHERE i.booking_id = bookings.id), '') AS items,
-	coalesce((SELECT string_agg(bs.seat_id, ',' ORDER BY st.section_pos, st.row_pos, st.seat_pos, bs.seat_id)
-		FROM booking_seats bs LEFT JOIN seats st ON st.event_id = bs.event_id AND st.id = bs.seat_id
-		WHERE bs.booking_id = bookings.id), '') AS seats,
+	coalesce(` + holdItemsOf + `bookings.id), '') AS items,
+	coalesce(` + holdSeatsOf + `bookings.id), '') AS seats,
 	CASE
 		WHEN booking_status = 'pending' AND expires_at <= clock_timestamp() THEN 'expired'
 		WHEN booking_status = 'pending' THEN 'pending'
@@ -39,6 +36,18 @@ const holdColumns = `hold_id, event_id, user_email, quantity, total_amount, expi
 		WHEN failure_reason = 'cancelled' THEN 'cancelled'
 		ELSE 'released'
 	END AS status`
+
+// holdItemsOf, followed by a booking id's column and a closing
+// parenthesis, is that booking's items as holdRow.Items reads them, the
+// same for a hold and for an event of the outbox.
+const holdItemsOf = `(SELECT string_agg(i.category_id || ':' || i.quantity || ':' || i.price, ',' ORDER BY i.category_id)
+		FROM booking_items i WHERE i.booking_id = `
+
+// holdSeatsOf, followed like holdItemsOf, reads a hold's seats in the
+// map's order.
+const holdSeatsOf = `(SELECT string_agg(bs.seat_id, ',' ORDER BY st.section_pos, st.row_pos, st.seat_pos, bs.seat_id)
+		FROM booking_seats bs LEFT JOIN seats st ON st.event_id = bs.event_id AND st.id = bs.seat_id
+		WHERE bs.booking_id = `
 
 const (
 	qHold = `SELECT ` + holdColumns + ` FROM bookings WHERE hold_id = $1`

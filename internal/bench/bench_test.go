@@ -171,7 +171,9 @@ func setup() (*env, error) {
 		e.spread = append(e.spread, id)
 	}
 	rows.Close()
-	if e.batched, err = e.start(bin, "batched", "--batch=true", "--debug-addr", getenv("HOLDFAST_BENCH_PPROF", "127.0.0.1:0")); err != nil {
+	if e.batched, err = e.start(bin, "batched", "--batch=true", "--debug-addr", getenv("HOLDFAST_BENCH_PPROF", "127.0.0.1:0"),
+		// BenchmarkOutbox registers a webhook receiver of its own.
+		"--admin-token", benchToken, "--webhook-allow-private"); err != nil {
 		return e, err
 	}
 	if e.single, err = e.start(bin, "single", "--batch=false"); err != nil {
