@@ -309,6 +309,37 @@ REFERENCING NEW TABLE AS new_items
 FOR EACH STATEMENT
 EXECUTE FUNCTION booking_items_seated();
 
+-- seat_blocks_take takes p_n free seats from the start of the first run
+-- of free seats that matches p_pat (a regular expression over a block's
+-- marks, which may take in the '0' before the run) in the first block of
+-- category p_cat (of section p_sec, NULL for any) in the map's order, and
+-- marks them taken; NULL when no block matches. Blocks are locked FOR
+-- UPDATE SKIP LOCKED: a block another transaction holds is passed over,
+-- never waited for.
+CREATE FUNCTION seat_blocks_take(p_event bigint, p_cat int, p_sec text, p_pat text, p_n int)
+RETURNS text[] AS $$
+DECLARE
+    b record;
+    v_p int;
+BEGIN
+    SELECT k.id, k.ids, k.free, regexp_instr(k.free, p_pat) AS p INTO b
+    FROM seat_blocks k
+    WHERE k.event_id = p_event AND k.category_id = p_cat AND (p_sec IS NULL OR k.section = p_sec)
+      AND k.free LIKE '%1%' AND k.free ~ p_pat
+    ORDER BY k.section_pos, k.row_pos, k.block_pos
+    LIMIT 1 FOR UPDATE SKIP LOCKED;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    v_p := b.p;
+    IF substr(b.free, v_p, 1) = '0' THEN
+        v_p := v_p + 1;
+    END IF;
+    UPDATE seat_blocks SET free = overlay(free PLACING repeat('0', p_n) FROM v_p FOR p_n) WHERE id = b.id;
+    RETURN b.ids[v_p : v_p + p_n - 1];
+END;
+$$ LANGUAGE plpgsql;
+
 -- seat_blocks_pick takes the best p_q free seats of category p_cat (of
 -- section p_sec, NULL for any) and marks them taken; NULL when there are
 -- fewer free. In the map's order (front rows first), the first block with
@@ -316,32 +347,19 @@ EXECUTE FUNCTION booking_items_seated();
 -- first that fits leaving one (a single is stranded only when no row
 -- avoids it); else, when no row has that many side by side, single seats
 -- between taken ones first, then the frontmost free seats. Seats come from
--- a run's left end. Blocks are locked FOR UPDATE SKIP LOCKED: a block
--- another transaction holds is passed over, never waited for.
+-- a run's left end.
 CREATE FUNCTION seat_blocks_pick(p_event bigint, p_cat int, p_q int, p_sec text)
 RETURNS text[] AS $$
 DECLARE
     v_pat text;
-    b record;
-    v_p int;
-    v_ids text[] := '{}';
-    v_need int := p_q;
+    v_ids text[];
+    v_all text[] := '{}';
     v_free int;
 BEGIN
     FOREACH v_pat IN ARRAY ARRAY['(^|0)(1{' || p_q || '}(0|$)|1{' || (p_q + 2) || ',})', '1{' || p_q || '}'] LOOP
-        SELECT k.id, k.ids, k.free, regexp_instr(k.free, v_pat) AS p INTO b
-        FROM seat_blocks k
-        WHERE k.event_id = p_event AND k.category_id = p_cat AND (p_sec IS NULL OR k.section = p_sec)
-          AND k.free LIKE '%1%' AND k.free ~ v_pat
-        ORDER BY k.section_pos, k.row_pos, k.block_pos
-        LIMIT 1 FOR UPDATE SKIP LOCKED;
-        IF FOUND THEN
-            v_p := b.p;
-            IF substr(b.free, v_p, 1) = '0' THEN
-                v_p := v_p + 1;
-            END IF;
-            UPDATE seat_blocks SET free = overlay(free PLACING repeat('0', p_q) FROM v_p FOR p_q) WHERE id = b.id;
-            RETURN b.ids[v_p : v_p + p_q - 1];
+        v_ids := seat_blocks_take(p_event, p_cat, p_sec, v_pat, p_q);
+        IF v_ids IS NOT NULL THEN
+            RETURN v_ids;
         END IF;
     END LOOP;
     SELECT coalesce(sum(length(replace(k.free, '0', ''))), 0) INTO v_free
@@ -351,29 +369,18 @@ BEGIN
         RETURN NULL;
     END IF;
     FOREACH v_pat IN ARRAY ARRAY['(^|0)1(0|$)', '1'] LOOP
-        WHILE v_need > 0 LOOP
-            SELECT k.id, k.ids, k.free, regexp_instr(k.free, v_pat) AS p INTO b
-            FROM seat_blocks k
-            WHERE k.event_id = p_event AND k.category_id = p_cat AND (p_sec IS NULL OR k.section = p_sec)
-              AND k.free LIKE '%1%' AND k.free ~ v_pat
-            ORDER BY k.section_pos, k.row_pos, k.block_pos
-            LIMIT 1 FOR UPDATE SKIP LOCKED;
-            EXIT WHEN NOT FOUND;
-            v_p := b.p;
-            IF substr(b.free, v_p, 1) = '0' THEN
-                v_p := v_p + 1;
-            END IF;
-            UPDATE seat_blocks SET free = overlay(free PLACING '0' FROM v_p FOR 1) WHERE id = b.id;
-            v_ids := v_ids || b.ids[v_p];
-            v_need := v_need - 1;
+        WHILE cardinality(v_all) < p_q LOOP
+            v_ids := seat_blocks_take(p_event, p_cat, p_sec, v_pat, 1);
+            EXIT WHEN v_ids IS NULL;
+            v_all := v_all || v_ids;
         END LOOP;
     END LOOP;
-    IF v_need > 0 THEN
+    IF cardinality(v_all) < p_q THEN
         -- Free seats only in blocks others hold locked: nothing taken.
-        PERFORM seat_blocks_set(array_fill(p_event::int, ARRAY[cardinality(v_ids)]), v_ids, '1');
+        PERFORM seat_blocks_set(array_fill(p_event::int, ARRAY[cardinality(v_all)]), v_all, '1');
         RETURN NULL;
     END IF;
-    RETURN v_ids;
+    RETURN v_all;
 END;
 $$ LANGUAGE plpgsql;
 

@@ -41,12 +41,12 @@ type seatsAnswer struct {
 	} `json:"seats"`
 }
 
-// seatedEvent makes an event of rows x perRow seats through the admin API
-// and returns it and its category.
-func (ts *testServer) seatedEvent(t *testing.T, rows, perRow int) (ev, cat int64) {
+// adminEvent makes an event of total tickets named name through the admin
+// API and returns it and its default category.
+func (ts *testServer) adminEvent(t *testing.T, name string, total int) (ev, cat int64) {
 	t.Helper()
-	auth := []string{"Authorization", "Bearer " + testToken}
-	res := ts.do("POST", "/admin/events", fmt.Sprintf(`{"name":"Hall","event_date":"2030-07-01T18:00:00Z","total_tickets":%d,"ticket_price":"20.00"}`, rows*perRow), auth...)
+	res := ts.do("POST", "/admin/events", fmt.Sprintf(`{"name":%q,"event_date":"2030-07-01T18:00:00Z","total_tickets":%d,"ticket_price":"20.00"}`, name, total),
+		"Authorization", "Bearer "+testToken)
 	var e struct {
 		ID         int64 `json:"id"`
 		Categories []struct {
@@ -54,16 +54,30 @@ func (ts *testServer) seatedEvent(t *testing.T, rows, perRow int) (ev, cat int64
 		} `json:"categories"`
 	}
 	res.json(t, &e)
-	if res.Status != 201 {
+	if res.Status != 201 || len(e.Categories) != 1 {
 		t.Fatalf("create: %d %s", res.Status, res.Body)
 	}
-	res = ts.do("PUT", fmt.Sprintf("/admin/events/%d/seats", e.ID), seatMapBody(rows, perRow, e.Categories[0].ID), auth...)
+	return e.ID, e.Categories[0].ID
+}
+
+// putSeats gives ev the seat map body of n seats.
+func (ts *testServer) putSeats(t *testing.T, ev int64, body string, n int) {
+	t.Helper()
+	res := ts.do("PUT", fmt.Sprintf("/admin/events/%d/seats", ev), body, "Authorization", "Bearer "+testToken)
 	var m seatsAnswer
 	res.json(t, &m)
-	if res.Status != 200 || len(m.Seats) != rows*perRow {
+	if res.Status != 200 || len(m.Seats) != n {
 		t.Fatalf("put seats: %d %.300s", res.Status, res.Body)
 	}
-	return e.ID, e.Categories[0].ID
+}
+
+// seatedEvent makes an event of rows x perRow seats through the admin API
+// and returns it and its category.
+func (ts *testServer) seatedEvent(t *testing.T, rows, perRow int) (ev, cat int64) {
+	t.Helper()
+	ev, cat = ts.adminEvent(t, "Hall", rows*perRow)
+	ts.putSeats(t, ev, seatMapBody(rows, perRow, cat), rows*perRow)
+	return ev, cat
 }
 
 func (ts *testServer) seats(t *testing.T, ev int64, query string) seatsAnswer {
