@@ -318,27 +318,19 @@ EXECUTE FUNCTION booking_items_seated();
 -- never waited for.
 CREATE FUNCTION seat_blocks_take(p_event bigint, p_cat int, p_sec text, p_pat text, p_n int)
 RETURNS text[] AS $$
-DECLARE
-    b record;
-    v_p int;
-BEGIN
-    SELECT k.id, k.ids, k.free, regexp_instr(k.free, p_pat) AS p INTO b
-    FROM seat_blocks k
-    WHERE k.event_id = p_event AND k.category_id = p_cat AND (p_sec IS NULL OR k.section = p_sec)
-      AND k.free LIKE '%1%' AND k.free ~ p_pat
-    ORDER BY k.section_pos, k.row_pos, k.block_pos
-    LIMIT 1 FOR UPDATE SKIP LOCKED;
-    IF NOT FOUND THEN
-        RETURN NULL;
-    END IF;
-    v_p := b.p;
-    IF substr(b.free, v_p, 1) = '0' THEN
-        v_p := v_p + 1;
-    END IF;
-    UPDATE seat_blocks SET free = overlay(free PLACING repeat('0', p_n) FROM v_p FOR p_n) WHERE id = b.id;
-    RETURN b.ids[v_p : v_p + p_n - 1];
-END;
-$$ LANGUAGE plpgsql;
+    WITH c AS (
+        SELECT k.id, m.p + CASE WHEN substr(k.free, m.p, 1) = '0' THEN 1 ELSE 0 END AS p
+        FROM seat_blocks k
+        CROSS JOIN LATERAL (SELECT regexp_instr(k.free, p_pat) AS p) m
+        WHERE k.event_id = p_event AND k.category_id = p_cat AND (p_sec IS NULL OR k.section = p_sec)
+          AND k.free LIKE '%1%' AND k.free ~ p_pat
+        ORDER BY k.section_pos, k.row_pos, k.block_pos
+        LIMIT 1 FOR UPDATE OF k SKIP LOCKED
+    )
+    UPDATE seat_blocks k SET free = overlay(k.free PLACING repeat('0', p_n) FROM c.p FOR p_n)
+    FROM c WHERE k.id = c.id
+    RETURNING k.ids[c.p : c.p + p_n - 1];
+$$ LANGUAGE sql;
 
 -- seat_blocks_pick takes the best p_q free seats of category p_cat (of
 -- section p_sec, NULL for any) and marks them taken; NULL when there are
