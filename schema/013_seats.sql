@@ -283,7 +283,10 @@ EXECUTE FUNCTION seats_map_fixed_delete();
 -- (but for its block, which the blocks' rebuild sets)
 CREATE TRIGGER seats_fixed
 BEFORE UPDATE ON seats
-FOR EACH ROW WHEN (pg_trigger_depth() = 0)
+FOR EACH ROW WHEN ((OLD.event_id, OLD.id, OLD.section, OLD.row_name, OLD.number, OLD.category_id,
+                    OLD.section_pos, OLD.row_pos, OLD.seat_pos)
+                   IS DISTINCT FROM (NEW.event_id, NEW.id, NEW.section, NEW.row_name, NEW.number, NEW.category_id,
+                                     NEW.section_pos, NEW.row_pos, NEW.seat_pos))
 EXECUTE FUNCTION bookings_refuse('a seat never changes: redefine the map', 'HF001');
 
 -- A seated category is sold by its seats: an item of one is inserted only
@@ -395,9 +398,14 @@ $$ LANGUAGE plpgsql;
 --      no-op): one picker of seats per event at a time, so two requests of
 --      one batch or of two batches never pick one seat; the sale window
 --      (sale_window, 009) is read with it, so a closed sale picks nothing.
---   2. pick, request by request in order, among the seats no live
---      booking has and no earlier request of the batch picked, marking
---      each request's seats taken in their blocks as it goes:
+--   2. pick, request by request in order, among the seats their blocks
+--      mark free (no live booking has them, no earlier request of the
+--      batch picked them), marking each request's seats taken as it goes.
+--      Only the blocks and the map are read here, never booking_seats: a
+--      plan cached while booking_seats was small (a scan) would stay as it
+--      grows. Should the marks ever be wrong, the unique index refuses the
+--      booking and the store rebuilds the event's blocks (seat_blocks_rebuild)
+--      before it tries again:
 --        named: all or nothing; seat_taken names those taken,
 --               seat_not_found those the event does not have.
 --        best:  seat_blocks_pick (above); sold_out naming the category
@@ -505,19 +513,6 @@ BEGIN
                     CONTINUE;
                 END IF;
                 v_ids := seat_blocks_pick(p_event, v_c, v_q, v_sec);
-                -- The blocks are a reading of booking_seats: should one
-                -- say free of a seat a live booking has (it never should:
-                -- holdfast check compares them), the seat stays marked
-                -- taken, the others go back, and the pick is made again.
-                FOR attempt IN 1 .. 3 LOOP
-                    EXIT WHEN v_ids IS NULL OR NOT EXISTS (
-                        SELECT 1 FROM booking_seats b WHERE b.event_id = p_event AND b.seat_id = ANY (v_ids) AND b.live);
-                    v_bad := ARRAY(SELECT x FROM unnest(v_ids) AS x WHERE NOT EXISTS (
-                        SELECT 1 FROM booking_seats b WHERE b.event_id = p_event AND b.seat_id = x AND b.live));
-                    PERFORM seat_blocks_set(array_fill(p_event::int, ARRAY[cardinality(v_bad)]), v_bad, '1');
-                    RAISE WARNING 'hold_seats: event %: seat blocks marked live seats free; marked again', p_event;
-                    v_ids := seat_blocks_pick(p_event, v_c, v_q, v_sec);
-                END LOOP;
                 IF v_ids IS NULL THEN
                     v_out[i] := 'sold_out';
                     v_short[i] := v_c;
@@ -538,7 +533,8 @@ BEGIN
                 END IF;
                 SELECT array_agg(x ORDER BY o) INTO v_bad FROM unnest(v_ids) WITH ORDINALITY AS u(x, o)
                 WHERE u.x = ANY (v_pick_seat)
-                   OR EXISTS (SELECT 1 FROM booking_seats b WHERE b.event_id = p_event AND b.seat_id = u.x AND b.live);
+                   OR EXISTS (SELECT 1 FROM seats st JOIN seat_blocks k ON k.id = st.block_id
+                              WHERE st.event_id = p_event AND st.id = u.x AND substr(k.free, st.block_idx, 1) = '0');
                 IF v_bad IS NOT NULL THEN
                     v_out[i] := 'seat_taken';
                     v_refused[i] := array_to_string(v_bad, ',');

@@ -435,3 +435,20 @@ func TestSeatsHammerWithSweeper(t *testing.T) {
 		}
 	}
 }
+
+// TestSeatsMarksRepaired marks a booked seat free behind the triggers'
+// back: the next best-available pick meets the unique index, the store
+// rebuilds the event's blocks and the pick goes to a free seat.
+func TestSeatsMarksRepaired(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ev, cat := seatedEvent(t, s, 1, 4)
+	holdSeats(t, s, ev, seatsRequest(ev, "a@example.com", "A-1-1", "A-1-2"))
+	corrupt(t, s, `UPDATE seat_blocks SET free = '1111' WHERE event_id = $1`, ev)
+	outs := holdSeats(t, s, ev, bestRequest(ev, "b@example.com", cat, 2))
+	if o := outs[0]; o.Err != nil || !slices.Equal(o.Hold.Seats, []string{"A-1-3", "A-1-4"}) {
+		t.Fatalf("after the repair: %v %v", o.Hold.Seats, o.Err)
+	}
+	checkSeats(t, s, ev)
+	audit(t, s, ev)
+}
