@@ -410,9 +410,10 @@ $$ LANGUAGE plpgsql;
 --               seat_not_found those the event does not have.
 --        best:  seat_blocks_pick (above); sold_out naming the category
 --               when fewer are free.
---      If any request went short and the event has lapsed holds, the
---      picks are given back, the lapsed holds expired (as hold_batch and
---      the sweeper do) and the picking done again: their seats are free.
+--      If any request went short, the event's lapsed holds are expired
+--      (as hold_batch and the sweeper do; those the sweeper has locked are
+--      skipped) and, when any was, the picks are given back and made
+--      again: the lapsed holds' seats are free.
 --   3. hold_batch for the requests still standing; a request of a quantity
 --      alone for a seated category is refused here (seats_required).
 --   4. the granted holds' seats, one insert; the seats of requests
