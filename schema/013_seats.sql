@@ -283,7 +283,10 @@ EXECUTE FUNCTION seats_map_fixed_delete();
 -- (but for its block, which the blocks' rebuild sets)
 CREATE TRIGGER seats_fixed
 BEFORE UPDATE ON seats
-FOR EACH ROW WHEN (pg_trigger_depth() = 0)
+FOR EACH ROW WHEN ((OLD.event_id, OLD.id, OLD.section, OLD.row_name, OLD.number, OLD.category_id,
+                    OLD.section_pos, OLD.row_pos, OLD.seat_pos)
+                   IS DISTINCT FROM (NEW.event_id, NEW.id, NEW.section, NEW.row_name, NEW.number, NEW.category_id,
+                                     NEW.section_pos, NEW.row_pos, NEW.seat_pos))
 EXECUTE FUNCTION bookings_refuse('a seat never changes: redefine the map', 'HF001');
 
 -- A seated category is sold by its seats: an item of one is inserted only
@@ -309,6 +312,29 @@ REFERENCING NEW TABLE AS new_items
 FOR EACH STATEMENT
 EXECUTE FUNCTION booking_items_seated();
 
+-- seat_blocks_take takes p_n free seats from the start of the first run
+-- of free seats that matches p_pat (a regular expression over a block's
+-- marks, which may take in the '0' before the run) in the first block of
+-- category p_cat (of section p_sec, NULL for any) in the map's order, and
+-- marks them taken; NULL when no block matches. Blocks are locked FOR
+-- UPDATE SKIP LOCKED: a block another transaction holds is passed over,
+-- never waited for.
+CREATE FUNCTION seat_blocks_take(p_event bigint, p_cat int, p_sec text, p_pat text, p_n int)
+RETURNS text[] AS $$
+    WITH c AS (
+        SELECT k.id, m.p + CASE WHEN substr(k.free, m.p, 1) = '0' THEN 1 ELSE 0 END AS p
+        FROM seat_blocks k
+        CROSS JOIN LATERAL (SELECT regexp_instr(k.free, p_pat) AS p) m
+        WHERE k.event_id = p_event AND k.category_id = p_cat AND (p_sec IS NULL OR k.section = p_sec)
+          AND k.free LIKE '%1%' AND k.free ~ p_pat
+        ORDER BY k.section_pos, k.row_pos, k.block_pos
+        LIMIT 1 FOR UPDATE OF k SKIP LOCKED
+    )
+    UPDATE seat_blocks k SET free = overlay(k.free PLACING repeat('0', p_n) FROM c.p FOR p_n)
+    FROM c WHERE k.id = c.id
+    RETURNING k.ids[c.p : c.p + p_n - 1];
+$$ LANGUAGE sql;
+
 -- seat_blocks_pick takes the best p_q free seats of category p_cat (of
 -- section p_sec, NULL for any) and marks them taken; NULL when there are
 -- fewer free. In the map's order (front rows first), the first block with
@@ -316,32 +342,19 @@ EXECUTE FUNCTION booking_items_seated();
 -- first that fits leaving one (a single is stranded only when no row
 -- avoids it); else, when no row has that many side by side, single seats
 -- between taken ones first, then the frontmost free seats. Seats come from
--- a run's left end. Blocks are locked FOR UPDATE SKIP LOCKED: a block
--- another transaction holds is passed over, never waited for.
+-- a run's left end.
 CREATE FUNCTION seat_blocks_pick(p_event bigint, p_cat int, p_q int, p_sec text)
 RETURNS text[] AS $$
 DECLARE
     v_pat text;
-    b record;
-    v_p int;
-    v_ids text[] := '{}';
-    v_need int := p_q;
+    v_ids text[];
+    v_all text[] := '{}';
     v_free int;
 BEGIN
     FOREACH v_pat IN ARRAY ARRAY['(^|0)(1{' || p_q || '}(0|$)|1{' || (p_q + 2) || ',})', '1{' || p_q || '}'] LOOP
-        SELECT k.id, k.ids, k.free, regexp_instr(k.free, v_pat) AS p INTO b
-        FROM seat_blocks k
-        WHERE k.event_id = p_event AND k.category_id = p_cat AND (p_sec IS NULL OR k.section = p_sec)
-          AND k.free LIKE '%1%' AND k.free ~ v_pat
-        ORDER BY k.section_pos, k.row_pos, k.block_pos
-        LIMIT 1 FOR UPDATE SKIP LOCKED;
-        IF FOUND THEN
-            v_p := b.p;
-            IF substr(b.free, v_p, 1) = '0' THEN
-                v_p := v_p + 1;
-            END IF;
-            UPDATE seat_blocks SET free = overlay(free PLACING repeat('0', p_q) FROM v_p FOR p_q) WHERE id = b.id;
-            RETURN b.ids[v_p : v_p + p_q - 1];
+        v_ids := seat_blocks_take(p_event, p_cat, p_sec, v_pat, p_q);
+        IF v_ids IS NOT NULL THEN
+            RETURN v_ids;
         END IF;
     END LOOP;
     SELECT coalesce(sum(length(replace(k.free, '0', ''))), 0) INTO v_free
@@ -351,29 +364,18 @@ BEGIN
         RETURN NULL;
     END IF;
     FOREACH v_pat IN ARRAY ARRAY['(^|0)1(0|$)', '1'] LOOP
-        WHILE v_need > 0 LOOP
-            SELECT k.id, k.ids, k.free, regexp_instr(k.free, v_pat) AS p INTO b
-            FROM seat_blocks k
-            WHERE k.event_id = p_event AND k.category_id = p_cat AND (p_sec IS NULL OR k.section = p_sec)
-              AND k.free LIKE '%1%' AND k.free ~ v_pat
-            ORDER BY k.section_pos, k.row_pos, k.block_pos
-            LIMIT 1 FOR UPDATE SKIP LOCKED;
-            EXIT WHEN NOT FOUND;
-            v_p := b.p;
-            IF substr(b.free, v_p, 1) = '0' THEN
-                v_p := v_p + 1;
-            END IF;
-            UPDATE seat_blocks SET free = overlay(free PLACING '0' FROM v_p FOR 1) WHERE id = b.id;
-            v_ids := v_ids || b.ids[v_p];
-            v_need := v_need - 1;
+        WHILE cardinality(v_all) < p_q LOOP
+            v_ids := seat_blocks_take(p_event, p_cat, p_sec, v_pat, 1);
+            EXIT WHEN v_ids IS NULL;
+            v_all := v_all || v_ids;
         END LOOP;
     END LOOP;
-    IF v_need > 0 THEN
+    IF cardinality(v_all) < p_q THEN
         -- Free seats only in blocks others hold locked: nothing taken.
-        PERFORM seat_blocks_set(array_fill(p_event::int, ARRAY[cardinality(v_ids)]), v_ids, '1');
+        PERFORM seat_blocks_set(array_fill(p_event::int, ARRAY[cardinality(v_all)]), v_all, '1');
         RETURN NULL;
     END IF;
-    RETURN v_ids;
+    RETURN v_all;
 END;
 $$ LANGUAGE plpgsql;
 
@@ -396,16 +398,22 @@ $$ LANGUAGE plpgsql;
 --      no-op): one picker of seats per event at a time, so two requests of
 --      one batch or of two batches never pick one seat; the sale window
 --      (sale_window, 009) is read with it, so a closed sale picks nothing.
---   2. pick, request by request in order, among the seats no live
---      booking has and no earlier request of the batch picked, marking
---      each request's seats taken in their blocks as it goes:
+--   2. pick, request by request in order, among the seats their blocks
+--      mark free (no live booking has them, no earlier request of the
+--      batch picked them), marking each request's seats taken as it goes.
+--      Only the blocks and the map are read here, never booking_seats: a
+--      plan cached while booking_seats was small (a scan) would stay as it
+--      grows. Should the marks ever be wrong, the unique index refuses the
+--      booking and the store rebuilds the event's blocks (seat_blocks_rebuild)
+--      before it tries again:
 --        named: all or nothing; seat_taken names those taken,
 --               seat_not_found those the event does not have.
 --        best:  seat_blocks_pick (above); sold_out naming the category
 --               when fewer are free.
---      If any request went short and the event has lapsed holds, the
---      picks are given back, the lapsed holds expired (as hold_batch and
---      the sweeper do) and the picking done again: their seats are free.
+--      If any request went short, the event's lapsed holds are expired
+--      (as hold_batch and the sweeper do; those the sweeper has locked are
+--      skipped) and, when any was, the picks are given back and made
+--      again: the lapsed holds' seats are free.
 --   3. hold_batch for the requests still standing; a request of a quantity
 --      alone for a seated category is refused here (seats_required).
 --   4. the granted holds' seats, one insert; the seats of requests
@@ -506,19 +514,6 @@ BEGIN
                     CONTINUE;
                 END IF;
                 v_ids := seat_blocks_pick(p_event, v_c, v_q, v_sec);
-                -- The blocks are a reading of booking_seats: should one
-                -- say free of a seat a live booking has (it never should:
-                -- holdfast check compares them), the seat stays marked
-                -- taken, the others go back, and the pick is made again.
-                FOR attempt IN 1 .. 3 LOOP
-                    EXIT WHEN v_ids IS NULL OR NOT EXISTS (
-                        SELECT 1 FROM booking_seats b WHERE b.event_id = p_event AND b.seat_id = ANY (v_ids) AND b.live);
-                    v_bad := ARRAY(SELECT x FROM unnest(v_ids) AS x WHERE NOT EXISTS (
-                        SELECT 1 FROM booking_seats b WHERE b.event_id = p_event AND b.seat_id = x AND b.live));
-                    PERFORM seat_blocks_set(array_fill(p_event::int, ARRAY[cardinality(v_bad)]), v_bad, '1');
-                    RAISE WARNING 'hold_seats: event %: seat blocks marked live seats free; marked again', p_event;
-                    v_ids := seat_blocks_pick(p_event, v_c, v_q, v_sec);
-                END LOOP;
                 IF v_ids IS NULL THEN
                     v_out[i] := 'sold_out';
                     v_short[i] := v_c;
@@ -539,7 +534,8 @@ BEGIN
                 END IF;
                 SELECT array_agg(x ORDER BY o) INTO v_bad FROM unnest(v_ids) WITH ORDINALITY AS u(x, o)
                 WHERE u.x = ANY (v_pick_seat)
-                   OR EXISTS (SELECT 1 FROM booking_seats b WHERE b.event_id = p_event AND b.seat_id = u.x AND b.live);
+                   OR EXISTS (SELECT 1 FROM seats st JOIN seat_blocks k ON k.id = st.block_id
+                              WHERE st.event_id = p_event AND st.id = u.x AND substr(k.free, st.block_idx, 1) = '0');
                 IF v_bad IS NOT NULL THEN
                     v_out[i] := 'seat_taken';
                     v_refused[i] := array_to_string(v_bad, ',');

@@ -319,9 +319,9 @@ func mapErr(ctx context.Context, err error) error {
 			return sale.ErrSeatMapInUse
 		case "23505": // unique_violation
 			if pqErr.Constraint == "booking_seats_one_live" {
-				// A seat picked under the event's lock cannot be taken;
-				// if a writer that skipped the lock took it, pick again.
-				return fmt.Errorf("%w: %v", errRetry, err)
+				// The seat blocks marked a booked seat free: the caller
+				// rebuilds them and tries again.
+				return fmt.Errorf("%w: %v", errSeatMarks, err)
 			}
 		case "22021", "22P05": // invalid or untranslatable text (a NUL, say): the input's fault
 			return problem.Invalidf("the request holds text the database cannot store")

@@ -150,6 +150,17 @@ func holdItem(cat int64, qty int, price string) (hold.Item, error) {
 // nor mismatches nor repeats of a key earlier in the batch, then keeps
 // their responses, and commits once: keys add statements, never rules.
 func (s *Store) CreateHolds(ctx context.Context, eventID int64, reqs []hold.Request, ttl time.Duration, render hold.Render) ([]hold.Outcome, error) {
+	outs, err := s.createHolds(ctx, eventID, reqs, ttl, render)
+	if errors.Is(err, errSeatMarks) {
+		if err := s.rebuildSeatMarks(ctx, eventID); err != nil {
+			return nil, err
+		}
+		outs, err = s.createHolds(ctx, eventID, reqs, ttl, render)
+	}
+	return outs, err
+}
+
+func (s *Store) createHolds(ctx context.Context, eventID int64, reqs []hold.Request, ttl time.Duration, render hold.Render) ([]hold.Outcome, error) {
 	if s.oneCall && !anyKey(reqs) {
 		return s.createHoldsInOneCall(ctx, eventID, reqs, ttl)
 	}

@@ -13,6 +13,23 @@ import (
 	"github.com/holdfast/holdfast/sale"
 )
 
+// errSeatMarks is the unique index refusing a second live booking of a
+// seat hold_seats picked: the event's seat blocks marked a booked seat
+// free, which only a writer behind the triggers' back can cause.
+// CreateHolds then rebuilds the blocks and serves the batch once more.
+var errSeatMarks = errors.New("store: the seat blocks marked a booked seat free")
+
+// qRebuildSeatBlocks makes an event's seat blocks again from its seats'
+// live bookings, under the event's lock.
+const qRebuildSeatBlocks = `WITH e AS (SELECT id FROM events WHERE id = $1 FOR UPDATE)
+	SELECT seat_blocks_rebuild(ARRAY(SELECT id FROM e))`
+
+// rebuildSeatMarks rebuilds ev's seat blocks.
+func (s *Store) rebuildSeatMarks(ctx context.Context, ev int64) error {
+	_, err := s.db.ExecContext(ctx, qRebuildSeatBlocks, ev)
+	return mapErr(ctx, err)
+}
+
 // errSeated is hold_batch refusing an item of a seated category (HF005,
 // schema/013): the batch must go through hold_seats.
 var errSeated = errors.New("store: a seated category asked for by quantity")

@@ -321,24 +321,6 @@ func TestSeatsAudit(t *testing.T) {
 	ev, cat := seatedEvent(t, s, 1, 4)
 	outs := holdSeats(t, s, ev, bestRequest(ev, "a@example.com", cat, 2))
 	audit(t, s, ev)
-	// behindTriggers runs q with the triggers off, for its transaction only.
-	behindTriggers := func(q string, args ...any) {
-		t.Helper()
-		tx, err := s.DB().BeginTxx(ctx, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer tx.Rollback()
-		if _, err := tx.ExecContext(ctx, `SET LOCAL session_replication_role = replica`); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tx.ExecContext(ctx, q, args...); err != nil {
-			t.Fatal(err)
-		}
-		if err := tx.Commit(); err != nil {
-			t.Fatal(err)
-		}
-	}
 	says := func(want string) {
 		t.Helper()
 		a, err := s.Audit(ctx, []int64{ev}, time.Second)
@@ -350,15 +332,15 @@ func TestSeatsAudit(t *testing.T) {
 		}
 	}
 	// A seat given back while its hold is pending.
-	behindTriggers(`UPDATE booking_seats SET live = false WHERE seat_id = 'A-1-1' AND event_id = $1`, ev)
+	corrupt(t, s, `UPDATE booking_seats SET live = false WHERE seat_id = 'A-1-1' AND event_id = $1`, ev)
 	says("1 live bookings whose seats do not match their seated tickets")
 	says("1 seats whose free or taken mark (seat_blocks) disagrees with their bookings")
 	// A seat the map does not have, taken live.
-	behindTriggers(`INSERT INTO booking_seats (booking_id, event_id, seat_id, category_id)
+	corrupt(t, s, `INSERT INTO booking_seats (booking_id, event_id, seat_id, category_id)
 		SELECT b.id, b.event_id, 'A-9-9', $2 FROM bookings b WHERE b.hold_id = $1`, outs[0].Hold.ID, cat)
 	says("1 seats taken that the map does not have")
 	// A released hold whose seats stay taken.
-	behindTriggers(`UPDATE bookings SET booking_status = 'failed', failure_reason = 'released' WHERE hold_id = $1`, outs[0].Hold.ID)
+	corrupt(t, s, `UPDATE bookings SET booking_status = 'failed', failure_reason = 'released' WHERE hold_id = $1`, outs[0].Hold.ID)
 	says("seats still taken by bookings that failed")
 }
 
@@ -452,4 +434,21 @@ func TestSeatsHammerWithSweeper(t *testing.T) {
 			t.Errorf("seat %s is %s after every hold expired", id, st)
 		}
 	}
+}
+
+// TestSeatsMarksRepaired marks a booked seat free behind the triggers'
+// back: the next best-available pick meets the unique index, the store
+// rebuilds the event's blocks and the pick goes to a free seat.
+func TestSeatsMarksRepaired(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ev, cat := seatedEvent(t, s, 1, 4)
+	holdSeats(t, s, ev, seatsRequest(ev, "a@example.com", "A-1-1", "A-1-2"))
+	corrupt(t, s, `UPDATE seat_blocks SET free = '1111' WHERE event_id = $1`, ev)
+	outs := holdSeats(t, s, ev, bestRequest(ev, "b@example.com", cat, 2))
+	if o := outs[0]; o.Err != nil || !slices.Equal(o.Hold.Seats, []string{"A-1-3", "A-1-4"}) {
+		t.Fatalf("after the repair: %v %v", o.Hold.Seats, o.Err)
+	}
+	checkSeats(t, s, ev)
+	audit(t, s, ev)
 }

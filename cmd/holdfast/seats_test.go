@@ -41,12 +41,12 @@ type seatsAnswer struct {
 	} `json:"seats"`
 }
 
-// seatedEvent makes an event of rows x perRow seats through the admin API
-// and returns it and its category.
-func (ts *testServer) seatedEvent(t *testing.T, rows, perRow int) (ev, cat int64) {
+// adminEvent makes an event of total tickets named name through the admin
+// API and returns it and its default category.
+func (ts *testServer) adminEvent(t *testing.T, name string, total int) (ev, cat int64) {
 	t.Helper()
-	auth := []string{"Authorization", "Bearer " + testToken}
-	res := ts.do("POST", "/admin/events", fmt.Sprintf(`{"name":"Hall","event_date":"2030-07-01T18:00:00Z","total_tickets":%d,"ticket_price":"20.00"}`, rows*perRow), auth...)
+	res := ts.do("POST", "/admin/events", fmt.Sprintf(`{"name":%q,"event_date":"2030-07-01T18:00:00Z","total_tickets":%d,"ticket_price":"20.00"}`, name, total),
+		"Authorization", "Bearer "+testToken)
 	var e struct {
 		ID         int64 `json:"id"`
 		Categories []struct {
@@ -54,16 +54,30 @@ func (ts *testServer) seatedEvent(t *testing.T, rows, perRow int) (ev, cat int64
 		} `json:"categories"`
 	}
 	res.json(t, &e)
-	if res.Status != 201 {
+	if res.Status != 201 || len(e.Categories) != 1 {
 		t.Fatalf("create: %d %s", res.Status, res.Body)
 	}
-	res = ts.do("PUT", fmt.Sprintf("/admin/events/%d/seats", e.ID), seatMapBody(rows, perRow, e.Categories[0].ID), auth...)
+	return e.ID, e.Categories[0].ID
+}
+
+// putSeats gives ev the seat map body of n seats.
+func (ts *testServer) putSeats(t *testing.T, ev int64, body string, n int) {
+	t.Helper()
+	res := ts.do("PUT", fmt.Sprintf("/admin/events/%d/seats", ev), body, "Authorization", "Bearer "+testToken)
 	var m seatsAnswer
 	res.json(t, &m)
-	if res.Status != 200 || len(m.Seats) != rows*perRow {
+	if res.Status != 200 || len(m.Seats) != n {
 		t.Fatalf("put seats: %d %.300s", res.Status, res.Body)
 	}
-	return e.ID, e.Categories[0].ID
+}
+
+// seatedEvent makes an event of rows x perRow seats through the admin API
+// and returns it and its category.
+func (ts *testServer) seatedEvent(t *testing.T, rows, perRow int) (ev, cat int64) {
+	t.Helper()
+	ev, cat = ts.adminEvent(t, "Hall", rows*perRow)
+	ts.putSeats(t, ev, seatMapBody(rows, perRow, cat), rows*perRow)
+	return ev, cat
 }
 
 func (ts *testServer) seats(t *testing.T, ev int64, query string) seatsAnswer {
@@ -221,4 +235,53 @@ func TestSeatsRush(t *testing.T) {
 			t.Fatalf("check: %s", out)
 		}
 	})
+}
+
+// Seated holds keep every rule of a hold: an idempotency key replays the
+// same seats, the per-buyer cap refuses (and the seats it would have
+// taken stay free), a sale window and a waiting room refuse before any
+// seat is taken.
+func TestSeatsKeepTheRules(t *testing.T) {
+	t.Parallel()
+	ts := newTestServer(t, func(c *config) { c.AdminToken = testToken; c.TicketCap = 4 })
+	auth := []string{"Authorization", "Bearer " + testToken}
+	ev, cat := ts.seatedEvent(t, 2, 5)
+	best := func(email string, qty int) string {
+		return fmt.Sprintf(`{"event_id":%d,"user_email":"%s","best_available":{"category_id":%d,"quantity":%d}}`, ev, email, cat, qty)
+	}
+	first := ts.do("POST", "/holds", best("a@example.com", 3), "Idempotency-Key", "seat-key-1")
+	again := ts.do("POST", "/holds", best("a@example.com", 3), "Idempotency-Key", "seat-key-1")
+	if first.Status != 201 || again.Status != 201 || string(first.Body) != string(again.Body) {
+		t.Fatalf("replay: %d %s, then %d %s", first.Status, first.Body, again.Status, again.Body)
+	}
+	expectError(t, "over the cap", ts.do("POST", "/holds", best("a@example.com", 2)), 409, "limit_exceeded")
+	expectError(t, "named, over the cap", ts.do("POST", "/holds", fmt.Sprintf(`{"event_id":%d,"user_email":"a@example.com","seats":["A-2-1","A-2-2"]}`, ev)), 409, "limit_exceeded")
+	available := 0
+	for _, s := range ts.seats(t, ev, "").Seats {
+		if s.Status == "available" {
+			available++
+		}
+	}
+	if available != 7 {
+		t.Fatalf("%d seats available after one hold of 3 and two refusals, want 7", available)
+	}
+	// The refused pair's seats (row 1's last two) went back: the next buyer
+	// gets them.
+	var h seatedHold
+	res := ts.do("POST", "/holds", best("b@example.com", 2))
+	res.json(t, &h)
+	if res.Status != 201 || !slices.Equal(h.Seats, []string{"A-1-4", "A-1-5"}) {
+		t.Fatalf("next pair: %d %s", res.Status, res.Body)
+	}
+	if res := ts.do("PATCH", fmt.Sprintf("/admin/events/%d", ev), `{"off_sale_at":"2001-01-01T00:00:00Z"}`, auth...); res.Status != 200 {
+		t.Fatalf("close the sale: %d %s", res.Status, res.Body)
+	}
+	expectError(t, "sale closed", ts.do("POST", "/holds", best("c@example.com", 2)), 403, "sale_closed")
+	if res := ts.do("PATCH", fmt.Sprintf("/admin/events/%d", ev), `{"off_sale_at":null,"queue":{"admit_per_second":5}}`, auth...); res.Status != 200 {
+		t.Fatalf("queue: %d %s", res.Status, res.Body)
+	}
+	expectError(t, "queued", ts.do("POST", "/holds", best("c@example.com", 2)), 403, "queue_required")
+	if out, ok := ts.check(ev); !ok {
+		t.Fatalf("check: %s", out)
+	}
 }

@@ -50,16 +50,8 @@ func TestStatusPageSeatMap(t *testing.T) {
 	ts := newTestServer(t, func(c *config) { c.AdminToken = testToken; c.TicketCap = 0 })
 	auth := []string{"Authorization", "Bearer " + testToken}
 	plain := ts.newEvent(50, true)
-	res := ts.do("POST", "/admin/events", `{"name":"Concert Hall · Saturday","event_date":"2030-07-01T18:00:00Z","total_tickets":600,"ticket_price":"40.00"}`, auth...)
-	var ev struct {
-		ID         int64 `json:"id"`
-		Categories []struct {
-			ID int64 `json:"id"`
-		} `json:"categories"`
-	}
-	res.json(t, &ev)
-	stalls := ev.Categories[0].ID
-	res = ts.do("POST", fmt.Sprintf("/admin/events/%d/categories", ev.ID), `{"name":"Balcony","price":"25.00","total_tickets":1}`, auth...)
+	id, stalls := ts.adminEvent(t, "Concert Hall · Saturday", 600)
+	res := ts.do("POST", fmt.Sprintf("/admin/events/%d/categories", id), `{"name":"Balcony","price":"25.00","total_tickets":1}`, auth...)
 	var balcony struct {
 		ID int64 `json:"id"`
 	}
@@ -92,11 +84,9 @@ func TestStatusPageSeatMap(t *testing.T) {
 		b.WriteString(`]}`)
 	}
 	b.WriteString(`]}`)
-	if res := ts.do("PUT", fmt.Sprintf("/admin/events/%d/seats", ev.ID), b.String(), auth...); res.Status != 200 {
-		t.Fatalf("put seats: %d %.300s", res.Status, res.Body)
-	}
+	ts.putSeats(t, id, b.String(), 600)
 	hold := func(body string) seatedHold {
-		res := ts.do("POST", "/holds", fmt.Sprintf(`{"event_id":%d,"user_email":"fan@example.com",%s}`, ev.ID, body))
+		res := ts.do("POST", "/holds", fmt.Sprintf(`{"event_id":%d,"user_email":"fan@example.com",%s}`, id, body))
 		var h seatedHold
 		res.json(t, &h)
 		if res.Status != 201 {
@@ -125,7 +115,7 @@ func TestStatusPageSeatMap(t *testing.T) {
 	deadline := time.Now().Add(15 * time.Second)
 	var s shownSeats
 	for {
-		s = browserStep(t, ctx, "read the seat map", chromedp.Evaluate[shownSeats](fmt.Sprintf(readSeats, ev.ID, at, kinds)))
+		s = browserStep(t, ctx, "read the seat map", chromedp.Evaluate[shownSeats](fmt.Sprintf(readSeats, id, at, kinds)))
 		if !s.Hidden && s.Sold == 14 && s.Held == 9 && s.Available == 600-23 {
 			break
 		}
