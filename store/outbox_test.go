@@ -301,3 +301,62 @@ func TestManyPublishersHandOutEveryEventOnceInOrder(t *testing.T) {
 		}
 	}
 }
+
+// Many workers claiming at once: each due delivery goes to one of them,
+// once, and a claim's lease keeps it from the others. (Without FOR UPDATE
+// in the claim, two workers take the same delivery: the test sees it
+// twice.)
+func TestEveryDueDeliveryIsClaimedOnce(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	if _, err := s.CreateEndpoint(ctx, "http://127.0.0.1:9/x", []string{}, "whsec_test"); err != nil {
+		t.Fatal(err)
+	}
+	ev := newEvent(t, s, 1000)
+	const holds = 300
+	reqs := make([]hold.Request, holds)
+	for i := range reqs {
+		reqs[i] = request(ev, fmt.Sprintf("b%d@example.com", i), 1)
+	}
+	if _, err := s.CreateHolds(ctx, ev, reqs, time.Minute, noRender); err != nil {
+		t.Fatal(err)
+	}
+	publishAll(t, s)
+	var mu sync.Mutex
+	claimed := map[int64]int{}
+	var wg sync.WaitGroup
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				cs, err := s.ClaimDeliveries(ctx, 7, time.Minute)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if len(cs) == 0 {
+					return
+				}
+				mu.Lock()
+				for _, c := range cs {
+					claimed[c.DeliveryID]++
+					if c.Attempt != 1 || c.Event.Type != webhook.TypeCreated || len(c.Secrets) != 1 {
+						t.Errorf("claim %+v", c)
+					}
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if len(claimed) != holds {
+		t.Fatalf("%d deliveries claimed, want %d", len(claimed), holds)
+	}
+	for id, n := range claimed {
+		if n != 1 {
+			t.Fatalf("delivery %d claimed %d times", id, n)
+		}
+	}
+}

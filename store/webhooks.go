@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -30,7 +31,7 @@ const (
 	qAttempts = `SELECT a.delivery_id, o.id AS event_id, o.type, a.attempt, a.status_code, a.delivered, a.at, coalesce(a.error, '') AS error
 		FROM webhook_attempts a
 		JOIN webhook_deliveries d ON d.id = a.delivery_id
-		JOIN outbox o ON o.pos = d.pos
+		JOIN outbox o ON o.pos = d.pos AND o.pos IS NOT NULL
 		WHERE a.endpoint_id = $1
 		ORDER BY a.id DESC LIMIT $2`
 
@@ -52,34 +53,42 @@ const (
 		)
 		UPDATE webhook_deliveries d SET attempts = d.attempts + 1, next_at = clock_timestamp() + $2 * interval '1 microsecond'
 		FROM c, webhook_endpoints e, outbox o
-		WHERE d.id = c.id AND e.id = d.endpoint_id AND o.pos = d.pos
+		WHERE d.id = c.id AND e.id = d.endpoint_id AND o.pos = d.pos AND o.pos IS NOT NULL
 		RETURNING d.id AS delivery_id, d.endpoint_id, e.url, d.attempts,
 			ARRAY(SELECT s.secret FROM webhook_secrets s
 				WHERE s.endpoint_id = e.id AND (s.expires_at IS NULL OR s.expires_at > clock_timestamp())
 				ORDER BY s.created_at DESC) AS secrets,
 			` + changeColumns
 
-	qLogAttempt = `INSERT INTO webhook_attempts (delivery_id, endpoint_id, attempt, status_code, delivered, error)
-		VALUES ($1, $2, $3, $4, $5, nullif($6, ''))`
-	qDelivered = `UPDATE webhook_deliveries SET next_at = NULL, outcome = 'delivered' WHERE id = $1 AND outcome IS NULL`
+	// qLogAttempts logs a batch of attempts: $1 to $6 are their
+	// deliveries, endpoints, attempt numbers, statuses (0: none),
+	// whether each delivered, and errors.
+	qLogAttempts = `INSERT INTO webhook_attempts (delivery_id, endpoint_id, attempt, status_code, delivered, error)
+		SELECT d, e, a, nullif(s, 0), ok, nullif(err, '')
+		FROM unnest($1::bigint[], $2::bigint[], $3::int[], $4::int[], $5::bool[], $6::text[]) AS t(d, e, a, s, ok, err)`
+	qDelivered = `UPDATE webhook_deliveries SET next_at = NULL, outcome = 'delivered' WHERE id = ANY ($1::bigint[]) AND outcome IS NULL`
 	qDisable   = `UPDATE webhook_endpoints SET enabled = false,
 		disabled_reason = 'the receiver answered 410 Gone at ' || to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
 		WHERE id = $1`
 	qDisableDeliveries = `UPDATE webhook_deliveries SET next_at = NULL, outcome = 'disabled' WHERE endpoint_id = $1 AND outcome IS NULL`
-	// qRetry makes a delivery due again after $2 microseconds doubled for
-	// every attempt made but the first (give or take a tenth), or fails it
-	// when that would be past $3 microseconds after it was made. Only
-	// while this worker's claim ($4, the attempt) is still the latest.
-	qRetry = `WITH due AS (
-			SELECT id, clock_timestamp() + $2 * interval '1 microsecond' * power(2, least(attempts - 1, 30)) * (0.9 + random() * 0.2) AS at,
-				created_at + $3 * interval '1 microsecond' AS deadline
-			FROM webhook_deliveries WHERE id = $1 AND outcome IS NULL AND attempts = $4
+	// qRetry makes each delivery $1 due again after $3 microseconds
+	// doubled for every attempt made but the first (give or take a
+	// tenth), or fails it when that would be past $4 microseconds after
+	// it was made. Only while that worker's claim ($2, the attempt) is
+	// still the latest.
+	qRetry = `WITH r AS (
+			SELECT * FROM unnest($1::bigint[], $2::int[]) AS r(id, attempt)
+		), due AS (
+			SELECT d.id, clock_timestamp() + $3 * interval '1 microsecond' * power(2, least(d.attempts - 1, 30)) * (0.9 + random() * 0.2) AS at,
+				d.created_at + $4 * interval '1 microsecond' AS deadline
+			FROM webhook_deliveries d JOIN r ON r.id = d.id AND r.attempt = d.attempts
+			WHERE d.outcome IS NULL
 		)
 		UPDATE webhook_deliveries d SET
 			next_at = CASE WHEN due.at > due.deadline THEN NULL ELSE due.at END,
 			outcome = CASE WHEN due.at > due.deadline THEN 'failed' END
 		FROM due WHERE d.id = due.id
-		RETURNING coalesce(d.outcome, 'retry')`
+		RETURNING d.id, coalesce(d.outcome, 'retry')`
 	qRelease = `UPDATE webhook_deliveries SET next_at = clock_timestamp(), attempts = attempts - 1
 		WHERE id = $1 AND attempts = $2 AND outcome IS NULL`
 )
@@ -259,38 +268,77 @@ func (s *Store) ClaimDeliveries(ctx context.Context, limit int, lease time.Durat
 	return out, nil
 }
 
-// RecordAttempt logs an attempt and moves its delivery on; see
-// webhook.DeliveryStore.
-func (s *Store) RecordAttempt(ctx context.Context, r webhook.Result, retryBase, retryFor time.Duration) (string, error) {
-	var outcome string
+// RecordAttempts logs a batch of attempts and moves their deliveries on,
+// in one transaction; see webhook.DeliveryStore.
+func (s *Store) RecordAttempts(ctx context.Context, rs []webhook.Result, retryBase, retryFor time.Duration) (map[int64]string, error) {
+	var outcomes map[int64]string
 	err := inTx(ctx, s.db, func(tx *sqlx.Tx) error {
-		status := sql.NullInt64{Int64: int64(r.StatusCode), Valid: r.StatusCode != 0}
-		if _, err := tx.ExecContext(ctx, qLogAttempt, r.DeliveryID, r.EndpointID, r.Attempt, status, r.Delivered, r.Err); err != nil {
+		outcomes = make(map[int64]string, len(rs))
+		var (
+			dels, eps, atts, codes []int64
+			oks                    []bool
+			errs                   []string
+			delivered              []int64
+			retryIDs, retryAtts    []int64
+			gone                   []int64
+		)
+		for _, r := range rs {
+			dels, eps, atts, codes = append(dels, r.DeliveryID), append(eps, r.EndpointID), append(atts, int64(r.Attempt)), append(codes, int64(r.StatusCode))
+			oks, errs = append(oks, r.Delivered), append(errs, r.Err)
+			switch {
+			case r.Delivered:
+				delivered = append(delivered, r.DeliveryID)
+				outcomes[r.DeliveryID] = webhook.OutcomeDelivered
+			case r.StatusCode == 410:
+				if !slices.Contains(gone, r.EndpointID) {
+					gone = append(gone, r.EndpointID)
+				}
+				outcomes[r.DeliveryID] = webhook.OutcomeDisabled
+			default:
+				retryIDs, retryAtts = append(retryIDs, r.DeliveryID), append(retryAtts, int64(r.Attempt))
+				// Claimed again meanwhile (this claim's lease ran out), or
+				// over, unless the update below says otherwise: the latest
+				// claim decides.
+				outcomes[r.DeliveryID] = webhook.OutcomeRetry
+			}
+		}
+		if _, err := tx.ExecContext(ctx, qLogAttempts, pq.Array(dels), pq.Array(eps), pq.Array(atts), pq.Array(codes),
+			pq.Array(oks), pq.Array(errs)); err != nil {
 			return mapErr(ctx, err)
 		}
-		switch {
-		case r.Delivered:
-			outcome = webhook.OutcomeDelivered
-			_, err := tx.ExecContext(ctx, qDelivered, r.DeliveryID)
-			return mapErr(ctx, err)
-		case r.StatusCode == 410:
-			outcome = webhook.OutcomeDisabled
-			if _, err := tx.ExecContext(ctx, qDisable, r.EndpointID); err != nil {
+		if len(delivered) > 0 {
+			if _, err := tx.ExecContext(ctx, qDelivered, pq.Array(delivered)); err != nil {
 				return mapErr(ctx, err)
 			}
-			_, err := tx.ExecContext(ctx, qDisableDeliveries, r.EndpointID)
-			return mapErr(ctx, err)
 		}
-		err := tx.GetContext(ctx, &outcome, qRetry, r.DeliveryID, retryBase.Microseconds(), retryFor.Microseconds(), r.Attempt)
-		if errors.Is(err, sql.ErrNoRows) {
-			// Claimed again meanwhile (this claim's lease ran out), or
-			// over: the latest claim decides.
-			outcome = webhook.OutcomeRetry
+		slices.Sort(gone)
+		for _, ep := range gone {
+			if _, err := tx.ExecContext(ctx, qDisable, ep); err != nil {
+				return mapErr(ctx, err)
+			}
+			if _, err := tx.ExecContext(ctx, qDisableDeliveries, ep); err != nil {
+				return mapErr(ctx, err)
+			}
+		}
+		if len(retryIDs) == 0 {
 			return nil
 		}
-		return mapErr(ctx, err)
+		rows, err := tx.QueryContext(ctx, qRetry, pq.Array(retryIDs), pq.Array(retryAtts), retryBase.Microseconds(), retryFor.Microseconds())
+		if err != nil {
+			return mapErr(ctx, err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var id int64
+			var outcome string
+			if err := rows.Scan(&id, &outcome); err != nil {
+				return mapErr(ctx, err)
+			}
+			outcomes[id] = outcome
+		}
+		return mapErr(ctx, rows.Err())
 	})
-	return outcome, err
+	return outcomes, err
 }
 
 // ReleaseClaim makes a claimed delivery due now, unattempted.

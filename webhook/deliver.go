@@ -60,11 +60,12 @@ type DeliveryStore interface {
 	// holds, making each due again lease from now in case this worker
 	// dies with it.
 	ClaimDeliveries(ctx context.Context, limit int, lease time.Duration) ([]Claim, error)
-	// RecordAttempt logs an attempt and moves its delivery on: delivered,
-	// due again after retryBase doubled per attempt made, failed once
-	// retryFor has passed since it was made, or, on a 410, disabled with
-	// its endpoint and every delivery still due to it.
-	RecordAttempt(ctx context.Context, r Result, retryBase, retryFor time.Duration) (string, error)
+	// RecordAttempts logs a batch of attempts and moves each delivery on:
+	// delivered, due again after retryBase doubled per attempt made,
+	// failed once retryFor has passed since it was made, or, on a 410,
+	// disabled with its endpoint and every delivery still due to it. It
+	// returns each delivery's outcome.
+	RecordAttempts(ctx context.Context, rs []Result, retryBase, retryFor time.Duration) (map[int64]string, error)
 	// ReleaseClaim makes a claimed delivery due now again, unattempted
 	// (the worker is stopping).
 	ReleaseClaim(ctx context.Context, deliveryID int64, attempt int) error
@@ -110,7 +111,7 @@ type Options struct {
 // DefaultOptions are the contract's settings.
 func DefaultOptions() Options {
 	return Options{Timeout: 10 * time.Second, RetryBase: 5 * time.Second, RetryFor: 72 * time.Hour,
-		Lease: 15 * time.Second, Poll: 100 * time.Millisecond, Concurrency: 16}
+		Lease: 15 * time.Second, Poll: 100 * time.Millisecond, Concurrency: 64}
 }
 
 // Deliverer is the background worker that sends due deliveries. One runs
@@ -127,6 +128,16 @@ type Deliverer struct {
 	wake    chan struct{}
 	loop    *worker.Loop
 }
+
+// attempted is an attempt made, waiting to be recorded.
+type attempted struct {
+	res Result
+	// at is when the event's change was made, for the lag.
+	at time.Time
+}
+
+// recordBatch is the most attempts one transaction records.
+const recordBatch = 256
 
 // NewDeliverer returns a Deliverer of store's deliveries.
 func NewDeliverer(store DeliveryStore, opts Options, log *slog.Logger) *Deliverer {
@@ -182,11 +193,24 @@ func (d *Deliverer) observer() Observer {
 	return d.Observe
 }
 
+// run claims due deliveries while it has free slots and sends each in a
+// goroutine of its own; one recorder writes what came of them in batches,
+// so a busy endpoint costs a transaction per batch, not per event.
 func (d *Deliverer) run(ctx context.Context) {
 	slots := make(chan struct{}, max(d.opts.Concurrency, 1))
 	freed := make(chan struct{}, 1)
+	done := make(chan attempted, recordBatch)
+	recorded := make(chan struct{})
+	go func() {
+		defer close(recorded)
+		d.record(ctx, done)
+	}()
 	var wg sync.WaitGroup
-	defer wg.Wait()
+	defer func() {
+		wg.Wait()
+		close(done)
+		<-recorded
+	}()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
@@ -211,7 +235,7 @@ func (d *Deliverer) run(ctx context.Context) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				d.attempt(ctx, c)
+				d.attempt(ctx, c, done)
 				<-slots
 				select {
 				case freed <- struct{}{}:
@@ -228,17 +252,18 @@ func (d *Deliverer) run(ctx context.Context) {
 	}
 }
 
-// attempt sends one claimed delivery and records what came of it.
-func (d *Deliverer) attempt(ctx context.Context, c Claim) {
+// attempt sends one claimed delivery and hands what came of it to the
+// recorder.
+func (d *Deliverer) attempt(ctx context.Context, c Claim, done chan<- attempted) {
 	body, err := json.Marshal(c.Event)
 	res := Result{DeliveryID: c.DeliveryID, EndpointID: c.EndpointID, Attempt: c.Attempt}
 	if err == nil {
 		res.StatusCode, err = d.send(ctx, c, body)
 	}
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
 	if ctx.Err() != nil {
 		// Stopping: no attempt to speak of; the next worker sends it.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
 		if rerr := d.store.ReleaseClaim(rctx, c.DeliveryID, c.Attempt); rerr != nil {
 			d.log.WarnContext(rctx, "webhook: could not release a delivery (due again when its lease ends)", "delivery_id", c.DeliveryID, "err", rerr)
 		}
@@ -248,21 +273,54 @@ func (d *Deliverer) attempt(ctx context.Context, c Claim) {
 	if err != nil {
 		res.Err = trim(err.Error(), 300)
 	}
-	outcome, rerr := d.store.RecordAttempt(rctx, res, d.opts.RetryBase, d.opts.RetryFor)
-	if rerr != nil {
-		// Due again when its lease ends: at least once.
-		d.log.WarnContext(rctx, "webhook: could not record an attempt", "delivery_id", c.DeliveryID, "err", rerr)
+	done <- attempted{res: res, at: c.Event.CreatedAt}
+}
+
+// record writes attempts as they come, as many at once as are waiting,
+// until done is closed and drained.
+func (d *Deliverer) record(ctx context.Context, done <-chan attempted) {
+	for first := range done {
+		batch := []attempted{first}
+	more:
+		for len(batch) < recordBatch {
+			select {
+			case a, ok := <-done:
+				if !ok {
+					break more
+				}
+				batch = append(batch, a)
+			default:
+				break more
+			}
+		}
+		d.recordBatch(ctx, batch)
+	}
+}
+
+func (d *Deliverer) recordBatch(ctx context.Context, batch []attempted) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	rs := make([]Result, len(batch))
+	for i, a := range batch {
+		rs[i] = a.res
+	}
+	outcomes, err := d.store.RecordAttempts(rctx, rs, d.opts.RetryBase, d.opts.RetryFor)
+	if err != nil {
+		// Due again when their leases end: at least once.
+		d.log.WarnContext(rctx, "webhook: could not record attempts", "attempts", len(rs), "err", err)
 		return
 	}
-	switch outcome {
-	case OutcomeDelivered:
-		d.observer().WebhookDelivered(time.Since(c.Event.CreatedAt))
-	case OutcomeRetry:
-		d.observer().WebhookRetried()
-	case OutcomeFailed, OutcomeDisabled:
-		d.observer().WebhookFailed()
-		d.log.WarnContext(rctx, "webhook: delivery given up", "delivery_id", c.DeliveryID, "endpoint_id", c.EndpointID,
-			"outcome", outcome, "attempts", c.Attempt, "status", res.StatusCode)
+	for _, a := range batch {
+		switch outcome := outcomes[a.res.DeliveryID]; outcome {
+		case OutcomeDelivered:
+			d.observer().WebhookDelivered(time.Since(a.at))
+		case OutcomeRetry:
+			d.observer().WebhookRetried()
+		case OutcomeFailed, OutcomeDisabled:
+			d.observer().WebhookFailed()
+			d.log.WarnContext(rctx, "webhook: delivery given up", "delivery_id", a.res.DeliveryID, "endpoint_id", a.res.EndpointID,
+				"outcome", outcome, "attempts", a.res.Attempt, "status", a.res.StatusCode)
+		}
 	}
 }
 

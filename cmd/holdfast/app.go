@@ -46,8 +46,8 @@ type app struct {
 	publisher *webhook.Publisher
 	deliverer *webhook.Deliverer
 	metrics   *metrics.Metrics
-	limiter  *ratelimit.Limiter // nil without --rate-limit
-	passes   *pass.Keyring
+	limiter   *ratelimit.Limiter // nil without --rate-limit
+	passes    *pass.Keyring
 	// adminFailures counts wrong admin tokens: on the rate limit, and on
 	// a fixed limit of their own that holds with --rate-limit off.
 	adminFailures *ratelimit.Failures

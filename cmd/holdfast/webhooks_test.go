@@ -250,7 +250,7 @@ func TestWebhooksDeliverEveryChangeSigned(t *testing.T) {
 		}
 		var page struct {
 			Changes []changeBody `json:"changes"`
-			Next    string      `json:"next"`
+			Next    string       `json:"next"`
 		}
 		res.json(t, &page)
 		if len(page.Changes) == 0 {

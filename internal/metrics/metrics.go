@@ -42,9 +42,9 @@ type Metrics struct {
 	sweeperLag     prometheus.Gauge
 	sweeperErrors  prometheus.Counter
 
-	outboxEvents  prometheus.Counter
-	deliveries    *prometheus.CounterVec
-	deliveryLag   prometheus.Histogram
+	outboxEvents prometheus.Counter
+	deliveries   *prometheus.CounterVec
+	deliveryLag  prometheus.Histogram
 
 	queueJoins    *prometheus.CounterVec
 	queuePolls    *prometheus.CounterVec
