@@ -356,7 +356,7 @@ func BenchmarkHealth(b *testing.B) {
 }
 
 func BenchmarkHoldsBatched(b *testing.B) {
-	forClients(b, "POST /holds (batched)", func() *server { return e.batched }, func(c, i int) (string, string, []byte) {
+	forClients(b, spreadNames[0], func() *server { return e.batched }, func(c, i int) (string, string, []byte) {
 		return "POST", "/holds", holdBody(e.hot, c, i)
 	})
 }
@@ -383,8 +383,20 @@ func BenchmarkBookSafe(b *testing.B) {
 	})
 }
 
+// BenchmarkHoldsFifty spreads the holds over 50 events, a tour's dates
+// on sale at once.
+func BenchmarkHoldsFifty(b *testing.B) {
+	forClients(b, spreadNames[1], func() *server { return e.batched }, func(c, i int) (string, string, []byte) {
+		return "POST", "/holds", holdBody(e.spread[rand.IntN(50)], c, i)
+	})
+}
+
+// spreadNames are the scenarios of one demand spread over 1, 50 and
+// 10,000 events, which the report compares.
+var spreadNames = []string{"POST /holds (batched)", "POST /holds, 50 events", "POST /holds, 10,000 events"}
+
 func BenchmarkHoldsSpread(b *testing.B) {
-	forClients(b, "POST /holds, 10,000 events", func() *server { return e.batched }, func(c, i int) (string, string, []byte) {
+	forClients(b, spreadNames[2], func() *server { return e.batched }, func(c, i int) (string, string, []byte) {
 		return "POST", "/holds", holdBody(e.spread[rand.IntN(len(e.spread))], c, i)
 	})
 }
@@ -434,6 +446,25 @@ func (e *env) report(w *os.File) {
 			perOK(r.CPU.server+r.CPU.postgres+r.CPU.redis+r.CPU.loadgen))
 	}
 	tw.Flush()
+	for _, n := range clientCounts {
+		one, ok := base[fmt.Sprintf("%s/%d", spreadNames[0], n)]
+		if !ok || one.rate() == 0 {
+			continue
+		}
+		line := fmt.Sprintf("\none demand spread, %d clients:", n)
+		for _, name := range spreadNames {
+			r, ok := base[fmt.Sprintf("%s/%d", name, n)]
+			if !ok {
+				continue
+			}
+			line += fmt.Sprintf(" %s %.0f/s = %.2fx one event, p99 %.1f ms, CPU %s us/hold;", strings.TrimPrefix(name, "POST /holds"),
+				r.rate(), r.rate()/one.rate(), float64(r.pct(0.99).Microseconds())/1000, perHold(r))
+		}
+		if h, ok := base[fmt.Sprintf("GET /health/%d", n)]; ok && h.rate() > 0 {
+			line += fmt.Sprintf(" one event = %.2fx GET /health", one.rate()/h.rate())
+		}
+		fmt.Fprintln(w, line+"\n  (goals: 50 and 10,000 events >= 0.7x one event with p99 <= 50 ms; one event >= 0.5x GET /health)")
+	}
 	fmt.Fprintln(w, "\nthe database's two costliest statements in each run:")
 	for _, r := range e.results {
 		for _, st := range r.Statements {
@@ -443,6 +474,17 @@ func (e *env) report(w *os.File) {
 	if len(e.extra) > 0 {
 		fmt.Fprintln(w, "\n"+strings.Join(e.extra, "\n"))
 	}
+}
+
+// perHold is r's CPU per successful request, all processes, and each:
+// holdfast, PostgreSQL, Redis, the load generator.
+func perHold(r result) string {
+	if r.OK == 0 {
+		return "-"
+	}
+	us := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(r.OK) }
+	c := r.CPU
+	return fmt.Sprintf("%.0f (%.0f+%.0f+%.0f+%.0f)", us(c.server+c.postgres+c.redis+c.loadgen), us(c.server), us(c.postgres), us(c.redis), us(c.loadgen))
 }
 
 // BenchmarkSweep lets 100,000 holds on one event expire at the same moment
