@@ -101,7 +101,7 @@ const DefaultMaxBatch = 256
 // events run at once before they group: enough to keep PostgreSQL busy
 // while one call's answer travels back, few enough that a crowd spread
 // over many events makes large groups.
-const DefaultLanes = 2
+const DefaultLanes = 1
 
 // group is the batches of several events waiting for a lane, to be served
 // by one call.

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"sync"
 	"time"
@@ -129,6 +130,25 @@ func (s *Store) SweepBatchTx(ctx context.Context, tx *sqlx.Tx, eventID int64, ba
 	}
 	n, _ := r.RowsAffected()
 	return int(n), nil
+}
+
+// qNextExpiry is how long until the next pending hold lapses, by the
+// database's clock, through the partial index on pending expiries; NULL
+// when none is pending.
+const qNextExpiry = `SELECT extract(epoch FROM min(expires_at) - clock_timestamp())
+	FROM bookings WHERE booking_status = 'pending' AND expires_at > now()`
+
+// NextExpiry is how long until the next pending hold lapses; ok is false
+// when no hold is pending.
+func (s *Store) NextExpiry(ctx context.Context) (time.Duration, bool, error) {
+	var secs sql.NullFloat64
+	if err := s.db.GetContext(ctx, &secs, qNextExpiry); err != nil {
+		return 0, false, mapErr(ctx, err)
+	}
+	if !secs.Valid {
+		return 0, false, nil
+	}
+	return max(time.Duration(secs.Float64*float64(time.Second)), 0), true, nil
 }
 
 const qSweeperLag = `SELECT coalesce(extract(epoch FROM now() - min(expires_at)), 0)
