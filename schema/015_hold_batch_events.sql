@@ -518,3 +518,12 @@ BEGIN
 END;
 $$ LANGUAGE plpgsql
 SET enable_seqscan = off;
+
+-- The per-buyer cap counts a buyer's pending and confirmed bookings only;
+-- its index now holds only those. A failed booking (released, expired,
+-- cancelled: most rows, in time) no longer gets an entry when it fails, so
+-- the sweeper's update writes one index entry fewer per hold: 5 WAL
+-- records a swept hold instead of 6.
+CREATE INDEX bookings_event_buyer_live ON bookings (event_id, buyer_key)
+    WHERE booking_status IN ('pending', 'confirmed');
+DROP INDEX bookings_event_buyer_key;
