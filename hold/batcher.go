@@ -296,7 +296,11 @@ func (b *Batcher) work(ev int64) {
 			}
 			b.serve(ev, batch)
 			if time.Since(leased) >= b.lease {
-				handOver = b.wanted(ev)
+				// Whether another instance waits matters only if this
+				// worker would take the lock straight back: asking Redis
+				// with nothing queued was a third round trip per batch
+				// for an event of one request on a slow machine.
+				handOver = b.take(ev, 0, false) != nil && b.wanted(ev)
 				break
 			}
 		}
