@@ -122,6 +122,25 @@ type Store interface {
 	Replay(ctx context.Context, key *idempotency.Key) (*idempotency.Response, error)
 }
 
+// EventBatch is one event's requests, in their order of arrival.
+type EventBatch struct {
+	EventID int64
+	Reqs    []Request
+}
+
+// EventsStore is a Store that can serve the batches of several events in
+// one call. The Batcher uses it when its Store has it.
+type EventsStore interface {
+	// CreateHoldsEvents serves batches of several events, none with an
+	// idempotency key, in one transaction: each event's requests in
+	// order, each answered as CreateHolds would. It waits for no event's
+	// row: a batch whose event row another transaction holds is not
+	// served and gets nil outcomes, for the caller to serve it with
+	// CreateHolds. It returns one slice of outcomes per batch, or an
+	// error when the whole call failed.
+	CreateHoldsEvents(ctx context.Context, batches []EventBatch, ttl time.Duration) ([][]Outcome, error)
+}
+
 // Service takes, confirms and releases holds.
 type Service struct {
 	Store Store

@@ -325,7 +325,7 @@ func (s *Store) book(ctx context.Context, tx *sqlx.Tx, o sale.Order, work time.D
 	if err := sleep(ctx, work); err != nil {
 		return booking.Booking{}, 0, err
 	}
-	outs, expiredN, err := s.holdBatch(ctx, tx, o.EventID, []hold.Request{{Order: o}}, bookTTL, false)
+	outs, expiredN, err := s.holdBatch(ctx, tx, []int64{o.EventID}, []hold.Request{{Order: o}}, bookTTL, false, false)
 	if err != nil {
 		return booking.Booking{}, 0, err
 	}
