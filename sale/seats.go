@@ -175,6 +175,8 @@ var (
 	// ErrSeatMapInUse: a map changes only while nothing of its event is
 	// held or sold.
 	ErrSeatMapInUse = problem.New(problem.SeatMapInUse, "the event's seat map cannot change while any of its tickets are held or sold")
+	// ErrSeatedTotal: a seated category's total is its number of seats.
+	ErrSeatedTotal = problem.New(problem.Invalid, "a seated category's total_tickets is its number of seats: change the seat map instead")
 	// ErrSeatsRequired: a seated category is held by its seats.
 	ErrSeatsRequired = problem.New(problem.Invalid, "the event's tickets are seats: ask for seats or best_available (POST /holds)")
 )

@@ -66,6 +66,7 @@ CREATE INDEX seat_blocks_event ON seat_blocks (event_id);
 -- taken ('0') in their blocks, one update per block.
 CREATE FUNCTION seat_blocks_set(p_events int[], p_seats text[], p_mark text)
 RETURNS void AS $$
+BEGIN
     UPDATE seat_blocks b SET free = x.free
     FROM (
         SELECT k.id, string_agg(CASE WHEN g.i = ANY (m.idxs) THEN p_mark ELSE substr(k.free, g.i, 1) END, '' ORDER BY g.i) AS free
@@ -78,7 +79,8 @@ RETURNS void AS $$
         GROUP BY k.id
     ) x
     WHERE b.id = x.id;
-$$ LANGUAGE sql;
+END;
+$$ LANGUAGE plpgsql; -- not sql: PL/pgSQL keeps the statement's plan across calls
 
 -- seat_blocks_rebuild makes the blocks of the events' maps again, each
 -- seat's mark from its live bookings.
@@ -321,6 +323,9 @@ EXECUTE FUNCTION booking_items_seated();
 -- never waited for.
 CREATE FUNCTION seat_blocks_take(p_event bigint, p_cat int, p_sec text, p_pat text, p_n int)
 RETURNS text[] AS $$
+DECLARE
+    v_ids text[];
+BEGIN
     WITH c AS (
         SELECT k.id, m.p + CASE WHEN substr(k.free, m.p, 1) = '0' THEN 1 ELSE 0 END AS p
         FROM seat_blocks k
@@ -332,8 +337,10 @@ RETURNS text[] AS $$
     )
     UPDATE seat_blocks k SET free = overlay(k.free PLACING repeat('0', p_n) FROM c.p FOR p_n)
     FROM c WHERE k.id = c.id
-    RETURNING k.ids[c.p : c.p + p_n - 1];
-$$ LANGUAGE sql;
+    RETURNING k.ids[c.p : c.p + p_n - 1] INTO v_ids;
+    RETURN v_ids;
+END;
+$$ LANGUAGE plpgsql; -- not sql: PL/pgSQL keeps the statement's plan across calls
 
 -- seat_blocks_pick takes the best p_q free seats of category p_cat (of
 -- section p_sec, NULL for any) and marks them taken; NULL when there are

@@ -115,6 +115,8 @@ const (
 		WHERE c.id = n.category_id AND c.total_tickets <> n.seats`
 
 	qCategoryIDs = `SELECT id FROM categories WHERE event_id = $1`
+
+	qCategorySeated = `SELECT EXISTS (SELECT 1 FROM seats WHERE category_id = $1)`
 )
 
 type seatRow struct {

@@ -214,6 +214,11 @@ func TestSeatsRefusals(t *testing.T) {
 	if err == nil {
 		t.Fatal("the database let a seat have two live bookings")
 	}
+	// A seated category's total is its seats.
+	total := 9
+	if _, err := s.UpdateCategory(ctx, ev, cat, sale.CategoryPatch{Total: &total}); !errors.Is(err, sale.ErrSeatedTotal) {
+		t.Fatalf("a seated category's total changed: %v", err)
+	}
 	// A best available of a category without seats.
 	other := addCategory(t, s, ev, "Standing", "5.00", 10)
 	outs = holdSeats(t, s, ev, bestRequest(ev, "c@example.com", other, 1))
