@@ -151,10 +151,14 @@ func decodeOrder(w http.ResponseWriter, r *http.Request, maxQuantity int, log *s
 		return sale.Order{}, false
 	}
 	order, err := req.Order(maxQuantity)
-	if err == nil && order.Items != nil {
-		// The seed's endpoints keep the seed's body; items are for POST
-		// /holds.
+	switch {
+	case err != nil:
+	case order.Items != nil:
+		// The seed's endpoints keep the seed's body; items and seats are
+		// for POST /holds.
 		err = problem.Invalidf("unknown field items: /book/* takes a quantity; send items to POST /holds")
+	case order.Seated():
+		err = problem.Invalidf("/book/* takes a quantity; hold seats with POST /holds")
 	}
 	if err != nil {
 		httpapi.WriteError(w, r, log, err)

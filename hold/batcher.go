@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"time"
 
@@ -39,6 +40,15 @@ type Batcher struct {
 	log      *slog.Logger
 
 	shards [shardCount]shard
+
+	// events is the Store as an EventsStore, nil if it is none: then every
+	// batch is a call of its own.
+	events EventsStore
+	lanes  int
+	gmu    sync.Mutex
+	busy   int      // calls running, at most lanes
+	groups []*group // waiting for a lane, in order
+
 	ctx    context.Context // cancelled by Stop once the queues are drained
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -83,8 +93,26 @@ type result struct {
 	err error
 }
 
-// DefaultMaxBatch bounds the requests one transaction serves.
+// DefaultMaxBatch bounds the requests one transaction serves, of one event
+// or of a group.
 const DefaultMaxBatch = 256
+
+// DefaultLanes is how many calls of the Store the batches of different
+// events run at once before they group: enough to keep PostgreSQL busy
+// while one call's answer travels back, few enough that a crowd spread
+// over many events makes large groups.
+const DefaultLanes = 1
+
+// group is the batches of several events waiting for a lane, to be served
+// by one call.
+type group struct {
+	batches []EventBatch
+	n       int           // requests in batches
+	start   chan struct{} // closed when the group has its lane
+	done    chan struct{} // closed once outs and err are set
+	outs    [][]Outcome
+	err     error
+}
 
 // DefaultLease is how long a worker keeps its event's lock across batches
 // while requests keep coming: several batches' worth on a hot event.
@@ -110,9 +138,15 @@ func (b *Batcher) wanted(ev int64) bool {
 // one across batches for more than a quarter of it.
 func (b *Batcher) SetLockTTL(ttl time.Duration) { b.lease = min(DefaultLease, ttl/4) }
 
+// SetLanes sets how many calls the batches of different events run at
+// once before they group (DefaultLanes; at least 1).
+func (b *Batcher) SetLanes(n int) { b.lanes = max(n, 1) }
+
 // NewBatcher returns a Batcher; Stop stops it.
 func NewBatcher(st Store, locks sale.Locker, ttl, wait time.Duration, log *slog.Logger) *Batcher {
-	b := &Batcher{store: st, locks: locks, ttl: ttl, wait: wait, maxBatch: DefaultMaxBatch, lease: DefaultLease, log: log}
+	b := &Batcher{store: st, locks: locks, ttl: ttl, wait: wait, maxBatch: DefaultMaxBatch, lease: DefaultLease, log: log,
+		lanes: DefaultLanes}
+	b.events, _ = st.(EventsStore)
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	for i := range b.shards {
 		b.shards[i].queues = map[int64]*queue{}
@@ -262,7 +296,11 @@ func (b *Batcher) work(ev int64) {
 			}
 			b.serve(ev, batch)
 			if time.Since(leased) >= b.lease {
-				handOver = b.wanted(ev)
+				// Whether another instance waits matters only if this
+				// worker would take the lock straight back: asking Redis
+				// with nothing queued was a third round trip per batch
+				// for an event of one request on a slow machine.
+				handOver = b.take(ev, 0, false) != nil && b.wanted(ev)
 				break
 			}
 		}
@@ -320,7 +358,7 @@ func (b *Batcher) serve(ev int64, batch []*waiter) {
 	// The batch belongs to its requests, not to any one client: it runs to
 	// the end even if some of them have gone. Only Stop, out of time,
 	// cancels it.
-	outs, err := b.store.CreateHolds(b.ctx, ev, reqs, b.ttl, renderCreated)
+	outs, err := b.holds(ev, reqs)
 	for i, w := range batch {
 		switch {
 		case err != nil && b.ctx.Err() != nil:
@@ -331,6 +369,92 @@ func (b *Batcher) serve(ev int64, batch []*waiter) {
 			w.done <- result{out: outs[i]}
 		}
 	}
+}
+
+// holds serves one event's batch: at once when a lane is free (or the
+// batch has idempotency keys, whose transaction is its own), else in the
+// group that the next lane to free serves.
+func (b *Batcher) holds(ev int64, reqs []Request) ([]Outcome, error) {
+	if b.events == nil || anyKey(reqs) {
+		return b.store.CreateHolds(b.ctx, ev, reqs, b.ttl, renderCreated)
+	}
+	b.gmu.Lock()
+	if b.busy < b.lanes {
+		b.busy++
+		b.gmu.Unlock()
+		defer b.next()
+		return b.store.CreateHolds(b.ctx, ev, reqs, b.ttl, renderCreated)
+	}
+	var g *group
+	if n := len(b.groups); n > 0 && b.groups[n-1].n+len(reqs) <= b.maxBatch {
+		g = b.groups[n-1]
+	}
+	lead := g == nil
+	if lead {
+		g = &group{start: make(chan struct{}), done: make(chan struct{})}
+		b.groups = append(b.groups, g)
+	}
+	k := len(g.batches)
+	g.batches = append(g.batches, EventBatch{EventID: ev, Reqs: reqs})
+	g.n += len(reqs)
+	b.gmu.Unlock()
+	if lead {
+		<-g.start
+		b.runGroup(g)
+	} else {
+		<-g.done
+	}
+	switch {
+	case g.err == nil && g.outs[k] != nil:
+		return g.outs[k], nil
+	case g.err == nil, len(g.batches) > 1 && !errors.Is(g.err, sale.ErrUnavailable) && b.ctx.Err() == nil:
+		// Its event's row was another transaction's, or the group's
+		// call failed in a way that committed nothing, perhaps for one
+		// batch's sake: this batch alone, waiting for its row.
+		return b.store.CreateHolds(b.ctx, ev, reqs, b.ttl, renderCreated)
+	}
+	return nil, g.err
+}
+
+// runGroup serves g in one call, then hands its lane on.
+func (b *Batcher) runGroup(g *group) {
+	defer func() {
+		if v := recover(); v != nil {
+			b.log.Error("hold group panicked", "batches", len(g.batches), "panic", v, "stack", string(debug.Stack()))
+			g.outs, g.err = nil, fmt.Errorf("hold: batch panicked: %v", v)
+		}
+		close(g.done)
+		b.next()
+	}()
+	if len(g.batches) == 1 {
+		outs, err := b.store.CreateHolds(b.ctx, g.batches[0].EventID, g.batches[0].Reqs, b.ttl, renderCreated)
+		g.outs, g.err = [][]Outcome{outs}, err
+		return
+	}
+	g.outs, g.err = b.events.CreateHoldsEvents(b.ctx, g.batches, b.ttl)
+}
+
+// next gives the lane of a call that ended to the first group waiting, or
+// frees it.
+func (b *Batcher) next() {
+	b.gmu.Lock()
+	defer b.gmu.Unlock()
+	if len(b.groups) == 0 {
+		b.busy--
+		return
+	}
+	g := b.groups[0]
+	b.groups = slices.Delete(b.groups, 0, 1)
+	close(g.start)
+}
+
+func anyKey(reqs []Request) bool {
+	for _, r := range reqs {
+		if r.Key != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // Start is the Batcher's side of worker.Worker. It does nothing: a batch

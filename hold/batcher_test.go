@@ -519,3 +519,115 @@ func TestThreeInstancesEachGetTheirTurnOnABusyEvent(t *testing.T) {
 		t.Error(f)
 	}
 }
+
+// grouping is a store that counts the calls that served several events'
+// batches at once.
+type grouping struct {
+	*store.Store
+	groups atomic.Int64
+}
+
+func (g *grouping) CreateHoldsEvents(ctx context.Context, batches []hold.EventBatch, ttl time.Duration) ([][]hold.Outcome, error) {
+	g.groups.Add(1)
+	return g.Store.CreateHoldsEvents(ctx, batches, ttl)
+}
+
+// A crowd spread over many events, served in groups (one lane, so that
+// the events' batches group): on every event the first to join are the
+// ones served, with the Redis locks and with Redis stopped. Each event's
+// requests are served in their order within whatever group they land in.
+func TestFirstToJoinIsFirstServedAcrossEvents(t *testing.T) {
+	t.Parallel()
+	for _, up := range []bool{true, false} {
+		t.Run(fmt.Sprintf("redis_up=%v", up), func(t *testing.T) {
+			t.Parallel()
+			const events, tickets, buyers = 12, 5, 240
+			f := newFixture(t, time.Minute)
+			quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+			locks := f.locks
+			if !up {
+				r := testenv.PrivateRedis(t)
+				rdb, err := store.OpenRedis(r.URL())
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { rdb.Close() })
+				if err := r.Stop(); err != nil {
+					t.Fatal(err)
+				}
+				locks = store.NewLocks(rdb, store.LockOptions{Prefix: f.prefix, TTL: 5 * time.Second, Wait: time.Minute}, quiet)
+			}
+			evs := make([]int64, events)
+			for i := range evs {
+				evs[i] = f.event(t, tickets)
+			}
+			st := &grouping{Store: f.store}
+			b := hold.NewBatcher(st, locks, time.Minute, time.Minute, quiet)
+			b.SetLanes(1)
+			defer b.Stop(context.Background())
+
+			var mu sync.Mutex
+			joined := map[int64][]string{}
+			b.SetOnJoin(func(ev int64, req hold.Request) {
+				mu.Lock()
+				joined[ev] = append(joined[ev], req.Order.Email)
+				mu.Unlock()
+			})
+			type answer struct {
+				ev    int64
+				email string
+				out   hold.Outcome
+				err   error
+			}
+			answers := make(chan answer, buyers)
+			var wg sync.WaitGroup
+			start := make(chan struct{})
+			for i := 0; i < buyers; i++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					<-start
+					req := request(evs[i%events], i)
+					out, err := b.Submit(context.Background(), req)
+					answers <- answer{req.Order.EventID, req.Order.Email, out, err}
+				}()
+			}
+			close(start)
+			wg.Wait()
+			close(answers)
+
+			rank := map[string]int{}
+			for _, emails := range joined {
+				for i, e := range emails {
+					rank[e] = i
+				}
+			}
+			winners := map[int64]int{}
+			for a := range answers {
+				switch {
+				case a.err != nil:
+					t.Errorf("%s (joined %d on event %d): %v", a.email, rank[a.email], a.ev, a.err)
+				case a.out.Err == nil:
+					winners[a.ev]++
+					if rank[a.email] >= tickets {
+						t.Errorf("%s joined event %d %dth and got a hold", a.email, a.ev, rank[a.email]+1)
+					}
+				case errors.Is(a.out.Err, sale.ErrSoldOut):
+					if rank[a.email] < tickets {
+						t.Errorf("%s joined event %d %dth, while tickets remained, and was told sold out", a.email, a.ev, rank[a.email]+1)
+					}
+				default:
+					t.Errorf("%s: %v", a.email, a.out.Err)
+				}
+			}
+			for _, ev := range evs {
+				if winners[ev] != tickets || len(joined[ev]) != buyers/events {
+					t.Errorf("event %d: %d winners of %d joined, want %d of %d", ev, winners[ev], len(joined[ev]), tickets, buyers/events)
+				}
+			}
+			if st.groups.Load() == 0 {
+				t.Fatal("no call served several events: the test does not test grouping")
+			}
+		})
+	}
+}

@@ -12,10 +12,12 @@
 // one status update, and none of them can give the tickets back twice.
 //
 // Whether a hold is granted is decided in one place, the database's
-// hold_batch, for a batch or a single request, with idempotency keys or
-// without (see package store). The Batcher gathers one event's requests
-// into one such call, in order of arrival; a request's refusal touches no
-// other.
+// hold_batch_events (hold_batch for one event), for a batch or a single
+// request, with idempotency keys or without (see package store). The
+// Batcher gathers one event's requests into one batch, in order of
+// arrival, and, while another call is in the database, the batches of
+// several events into one call (a group commit); a request's refusal
+// touches no other.
 //
 // Locks never wait in a circle: whoever holds an event row (a buyer taking
 // holds) never waits for a booking's lock, and whoever holds bookings (a

@@ -60,6 +60,10 @@ type Hold struct {
 	// Items are the hold's tickets by category; TotalAmount is the sum of
 	// their amounts.
 	Items []Item `json:"items"`
+	// Seats are a seated hold's seats, in the map's order; omitted for a
+	// hold of tickets without seats. They stay readable after the hold
+	// ends.
+	Seats []string `json:"seats,omitempty"`
 	// Place is the waiting room place whose pass took the hold, "" for
 	// none. It is never shown: a place id is the key to the place.
 	Place string `json:"-"`
@@ -116,6 +120,25 @@ type Store interface {
 	// Replay returns the response kept for key, nil if there is none, or
 	// idempotency.ErrMismatch if the key was used with other values.
 	Replay(ctx context.Context, key *idempotency.Key) (*idempotency.Response, error)
+}
+
+// EventBatch is one event's requests, in their order of arrival.
+type EventBatch struct {
+	EventID int64
+	Reqs    []Request
+}
+
+// EventsStore is a Store that can serve the batches of several events in
+// one call. The Batcher uses it when its Store has it.
+type EventsStore interface {
+	// CreateHoldsEvents serves batches of several events, none with an
+	// idempotency key, in one transaction: each event's requests in
+	// order, each answered as CreateHolds would. It waits for no event's
+	// row: a batch whose event row another transaction holds is not
+	// served and gets nil outcomes, for the caller to serve it with
+	// CreateHolds. It returns one slice of outcomes per batch, or an
+	// error when the whole call failed.
+	CreateHoldsEvents(ctx context.Context, batches []EventBatch, ttl time.Duration) ([][]Outcome, error)
 }
 
 // Service takes, confirms and releases holds.

@@ -35,6 +35,16 @@ type SweepStore interface {
 	SweeperLag(ctx context.Context) (time.Duration, error)
 }
 
+// NextExpirer is a SweepStore that can tell how long, by the database's
+// clock, until the next pending hold lapses (ok false: none is pending).
+type NextExpirer interface {
+	NextExpiry(ctx context.Context) (d time.Duration, ok bool, err error)
+}
+
+// wakeMargin is how long after the next expiry the extra run comes, so
+// that the database's clock has passed it for certain.
+const wakeMargin = 5 * time.Millisecond
+
 // SweepObserver hears each sweeper run: how many holds it expired and how
 // far behind it still is, and each event whose sweep failed.
 type SweepObserver interface {
@@ -43,7 +53,11 @@ type SweepObserver interface {
 }
 
 // Sweeper puts the tickets of lapsed holds back on sale: a cron job every
-// interval that fails them in batches. It never runs over itself (a slow run
+// interval that fails them in batches, and, when its store can tell when
+// the next pending hold lapses (NextExpiry) and that is before the next
+// run, one more run at that moment. A crowd of holds made at one moment
+// lapses at one moment; swept on the interval alone they would wait up to
+// a whole interval first. It never runs over itself (a slow run
 // makes the next one skip), and any number of instances may sweep at once,
 // since each batch skips the rows another holds.
 type Sweeper struct {
@@ -56,6 +70,10 @@ type Sweeper struct {
 	cancel    context.CancelFunc
 	lastPurge time.Time
 	mu        sync.Mutex
+	// wake runs a sweep the moment the next pending hold lapses, when
+	// that comes before the next run; stopped ends it.
+	wake    *time.Timer
+	stopped bool
 	// Observe, when set, hears every run.
 	Observe SweepObserver
 }
@@ -77,6 +95,14 @@ func (s *Sweeper) Start(ctx context.Context) error {
 		return fmt.Errorf("hold: schedule sweeper: %w", err)
 	}
 	s.cron.Start()
+	// Holds already pending may lapse before the first run.
+	go func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if !s.stopped {
+			s.wakeForNextExpiry(s.ctx)
+		}
+	}()
 	return nil
 }
 
@@ -88,6 +114,12 @@ func (s *Sweeper) Stop(ctx context.Context) error {
 	}
 	done := s.cron.Stop()
 	s.cancel()
+	s.mu.Lock() // once a run in progress has seen the cancel
+	s.stopped = true
+	if s.wake != nil {
+		s.wake.Stop()
+	}
+	s.mu.Unlock()
 	select {
 	case <-done.Done():
 		return nil
@@ -96,11 +128,36 @@ func (s *Sweeper) Stop(ctx context.Context) error {
 	}
 }
 
+// wakeForNextExpiry schedules a run for when the next pending hold lapses,
+// if that is before the next run on the interval. Only a started sweeper
+// wakes: Run called alone (tests, holdfast sweep) runs once.
+func (s *Sweeper) wakeForNextExpiry(ctx context.Context) {
+	ne, ok := s.store.(NextExpirer)
+	if !ok || s.ctx == nil || ctx.Err() != nil {
+		return
+	}
+	d, ok, err := ne.NextExpiry(ctx)
+	if err != nil || !ok || d >= s.every {
+		return
+	}
+	if s.wake != nil {
+		s.wake.Stop()
+	}
+	s.wake = time.AfterFunc(d+wakeMargin, func() { s.run(s.ctx, false) })
+}
+
 // Run sweeps once: lapsed holds back on sale, then, at most hourly,
 // idempotency keys past their 24 hours.
-func (s *Sweeper) Run(ctx context.Context) {
+func (s *Sweeper) Run(ctx context.Context) { s.run(ctx, true) }
+
+// run is Run; a run the wake started schedules no wake of its own, so a
+// steady stream of expiries costs at most one extra run an interval.
+func (s *Sweeper) run(ctx context.Context, mayWake bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.stopped {
+		return
+	}
 	// A run that gets stuck must not hold the sweeper forever: the next
 	// runs are skipped while this one lasts.
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
@@ -125,6 +182,9 @@ func (s *Sweeper) Run(ctx context.Context) {
 		if err == nil {
 			s.Observe.Swept(res.Expired, lag)
 		}
+	}
+	if mayWake {
+		s.wakeForNextExpiry(ctx)
 	}
 	if time.Since(s.lastPurge) > time.Hour {
 		n, err := s.store.PurgeKeys(ctx, 1000)

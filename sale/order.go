@@ -26,6 +26,11 @@ type Order struct {
 	// for the event's only category. Omitted when nil, so the seed's body
 	// hashes as it always did for its idempotency key.
 	Items []Item `json:"items,omitempty"`
+	// Seats are the seats asked for by id, each once; Best asks for the
+	// best available seats instead. Both nil for an order of tickets;
+	// Quantity is then the number of seats.
+	Seats []string       `json:"seats,omitempty"`
+	Best  *BestAvailable `json:"best_available,omitempty"`
 	// Pass is what the request's Queue-Pass came to, for a queued event.
 	// It is no part of the order's values an idempotency key is hashed
 	// over: a key names the order, whichever pass it came with.
@@ -46,6 +51,9 @@ type Request struct {
 	Quantity  httpapi.Int `json:"quantity"`
 	// Items, instead of Quantity, asks for tickets of several categories.
 	Items []ItemRequest `json:"items"`
+	// Seats or BestAvailable, instead, asks for seats.
+	Seats         []string     `json:"seats"`
+	BestAvailable *BestRequest `json:"best_available"`
 }
 
 // Item is some tickets of one category of an event.
@@ -112,6 +120,8 @@ func (r Request) Order(maxQuantity int) (Order, error) {
 		return Order{}, problem.Invalidf("event_id must be a positive integer")
 	case r.UserEmail == nil:
 		return Order{}, problem.Invalidf("user_email is required")
+	case r.Seats != nil || r.BestAvailable != nil:
+		return r.seatedOrder(maxQuantity)
 	case r.Items != nil:
 		return r.itemsOrder(maxQuantity)
 	case !r.Quantity.Set:

@@ -2,8 +2,8 @@
 # smoke.sh: short runs of the k6 scripts against a private `holdfast dev`
 # that it starts in a temporary directory and stops at the end: the seed's
 # experiment (experiment.sh) and the hold experiments (holds.sh), each short,
-# the spike once more on an event of two categories, and a short on-sale
-# through the waiting room (onsale.sh, 500 buyers; ONSALE_SMOKE=0 leaves it
+# the spike once more on an event of two categories, a seated on-sale
+# (seats.sh, 600 seats), and a short on-sale through the waiting room (onsale.sh, 500 buyers; ONSALE_SMOKE=0 leaves it
 # out). `make test` calls it; it needs HOLDFAST (the
 # binary) and K6. Arguments are passed to `holdfast dev`; the hold TTL, the
 # sweep interval and the admin token are set here, because the runners must
@@ -68,6 +68,11 @@ PHASE=all HOLD_TTL="$hold_ttl" SWEEP_EVERY="$sweep_every" EVENT_ID=4 VUS=20 DURA
 echo "smoke: the on-sale spike on an event of two categories, short"
 PHASE=spike HOLD_TTL="$hold_ttl" SWEEP_EVERY="$sweep_every" SPIKE_DURATION=3s START_RATE=50 RATE=100 \
 	STOCK=60 SPIKE_CATEGORIES=40,30 "$ROOT/scripts/holds.sh"
+
+# A seated on-sale: 600 seats, best available 2-4 per buyer, sold out to
+# the last seat.
+echo "smoke: a seated on-sale, short"
+ADMIN_TOKEN="$admin_token" SECTIONS=2 ROWS=10 SEATS=30 VUS=20 "$ROOT/scripts/seats.sh"
 
 # The on-sale through the waiting room runs by default; ONSALE_SMOKE=0 skips
 # it (a quicker look at the hold experiments alone).

@@ -78,6 +78,15 @@ func (s *Store) UpdateEvent(ctx context.Context, id int64, p sale.EventPatch) (s
 		if err != nil {
 			return err
 		}
+		if total != cur.Total {
+			var seated bool
+			if err := tx.GetContext(ctx, &seated, qCategorySeated, id); err != nil {
+				return mapErr(ctx, err)
+			}
+			if seated {
+				return sale.ErrSeatedTotal
+			}
+		}
 		var price any
 		if p.Price != nil {
 			price = *p.Price
@@ -213,6 +222,15 @@ func (s *Store) UpdateCategory(ctx context.Context, eventID, id int64, p sale.Ca
 		total, err := cur.retotal(p.Total)
 		if err != nil {
 			return err
+		}
+		if total != cur.Total {
+			var seated bool
+			if err := tx.GetContext(ctx, &seated, qCategorySeated, id); err != nil {
+				return mapErr(ctx, err)
+			}
+			if seated {
+				return sale.ErrSeatedTotal
+			}
 		}
 		var price any
 		if p.Price != nil {

@@ -50,6 +50,66 @@ WHERE cardinality($1::bigint[]) = 0 OR c.event_id = ANY($1::bigint[])
 GROUP BY c.id
 ORDER BY c.event_id, c.id`
 
+// qAuditSeats checks the seats of every seated event qAudit reads: no
+// seat has two live bookings (the unique index refuses them; the audit
+// looks anyway), every live seat booking is of a live booking and of a
+// seat of the map, and every live booking has one live seat for each of
+// its tickets of a seated category; and the seat blocks best available
+// reads mark each seat as its bookings say.
+const qAuditSeats = `
+SELECT e.id AS event_id,
+       (SELECT count(*) FROM (SELECT bs.seat_id FROM booking_seats bs WHERE bs.event_id = e.id AND bs.live
+                              GROUP BY bs.seat_id HAVING count(*) > 1) d) AS doubled,
+       (SELECT count(*) FROM booking_seats bs JOIN bookings b ON b.id = bs.booking_id
+        WHERE bs.event_id = e.id AND bs.live AND b.booking_status NOT IN ('pending', 'confirmed')) AS dead,
+       (SELECT count(*) FROM booking_seats bs
+        WHERE bs.event_id = e.id AND bs.live
+          AND NOT EXISTS (SELECT 1 FROM seats s WHERE s.event_id = bs.event_id AND s.id = bs.seat_id)) AS unknown,
+       (SELECT count(*) FROM bookings b
+        WHERE b.event_id = e.id AND b.booking_status IN ('pending', 'confirmed')
+          AND (SELECT coalesce(sum(i.quantity), 0) FROM booking_items i
+               WHERE i.booking_id = b.id AND EXISTS (SELECT 1 FROM seats s WHERE s.category_id = i.category_id))
+              <> (SELECT count(*) FROM booking_seats bs WHERE bs.booking_id = b.id AND bs.live)) AS unseated,
+       (SELECT count(*) FROM seats st LEFT JOIN seat_blocks k ON k.id = st.block_id
+        WHERE st.event_id = e.id
+          AND (substr(k.free, st.block_idx, 1) = '0') IS DISTINCT FROM
+              EXISTS (SELECT 1 FROM booking_seats bs WHERE bs.event_id = st.event_id AND bs.seat_id = st.id AND bs.live)) AS marked
+FROM events e
+WHERE (cardinality($1::bigint[]) = 0 OR e.id = ANY($1::bigint[]))
+  AND (EXISTS (SELECT 1 FROM seats s WHERE s.event_id = e.id)
+       OR EXISTS (SELECT 1 FROM booking_seats bs WHERE bs.event_id = e.id))
+ORDER BY e.id`
+
+type seatAuditRow struct {
+	EventID  int64 `db:"event_id"`
+	Doubled  int   `db:"doubled"`
+	Dead     int   `db:"dead"`
+	Unknown  int   `db:"unknown"`
+	Unseated int   `db:"unseated"`
+	Marked   int   `db:"marked"`
+}
+
+// problems are the seat invariants the event breaks.
+func (r seatAuditRow) problems() []string {
+	var out []string
+	if r.Doubled > 0 {
+		out = append(out, fmt.Sprintf("%d seats held or sold by more than one live booking", r.Doubled))
+	}
+	if r.Dead > 0 {
+		out = append(out, fmt.Sprintf("%d seats still taken by bookings that failed", r.Dead))
+	}
+	if r.Unknown > 0 {
+		out = append(out, fmt.Sprintf("%d seats taken that the map does not have", r.Unknown))
+	}
+	if r.Marked > 0 {
+		out = append(out, fmt.Sprintf("%d seats whose free or taken mark (seat_blocks) disagrees with their bookings", r.Marked))
+	}
+	if r.Unseated > 0 {
+		out = append(out, fmt.Sprintf("%d live bookings whose seats do not match their seated tickets", r.Unseated))
+	}
+	return out
+}
+
 type categoryAuditRow struct {
 	EventID   int64  `db:"event_id"`
 	ID        int64  `db:"id"`
@@ -87,9 +147,11 @@ type auditRow struct {
 // them when ids is empty): available + held + confirmed = total, for the
 // event and for each of its categories (counted by their bookings' items),
 // 0 <= available for both,
-// 0 <= available <= total, no booking confirmed after its hold expired, and
+// 0 <= available <= total, no booking confirmed after its hold expired,
 // no pending hold left more than sweepEvery plus one second past its
-// expiry. An id that names no event is reported as a problem of its own.
+// expiry, and for a seated event every held or sold seat taken by exactly
+// one live booking and every live booking holding a seat for each of its
+// seated tickets (qAuditSeats). An id that names no event is reported as a problem of its own.
 func (s *Store) Audit(ctx context.Context, ids []int64, sweepEvery time.Duration) ([]EventAudit, error) {
 	if ids == nil {
 		ids = []int64{}
@@ -106,6 +168,13 @@ func (s *Store) Audit(ctx context.Context, ids []int64, sweepEvery time.Duration
 	catProblems := map[int64][]string{}
 	for _, c := range cats {
 		catProblems[c.EventID] = append(catProblems[c.EventID], c.problems()...)
+	}
+	var seats []seatAuditRow
+	if err := s.db.SelectContext(ctx, &seats, qAuditSeats, pq.Array(ids)); err != nil {
+		return nil, mapErr(ctx, err)
+	}
+	for _, r := range seats {
+		catProblems[r.EventID] = append(catProblems[r.EventID], r.problems()...)
 	}
 	seen := map[int64]bool{}
 	out := make([]EventAudit, 0, len(rows))

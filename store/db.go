@@ -313,6 +313,16 @@ func mapErr(ctx context.Context, err error) error {
 			if pqErr.Constraint == "events_sale_window" {
 				return sale.ErrSaleWindow
 			}
+		case "HF005": // a seated category asked for by quantity (schema/013)
+			return fmt.Errorf("%w: %v", errSeated, err)
+		case "HF004": // a seat map changed while its event has bookings (schema/013)
+			return sale.ErrSeatMapInUse
+		case "23505": // unique_violation
+			if pqErr.Constraint == "booking_seats_one_live" {
+				// The seat blocks marked a booked seat free: the caller
+				// rebuilds them and tries again.
+				return fmt.Errorf("%w: %v", errSeatMarks, err)
+			}
 		case "22021", "22P05": // invalid or untranslatable text (a NUL, say): the input's fault
 			return problem.Invalidf("the request holds text the database cannot store")
 		}

@@ -27,25 +27,32 @@
 //
 // The rules that grant tickets (the stock, both caps, the sale window, the
 // waiting room's pass, lapsed holds expired first) are written once, in the
-// database function hold_batch (schema/011). A batch of holds without
-// idempotency keys is one call of it, run outside any transaction: the
-// event row is locked and released inside the database, never held across
-// a round trip to this process. A batch with keys calls it inside a
+// database function hold_batch_events (schema/015; hold_batch, of 011, is
+// it for one event). A batch of holds without idempotency keys is one call
+// of it, run outside any transaction: the event row is locked and released
+// inside the database, never held across a round trip to this process.
+// CreateHoldsEvents serves the batches of several events in one such call
+// (the batcher's groups), taking their event rows in ascending id order and
+// with SKIP LOCKED: it waits for no lock at all, and a batch whose event row
+// was another transaction's comes back unserved, for CreateHolds. A batch with keys calls it inside a
 // transaction that claims the keys first and keeps the responses after, for
 // the requests that are not replays; /book/safe calls it for its one
 // request, after its simulated work under the event row's lock, and
 // confirms the hold in the same transaction. Only /book/unsafe, the seed's
 // race kept on purpose, reads the stock itself.
 //
-// Locks. Writes that decide on stock (hold_batch, in every caller) lock the
-// event row FOR UPDATE before they read it, and while they hold it they
+// Locks. Writes that decide on stock (hold_batch_events, in every caller)
+// lock the event row FOR UPDATE before they read it (several rows: in id
+// order, each call in one statement), and while they hold it they
 // never wait for a booking's lock: the lapsed holds they expire on the way
 // are taken with SKIP LOCKED. Idempotency keys are claimed before the event
 // row, never after, on every path. Writes that end bookings (release, a late confirm,
 // the sweeper) lock the booking rows first; the stock trigger then locks the
 // event row at the end of their statement. So the only lock anyone waits for
 // while holding a booking is an event row, and nobody holding an event row
-// waits for a booking: no two writers can wait on each other in a circle. A
+// waits for a booking: no two writers can wait on each other in a circle.
+// Nor among event rows: a call that holds several waits for none (SKIP
+// LOCKED), and every other writer holds one at a time. A
 // confirm that succeeds locks its booking and nothing else. The sweeper holds
 // an event row only for the trigger's one update and the commit, however
 // many holds its batch expires.
@@ -98,8 +105,8 @@
 //     TRUNCATE while any live booking exists (008). Fail it first.
 //   - hold_id is unique: UNIQUE (003).
 //
-// Sums and decisions, under the event row's lock (hold_batch, the one
-// writing of them):
+// Sums and decisions, under the event row's lock (hold_batch_events, the
+// one writing of them):
 //   - Nobody is granted more than the stock: decided under FOR UPDATE of
 //     the event row, and backed by events_stock_guard.
 //   - The per-buyer ticket cap (and the per-client cap): counted under the
@@ -113,6 +120,20 @@
 //     sweeper (SweepExpired, hold.Sweeper), event by event, an event that
 //     fails skipped and counted; buyers short of stock expire lapsed holds
 //     first.
+//
+// The outbox (014, outbox.go, webhooks.go):
+//   - Every change of a hold writes its event in the change's own
+//     transaction, whatever code made it: the statement-level triggers
+//     outbox_insert and outbox_update on bookings, with bookings.change_seq
+//     (the hold's sequence) bumped by bookings_count_change under the same
+//     conditions. A change that rolls back leaves no event.
+//   - An event never changes but for its feed position, given once:
+//     trigger outbox_is_final. Positions are unique (outbox_pos) and given
+//     by one publisher at a time (the advisory lock publishLock), each
+//     round numbering after the last committed one, so the feed has no
+//     holes and reads in commit order.
+//   - A delivery is due (next_at set) exactly while it has no outcome:
+//     CHECK. Claims take due rows FOR UPDATE SKIP LOCKED and lease them.
 //
 // Idempotency keys: one row per (scope, key), PRIMARY KEY (003), written in
 // the transaction of the effect it answers; which answers are kept (200,

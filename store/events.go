@@ -290,6 +290,9 @@ func (s *Store) BookLocked(ctx context.Context, o sale.Order, work time.Duration
 		b, n, err := s.book(ctx, tx, o, work)
 		expiredN = n
 		switch {
+		case errors.Is(err, errSeated):
+			// The transaction is spent: answered, and no key kept (a 400).
+			return sale.ErrSeatsRequired
 		case err == nil:
 			b.Message = booking.SafeMessage
 			out.Booking = b
@@ -322,7 +325,7 @@ func (s *Store) book(ctx context.Context, tx *sqlx.Tx, o sale.Order, work time.D
 	if err := sleep(ctx, work); err != nil {
 		return booking.Booking{}, 0, err
 	}
-	outs, expiredN, err := s.holdBatch(ctx, tx, o.EventID, []hold.Request{{Order: o}}, bookTTL)
+	outs, expiredN, err := s.holdBatch(ctx, tx, []int64{o.EventID}, []hold.Request{{Order: o}}, bookTTL, false, false)
 	if err != nil {
 		return booking.Booking{}, 0, err
 	}

@@ -26,8 +26,8 @@ import (
 // has passed by the database's clock reads expired at once, swept or not.
 const holdColumns = `hold_id, event_id, user_email, quantity, total_amount, expires_at, created_at, confirmed_at,
 	coalesce(queue_place, '') AS queue_place,
-	coalesce((SELECT string_agg(i.category_id || ':' || i.quantity || ':' || i.price, ',' ORDER BY i.category_id)
-		FROM booking_items i WHERE i.booking_id = bookings.id), '') AS items,
+	coalesce(` + holdItemsOf + `bookings.id), '') AS items,
+	coalesce(` + holdSeatsOf + `bookings.id), '') AS seats,
 	CASE
 		WHEN booking_status = 'pending' AND expires_at <= clock_timestamp() THEN 'expired'
 		WHEN booking_status = 'pending' THEN 'pending'
@@ -36,6 +36,18 @@ const holdColumns = `hold_id, event_id, user_email, quantity, total_amount, expi
 		WHEN failure_reason = 'cancelled' THEN 'cancelled'
 		ELSE 'released'
 	END AS status`
+
+// holdItemsOf, followed by a booking id's column and a closing
+// parenthesis, is that booking's items as holdRow.Items reads them, the
+// same for a hold and for an event of the outbox.
+const holdItemsOf = `(SELECT string_agg(i.category_id || ':' || i.quantity || ':' || i.price, ',' ORDER BY i.category_id)
+		FROM booking_items i WHERE i.booking_id = `
+
+// holdSeatsOf, followed like holdItemsOf, reads a hold's seats in the
+// map's order.
+const holdSeatsOf = `(SELECT string_agg(bs.seat_id, ',' ORDER BY st.section_pos, st.row_pos, st.seat_pos, bs.seat_id)
+		FROM booking_seats bs LEFT JOIN seats st ON st.event_id = bs.event_id AND st.id = bs.seat_id
+		WHERE bs.booking_id = `
 
 const (
 	qHold = `SELECT ` + holdColumns + ` FROM bookings WHERE hold_id = $1`
@@ -69,6 +81,8 @@ type holdRow struct {
 	// Items is the hold's items as holdColumns writes them:
 	// "category:quantity:price", comma-separated.
 	Items string `db:"items"`
+	// Seats is the hold's seats, comma-separated, in the map's order.
+	Seats string `db:"seats"`
 }
 
 func (r holdRow) hold() (hold.Hold, error) {
@@ -81,6 +95,9 @@ func (r holdRow) hold() (hold.Hold, error) {
 	if r.ConfirmedAt.Valid {
 		t := r.ConfirmedAt.Time.UTC()
 		h.ConfirmedAt = &t
+	}
+	if r.Seats != "" {
+		h.Seats = strings.Split(r.Seats, ",")
 	}
 	for _, it := range strings.Split(r.Items, ",") {
 		if it == "" {
@@ -133,6 +150,17 @@ func holdItem(cat int64, qty int, price string) (hold.Item, error) {
 // nor mismatches nor repeats of a key earlier in the batch, then keeps
 // their responses, and commits once: keys add statements, never rules.
 func (s *Store) CreateHolds(ctx context.Context, eventID int64, reqs []hold.Request, ttl time.Duration, render hold.Render) ([]hold.Outcome, error) {
+	outs, err := s.createHolds(ctx, eventID, reqs, ttl, render)
+	if errors.Is(err, errSeatMarks) {
+		if err := s.rebuildSeatMarks(ctx, eventID); err != nil {
+			return nil, err
+		}
+		outs, err = s.createHolds(ctx, eventID, reqs, ttl, render)
+	}
+	return outs, err
+}
+
+func (s *Store) createHolds(ctx context.Context, eventID int64, reqs []hold.Request, ttl time.Duration, render hold.Render) ([]hold.Outcome, error) {
 	if s.oneCall && !anyKey(reqs) {
 		return s.createHoldsInOneCall(ctx, eventID, reqs, ttl)
 	}
@@ -148,22 +176,91 @@ func anyKey(reqs []hold.Request) bool {
 	return false
 }
 
-// qHoldBatch runs the database's hold_batch (schema/011: the caps of 007,
-// the sale window of 009, the waiting room's checks of 010, the categories
-// of 011), which answers each request with one row in order. $5 to $7 are
-// the requests' items, flattened: request (1-based), category (NULL: the
-// event's only one), quantity. $11 is each request's admitted place, empty
-// for none.
+// qHoldBatch runs the database's hold_batch_events (schema/015: hold_batch
+// of 011, with the caps of 007, the sale window of 009, the waiting room's
+// checks of 010 and the categories of 011, for the requests of several
+// events), which answers each request with one row in order. $1 is each
+// request's event. $5 to $7 are the requests' items, flattened: request
+// (1-based), category (NULL: the event's only one), quantity. $11 is each
+// request's admitted place, empty for none; $12 passes over event rows
+// another transaction holds, answering their requests locked.
 const qHoldBatch = `SELECT n, outcome, expired,
 	hold_id, event_id, user_email, quantity, total_amount, expires_at, created_at, confirmed_at, status,
 	short_category, item_categories, item_quantities, item_prices
-	FROM hold_batch($1::bigint, $2::text[], $3::text[], $4::inet[], $5::int[], $6::int[], $7::int[],
-		$8::bigint, $9::int, $10::int, $11::text[])
+	FROM hold_batch_events($1::bigint[], $2::text[], $3::text[], $4::inet[], $5::int[], $6::int[], $7::int[],
+		$8::bigint, $9::int, $10::int, $11::text[], $12::boolean)
 	ORDER BY n`
 
+// CreateHoldsEvents serves the batches of several events, none with an
+// idempotency key, in one call of hold_batch_events outside any
+// transaction: each event's requests in their order, every rule applied
+// per event, every hold granted inserted in one statement, one commit. It
+// waits for no lock: a batch whose event row another transaction holds is
+// not served and its outcomes are nil, for the caller to serve it alone
+// with CreateHolds, which waits for the row.
+func (s *Store) CreateHoldsEvents(ctx context.Context, batches []hold.EventBatch, ttl time.Duration) ([][]hold.Outcome, error) {
+	var events []int64
+	var reqs []hold.Request
+	res := make([][]hold.Outcome, len(batches))
+	grouped := make([]bool, len(batches))
+	for i, b := range batches {
+		if anyKey(b.Reqs) {
+			return nil, errors.New("store: CreateHoldsEvents takes no idempotency keys")
+		}
+		// Seats are picked one event a call (hold_seats): such a batch
+		// is left unserved, for the caller to serve alone.
+		if slices.ContainsFunc(b.Reqs, func(r hold.Request) bool { return r.Order.Seated() }) {
+			continue
+		}
+		grouped[i] = true
+		for _, r := range b.Reqs {
+			events = append(events, b.EventID)
+			reqs = append(reqs, r)
+		}
+	}
+	if len(reqs) == 0 {
+		return res, nil
+	}
+	outs, err := s.holdBatchAlone(ctx, events, reqs, ttl, true)
+	if err != nil {
+		return nil, err
+	}
+	k := 0
+	for i, b := range batches {
+		if !grouped[i] {
+			continue
+		}
+		part := outs[k : k+len(b.Reqs)]
+		k += len(b.Reqs)
+		if len(part) > 0 && errors.Is(part[0].Err, errEventLocked) {
+			continue
+		}
+		res[i] = part
+	}
+	return res, nil
+}
+
+// errEventLocked answers a request hold_batch_events passed over: its
+// event row was another transaction's. It never leaves the package.
+var errEventLocked = errors.New("store: the event row is locked")
+
+// sameEvent is eventID once per request of a batch of n.
+func sameEvent(eventID int64, n int) []int64 {
+	events := make([]int64, n)
+	for i := range events {
+		events[i] = eventID
+	}
+	return events
+}
+
 // createHoldsInOneCall is CreateHolds for a batch without idempotency keys.
-// Run outside a transaction, the statement commits on its own.
 func (s *Store) createHoldsInOneCall(ctx context.Context, eventID int64, reqs []hold.Request, ttl time.Duration) ([]hold.Outcome, error) {
+	return s.holdBatchAlone(ctx, sameEvent(eventID, len(reqs)), reqs, ttl, false)
+}
+
+// holdBatchAlone runs hold_batch_events for reqs (request i of events[i])
+// outside a transaction: the statement commits on its own.
+func (s *Store) holdBatchAlone(ctx context.Context, events []int64, reqs []hold.Request, ttl time.Duration, skipLocked bool) ([]hold.Outcome, error) {
 	var outs []hold.Outcome
 	var expiredN int
 	err := retrying(ctx, func() error {
@@ -173,7 +270,13 @@ func (s *Store) createHoldsInOneCall(ctx context.Context, eventID int64, reqs []
 			return err
 		}
 		defer conn.Close()
-		outs, expiredN, err = s.holdBatch(ctx, conn, eventID, reqs, ttl)
+		outs, expiredN, err = s.holdBatch(ctx, conn, events, reqs, ttl, skipLocked, false)
+		if errors.Is(err, errSeated) && !skipLocked {
+			// A seated category asked by quantity: hold_seats tells
+			// those requests to name seats. (A group call fails whole;
+			// its caller serves each batch alone, which lands here.)
+			outs, expiredN, err = s.holdBatch(ctx, conn, events, reqs, ttl, false, true)
+		}
 		return err
 	})
 	if err != nil {
@@ -188,6 +291,7 @@ func (s *Store) createHoldsInOneCall(ctx context.Context, eventID int64, reqs []
 func (s *Store) createHoldsInTx(ctx context.Context, eventID int64, reqs []hold.Request, ttl time.Duration, render hold.Render) ([]hold.Outcome, error) {
 	outs := make([]hold.Outcome, len(reqs))
 	var created, expiredN int
+	viaSeats := false
 	err := inTx(ctx, s.db, func(tx *sqlx.Tx) error {
 		clear(outs)
 		created, expiredN = 0, 0
@@ -209,7 +313,12 @@ func (s *Store) createHoldsInTx(ctx context.Context, eventID int64, reqs []hold.
 			for j, i := range fresh {
 				sub[j] = reqs[i]
 			}
-			got, n, err := s.holdBatch(ctx, tx, eventID, sub, ttl)
+			got, n, err := s.holdBatch(ctx, tx, sameEvent(eventID, len(sub)), sub, ttl, false, viaSeats)
+			if errors.Is(err, errSeated) && !viaSeats {
+				// Run again, the seated requests told to name seats.
+				viaSeats = true
+				return fmt.Errorf("%w: %v", errRetry, err)
+			}
 			if err != nil {
 				return err
 			}
@@ -245,18 +354,33 @@ type querier interface {
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
 }
 
-// holdBatch calls hold_batch on q for reqs, all for eventID, and returns
-// one outcome per request, in order, and how many lapsed holds it expired.
-func (s *Store) holdBatch(ctx context.Context, q querier, eventID int64, reqs []hold.Request, ttl time.Duration) ([]hold.Outcome, int, error) {
+// holdBatch calls hold_batch_events on q for reqs, request i of events[i],
+// and returns one outcome per request, in order, and how many lapsed holds
+// it expired; skipLocked passes over event rows another transaction holds.
+// A batch of which some request asks for seats goes to hold_seats
+// (schema/013), one event a call, which picks them and calls hold_batch;
+// so does a batch hold_batch refused for asking a seated category by
+// quantity (errSeated: the caller runs it again with viaSeats, and
+// hold_seats tells those requests to name seats).
+func (s *Store) holdBatch(ctx context.Context, q querier, events []int64, reqs []hold.Request, ttl time.Duration, skipLocked, viaSeats bool) ([]hold.Outcome, int, error) {
+	viaSeats = viaSeats || slices.ContainsFunc(reqs, func(r hold.Request) bool { return r.Order.Seated() })
 	emails := make([]string, len(reqs))
 	keys := make([]string, len(reqs))
 	clients := make([]sql.NullString, len(reqs))
 	places := make([]string, len(reqs))
 	var itemReqs, itemQtys []int64
 	var itemCats []sql.NullInt64
+	var seated seatArgs
+	if viaSeats {
+		seated = newSeatArgs(len(reqs))
+	}
 	for i, r := range reqs {
 		emails[i], places[i] = r.Order.Email, r.Order.Pass.Place
 		keys[i], clients[i] = sale.BuyerKey(r.Order.Email), inetArg(clientAddr(r.Order))
+		if r.Order.Seated() {
+			seated.add(i, r.Order)
+			continue
+		}
 		if len(r.Order.Items) == 0 {
 			// The seed's body: the event's only category.
 			itemReqs = append(itemReqs, int64(i+1))
@@ -270,9 +394,22 @@ func (s *Store) holdBatch(ctx context.Context, q querier, eventID int64, reqs []
 			itemQtys = append(itemQtys, int64(it.Quantity))
 		}
 	}
-	rows, err := q.QueryContext(ctx, qHoldBatch, eventID, pq.Array(emails), pq.Array(keys), pq.Array(clients),
-		pq.Array(itemReqs), pq.Array(itemCats), pq.Array(itemQtys),
-		ttl.Microseconds(), s.ticketCap, s.clientCap, pq.Array(places))
+	var rows *sql.Rows
+	var err error
+	if viaSeats {
+		if slices.ContainsFunc(events, func(e int64) bool { return e != events[0] }) {
+			return nil, 0, errors.New("store: seats are held one event a call")
+		}
+		rows, err = q.QueryContext(ctx, qHoldSeats, events[0], pq.Array(emails), pq.Array(keys), pq.Array(clients),
+			pq.Array(itemReqs), pq.Array(itemCats), pq.Array(itemQtys),
+			pq.Array(seated.seatReqs), pq.Array(seated.seatIDs),
+			pq.Array(seated.bestCats), pq.Array(seated.bestQtys), pq.Array(seated.bestSections),
+			ttl.Microseconds(), s.ticketCap, s.clientCap, pq.Array(places))
+	} else {
+		rows, err = q.QueryContext(ctx, qHoldBatch, pq.Array(events), pq.Array(emails), pq.Array(keys), pq.Array(clients),
+			pq.Array(itemReqs), pq.Array(itemCats), pq.Array(itemQtys),
+			ttl.Microseconds(), s.ticketCap, s.clientCap, pq.Array(places), skipLocked)
+	}
 	if err != nil {
 		return nil, 0, mapErr(ctx, err)
 	}
@@ -281,7 +418,11 @@ func (s *Store) holdBatch(ctx context.Context, q querier, eventID int64, reqs []
 	seen, expiredN := 0, 0
 	for rows.Next() {
 		var r batchRow
-		if err := rows.Scan(r.dest()...); err != nil {
+		dest := r.dest()
+		if viaSeats {
+			dest = append(dest, &r.Seats, &r.Refused)
+		}
+		if err := rows.Scan(dest...); err != nil {
 			return nil, 0, mapErr(ctx, err)
 		}
 		if r.N != seen+1 || r.N > len(reqs) {
@@ -323,6 +464,10 @@ type batchRow struct {
 	ItemCats  pq.Int64Array
 	ItemQtys  pq.Int64Array
 	ItemPrice pq.StringArray
+	// Seats and Refused, from hold_seats only: the hold's seats, and the
+	// seats a refusal names.
+	Seats   pq.StringArray
+	Refused pq.StringArray
 }
 
 func (r *batchRow) dest() []any {
@@ -362,7 +507,18 @@ func (r *batchRow) outcome(o sale.Order) (hold.Outcome, error) {
 		}
 		// In category order, as holdColumns reads them back.
 		slices.SortFunc(h.Items, func(a, b hold.Item) int { return cmp.Compare(a.CategoryID, b.CategoryID) })
+		if len(r.Seats) > 0 {
+			h.Seats = []string(r.Seats)
+		}
 		return hold.Outcome{Hold: h}, nil
+	case "seat_taken":
+		return hold.Outcome{Err: sale.SeatsTaken(r.Refused)}, nil
+	case "seat_not_found":
+		return hold.Outcome{Err: sale.SeatsNotFound(r.Refused)}, nil
+	case "seats_required":
+		return hold.Outcome{Err: sale.ErrSeatsRequired}, nil
+	case "not_seated":
+		return hold.Outcome{Err: problem.Invalidf("category %d has no seats: ask for its tickets as items", o.Best.CategoryID)}, nil
 	case "sold_out":
 		if r.Short.Valid {
 			return hold.Outcome{Err: sale.CategorySoldOut(r.Short.Int64)}, nil
@@ -382,6 +538,8 @@ func (r *batchRow) outcome(o sale.Order) (hold.Outcome, error) {
 		return hold.Outcome{Err: o.Pass.Refusal()}, nil
 	case "pass_used":
 		return hold.Outcome{Err: pass.ErrUsed}, nil
+	case "locked":
+		return hold.Outcome{Err: errEventLocked}, nil
 	case "not_on_sale", "sale_closed":
 		return hold.Outcome{Err: sale.SaleErr(r.Outcome)}, nil
 	case "too_large":

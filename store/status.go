@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 
 	"github.com/google/uuid"
+	"github.com/lib/pq"
 
 	"github.com/holdfast/holdfast/internal/statuspage"
 )
@@ -46,7 +47,28 @@ ORDER BY p.total_tickets - p.available_tickets DESC, p.id`
 		WHERE expires_at IS NOT NULL
 		ORDER BY id DESC
 		LIMIT $1`
+
+	// qStatusSeats reads the seat maps of a page's events, a row of seats
+	// a line, each seat one letter (see statuspage.SeatRow): a lapsed hold
+	// still holds its seats here, as its tickets still count as held,
+	// until it is swept.
+	qStatusSeats = `SELECT s.event_id, s.section, s.row_name,
+		string_agg(CASE WHEN b.booking_status = 'confirmed' THEN 's'
+		                WHEN b.booking_status = 'pending' THEN 'h' ELSE 'a' END, '' ORDER BY s.seat_pos) AS seats
+		FROM seats s
+		LEFT JOIN booking_seats bs ON bs.event_id = s.event_id AND bs.seat_id = s.id AND bs.live
+		LEFT JOIN bookings b ON b.id = bs.booking_id
+		WHERE s.event_id = ANY ($1::int[])
+		GROUP BY s.event_id, s.section_pos, s.section, s.row_pos, s.row_name
+		ORDER BY s.event_id, s.section_pos, s.row_pos`
 )
+
+type statusSeatRow struct {
+	EventID int64  `db:"event_id"`
+	Section string `db:"section"`
+	Row     string `db:"row_name"`
+	Seats   string `db:"seats"`
+}
 
 type statusEventRow struct {
 	ID        int64  `db:"id"`
@@ -68,9 +90,21 @@ func (s *Store) StatusEvents(ctx context.Context, limit, offset int) ([]statuspa
 		return nil, mapErr(ctx, err)
 	}
 	out := make([]statuspage.EventStatus, len(rows))
+	ids := make([]int64, len(rows))
+	for i, r := range rows {
+		ids[i] = r.ID
+	}
+	var seats []statusSeatRow
+	if err := s.db.SelectContext(ctx, &seats, qStatusSeats, pq.Array(ids)); err != nil {
+		return nil, mapErr(ctx, err)
+	}
+	maps := map[int64][]statuspage.SeatRow{}
+	for _, r := range seats {
+		maps[r.EventID] = append(maps[r.EventID], statuspage.SeatRow{Section: r.Section, Row: r.Row, Seats: r.Seats})
+	}
 	for i, r := range rows {
 		out[i] = statuspage.EventStatus{ID: r.ID, Name: r.Name, Total: r.Total, Available: r.Available,
-			Held: r.Held, Confirmed: r.Confirmed, AdmitPerSecond: r.AdmitPerSecond}
+			Held: r.Held, Confirmed: r.Confirmed, AdmitPerSecond: r.AdmitPerSecond, Seats: maps[r.ID]}
 		for _, c := range r.Categories {
 			out[i].Categories = append(out[i].Categories, statuspage.CategoryStatus{
 				ID: c.ID, Name: c.Name, Total: c.TotalTickets, Available: c.AvailableTickets})

@@ -22,6 +22,7 @@ import (
 	"github.com/holdfast/holdfast/queue"
 	"github.com/holdfast/holdfast/schema"
 	"github.com/holdfast/holdfast/store"
+	"github.com/holdfast/holdfast/webhook"
 )
 
 // app is the service wired together: what serve runs and what the tests
@@ -39,9 +40,14 @@ type app struct {
 	queue   *queue.Service
 	// admitter runs the admission steps of every queued event.
 	admitter *queue.Admitter
-	metrics  *metrics.Metrics
-	limiter  *ratelimit.Limiter // nil without --rate-limit
-	passes   *pass.Keyring
+	// webhooks manages endpoints and reads the change feed; publisher
+	// and deliverer publish the outbox and send its deliveries.
+	webhooks  *webhook.Service
+	publisher *webhook.Publisher
+	deliverer *webhook.Deliverer
+	metrics   *metrics.Metrics
+	limiter   *ratelimit.Limiter // nil without --rate-limit
+	passes    *pass.Keyring
 	// adminFailures counts wrong admin tokens: on the rate limit, and on
 	// a fixed limit of their own that holds with --rate-limit off.
 	adminFailures *ratelimit.Failures
@@ -126,6 +132,11 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger) (*app, error) {
 	// admits more buyers than there are tickets for them.
 	a.queue.Stock, a.queue.Reserve, a.queue.MaxQuantity = a.store, queue.Reserve(cfg.QueueReserve), cfg.MaxQuantity
 	a.admitter = queue.NewAdmitter(a.queue, queue.AdmitEvery, log)
+	a.webhooks = &webhook.Service{Store: a.store, AllowPrivate: cfg.Webhook.AllowPrivate}
+	a.deliverer = webhook.NewDeliverer(a.store, cfg.Webhook, log)
+	a.deliverer.Observe = a.metrics
+	a.publisher = webhook.NewPublisher(a.store, cfg.Webhook.Poll, log)
+	a.publisher.Observe, a.publisher.Published = a.metrics, a.deliverer.Wake
 	r := chi.NewRouter()
 	r.Use(httpapi.RequestID, httpapi.AccessLog(log), httpapi.Recover(log), a.metrics.Middleware,
 		httpapi.Deadline(requestDeadline(cfg)), clientaddr.New(trusted).Middleware)

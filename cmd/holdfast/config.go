@@ -15,6 +15,7 @@ import (
 	"github.com/holdfast/holdfast/internal/clientaddr"
 	"github.com/holdfast/holdfast/queue"
 	"github.com/holdfast/holdfast/store"
+	"github.com/holdfast/holdfast/webhook"
 )
 
 // config is every setting of `holdfast serve` (and `dev`, which takes them
@@ -48,6 +49,9 @@ type config struct {
 	// MaxConns bounds the open connections; a connection past it waits
 	// to be accepted until another closes.
 	MaxConns int
+	// Webhook is the webhook delivery settings: RetryFor, RetryBase and
+	// AllowPrivate are flags, the rest fixed (tests shorten them).
+	Webhook webhook.Options
 	// IdleTimeout closes a keep-alive connection idle that long. Not a
 	// flag: tests shorten it.
 	IdleTimeout time.Duration
@@ -72,6 +76,7 @@ func defaultConfig() config {
 		LogLevel:     "info",
 		MaxConns:     10_000,
 		IdleTimeout:  30 * time.Second,
+		Webhook:      webhook.DefaultOptions(),
 	}
 }
 
@@ -189,6 +194,9 @@ func (s *settings) serveFlags(cfg *config) {
 	s.str(&cfg.AdminToken, "admin-token", "HOLDFAST_ADMIN_TOKEN", "bearer token of /admin (unset: /admin is 404)")
 	s.str(&cfg.DebugAddr, "debug-addr", "HOLDFAST_DEBUG_ADDR", "loopback listen address of net/http/pprof, such as 127.0.0.1:6060 (off when empty)")
 	s.str(&cfg.QueueReserve, "queue-reserve", "HOLDFAST_QUEUE_RESERVE", "what the waiting room keeps aside of the stock for each admitted place that holds nothing yet: cap (the per-buyer cap; no admitted buyer finds nothing) or average (the event's recent holds' average quantity)")
+	s.duration(&cfg.Webhook.RetryFor, "webhook-retry-for", "HOLDFAST_WEBHOOK_RETRY_FOR", "how long a webhook delivery is retried after its event")
+	s.duration(&cfg.Webhook.RetryBase, "webhook-retry-base", "HOLDFAST_WEBHOOK_RETRY_BASE", "the delay before a webhook delivery's first retry; each next delay doubles the last (at most 10s)")
+	s.boolean(&cfg.Webhook.AllowPrivate, "webhook-allow-private", "HOLDFAST_WEBHOOK_ALLOW_PRIVATE", "allow webhook URLs on loopback, private and link-local addresses")
 	s.integer(&cfg.MaxConns, "max-connections", "HOLDFAST_MAX_CONNECTIONS", "the most connections open at once; past it a new one waits to be accepted")
 }
 
@@ -264,6 +272,13 @@ func (c config) validate(needDatabase bool) error {
 	}
 	if c.QueueReserve != string(queue.ReserveCap) && c.QueueReserve != string(queue.ReserveAverage) {
 		bad("--queue-reserve must be cap or average, got %q", c.QueueReserve)
+	}
+	if c.Webhook.RetryFor <= 0 {
+		bad("--webhook-retry-for must be positive, got %s", c.Webhook.RetryFor)
+	}
+	if c.Webhook.RetryBase < 10*time.Millisecond || c.Webhook.RetryBase > 10*time.Second {
+		// The first retry comes within 10 s.
+		bad("--webhook-retry-base must be from 10ms to 10s, got %s", c.Webhook.RetryBase)
 	}
 	if c.MaxConns < 1 {
 		bad("--max-connections must be at least 1, got %d", c.MaxConns)

@@ -56,6 +56,9 @@ func TestBadSettingsAreRefusedAtStart(t *testing.T) {
 		{"debug without a port", []string{"serve", "--debug-addr", "127.0.0.1"}, env(), "--debug-addr"},
 		{"no connections", []string{"serve", "--max-connections", "0"}, env(), "--max-connections"},
 		{"bad connections env", []string{"serve"}, env("HOLDFAST_MAX_CONNECTIONS", "lots"), "HOLDFAST_MAX_CONNECTIONS"},
+		{"no webhook retries", []string{"serve", "--webhook-retry-for", "0s"}, env(), "--webhook-retry-for"},
+		{"first retry past 10s", []string{"serve", "--webhook-retry-base", "11s"}, env(), "--webhook-retry-base"},
+		{"bad webhook private env", []string{"serve"}, env("HOLDFAST_WEBHOOK_ALLOW_PRIVATE", "maybe"), "HOLDFAST_WEBHOOK_ALLOW_PRIVATE"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -14,6 +14,7 @@ import (
 	"github.com/holdfast/holdfast/internal/queuepage"
 	"github.com/holdfast/holdfast/queue"
 	"github.com/holdfast/holdfast/store"
+	"github.com/holdfast/holdfast/webhook"
 )
 
 // routes lists every route the service has.
@@ -24,6 +25,7 @@ func (a *app) routes(r chi.Router) {
 	r.Method(http.MethodGet, "/openapi.json", apidoc.Handler())
 	r.Method(http.MethodGet, "/events", booking.HandleListEvents(a.store, a.log))
 	r.Method(http.MethodGet, "/events/{id}", booking.HandleGetEvent(a.store, a.log))
+	r.Method(http.MethodGet, "/events/{id}/seats", booking.HandleSeats(a.store, a.log))
 	if a.cfg.UnsafeDemo {
 		r.Method(http.MethodPost, "/book/unsafe", a.jsonBody(booking.HandleBookUnsafe(a.booking, a.cfg.MaxQuantity, a.log)))
 	}
@@ -42,13 +44,28 @@ func (a *app) routes(r chi.Router) {
 	a.statusRoutes(r)
 	if a.cfg.AdminToken != "" {
 		r.Route("/admin", func(r chi.Router) {
-			// Content-Type first: a refused form post tells nothing and
-			// counts as no attempt at the token.
-			r.Use(httpapi.RequireJSON, booking.RequireToken(a.cfg.AdminToken, a.adminFailures, a.log))
-			r.Method(http.MethodPost, "/events", a.limited(booking.HandleCreateEvent(a.store, a.log)))
-			r.Method(http.MethodPatch, "/events/{id}", a.limited(booking.HandleUpdateEvent(a.store, a.log)))
-			r.Method(http.MethodPost, "/events/{id}/categories", a.limited(booking.HandleCreateCategory(a.store, a.log)))
-			r.Method(http.MethodPatch, "/events/{id}/categories/{cid}", a.limited(booking.HandleUpdateCategory(a.store, a.log)))
+			r.Group(func(r chi.Router) {
+				// Content-Type first: a refused form post tells nothing and
+				// counts as no attempt at the token.
+				r.Use(httpapi.RequireJSON, booking.RequireToken(a.cfg.AdminToken, a.adminFailures, a.log))
+				r.Method(http.MethodPost, "/events", a.limited(booking.HandleCreateEvent(a.store, a.log)))
+				r.Method(http.MethodPatch, "/events/{id}", a.limited(booking.HandleUpdateEvent(a.store, a.log)))
+				r.Method(http.MethodPost, "/events/{id}/categories", a.limited(booking.HandleCreateCategory(a.store, a.log)))
+				r.Method(http.MethodPatch, "/events/{id}/categories/{cid}", a.limited(booking.HandleUpdateCategory(a.store, a.log)))
+				r.Method(http.MethodPut, "/events/{id}/seats", a.limited(booking.HandlePutSeats(a.store, a.log)))
+				r.Method(http.MethodPost, "/webhooks", a.limited(webhook.HandleCreate(a.webhooks, a.log)))
+			})
+			// Reads, deletes and the POSTs without a body: the token
+			// alone (a browser's form cannot send it).
+			r.Group(func(r chi.Router) {
+				r.Use(booking.RequireToken(a.cfg.AdminToken, a.adminFailures, a.log))
+				r.Method(http.MethodGet, "/webhooks", webhook.HandleList(a.webhooks, a.log))
+				r.Method(http.MethodDelete, "/webhooks/{id}", a.limited(webhook.HandleDelete(a.webhooks, a.log)))
+				r.Method(http.MethodPost, "/webhooks/{id}/rotate", a.limited(webhook.HandleRotate(a.webhooks, a.log)))
+				r.Method(http.MethodGet, "/webhooks/{id}/deliveries", webhook.HandleDeliveries(a.webhooks, a.log))
+				r.Method(http.MethodPost, "/webhooks/{id}/deliveries/{delivery_id}/replay", a.limited(webhook.HandleReplay(a.webhooks, a.log)))
+				r.Method(http.MethodGet, "/changes", webhook.HandleChanges(a.webhooks, a.log))
+			})
 		})
 		// An admin request at the contract's path, behind the same token.
 		// It takes no body, so no Content-Type check: a browser's form

@@ -118,6 +118,12 @@ type namedWorker struct {
 //
 //   - the pass keyring's refresh starts first and stops last: every other
 //     worker and every request with a pass uses its keys;
+//   - the outbox's publisher, then the webhook deliverer, start next and
+//     stop after every worker that changes holds (the sweeper, the
+//     batcher), so the events of their last changes are still published
+//     here; the deliverer stops before the publisher, cutting off the
+//     attempts in flight and making their deliveries due again for
+//     another instance (a receiver is never waited on for shutdown);
 //   - the sweeper stops after the admitter and the batcher: a release or
 //     confirm in flight, or a batch still draining, may count on the stock
 //     it restores;
@@ -129,6 +135,8 @@ type namedWorker struct {
 func (a *app) workers() []namedWorker {
 	ws := []namedWorker{
 		{"pass keys", worker.NewLoop(a.passes.Run)},
+		{"outbox publisher", a.publisher},
+		{"webhook deliverer", a.deliverer},
 		{"sweeper", a.sweeper},
 		{"admitter", a.admitter},
 	}

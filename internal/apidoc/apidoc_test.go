@@ -80,6 +80,8 @@ var statusOfCode = map[string][]int{
 	"hold_released":          {409},
 	"hold_confirmed":         {409},
 	"total_below_held":       {409},
+	"seat_taken":             {409},
+	"seat_map_in_use":        {409},
 	"hold_expired":           {410},
 	"idempotency_mismatch":   {422},
 	"busy":                   {429},

@@ -200,6 +200,11 @@ func (c *cluster) startInstances(t *testing.T, n int, opts clusterOptions) {
 				// The load comes from 127.0.0.1 alone.
 				"--max-tickets-per-client", "0",
 				"--log-level", logLevel(),
+				// The webhook receiver of webhooks_test.go lives on
+				// 127.0.0.1, and retries come quickly.
+				"--admin-token", adminToken,
+				"--webhook-allow-private",
+				"--webhook-retry-base", "100ms",
 			},
 		}
 		t.Cleanup(in.stop)

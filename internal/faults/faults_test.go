@@ -75,9 +75,11 @@ func TestFaults(t *testing.T) {
 		f = longForm
 	}
 	c := newCluster(t, 2, clusterOptions{})
+	hooks := startHooks(t, c)
 	for _, sc := range scenarios {
 		t.Run(sc.name, func(t *testing.T) { runScenario(t, c, f, sc) })
 	}
+	t.Run("webhooks", func(t *testing.T) { hooks.verify(t, c) })
 }
 
 func runScenario(t *testing.T, c *cluster, f form, sc scenario) {

@@ -35,11 +35,17 @@ func Encode(w http.ResponseWriter, status int, v any) {
 // and given once, nothing after the value. Every failure is a *problem.Error with
 // code invalid_request saying what was wrong.
 func Decode(w http.ResponseWriter, r *http.Request, v any) error {
-	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
+	return DecodeUpTo(w, r, v, MaxBody)
+}
+
+// DecodeUpTo is Decode for a body of at most limit bytes, for the one admin
+// request that carries more than MaxBody (a venue's seat map).
+func DecodeUpTo(w http.ResponseWriter, r *http.Request, v any, limit int64) error {
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			return problem.Invalidf("request body is over %d KiB", MaxBody>>10)
+			return problem.Invalidf("request body is over %d KiB", limit>>10)
 		}
 		return problem.Invalidf("could not read request body")
 	}

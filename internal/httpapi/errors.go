@@ -41,6 +41,8 @@ const (
 	CodeHoldCancelled    = "hold_cancelled"
 	CodeHoldNotConfirmed = "hold_not_confirmed"
 	CodeCategoryRequired = "category_required"
+	CodeSeatTaken        = "seat_taken"
+	CodeSeatMapInUse     = "seat_map_in_use"
 )
 
 // answer is how one kind of error is answered.
@@ -77,6 +79,8 @@ var byKind = map[problem.Kind]answer{
 	problem.HoldCancelled:       {http.StatusConflict, CodeHoldCancelled, 0},
 	problem.HoldNotConfirmed:    {http.StatusConflict, CodeHoldNotConfirmed, 0},
 	problem.CategoryRequired:    {http.StatusBadRequest, CodeCategoryRequired, 0},
+	problem.SeatTaken:           {http.StatusConflict, CodeSeatTaken, 0},
+	problem.SeatMapInUse:        {http.StatusConflict, CodeSeatMapInUse, 0},
 }
 
 // Statuses are an endpoint's departures from the usual status of a kind,

@@ -42,6 +42,10 @@ type Metrics struct {
 	sweeperLag     prometheus.Gauge
 	sweeperErrors  prometheus.Counter
 
+	outboxEvents prometheus.Counter
+	deliveries   *prometheus.CounterVec
+	deliveryLag  prometheus.Histogram
+
 	queueJoins    *prometheus.CounterVec
 	queuePolls    *prometheus.CounterVec
 	queueAdmitted prometheus.Counter
@@ -98,6 +102,19 @@ func New() *Metrics {
 		Name: "holdfast_sweeper_lag_seconds", Help: "Age of the oldest expired hold still pending, as of the last sweep (0 when none).",
 	})
 	f(m.sweeperLag)
+	m.outboxEvents = counter("holdfast_outbox_events_total", "Events of hold changes published to the change feed (and to webhook deliveries) by this instance's publisher.")
+	m.deliveries = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "holdfast_webhook_deliveries_total", Help: "Webhook delivery attempts by this instance, by outcome: delivered, retried (to be tried again), failed (given up, or the endpoint turned off by a 410).",
+	}, []string{"outcome"})
+	f(m.deliveries)
+	for _, o := range []string{"delivered", "retried", "failed"} {
+		m.deliveries.WithLabelValues(o)
+	}
+	m.deliveryLag = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "holdfast_webhook_delivery_lag_seconds", Help: "Time from a hold's change to the 2xx of its webhook delivery.",
+		Buckets: []float64{.05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 3600},
+	})
+	f(m.deliveryLag)
 	m.queueJoins = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "holdfast_queue_joins_total", Help: "Answers of POST /events/{id}/queue, by outcome (new, existing or the error code).",
 	}, []string{"outcome"})
@@ -203,6 +220,21 @@ func (m *Metrics) Swept(expired int, lag time.Duration) {
 
 // SweepFailed counts events whose sweep failed in one run.
 func (m *Metrics) SweepFailed(events int) { m.sweeperErrors.Add(float64(events)) }
+
+// EventsPublished counts events the publisher gave their feed positions.
+func (m *Metrics) EventsPublished(n int) { m.outboxEvents.Add(float64(n)) }
+
+// WebhookDelivered counts a delivered webhook and its lag from the change.
+func (m *Metrics) WebhookDelivered(lag time.Duration) {
+	m.deliveries.WithLabelValues("delivered").Inc()
+	m.deliveryLag.Observe(lag.Seconds())
+}
+
+// WebhookRetried counts a failed attempt that will be tried again.
+func (m *Metrics) WebhookRetried() { m.deliveries.WithLabelValues("retried").Inc() }
+
+// WebhookFailed counts a delivery given up.
+func (m *Metrics) WebhookFailed() { m.deliveries.WithLabelValues("failed").Inc() }
 
 // Joined counts one join of a waiting room by outcome.
 func (m *Metrics) Joined(outcome string) { m.queueJoins.WithLabelValues(outcome).Inc() }

@@ -54,6 +54,11 @@ const (
 	// CategoryRequired: the seed's body (a quantity alone) for an event of
 	// several categories, which must name them.
 	CategoryRequired
+	// SeatTaken: a seat asked for by name is held or sold.
+	SeatTaken
+	// SeatMapInUse: an event's seat map cannot change while any of its
+	// tickets are held or sold.
+	SeatMapInUse
 )
 
 var names = [...]string{
@@ -79,6 +84,8 @@ var names = [...]string{
 	HoldCancelled:       "hold_cancelled",
 	HoldNotConfirmed:    "hold_not_confirmed",
 	CategoryRequired:    "category_required",
+	SeatTaken:           "seat_taken",
+	SeatMapInUse:        "seat_map_in_use",
 }
 
 // Kinds lists every kind, for tests that check a map covers them all.

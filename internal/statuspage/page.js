@@ -66,8 +66,71 @@
     // The categories, for an event with several: what each has left.
     const cats = make('ul', 'categories');
     cats.hidden = true;
-    li.append(head, bar, counts, cats, queue);
+    // The seat map, for a seated event: every seat, never who holds it.
+    const seats = make('canvas', 'seatmap');
+    seats.hidden = true;
+    seats.setAttribute('role', 'img');
+    li.append(head, bar, counts, cats, queue, seats);
     return li;
+  }
+
+  const SEAT_KINDS = { a: 'available', h: 'held', s: 'confirmed' };
+  const SEAT_LABEL_PX = 11;    // a section's name above its rows
+  const SEAT_MAX_PX = 12;      // the largest a seat is drawn
+
+  // drawSeats draws a seat map: each section's name, then its rows, one
+  // square a seat. The layout (where each row is, how big a seat is) is
+  // kept on the canvas's data attributes, for tests and for anyone reading
+  // the page with tools.
+  function drawSeats(canvas, rows) {
+    canvas.hidden = !rows || rows.length === 0;
+    if (canvas.hidden) return;
+    const css = getComputedStyle(document.documentElement);
+    const color = (kind) => css.getPropertyValue('--' + kind).trim();
+    // The list's width: a new row is drawn before it joins the page.
+    const width = Math.max(120, eventsList.clientWidth);
+    const longest = rows.reduce((n, r) => Math.max(n, r.seats.length), 1);
+    const cell = Math.max(2, Math.min(SEAT_MAX_PX, Math.floor(width / longest)));
+    const gap = cell >= 5 ? 1 : 0;
+    let height = 0;
+    let section = null;
+    const layout = rows.map((r) => {
+      if (r.section !== section) {
+        section = r.section;
+        height += SEAT_LABEL_PX + 4;
+      }
+      const y = height;
+      height += cell;
+      return y;
+    });
+    canvas.width = width;
+    canvas.height = height;
+    const g = canvas.getContext('2d');
+    g.clearRect(0, 0, width, height);
+    g.font = '10px system-ui, sans-serif';
+    g.textBaseline = 'top';
+    const counts = { available: 0, held: 0, confirmed: 0 };
+    section = null;
+    rows.forEach((r, i) => {
+      if (r.section !== section) {
+        section = r.section;
+        g.fillStyle = color('muted');
+        g.fillText('Section ' + r.section, 0, layout[i] - SEAT_LABEL_PX - 2);
+      }
+      for (let k = 0; k < r.seats.length; k++) {
+        const kind = SEAT_KINDS[r.seats[k]] || 'available';
+        counts[kind]++;
+        g.fillStyle = color(kind);
+        g.fillRect(k * cell, layout[i], cell - gap, cell - gap);
+      }
+    });
+    canvas.dataset.cell = String(cell);
+    canvas.dataset.rows = layout.join(',');
+    canvas.dataset.available = String(counts.available);
+    canvas.dataset.held = String(counts.held);
+    canvas.dataset.sold = String(counts.confirmed);
+    canvas.setAttribute('aria-label',
+      `seat map: ${counts.confirmed} sold, ${counts.held} held, ${counts.available} available`);
   }
 
   function drawQueue(div, queue) {
@@ -109,6 +172,7 @@
     q('.total-count').textContent = numbers.format(ev.total_tickets);
     drawCategories(q('.categories'), ev.categories || []);
     drawQueue(q('.queue'), ev.queue);
+    drawSeats(q('.seatmap'), ev.seat_map);
     q('.bar').setAttribute('aria-label',
       `${ev.confirmed_tickets} confirmed, ${ev.held_tickets} held, ${ev.available_tickets} available of ${ev.total_tickets}`);
   }

@@ -1,7 +1,8 @@
 // Package statuspage is the live status page at GET / and the feed it reads,
 // GET /status.json: the events on sale, busiest first, each with its stock
-// split into confirmed, held and available tickets, and the latest holds
-// with the time they have left.
+// split into confirmed, held and available tickets, the map of each seated
+// event (every seat available, held or sold, never by whom), and the
+// latest holds with the time they have left.
 //
 // The page is one HTML file with its stylesheet and script inlined when the
 // package is first used: the service mounts only the page and the feed, and
@@ -52,6 +53,18 @@ type EventStatus struct {
 	AdmitPerSecond int
 	// Categories are the event's ticket categories, in id order.
 	Categories []CategoryStatus
+	// Seats is the event's seat map, row by row in the map's order; nil
+	// for an event without one.
+	Seats []SeatRow
+}
+
+// SeatRow is one row of a seat map as the page draws it: its seats'
+// statuses in order, one letter a seat, "a" available, "h" held, "s" sold.
+// Which booking holds a seat is never said.
+type SeatRow struct {
+	Section string `json:"section"`
+	Row     string `json:"row"`
+	Seats   string `json:"seats"`
 }
 
 // HoldStatus is one hold as the page shows it: no buyer, no id.
@@ -187,6 +200,8 @@ type eventJSON struct {
 	Queue     *queueJSON `json:"queue"`
 	// Categories are never null: an event has at least one.
 	Categories []CategoryStatus `json:"categories"`
+	// SeatMap is omitted for an event without seats.
+	SeatMap []SeatRow `json:"seat_map,omitempty"`
 }
 
 type holdJSON struct {
@@ -252,7 +267,7 @@ func feedHandler(src Source, queues Queues, log *slog.Logger, now func() time.Ti
 		}
 		for i, e := range events {
 			out.Events[i] = eventJSON{ID: e.ID, Name: e.Name, Total: e.Total, Available: e.Available,
-				Held: e.Held, Confirmed: e.Confirmed, Queue: qs[i], Categories: e.Categories}
+				Held: e.Held, Confirmed: e.Confirmed, Queue: qs[i], Categories: e.Categories, SeatMap: e.Seats}
 			if out.Events[i].Categories == nil {
 				out.Events[i].Categories = []CategoryStatus{}
 			}

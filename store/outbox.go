@@ -1,0 +1,107 @@
+package store
+
+import (
+	"context"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jmoiron/sqlx"
+
+	"github.com/holdfast/holdfast/webhook"
+)
+
+// The outbox (schema/014): the triggers on bookings write every hold's
+// change into it in the change's own transaction; Publish gives the
+// committed ones their feed positions, one publisher at a time, and makes
+// their webhook deliveries.
+
+// publishLock is the advisory lock that makes one publisher at a time.
+const publishLock = 7_020_315_014
+
+const (
+	qPublishLock = `SELECT pg_try_advisory_xact_lock($1)`
+
+	// qPublish numbers the oldest unpublished events it sees committed,
+	// in write order, after the last position given (the previous round
+	// committed before this one took the lock, so it sees it), and makes
+	// a delivery of each to every enabled endpoint that takes its type.
+	qPublish = `WITH batch AS (
+		SELECT n FROM outbox WHERE pos IS NULL ORDER BY n LIMIT $1
+	), numbered AS (
+		SELECT b.n, (SELECT coalesce(max(pos), 0) FROM outbox WHERE pos IS NOT NULL) + row_number() OVER (ORDER BY b.n) AS pos
+		FROM batch b
+	), published AS (
+		UPDATE outbox o SET pos = numbered.pos FROM numbered
+		WHERE o.n = numbered.n AND o.pos IS NULL
+		RETURNING o.pos, o.type
+	), deliveries AS (
+		INSERT INTO webhook_deliveries (endpoint_id, pos)
+		SELECT e.id, p.pos FROM published p
+		JOIN webhook_endpoints e ON e.enabled AND (cardinality(e.types) = 0 OR p.type = ANY (e.types))
+		ORDER BY p.pos, e.id
+	)
+	SELECT count(*) FROM published`
+
+	// changeColumns reads an outbox row (as o) as an event: the hold as
+	// the change left it, its items and seats read like any hold's.
+	changeColumns = `o.pos, o.id, o.type, o.at, o.sequence,
+		o.hold_id, o.event_id, o.user_email, o.quantity, o.total_amount, o.expires_at,
+		coalesce(o.hold_created_at, o.at) AS created_at, o.confirmed_at, o.status,
+		coalesce(` + holdItemsOf + `o.booking_id), '') AS items,
+		coalesce(` + holdSeatsOf + `o.booking_id), '') AS seats`
+
+	qChanges = `SELECT ` + changeColumns + ` FROM outbox o WHERE o.pos > $1 ORDER BY o.pos LIMIT $2`
+)
+
+// Publish publishes up to limit committed events: see webhook.DeliveryStore.
+// While another publisher holds the lock it publishes nothing.
+func (s *Store) Publish(ctx context.Context, limit int) (int, error) {
+	var n int
+	err := inTx(ctx, s.db, func(tx *sqlx.Tx) error {
+		n = 0
+		var mine bool
+		if err := tx.GetContext(ctx, &mine, qPublishLock, publishLock); err != nil {
+			return mapErr(ctx, err)
+		}
+		if !mine {
+			return nil
+		}
+		return mapErr(ctx, tx.GetContext(ctx, &n, qPublish, limit))
+	})
+	return n, err
+}
+
+type changeRow struct {
+	Pos      int64     `db:"pos"`
+	ID       uuid.UUID `db:"id"`
+	Type     string    `db:"type"`
+	At       time.Time `db:"at"`
+	Sequence int       `db:"sequence"`
+	holdRow
+}
+
+func (r changeRow) change() (webhook.Event, error) {
+	h, err := r.hold()
+	if err != nil {
+		return webhook.Event{}, err
+	}
+	return webhook.Event{ID: r.ID, Type: r.Type, CreatedAt: r.At.UTC(), Sequence: r.Sequence, Data: h, Pos: r.Pos}, nil
+}
+
+// Changes lists up to limit published events after position after, in
+// position order.
+func (s *Store) Changes(ctx context.Context, after int64, limit int) ([]webhook.Event, error) {
+	var rows []changeRow
+	if err := s.db.SelectContext(ctx, &rows, qChanges, after, limit); err != nil {
+		return nil, mapErr(ctx, err)
+	}
+	evs := make([]webhook.Event, 0, len(rows))
+	for _, r := range rows {
+		ev, err := r.change()
+		if err != nil {
+			return nil, err
+		}
+		evs = append(evs, ev)
+	}
+	return evs, nil
+}

@@ -1,0 +1,362 @@
+package store_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/holdfast/holdfast/hold"
+	"github.com/holdfast/holdfast/store"
+	"github.com/holdfast/holdfast/webhook"
+)
+
+// publishAll publishes until nothing is left.
+func publishAll(t *testing.T, s *store.Store) {
+	t.Helper()
+	for {
+		n, err := s.Publish(context.Background(), 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			return
+		}
+	}
+}
+
+// feed reads the whole change feed after after.
+func feed(t *testing.T, s *store.Store, after int64) []webhook.Event {
+	t.Helper()
+	var all []webhook.Event
+	for {
+		evs, err := s.Changes(context.Background(), after, 7)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(evs) == 0 {
+			return all
+		}
+		all = append(all, evs...)
+		after = evs[len(evs)-1].Pos
+	}
+}
+
+// kinds is each event of hold id as "type/sequence/status".
+func kinds(evs []webhook.Event, id uuid.UUID) []string {
+	var out []string
+	for _, e := range evs {
+		if e.Data.ID == id {
+			out = append(out, fmt.Sprintf("%s/%d/%s", e.Type, e.Sequence, e.Data.Status))
+		}
+	}
+	return out
+}
+
+func same(a, b []string) bool { return fmt.Sprint(a) == fmt.Sprint(b) }
+
+// Every path that changes a hold writes its event, with the hold's
+// sequence, in the change's transaction; an update that is no change (an
+// expiry moved earlier) writes none.
+func TestEveryChangeOfAHoldWritesItsEvent(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	ev := newEvent(t, s, 20)
+
+	a := takeHold(t, s, ev, 2, time.Minute)
+	if _, err := s.Extend(ctx, a.ID, 2*time.Minute, time.Hour, nil, noRender); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := s.Confirm(ctx, a.ID, nil, noRender); err != nil || out.Err != nil {
+		t.Fatalf("confirm: %v %v", err, out.Err)
+	}
+	if _, err := s.Cancel(ctx, a.ID); err != nil {
+		t.Fatal(err)
+	}
+	b := takeHold(t, s, ev, 1, time.Minute)
+	if _, err := s.Release(ctx, b.ID); err != nil {
+		t.Fatal(err)
+	}
+	c := takeHold(t, s, ev, 1, time.Minute)
+	lapse(t, s, c.ID) // moves the expiry earlier: no event
+	if _, err := s.SweepExpired(ctx, 100); err != nil {
+		t.Fatal(err)
+	}
+	publishAll(t, s)
+	evs := feed(t, s, 0)
+	for id, want := range map[uuid.UUID][]string{
+		a.ID: {"hold.created/1/pending", "hold.extended/2/pending", "hold.confirmed/3/confirmed", "hold.cancelled/4/cancelled"},
+		b.ID: {"hold.created/1/pending", "hold.released/2/released"},
+		c.ID: {"hold.created/1/pending", "hold.expired/2/expired"},
+	} {
+		if got := kinds(evs, id); !same(got, want) {
+			t.Errorf("hold %s: events %v, want %v", id, got, want)
+		}
+	}
+	if len(evs) != 8 {
+		t.Errorf("%d events, want 8", len(evs))
+	}
+	// The event's hold is the Hold view: items included.
+	first := evs[0]
+	if first.Data.ID != a.ID || len(first.Data.Items) != 1 || first.Data.Items[0].Quantity != 2 || first.Data.TotalAmount.String() != "24.68" {
+		t.Errorf("first event's hold: %+v", first.Data)
+	}
+	for i, e := range evs {
+		if e.Pos != int64(i+1) {
+			t.Errorf("event %d at position %d", i, e.Pos)
+		}
+	}
+}
+
+// A change that rolls back writes no event.
+func TestARolledBackChangeWritesNoEvent(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	ev := newEvent(t, s, 5)
+	h := takeHold(t, s, ev, 1, time.Minute)
+	tx, err := s.DB().BeginTxx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ConfirmTx(ctx, tx, h.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	publishAll(t, s)
+	if got := kinds(feed(t, s, 0), h.ID); !same(got, []string{"hold.created/1/pending"}) {
+		t.Fatalf("events %v, want only the creation", got)
+	}
+}
+
+// Two transactions that commit out of the order they wrote their events:
+// the feed hands out the one that committed first, then, once the other
+// commits, that one, after it. A reader that kept its place by write order
+// (outbox.n, or a serial id) would have skipped the second: it is below the
+// first (watermill #311, #576).
+func TestTheFeedSkipsNothingWhenTransactionsCommitOutOfOrder(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	ev := newEvent(t, s, 10)
+	early := takeHold(t, s, ev, 1, time.Minute)
+	late := takeHold(t, s, ev, 1, time.Minute)
+	publishAll(t, s)
+	cursor := feed(t, s, 0)[1].Pos
+
+	// First writes its event first, and commits last.
+	first, err := s.DB().BeginTxx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Rollback()
+	if _, err := s.ConfirmTx(ctx, first, early.ID); err != nil {
+		t.Fatal(err)
+	}
+	second, err := s.DB().BeginTxx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Rollback()
+	if _, err := s.ConfirmTx(ctx, second, late.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := second.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	publishAll(t, s)
+	page := feed(t, s, cursor)
+	if got := kinds(page, late.ID); len(page) != 1 || !same(got, []string{"hold.confirmed/2/confirmed"}) {
+		t.Fatalf("feed after the second commit: %d events, late %v", len(page), got)
+	}
+	cursor = page[0].Pos
+	if err := first.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	publishAll(t, s)
+	page = feed(t, s, cursor)
+	if got := kinds(page, early.ID); len(page) != 1 || !same(got, []string{"hold.confirmed/2/confirmed"}) {
+		t.Fatalf("feed after the first commit: %d events, early %v (skipped?)", len(page), got)
+	}
+	// Written first, committed last: its write order is below the event
+	// it comes after in the feed.
+	var nEarly, nLate int64
+	if err := s.DB().GetContext(ctx, &nEarly, `SELECT n FROM outbox WHERE hold_id = $1 AND sequence = 2`, early.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DB().GetContext(ctx, &nLate, `SELECT n FROM outbox WHERE hold_id = $1 AND sequence = 2`, late.ID); err != nil {
+		t.Fatal(err)
+	}
+	if nEarly >= nLate {
+		t.Fatalf("write order %d, %d: the test did not commit out of order", nEarly, nLate)
+	}
+}
+
+// Many writers and many publishers at once: every committed change is in
+// the feed exactly once, positions run 1, 2, 3... without a hole, and each
+// hold's events come in its sequence order. (Without the publisher's
+// advisory lock, two publishers give one position twice: the unique index
+// refuses it and a round fails, or, reading max(pos) before the other
+// commits, they number over each other.)
+func TestManyPublishersHandOutEveryEventOnceInOrder(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	ev := newEvent(t, s, 10_000)
+	const writers, holdsEach = 8, 25
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	var pubErr error
+	var pubMu sync.Mutex
+	for p := 0; p < 4; p++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if _, err := s.Publish(ctx, 5); err != nil {
+					pubMu.Lock()
+					pubErr = err
+					pubMu.Unlock()
+					return
+				}
+			}
+		}()
+	}
+	var writersWG sync.WaitGroup
+	var mu sync.Mutex
+	var rolledBack []uuid.UUID
+	for w := 0; w < writers; w++ {
+		writersWG.Add(1)
+		go func() {
+			defer writersWG.Done()
+			for i := 0; i < holdsEach; i++ {
+				outs, err := s.CreateHolds(ctx, ev, []hold.Request{request(ev, fmt.Sprintf("w%d-%d@example.com", w, i), 1)}, time.Minute, noRender)
+				if err != nil || outs[0].Err != nil {
+					t.Errorf("hold: %v %v", err, outs)
+					return
+				}
+				id := outs[0].Hold.ID
+				switch i % 3 {
+				case 0:
+					_, _ = s.Confirm(ctx, id, nil, noRender)
+				case 1:
+					_, _ = s.Release(ctx, id)
+				case 2:
+					tx, err := s.DB().BeginTxx(ctx, nil)
+					if err == nil {
+						_, _ = s.ConfirmTx(ctx, tx, id)
+						_ = tx.Rollback()
+						mu.Lock()
+						rolledBack = append(rolledBack, id)
+						mu.Unlock()
+					}
+				}
+			}
+		}()
+	}
+	writersWG.Wait()
+	close(stop)
+	wg.Wait()
+	if pubErr != nil {
+		t.Fatal(pubErr)
+	}
+	publishAll(t, s)
+	evs := feed(t, s, 0)
+	seen := map[uuid.UUID]bool{}
+	last := map[uuid.UUID]int{}
+	for i, e := range evs {
+		if e.Pos != int64(i+1) {
+			t.Fatalf("event %d at position %d", i, e.Pos)
+		}
+		if seen[e.ID] {
+			t.Fatalf("event %s twice", e.ID)
+		}
+		seen[e.ID] = true
+		if e.Sequence != last[e.Data.ID]+1 {
+			t.Fatalf("hold %s: sequence %d after %d", e.Data.ID, e.Sequence, last[e.Data.ID])
+		}
+		last[e.Data.ID] = e.Sequence
+	}
+	var changes int
+	if err := s.DB().GetContext(ctx, &changes, `SELECT sum(change_seq) FROM bookings WHERE event_id = $1`, ev); err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != changes {
+		t.Fatalf("%d events for %d changes", len(evs), changes)
+	}
+	for _, id := range rolledBack {
+		if last[id] != 1 {
+			t.Fatalf("hold %s whose confirm rolled back has %d events", id, last[id])
+		}
+	}
+}
+
+// Many workers claiming at once: each due delivery goes to one of them,
+// once, and a claim's lease keeps it from the others. (Without FOR UPDATE
+// in the claim, two workers take the same delivery: the test sees it
+// twice.)
+func TestEveryDueDeliveryIsClaimedOnce(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	if _, err := s.CreateEndpoint(ctx, "http://127.0.0.1:9/x", []string{}, "whsec_test"); err != nil {
+		t.Fatal(err)
+	}
+	ev := newEvent(t, s, 1000)
+	const holds = 300
+	reqs := make([]hold.Request, holds)
+	for i := range reqs {
+		reqs[i] = request(ev, fmt.Sprintf("b%d@example.com", i), 1)
+	}
+	if _, err := s.CreateHolds(ctx, ev, reqs, time.Minute, noRender); err != nil {
+		t.Fatal(err)
+	}
+	publishAll(t, s)
+	var mu sync.Mutex
+	claimed := map[int64]int{}
+	var wg sync.WaitGroup
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				cs, err := s.ClaimDeliveries(ctx, 7, time.Minute)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if len(cs) == 0 {
+					return
+				}
+				mu.Lock()
+				for _, c := range cs {
+					claimed[c.DeliveryID]++
+					if c.Attempt != 1 || c.Event.Type != webhook.TypeCreated || len(c.Secrets) != 1 {
+						t.Errorf("claim %+v", c)
+					}
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if len(claimed) != holds {
+		t.Fatalf("%d deliveries claimed, want %d", len(claimed), holds)
+	}
+	for id, n := range claimed {
+		if n != 1 {
+			t.Fatalf("delivery %d claimed %d times", id, n)
+		}
+	}
+}
