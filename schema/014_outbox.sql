@@ -177,7 +177,9 @@ CREATE TABLE webhook_deliveries (
     outcome text CHECK (outcome IN ('delivered', 'failed', 'disabled')),
     CHECK ((next_at IS NULL) = (outcome IS NOT NULL))
 );
-CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_at) WHERE next_at IS NOT NULL;
+-- A claim reads each endpoint's due deliveries, oldest first, a few at a
+-- time.
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (endpoint_id, next_at) WHERE next_at IS NOT NULL;
 
 -- The delivery log: one row per attempt, what the receiver answered.
 CREATE TABLE webhook_attempts (

@@ -331,7 +331,7 @@ func TestEveryDueDeliveryIsClaimedOnce(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for {
-				cs, err := s.ClaimDeliveries(ctx, 7, time.Minute)
+				cs, err := s.ClaimDeliveries(ctx, 7, 100, nil, time.Minute)
 				if err != nil {
 					t.Error(err)
 					return

@@ -40,16 +40,26 @@ const (
 		SELECT endpoint_id, pos FROM webhook_deliveries WHERE id = $2 AND endpoint_id = $1
 		RETURNING id`
 
-	// qClaim takes due deliveries of enabled endpoints that no other
-	// worker holds, and makes them due again a lease ($2 microseconds)
-	// from now: a worker that dies with one leaves it to the next.
+	// qClaim takes up to $1 due deliveries of enabled endpoints that no
+	// other worker holds, at most $3 of any one endpoint and none of the
+	// endpoints in $4 (those this worker has enough of in flight), oldest
+	// due first, and makes them due again a lease ($2 microseconds) from
+	// now: a worker that dies with one leaves it to the next. The cap per
+	// endpoint keeps one slow receiver from taking every attempt of an
+	// instance; each endpoint's due rows are read through its own index
+	// range, never the whole backlog.
 	qClaim = `WITH c AS (
-			SELECT d.id FROM webhook_deliveries d
-			JOIN webhook_endpoints e ON e.id = d.endpoint_id AND e.enabled
-			WHERE d.next_at <= clock_timestamp()
+			SELECT d.id FROM webhook_endpoints e
+			CROSS JOIN LATERAL (
+				SELECT d.id, d.next_at FROM webhook_deliveries d
+				WHERE d.endpoint_id = e.id AND d.next_at <= clock_timestamp()
+				ORDER BY d.next_at
+				LIMIT $3
+				FOR UPDATE SKIP LOCKED
+			) d
+			WHERE e.enabled AND e.id <> ALL ($4::bigint[])
 			ORDER BY d.next_at
 			LIMIT $1
-			FOR UPDATE OF d SKIP LOCKED
 		)
 		UPDATE webhook_deliveries d SET attempts = d.attempts + 1, next_at = clock_timestamp() + $2 * interval '1 microsecond'
 		FROM c, webhook_endpoints e, outbox o
@@ -249,11 +259,14 @@ type claimRow struct {
 	changeRow
 }
 
-// ClaimDeliveries takes up to limit due deliveries; see
-// webhook.DeliveryStore.
-func (s *Store) ClaimDeliveries(ctx context.Context, limit int, lease time.Duration) ([]webhook.Claim, error) {
+// ClaimDeliveries takes up to limit due deliveries, at most perEndpoint of
+// one endpoint and none of skip's; see webhook.DeliveryStore.
+func (s *Store) ClaimDeliveries(ctx context.Context, limit, perEndpoint int, skip []int64, lease time.Duration) ([]webhook.Claim, error) {
 	var rows []claimRow
-	if err := s.db.SelectContext(ctx, &rows, qClaim, limit, lease.Microseconds()); err != nil {
+	if skip == nil {
+		skip = []int64{}
+	}
+	if err := s.db.SelectContext(ctx, &rows, qClaim, limit, lease.Microseconds(), perEndpoint, pq.Array(skip)); err != nil {
 		return nil, mapErr(ctx, err)
 	}
 	out := make([]webhook.Claim, 0, len(rows))

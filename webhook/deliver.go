@@ -57,9 +57,10 @@ type DeliveryStore interface {
 	// how many it published.
 	Publish(ctx context.Context, limit int) (int, error)
 	// ClaimDeliveries takes up to limit due deliveries no other worker
-	// holds, making each due again lease from now in case this worker
-	// dies with it.
-	ClaimDeliveries(ctx context.Context, limit int, lease time.Duration) ([]Claim, error)
+	// holds, at most perEndpoint of any one endpoint and none of skip's,
+	// making each due again lease from now in case this worker dies with
+	// it.
+	ClaimDeliveries(ctx context.Context, limit, perEndpoint int, skip []int64, lease time.Duration) ([]Claim, error)
 	// RecordAttempts logs a batch of attempts and moves each delivery on:
 	// delivered, due again after retryBase doubled per attempt made,
 	// failed once retryFor has passed since it was made, or, on a 410,
@@ -127,6 +128,36 @@ type Deliverer struct {
 	Observe Observer
 	wake    chan struct{}
 	loop    *worker.Loop
+
+	mu       sync.Mutex
+	inFlight map[int64]int // attempts in flight, by endpoint
+}
+
+// perEndpoint is how many of a worker's attempts one endpoint may have in
+// flight (a claim may take up to that many more): a quarter of them, so a
+// receiver that hangs holds up the others' deliveries at most that much.
+func (d *Deliverer) perEndpoint() int { return max(1, d.opts.Concurrency/4) }
+
+// busy lists the endpoints with perEndpoint attempts in flight or more.
+func (d *Deliverer) busy() []int64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []int64
+	for ep, n := range d.inFlight {
+		if n >= d.perEndpoint() {
+			out = append(out, ep)
+		}
+	}
+	return out
+}
+
+func (d *Deliverer) flying(ep int64, delta int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.inFlight[ep] += delta
+	if d.inFlight[ep] <= 0 {
+		delete(d.inFlight, ep)
+	}
 }
 
 // attempted is an attempt made, waiting to be recorded.
@@ -141,7 +172,8 @@ const recordBatch = 256
 
 // NewDeliverer returns a Deliverer of store's deliveries.
 func NewDeliverer(store DeliveryStore, opts Options, log *slog.Logger) *Deliverer {
-	d := &Deliverer{store: store, opts: opts, client: Client(opts), log: log, wake: make(chan struct{}, 1)}
+	d := &Deliverer{store: store, opts: opts, client: Client(opts), log: log, wake: make(chan struct{}, 1),
+		inFlight: map[int64]int{}}
 	d.loop = worker.NewLoop(d.run)
 	return d
 }
@@ -225,17 +257,19 @@ func (d *Deliverer) run(ctx context.Context) {
 		var claims []Claim
 		if free > 0 {
 			var err error
-			claims, err = d.store.ClaimDeliveries(ctx, free, d.opts.Lease)
+			claims, err = d.store.ClaimDeliveries(ctx, free, d.perEndpoint(), d.busy(), d.opts.Lease)
 			if err != nil && ctx.Err() == nil {
 				d.log.WarnContext(ctx, "webhook: could not claim deliveries", "err", err)
 			}
 		}
 		for _, c := range claims {
 			slots <- struct{}{}
+			d.flying(c.EndpointID, 1)
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				d.attempt(ctx, c, done)
+				d.flying(c.EndpointID, -1)
 				<-slots
 				select {
 				case freed <- struct{}{}:

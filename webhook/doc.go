@@ -35,7 +35,11 @@
 // UPDATE SKIP LOCKED, in batches, as river does, moving each a lease ahead
 // as it takes it, and sends them with no database connection held: a slow
 // or dead receiver costs only the worker's own slots, never a hold's
-// connection or lock. A worker killed mid-send leaves its deliveries due
+// connection or lock, and at most about a quarter of them (a claim takes
+// a few of each endpoint's due deliveries, none of one with its share in
+// flight), so it never holds up the other endpoints. What came of the
+// attempts is recorded in batches, one transaction for all that ended
+// meanwhile. A worker killed mid-send leaves its deliveries due
 // again when their lease ends, so delivery is at least once: receivers
 // dedupe on the event's id. Each attempt is POSTed with the
 // Holdfast-Signature header (package signature), answered within 10 s or

@@ -496,3 +496,79 @@ func TestWebhookURLsAreChecked(t *testing.T) {
 		t.Errorf("a form post: %d", res.Status)
 	}
 }
+
+// A receiver that never answers in time holds no database connection
+// while the deliveries wait on it: holds keep the whole pool. (A worker
+// that kept its claim's transaction open across the send would hold one
+// connection per attempt, as many as the pool.)
+func TestASlowReceiverHoldsNoConnection(t *testing.T) {
+	t.Parallel()
+	ts := newTestServer(t, func(c *config) {
+		webhookConfig(c)
+		c.DBMaxConns = 8
+	})
+	stop := make(chan struct{})
+	rc := newReceiver(t, func(int, http.ResponseWriter) { <-stop })
+	t.Cleanup(func() { close(stop) })
+	e := ts.register(rc.srv.URL)
+	rc.setSecrets(e.Secret)
+	ts.startOutbox()
+	ev := ts.newEvent(1000, true)
+	for i := 0; i < 40; i++ {
+		ts.mustHold(ev, 1)
+	}
+	// Wait until the receiver holds many deliveries at once.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		rc.mu.Lock()
+		n := len(rc.headers)
+		rc.mu.Unlock()
+		if n >= 12 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d deliveries reached the receiver", n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if inUse := ts.db().Stats().InUse; inUse > 4 {
+		t.Fatalf("%d connections in use while deliveries wait on the receiver", inUse)
+	}
+	for i := 0; i < 40; i++ {
+		ts.mustHold(ev, 1) // 8 connections are plenty: none is the deliveries'
+	}
+}
+
+// A receiver that hangs takes a few of an instance's attempts at most:
+// another endpoint's deliveries go on meanwhile. (Without the cap per
+// endpoint, the hanging one's deliveries fill every slot until the
+// timeout, and the other gets nothing in that time.)
+func TestAHangingReceiverDoesNotHoldUpAnother(t *testing.T) {
+	t.Parallel()
+	ts := newTestServer(t, func(c *config) {
+		webhookConfig(c)
+		c.Webhook.Concurrency = 8
+		c.Webhook.Timeout = 20 * time.Second
+		c.Webhook.Lease = 30 * time.Second
+	})
+	stop := make(chan struct{})
+	hung := newReceiver(t, func(int, http.ResponseWriter) { <-stop })
+	t.Cleanup(func() { close(stop) })
+	fast := newReceiver(t, nil)
+	eh := ts.register(hung.srv.URL)
+	hung.setSecrets(eh.Secret)
+	ef := ts.register(fast.srv.URL)
+	fast.setSecrets(ef.Secret)
+	ev := ts.newEvent(1000, true)
+	for i := 0; i < 40; i++ {
+		ts.mustHold(ev, 1)
+	}
+	ts.startOutbox()
+	fast.wait(40, 10*time.Second) // well within the hanging one's 20 s timeout
+	hung.mu.Lock()
+	n := len(hung.headers)
+	hung.mu.Unlock()
+	if n > 4 {
+		t.Fatalf("the hanging receiver holds %d attempts at once, want at most 4 of 8", n)
+	}
+}
