@@ -53,6 +53,36 @@ const (
 	qChanges = `SELECT ` + changeColumns + ` FROM outbox o WHERE o.pos > $1 ORDER BY o.pos LIMIT $2`
 )
 
+// qPurgeOutbox deletes up to $2 events older than $1 microseconds by the
+// database's clock that are published and have no delivery still due,
+// oldest first (they sit at the low end of outbox_pos), with their
+// deliveries, but never the newest published one; the attempts go with their deliveries (ON DELETE CASCADE).
+const qPurgeOutbox = `WITH old AS (
+		SELECT o.pos FROM outbox o
+		WHERE o.pos IS NOT NULL AND o.at < clock_timestamp() - make_interval(secs => $1::bigint / 1e6)
+		  AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.pos = o.pos AND d.next_at IS NOT NULL)
+		  -- The newest published event stays: the publisher numbers on
+		  -- from it, so a position is never given twice.
+		  AND o.pos < (SELECT max(pos) FROM outbox)
+		ORDER BY o.pos
+		LIMIT $2
+	), deliveries AS (
+		DELETE FROM webhook_deliveries d USING old WHERE d.pos = old.pos
+	), events AS (
+		DELETE FROM outbox o USING old WHERE o.pos = old.pos RETURNING 1
+	)
+	SELECT count(*) FROM events`
+
+// PurgeOutbox deletes up to limit events older than retention: see
+// webhook.DeliveryStore.
+func (s *Store) PurgeOutbox(ctx context.Context, retention time.Duration, limit int) (int, error) {
+	var n int
+	if err := s.db.GetContext(ctx, &n, qPurgeOutbox, retention.Microseconds(), limit); err != nil {
+		return 0, mapErr(ctx, err)
+	}
+	return n, nil
+}
+
 // Publish publishes up to limit committed events: see webhook.DeliveryStore.
 // While another publisher holds the lock it publishes nothing.
 func (s *Store) Publish(ctx context.Context, limit int) (int, error) {

@@ -360,3 +360,66 @@ func TestEveryDueDeliveryIsClaimedOnce(t *testing.T) {
 		}
 	}
 }
+
+// The purge takes what is past the retention, published and delivered,
+// with its deliveries and their log; an event not yet published, or with
+// a delivery still due, stays whatever its age; the feed goes on after
+// it.
+func TestThePurgeKeepsWhatIsStillOwed(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	ep, err := s.CreateEndpoint(ctx, "http://127.0.0.1:9/x", []string{webhook.TypeConfirmed}, "whsec_test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := newEvent(t, s, 20)
+	takeHold(t, s, ev, 1, time.Minute) // created: published, no delivery (the endpoint takes confirms)
+	b := takeHold(t, s, ev, 1, time.Minute)
+	if out, err := s.Confirm(ctx, b.ID, nil, noRender); err != nil || out.Err != nil {
+		t.Fatalf("confirm: %v %v", err, out.Err)
+	}
+	publishAll(t, s) // b's confirm has a delivery, due
+	c := takeHold(t, s, ev, 1, time.Minute) // written, not published
+	if n, err := s.PurgeOutbox(ctx, time.Hour, 100); err != nil || n != 0 {
+		t.Fatalf("purge of an hour: %d, %v; want nothing that young", n, err)
+	}
+	// A negative retention makes every event old.
+	if n, err := s.PurgeOutbox(ctx, -time.Hour, 100); err != nil || n != 2 {
+		t.Fatalf("purge: %d, %v; want a's and b's created, not b's confirm (due) or c's (unpublished)", n, err)
+	}
+	left := feed(t, s, 0)
+	if len(left) != 1 || left[0].Type != webhook.TypeConfirmed || left[0].Data.ID != b.ID {
+		t.Fatalf("after the purge the feed has %v, want b's confirm alone", kinds(left, b.ID))
+	}
+	// Delivered, the confirm goes too, with its delivery and log.
+	claims, err := s.ClaimDeliveries(ctx, 10, 10, nil, time.Minute)
+	if err != nil || len(claims) != 1 {
+		t.Fatalf("claim: %v %v", claims, err)
+	}
+	if _, err := s.RecordAttempts(ctx, []webhook.Result{{DeliveryID: claims[0].DeliveryID, EndpointID: ep.ID,
+		Attempt: 1, StatusCode: 200, Delivered: true}}, time.Second, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	// Delivered, it is still the newest published event, which stays:
+	// the publisher numbers on from it.
+	if n, err := s.PurgeOutbox(ctx, -time.Hour, 100); err != nil || n != 0 {
+		t.Fatalf("purge of the newest event: %d, %v; want it kept", n, err)
+	}
+	// c, published now, continues the feed after it; then the confirm
+	// goes, with its delivery and log.
+	publishAll(t, s)
+	rest := feed(t, s, left[0].Pos)
+	if len(rest) != 1 || rest[0].Data.ID != c.ID {
+		t.Fatalf("the feed after the purge: %+v, want c's created after position %d", rest, left[0].Pos)
+	}
+	if n, err := s.PurgeOutbox(ctx, -time.Hour, 100); err != nil || n != 1 {
+		t.Fatalf("purge after delivery: %d, %v; want the confirm", n, err)
+	}
+	if log, err := s.Attempts(ctx, ep.ID, 10); err != nil || len(log) != 0 {
+		t.Fatalf("the delivery log after the purge: %v %v, want empty", log, err)
+	}
+	if all := feed(t, s, 0); len(all) != 1 || all[0].Pos != rest[0].Pos {
+		t.Fatalf("the feed at the end: %+v, want c's created alone", all)
+	}
+}

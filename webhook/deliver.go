@@ -70,6 +70,10 @@ type DeliveryStore interface {
 	// ReleaseClaim makes a claimed delivery due now again, unattempted
 	// (the worker is stopping).
 	ReleaseClaim(ctx context.Context, deliveryID int64, attempt int) error
+	// PurgeOutbox deletes up to limit events older than retention that
+	// are published and have no delivery still due, with their
+	// deliveries and attempts, and returns how many events it deleted.
+	PurgeOutbox(ctx context.Context, retention time.Duration, limit int) (int, error)
 }
 
 // Observer hears what the outbox and the deliveries did, for metrics.
@@ -399,8 +403,20 @@ type Publisher struct {
 	// Published, when set, is called after a round that published
 	// something (the local Deliverer's Wake).
 	Published func()
+	// Retention is how long events are kept (--outbox-retention); zero
+	// keeps them for ever.
+	Retention time.Duration
 	loop      *worker.Loop
+	purgedAt  time.Time
 }
+
+// purgeEvery is how often a publisher purges the outbox, and purgeBatch
+// the most events one statement deletes: short statements, so the purge
+// never holds many rows' locks for long.
+const (
+	purgeEvery = time.Minute
+	purgeBatch = 5000
+)
 
 // publishBatch is the most events one round publishes.
 const publishBatch = 2000
@@ -439,10 +455,38 @@ func (p *Publisher) run(ctx context.Context) {
 				p.Published()
 			}
 		}
+		p.purge(ctx)
 		next := p.every
 		if n == publishBatch {
 			next = 0
 		}
 		timer.Reset(next)
+	}
+}
+
+// purge deletes what is past the retention, once every purgeEvery: every
+// instance's publisher may, and the deletes of two are harmless to each
+// other (each deletes what it finds).
+func (p *Publisher) purge(ctx context.Context) {
+	if p.Retention <= 0 || time.Since(p.purgedAt) < purgeEvery {
+		return
+	}
+	p.purgedAt = time.Now()
+	total := 0
+	for ctx.Err() == nil {
+		n, err := p.store.PurgeOutbox(ctx, p.Retention, purgeBatch)
+		if err != nil {
+			if ctx.Err() == nil {
+				p.log.WarnContext(ctx, "webhook: could not purge the outbox", "err", err)
+			}
+			return
+		}
+		total += n
+		if n < purgeBatch {
+			break
+		}
+	}
+	if total > 0 {
+		p.log.InfoContext(ctx, "webhook: purged events past the retention", "events", total, "retention", p.Retention)
 	}
 }

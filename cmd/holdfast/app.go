@@ -137,6 +137,7 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger) (*app, error) {
 	a.deliverer.Observe = a.metrics
 	a.publisher = webhook.NewPublisher(a.store, cfg.Webhook.Poll, log)
 	a.publisher.Observe, a.publisher.Published = a.metrics, a.deliverer.Wake
+	a.publisher.Retention = cfg.OutboxRetention
 	r := chi.NewRouter()
 	r.Use(httpapi.RequestID, httpapi.AccessLog(log), httpapi.Recover(log), a.metrics.Middleware,
 		httpapi.Deadline(requestDeadline(cfg)), clientaddr.New(trusted).Middleware)

@@ -52,6 +52,9 @@ type config struct {
 	// Webhook is the webhook delivery settings: RetryFor, RetryBase and
 	// AllowPrivate are flags, the rest fixed (tests shorten them).
 	Webhook webhook.Options
+	// OutboxRetention is how long the outbox keeps an event that is
+	// published and delivered (--outbox-retention).
+	OutboxRetention time.Duration
 	// IdleTimeout closes a keep-alive connection idle that long. Not a
 	// flag: tests shorten it.
 	IdleTimeout time.Duration
@@ -77,6 +80,8 @@ func defaultConfig() config {
 		MaxConns:     10_000,
 		IdleTimeout:  30 * time.Second,
 		Webhook:      webhook.DefaultOptions(),
+		// Thirty days, as long as Stripe keeps its events.
+		OutboxRetention: 30 * 24 * time.Hour,
 	}
 }
 
@@ -196,6 +201,7 @@ func (s *settings) serveFlags(cfg *config) {
 	s.str(&cfg.QueueReserve, "queue-reserve", "HOLDFAST_QUEUE_RESERVE", "what the waiting room keeps aside of the stock for each admitted place that holds nothing yet: cap (the per-buyer cap; no admitted buyer finds nothing) or average (the event's recent holds' average quantity)")
 	s.duration(&cfg.Webhook.RetryFor, "webhook-retry-for", "HOLDFAST_WEBHOOK_RETRY_FOR", "how long a webhook delivery is retried after its event")
 	s.duration(&cfg.Webhook.RetryBase, "webhook-retry-base", "HOLDFAST_WEBHOOK_RETRY_BASE", "the delay before a webhook delivery's first retry; each next delay doubles the last (at most 10s)")
+	s.duration(&cfg.OutboxRetention, "outbox-retention", "HOLDFAST_OUTBOX_RETENTION", "how long events stay in the change feed and the delivery log (0: for ever)")
 	s.boolean(&cfg.Webhook.AllowPrivate, "webhook-allow-private", "HOLDFAST_WEBHOOK_ALLOW_PRIVATE", "allow webhook URLs on loopback, private and link-local addresses")
 	s.integer(&cfg.MaxConns, "max-connections", "HOLDFAST_MAX_CONNECTIONS", "the most connections open at once; past it a new one waits to be accepted")
 }
@@ -272,6 +278,9 @@ func (c config) validate(needDatabase bool) error {
 	}
 	if c.QueueReserve != string(queue.ReserveCap) && c.QueueReserve != string(queue.ReserveAverage) {
 		bad("--queue-reserve must be cap or average, got %q", c.QueueReserve)
+	}
+	if c.OutboxRetention < 0 {
+		bad("--outbox-retention must not be negative, got %s", c.OutboxRetention)
 	}
 	if c.Webhook.RetryFor <= 0 {
 		bad("--webhook-retry-for must be positive, got %s", c.Webhook.RetryFor)

@@ -57,6 +57,7 @@ func TestBadSettingsAreRefusedAtStart(t *testing.T) {
 		{"no connections", []string{"serve", "--max-connections", "0"}, env(), "--max-connections"},
 		{"bad connections env", []string{"serve"}, env("HOLDFAST_MAX_CONNECTIONS", "lots"), "HOLDFAST_MAX_CONNECTIONS"},
 		{"no webhook retries", []string{"serve", "--webhook-retry-for", "0s"}, env(), "--webhook-retry-for"},
+		{"a negative outbox retention", []string{"serve", "--outbox-retention", "-1h"}, env(), "--outbox-retention"},
 		{"first retry past 10s", []string{"serve", "--webhook-retry-base", "11s"}, env(), "--webhook-retry-base"},
 		{"bad webhook private env", []string{"serve"}, env("HOLDFAST_WEBHOOK_ALLOW_PRIVATE", "maybe"), "HOLDFAST_WEBHOOK_ALLOW_PRIVATE"},
 	}
