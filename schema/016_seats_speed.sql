@@ -37,6 +37,63 @@ CREATE TYPE hold_seats_hold AS (
     item_categories int[], item_quantities int[], item_prices numeric[]
 );
 
+-- seat_lanes reads event p_event's open seat blocks (those with a free
+-- seat) for hold_seats: one lane per category and section, the marks of
+-- its blocks in the map's order with '|' before, between and after them
+-- (l_str), the lane's blocks (l_first to l_last of the b_ arrays: id,
+-- lane, where its marks start in l_str, how many seats). With p_limit a
+-- lane stops at the block before which it has p_limit free seats, and
+-- l_cut says which lanes stopped short.
+CREATE FUNCTION seat_lanes(p_event bigint, p_limit int,
+                           OUT b_id int[], OUT b_lane int[], OUT b_start int[], OUT b_len int[],
+                           OUT l_cat int[], OUT l_sec text[], OUT l_first int[], OUT l_last int[],
+                           OUT l_str text[], OUT l_cut boolean[])
+AS $$
+BEGIN
+    WITH o AS (
+        SELECT k.id, k.category_id AS cat, k.section_pos AS spos, k.section AS sec, k.row_pos, k.block_pos, k.free,
+               coalesce(sum(length(k.free) - length(replace(k.free, '1', ''))) OVER (
+                   PARTITION BY k.category_id, k.section_pos ORDER BY k.row_pos, k.block_pos
+                   ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before
+        FROM seat_blocks k WHERE k.event_id = p_event AND k.free LIKE '%1%'
+    ), b AS (
+        SELECT o.*, row_number() OVER w AS ord, dense_rank() OVER (ORDER BY o.cat, o.spos)::int AS lane,
+               (sum(length(o.free) + 1) OVER (PARTITION BY o.cat, o.spos ORDER BY o.row_pos, o.block_pos)
+                - length(o.free) + 1)::int AS st
+        FROM o WHERE p_limit IS NULL OR o.before < p_limit
+        WINDOW w AS (ORDER BY o.cat, o.spos, o.row_pos, o.block_pos)
+    ), l AS (
+        SELECT b.cat, b.spos, min(b.sec) AS sec, '|' || string_agg(b.free, '|' ORDER BY b.row_pos, b.block_pos) || '|' AS s,
+               min(b.ord)::int AS first, max(b.ord)::int AS last,
+               EXISTS (SELECT 1 FROM o WHERE o.cat = b.cat AND o.spos = b.spos AND o.before >= p_limit) AS cut
+        FROM b GROUP BY b.cat, b.spos
+    )
+    SELECT (SELECT coalesce(array_agg(b.id ORDER BY b.ord), '{}') FROM b),
+           (SELECT coalesce(array_agg(b.lane ORDER BY b.ord), '{}') FROM b),
+           (SELECT coalesce(array_agg(b.st ORDER BY b.ord), '{}') FROM b),
+           (SELECT coalesce(array_agg(length(b.free) ORDER BY b.ord), '{}') FROM b),
+           coalesce(array_agg(l.cat ORDER BY l.cat, l.spos), '{}'), coalesce(array_agg(l.sec ORDER BY l.cat, l.spos), '{}'),
+           coalesce(array_agg(l.first ORDER BY l.cat, l.spos), '{}'), coalesce(array_agg(l.last ORDER BY l.cat, l.spos), '{}'),
+           coalesce(array_agg(l.s ORDER BY l.cat, l.spos), '{}'), coalesce(array_agg(l.cut ORDER BY l.cat, l.spos), '{}')
+    INTO b_id, b_lane, b_start, b_len, l_cat, l_sec, l_first, l_last, l_str, l_cut
+    FROM l;
+END;
+$$ LANGUAGE plpgsql;
+
+-- seat_lanes_write writes the marks of the blocks p_dirty (positions in
+-- seat_lanes's b_ arrays) back from the lanes, one statement.
+CREATE FUNCTION seat_lanes_write(p_dirty int[], p_b_id int[], p_b_lane int[], p_b_start int[], p_b_len int[], p_l_str text[])
+RETURNS void AS $$
+BEGIN
+    IF coalesce(array_length(p_dirty, 1), 0) > 0 THEN
+        UPDATE seat_blocks k SET free = u.f
+        FROM (SELECT p_b_id[d] AS id, substr(p_l_str[p_b_lane[d]], p_b_start[d], p_b_len[d]) AS f
+              FROM unnest(p_dirty) AS d) u
+        WHERE k.id = u.id;
+    END IF;
+END;
+$$ LANGUAGE plpgsql;
+
 CREATE OR REPLACE FUNCTION hold_seats(p_event bigint, p_emails text[], p_keys text[], p_clients inet[],
                                       p_item_reqs int[], p_item_cats int[], p_item_qtys int[],
                                       p_seat_reqs int[], p_seat_ids text[],
@@ -65,23 +122,25 @@ DECLARE
     v_refused text[]; -- per request, comma-separated seat ids
     v_hold uuid[];
     v_holds hold_seats_hold[];
-    -- The open blocks, by lane then in the map's order: id, lane, where
-    -- its marks start in the lane's string, how many seats, its rank in
-    -- the map's order (for the answer's order of seats).
+    -- The open blocks read, by lane then in the map's order: id, lane,
+    -- where its marks start in the lane's string, how many seats.
     v_b_id int[];
     v_b_lane int[];
     v_b_start int[];
     v_b_len int[];
-    v_b_rank int[];
     v_b_dirty boolean[];
-    v_dirty int[]; -- the blocks marked, as positions in v_b_id
+    v_dirty int[]; -- the blocks marked since last written, as positions in v_b_id
     -- The lanes: category, section, first and last block, marks.
     v_l_cat int[];
     v_l_sec text[];
     v_l_first int[];
     v_l_last int[];
     v_l_str text[];
+    v_l_cut boolean[]; -- the lane has open blocks beyond those read
     v_nlane int;
+    v_limit int;
+    v_full boolean;
+    v_flush boolean := false;
     -- The picks, in request order: request, block id, first place in the
     -- block (1-based), how many seats, category.
     v_pk_req int[];
@@ -89,12 +148,10 @@ DECLARE
     v_pk_idx int[];
     v_pk_n int[];
     v_pk_cat int[];
-    v_pk_rank int[];
     -- The picks as seats, once resolved: request, seat, category, order.
     v_pick_req int[];
     v_pick_seat text[];
     v_pick_cat int[];
-    v_pick_key bigint[];
     v_k int;
     v_c int;
     v_q int;
@@ -107,9 +164,6 @@ DECLARE
     v_pats text[];
     v_got int;
     v_pos int;
-    v_lo int;
-    v_hi int;
-    v_mid int;
     v_b int;
     v_l int;
     v_free int;
@@ -142,6 +196,10 @@ BEGIN
     SELECT array_agg(DISTINCT k.category_id) INTO v_seated FROM seat_blocks k WHERE k.event_id = p_event;
     SELECT count(*) INTO v_ncat FROM categories k WHERE k.event_id = p_event;
 
+    -- Requests past the first picks seldom look further than twice the
+    -- batch's seats into a lane (the window below).
+    v_limit := 64 + 2 * coalesce((SELECT sum(q) FROM unnest(p_best_qtys) AS q), 0)::int + v_nseat;
+
     FOR v_round IN 1 .. 2 LOOP
         v_out := array_fill(NULL::text, ARRAY[greatest(v_count, 1)]);
         v_short := array_fill(NULL::int, ARRAY[greatest(v_count, 1)]);
@@ -151,40 +209,27 @@ BEGIN
         v_pk_idx := '{}';
         v_pk_n := '{}';
         v_pk_cat := '{}';
-        v_pk_rank := '{}';
         v_short_any := false;
+        v_dirty := '{}';
         -- Nothing to pick for an event that is not there or not on sale:
         -- hold_batch answers those.
         EXIT WHEN NOT v_found OR v_sale IS NOT NULL;
 
-        -- 1. The open blocks and their lanes.
-        SELECT coalesce(array_agg(b.id ORDER BY b.o), '{}'), coalesce(array_agg(b.lane ORDER BY b.o), '{}'),
-               coalesce(array_agg(b.st ORDER BY b.o), '{}'), coalesce(array_agg(b.len ORDER BY b.o), '{}'),
-               coalesce(array_agg(b.rk ORDER BY b.o), '{}')
-        INTO v_b_id, v_b_lane, v_b_start, v_b_len, v_b_rank
-        FROM (SELECT k.id, length(k.free) AS len,
-                     dense_rank() OVER (ORDER BY k.category_id, k.section_pos)::int AS lane,
-                     row_number() OVER (ORDER BY k.category_id, k.section_pos, k.row_pos, k.block_pos) AS o,
-                     row_number() OVER (ORDER BY k.section_pos, k.row_pos, k.block_pos)::int AS rk,
-                     (sum(length(k.free) + 1) OVER (PARTITION BY k.category_id, k.section_pos
-                                                    ORDER BY k.row_pos, k.block_pos) - length(k.free))::int AS st
-              FROM seat_blocks k WHERE k.event_id = p_event AND k.free LIKE '%1%') b;
-        SELECT coalesce(array_agg(l.cat ORDER BY l.cat, l.spos), '{}'), coalesce(array_agg(l.sec ORDER BY l.cat, l.spos), '{}'),
-               coalesce(array_agg(l.s ORDER BY l.cat, l.spos), '{}'),
-               coalesce(array_agg(l.last - l.nb + 1 ORDER BY l.cat, l.spos), '{}'),
-               coalesce(array_agg(l.last ORDER BY l.cat, l.spos), '{}')
-        INTO v_l_cat, v_l_sec, v_l_str, v_l_first, v_l_last
-        FROM (SELECT g.*, (sum(g.nb) OVER (ORDER BY g.cat, g.spos))::int AS last
-              FROM (SELECT k.category_id AS cat, k.section_pos AS spos, min(k.section) AS sec,
-                           string_agg(k.free, '|' ORDER BY k.row_pos, k.block_pos) AS s, count(*)::int AS nb
-                    FROM seat_blocks k WHERE k.event_id = p_event AND k.free LIKE '%1%'
-                    GROUP BY k.category_id, k.section_pos) g) l;
+        -- 1. The open blocks and their lanes, each lane's front first (the
+        -- blocks before v_limit free seats): a request that finds no run
+        -- that fits in a window cut short, or names a seat beyond it, has
+        -- the marks written and every open block read before it picks.
+        v_full := false;
+        SELECT * INTO v_b_id, v_b_lane, v_b_start, v_b_len, v_l_cat, v_l_sec, v_l_first, v_l_last, v_l_str, v_l_cut
+        FROM seat_lanes(p_event, v_limit);
         v_nlane := coalesce(array_length(v_l_cat, 1), 0);
         v_b_dirty := array_fill(false, ARRAY[greatest(coalesce(array_length(v_b_id, 1), 0), 1)]);
-        v_dirty := '{}';
 
         -- 2. The picks, request by request, in the lanes.
+        <<req>>
         FOR i IN 1 .. v_count LOOP
+          <<try>>
+          LOOP
             IF p_best_cats[i] IS NOT NULL THEN
                 v_c := p_best_cats[i];
                 v_q := p_best_qtys[i];
@@ -195,16 +240,17 @@ BEGIN
                 IF NOT v_c = ANY (coalesce(v_seated, '{}')) THEN
                     v_out[i] := CASE WHEN EXISTS (SELECT 1 FROM categories k WHERE k.id = v_c AND k.event_id = p_event)
                                      THEN 'not_seated' ELSE 'category_not_found' END;
-                    CONTINUE;
+                    CONTINUE req;
                 END IF;
                 -- 013's seat_blocks_pick: the first run that fits exactly
                 -- or leaves two or more; else the first that fits; else,
                 -- with that many free, single seats between taken ones
-                -- first, then the frontmost free seats. '|' ends a block
-                -- as the string's ends do.
+                -- first, then the frontmost free seats. Every block has
+                -- '|' on both sides; a match of a pattern that starts with
+                -- [0|] starts one before its seats.
                 v_start := coalesce(array_length(v_pk_req, 1), 0) + 1;
                 v_got := 0;
-                v_pats := ARRAY['(^|[0|])(1{' || v_q || '}([0|]|$)|1{' || (v_q + 2) || ',})', '1{' || v_q || '}'];
+                v_pats := ARRAY['[0|](1{' || v_q || '}[0|]|1{' || (v_q + 2) || ',})', '1{' || v_q || '}'];
                 FOR v_k IN 1 .. 4 LOOP
                     IF v_k = 3 THEN
                         v_free := 0;
@@ -214,7 +260,7 @@ BEGIN
                             END IF;
                         END LOOP;
                         EXIT WHEN v_free < v_q;
-                        v_pats := ARRAY['(^|[0|])1([0|]|$)', '1'];
+                        v_pats := ARRAY['[0|]1[0|]', '1'];
                     END IF;
                     LOOP
                         v_pos := 0;
@@ -225,39 +271,35 @@ BEGIN
                                 v_pos := regexp_instr(v_l_str[v_l], v_pats[1 + (v_k - 1) % 2]);
                             END IF;
                         END LOOP;
+                        IF v_pos = 0 AND v_got = 0 AND NOT v_full
+                           AND EXISTS (SELECT 1 FROM generate_series(1, v_nlane) AS g
+                                       WHERE v_l_cut[g] AND v_l_cat[g] = v_c AND (v_sec IS NULL OR v_l_sec[g] = v_sec)) THEN
+                            v_flush := true; -- then every open block, and this request again
+                            EXIT;
+                        END IF;
                         EXIT WHEN v_pos = 0;
-                        IF substr(v_l_str[v_l], v_pos, 1) <> '1' THEN
+                        IF v_k % 2 = 1 THEN
                             v_pos := v_pos + 1;
                         END IF;
                         -- The block: the lane's last that starts at or before v_pos.
-                        v_lo := v_l_first[v_l];
-                        v_hi := v_l_last[v_l];
-                        WHILE v_lo < v_hi LOOP
-                            v_mid := (v_lo + v_hi + 1) / 2;
-                            IF v_b_start[v_mid] <= v_pos THEN
-                                v_lo := v_mid;
-                            ELSE
-                                v_hi := v_mid - 1;
-                            END IF;
-                        END LOOP;
+                        v_b := v_l_first[v_l] - 1 + width_bucket(v_pos, v_b_start[v_l_first[v_l] : v_l_last[v_l]]);
                         v_n := CASE WHEN v_k <= 2 THEN v_q ELSE 1 END;
                         v_l_str[v_l] := overlay(v_l_str[v_l] PLACING repeat('0', v_n) FROM v_pos FOR v_n);
-                        IF NOT v_b_dirty[v_lo] THEN
-                            v_b_dirty[v_lo] := true;
-                            v_dirty := v_dirty || v_lo;
+                        IF NOT v_b_dirty[v_b] THEN
+                            v_b_dirty[v_b] := true;
+                            v_dirty := v_dirty || v_b;
                         END IF;
                         v_pk_req := v_pk_req || i;
-                        v_pk_blk := v_pk_blk || v_b_id[v_lo];
-                        v_pk_idx := v_pk_idx || (v_pos - v_b_start[v_lo] + 1);
+                        v_pk_blk := v_pk_blk || v_b_id[v_b];
+                        v_pk_idx := v_pk_idx || (v_pos - v_b_start[v_b] + 1);
                         v_pk_n := v_pk_n || v_n;
                         v_pk_cat := v_pk_cat || v_c;
-                        v_pk_rank := v_pk_rank || v_b_rank[v_lo];
                         v_got := v_got + v_n;
                         EXIT WHEN v_got >= v_q OR v_k <= 2;
                     END LOOP;
-                    EXIT WHEN v_got >= v_q;
+                    EXIT WHEN v_got >= v_q OR v_flush;
                 END LOOP;
-                IF v_got < v_q THEN
+                IF NOT v_flush AND v_got < v_q THEN
                     -- Fewer free than asked (or, past the count, none left
                     -- to take): what this request marked is free again.
                     FOR j IN v_start .. coalesce(array_length(v_pk_req, 1), 0) LOOP
@@ -271,7 +313,6 @@ BEGIN
                     v_pk_idx := v_pk_idx[1 : v_start - 1];
                     v_pk_n := v_pk_n[1 : v_start - 1];
                     v_pk_cat := v_pk_cat[1 : v_start - 1];
-                    v_pk_rank := v_pk_rank[1 : v_start - 1];
                     v_out[i] := 'sold_out';
                     v_short[i] := v_c;
                     v_short_any := true;
@@ -286,48 +327,67 @@ BEGIN
                 IF v_bad IS NOT NULL THEN
                     v_out[i] := 'seat_not_found';
                     v_refused[i] := array_to_string(v_bad, ',');
-                    CONTINUE;
+                    CONTINUE req;
                 END IF;
                 -- Taken: in no open block, or marked so in its lane.
                 v_bad := '{}';
                 FOR j IN 1 .. cardinality(v_ids) LOOP
                     v_b := array_position(v_b_id, v_blks[j]);
+                    IF v_b IS NULL AND NOT v_full AND true = ANY (v_l_cut) THEN
+                        v_flush := true; -- beyond the window, perhaps
+                        EXIT;
+                    END IF;
                     IF v_b IS NULL OR substr(v_l_str[v_b_lane[v_b]], v_b_start[v_b] + v_idxs[j] - 1, 1) <> '1' THEN
                         v_bad := v_bad || v_ids[j];
                     END IF;
                 END LOOP;
-                IF cardinality(v_bad) > 0 THEN
-                    v_out[i] := 'seat_taken';
-                    v_refused[i] := array_to_string(v_bad, ',');
-                    v_short_any := true;
-                    CONTINUE;
-                END IF;
-                FOR j IN 1 .. cardinality(v_ids) LOOP
-                    v_b := array_position(v_b_id, v_blks[j]);
-                    v_l := v_b_lane[v_b];
-                    v_l_str[v_l] := overlay(v_l_str[v_l] PLACING '0' FROM v_b_start[v_b] + v_idxs[j] - 1 FOR 1);
-                    IF NOT v_b_dirty[v_b] THEN
-                        v_b_dirty[v_b] := true;
-                        v_dirty := v_dirty || v_b;
+                IF NOT v_flush THEN
+                    IF cardinality(v_bad) > 0 THEN
+                        v_out[i] := 'seat_taken';
+                        v_refused[i] := array_to_string(v_bad, ',');
+                        v_short_any := true;
+                        CONTINUE req;
                     END IF;
-                    v_pk_req := v_pk_req || i;
-                    v_pk_blk := v_pk_blk || v_blks[j];
-                    v_pk_idx := v_pk_idx || v_idxs[j];
-                    v_pk_n := v_pk_n || 1;
-                    v_pk_cat := v_pk_cat || v_cats[j];
-                    v_pk_rank := v_pk_rank || v_b_rank[v_b];
-                END LOOP;
+                    FOR j IN 1 .. cardinality(v_ids) LOOP
+                        v_b := array_position(v_b_id, v_blks[j]);
+                        v_l := v_b_lane[v_b];
+                        v_l_str[v_l] := overlay(v_l_str[v_l] PLACING '0' FROM v_b_start[v_b] + v_idxs[j] - 1 FOR 1);
+                        IF NOT v_b_dirty[v_b] THEN
+                            v_b_dirty[v_b] := true;
+                            v_dirty := v_dirty || v_b;
+                        END IF;
+                        v_pk_req := v_pk_req || i;
+                        v_pk_blk := v_pk_blk || v_blks[j];
+                        v_pk_idx := v_pk_idx || v_idxs[j];
+                        v_pk_n := v_pk_n || 1;
+                        v_pk_cat := v_pk_cat || v_cats[j];
+                    END LOOP;
+                END IF;
             END IF;
-        END LOOP;
+            EXIT try WHEN NOT v_flush;
+            -- The window was not enough: the marks so far written, every
+            -- open block read, and request i picked again.
+            PERFORM seat_lanes_write(v_dirty, v_b_id, v_b_lane, v_b_start, v_b_len, v_l_str);
+            v_dirty := '{}';
+            v_flush := false;
+            v_full := true;
+            SELECT * INTO v_b_id, v_b_lane, v_b_start, v_b_len, v_l_cat, v_l_sec, v_l_first, v_l_last, v_l_str, v_l_cut
+            FROM seat_lanes(p_event, NULL);
+            v_nlane := coalesce(array_length(v_l_cat, 1), 0);
+            v_b_dirty := array_fill(false, ARRAY[greatest(coalesce(array_length(v_b_id, 1), 0), 1)]);
+          END LOOP try;
+        END LOOP req;
 
+        -- The marks of every block picked from, written once.
+        PERFORM seat_lanes_write(v_dirty, v_b_id, v_b_lane, v_b_start, v_b_len, v_l_str);
+        v_dirty := '{}';
         EXIT WHEN NOT v_short_any OR v_round = 2;
         -- Some request went short: the lapsed holds' seats are owed back.
         -- Expired as hold_batch and the sweeper expire them; the trigger
-        -- frees their seats and stock in the blocks, which nothing of this
-        -- round has written: the blocks are read again and the picks made
-        -- again. (Lapsed holds another transaction has locked, the
-        -- sweeper's, are skipped: when none is expired here the picks
-        -- stand.)
+        -- frees their seats and stock in the blocks; this round's picks
+        -- are given back, and picked again. (Lapsed holds another
+        -- transaction has locked, the sweeper's, are skipped: when none is
+        -- expired here the picks stand.)
         UPDATE bookings SET booking_status = 'failed', failure_reason = 'expired', updated_at = now()
         WHERE id IN (SELECT b.id FROM bookings b
                      WHERE b.event_id = p_event AND b.booking_status = 'pending' AND b.expires_at <= now()
@@ -335,18 +395,14 @@ BEGIN
         GET DIAGNOSTICS v_k = ROW_COUNT;
         v_expired := v_expired + v_k;
         EXIT WHEN v_k = 0;
+        v_ids := ARRAY(SELECT k.ids[p.idx + g.j - 1]
+                       FROM unnest(v_pk_blk, v_pk_idx, v_pk_n) AS p(blk, idx, n)
+                       JOIN seat_blocks k ON k.id = p.blk
+                       CROSS JOIN LATERAL generate_series(1, p.n) AS g(j));
+        IF cardinality(v_ids) > 0 THEN
+            PERFORM seat_blocks_set(array_fill(p_event::int, ARRAY[cardinality(v_ids)]), v_ids, '1');
+        END IF;
     END LOOP;
-
-    -- The marks of every block picked from, written once.
-    IF coalesce(array_length(v_dirty, 1), 0) > 0 THEN
-        v_blks := '{}';
-        v_ids := '{}';
-        FOREACH v_b IN ARRAY v_dirty LOOP
-            v_blks := v_blks || v_b_id[v_b];
-            v_ids := v_ids || substr(v_l_str[v_b_lane[v_b]], v_b_start[v_b], v_b_len[v_b]);
-        END LOOP;
-        UPDATE seat_blocks k SET free = u.f FROM unnest(v_blks, v_ids) AS u(id, f) WHERE k.id = u.id;
-    END IF;
 
     -- 3. hold_batch for every request still standing.
     v_sub := '{}';
@@ -406,7 +462,6 @@ BEGIN
     v_pick_req := '{}';
     v_pick_seat := '{}';
     v_pick_cat := '{}';
-    v_pick_key := '{}';
     IF array_length(v_sub, 1) > 0 THEN
         PERFORM set_config('holdfast.seating', 'on', true);
         FOR r IN SELECT hb.*
@@ -431,14 +486,14 @@ BEGIN
             END IF;
         END LOOP;
 
-        -- 4. The picks as seats, their order in the map's, and the granted
-        -- holds' seats, one insert.
+        -- 4. The picks as seats, each request's in the map's order, and the
+        -- granted holds' seats, one insert.
         IF coalesce(array_length(v_pk_req, 1), 0) > 0 THEN
-            SELECT coalesce(array_agg(p.req ORDER BY p.o, u.j), '{}'), coalesce(array_agg(u.sid ORDER BY p.o, u.j), '{}'),
-                   coalesce(array_agg(p.cat ORDER BY p.o, u.j), '{}'),
-                   coalesce(array_agg(p.rank::bigint * 100000 + p.idx + u.j ORDER BY p.o, u.j), '{}')
-            INTO v_pick_req, v_pick_seat, v_pick_cat, v_pick_key
-            FROM unnest(v_pk_req, v_pk_blk, v_pk_idx, v_pk_n, v_pk_cat, v_pk_rank) WITH ORDINALITY AS p(req, blk, idx, n, cat, rank, o)
+            SELECT coalesce(array_agg(p.req ORDER BY p.req, k.section_pos, k.row_pos, k.block_pos, p.idx + u.j), '{}'),
+                   coalesce(array_agg(u.sid ORDER BY p.req, k.section_pos, k.row_pos, k.block_pos, p.idx + u.j), '{}'),
+                   coalesce(array_agg(p.cat ORDER BY p.req, k.section_pos, k.row_pos, k.block_pos, p.idx + u.j), '{}')
+            INTO v_pick_req, v_pick_seat, v_pick_cat
+            FROM unnest(v_pk_req, v_pk_blk, v_pk_idx, v_pk_n, v_pk_cat) AS p(req, blk, idx, n, cat)
             JOIN seat_blocks k ON k.id = p.blk
             CROSS JOIN LATERAL unnest(k.ids[p.idx : p.idx + p.n - 1]) WITH ORDINALITY AS u(sid, j);
             INSERT INTO booking_seats (booking_id, event_id, seat_id, category_id)
@@ -465,8 +520,8 @@ BEGIN
            string_to_array(v_refused[g.i], ',')
     FROM generate_series(1, v_count) AS g(i)
     LEFT JOIN LATERAL (SELECT (v_holds[g.i]).*) h ON true
-    LEFT JOIN (SELECT p.req, array_agg(p.seat ORDER BY p.key) AS seats
-               FROM unnest(v_pick_req, v_pick_seat, v_pick_key) AS p(req, seat, key)
+    LEFT JOIN (SELECT p.req, array_agg(p.seat ORDER BY p.o) AS seats
+               FROM unnest(v_pick_req, v_pick_seat) WITH ORDINALITY AS p(req, seat, o)
                GROUP BY p.req) st ON st.req = g.i
     ORDER BY g.i;
 END;
