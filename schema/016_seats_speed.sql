@@ -1,25 +1,32 @@
 -- hold_seats (013) again, same arguments, same rows, same rules: a batch's
--- picks made in memory and its holds answered from what hold_batch said.
+-- picks made in memory and its holds answered from what hold_batch_events
+-- said.
 --
 -- 013's hold_seats updated a seat block once per pick (one statement a
 -- request, 0.09 to 0.11 ms, and an update that is never HOT since the
 -- partial index reads free), then read every hold back from bookings,
 -- booking_items and seats to answer. This one:
 --
---   1. reads the event's open blocks (those with a free seat) once, under
---      the event's row lock, into lanes: one string per category and
---      section of the blocks' marks in the map's order, '|' between
---      blocks. A pick is one regular expression over a lane (the first
---      match is the first block in the map's order that has it, as 013's
---      walk of the blocks found) and an overlay of the string; named seats
---      are looked up in the map (their block and place) and checked and
---      marked in the lanes too. Nothing is written while picking.
---   2. writes each block it marked once, before hold_batch runs: whatever
---      hold_batch's expiry of lapsed holds gives back (the trigger of 013,
---      which changes only the seats it frees) lands on the batch's marks.
---   3. answers each hold from hold_batch's row and the picks, and gives
---      back the marks of requests hold_batch refused (seat_blocks_set, as
---      013).
+--   1. reads the front of the event's open blocks (those with a free
+--      seat) once, under the event's row lock, into lanes: one string per
+--      category and section of the blocks' marks in the map's order, '|'
+--      around each block. The front is each lane's blocks before a few
+--      times the batch's seats are free (seat_lanes); a request that finds
+--      no fitting run in a lane cut short, or names a seat beyond it, has
+--      the marks so far written and every open block read first, so the
+--      answer is the one the whole map gives. A pick is one regular
+--      expression over a lane (the first match is the first block in the
+--      map's order that has it, as 013's walk of the blocks found), the
+--      block found by width_bucket over the blocks' starts, and an overlay
+--      of the string; named seats are looked up in the map (their block
+--      and place) and checked and marked in the lanes too.
+--   2. writes each block it marked once, before hold_batch_events (015)
+--      runs: whatever its expiry of lapsed holds gives back (the trigger
+--      of 013, which changes only the seats it frees) lands on the
+--      batch's marks.
+--   3. answers each hold from hold_batch_events's row and the picks
+--      (their seat ids from the blocks' ids, one statement), and gives
+--      back the marks of requests it refused (seat_blocks_set, as 013).
 --
 -- The event's row lock is what keeps the lanes true while the call works:
 -- every other writer of a block (a hold ending, through the stock trigger
@@ -52,14 +59,14 @@ AS $$
 BEGIN
     WITH o AS (
         SELECT k.id, k.category_id AS cat, k.section_pos AS spos, k.section AS sec, k.row_pos, k.block_pos, k.free,
-               coalesce(sum(length(k.free) - length(replace(k.free, '1', ''))) OVER (
+               coalesce(sum(octet_length(k.free) - octet_length(replace(k.free, '1', ''))) OVER (
                    PARTITION BY k.category_id, k.section_pos ORDER BY k.row_pos, k.block_pos
                    ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before
         FROM seat_blocks k WHERE k.event_id = p_event AND k.free LIKE '%1%'
     ), b AS (
         SELECT o.*, row_number() OVER w AS ord, dense_rank() OVER (ORDER BY o.cat, o.spos)::int AS lane,
-               (sum(length(o.free) + 1) OVER (PARTITION BY o.cat, o.spos ORDER BY o.row_pos, o.block_pos)
-                - length(o.free) + 1)::int AS st
+               (sum(octet_length(o.free) + 1) OVER (PARTITION BY o.cat, o.spos ORDER BY o.row_pos, o.block_pos)
+                - octet_length(o.free) + 1)::int AS st
         FROM o WHERE p_limit IS NULL OR o.before < p_limit
         WINDOW w AS (ORDER BY o.cat, o.spos, o.row_pos, o.block_pos)
     ), l AS (
@@ -71,7 +78,7 @@ BEGIN
     SELECT (SELECT coalesce(array_agg(b.id ORDER BY b.ord), '{}') FROM b),
            (SELECT coalesce(array_agg(b.lane ORDER BY b.ord), '{}') FROM b),
            (SELECT coalesce(array_agg(b.st ORDER BY b.ord), '{}') FROM b),
-           (SELECT coalesce(array_agg(length(b.free) ORDER BY b.ord), '{}') FROM b),
+           (SELECT coalesce(array_agg(octet_length(b.free) ORDER BY b.ord), '{}') FROM b),
            coalesce(array_agg(l.cat ORDER BY l.cat, l.spos), '{}'), coalesce(array_agg(l.sec ORDER BY l.cat, l.spos), '{}'),
            coalesce(array_agg(l.first ORDER BY l.cat, l.spos), '{}'), coalesce(array_agg(l.last ORDER BY l.cat, l.spos), '{}'),
            coalesce(array_agg(l.s ORDER BY l.cat, l.spos), '{}'), coalesce(array_agg(l.cut ORDER BY l.cat, l.spos), '{}')
@@ -256,7 +263,7 @@ BEGIN
                         v_free := 0;
                         FOR v_l IN 1 .. v_nlane LOOP
                             IF v_l_cat[v_l] = v_c AND (v_sec IS NULL OR v_l_sec[v_l] = v_sec) THEN
-                                v_free := v_free + length(v_l_str[v_l]) - length(replace(v_l_str[v_l], '1', ''));
+                                v_free := v_free + octet_length(v_l_str[v_l]) - octet_length(replace(v_l_str[v_l], '1', ''));
                             END IF;
                         END LOOP;
                         EXIT WHEN v_free < v_q;
@@ -465,7 +472,7 @@ BEGIN
     IF array_length(v_sub, 1) > 0 THEN
         PERFORM set_config('holdfast.seating', 'on', true);
         FOR r IN SELECT hb.*
-                 FROM hold_batch(p_event,
+                 FROM hold_batch_events(array_fill(p_event, ARRAY[array_length(v_sub, 1)]),
                                  ARRAY(SELECT p_emails[s] FROM unnest(v_sub) WITH ORDINALITY AS u(s, o) ORDER BY o),
                                  ARRAY(SELECT p_keys[s] FROM unnest(v_sub) WITH ORDINALITY AS u(s, o) ORDER BY o),
                                  ARRAY(SELECT p_clients[s] FROM unnest(v_sub) WITH ORDINALITY AS u(s, o) ORDER BY o),
