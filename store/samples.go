@@ -13,8 +13,9 @@ import (
 // booking existed; here that is one confirmed "presale" booking per concert,
 // inserted after the event so the stock trigger takes its tickets and
 // `holdfast check` balances, its items in the concert's default category
-// for the same reason. Last, a festival of three categories under one
-// capacity, for holds of several items.
+// for the same reason. Then a festival of three categories under one
+// capacity, for holds of several items. Last, claimed on its own so a dev
+// database loaded before it existed gets it too, a small seated hall.
 const (
 	qClaimSamples = `INSERT INTO holdfast_meta (key, value) VALUES ('dev_samples', 'loaded')
 		ON CONFLICT (key) DO NOTHING`
@@ -57,6 +58,39 @@ standing AS (
 INSERT INTO categories (event_id, name, price, total_tickets, available_tickets)
 SELECT f.id, c.name, c.price, c.total, c.total FROM f,
     (VALUES ('Seated', 90.00, 400), ('VIP', 250.00, 100)) AS c(name, price, total)`
+
+	qClaimHall = `INSERT INTO holdfast_meta (key, value) VALUES ('dev_hall', 'loading')
+		ON CONFLICT (key) DO NOTHING`
+
+	// The hall: 120 seats, its default category the stalls (6 rows, A to
+	// F, of 12 seats), a second category the balcony (4 rows, G to K but
+	// I, of 12), each category's stock its seats; seat ids as the admin
+	// API makes them ("Stalls-A-1").
+	qHall = `
+WITH e AS (
+    INSERT INTO events (name, description, event_date, total_tickets, available_tickets, ticket_price)
+    VALUES ('Holdfast Hall Recital', 'A seated hall: 72 in the stalls, 48 on the balcony', '2027-09-01 19:30:00+00', 120, 120, 45.00)
+    RETURNING id
+)
+UPDATE holdfast_meta SET value = (SELECT id::text FROM e) WHERE key = 'dev_hall'`
+	qHallCategories = `
+WITH h AS (SELECT value::int AS id FROM holdfast_meta WHERE key = 'dev_hall'),
+stalls AS (
+    UPDATE categories SET name = 'Stalls', total_tickets = 72, available_tickets = 72
+    WHERE event_id = (SELECT id FROM h)
+)
+INSERT INTO categories (event_id, name, price, total_tickets, available_tickets)
+SELECT h.id, 'Balcony', 30.00, 48, 48 FROM h`
+	qHallSeats = `
+WITH h AS (SELECT value::int AS id FROM holdfast_meta WHERE key = 'dev_hall'),
+c AS (SELECT c.id, c.name FROM categories c, h WHERE c.event_id = h.id),
+r AS (SELECT * FROM (VALUES (0, 'Stalls', 'A', 0), (0, 'Stalls', 'B', 1), (0, 'Stalls', 'C', 2),
+                            (0, 'Stalls', 'D', 3), (0, 'Stalls', 'E', 4), (0, 'Stalls', 'F', 5),
+                            (1, 'Balcony', 'G', 0), (1, 'Balcony', 'H', 1), (1, 'Balcony', 'J', 2),
+                            (1, 'Balcony', 'K', 3)) AS r(spos, section, row_name, rpos))
+INSERT INTO seats (event_id, id, section, row_name, number, category_id, section_pos, row_pos, seat_pos)
+SELECT h.id, r.section || '-' || r.row_name || '-' || n, r.section, r.row_name, n, c.id, r.spos, r.rpos, n - 1
+FROM h, r JOIN c ON c.name = r.section, generate_series(1, 12) AS n`
 )
 
 // LoadSamples loads the sample events once per database, and reports
@@ -68,16 +102,32 @@ func (s *Store) LoadSamples(ctx context.Context) (bool, error) {
 		if err != nil {
 			return mapErr(ctx, err)
 		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return nil
-		}
-		for _, q := range []string{qSampleEvents, qPresale, qPresaleItems, qFestival, qFestivalCategories} {
-			if _, err := tx.ExecContext(ctx, q); err != nil {
-				return mapErr(ctx, err)
+		if n, _ := res.RowsAffected(); n > 0 {
+			if err := execAll(ctx, tx, qSampleEvents, qPresale, qPresaleItems, qFestival, qFestivalCategories); err != nil {
+				return err
 			}
+			loaded = true
 		}
-		loaded = true
+		if res, err = tx.ExecContext(ctx, qClaimHall); err != nil {
+			return mapErr(ctx, err)
+		}
+		if n, _ := res.RowsAffected(); n > 0 {
+			if err := execAll(ctx, tx, qHall, qHallCategories, qHallSeats); err != nil {
+				return err
+			}
+			loaded = true
+		}
 		return nil
 	})
 	return loaded, err
+}
+
+// execAll runs each statement of qs in tx, in order.
+func execAll(ctx context.Context, tx *sqlx.Tx, qs ...string) error {
+	for _, q := range qs {
+		if _, err := tx.ExecContext(ctx, q); err != nil {
+			return mapErr(ctx, err)
+		}
+	}
+	return nil
 }

@@ -34,7 +34,7 @@ func (s *Store) rebuildSeatMarks(ctx context.Context, ev int64) error {
 // schema/013): the batch must go through hold_seats.
 var errSeated = errors.New("store: a seated category asked for by quantity")
 
-// qHoldSeats runs the database's hold_seats (schema/013), which picks the
+// qHoldSeats runs the database's hold_seats (schema/013, 016), which picks the
 // seats of a batch's seated requests and grants every request through
 // hold_batch: $1 to $7 as qHoldBatch's (the items of the requests without
 // seats), $8 and $9 the named seats flattened (request, seat id), $10 to

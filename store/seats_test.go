@@ -457,3 +457,48 @@ func TestSeatsMarksRepaired(t *testing.T) {
 	checkSeats(t, s, ev)
 	audit(t, s, ev)
 }
+
+// TestSeatsBeyondTheWindow picks where hold_seats reads only the front of
+// a lane (schema/016: the open blocks before a few times the batch's seats
+// are free): a pair whose first fitting run is past the front, a named
+// seat past it, and picks made before the rest is read keep their marks.
+func TestSeatsBeyondTheWindow(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ev, cat := seatedEvent(t, s, 40, 10)
+	// Rows 1 to 30 keep only single seats between taken ones: 150 free.
+	var reqs []hold.Request
+	for r := 1; r <= 30; r++ {
+		var ids []string
+		for n := 2; n <= 10; n += 2 {
+			ids = append(ids, fmt.Sprintf("A-%d-%d", r, n))
+		}
+		reqs = append(reqs, seatsRequest(ev, fmt.Sprintf("r%d@example.com", r), ids...))
+	}
+	for i, o := range holdSeats(t, s, ev, reqs...) {
+		if o.Err != nil {
+			t.Fatalf("row %d: %v", i+1, o.Err)
+		}
+	}
+	outs := holdSeats(t, s, ev, bestRequest(ev, "a@example.com", cat, 2))
+	if o := outs[0]; o.Err != nil || !slices.Equal(o.Hold.Seats, []string{"A-31-1", "A-31-2"}) {
+		t.Fatalf("a pair past 30 rows of singles: %v %v, want A-31-1 A-31-2", o.Hold.Seats, o.Err)
+	}
+	// A pick made in the front, then a seat named past it, then a pick.
+	outs = holdSeats(t, s, ev,
+		bestRequest(ev, "b@example.com", cat, 2),
+		seatsRequest(ev, "c@example.com", "A-40-5"),
+		bestRequest(ev, "d@example.com", cat, 2))
+	want := [][]string{{"A-31-3", "A-31-4"}, {"A-40-5"}, {"A-31-5", "A-31-6"}}
+	for i, w := range want {
+		if o := outs[i]; o.Err != nil || !slices.Equal(o.Hold.Seats, w) {
+			t.Fatalf("request %d: %v %v, want %v", i, o.Hold.Seats, o.Err, w)
+		}
+	}
+	outs = holdSeats(t, s, ev, seatsRequest(ev, "e@example.com", "A-31-3", "A-40-5"))
+	if err := outs[0].Err; !errors.Is(err, problem.SeatTaken) {
+		t.Fatalf("seats taken in the front and past it: %v", err)
+	}
+	audit(t, s, ev)
+	checkCategories(t, s, ev)
+}
