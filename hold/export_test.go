@@ -9,3 +9,8 @@ func (b *Batcher) SetOnJoin(f func(eventID int64, req Request)) { b.onJoin = f }
 
 // SetLease sets how long a worker keeps its event's lock across batches.
 func (b *Batcher) SetLease(d time.Duration) { b.lease = d }
+
+// SetNoLone makes a lone request take the event's Redis lock, as the
+// requests of a batch do: for tests of the lock's hand-over between
+// instances, whose single requests would otherwise go straight to the row.
+func (b *Batcher) SetNoLone() { b.noLone = true }
