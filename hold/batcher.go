@@ -23,9 +23,9 @@ var ErrShuttingDown = problem.New(problem.Unavailable, "the service is shutting 
 // requests waiting takes the event's lock once, runs one transaction that
 // serves as many queued requests as fit, in order, and commits once; every
 // request gets its own outcome. Across instances the row lock keeps it
-// correct and the Redis lock cuts contention, taken only when more than one
-// request waits (a lone request goes straight to the row); within one
-// instance the order of arrival is the order of service.
+// correct and the Redis lock cuts contention, taken only when more than
+// FewMax requests wait (a few go straight to the row); within one instance
+// the order of arrival is the order of service.
 //
 // A request waits at most its wait (--lock-wait) in the queue, then is told
 // busy; once a worker has taken it into a batch it waits for that batch's
@@ -60,9 +60,9 @@ type Batcher struct {
 	// waited its whole wait in a queue.
 	Observe BatchObserver
 
-	// noLone, set by tests of the Redis lock's hand-over, makes a lone
-	// request take the lock as a batch does.
-	noLone bool
+	// noFew, set by tests of the Redis lock's hand-over, makes a few
+	// requests take the lock as a larger batch does.
+	noFew bool
 
 	// onJoin, when set, is called with each request as it joins its queue,
 	// under the queue's lock: tests read the order of arrival through it.
@@ -266,25 +266,36 @@ func (b *Batcher) take(ev int64, max int, retire bool) []*waiter {
 	return batch
 }
 
-// takeLone takes ev's only queued request, or nothing when more (or none)
-// wait.
-func (b *Batcher) takeLone(ev int64) []*waiter {
+// FewMax is the most requests a batch serves without the event's Redis
+// lock. The lock's take and give-back are two round trips, about 70 us of
+// CPU in holdfast and Redis together (make bench over 10,000 events), paid
+// once a lease: for a batch of one that was a third of holdfast's CPU a
+// hold; from a few requests on, spread over the batch and its lease, and
+// worth it on an event other instances sell too, where their workers wait
+// for the lock in Redis rather than for the row in PostgreSQL.
+const FewMax = 3
+
+// takeFew takes ev's queued requests when there are FewMax or fewer, or
+// nothing.
+func (b *Batcher) takeFew(ev int64) []*waiter {
 	sh := b.shard(ev)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	q := sh.queues[ev]
-	if b.noLone || len(q.waiting) != 1 {
+	if b.noFew || len(q.waiting) == 0 || len(q.waiting) > FewMax {
 		return nil
 	}
-	w := q.waiting[0]
-	w.taken = true
-	q.waiting[0] = nil
+	batch := slices.Clone(q.waiting)
+	for _, w := range batch {
+		w.taken = true
+	}
+	clear(q.waiting)
 	q.waiting = q.waiting[:0]
-	return []*waiter{w}
+	return batch
 }
 
-// work serves ev's queue until it is empty. Unless one request alone
-// waits, it takes the event's lock before it takes requests from the
+// work serves ev's queue until it is empty. Unless a few requests wait
+// (FewMax), it takes the event's lock before it takes requests from the
 // queue, so that while it waits for the lock (another instance is selling
 // the event) every request is still in the queue, free to leave when its
 // client goes or its wait runs out.
@@ -294,16 +305,14 @@ func (b *Batcher) work(ev int64) {
 		if b.take(ev, 0, true) == nil {
 			return
 		}
-		if lone := b.takeLone(ev); lone != nil {
-			// One request and nobody behind it: no Redis lock, whose
-			// take and give-back were two round trips for one hold (a
-			// third of a hold's CPU over thousands of events). The
-			// event's row lock keeps the sale correct on its own, as
-			// with Redis down; another instance selling the event
-			// holds its row a batch at a time, so this request waits
-			// for the row at most its lock_timeout (the lock wait)
-			// and is told busy past it.
-			b.serve(ev, lone)
+		if few := b.takeFew(ev); few != nil {
+			// A few requests: no Redis lock (see FewMax). The event's
+			// row lock keeps the sale correct on its own, as with
+			// Redis down; another instance selling the event holds
+			// its row a batch at a time, so this batch waits for the
+			// row at most its lock_timeout (the lock wait) and is told
+			// busy past it.
+			b.serve(ev, few)
 			continue
 		}
 		unlock, err := b.locks.Lock(b.ctx, ev)

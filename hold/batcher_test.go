@@ -210,7 +210,7 @@ func TestAQueuedRequestIsBusyAfterItsWait(t *testing.T) {
 	f := newFixture(t, time.Minute)
 	ev := f.event(t, 10)
 	b := hold.NewBatcher(f.store, f.locks, time.Minute, 100*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	b.SetNoLone() // a lone request would go straight to the row
+	b.SetNoFew() // a lone request would go straight to the row
 	defer b.Stop(context.Background())
 	unlock, err := f.locks.Lock(context.Background(), ev) // another instance is selling
 	if err != nil {
@@ -274,7 +274,7 @@ func TestTheLockIsKeptAcrossBatchesForTheLease(t *testing.T) {
 			locks := &countingLocks{Locker: f.locks}
 			st := &feedingStore{Store: f.store, left: 9}
 			b := hold.NewBatcher(st, locks, time.Minute, time.Minute, slog.New(slog.NewTextHandler(io.Discard, nil)))
-			b.SetNoLone() // one request is fed at a time
+			b.SetNoFew() // one request is fed at a time
 			b.SetLease(c.lease)
 			joined := make(chan struct{}, 16)
 			b.SetOnJoin(func(int64, hold.Request) { joined <- struct{}{} })
@@ -320,7 +320,7 @@ func TestAnotherInstanceGetsItsTurnOnABusyEvent(t *testing.T) {
 	instance := func(st hold.Store, wait time.Duration) *hold.Batcher {
 		locks := store.NewLocks(f.rdb, store.LockOptions{Prefix: f.prefix, TTL: 5 * time.Second, Wait: wait, MarkWaits: true}, quiet)
 		b := hold.NewBatcher(st, locks, time.Minute, wait, quiet)
-		b.SetNoLone() // single requests, which would go straight to the row
+		b.SetNoFew() // single requests, which would go straight to the row
 		return b
 	}
 	busy := &feedingStore{Store: f.store, left: 1 << 30}
@@ -465,7 +465,7 @@ func TestThreeInstancesEachGetTheirTurnOnABusyEvent(t *testing.T) {
 	instance := func(st hold.Store, wait time.Duration) *hold.Batcher {
 		locks := store.NewLocks(f.rdb, store.LockOptions{Prefix: f.prefix, TTL: 5 * time.Second, Wait: wait, MarkWaits: true}, quiet)
 		b := hold.NewBatcher(st, locks, time.Minute, wait, quiet)
-		b.SetNoLone() // single requests, which would go straight to the row
+		b.SetNoFew() // single requests, which would go straight to the row
 		return b
 	}
 	hot := &feedingStore{Store: f.store, left: 1 << 30}
