@@ -164,3 +164,57 @@ func TestLoneRequestsOfTwoInstancesNeverOversell(t *testing.T) {
 		})
 	}
 }
+
+// Up to FewMax requests queued behind a batch are served without the
+// Redis lock; one more and the batch takes it. A first request is held in
+// the store while the others join. Fails with the threshold ignored (the
+// batch of FewMax+1 takes none).
+func TestAFewRequestsTakeNoRedisLock(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		behind int
+		want   int64
+	}{{hold.FewMax, 0}, {hold.FewMax + 1, 1}} {
+		t.Run(fmt.Sprint(c.behind, " behind"), func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, time.Minute)
+			ev := f.event(t, 10)
+			locks := &countingLocks{Locker: f.locks}
+			st := &stallingStore{Store: f.store, taken: make(chan int, 4), release: make(chan struct{})}
+			b := hold.NewBatcher(st, locks, time.Minute, time.Minute, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			joined := make(chan struct{}, 8)
+			b.SetOnJoin(func(int64, hold.Request) { joined <- struct{}{} })
+			var wg sync.WaitGroup
+			var failed sync.Map
+			submit := func(i int) {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if out, err := b.Submit(context.Background(), request(ev, i)); err != nil || out.Err != nil {
+						failed.Store(i, fmt.Sprint(err, out.Err))
+					}
+				}()
+				<-joined
+			}
+			submit(0)
+			if n := <-st.taken; n != 1 {
+				t.Fatalf("first batch of %d, want 1", n)
+			}
+			for i := 1; i <= c.behind; i++ {
+				submit(i)
+			}
+			close(st.release)
+			if n := <-st.taken; n != c.behind {
+				t.Fatalf("second batch of %d, want %d", n, c.behind)
+			}
+			wg.Wait()
+			if err := b.Stop(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			failed.Range(func(k, v any) bool { t.Errorf("request %v: %v", k, v); return true })
+			if got := locks.taken.Load(); got != c.want {
+				t.Fatalf("a batch of %d took the Redis lock %d times, want %d", c.behind, got, c.want)
+			}
+		})
+	}
+}
