@@ -30,8 +30,14 @@ type fixture struct {
 
 func newFixture(t *testing.T, wait time.Duration) fixture {
 	t.Helper()
+	return newFixtureLockTimeout(t, wait, time.Minute)
+}
+
+// newFixtureLockTimeout is newFixture with PostgreSQL's lock_timeout.
+func newFixtureLockTimeout(t *testing.T, wait, lockTimeout time.Duration) fixture {
+	t.Helper()
 	ctx := context.Background()
-	db, err := store.Open(ctx, testenv.DatabaseURL(t), store.DBOptions{MaxConns: 10, LockTimeout: time.Minute})
+	db, err := store.Open(ctx, testenv.DatabaseURL(t), store.DBOptions{MaxConns: 10, LockTimeout: lockTimeout})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,6 +210,7 @@ func TestAQueuedRequestIsBusyAfterItsWait(t *testing.T) {
 	f := newFixture(t, time.Minute)
 	ev := f.event(t, 10)
 	b := hold.NewBatcher(f.store, f.locks, time.Minute, 100*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	b.SetNoFew() // a lone request would go straight to the row
 	defer b.Stop(context.Background())
 	unlock, err := f.locks.Lock(context.Background(), ev) // another instance is selling
 	if err != nil {
@@ -267,6 +274,7 @@ func TestTheLockIsKeptAcrossBatchesForTheLease(t *testing.T) {
 			locks := &countingLocks{Locker: f.locks}
 			st := &feedingStore{Store: f.store, left: 9}
 			b := hold.NewBatcher(st, locks, time.Minute, time.Minute, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			b.SetNoFew() // one request is fed at a time
 			b.SetLease(c.lease)
 			joined := make(chan struct{}, 16)
 			b.SetOnJoin(func(int64, hold.Request) { joined <- struct{}{} })
@@ -311,7 +319,9 @@ func TestAnotherInstanceGetsItsTurnOnABusyEvent(t *testing.T) {
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	instance := func(st hold.Store, wait time.Duration) *hold.Batcher {
 		locks := store.NewLocks(f.rdb, store.LockOptions{Prefix: f.prefix, TTL: 5 * time.Second, Wait: wait, MarkWaits: true}, quiet)
-		return hold.NewBatcher(st, locks, time.Minute, wait, quiet)
+		b := hold.NewBatcher(st, locks, time.Minute, wait, quiet)
+		b.SetNoFew() // single requests, which would go straight to the row
+		return b
 	}
 	busy := &feedingStore{Store: f.store, left: 1 << 30}
 	a, b := instance(busy, time.Minute), instance(f.store, time.Second)
@@ -454,7 +464,9 @@ func TestThreeInstancesEachGetTheirTurnOnABusyEvent(t *testing.T) {
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	instance := func(st hold.Store, wait time.Duration) *hold.Batcher {
 		locks := store.NewLocks(f.rdb, store.LockOptions{Prefix: f.prefix, TTL: 5 * time.Second, Wait: wait, MarkWaits: true}, quiet)
-		return hold.NewBatcher(st, locks, time.Minute, wait, quiet)
+		b := hold.NewBatcher(st, locks, time.Minute, wait, quiet)
+		b.SetNoFew() // single requests, which would go straight to the row
+		return b
 	}
 	hot := &feedingStore{Store: f.store, left: 1 << 30}
 	a := instance(hot, time.Minute)

@@ -90,6 +90,9 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 // holdfast_lock_timeouts_total counts requests answered busy, once each:
 // a batch worker's own waits for the lock on their behalf used to count
 // too. Replays and rate-limited requests are counted under their outcome.
+// Another instance selling holds the Redis lock and, in its transaction,
+// the event's row: the unbatched path waits for the first, the batcher's
+// lone request for the second (it takes no Redis lock).
 func TestMetricsCountEachBusyAnswerOnce(t *testing.T) {
 	t.Parallel()
 	forBothPaths(t, func(t *testing.T, batch bool) {
@@ -102,6 +105,13 @@ func TestMetricsCountEachBusyAnswerOnce(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		tx, err := ts.db().BeginTx(t.Context(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.ExecContext(t.Context(), `SELECT 1 FROM events WHERE id = $1 FOR UPDATE`, ev); err != nil {
+			t.Fatal(err)
+		}
 		busy := 0
 		for i := 0; i < 3; i++ {
 			if res := ts.do("POST", "/holds", order(ev, "a@example.com", 1)); res.Status == 429 {
@@ -109,6 +119,9 @@ func TestMetricsCountEachBusyAnswerOnce(t *testing.T) {
 			}
 		}
 		unlock()
+		if err := tx.Rollback(); err != nil {
+			t.Fatal(err)
+		}
 		if busy != 3 {
 			t.Fatalf("%d of 3 answered busy", busy)
 		}

@@ -296,9 +296,27 @@ var clientCounts = []int{64, 256}
 func forClients(b *testing.B, name string, srv func() *server, req request) {
 	for _, n := range clientCounts {
 		b.Run(fmt.Sprintf("clients=%d", n), func(b *testing.B) {
-			e.record(b, e.measure(name, srv(), n, req, 0))
+			s := srv()
+			wait := func() {}
+			if s == e.batched {
+				// A CPU profile of the run (see profile), named after it.
+				wait = e.profile(fmt.Sprintf("%s-%d", profileName(name), n))
+			}
+			r := e.measure(name, s, n, req, 0)
+			wait()
+			e.record(b, r)
 		})
 	}
+}
+
+// profileName is a scenario's name as a file name.
+func profileName(scenario string) string {
+	return strings.Trim(strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' {
+			return r
+		}
+		return '-'
+	}, scenario), "-")
 }
 
 // measure runs one load and accounts for the CPU each process spent on it
