@@ -13,3 +13,10 @@ var OpenLazy = open
 // SetShufflePart makes q read and shuffle the pre-queue n places a call,
 // so a test sees a shuffle of many parts without a million places.
 func (q *Queues) SetShufflePart(n int64) { q.shufflePart = n }
+
+// QPublish and QPublishPlan are the publisher's statement and the plan
+// settings it runs under, for a test that reads the plan.
+const (
+	QPublish     = qPublish
+	QPublishPlan = qPublishPlan
+)
