@@ -380,7 +380,7 @@ func TestThePurgeKeepsWhatIsStillOwed(t *testing.T) {
 	if out, err := s.Confirm(ctx, b.ID, nil, noRender); err != nil || out.Err != nil {
 		t.Fatalf("confirm: %v %v", err, out.Err)
 	}
-	publishAll(t, s) // b's confirm has a delivery, due
+	publishAll(t, s)                        // b's confirm has a delivery, due
 	c := takeHold(t, s, ev, 1, time.Minute) // written, not published
 	if n, err := s.PurgeOutbox(ctx, time.Hour, 100); err != nil || n != 0 {
 		t.Fatalf("purge of an hour: %d, %v; want nothing that young", n, err)
