@@ -14,9 +14,10 @@ var OpenLazy = open
 // so a test sees a shuffle of many parts without a million places.
 func (q *Queues) SetShufflePart(n int64) { q.shufflePart = n }
 
-// QPublish and QPublishPlan are the publisher's statement and the plan
-// settings it runs under, for a test that reads the plan.
+// QPublishBatch, QPublish and QPublishPlan are the publisher's statements
+// and the plan settings it runs under, for a test that reads the plan.
 const (
-	QPublish     = qPublish
-	QPublishPlan = qPublishPlan
+	QPublishBatch = qPublishBatch
+	QPublish      = qPublish
+	QPublishPlan  = qPublishPlan
 )

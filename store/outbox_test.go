@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/lib/pq"
 
 	"github.com/holdfast/holdfast/hold"
 	"github.com/holdfast/holdfast/store"
@@ -486,11 +487,15 @@ func TestPublishingStaysLinearOnStaleStatistics(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tx.Rollback()
+	var batch []int64
+	if err := tx.SelectContext(ctx, &batch, store.QPublishBatch, 2000); err != nil || len(batch) != 500 {
+		t.Fatalf("the batch: %d events, %v; want 500", len(batch), err)
+	}
 	if _, err := tx.ExecContext(ctx, store.QPublishPlan); err != nil {
 		t.Fatal(err)
 	}
 	var raw []byte
-	if err := tx.QueryRowxContext(ctx, `EXPLAIN (ANALYZE, FORMAT JSON) `+store.QPublish, 2000).Scan(&raw); err != nil {
+	if err := tx.QueryRowxContext(ctx, `EXPLAIN (ANALYZE, FORMAT JSON) `+store.QPublish, pq.Array(batch)).Scan(&raw); err != nil {
 		t.Fatal(err)
 	}
 	if work := planWork(t, raw); work > 20*500 {
