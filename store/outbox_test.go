@@ -277,10 +277,14 @@ func TestManyPublishersHandOutEveryEventOnceInOrder(t *testing.T) {
 	evs := feed(t, s, 0)
 	seen := map[uuid.UUID]bool{}
 	last := map[uuid.UUID]int{}
+	var prev int64
 	for i, e := range evs {
-		if e.Pos != int64(i+1) {
-			t.Fatalf("event %d at position %d", i, e.Pos)
+		// Positions may have holes (a round numbers its events by their
+		// write order), never a repeat or a step back.
+		if e.Pos <= prev {
+			t.Fatalf("event %d at position %d after %d", i, e.Pos, prev)
 		}
+		prev = e.Pos
 		if seen[e.ID] {
 			t.Fatalf("event %s twice", e.ID)
 		}
