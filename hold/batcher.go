@@ -145,10 +145,6 @@ func (b *Batcher) wanted(ev int64) bool {
 // one across batches for more than a quarter of it.
 func (b *Batcher) SetLockTTL(ttl time.Duration) { b.lease = min(DefaultLease, ttl/4) }
 
-// SetLanes sets how many calls the batches of different events run at
-// once before they group (DefaultLanes; at least 1).
-func (b *Batcher) SetLanes(n int) { b.lanes = max(n, 1) }
-
 // NewBatcher returns a Batcher; Stop stops it.
 func NewBatcher(st Store, locks sale.Locker, ttl, wait time.Duration, log *slog.Logger) *Batcher {
 	b := &Batcher{store: st, locks: locks, ttl: ttl, wait: wait, maxBatch: DefaultMaxBatch, lease: DefaultLease, log: log,
@@ -252,7 +248,12 @@ func (b *Batcher) take(ev int64, max int, retire bool) []*waiter {
 	if max == 0 {
 		return []*waiter{}
 	}
-	n := min(len(q.waiting), max)
+	return q.pop(min(len(q.waiting), max))
+}
+
+// pop removes the first n waiters of q and returns them, marked taken.
+// The caller holds q's shard's lock.
+func (q *queue) pop(n int) []*waiter {
 	batch := make([]*waiter, n)
 	copy(batch, q.waiting[:n])
 	for _, w := range batch {
@@ -285,13 +286,7 @@ func (b *Batcher) takeFew(ev int64) []*waiter {
 	if b.noFew || len(q.waiting) == 0 || len(q.waiting) > FewMax {
 		return nil
 	}
-	batch := slices.Clone(q.waiting)
-	for _, w := range batch {
-		w.taken = true
-	}
-	clear(q.waiting)
-	q.waiting = q.waiting[:0]
-	return batch
+	return q.pop(len(q.waiting))
 }
 
 // work serves ev's queue until it is empty. Unless a few requests wait

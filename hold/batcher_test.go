@@ -575,7 +575,6 @@ func TestFirstToJoinIsFirstServedAcrossEvents(t *testing.T) {
 			}
 			st := &grouping{Store: f.store}
 			b := hold.NewBatcher(st, locks, time.Minute, time.Minute, quiet)
-			b.SetLanes(1)
 			defer b.Stop(context.Background())
 
 			var mu sync.Mutex

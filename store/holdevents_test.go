@@ -255,7 +255,6 @@ func TestTheRowLockAloneSellsSeveralEventsExactlyInGroups(t *testing.T) {
 		for i, in := range ins {
 			counters[i] = &groupCounter{Store: in.store}
 			batchers[i] = hold.NewBatcher(counters[i], in.locks, time.Minute, time.Minute, quiet)
-			batchers[i].SetLanes(1)
 			t.Cleanup(func() { _ = batchers[i].Stop(context.Background()) })
 		}
 		// About 72 requests an event, by 10 buyers (30 tickets at most

@@ -176,6 +176,11 @@ func anyKey(reqs []hold.Request) bool {
 	return false
 }
 
+// anySeated reports whether a request of reqs asks for seats.
+func anySeated(reqs []hold.Request) bool {
+	return slices.ContainsFunc(reqs, func(r hold.Request) bool { return r.Order.Seated() })
+}
+
 // qHoldBatch runs the database's hold_batch_events (schema/015: hold_batch
 // of 011, with the caps of 007, the sale window of 009, the waiting room's
 // checks of 010 and the categories of 011, for the requests of several
@@ -209,7 +214,7 @@ func (s *Store) CreateHoldsEvents(ctx context.Context, batches []hold.EventBatch
 		}
 		// Seats are picked one event a call (hold_seats): such a batch
 		// is left unserved, for the caller to serve alone.
-		if slices.ContainsFunc(b.Reqs, func(r hold.Request) bool { return r.Order.Seated() }) {
+		if anySeated(b.Reqs) {
 			continue
 		}
 		grouped[i] = true
@@ -363,7 +368,7 @@ type querier interface {
 // quantity (errSeated: the caller runs it again with viaSeats, and
 // hold_seats tells those requests to name seats).
 func (s *Store) holdBatch(ctx context.Context, q querier, events []int64, reqs []hold.Request, ttl time.Duration, skipLocked, viaSeats bool) ([]hold.Outcome, int, error) {
-	viaSeats = viaSeats || slices.ContainsFunc(reqs, func(r hold.Request) bool { return r.Order.Seated() })
+	viaSeats = viaSeats || anySeated(reqs)
 	emails := make([]string, len(reqs))
 	keys := make([]string, len(reqs))
 	clients := make([]sql.NullString, len(reqs))

@@ -52,8 +52,8 @@ const (
 	)
 	SELECT count(*) FROM published`
 
-	// qPublishPlan keeps a stale plan from reading a sequential scan of
-	// the outbox into the join.
+	// qPublishPlan keeps statistics from when the outbox was small from
+	// planning qPublish's lookup as a sequential scan of the whole outbox.
 	qPublishPlan = `SET LOCAL enable_seqscan = off`
 
 	// changeColumns reads an outbox row (as o) as an event: the hold as

@@ -98,7 +98,7 @@ type Options struct {
 	// RetryBase is the delay before the first retry; each next delay
 	// doubles the last.
 	RetryBase time.Duration
-	// RetryFor is how long after its event a delivery is retried
+	// RetryFor is how long after the delivery was made it is retried
 	// (--webhook-retry-for).
 	RetryFor time.Duration
 	// Lease is how long a claimed delivery stays with its worker before

@@ -22,8 +22,8 @@
 // outbox did: its issues #311 and #576). So the Publisher, running on every
 // instance but publishing on one at a time (an advisory lock), gives the
 // events it sees committed their feed positions in rounds, each round
-// after the last committed: positions become visible in order and without
-// holes, and GET /admin/changes?after= hands every event out once, in
+// after the last committed: positions become visible in order (they may
+// skip numbers), and GET /admin/changes?after= hands every event out once, in
 // commit order (within a round, in write order, which for one hold is its
 // commit order too: its next change waits for the row lock of the last).
 // The same round makes a delivery of each event to every enabled endpoint

@@ -155,7 +155,7 @@ func HandleChanges(svc *Service, log *slog.Logger) http.Handler {
 		after := int64(0)
 		if s := r.URL.Query().Get("after"); s != "" {
 			n, err := strconv.ParseInt(s, 10, 64)
-			if err != nil || n < 0 || strings.Trim(s, "0123456789") != "" {
+			if err != nil || strings.Trim(s, "0123456789") != "" {
 				httpapi.WriteError(w, r, log, problem.Invalidf("after must be a cursor from a previous page's next"))
 				return
 			}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"fmt"
 	"net"
 	"net/netip"
 	"net/url"
@@ -244,8 +243,5 @@ func (s *Service) Replay(ctx context.Context, id, deliveryID int64) (int64, erro
 // Changes lists the change feed's events after position after, at most
 // limit, in commit order.
 func (s *Service) Changes(ctx context.Context, after int64, limit int) ([]Event, error) {
-	if after < 0 {
-		return nil, fmt.Errorf("webhook: negative position %d", after)
-	}
 	return s.Store.Changes(ctx, after, limit)
 }

@@ -103,8 +103,7 @@ type Keyring struct {
 	log     *slog.Logger
 	keys    atomic.Pointer[keyset]
 	parser  *jwt.Parser
-	// validator checks a MAC-checked pass's times as parser checks a
-	// signed one's.
+	// validator checks a pass's times once its MAC or signature is.
 	validator *jwt.Validator
 }
 
@@ -147,12 +146,12 @@ func NewKeyring(ctx context.Context, store KeyStore, opts Options, log *slog.Log
 	}
 	k := &Keyring{
 		store: store, refresh: opts.Refresh, log: log,
-		// Only EdDSA: a token naming none, HS256 (with our public key as
-		// its secret) or RS256 is refused before any key is looked up.
-		// No leeway on exp: a pass is never taken past the expiry it
-		// states; instances' clocks agree to milliseconds under NTP.
-		parser: jwt.NewParser(jwt.WithValidMethods([]string{jwt.SigningMethodEdDSA.Alg()}),
-			jwt.WithExpirationRequired(), jwt.WithLeeway(0), jwt.WithStrictDecoding()),
+		// The parser only decodes (strictly); check refuses every alg
+		// but EdDSA (none, HS256 with our public key as its secret,
+		// RS256) before any key is looked up. No leeway on exp: a pass
+		// is never taken past the expiry it states; instances' clocks
+		// agree to milliseconds under NTP.
+		parser:    jwt.NewParser(jwt.WithStrictDecoding()),
 		validator: jwt.NewValidator(jwt.WithExpirationRequired(), jwt.WithLeeway(0)),
 	}
 	first, err := NewKey()
@@ -261,6 +260,16 @@ func (s *keyset) signer(now time.Time) (*loadedKey, bool) {
 	return nil, false
 }
 
+// verifier is the key t's kid names, if it still verifies.
+func (s *keyset) verifier(t *jwt.Token) (*loadedKey, error) {
+	kid, _ := t.Header["kid"].(string)
+	key, ok := s.byID[kid]
+	if !ok || (!key.retires.IsZero() && !key.retires.After(time.Now())) {
+		return nil, fmt.Errorf("unknown kid %q", kid)
+	}
+	return key, nil
+}
+
 // claims is a pass as a JWT claims set. aud is the event id as one string,
 // not the one-element array golang-jwt would write for a ClaimStrings.
 type claims struct {
@@ -341,31 +350,12 @@ func (k *Keyring) Verify(token string) (Claims, error) {
 		return Claims{}, fmt.Errorf("%w: token of %d bytes", ErrInvalid, len(token))
 	}
 	set := k.keys.Load()
-	keyOf := func(t *jwt.Token) (*loadedKey, error) {
-		kid, _ := t.Header["kid"].(string)
-		key, ok := set.byID[kid]
-		if !ok || (!key.retires.IsZero() && !key.retires.After(time.Now())) {
-			return nil, fmt.Errorf("unknown kid %q", kid)
-		}
-		return key, nil
-	}
 	var c claims
 	t, parts, err := k.parser.ParseUnverified(token, &c)
 	if err != nil {
 		return Claims{}, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
-	if mac, ok := t.Header[macHeader].(string); ok {
-		err = k.checkMAC(t, parts, mac, keyOf, &c)
-	} else {
-		c = claims{}
-		_, err = k.parser.ParseWithClaims(token, &c, func(t *jwt.Token) (any, error) {
-			key, err := keyOf(t)
-			if err != nil {
-				return nil, err
-			}
-			return key.public, nil
-		})
-	}
+	err = k.check(set, t, parts, &c)
 	switch {
 	case errors.Is(err, jwt.ErrTokenExpired):
 		// The MAC or signature was checked first: only a pass of ours
@@ -381,19 +371,23 @@ func (k *Keyring) Verify(token string) (Claims, error) {
 	return Claims{EventID: event, PlaceID: c.Subject, Email: c.Email, Cap: c.Cap, ExpiresAt: c.ExpiresAt.Time.UTC()}, nil
 }
 
-// checkMAC checks a pass with a MAC as the parser checks a signed one:
-// the alg, the key, the MAC in place of the signature, then the claims'
-// times.
-func (k *Keyring) checkMAC(t *jwt.Token, parts []string, mac string, keyOf func(*jwt.Token) (*loadedKey, error), c *claims) error {
+// check checks a parsed pass as golang-jwt's parser checks a signed one:
+// the alg, the key its kid names, then the MAC its header carries (see
+// Verify) or, without one, its signature, then the claims' times.
+func (k *Keyring) check(set *keyset, t *jwt.Token, parts []string, c *claims) error {
 	if t.Method != jwt.SigningMethodEdDSA {
 		return fmt.Errorf("signing method %v is invalid", t.Header["alg"])
 	}
-	key, err := keyOf(t)
+	key, err := set.verifier(t)
 	if err != nil {
 		return err
 	}
-	if !hmac.Equal([]byte(mac), []byte(passMAC(key.mac, parts[1]))) {
-		return errors.New("the MAC does not match the payload")
+	if mac, ok := t.Header[macHeader].(string); ok {
+		if !hmac.Equal([]byte(mac), []byte(passMAC(key.mac, parts[1]))) {
+			return errors.New("the MAC does not match the payload")
+		}
+	} else if err := t.Method.Verify(parts[0]+"."+parts[1], t.Signature, key.public); err != nil {
+		return fmt.Errorf("the signature does not match: %w", err)
 	}
 	return k.validator.Validate(c)
 }

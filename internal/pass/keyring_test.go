@@ -342,9 +342,6 @@ func TestCheckBindsAPassToItsEventAndEmail(t *testing.T) {
 	}
 }
 
-// TestAnEdgeProxyVerifiesWithTheJWKSAlone reads GET /queue/keys as a proxy
-// would, turns each key back into an ed25519.PublicKey and checks a pass
-// with golang-jwt, knowing nothing of this package's keyring.
 // holdfast checks the MAC its passes carry, everyone else the signature:
 // each refuses what does not match its check, and a pass made without a
 // MAC (by another library, with our key) still verifies by its signature.
@@ -411,6 +408,9 @@ func verified(t *testing.T, k *pass.Keyring, c pass.Claims) pass.Claims {
 	return got
 }
 
+// TestAnEdgeProxyVerifiesWithTheJWKSAlone reads GET /queue/keys as a proxy
+// would, turns each key back into an ed25519.PublicKey and checks a pass
+// with golang-jwt, knowing nothing of this package's keyring.
 func TestAnEdgeProxyVerifiesWithTheJWKSAlone(t *testing.T) {
 	t.Parallel()
 	k := newKeyring(t)

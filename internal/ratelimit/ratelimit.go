@@ -60,15 +60,6 @@ func New(perSecond int, shared Counter, log *slog.Logger) *Limiter {
 	return l
 }
 
-// WithWait sets how long a request waits for the shared count before it
-// counts in-process, and returns l. A request that gives up on Redis may
-// still have been counted there, so each give-up can let one request more
-// through in its second: a trade of exactness for latency.
-func (l *Limiter) WithWait(d time.Duration) *Limiter {
-	l.wait = d
-	return l
-}
-
 // Allow counts one request from client and reports whether it is within
 // the limit.
 func (l *Limiter) Allow(ctx context.Context, client string) bool {

@@ -1,10 +1,12 @@
 package signature_test
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -64,7 +66,11 @@ func Example() {
 		// json.Unmarshal(body, &event); skip it if event.ID was seen; act on it.
 		w.WriteHeader(http.StatusNoContent)
 	})
-	_ = handler
-	fmt.Println(signature.Header)
-	// Output: Holdfast-Signature
+	body := []byte(`{"id":"0b5e0c0e-8f8a-4a55-9a3c-6e1f3f1f0a11","type":"hold.confirmed"}`)
+	req := httptest.NewRequest(http.MethodPost, "/holdfast", bytes.NewReader(body))
+	req.Header.Set(signature.Header, signature.Sign(time.Now(), body, secret))
+	rec := httptest.NewRecorder()
+	handler.ServeHTTP(rec, req)
+	fmt.Println(rec.Code)
+	// Output: 204
 }
