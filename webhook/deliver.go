@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -384,11 +385,13 @@ func (d *Deliverer) send(ctx context.Context, c Claim, body []byte) (int, error)
 	return resp.StatusCode, nil
 }
 
+// trim cuts s to at most n bytes, never inside a character: the attempt
+// log is text, and PostgreSQL refuses invalid UTF-8.
 func trim(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
-	return s[:n]
+	return strings.ToValidUTF8(s[:n], "")
 }
 
 // Publisher is the background worker that publishes the outbox: it gives
