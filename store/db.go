@@ -60,6 +60,13 @@ func open(dsn string, opts DBOptions) (*sqlx.DB, error) {
 		// machine every round trip is a scheduler wake-up, and the hot
 		// event's row stays locked for all of them.
 		"binary_parameters": "yes",
+		// No JIT compilation: our statements are short, and compiling one
+		// costs tens to hundreds of milliseconds. A plan with sequential
+		// scans turned off (hold_batch, the publisher) costs ten billion
+		// wherever a table has no other path, past jit_above_cost: the
+		// publisher compiled every round, half a second of the database's
+		// CPU for an update of ten milliseconds.
+		"jit": "off",
 	}
 	setMillis := func(name string, d time.Duration) {
 		if d > 0 {

@@ -21,3 +21,7 @@ const (
 	QPublish      = qPublish
 	QPublishPlan  = qPublishPlan
 )
+
+// PublishStatements are the publisher's plan setting and its statement,
+// for a test that reads the statement's plan.
+var PublishStatements = [2]string{qPublishPlan, qPublish}

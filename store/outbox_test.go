@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -504,5 +505,38 @@ func TestPublishingStaysLinearOnStaleStatistics(t *testing.T) {
 	}
 	if work := planWork(t, raw); work > 20*500 {
 		t.Fatalf("publishing 500 events produced %d rows in its plan, want it linear in the batch (at most %d):\n%s", work, 20*500, raw)
+	}
+}
+
+// The publisher turns sequential scans off, which makes the cost of any
+// plan with one (the webhook endpoints', always) ten billion: past
+// PostgreSQL's jit_above_cost, so every round compiled its plan with LLVM
+// first, about half a second of the database's CPU for an update of a
+// thousand rows that takes ten milliseconds. The pool's sessions run with
+// JIT off, which no statement of ours repays.
+func TestThePublisherIsNeverCompiled(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	tx, err := s.DB().BeginTxx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	var jit string
+	if err := tx.GetContext(ctx, &jit, `SHOW jit`); err != nil || jit != "off" {
+		t.Fatalf("jit = %q (%v), want off", jit, err)
+	}
+	if _, err := tx.ExecContext(ctx, store.PublishStatements[0]); err != nil {
+		t.Fatal(err)
+	}
+	var plan []string
+	if err := tx.SelectContext(ctx, &plan, `EXPLAIN `+store.PublishStatements[1], pq.Array([]int64{1, 2, 3})); err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range plan {
+		if strings.Contains(line, "JIT") {
+			t.Fatalf("the publisher's plan is compiled:\n%s", strings.Join(plan, "\n"))
+		}
 	}
 }
