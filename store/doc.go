@@ -7,6 +7,15 @@
 // sale.ErrUnavailable, the stock guard firing is the caller's sold-out
 // error.
 //
+// The waiting room (queue.go, queue_*.lua) is Redis scripts over one
+// event's keys, all under its hash tag. Joins and polls of one event that
+// arrive together go to Redis together (internal/coalesce): one script
+// call for all of them, at most one call in flight per event and
+// instance, each join or poll answered as if alone. Under a crowd a call
+// carries about twenty, and its round trip (a Lua call's setup, two system
+// calls on each side) is paid once for them; a poll of a waiting place is
+// then one HMGET and one ZRANK inside the script.
+//
 // Every multi-statement write goes through inTx, which retries deadlocks and
 // serialization failures a few times before giving up with ErrUnavailable.
 //

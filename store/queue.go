@@ -7,11 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/lib/pq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/holdfast/holdfast/internal/coalesce"
 	"github.com/holdfast/holdfast/queue"
 	"github.com/holdfast/holdfast/sale"
 )
@@ -57,12 +59,27 @@ type Queues struct {
 	// shufflePart is how many places one call of the shuffle reads or
 	// moves (tests make it small).
 	shufflePart int64
+	// joins and polls coalesce concurrent calls for one event's queue
+	// into one script call each: on sale day thousands of buyers join and
+	// poll one event at once, and a script call costs Redis (and us) far
+	// more for its round trip than for one place (BENCHMARKS.md, "The
+	// waiting room's round trips").
+	joins *coalesce.Group[joinKey, joinArg, any]
+	polls *coalesce.Group[int64, string, any]
 }
+
+// coalesceMax is the most joins or polls one script call carries: enough
+// to take all of a crowd's calls that arrive during one round trip, few
+// enough that one call holds Redis for about a millisecond at most.
+const coalesceMax = 100
 
 // NewQueues returns the waiting rooms on rdb, every key starting with
 // prefix.
 func NewQueues(rdb redis.UniversalClient, prefix string) *Queues {
-	return &Queues{rdb: rdb, prefix: prefix, shufflePart: defaultShufflePart}
+	q := &Queues{rdb: rdb, prefix: prefix, shufflePart: defaultShufflePart}
+	q.joins = coalesce.New(coalesceMax, q.joinMany)
+	q.polls = coalesce.New(coalesceMax, q.placeMany)
+	return q
 }
 
 // QueueBase is the start of every key of eventID's queue.
@@ -99,21 +116,23 @@ func redisErr(ctx context.Context, err error) error {
 	return fmt.Errorf("%w: %v", queue.ErrUnavailable, err)
 }
 
-// placeOf reads a place as queue_lib.lua's render answers it.
+// placeOf reads a place as queue_lib.lua's answer gives it: one string of
+// eight fields, the last (the email) everything after the seventh newline.
 func placeOf(eventID int64, v any) (queue.Place, error) {
-	a, ok := v.([]any)
-	if !ok || len(a) != 8 {
-		return queue.Place{}, fmt.Errorf("store: queue: place answered as %v", v)
+	s, _ := v.(string)
+	f := strings.SplitN(s, "\n", 8)
+	if len(f) != 8 {
+		return queue.Place{}, fmt.Errorf("store: queue: place answered as %q", v)
 	}
-	id, _ := a[0].(string)
-	st, _ := a[1].(string)
-	pos, _ := a[2].(int64)
-	joined, _ := a[3].(int64)
-	admitted, _ := a[4].(int64)
-	exp, _ := a[5].(int64)
-	tok, _ := a[6].(string)
-	email, _ := a[7].(string)
-	p := queue.Place{ID: id, EventID: eventID, Status: queue.Status(st), JoinedAt: fromMs(joined), Email: email}
+	var n [4]int64
+	for i, field := range f[2:6] {
+		var err error
+		if n[i], err = strconv.ParseInt(field, 10, 64); err != nil {
+			return queue.Place{}, fmt.Errorf("store: queue: place answered as %q: %w", s, err)
+		}
+	}
+	pos, joined, admitted, exp := n[0], n[1], n[2], n[3]
+	p := queue.Place{ID: f[0], EventID: eventID, Status: queue.Status(f[1]), JoinedAt: fromMs(joined), Email: f[7]}
 	if pos > 0 {
 		p.Position = &pos
 	}
@@ -124,51 +143,94 @@ func placeOf(eventID int64, v any) (queue.Place, error) {
 		t := fromMs(exp)
 		p.PassExpiresAt = &t
 	}
-	if tok != "" {
-		p.Pass = &tok
+	if f[6] != "" {
+		p.Pass = &f[6]
 	}
 	return p, nil
 }
 
 // Join puts a new place in the event's queue, or answers the email's live
-// place.
+// place. Concurrent joins of one event go to Redis together, in one call
+// of the join script (see coalesce).
 func (q *Queues) Join(ctx context.Context, ev queue.Settings, id, folded, email string) (queue.Place, bool, error) {
-	v, err := queueJoin.Run(ctx, q.rdb, q.keys(ev.EventID, id), q.QueueBase(ev.EventID), id, folded, email,
-		msArg(ev.OnSaleAt), msArg(ev.OffSaleAt)).Slice()
+	r, err := q.joins.Do(ctx, joinKey{ev.EventID, msArg(ev.OnSaleAt), msArg(ev.OffSaleAt)}, joinArg{id, folded, email})
 	if err != nil {
 		return queue.Place{}, false, redisErr(ctx, err)
+	}
+	v, _ := r.([]any)
+	if len(v) == 0 {
+		return queue.Place{}, false, fmt.Errorf("store: queue: join answered %v", r)
 	}
 	switch v[0] {
 	case "closed":
 		return queue.Place{}, false, sale.ErrSaleClosed
 	case "new", "existing":
-		p, err := placeOf(ev.EventID, v[1])
-		return p, v[0] == "new", err
+		if len(v) == 2 {
+			p, err := placeOf(ev.EventID, v[1])
+			return p, v[0] == "new", err
+		}
 	}
 	return queue.Place{}, false, fmt.Errorf("store: queue: join answered %v", v)
 }
 
-// Place reads a place.
+// joinKey is what the joins of one call share: the event's queue and the
+// sale window the script is told, so that no call mixes two readings of
+// an event's settings.
+type joinKey struct {
+	event   int64
+	on, off string
+}
+
+type joinArg struct{ id, folded, email string }
+
+// joinMany runs one call of the join script for several joins.
+func (q *Queues) joinMany(ctx context.Context, k joinKey, joins []joinArg) ([]any, error) {
+	ids := make([]string, len(joins))
+	args := make([]any, 0, 3+3*len(joins))
+	args = append(args, q.QueueBase(k.event), k.on, k.off)
+	for i, j := range joins {
+		ids[i] = j.id
+		args = append(args, j.id, j.folded, j.email)
+	}
+	return queueJoin.Run(ctx, q.rdb, q.keys(k.event, ids...), args...).Slice()
+}
+
+// Place reads a place. Concurrent polls of one event's places go to Redis
+// together, in one call of the poll script.
 func (q *Queues) Place(ctx context.Context, eventID int64, id string) (queue.Place, bool, error) {
-	v, err := queuePlace.Run(ctx, q.rdb, q.keys(eventID), q.QueueBase(eventID), id).Slice()
+	r, err := q.polls.Do(ctx, eventID, id)
 	if err != nil {
 		return queue.Place{}, false, redisErr(ctx, err)
 	}
+	v, _ := r.([]any)
 	if len(v) == 0 {
 		return queue.Place{}, false, queue.ErrPlaceNotFound
+	}
+	if len(v) != 2 {
+		return queue.Place{}, false, fmt.Errorf("store: queue: poll answered %v", r)
 	}
 	p, err := placeOf(eventID, v[0])
 	first, _ := v[1].(int64)
 	return p, first == 1, err
 }
 
+// placeMany runs one call of the poll script for several places.
+func (q *Queues) placeMany(ctx context.Context, eventID int64, ids []string) ([]any, error) {
+	args := make([]any, 0, 1+len(ids))
+	args = append(args, q.QueueBase(eventID))
+	for _, id := range ids {
+		args = append(args, id)
+	}
+	return queuePlace.Run(ctx, q.rdb, q.keys(eventID), args...).Slice()
+}
+
 // Leave turns a waiting or admitted place left.
 func (q *Queues) Leave(ctx context.Context, eventID int64, id string) (queue.Place, error) {
-	v, err := queueLeave.Run(ctx, q.rdb, q.keys(eventID), q.QueueBase(eventID), id).Slice()
+	v, err := queueLeave.Run(ctx, q.rdb, q.keys(eventID), q.QueueBase(eventID), id).Result()
 	if err != nil {
 		return queue.Place{}, redisErr(ctx, err)
 	}
-	if len(v) == 0 {
+	if none, ok := v.([]any); ok && len(none) == 0 {
 		return queue.Place{}, queue.ErrPlaceNotFound
 	}
 	return placeOf(eventID, v)

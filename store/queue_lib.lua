@@ -47,20 +47,49 @@ local function finish(id, status)
   redis.call('EXPIRE', k, KEEP_S)
 end
 
--- status reads a place's status, turning an admitted place whose pass has
--- run out expired on the way. false: no such place.
-local function status(id, now)
-  local k = pkey(id)
-  local st = redis.call('HGET', k, 'status')
-  if not st then return false end
+-- lapse is the status of a place read as st with pass expiry exp: an
+-- admitted place whose pass has run out turns expired on the way.
+local function lapse(id, st, exp, now)
   if st == 'admitted' then
-    local exp = tonumber(redis.call('HGET', k, 'pass_exp'))
+    exp = tonumber(exp)
     if exp and exp <= now then
       finish(id, 'expired')
-      st = 'expired'
+      return 'expired'
     end
   end
   return st
+end
+
+-- status reads a place's status (see lapse). false: no such place.
+local function status(id, now)
+  local f = redis.call('HMGET', pkey(id), 'status', 'pass_exp')
+  if not f[1] then return false end
+  return lapse(id, f[1], f[2], now)
+end
+
+-- memo, once a script calls memoize, keeps the queue-wide fields a
+-- place's answer reads for the rest of the script, so that a poll of many
+-- places reads them once. Only a script that changes none of them may
+-- call it (queue_place.lua).
+local memo = nil
+local function memoize() memo = {} end
+
+local function queue_field(name, read)
+  if not memo then return read() end
+  if memo[name] == nil then memo[name] = read() end
+  return memo[name]
+end
+
+local function sold_out()
+  return queue_field('sold_out', function() return redis.call('HGET', K_META, 'sold_out') == '1' end)
+end
+
+local function shuffled()
+  return queue_field('shuffled', function() return redis.call('HGET', K_META, 'shuffled') == '1' end)
+end
+
+local function pre_count()
+  return queue_field('pre', function() return redis.call('ZCARD', K_PRE) end)
 end
 
 -- shown is the status a place is answered with: a waiting place reads
@@ -68,7 +97,7 @@ end
 -- every waiting place costs nothing per place; it reads waiting again if
 -- the stock comes back.
 local function shown(st)
-  if st == 'waiting' and redis.call('HGET', K_META, 'sold_out') == '1' then return 'sold_out' end
+  if st == 'waiting' and sold_out() then return 'sold_out' end
   return st
 end
 
@@ -81,16 +110,37 @@ local function position(id, st)
   -- While the shuffle moves the pre-queue over (queue_shuffle.lua), a
   -- later join still has all of it ahead: what moved is ranked, what has
   -- not is counted. A place that moved has only moved places ahead.
-  if redis.call('HGET', K_META, 'shuffled') ~= '1' and tonumber(redis.call('ZSCORE', K_WAIT, id)) >= 1e12 then
-    r = r + redis.call('ZCARD', K_PRE)
+  if not shuffled() then
+    local pre = pre_count()
+    if pre > 0 and tonumber(redis.call('ZSCORE', K_WAIT, id)) >= 1e12 then r = r + pre end
   end
   return r + 1
 end
 
--- render is a place as the scripts answer it:
--- {id, status, position, joined, admitted, pass_exp, pass, email}.
-local function render(id, st)
-  st = shown(st)
-  local f = redis.call('HMGET', pkey(id), 'joined', 'admitted', 'pass_exp', 'pass', 'email')
-  return {id, st, position(id, st), tonumber(f[1]) or 0, tonumber(f[2]) or 0, tonumber(f[3]) or 0, f[4] or '', f[5] or ''}
+-- read is what answer needs of a place's hash, status first; f[1] is
+-- false for no such place. Only an admitted place's answer needs more
+-- (answer reads it), so a waiting place's poll reads three fields.
+local function read(id)
+  return redis.call('HMGET', pkey(id), 'status', 'joined', 'pass_exp')
 end
+
+-- answer is a place of status st and fields f (as read read them) as the
+-- scripts answer it: one string, "id status position joined admitted
+-- pass_exp pass email" with a newline after each field but the last, the
+-- email, which is all that follows the seventh (store's placeOf parses
+-- it). Times are milliseconds, position -1 for none, 0 or '' for no value.
+local function answer(id, st, f)
+  st = shown(st)
+  local admitted, pass, email = '0', '', ''
+  local exp = 0
+  if st == 'admitted' then
+    local more = redis.call('HMGET', pkey(id), 'admitted', 'pass', 'email')
+    admitted, pass, email = more[1] or '0', more[2] or '', more[3] or ''
+    exp = tonumber(f[3]) or 0
+  end
+  return id .. '\n' .. st .. '\n' .. fmt(position(id, st)) .. '\n' .. (f[2] or '0') .. '\n' .. admitted .. '\n' ..
+    fmt(exp) .. '\n' .. pass .. '\n' .. email
+end
+
+-- render is a place of status st as the scripts answer it.
+local function render(id, st) return answer(id, st, read(id)) end

@@ -100,23 +100,27 @@ func BenchmarkQueueThroughput(b *testing.B) {
 	}, 0)
 	wait()
 	e.record(b, health)
+	rdb := redis.NewClient(&redis.Options{Addr: e.redis.Addr()})
+	defer rdb.Close()
 	wait = e.profile("joins")
+	rdb.ConfigResetStat(context.Background())
 	joins := e.measure("queue: POST /events/{id}/queue", srv, queueClients, func(c, i int) (string, string, []byte) {
 		return "POST", fmt.Sprintf("/events/%d/queue", ev), fmt.Appendf(nil, `{"user_email":"join-%d-%d@example.com"}`, c, i)
 	}, 0)
 	wait()
+	joinCalls := scriptCalls(rdb)
 	e.record(b, joins)
-	rdb := redis.NewClient(&redis.Options{Addr: e.redis.Addr()})
-	defer rdb.Close()
 	ids, err := rdb.ZRange(context.Background(), queueKey(ev, "wait"), 0, 99_999).Result()
 	if err != nil || len(ids) == 0 {
 		b.Fatalf("read the waiting places: %d, %v", len(ids), err)
 	}
 	wait = e.profile("polls")
+	rdb.ConfigResetStat(context.Background())
 	polls := e.measure("queue: GET /queue/{place_id}", srv, queueClients, func(c, i int) (string, string, []byte) {
 		return "GET", "/queue/" + ids[(c*7919+i*131)%len(ids)], nil
 	}, 0)
 	wait()
+	pollCalls := scriptCalls(rdb)
 	e.record(b, polls)
 	waiting, _ := rdb.ZCard(context.Background(), queueKey(ev, "wait")).Result()
 	jr, pr := joins.rate()/health.rate(), polls.rate()/health.rate()
@@ -124,6 +128,7 @@ func BenchmarkQueueThroughput(b *testing.B) {
 	b.ReportMetric(pr, "polls/health")
 	e.note("waiting room, %d clients, one run: GET /health %.0f/s; joins %.0f/s = %.2fx /health (target >= 0.5x); polls %.0f/s = %.2fx (target >= 0.8x); %d places waiting after the joins; joins: %d 4xx, %d 5xx; polls: %d 4xx, %d 5xx",
 		queueClients, health.rate(), joins.rate(), jr, polls.rate(), pr, waiting, joins.Other4xx, joins.Server, polls.Other4xx, polls.Server)
+	e.note("waiting room's script calls: joins %s; polls %s", joinCalls.per(joins.OK), pollCalls.per(polls.OK))
 }
 
 // passes joins n places of a queue that admits at once and polls each
@@ -229,6 +234,45 @@ func BenchmarkQueueHolds(b *testing.B) {
 		min(int(next.Load()), n), n, n, made.Round(100*time.Millisecond))
 }
 
+// scriptStat is what Redis counted of its script calls (EVALSHA and EVAL)
+// since its statistics were last reset.
+type scriptStat struct {
+	calls int64
+	usec  int64
+}
+
+func scriptCalls(rdb *redis.Client) scriptStat {
+	info, err := rdb.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		return scriptStat{}
+	}
+	var st scriptStat
+	for _, name := range []string{"cmdstat_evalsha", "cmdstat_eval"} {
+		for _, kv := range strings.Split(infoValue(info, name), ",") {
+			k, v, _ := strings.Cut(kv, "=")
+			n, _ := strconv.ParseInt(v, 10, 64)
+			switch k {
+			case "calls":
+				st.calls += n
+			case "usec":
+				st.usec += n
+			}
+		}
+	}
+	return st
+}
+
+// per describes the calls for ok requests: how many requests a call
+// carried, and Redis's time in the script per request and per call
+// (wall time on its thread, so it counts the waits of a busy machine).
+func (s scriptStat) per(ok int) string {
+	if s.calls == 0 || ok == 0 {
+		return "none counted"
+	}
+	return fmt.Sprintf("%d calls for %d requests (%.1f a call), %.1f us in the script a request, %.0f us a call",
+		s.calls, ok, float64(ok)/float64(s.calls), float64(s.usec)/float64(ok), float64(s.usec)/float64(s.calls))
+}
+
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // BenchmarkQueueRedisMemory joins 1,000,000 places to one open queue of a
@@ -269,7 +313,7 @@ func BenchmarkQueueRedisMemory(b *testing.B) {
 	const ev = 777
 	base := fmt.Sprintf("holdfast:queue:{%d}:", ev)
 	// The fixed keys of queue_lib.lua, in its order: the place's key
-	// follows them as KEYS[8].
+	// follows them as KEYS[8] (one join a call).
 	keys := []string{base + "pre", base + "wait", base + "adm", base + "emails", base + "meta", base + "seq", base + "took"}
 	before := used()
 	t0 := time.Now()
@@ -285,13 +329,13 @@ func BenchmarkQueueRedisMemory(b *testing.B) {
 				sample = append(sample, id)
 			}
 			email := fmt.Sprintf("buyer-%07d@example.com", j)
-			join.EvalSha(ctx, pipe, append(slices.Clone(keys), base+"p:"+id), base, id, email, email, "", "")
+			join.EvalSha(ctx, pipe, append(slices.Clone(keys), base+"p:"+id), base, "", "", id, email, email)
 		}
 		cmds, err := pipe.Exec(ctx)
 		if err != nil {
 			b.Fatal(err)
 		}
-		if v, err := cmds[0].(*redis.Cmd).Slice(); err != nil || v[0] != "new" {
+		if v, err := cmds[0].(*redis.Cmd).Slice(); err != nil || len(v) != 1 || v[0].([]any)[0] != "new" {
 			b.Fatalf("join answered %v, %v", v, err)
 		}
 	}
