@@ -168,11 +168,13 @@ const (
 
 // StockReader reads an event's stock for the admission step.
 type StockReader interface {
-	// QueueStock reads eventID's stock, whose passes last passTTL;
-	// recent is true when the average quantity of its recent holds is
-	// wanted (ReserveAverage), and then answered as avg (0 when it has
-	// none).
-	QueueStock(ctx context.Context, eventID int64, passTTL time.Duration, recent bool) (st Stock, avg float64, err error)
+	// QueueStock reads eventID's stock, whose passes last passTTL. since
+	// is the ReadAt of the last reading this instance applied (0 for
+	// none): the places that booked need only be listed from a little
+	// before it, the store says how little. recent is true when the
+	// average quantity of its recent holds is wanted (ReserveAverage), and
+	// then answered as avg (0 when it has none).
+	QueueStock(ctx context.Context, eventID int64, passTTL time.Duration, since int64, recent bool) (st Stock, avg float64, err error)
 }
 
 // Store is what the queue needs from Redis. Every method fails with
@@ -263,6 +265,18 @@ type Service struct {
 
 	mu    sync.Mutex
 	cache map[int64]cachedEvent
+	// applied is, for each event, the last stock reading a step of this
+	// instance applied: the next reading lists the places that booked
+	// since a little before it, not over a whole window, and the step
+	// sends Redis only those it did not send then, so a step costs what
+	// the holds since the last one cost, however fast they come.
+	applied map[int64]appliedReading
+}
+
+// appliedReading is what Step remembers of a stock reading it applied.
+type appliedReading struct {
+	readAt int64
+	took   map[string]bool
 }
 
 type cachedEvent struct {
@@ -278,7 +292,7 @@ const eventCacheTTL = time.Second
 // each pass carries (0: none).
 func NewService(st Store, events Events, signer Signer, ticketCap int, log *slog.Logger) *Service {
 	return &Service{store: st, events: events, Signer: signer, cap: ticketCap, log: log,
-		Observe: noObserver{}, cache: map[int64]cachedEvent{}}
+		Observe: noObserver{}, cache: map[int64]cachedEvent{}, applied: map[int64]appliedReading{}}
 }
 
 // event reads a queued event's settings, from the cache while fresh.
@@ -509,6 +523,23 @@ func (s *Service) Step(ctx context.Context, ev sale.Event, budget int) (StepResu
 		}
 		stock = &stk
 	}
+	var reading appliedReading
+	if stock != nil {
+		// The reading overlaps the last one applied: the places listed in
+		// both are in the took set already.
+		s.mu.Lock()
+		last := s.applied[ev.ID]
+		s.mu.Unlock()
+		reading = appliedReading{readAt: stock.ReadAt, took: make(map[string]bool, len(stock.Took))}
+		fresh := stock.Took[:0:0]
+		for _, id := range stock.Took {
+			reading.took[id] = true
+			if !last.took[id] {
+				fresh = append(fresh, id)
+			}
+		}
+		stock.Took = fresh
+	}
 	res, err := s.store.Admit(ctx, st, budget, stock)
 	if err == nil && res.State == StateShuffle {
 		if err := s.shuffle(ctx, ev.ID); err != nil {
@@ -518,6 +549,13 @@ func (s *Service) Step(ctx context.Context, ev sale.Event, budget int) (StepResu
 	}
 	if err != nil {
 		return res, err
+	}
+	if stock != nil {
+		// The script kept this reading's places that booked: the next
+		// reading need not list them again.
+		s.mu.Lock()
+		s.applied[ev.ID] = reading
+		s.mu.Unlock()
 	}
 	s.Observe.QueueWaiting(ev.ID, res.Waiting)
 	for _, a := range res.Admitted {
@@ -533,7 +571,10 @@ func (s *Service) Step(ctx context.Context, ev sale.Event, budget int) (StepResu
 // readStock reads ev's stock and sets what each admitted place reserves.
 func (s *Service) readStock(ctx context.Context, ev Settings) (Stock, error) {
 	avgWanted := s.Reserve == ReserveAverage
-	st, avg, err := s.Stock.QueueStock(ctx, ev.EventID, ev.PassTTL, avgWanted)
+	s.mu.Lock()
+	since := s.applied[ev.EventID].readAt
+	s.mu.Unlock()
+	st, avg, err := s.Stock.QueueStock(ctx, ev.EventID, ev.PassTTL, since, avgWanted)
 	if err != nil {
 		return Stock{}, fmt.Errorf("queue: read the stock of event %d: %w", ev.EventID, err)
 	}

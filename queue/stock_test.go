@@ -552,7 +552,7 @@ type fakeStock struct {
 	stock queue.Stock
 }
 
-func (f *fakeStock) QueueStock(context.Context, int64, time.Duration, bool) (queue.Stock, float64, error) {
+func (f *fakeStock) QueueStock(context.Context, int64, time.Duration, int64, bool) (queue.Stock, float64, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	st := f.stock

@@ -401,7 +401,8 @@ const qQueueStock = `SELECT (extract(epoch FROM statement_timestamp()) * 1000000
 		WHERE event_id = e.id AND booking_status = 'pending' AND expires_at <= now()), 0) AS available,
 	(SELECT count(*) FROM bookings WHERE event_id = e.id AND booking_status = 'pending' AND expires_at > now()) AS pending,
 	coalesce((SELECT array_agg(DISTINCT queue_place) FROM bookings
-		WHERE event_id = e.id AND queue_place IS NOT NULL AND created_at > now() - make_interval(secs => $2)), '{}') AS took
+		WHERE event_id = e.id AND queue_place IS NOT NULL
+		AND created_at > greatest(now() - make_interval(secs => $2), to_timestamp($3::float8 / 1000000) - make_interval(secs => $4))), '{}') AS took
 	FROM events e WHERE e.id = $1`
 
 // qRecentQuantity is the average quantity of the event's last 200 holds
@@ -409,28 +410,38 @@ const qQueueStock = `SELECT (extract(epoch FROM statement_timestamp()) * 1000000
 const qRecentQuantity = `SELECT avg(quantity)::float8 FROM (SELECT quantity FROM bookings WHERE event_id = $1 ORDER BY id DESC LIMIT 200) t`
 
 // queueTookWindow is how far back QueueStock lists the places that
-// booked. The admission step keeps each one it sees (in the queue's took
-// set, until the place's pass ends), so the list need only cover the time
-// between two steps, with room for steps that fail or stall: 10 s, some 60
-// steps of every instance. It bounds the list by the rate of holds, not by
-// the sales of a whole pass TTL. A booking no step saw in time (every
-// instance's steps failing for 10 s) only leaves its place reserving stock
-// until its pass ends: fewer admissions, never too many.
+// booked for an instance's first reading of an event. The admission step
+// keeps each one it sees (in the queue's took set, until the place's pass
+// ends), so after that each reading lists only the bookings made since a
+// little before the last reading the instance applied (queueTookOverlap):
+// a step reads what was booked since the one before, not every booking of
+// the window again (at 1,500 holds a second with passes, the whole window
+// was 15,000 rows for every step of every instance: BENCHMARKS.md, "The
+// admission step's reading"). A booking no step saw in time only leaves
+// its place reserving stock until its pass ends: fewer admissions, never
+// too many.
 const queueTookWindow = 10 * time.Second
 
+// queueTookOverlap is how far before the last applied reading the next
+// one looks back, for bookings whose transaction began before it and
+// committed after (created_at is the transaction's start): a hold's
+// transaction is one statement, milliseconds long.
+const queueTookOverlap = time.Second
+
 // QueueStock reads eventID's stock for the admission step, for passes of
-// passTTL (the places that booked: in the last queueTookWindow, or
-// passTTL if shorter, since an older booking's pass has ended); with
-// recent, also the average quantity of its recent holds (0 before the
-// first).
-func (s *Store) QueueStock(ctx context.Context, eventID int64, passTTL time.Duration, recent bool) (queue.Stock, float64, error) {
+// passTTL (the places that booked: since queueTookOverlap before since,
+// and at most over the last queueTookWindow, or passTTL if shorter, since
+// an older booking's pass has ended); with recent, also the average
+// quantity of its recent holds (0 before the first).
+func (s *Store) QueueStock(ctx context.Context, eventID int64, passTTL time.Duration, since int64, recent bool) (queue.Stock, float64, error) {
 	var row struct {
 		ReadAt    int64          `db:"read_at"`
 		Available int            `db:"available"`
 		Pending   int            `db:"pending"`
 		Took      pq.StringArray `db:"took"`
 	}
-	if err := s.db.GetContext(ctx, &row, qQueueStock, eventID, min(queueTookWindow, passTTL).Seconds()); err != nil {
+	if err := s.db.GetContext(ctx, &row, qQueueStock, eventID, min(queueTookWindow, passTTL).Seconds(),
+		since, queueTookOverlap.Seconds()); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
 			return queue.Stock{}, 0, sale.ErrEventNotFound
 		}
