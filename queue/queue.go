@@ -127,7 +127,9 @@ type Stock struct {
 	// Available is the event's tickets left, counting back those of
 	// pending holds that have lapsed: the next hold takes them back.
 	Available int
-	// Pending is the number of live (unlapsed) pending holds.
+	// Pending is 1 while the event has a live (unlapsed) pending hold,
+	// else 0: all the step needs to know (one index entry read, where a
+	// count would read every pending hold of the sale each step).
 	Pending int
 	// ReadAt orders readings of one event's stock (the database's clock,
 	// in microseconds): a step whose reading is older than one a step has

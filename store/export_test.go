@@ -25,3 +25,6 @@ const (
 // PublishStatements are the publisher's plan setting and its statement,
 // for a test that reads the statement's plan.
 var PublishStatements = [2]string{qPublishPlan, qPublish}
+
+// QueueStockQuery is the admission step's reading, for a test of its plan.
+const QueueStockQuery = qQueueStock

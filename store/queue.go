@@ -394,12 +394,15 @@ func max1(r float64) float64 { return max(1, r) }
 // qQueueStock reads, in one snapshot, what the admission step needs of an
 // event's stock: the tickets left, with those of lapsed pending holds
 // counted back (they return on the next hold or sweep, and a lapsed hold
-// can no longer be confirmed); the live pending holds; and the places
-// that made a booking (of any status) in the last $2 seconds.
+// can no longer be confirmed); whether a live pending hold remains; and
+// the places that made a booking (of any status) since $4 seconds before
+// the reading at $3 (us), within the last $2 seconds. Each part reads an
+// index range that grows with the holds since the last step, not with the
+// sale (021).
 const qQueueStock = `SELECT (extract(epoch FROM statement_timestamp()) * 1000000)::bigint AS read_at,
 	e.available_tickets + coalesce((SELECT sum(quantity) FROM bookings
 		WHERE event_id = e.id AND booking_status = 'pending' AND expires_at <= now()), 0) AS available,
-	(SELECT count(*) FROM bookings WHERE event_id = e.id AND booking_status = 'pending' AND expires_at > now()) AS pending,
+	(EXISTS (SELECT 1 FROM bookings WHERE event_id = e.id AND booking_status = 'pending' AND expires_at > now()))::int AS pending,
 	coalesce((SELECT array_agg(DISTINCT queue_place) FROM bookings
 		WHERE event_id = e.id AND queue_place IS NOT NULL
 		AND created_at > greatest(now() - make_interval(secs => $2), to_timestamp($3::float8 / 1000000) - make_interval(secs => $4))), '{}') AS took
@@ -423,10 +426,12 @@ const qRecentQuantity = `SELECT avg(quantity)::float8 FROM (SELECT quantity FROM
 const queueTookWindow = 10 * time.Second
 
 // queueTookOverlap is how far before the last applied reading the next
-// one looks back, for bookings whose transaction began before it and
-// committed after (created_at is the transaction's start): a hold's
-// transaction is one statement, milliseconds long.
-const queueTookOverlap = time.Second
+// one looks back, for bookings that committed after it though made
+// before: created_at is taken just before the insert (hold_batch_events'
+// clock_timestamp, once the event rows are locked), and the commit follows
+// within milliseconds, a synchronous standby's wait included. Each booking
+// is then read by about (150 ms + overlap) / 150 ms steps of an instance.
+const queueTookOverlap = 250 * time.Millisecond
 
 // QueueStock reads eventID's stock for the admission step, for passes of
 // passTTL (the places that booked: since queueTookOverlap before since,
