@@ -344,10 +344,17 @@ func (e *env) resetStatements() {
 	_, _ = e.db.Exec(`SELECT pg_stat_statements_reset()`)
 }
 
-// statements describes the two statements the database spent the most
-// time on since the last reset: how often, how long each time, how many
-// rows each time (for hold_batch: the requests in a batch).
-func (e *env) statements(d time.Duration) []string { return e.topStatements(d, 2, 60) }
+// statements describes the statements the database spent the most time
+// on since the last reset (two, or HOLDFAST_BENCH_STATEMENTS): how often,
+// how long each time, how many rows each time (for hold_batch: the
+// requests in a batch).
+func (e *env) statements(d time.Duration) []string {
+	n, err := strconv.Atoi(os.Getenv("HOLDFAST_BENCH_STATEMENTS"))
+	if err != nil || n < 1 {
+		n = 2
+	}
+	return e.topStatements(d, n, 60)
+}
 
 // topStatements is statements for the n costliest, each cut to width
 // characters.
