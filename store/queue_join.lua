@@ -7,6 +7,10 @@
 -- {'new', place}.
 local on, off = tonumber(ARGV[2]), tonumber(ARGV[3])
 local now = now_ms()
+memoize()
+-- Whether the queue has opened, read once; only this script's own HSETNX
+-- changes it during the call.
+local open = redis.call('HGET', K_META, 'open') == '1'
 
 local function join(key, id, folded, email)
   local old = redis.call('HGET', K_EMAILS, folded)
@@ -20,18 +24,24 @@ local function join(key, id, folded, email)
   local seq = redis.call('INCR', KEYS[6])
   -- Before on_sale, and while the queue has never opened, a join goes to
   -- the pre-queue; once open (even if on_sale is moved later), to the end.
-  if on and now < on and redis.call('HGET', K_META, 'open') ~= '1' then
+  if on and now < on and not open then
     redis.call('ZADD', K_PRE, seq, id)
+    forget('pre')
   else
     redis.call('ZADD', K_WAIT, fmt(1e12 + seq), id)
-    if redis.call('HSETNX', K_META, 'open', '1') == 1 then
-      -- The first step's credit counts from here (or from on_sale).
-      redis.call('HSET', K_META, 'opened', fmt(now))
+    if not open then
+      open = true
+      if redis.call('HSETNX', K_META, 'open', '1') == 1 then
+        -- The first step's credit counts from here (or from on_sale).
+        redis.call('HSET', K_META, 'opened', fmt(now))
+      end
     end
   end
-  redis.call('HSET', key, 'email', email, 'folded', folded, 'status', 'waiting', 'joined', fmt(now))
+  local joined = fmt(now)
+  redis.call('HSET', key, 'email', email, 'folded', folded, 'status', 'waiting', 'joined', joined)
   redis.call('HSET', K_EMAILS, folded, id)
-  return {'new', render(id, 'waiting')}
+  -- The new place's fields are these: no need to read them back.
+  return {'new', answer(id, 'waiting', {'waiting', joined, false})}
 end
 
 local out = {}

@@ -68,11 +68,16 @@ local function status(id, now)
 end
 
 -- memo, once a script calls memoize, keeps the queue-wide fields a
--- place's answer reads for the rest of the script, so that a poll of many
--- places reads them once. Only a script that changes none of them may
--- call it (queue_place.lua).
+-- place's answer reads for the rest of the script, so that a call of many
+-- polls or joins reads them once. A script that calls it and changes one
+-- of them forgets it (queue_join.lua, when it grows the pre-queue).
 local memo = nil
 local function memoize() memo = {} end
+
+-- forget drops a memoized field the script itself just changed.
+local function forget(name)
+  if memo then memo[name] = nil end
+end
 
 local function queue_field(name, read)
   if not memo then return read() end
