@@ -50,6 +50,46 @@ WHERE cardinality($1::bigint[]) = 0 OR c.event_id = ANY($1::bigint[])
 GROUP BY c.id
 ORDER BY c.event_id, c.id`
 
+// qAuditItems finds the booking items that break what booking_items'
+// insert trigger checks (schema/020, in place of 011's foreign keys): an
+// item whose booking or category is missing, or whose category is of
+// another event than its booking. Each is counted under its booking's
+// event, else its category's; an item of neither under event 0.
+const qAuditItems = `
+SELECT coalesce(b.event_id, c.event_id, 0) AS event_id,
+       count(*) FILTER (WHERE b.id IS NULL) AS no_booking,
+       count(*) FILTER (WHERE c.id IS NULL) AS no_category,
+       count(*) FILTER (WHERE b.event_id <> c.event_id) AS other_event
+FROM booking_items i
+LEFT JOIN bookings b ON b.id = i.booking_id
+LEFT JOIN categories c ON c.id = i.category_id
+WHERE (b.id IS NULL OR c.id IS NULL OR b.event_id <> c.event_id)
+  AND (cardinality($1::bigint[]) = 0 OR coalesce(b.event_id, c.event_id) = ANY($1::bigint[]))
+GROUP BY 1
+ORDER BY 1`
+
+type itemAuditRow struct {
+	EventID    int64 `db:"event_id"`
+	NoBooking  int   `db:"no_booking"`
+	NoCategory int   `db:"no_category"`
+	OtherEvent int   `db:"other_event"`
+}
+
+// problems are the item invariants the event's items break.
+func (r itemAuditRow) problems() []string {
+	var out []string
+	if r.NoBooking > 0 {
+		out = append(out, fmt.Sprintf("%d booking items of no booking", r.NoBooking))
+	}
+	if r.NoCategory > 0 {
+		out = append(out, fmt.Sprintf("%d booking items of no category", r.NoCategory))
+	}
+	if r.OtherEvent > 0 {
+		out = append(out, fmt.Sprintf("%d booking items of a category of another event", r.OtherEvent))
+	}
+	return out
+}
+
 // qAuditSeats checks the seats of every seated event qAudit reads: no
 // seat has two live bookings (the unique index refuses them; the audit
 // looks anyway), every live seat booking is of a live booking and of a
@@ -151,7 +191,10 @@ type auditRow struct {
 // no pending hold left more than sweepEvery plus one second past its
 // expiry, and for a seated event every held or sold seat taken by exactly
 // one live booking and every live booking holding a seat for each of its
-// seated tickets (qAuditSeats). An id that names no event is reported as a problem of its own.
+// seated tickets (qAuditSeats); every booking item of a booking and of a
+// category of the booking's event (qAuditItems; items of neither are
+// reported in a last row of event 0, when every event is checked). An id
+// that names no event is reported as a problem of its own.
 func (s *Store) Audit(ctx context.Context, ids []int64, sweepEvery time.Duration) ([]EventAudit, error) {
 	if ids == nil {
 		ids = []int64{}
@@ -176,8 +219,20 @@ func (s *Store) Audit(ctx context.Context, ids []int64, sweepEvery time.Duration
 	for _, r := range seats {
 		catProblems[r.EventID] = append(catProblems[r.EventID], r.problems()...)
 	}
+	var items []itemAuditRow
+	if err := s.db.SelectContext(ctx, &items, qAuditItems, pq.Array(ids)); err != nil {
+		return nil, mapErr(ctx, err)
+	}
+	var stray []string // items of no event
+	for _, r := range items {
+		if r.EventID == 0 {
+			stray = r.problems()
+			continue
+		}
+		catProblems[r.EventID] = append(catProblems[r.EventID], r.problems()...)
+	}
 	seen := map[int64]bool{}
-	out := make([]EventAudit, 0, len(rows))
+	out := make([]EventAudit, 0, len(rows)+1)
 	for _, r := range rows {
 		seen[r.ID] = true
 		a := EventAudit{ID: r.ID, Name: r.Name, Total: r.Total, Available: r.Available, Held: r.Held, Confirmed: r.Confirmed}
@@ -203,6 +258,9 @@ func (s *Store) Audit(ctx context.Context, ids []int64, sweepEvery time.Duration
 		if !seen[id] {
 			out = append(out, EventAudit{ID: id, Problems: []string{"no such event"}})
 		}
+	}
+	if len(stray) > 0 {
+		out = append(out, EventAudit{Name: "(no event)", Problems: stray})
 	}
 	return out, nil
 }
