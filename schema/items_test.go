@@ -7,25 +7,29 @@ import (
 	"time"
 )
 
-// orphanItems counts booking items whose booking or category is missing.
-func orphanItems(t *testing.T, q interface {
+// orphans counts booking items whose booking or category is missing and
+// bookings whose event is.
+func orphans(t *testing.T, q interface {
 	QueryRow(string, ...any) *sql.Row
 }) int {
 	t.Helper()
 	var n int
-	if err := q.QueryRow(`SELECT count(*) FROM booking_items i
-		WHERE NOT EXISTS (SELECT 1 FROM bookings b WHERE b.id = i.booking_id)
-		   OR NOT EXISTS (SELECT 1 FROM categories c WHERE c.id = i.category_id)`).Scan(&n); err != nil {
+	if err := q.QueryRow(`SELECT
+		(SELECT count(*) FROM booking_items i
+		 WHERE NOT EXISTS (SELECT 1 FROM bookings b WHERE b.id = i.booking_id)
+		    OR NOT EXISTS (SELECT 1 FROM categories c WHERE c.id = i.category_id))
+		+ (SELECT count(*) FROM bookings b WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.id = b.event_id))`).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	return n
 }
 
-// Since 020 booking_items has no foreign keys: its statement trigger and
-// the triggers beside it do what the keys did. Each case is refused, and
-// goes through (leaving an item of no booking or no category, or losing
-// one) once the trigger that refuses it is disabled, so it is that trigger,
-// and no key, that keeps the rule.
+// Since 020 neither booking_items nor bookings has a foreign key: the
+// statement triggers that take their stock, and the triggers beside them,
+// do what the keys did. Each case is refused, and goes through (leaving an
+// item of no booking or no category, or a booking of no event) once the
+// trigger that refuses it is disabled, so it is that trigger, and no key,
+// that keeps the rule.
 func TestItemsKeepTheirBookingAndCategoryWithoutForeignKeys(t *testing.T) {
 	t.Parallel()
 	db := open(t)
@@ -52,6 +56,11 @@ func TestItemsKeepTheirBookingAndCategoryWithoutForeignKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// An event with a booking of no items.
+	other := event(t, db, 10, true)
+	if _, err := booking(t, db, other, 1, "confirmed"); err != nil {
+		t.Fatal(err)
+	}
 
 	cases := []struct {
 		name    string
@@ -72,6 +81,11 @@ func TestItemsKeepTheirBookingAndCategoryWithoutForeignKeys(t *testing.T) {
 			`UPDATE bookings SET id = id + 1000000 WHERE id = $1`, []any{live}},
 		{"a category's id changed", "categories", "categories_fixed_id",
 			`UPDATE categories SET id = id + 1000000 WHERE id = $1`, []any{cat}},
+		{"a booking of no event", "bookings", "booking_status_change_insert",
+			`INSERT INTO bookings (event_id, user_email, quantity, total_amount, booking_status) VALUES (2147483647, 'a@example.com', 1, 10, 'confirmed')`,
+			nil},
+		{"an event with bookings deleted", "events", "events_keep_bookings",
+			`DELETE FROM events WHERE id = $1`, []any{other}},
 	}
 	for _, c := range cases {
 		if _, err := db.Exec(c.sql, c.args...); code(err) != "HF001" {
@@ -87,13 +101,17 @@ func TestItemsKeepTheirBookingAndCategoryWithoutForeignKeys(t *testing.T) {
 		}
 		if err := exec(c.sql, c.args...); err != nil {
 			t.Errorf("%s, with %s disabled: err %v, want it through (nothing else refuses it)", c.name, c.trigger, err)
-		} else if n := orphanItems(t, tx); n == 0 {
+		} else if n := orphans(t, tx); n == 0 {
 			t.Errorf("%s, with %s disabled: no item of a missing booking or category", c.name, c.trigger)
 		}
 		_ = tx.Rollback()
 	}
-	if n := orphanItems(t, db); n != 0 {
-		t.Fatalf("%d orphan items after refused writes", n)
+	if n := orphans(t, db); n != 0 {
+		t.Fatalf("%d orphan items or bookings after refused writes", n)
+	}
+	// An event's id: categories' key refuses the change too.
+	if _, err := db.Exec(`UPDATE events SET id = id + 1000000 WHERE id = $1`, other); code(err) != "HF001" {
+		t.Errorf("an event's id changed: err %v, want HF001", err)
 	}
 
 	// A failed booking deleted takes its items (the key's ON DELETE
@@ -108,37 +126,45 @@ func TestItemsKeepTheirBookingAndCategoryWithoutForeignKeys(t *testing.T) {
 	if _, err := tx.Exec(`DELETE FROM bookings WHERE id = $1`, gone); err != nil {
 		t.Fatal(err)
 	}
-	if n := orphanItems(t, tx); n != 1 {
+	if n := orphans(t, tx); n != 1 {
 		t.Errorf("delete with bookings_delete_items disabled left %d orphan items, want 1", n)
 	}
 	_ = tx.Rollback()
 	exec(t, db, `DELETE FROM bookings WHERE id = $1`, gone)
-	if n := orphanItems(t, db); n != 0 {
+	if n := orphans(t, db); n != 0 {
 		t.Fatalf("deleting a failed booking left %d orphan items, want its items gone with it", n)
 	}
 
-	// TRUNCATE (this test's database is its own): bookings or categories
-	// alone would leave their items behind; with booking_items it passes.
-	exec(t, db, `UPDATE bookings SET booking_status = 'failed', failure_reason = 'released' WHERE booking_status = 'pending'`)
-	for _, q := range []string{`TRUNCATE bookings`, `TRUNCATE categories CASCADE`} {
-		if _, err := db.Exec(q); code(err) != "HF001" {
-			t.Errorf("%s under items: err %v, want HF001", q, err)
+	// TRUNCATE (this test's database is its own): bookings, categories or
+	// events without what refers to them would leave it behind; with it,
+	// it passes.
+	exec(t, db, `UPDATE bookings SET booking_status = 'failed',
+		failure_reason = CASE WHEN booking_status = 'confirmed' THEN 'cancelled' ELSE 'released' END
+		WHERE booking_status <> 'failed'`)
+	truncates := []struct{ sql, table, trigger string }{
+		{`TRUNCATE bookings`, "bookings", "bookings_truncate_keeps_items"},
+		{`TRUNCATE categories CASCADE`, "categories", "categories_truncate_keeps_items"},
+		{`TRUNCATE events, booking_items CASCADE`, "events", "events_truncate_keeps_bookings"},
+	}
+	for _, c := range truncates {
+		if _, err := db.Exec(c.sql); code(err) != "HF001" {
+			t.Errorf("%s: err %v, want HF001", c.sql, err)
 		}
+		tx, err := db.Begin()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(`ALTER TABLE ` + c.table + ` DISABLE TRIGGER ` + c.trigger); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(c.sql); err != nil {
+			t.Errorf("%s with %s disabled: %v, want it through", c.sql, c.trigger, err)
+		} else if n := orphans(t, tx); n == 0 {
+			t.Errorf("%s with %s disabled left nothing orphaned", c.sql, c.trigger)
+		}
+		_ = tx.Rollback()
 	}
-	tx, err = db.Begin()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec(`ALTER TABLE bookings DISABLE TRIGGER bookings_truncate_keeps_items`); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec(`TRUNCATE bookings`); err != nil {
-		t.Errorf("TRUNCATE bookings with its trigger disabled: %v, want it through", err)
-	} else if n := orphanItems(t, tx); n == 0 {
-		t.Errorf("TRUNCATE bookings with its trigger disabled left no orphan items")
-	}
-	_ = tx.Rollback()
-	exec(t, db, `TRUNCATE bookings, booking_items`)
+	exec(t, db, `TRUNCATE events, bookings, booking_items CASCADE`)
 }
 
 // An item inserted for an existing booking keeps that booking live until
@@ -194,7 +220,7 @@ func TestAnItemKeepsItsBookingLiveUntilItCommits(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	if n := orphanItems(t, db); n != 0 {
+	if n := orphans(t, db); n != 0 {
 		t.Errorf("%d orphan items, want the item gone with its booking", n)
 	}
 	if _, total, available := onlyCategory(t, db, ev); available != total {

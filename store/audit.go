@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -88,6 +89,21 @@ func (r itemAuditRow) problems() []string {
 		out = append(out, fmt.Sprintf("%d booking items of a category of another event", r.OtherEvent))
 	}
 	return out
+}
+
+// qAuditLostBookings counts the bookings of each event that does not
+// exist (schema/020 keeps them out in place of 001's foreign key).
+const qAuditLostBookings = `
+SELECT b.event_id, count(*) AS bookings
+FROM bookings b
+WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.id = b.event_id)
+  AND (cardinality($1::bigint[]) = 0 OR b.event_id = ANY($1::bigint[]))
+GROUP BY b.event_id
+ORDER BY b.event_id`
+
+type lostBookingsRow struct {
+	EventID  int64 `db:"event_id"`
+	Bookings int   `db:"bookings"`
 }
 
 // qAuditSeats checks the seats of every seated event qAudit reads: no
@@ -192,9 +208,11 @@ type auditRow struct {
 // expiry, and for a seated event every held or sold seat taken by exactly
 // one live booking and every live booking holding a seat for each of its
 // seated tickets (qAuditSeats); every booking item of a booking and of a
-// category of the booking's event (qAuditItems; items of neither are
-// reported in a last row of event 0, when every event is checked). An id
-// that names no event is reported as a problem of its own.
+// category of the booking's event (qAuditItems), and every booking of an
+// event (qAuditLostBookings). An id that names no event is reported as a
+// problem of its own, and so is an event that does not exist yet has
+// bookings or items (after the events, with event 0 for items of no
+// booking and no category, when every event is checked).
 func (s *Store) Audit(ctx context.Context, ids []int64, sweepEvery time.Duration) ([]EventAudit, error) {
 	if ids == nil {
 		ids = []int64{}
@@ -223,13 +241,15 @@ func (s *Store) Audit(ctx context.Context, ids []int64, sweepEvery time.Duration
 	if err := s.db.SelectContext(ctx, &items, qAuditItems, pq.Array(ids)); err != nil {
 		return nil, mapErr(ctx, err)
 	}
-	var stray []string // items of no event
 	for _, r := range items {
-		if r.EventID == 0 {
-			stray = r.problems()
-			continue
-		}
 		catProblems[r.EventID] = append(catProblems[r.EventID], r.problems()...)
+	}
+	var lost []lostBookingsRow
+	if err := s.db.SelectContext(ctx, &lost, qAuditLostBookings, pq.Array(ids)); err != nil {
+		return nil, mapErr(ctx, err)
+	}
+	for _, r := range lost {
+		catProblems[r.EventID] = append(catProblems[r.EventID], fmt.Sprintf("%d bookings of this event, which does not exist", r.Bookings))
 	}
 	seen := map[int64]bool{}
 	out := make([]EventAudit, 0, len(rows)+1)
@@ -256,11 +276,27 @@ func (s *Store) Audit(ctx context.Context, ids []int64, sweepEvery time.Duration
 	}
 	for _, id := range ids {
 		if !seen[id] {
-			out = append(out, EventAudit{ID: id, Problems: []string{"no such event"}})
+			seen[id] = true
+			out = append(out, EventAudit{ID: id, Problems: append([]string{"no such event"}, catProblems[id]...)})
 		}
 	}
-	if len(stray) > 0 {
-		out = append(out, EventAudit{Name: "(no event)", Problems: stray})
+	// What refers to an event that does not exist (bookings, items), or
+	// to none (event 0: items of no booking and no category).
+	var gone []int64
+	for id := range catProblems {
+		if !seen[id] && len(catProblems[id]) > 0 {
+			gone = append(gone, id)
+		}
+	}
+	slices.Sort(gone)
+	for _, id := range gone {
+		a := EventAudit{ID: id, Problems: catProblems[id]}
+		if id == 0 {
+			a.Name = "(no event)"
+		} else {
+			a.Problems = append([]string{"no such event"}, a.Problems...)
+		}
+		out = append(out, a)
 	}
 	return out, nil
 }

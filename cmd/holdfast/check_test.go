@@ -142,9 +142,10 @@ func TestCheckFindsEachBrokenInvariant(t *testing.T) {
 			ts.corrupt(`DELETE FROM booking_items WHERE booking_id = (SELECT id FROM bookings WHERE hold_id = $1)`, h.ID)
 			return ev
 		}, "available+held+confirmed = 8, total = 10"},
-		// booking_items has no foreign keys (schema/020): its triggers,
-		// which a replica session skips, keep each item's booking and
-		// category, and check reports what they would refuse.
+		// booking_items and bookings have no foreign keys (schema/020):
+		// triggers, which a replica session skips, keep each item's
+		// booking and category and each booking's event, and check
+		// reports what they would refuse.
 		{"an item whose booking is gone", func() int64 {
 			ev := ts.newEvent(10, true)
 			h := ts.mustHold(ev, 2)
@@ -165,6 +166,12 @@ func TestCheckFindsEachBrokenInvariant(t *testing.T) {
 				WHERE booking_id = (SELECT id FROM bookings WHERE hold_id = $1)`, h.ID, other)
 			return ev
 		}, "1 booking items of a category of another event"},
+		{"a hold whose event is gone", func() int64 {
+			ev := ts.newEvent(10, true)
+			ts.mustHold(ev, 1)
+			ts.corrupt(`DELETE FROM events WHERE id = $1`, ev)
+			return ev
+		}, "no such event; 1 bookings of this event, which does not exist"},
 		{"a category oversold by one", func() int64 {
 			ev := ts.newEvent(10, true)
 			exec(`ALTER TABLE categories DROP CONSTRAINT categories_stock_guard`)
