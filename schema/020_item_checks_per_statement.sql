@@ -61,6 +61,14 @@ ALTER TABLE booking_items
 DROP TRIGGER booking_items_seated ON booking_items;
 DROP FUNCTION booking_items_seated();
 
+-- Each row is found by its primary key, as the keys' checks found it:
+-- the plan is made (and kept for the session) without knowing the
+-- transition table's size, often while bookings is still small, and a
+-- hash join over a whole index of bookings (or of events, below) would
+-- then be read on every statement as the table grows; so sequential
+-- scans, hash joins and merge joins are off, which leaves a nested loop
+-- of lookups.
+--
 -- The checks come first, in the order the two triggers ran them
 -- (booking_items_seated sorted first): a seated category's HF005, which the
 -- store answers by serving the batch through hold_seats, then the item's
@@ -94,7 +102,7 @@ BEGIN
     RETURN NULL;
 END;
 $$ LANGUAGE plpgsql
-SET enable_seqscan = off;
+SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off;
 
 CREATE FUNCTION bookings_delete_items()
 RETURNS TRIGGER AS $$
@@ -190,7 +198,7 @@ BEGIN
     RETURN NULL;
 END;
 $$ LANGUAGE plpgsql
-SET enable_seqscan = off;
+SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off;
 
 -- No index leads with bookings.event_id for every booking: this reads the
 -- bookings once per statement, where the key's check read them once per
