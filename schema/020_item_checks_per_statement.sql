@@ -5,7 +5,7 @@
 -- SQL statement of its own (SELECT 1 ... FOR KEY SHARE, an executor started
 -- and ended): on a batch of 30 holds of one item, 60 statements, about a
 -- sixth of the database's work for the whole call of hold_batch_events,
--- and a third of what a second item costs (BENCHMARKS.md, "Ticket
+-- and half of what a second item costs (BENCHMARKS.md, "Ticket
 -- categories"). The items' statement trigger already joined every item to
 -- its booking and category; it now does all the keys did, in one statement
 -- over the transition table:
