@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -49,6 +50,61 @@ LEFT JOIN bookings b ON b.id = i.booking_id
 WHERE cardinality($1::bigint[]) = 0 OR c.event_id = ANY($1::bigint[])
 GROUP BY c.id
 ORDER BY c.event_id, c.id`
+
+// qAuditItems finds the booking items that break what booking_items'
+// insert trigger checks (schema/020, in place of 011's foreign keys): an
+// item whose booking or category is missing, or whose category is of
+// another event than its booking. Each is counted under its booking's
+// event, else its category's; an item of neither under event 0.
+const qAuditItems = `
+SELECT coalesce(b.event_id, c.event_id, 0) AS event_id,
+       count(*) FILTER (WHERE b.id IS NULL) AS no_booking,
+       count(*) FILTER (WHERE c.id IS NULL) AS no_category,
+       count(*) FILTER (WHERE b.event_id <> c.event_id) AS other_event
+FROM booking_items i
+LEFT JOIN bookings b ON b.id = i.booking_id
+LEFT JOIN categories c ON c.id = i.category_id
+WHERE (b.id IS NULL OR c.id IS NULL OR b.event_id <> c.event_id)
+  AND (cardinality($1::bigint[]) = 0 OR coalesce(b.event_id, c.event_id) = ANY($1::bigint[]))
+GROUP BY 1
+ORDER BY 1`
+
+type itemAuditRow struct {
+	EventID    int64 `db:"event_id"`
+	NoBooking  int   `db:"no_booking"`
+	NoCategory int   `db:"no_category"`
+	OtherEvent int   `db:"other_event"`
+}
+
+// problems are the item invariants the event's items break.
+func (r itemAuditRow) problems() []string {
+	var out []string
+	if r.NoBooking > 0 {
+		out = append(out, fmt.Sprintf("%d booking items of no booking", r.NoBooking))
+	}
+	if r.NoCategory > 0 {
+		out = append(out, fmt.Sprintf("%d booking items of no category", r.NoCategory))
+	}
+	if r.OtherEvent > 0 {
+		out = append(out, fmt.Sprintf("%d booking items of a category of another event", r.OtherEvent))
+	}
+	return out
+}
+
+// qAuditLostBookings counts the bookings of each event that does not
+// exist (schema/020 keeps them out in place of 001's foreign key).
+const qAuditLostBookings = `
+SELECT b.event_id, count(*) AS bookings
+FROM bookings b
+WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.id = b.event_id)
+  AND (cardinality($1::bigint[]) = 0 OR b.event_id = ANY($1::bigint[]))
+GROUP BY b.event_id
+ORDER BY b.event_id`
+
+type lostBookingsRow struct {
+	EventID  int64 `db:"event_id"`
+	Bookings int   `db:"bookings"`
+}
 
 // qAuditSeats checks the seats of every seated event qAudit reads: no
 // seat has two live bookings (the unique index refuses them; the audit
@@ -151,7 +207,12 @@ type auditRow struct {
 // no pending hold left more than sweepEvery plus one second past its
 // expiry, and for a seated event every held or sold seat taken by exactly
 // one live booking and every live booking holding a seat for each of its
-// seated tickets (qAuditSeats). An id that names no event is reported as a problem of its own.
+// seated tickets (qAuditSeats); every booking item of a booking and of a
+// category of the booking's event (qAuditItems), and every booking of an
+// event (qAuditLostBookings). An id that names no event is reported as a
+// problem of its own, and so is an event that does not exist yet has
+// bookings or items (after the events, with event 0 for items of no
+// booking and no category, when every event is checked).
 func (s *Store) Audit(ctx context.Context, ids []int64, sweepEvery time.Duration) ([]EventAudit, error) {
 	if ids == nil {
 		ids = []int64{}
@@ -176,8 +237,22 @@ func (s *Store) Audit(ctx context.Context, ids []int64, sweepEvery time.Duration
 	for _, r := range seats {
 		catProblems[r.EventID] = append(catProblems[r.EventID], r.problems()...)
 	}
+	var items []itemAuditRow
+	if err := s.db.SelectContext(ctx, &items, qAuditItems, pq.Array(ids)); err != nil {
+		return nil, mapErr(ctx, err)
+	}
+	for _, r := range items {
+		catProblems[r.EventID] = append(catProblems[r.EventID], r.problems()...)
+	}
+	var lost []lostBookingsRow
+	if err := s.db.SelectContext(ctx, &lost, qAuditLostBookings, pq.Array(ids)); err != nil {
+		return nil, mapErr(ctx, err)
+	}
+	for _, r := range lost {
+		catProblems[r.EventID] = append(catProblems[r.EventID], fmt.Sprintf("%d bookings of this event, which does not exist", r.Bookings))
+	}
 	seen := map[int64]bool{}
-	out := make([]EventAudit, 0, len(rows))
+	out := make([]EventAudit, 0, len(rows)+1)
 	for _, r := range rows {
 		seen[r.ID] = true
 		a := EventAudit{ID: r.ID, Name: r.Name, Total: r.Total, Available: r.Available, Held: r.Held, Confirmed: r.Confirmed}
@@ -201,8 +276,27 @@ func (s *Store) Audit(ctx context.Context, ids []int64, sweepEvery time.Duration
 	}
 	for _, id := range ids {
 		if !seen[id] {
-			out = append(out, EventAudit{ID: id, Problems: []string{"no such event"}})
+			seen[id] = true
+			out = append(out, EventAudit{ID: id, Problems: append([]string{"no such event"}, catProblems[id]...)})
 		}
+	}
+	// What refers to an event that does not exist (bookings, items), or
+	// to none (event 0: items of no booking and no category).
+	var gone []int64
+	for id := range catProblems {
+		if !seen[id] && len(catProblems[id]) > 0 {
+			gone = append(gone, id)
+		}
+	}
+	slices.Sort(gone)
+	for _, id := range gone {
+		a := EventAudit{ID: id, Problems: catProblems[id]}
+		if id == 0 {
+			a.Name = "(no event)"
+		} else {
+			a.Problems = append([]string{"no such event"}, a.Problems...)
+		}
+		out = append(out, a)
 	}
 	return out, nil
 }

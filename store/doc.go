@@ -86,7 +86,10 @@
 //     amount (an organiser's change, as the admin PATCH makes): trigger
 //     events_stock_moves_with_bookings (008), which tells the stock
 //     triggers' own update by pg_trigger_depth().
-//   - An event with bookings cannot be deleted: the foreign key (001).
+//   - An event with bookings cannot be deleted, nor its id changed, nor
+//     TRUNCATEd without its bookings: triggers events_keep_bookings,
+//     events_fixed_id, events_truncate_keeps_bookings (020, in place of
+//     001's foreign key).
 //
 // Bookings:
 //   - booking_status is pending, confirmed or failed: CHECK (002); inserted
@@ -113,6 +116,22 @@
 //     lost): trigger bookings_live_kept, and bookings_no_truncate for
 //     TRUNCATE while any live booking exists (008). Fail it first.
 //   - hold_id is unique: UNIQUE (003).
+//   - Every booking is of an existing event: the stock trigger counts the
+//     events it took tickets from (take_stock_on_insert, 020). Its id never
+//     changes (bookings_fixed_id, 020).
+//
+// Booking items (011; the checks per statement since 020, in place of
+// foreign keys checked per row):
+//   - An item is of an existing, live booking and of an existing category
+//     of the booking's event, both locked until the insert commits: the
+//     items' stock trigger (take_category_stock_on_insert), which also
+//     refuses a seated category outside hold_seats (HF005).
+//   - A deleted booking takes its items (bookings_delete_items); a
+//     category with items is never deleted (categories_keep_items), nor
+//     its id changed (categories_fixed_id); TRUNCATE of bookings or
+//     categories without booking_items is refused.
+//   - An item never changes (booking_items_fixed) and goes only with its
+//     failed booking (booking_items_live_kept, 011).
 //
 // Sums and decisions, under the event row's lock (hold_batch_events, the
 // one writing of them):

@@ -1,0 +1,232 @@
+package schema_test
+
+import (
+	"context"
+	"database/sql"
+	"testing"
+	"time"
+)
+
+// orphans counts booking items whose booking or category is missing and
+// bookings whose event is.
+func orphans(t *testing.T, q interface {
+	QueryRow(string, ...any) *sql.Row
+}) int {
+	t.Helper()
+	var n int
+	if err := q.QueryRow(`SELECT
+		(SELECT count(*) FROM booking_items i
+		 WHERE NOT EXISTS (SELECT 1 FROM bookings b WHERE b.id = i.booking_id)
+		    OR NOT EXISTS (SELECT 1 FROM categories c WHERE c.id = i.category_id))
+		+ (SELECT count(*) FROM bookings b WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.id = b.event_id))`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// Since 020 neither booking_items nor bookings has a foreign key: the
+// statement triggers that take their stock, and the triggers beside them,
+// do what the keys did. Each case is refused, and goes through (leaving an
+// item of no booking or no category, or a booking of no event) once the
+// trigger that refuses it is disabled, so it is that trigger, and no key,
+// that keeps the rule.
+func TestItemsKeepTheirBookingAndCategoryWithoutForeignKeys(t *testing.T) {
+	t.Parallel()
+	db := open(t)
+	ev := event(t, db, 10, true)
+	cat, _, _ := onlyCategory(t, db, ev)
+	live, err := booking(t, db, ev, 2, "pending")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := item(db, live, cat, 2); err != nil {
+		t.Fatal(err)
+	}
+	// A failed booking with its item: the one a delete or a TRUNCATE may
+	// take.
+	gone, err := booking(t, db, ev, 1, "pending")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := item(db, gone, cat, 1); err != nil {
+		t.Fatal(err)
+	}
+	exec(t, db, `UPDATE bookings SET booking_status = 'failed', failure_reason = 'released' WHERE id = $1`, gone)
+	fresh, err := booking(t, db, ev, 1, "pending")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An event with a booking of no items.
+	other := event(t, db, 10, true)
+	if _, err := booking(t, db, other, 1, "confirmed"); err != nil {
+		t.Fatal(err)
+	}
+
+	cases := []struct {
+		name    string
+		table   string // the table and trigger that refuse it
+		trigger string
+		sql     string
+		args    []any
+	}{
+		{"an item of no booking, beside a good one", "booking_items", "booking_items_take_stock",
+			`INSERT INTO booking_items (booking_id, category_id, quantity, price) VALUES ($1, $2, 1, 10), (2147483647, $2, 1, 10)`,
+			[]any{fresh, cat}},
+		{"an item of no category", "booking_items", "booking_items_take_stock",
+			`INSERT INTO booking_items (booking_id, category_id, quantity, price) VALUES ($1, 2147483647, 1, 10)`,
+			[]any{fresh}},
+		{"a category with items deleted", "categories", "categories_keep_items",
+			`DELETE FROM categories WHERE id = $1`, []any{cat}},
+		{"a booking's id changed", "bookings", "bookings_fixed_id",
+			`UPDATE bookings SET id = id + 1000000 WHERE id = $1`, []any{live}},
+		{"a category's id changed", "categories", "categories_fixed_id",
+			`UPDATE categories SET id = id + 1000000 WHERE id = $1`, []any{cat}},
+		{"a booking of no event", "bookings", "booking_status_change_insert",
+			`INSERT INTO bookings (event_id, user_email, quantity, total_amount, booking_status) VALUES (2147483647, 'a@example.com', 1, 10, 'confirmed')`,
+			nil},
+		{"an event with bookings deleted", "events", "events_keep_bookings",
+			`DELETE FROM events WHERE id = $1`, []any{other}},
+	}
+	for _, c := range cases {
+		if _, err := db.Exec(c.sql, c.args...); code(err) != "HF001" {
+			t.Errorf("%s: err %v, want HF001", c.name, err)
+		}
+		tx, err := db.Begin()
+		if err != nil {
+			t.Fatal(err)
+		}
+		exec := func(q string, args ...any) error { _, err := tx.Exec(q, args...); return err }
+		if err := exec(`ALTER TABLE ` + c.table + ` DISABLE TRIGGER ` + c.trigger); err != nil {
+			t.Fatal(err)
+		}
+		if err := exec(c.sql, c.args...); err != nil {
+			t.Errorf("%s, with %s disabled: err %v, want it through (nothing else refuses it)", c.name, c.trigger, err)
+		} else if n := orphans(t, tx); n == 0 {
+			t.Errorf("%s, with %s disabled: no item of a missing booking or category", c.name, c.trigger)
+		}
+		_ = tx.Rollback()
+	}
+	if n := orphans(t, db); n != 0 {
+		t.Fatalf("%d orphan items or bookings after refused writes", n)
+	}
+	// An event's id: categories' key refuses the change too.
+	if _, err := db.Exec(`UPDATE events SET id = id + 1000000 WHERE id = $1`, other); code(err) != "HF001" {
+		t.Errorf("an event's id changed: err %v, want HF001", err)
+	}
+
+	// A failed booking deleted takes its items (the key's ON DELETE
+	// CASCADE); with the trigger off they would stay.
+	tx, err := db.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(`ALTER TABLE bookings DISABLE TRIGGER bookings_delete_items`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(`DELETE FROM bookings WHERE id = $1`, gone); err != nil {
+		t.Fatal(err)
+	}
+	if n := orphans(t, tx); n != 1 {
+		t.Errorf("delete with bookings_delete_items disabled left %d orphan items, want 1", n)
+	}
+	_ = tx.Rollback()
+	exec(t, db, `DELETE FROM bookings WHERE id = $1`, gone)
+	if n := orphans(t, db); n != 0 {
+		t.Fatalf("deleting a failed booking left %d orphan items, want its items gone with it", n)
+	}
+
+	// TRUNCATE (this test's database is its own): bookings, categories or
+	// events without what refers to them would leave it behind; with it,
+	// it passes.
+	exec(t, db, `UPDATE bookings SET booking_status = 'failed',
+		failure_reason = CASE WHEN booking_status = 'confirmed' THEN 'cancelled' ELSE 'released' END
+		WHERE booking_status <> 'failed'`)
+	truncates := []struct{ sql, table, trigger string }{
+		{`TRUNCATE bookings`, "bookings", "bookings_truncate_keeps_items"},
+		{`TRUNCATE categories CASCADE`, "categories", "categories_truncate_keeps_items"},
+		{`TRUNCATE events, booking_items CASCADE`, "events", "events_truncate_keeps_bookings"},
+	}
+	for _, c := range truncates {
+		if _, err := db.Exec(c.sql); code(err) != "HF001" {
+			t.Errorf("%s: err %v, want HF001", c.sql, err)
+		}
+		tx, err := db.Begin()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(`ALTER TABLE ` + c.table + ` DISABLE TRIGGER ` + c.trigger); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(c.sql); err != nil {
+			t.Errorf("%s with %s disabled: %v, want it through", c.sql, c.trigger, err)
+		} else if n := orphans(t, tx); n == 0 {
+			t.Errorf("%s with %s disabled left nothing orphaned", c.sql, c.trigger)
+		}
+		_ = tx.Rollback()
+	}
+	exec(t, db, `TRUNCATE events, bookings, booking_items CASCADE`)
+}
+
+// An item inserted for an existing booking keeps that booking live until
+// the insert commits: another transaction failing the booking meanwhile
+// waits, and then gives the item's tickets back with it. A foreign key's
+// FOR KEY SHARE let the booking fail under the uncommitted item, whose
+// category kept those tickets for good (and without any lock the delete
+// after it left the item with no booking).
+func TestAnItemKeepsItsBookingLiveUntilItCommits(t *testing.T) {
+	t.Parallel()
+	db := open(t)
+	ctx := context.Background()
+	ev := event(t, db, 10, true)
+	cat, _, _ := onlyCategory(t, db, ev)
+	b, err := booking(t, db, ev, 2, "pending")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.Exec(`INSERT INTO booking_items (booking_id, category_id, quantity, price) VALUES ($1, $2, 2, 10)`, b, cat); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		other, err := db.BeginTx(ctx, nil)
+		if err != nil {
+			done <- err
+			return
+		}
+		defer other.Rollback()
+		if _, err := other.Exec(`UPDATE bookings SET booking_status = 'failed', failure_reason = 'released' WHERE id = $1`, b); err != nil {
+			done <- err
+			return
+		}
+		if _, err := other.Exec(`DELETE FROM bookings WHERE id = $1`, b); err != nil {
+			done <- err
+			return
+		}
+		done <- other.Commit()
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("the booking was failed and deleted under an uncommitted item (err %v), want it to wait", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := orphans(t, db); n != 0 {
+		t.Errorf("%d orphan items, want the item gone with its booking", n)
+	}
+	if _, total, available := onlyCategory(t, db, ev); available != total {
+		t.Errorf("category stock %d of %d after its only booking failed, want all of it back", available, total)
+	}
+	if got := stock(t, db, ev); got != 10 {
+		t.Errorf("event stock %d, want 10", got)
+	}
+}

@@ -1,0 +1,57 @@
+package store_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Rows that refer to an event that does not exist, or to none, are found
+// when every event is checked: booking_items and bookings have no foreign
+// keys since schema/020, and a replica session skips the triggers that
+// keep them whole. Each is reported in a row of its own after the events.
+func TestAuditReportsWhatRefersToNoEvent(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	ev := newEvent(t, s, 10)
+	tx, err := s.DB().BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	for _, q := range []string{
+		`SET LOCAL session_replication_role = replica`,
+		`INSERT INTO bookings (event_id, user_email, buyer_key, quantity, total_amount, booking_status)
+			VALUES (2147483000, 'a@example.com', 'a@example.com', 1, 10, 'confirmed')`,
+		`INSERT INTO booking_items (booking_id, category_id, quantity, price) VALUES (2147483000, 2147483000, 1, 10)`,
+	} {
+		if _, err := tx.ExecContext(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	audits, err := s.Audit(ctx, nil, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[int64]string{}
+	for _, a := range audits {
+		got[a.ID] = a.Summary()
+	}
+	for id, want := range map[int64]string{
+		ev:         "ok",
+		2147483000: "VIOLATION: no such event; 1 bookings of this event, which does not exist",
+		0:          "VIOLATION: 1 booking items of no booking; 1 booking items of no category",
+	} {
+		if !strings.HasPrefix(got[id], want) {
+			t.Errorf("event %d: %q, want %q", id, got[id], want)
+		}
+	}
+	if len(audits) != 3 {
+		t.Errorf("%d rows, want 3: %+v", len(audits), audits)
+	}
+}
