@@ -19,7 +19,8 @@ import (
 )
 
 // Func runs one batch: one result for each argument, in order. An error
-// fails every call of the batch.
+// fails every call of the batch, and every call queued for the same key
+// while it ran.
 type Func[K comparable, A, R any] func(ctx context.Context, key K, args []A) ([]R, error)
 
 // Group coalesces calls by key. The zero value is not usable: see New.
@@ -121,6 +122,15 @@ func (g *Group[K, A, R]) runBatch(key K, batch []*call[A, R]) {
 	res, err := g.run(context.WithoutCancel(batch[0].ctx), key, args)
 	if err == nil && len(res) != len(batch) {
 		err = fmt.Errorf("coalesce: a batch of %d calls answered %d results", len(batch), len(res))
+	}
+	if err != nil {
+		// The calls that queued meanwhile would meet the same fault (a
+		// server down or hung): they fail with this batch rather than wait
+		// out a timeout each, one batch after another.
+		g.mu.Lock()
+		batch = append(batch, g.waiting[key]...)
+		g.waiting[key] = nil
+		g.mu.Unlock()
 	}
 	for i, c := range batch {
 		if err != nil {

@@ -135,3 +135,42 @@ func TestAWaiterCanGiveUp(t *testing.T) {
 		t.Fatalf("a later call: %d, %v", got, err)
 	}
 }
+
+// A batch that fails (its server down or hung) fails the calls that
+// queued while it ran too, at once: each would otherwise wait out a
+// timeout of its own behind the one before.
+func TestAFailedBatchFailsTheCallsQueuedBehindIt(t *testing.T) {
+	boom := errors.New("timeout")
+	var runs atomic.Int32
+	release := make(chan struct{})
+	started := make(chan struct{}, 1)
+	g := coalesce.New(4, func(_ context.Context, _ int, args []int) ([]int, error) {
+		if runs.Add(1) == 1 {
+			started <- struct{}{}
+			<-release
+		}
+		return nil, boom
+	})
+	errs := make(chan error, 20)
+	go func() {
+		_, err := g.Do(context.Background(), 1, 0)
+		errs <- err
+	}()
+	<-started
+	for i := 1; i < 20; i++ {
+		go func() {
+			_, err := g.Do(context.Background(), 1, i)
+			errs <- err
+		}()
+	}
+	time.Sleep(50 * time.Millisecond) // the 19 queue behind the first
+	close(release)
+	for range 20 {
+		if err := <-errs; !errors.Is(err, boom) {
+			t.Fatalf("a call answered %v, want the batch's error", err)
+		}
+	}
+	if n := runs.Load(); n != 1 {
+		t.Fatalf("the batch function ran %d times for one fault, want once", n)
+	}
+}
