@@ -3,6 +3,7 @@ package queue
 import (
 	"log/slog"
 	"net/http"
+	"strconv"
 
 	"github.com/go-chi/chi/v5"
 
@@ -85,4 +86,43 @@ func HandleState(svc *Service, log *slog.Logger) http.Handler {
 		}
 		httpapi.Encode(w, http.StatusOK, st)
 	})
+}
+
+// AppendJSON appends the place as json.Marshal writes it (see
+// httpapi.Appender): every buyer in line polls, and reflection was a tenth
+// of a poll's CPU in holdfast.
+func (p Place) AppendJSON(b []byte) []byte {
+	b = append(b, `{"id":`...)
+	b = httpapi.AppendString(b, p.ID)
+	b = append(b, `,"event_id":`...)
+	b = strconv.AppendInt(b, p.EventID, 10)
+	b = append(b, `,"status":`...)
+	b = httpapi.AppendString(b, string(p.Status))
+	b = append(b, `,"position":`...)
+	if p.Position != nil {
+		b = strconv.AppendInt(b, *p.Position, 10)
+	} else {
+		b = append(b, "null"...)
+	}
+	b = append(b, `,"joined_at":`...)
+	b = httpapi.AppendTime(b, p.JoinedAt)
+	b = append(b, `,"pass":`...)
+	if p.Pass != nil {
+		b = httpapi.AppendString(b, *p.Pass)
+	} else {
+		b = append(b, "null"...)
+	}
+	b = append(b, `,"pass_expires_at":`...)
+	if p.PassExpiresAt != nil {
+		b = httpapi.AppendTime(b, *p.PassExpiresAt)
+	} else {
+		b = append(b, "null"...)
+	}
+	b = append(b, `,"poll_after_seconds":`...)
+	if p.PollAfterSeconds != nil {
+		b = strconv.AppendInt(b, int64(*p.PollAfterSeconds), 10)
+	} else {
+		b = append(b, "null"...)
+	}
+	return append(b, '}')
 }

@@ -1,11 +1,14 @@
 package httpapi
 
 import (
+	"encoding/json"
 	"errors"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/holdfast/holdfast/internal/problem"
 )
@@ -104,5 +107,54 @@ func TestDecodeRefusesABodyOverTheCapWhateverItHolds(t *testing.T) {
 	var v body
 	if err := Decode(httptest.NewRecorder(), httptest.NewRequest(http.MethodPost, "/holds", strings.NewReader(raw)), &v); err != nil {
 		t.Fatalf("Decode of %d bytes: %v", len(raw), err)
+	}
+}
+
+func TestAppendStringWritesWhatJSONMarshalWrites(t *testing.T) {
+	cases := []string{"", "waiting", "7-0123456789abcdef0123456789abcdef", "eyJhbGciOiJFZERTQSJ9.eyJhdWQiOiI3In0.c2ln",
+		`a"b`, `back\slash`, "<script>&", "tab\there", "line\nfeed", "\x00\x1f\x7f", "café", "\u2028\u2029", "\xff\xfe bad utf-8", "日本"}
+	// And random bytes, most of them outside the fast path's range.
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 2000 {
+		b := make([]byte, rng.IntN(12))
+		for i := range b {
+			b[i] = byte(rng.IntN(256))
+		}
+		cases = append(cases, string(b))
+	}
+	for _, s := range cases {
+		want, err := json.Marshal(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := AppendString([]byte("x"), s); string(got) != "x"+string(want) {
+			t.Fatalf("AppendString(%q) = %s, want x%s", s, got, want)
+		}
+	}
+}
+
+func TestAppendTimeWritesWhatJSONMarshalWrites(t *testing.T) {
+	zone := time.FixedZone("east", 5*3600+30*60)
+	for _, tm := range []time.Time{{}, time.UnixMilli(1764658800123).UTC(), time.Unix(1764658800, 0).UTC(),
+		time.Date(2026, 12, 2, 19, 0, 0, 120000000, zone), time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)} {
+		want, err := json.Marshal(tm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := AppendTime(nil, tm); string(got) != string(want) {
+			t.Fatalf("AppendTime(%v) = %s, want %s", tm, got, want)
+		}
+	}
+}
+
+type appended struct{}
+
+func (appended) AppendJSON(b []byte) []byte { return append(b, `{"own":true}`...) }
+
+func TestEncodeWritesAnAppendersOwnJSON(t *testing.T) {
+	rec := httptest.NewRecorder()
+	Encode(rec, http.StatusCreated, appended{})
+	if rec.Code != http.StatusCreated || rec.Body.String() != "{\"own\":true}\n" || rec.Header().Get("Content-Type") != "application/json" {
+		t.Fatalf("Encode wrote %d %q (%s)", rec.Code, rec.Body.String(), rec.Header().Get("Content-Type"))
 	}
 }
