@@ -3,10 +3,8 @@ package booking
 import (
 	"errors"
 	"log/slog"
+	"math"
 	"net/http"
-	"net/url"
-	"strconv"
-	"strings"
 
 	"github.com/go-chi/chi/v5"
 
@@ -31,23 +29,19 @@ func HandleListEvents(store Store, log *slog.Logger) http.Handler {
 		Events []sale.Event `json:"events"`
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		// r.URL.Query drops what does not parse ("after=1;x" reads as no
-		// after at all): a page the client did not ask for.
-		q, err := url.ParseQuery(r.URL.RawQuery)
+		q, err := httpapi.Query(r)
 		if err != nil {
-			httpapi.WriteError(w, r, log, problem.Invalidf("malformed query string"))
+			httpapi.WriteError(w, r, log, err)
 			return
 		}
-		limit := int64(DefaultPageSize)
-		if n, ok, err := queryInt(q, "limit"); err != nil || ok && (n < 1 || n > MaxPageSize) {
-			httpapi.WriteError(w, r, log, problem.Invalidf("limit must be an integer from 1 to %d", MaxPageSize))
-			return
-		} else if ok {
-			limit = n
-		}
-		after, _, err := queryInt(q, "after")
+		limit, err := httpapi.QueryInt(q, "limit", DefaultPageSize, 1, MaxPageSize)
 		if err != nil {
-			httpapi.WriteError(w, r, log, problem.Invalidf("after must be a non-negative integer"))
+			httpapi.WriteError(w, r, log, err)
+			return
+		}
+		after, err := httpapi.QueryInt(q, "after", 0, 0, math.MaxInt64)
+		if err != nil {
+			httpapi.WriteError(w, r, log, err)
 			return
 		}
 		events, err := store.Events(r.Context(), after, int(limit))
@@ -60,21 +54,6 @@ func HandleListEvents(store Store, log *slog.Logger) http.Handler {
 		}
 		httpapi.Encode(w, http.StatusOK, page{Events: events})
 	})
-}
-
-// queryInt reads parameter name of q: absent, or given once as decimal
-// digits that fit an int64. Anything else (empty, signed, repeated) is an
-// error.
-func queryInt(q url.Values, name string) (n int64, ok bool, err error) {
-	vs, ok := q[name]
-	if !ok {
-		return 0, false, nil
-	}
-	if len(vs) != 1 || vs[0] == "" || strings.Trim(vs[0], "0123456789") != "" {
-		return 0, true, errors.New("not one non-negative integer")
-	}
-	n, err = strconv.ParseInt(vs[0], 10, 64)
-	return n, true, err
 }
 
 // HandleGetEvent answers GET /events/{id}.

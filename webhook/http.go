@@ -2,9 +2,10 @@ package webhook
 
 import (
 	"log/slog"
+	"math"
 	"net/http"
+	"net/url"
 	"strconv"
-	"strings"
 
 	"github.com/go-chi/chi/v5"
 
@@ -23,16 +24,9 @@ func endpointID(r *http.Request) (int64, error) {
 }
 
 // limitParam reads ?limit=, DefaultLimit when absent.
-func limitParam(r *http.Request) (int, error) {
-	s := r.URL.Query().Get("limit")
-	if s == "" {
-		return DefaultLimit, nil
-	}
-	n, err := strconv.Atoi(s)
-	if err != nil || n < 1 || n > MaxLimit || strings.Trim(s, "0123456789") != "" {
-		return 0, problem.Invalidf("limit must be an integer from 1 to %d", MaxLimit)
-	}
-	return n, nil
+func limitParam(q url.Values) (int, error) {
+	n, err := httpapi.QueryInt(q, "limit", DefaultLimit, 1, MaxLimit)
+	return int(n), err
 }
 
 // HandleCreate answers POST /admin/webhooks.
@@ -106,7 +100,12 @@ func HandleDeliveries(svc *Service, log *slog.Logger) http.Handler {
 			httpapi.WriteError(w, r, log, err)
 			return
 		}
-		limit, err := limitParam(r)
+		q, err := httpapi.Query(r)
+		if err != nil {
+			httpapi.WriteError(w, r, log, err)
+			return
+		}
+		limit, err := limitParam(q)
 		if err != nil {
 			httpapi.WriteError(w, r, log, err)
 			return
@@ -152,16 +151,18 @@ func HandleChanges(svc *Service, log *slog.Logger) http.Handler {
 		Next    string  `json:"next"`
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		after := int64(0)
-		if s := r.URL.Query().Get("after"); s != "" {
-			n, err := strconv.ParseInt(s, 10, 64)
-			if err != nil || strings.Trim(s, "0123456789") != "" {
-				httpapi.WriteError(w, r, log, problem.Invalidf("after must be a cursor from a previous page's next"))
-				return
-			}
-			after = n
+		q, err := httpapi.Query(r)
+		if err != nil {
+			httpapi.WriteError(w, r, log, err)
+			return
 		}
-		limit, err := limitParam(r)
+		after, err := httpapi.QueryInt(q, "after", 0, 0, math.MaxInt64)
+		if err != nil {
+			// The cursor is opaque: say where one comes from.
+			httpapi.WriteError(w, r, log, problem.Invalidf("after must be a cursor from a previous page's next"))
+			return
+		}
+		limit, err := limitParam(q)
 		if err != nil {
 			httpapi.WriteError(w, r, log, err)
 			return

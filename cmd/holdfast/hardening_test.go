@@ -321,6 +321,30 @@ func TestAMalformedEventsQueryIsA400(t *testing.T) {
 	}
 }
 
+// Every list endpoint reads its paging parameters the same way: one value
+// of digits in range, from a query that parses.
+func TestEveryListRefusesTheSameMalformedPaging(t *testing.T) {
+	t.Parallel()
+	ts := newTestServer(t, webhookConfig)
+	ts.newEvent(1, true)
+	hook := ts.register(newReceiver(t, nil).srv.URL)
+	lists := map[string][]string{
+		"/status.json":   {"limit", "offset"},
+		"/admin/changes": {"limit", "after"},
+		fmt.Sprintf("/admin/webhooks/%d/deliveries", hook.ID): {"limit"},
+	}
+	for path, params := range lists {
+		for _, p := range params {
+			for _, v := range []string{p + "=1;x", p + "=1&" + p + "=2", p + "=", p + "=+1", p + "=-1", p + "=1x", p + "=%zz", p + "=99999999999999999999"} {
+				expectError(t, path+"?"+v, ts.do("GET", path+"?"+v, nil, adminAuth...), 400, "invalid_request")
+			}
+			if res := ts.do("GET", path+"?"+p+"=1", nil, adminAuth...); res.Status != 200 {
+				t.Errorf("%s?%s=1: %d %s", path, p, res.Status, res.Body)
+			}
+		}
+	}
+}
+
 // Control characters in an event's name or description would reach a
 // terminal through `holdfast check` and logs: refused. A description may
 // hold line breaks and tabs.

@@ -31,12 +31,10 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
-	"strconv"
 	"sync"
 	"time"
 
 	"github.com/holdfast/holdfast/internal/httpapi"
-	"github.com/holdfast/holdfast/internal/problem"
 )
 
 // EventStatus is one event's stock as the page shows it. Available + Held +
@@ -298,21 +296,14 @@ func secondsLeft(h HoldStatus, at time.Time) int {
 }
 
 func paging(r *http.Request) (limit, offset int, err error) {
-	q := r.URL.Query()
-	limit = DefaultLimit
-	if s := q.Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > MaxLimit {
-			return 0, 0, problem.Invalidf("limit must be an integer from 1 to %d", MaxLimit)
-		}
-		limit = n
+	q, err := httpapi.Query(r)
+	if err != nil {
+		return 0, 0, err
 	}
-	if s := q.Get("offset"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 0 {
-			return 0, 0, problem.Invalidf("offset must be a non-negative integer")
-		}
-		offset = n
+	l, err := httpapi.QueryInt(q, "limit", DefaultLimit, 1, MaxLimit)
+	if err != nil {
+		return 0, 0, err
 	}
-	return limit, offset, nil
+	o, err := httpapi.QueryInt(q, "offset", 0, 0, int64(math.MaxInt))
+	return int(l), int(o), err
 }
