@@ -26,5 +26,9 @@ const (
 // for a test that reads the statement's plan.
 var PublishStatements = [2]string{qPublishPlan, qPublish}
 
+// PublishBatchQuery is the round's read of what to publish, for a test of
+// what it reads.
+const PublishBatchQuery = qPublishBatch
+
 // QueueStockQuery is the admission step's reading, for a test of its plan.
 const QueueStockQuery = qQueueStock
