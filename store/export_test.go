@@ -32,3 +32,7 @@ const PublishBatchQuery = qPublishBatch
 
 // QueueStockQuery is the admission step's reading, for a test of its plan.
 const QueueStockQuery = qQueueStock
+
+// LapsedStatements are the sweeper's plan setting and its listing of the
+// events with lapsed holds, for a test of what the listing reads.
+var LapsedStatements = [2]string{qLapsedPlan, qLapsedEvents}

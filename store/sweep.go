@@ -15,10 +15,19 @@ import (
 
 const (
 	// qLapsedEvents lists events that have lapsed pending holds, through
-	// the partial index on pending expiries.
+	// a partial index on pending expiries.
 	qLapsedEvents = `SELECT DISTINCT event_id FROM bookings
 		WHERE booking_status = 'pending' AND expires_at <= now()
 		ORDER BY event_id LIMIT $1`
+
+	// qLapsedPlan has qLapsedEvents walk the index rather than go through
+	// a bitmap. Every hold confirmed or swept leaves a dead entry in the
+	// pending indexes until a vacuum, and once its expiry has passed the
+	// listing's range holds it: a bitmap scan fetched every one from the
+	// heap on every sweep (50,000 confirmed holds: 2.6 to 3.8 ms a sweep,
+	// and no better the next time), where an index scan marks them dead
+	// once and then passes over them (0.1 ms).
+	qLapsedPlan = `SET LOCAL enable_bitmapscan = off`
 
 	// qSweepBatch fails up to $2 lapsed holds of one event, oldest first,
 	// skipping rows another transaction holds (a confirm in flight, another
@@ -49,7 +58,14 @@ const (
 func (s *Store) SweepExpired(ctx context.Context, batch int) (hold.SweepResult, error) {
 	var res hold.SweepResult
 	var events []int64
-	if err := s.db.SelectContext(ctx, &events, qLapsedEvents, 1000); err != nil {
+	err := inTx(ctx, s.db, func(tx *sqlx.Tx) error {
+		events = events[:0]
+		if _, err := tx.ExecContext(ctx, qLapsedPlan); err != nil {
+			return err
+		}
+		return tx.SelectContext(ctx, &events, qLapsedEvents, 1000)
+	})
+	if err != nil {
 		return res, mapErr(ctx, err)
 	}
 	defer func() { s.counters.HoldsExpired(res.Expired) }()

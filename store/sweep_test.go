@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -59,5 +60,40 @@ func TestSweepGoesOnPastAnEventThatFails(t *testing.T) {
 	}
 	if got := stock(t, s, broken); got != 10 {
 		t.Fatalf("broken event's stock = %d, want it left at 10", got)
+	}
+}
+
+// Each hold confirmed leaves a dead entry in the pending indexes, inside
+// the sweeper's range once its expiry has passed. The sweeper's listing of
+// events with lapsed holds must pass over them, not fetch every one from
+// the heap on every sweep.
+func TestTheSweepersListingPassesOverConfirmedHolds(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	const holds = 20_000
+	for k := range 10 {
+		ev := newEvent(t, s, holds)
+		if _, err := s.DB().ExecContext(ctx, `INSERT INTO bookings (event_id, user_email, quantity, total_amount, booking_status, expires_at)
+			SELECT $1, 'b' || g || '@example.com', 1, 1, 'pending', now() + interval '1 second' FROM generate_series(1, $2::int) g`, ev, holds/10); err != nil {
+			t.Fatal(k, err)
+		}
+		if _, err := s.DB().ExecContext(ctx, `UPDATE bookings SET booking_status = 'confirmed', confirmed_at = now()
+			WHERE event_id = $1 AND booking_status = 'pending'`, ev); err != nil {
+			t.Fatal(k, err)
+		}
+	}
+	time.Sleep(1200 * time.Millisecond)
+	// Two sweeps apart, as TestAPublishRoundPassesOverWhatWasPublished
+	// says why.
+	for range 2 {
+		if res, err := s.SweepExpired(ctx, 100); err != nil || res.Expired != 0 {
+			t.Fatalf("sweep: %+v, %v; want nothing swept", res, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	heap, text := heapReads(t, s, store.LapsedStatements[0], store.LapsedStatements[1], 1000)
+	if strings.Contains(text, "Bitmap") || heap > holds/4 {
+		t.Fatalf("with %d confirmed holds past their expiry, the sweeper's listing fetched %d from the heap:\n%s", holds, heap, text)
 	}
 }
