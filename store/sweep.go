@@ -42,6 +42,24 @@ const (
 			FOR UPDATE SKIP LOCKED)`
 )
 
+// lapsedEvents lists up to 1,000 events with lapsed holds. The listing is
+// a read that decides nothing, so it runs in a read-only transaction of
+// its own (for qLapsedPlan) that it rolls back: no retries, no wait for a
+// standby.
+func (s *Store) lapsedEvents(ctx context.Context) ([]int64, error) {
+	tx, err := s.db.BeginTxx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, qLapsedPlan); err != nil {
+		return nil, err
+	}
+	var events []int64
+	err = tx.SelectContext(ctx, &events, qLapsedEvents, 1000)
+	return events, err
+}
+
 // SweepExpired turns lapsed pending holds failed, so the stock trigger gives
 // their tickets back. It works event by event, in batches of at most batch
 // holds per transaction. A batch locks its bookings first and the event row
@@ -57,14 +75,7 @@ const (
 // listed, or ctx ended.
 func (s *Store) SweepExpired(ctx context.Context, batch int) (hold.SweepResult, error) {
 	var res hold.SweepResult
-	var events []int64
-	err := inTx(ctx, s.db, func(tx *sqlx.Tx) error {
-		events = events[:0]
-		if _, err := tx.ExecContext(ctx, qLapsedPlan); err != nil {
-			return err
-		}
-		return tx.SelectContext(ctx, &events, qLapsedEvents, 1000)
-	})
+	events, err := s.lapsedEvents(ctx)
 	if err != nil {
 		return res, mapErr(ctx, err)
 	}
