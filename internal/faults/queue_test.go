@@ -484,11 +484,12 @@ func queueKillRedis(t *testing.T, c *cluster, f queueForm) {
 	// the kill's last second, which the append-only file may not have
 	// kept (counted below with the others of that second).
 	q.mu.Lock()
-	joinedAt := make(map[string]time.Time, len(q.places))
-	for _, p := range q.places {
+	places := slices.Clone(q.places)
+	q.mu.Unlock()
+	joinedAt := make(map[string]time.Time, len(places))
+	for _, p := range places {
 		joinedAt[p.id] = p.joined
 	}
-	q.mu.Unlock()
 	gone := 0
 	for _, id := range before {
 		if inAfter[id] {
@@ -509,9 +510,6 @@ func queueKillRedis(t *testing.T, c *cluster, f queueForm) {
 	// kill is still there (appendfsync everysec loses at most the last
 	// second); the last second's losses are counted.
 	var lostOld, lostLastSecond, readmitted int
-	q.mu.Lock()
-	places := slices.Clone(q.places)
-	q.mu.Unlock()
 	for _, p := range places {
 		if !p.joined.Before(from) {
 			continue
