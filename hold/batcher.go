@@ -135,7 +135,8 @@ type lockWanter interface {
 	Wanted(ctx context.Context, eventID int64) bool
 }
 
-// wanted reports whether another instance waits for ev's lock.
+// wanted reports whether another holder, of this instance or another,
+// waits for ev's lock.
 func (b *Batcher) wanted(ev int64) bool {
 	w, ok := b.locks.(lockWanter)
 	return ok && w.Wanted(b.ctx, ev)

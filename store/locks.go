@@ -127,6 +127,10 @@ type LockOptions struct {
 // lock all the same; Lock then falls back on the row lock and gives the
 // lock back by its token in the background, so no instance is told busy
 // for the rest of its TTL by a lock nobody knows it holds.
+//
+// The callers of one Locks take turns per event in a gate (see gates)
+// before they ask Redis: an instance has one caller at a time polling
+// for an event's lock, however many wait for it.
 type Locks struct {
 	rdb    redis.UniversalClient
 	client *redislock.Client
@@ -138,6 +142,7 @@ type Locks struct {
 	// waited, when set, hears how long each Lock waited and whether it
 	// ended busy.
 	waited func(d time.Duration, busy bool)
+	gates  gates
 }
 
 // OnWait makes l report every wait for a lock to f.
@@ -191,14 +196,18 @@ func (l *Locks) wantedKey(eventID int64) string {
 	return l.opts.Prefix + "event_lock_waiters:" + strconv.FormatInt(eventID, 10)
 }
 
-// Wanted reports whether a Lock of another holder (with MarkWaits) is
-// waiting for eventID's lock. Unknown (Redis not answering) reads as no.
+// Wanted reports whether a Lock of another holder is waiting for eventID's
+// lock: one of another instance (with MarkWaits), or one of this instance
+// in the gate. Unknown (Redis not answering) reads as no.
 //
 // Each waiter marks itself, by its token, until its wait ends: one waiter
 // that gives up (or takes the lock) must not clear the mark of the others,
 // or the holder keeps the lock from the ones still waiting. A single flag
 // did that; with three instances one of them starved.
 func (l *Locks) Wanted(ctx context.Context, eventID int64) bool {
+	if l.gates.waiting(eventID) {
+		return true // a caller of this instance, in the gate
+	}
 	n, err := waitersScript.Run(ctx, l.rdb, []string{l.wantedKey(eventID)}).Int64()
 	return err == nil && n > 0
 }
@@ -224,6 +233,11 @@ func retry() redislock.RetryStrategy {
 // reached it logs that, returns a no-op unlock and no error: the caller's
 // row lock keeps the sale correct without it. An attempt that may have
 // taken the lock without hearing so is given back (see giveBack).
+//
+// Callers of one Locks for one event take turns in its gate (see gates)
+// before they ask Redis, and the wait counts from before the gate. With
+// Redis known to be down there is no gate: each call tries Redis itself,
+// which is how it learns that Redis is back.
 func (l *Locks) Lock(ctx context.Context, eventID int64) (func(), error) {
 	wait, strategy := l.opts.Wait, retry()
 	if wait <= 0 {
@@ -234,8 +248,31 @@ func (l *Locks) Lock(ctx context.Context, eventID int64) (func(), error) {
 	waitCtx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	start := time.Now()
+	busyErr := func() error {
+		if l.waited != nil {
+			l.waited(time.Since(start), true)
+		}
+		return fmt.Errorf("%w: redis lock %s", sale.ErrBusy, l.Key(eventID))
+	}
+	var p *passage
+	if !l.down.Load() {
+		var err error
+		p, err = l.gates.enter(waitCtx, eventID, l.opts.Wait <= 0)
+		switch {
+		case ctx.Err() != nil:
+			return nil, ctx.Err()
+		case err != nil:
+			return nil, busyErr()
+		}
+	}
+	leave := func() {
+		if p != nil {
+			p.leave()
+		}
+	}
 	token, err := newToken()
 	if err != nil {
+		leave()
 		return nil, err
 	}
 	obtain := func(s redislock.RetryStrategy) (*redislock.Lock, error) {
@@ -258,24 +295,31 @@ func (l *Locks) Lock(ctx context.Context, eventID int64) (func(), error) {
 		// Whatever is answered below, the lock may be ours in Redis.
 		l.giveBack(l.Key(eventID), token)
 	}
-	busy := err != nil && (errors.Is(err, redislock.ErrNotObtained) || waitCtx.Err() != nil) && ctx.Err() == nil
-	if l.waited != nil && (err == nil || busy) {
-		l.waited(time.Since(start), busy)
-	}
 	switch {
 	case err == nil:
+		if l.waited != nil {
+			l.waited(time.Since(start), false)
+		}
 		l.markUp(ctx)
-		return func() { l.release(lock) }, nil
+		return func() { l.release(lock); leave() }, nil
 	case ctx.Err() != nil:
+		leave()
 		return nil, ctx.Err()
 	case errors.Is(err, redislock.ErrNotObtained) || waitCtx.Err() != nil:
 		// Held by someone else for the whole wait. A dial or read timeout
 		// also reads as context.DeadlineExceeded, so that alone proves
 		// nothing: only the wait's own deadline passing means busy.
+		leave()
 		l.markUp(ctx)
-		return nil, fmt.Errorf("%w: redis lock %s", sale.ErrBusy, l.Key(eventID))
+		return nil, busyErr()
 	default:
 		l.markDown(ctx, err)
+		if p != nil {
+			// Those behind us would each wait out Redis's timeout in
+			// turn: let them all go to their own attempts now.
+			p.openGate()
+			p.leave()
+		}
 		return func() {}, nil
 	}
 }

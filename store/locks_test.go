@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -175,21 +176,27 @@ func TestLockWithoutWaitAnswersAtOnce(t *testing.T) {
 	}
 }
 
-func TestLockWithRedisNotAnsweringFallsBack(t *testing.T) {
-	t.Parallel()
-	// A listener that never accepts: connections hang instead of being
-	// refused, as with a Redis that is partitioned away or stalled.
+// hungLocks returns Locks on a Redis that never answers: a listener that
+// never accepts, so connections hang instead of being refused, as with a
+// Redis partitioned away or stalled.
+func hungLocks(t *testing.T, ttl, wait time.Duration) *store.Locks {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
+	t.Cleanup(func() { ln.Close() })
 	rdb, err := store.OpenRedis("redis://" + ln.Addr().String() + "/0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer rdb.Close()
-	locks := store.NewLocks(rdb, store.LockOptions{Prefix: "t:", TTL: time.Second, Wait: 3 * time.Second}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	t.Cleanup(func() { rdb.Close() })
+	return store.NewLocks(rdb, store.LockOptions{Prefix: "t:", TTL: ttl, Wait: wait}, quietLog())
+}
+
+func TestLockWithRedisNotAnsweringFallsBack(t *testing.T) {
+	t.Parallel()
+	locks := hungLocks(t, time.Second, 3*time.Second)
 	for i := 0; i < 3; i++ {
 		unlock, err := locks.Lock(context.Background(), 1)
 		if err != nil {
@@ -200,43 +207,52 @@ func TestLockWithRedisNotAnsweringFallsBack(t *testing.T) {
 }
 
 // A holder can see that another waits for its lock, for as long as it
-// waits and no longer.
+// waits and no longer: a holder of another instance (marked in Redis), or
+// one of its own (in the gate).
 func TestAWaitingLockIsSeenByTheHolder(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
-	ls, _ := newLockSet(t, []time.Duration{10 * time.Second, 10 * time.Second}, 10*time.Second, true)
-	holder, waiter := ls[0], ls[1]
-	unlock, err := holder.Lock(ctx, 7)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if holder.Wanted(ctx, 7) {
-		t.Fatal("wanted before anyone waited")
-	}
-	got := make(chan error, 1)
-	go func() {
-		unlockW, err := waiter.Lock(ctx, 7)
-		if err == nil {
-			unlockW()
-		}
-		got <- err
-	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for !holder.Wanted(ctx, 7) {
-		if time.Now().After(deadline) {
-			t.Fatal("the waiter never showed")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	if holder.Wanted(ctx, 8) {
-		t.Fatal("another event's lock reads wanted")
-	}
-	unlock()
-	if err := <-got; err != nil {
-		t.Fatal(err)
-	}
-	if holder.Wanted(ctx, 7) {
-		t.Fatal("still wanted after the waiter took the lock")
+	for _, same := range []bool{false, true} {
+		t.Run(fmt.Sprintf("same_instance=%v", same), func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			ls, _ := newLockSet(t, []time.Duration{10 * time.Second, 10 * time.Second}, 10*time.Second, true)
+			holder, waiter := ls[0], ls[1]
+			if same {
+				waiter = holder
+			}
+			unlock, err := holder.Lock(ctx, 7)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if holder.Wanted(ctx, 7) {
+				t.Fatal("wanted before anyone waited")
+			}
+			got := make(chan error, 1)
+			go func() {
+				unlockW, err := waiter.Lock(ctx, 7)
+				if err == nil {
+					unlockW()
+				}
+				got <- err
+			}()
+			deadline := time.Now().Add(10 * time.Second)
+			for !holder.Wanted(ctx, 7) {
+				if time.Now().After(deadline) {
+					t.Fatal("the waiter never showed")
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			if holder.Wanted(ctx, 8) {
+				t.Fatal("another event's lock reads wanted")
+			}
+			unlock()
+			if err := <-got; err != nil {
+				t.Fatal(err)
+			}
+			if holder.Wanted(ctx, 7) {
+				t.Fatal("still wanted after the waiter took the lock")
+			}
+		})
 	}
 }
 

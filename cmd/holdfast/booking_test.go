@@ -98,9 +98,11 @@ func TestBookUnsafeIsNotMountedByDefault(t *testing.T) {
 func TestBookSafeSellsExactlyTheStock(t *testing.T) {
 	t.Parallel()
 	withRedisUpAndDown(t, func(c *config) {
-		// Long enough that nobody is turned away busy: this test is
-		// about never overselling, not about the lock's wait.
-		c.LockWait = 20 * time.Second
+		// Long enough that nobody is turned away busy, on a machine
+		// running every package's tests at once (the 200 bookings take
+		// their turns one after another): this test is about never
+		// overselling, not about the lock's wait.
+		c.LockWait = 45 * time.Second
 		c.DBMaxConns = 40
 	}, func(t *testing.T, ts *testServer, redisUp bool) {
 		ev := ts.newEvent(10, true)
