@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -407,5 +408,26 @@ func TestSchemaRefusesExtendingALapsedHold(t *testing.T) {
 	exec(t, db, `UPDATE bookings SET booking_status = 'failed', failure_reason = 'expired' WHERE id = $1`, id)
 	if got := stock(t, db, ev); got != 10 {
 		t.Fatalf("stock = %d, want 10", got)
+	}
+}
+
+// hold_batch_events runs with its settings (015, 022): enable_seqscan off
+// (its reads must keep to the indexes as a sale's tables grow) and
+// plan_cache_mode force_generic_plan (its statements planned once a
+// session, not on every call). A CREATE OR REPLACE without them drops
+// them silently.
+func TestTheHoldFunctionKeepsItsSettings(t *testing.T) {
+	t.Parallel()
+	db := open(t)
+	var config []string
+	err := db.QueryRowContext(context.Background(),
+		`SELECT coalesce(proconfig, '{}') FROM pg_proc WHERE proname = 'hold_batch_events'`).Scan(pq.Array(&config))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"enable_seqscan=off", "plan_cache_mode=force_generic_plan"} {
+		if !slices.Contains(config, want) {
+			t.Errorf("hold_batch_events runs with %q, want %s among its settings", config, want)
+		}
 	}
 }
