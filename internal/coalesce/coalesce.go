@@ -19,8 +19,8 @@ import (
 )
 
 // Func runs one batch: one result for each argument, in order. An error
-// fails every call of the batch, and every call queued for the same key
-// while it ran.
+// fails every call of the batch; a second in a row for a key fails every
+// call queued for the key as well.
 type Func[K comparable, A, R any] func(ctx context.Context, key K, args []A) ([]R, error)
 
 // Group coalesces calls by key. The zero value is not usable: see New.
@@ -69,9 +69,9 @@ func (g *Group[K, A, R]) Do(ctx context.Context, key K, arg A) (R, error) {
 	}
 	g.waiting[key] = nil
 	g.mu.Unlock()
-	g.runBatch(key, []*call[A, R]{c})
+	err := g.runBatch(key, []*call[A, R]{c}, false)
 	if g.more(key) {
-		go g.drain(key)
+		go g.drain(key, err != nil)
 	}
 	return c.res, c.err
 }
@@ -80,8 +80,8 @@ func (g *Group[K, A, R]) Do(ctx context.Context, key K, arg A) (R, error) {
 // caller who found key idle returns as soon as its own batch is done. It
 // is one goroutine for as long as the crowd lasts, not one a batch: a
 // new goroutine's stack would grow again through the batch function's
-// calls every time.
-func (g *Group[K, A, R]) drain(key K) {
+// calls every time. failed says the batch before the first failed.
+func (g *Group[K, A, R]) drain(key K, failed bool) {
 	for {
 		// Let the other runnable goroutines run first: under a crowd they
 		// are mostly requests on their way to this key, and a call that
@@ -94,7 +94,7 @@ func (g *Group[K, A, R]) drain(key K) {
 		batch := q[:n:n]
 		g.waiting[key] = q[n:]
 		g.mu.Unlock()
-		g.runBatch(key, batch)
+		failed = g.runBatch(key, batch, failed) != nil
 		if !g.more(key) {
 			return
 		}
@@ -113,8 +113,9 @@ func (g *Group[K, A, R]) more(key K) bool {
 	return true
 }
 
-// runBatch runs batch and answers each of its calls.
-func (g *Group[K, A, R]) runBatch(key K, batch []*call[A, R]) {
+// runBatch runs batch, answers each of its calls and returns the batch's
+// error. afterFailure says the batch before it, for key, failed.
+func (g *Group[K, A, R]) runBatch(key K, batch []*call[A, R], afterFailure bool) error {
 	args := make([]A, len(batch))
 	for i, c := range batch {
 		args[i] = c.arg
@@ -123,10 +124,13 @@ func (g *Group[K, A, R]) runBatch(key K, batch []*call[A, R]) {
 	if err == nil && len(res) != len(batch) {
 		err = fmt.Errorf("coalesce: a batch of %d calls answered %d results", len(batch), len(res))
 	}
-	if err != nil {
-		// The calls that queued meanwhile would meet the same fault (a
-		// server down or hung): they fail with this batch rather than wait
-		// out a timeout each, one batch after another.
+	if err != nil && afterFailure {
+		// Two batches in a row failed: the server is down or hung, and
+		// the calls queued meanwhile would meet the same fault. They fail
+		// with this batch rather than wait out a timeout each, one batch
+		// after another. After one failure alone they still run: one
+		// batch that met a slow moment (a timeout on a busy machine) must
+		// not fail every caller queued behind it.
 		g.mu.Lock()
 		batch = append(batch, g.waiting[key]...)
 		g.waiting[key] = nil
@@ -140,4 +144,5 @@ func (g *Group[K, A, R]) runBatch(key K, batch []*call[A, R]) {
 		}
 		close(c.done)
 	}
+	return err
 }

@@ -3,6 +3,7 @@ package coalesce_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -136,41 +137,68 @@ func TestAWaiterCanGiveUp(t *testing.T) {
 	}
 }
 
-// A batch that fails (its server down or hung) fails the calls that
-// queued while it ran too, at once: each would otherwise wait out a
-// timeout of its own behind the one before.
-func TestAFailedBatchFailsTheCallsQueuedBehindIt(t *testing.T) {
+// Two batches in a row that fail (their server down or hung) fail every
+// call queued behind them, at once: each would otherwise wait out a
+// timeout of its own behind the one before. One batch that fails alone
+// (a slow moment) fails its own calls only: failing everything queued
+// behind it made one timeout on a busy machine a 503 for every poll of
+// the event queued meanwhile, hundreds under a crowd. Failed before the
+// fix: the 19 queued behind one failure failed with it.
+func TestAFailedBatchFailsTheCallsQueuedBehindItOnlyTheSecondTime(t *testing.T) {
 	boom := errors.New("timeout")
-	var runs atomic.Int32
-	release := make(chan struct{})
-	started := make(chan struct{}, 1)
-	g := coalesce.New(4, func(_ context.Context, _ int, args []int) ([]int, error) {
-		if runs.Add(1) == 1 {
-			started <- struct{}{}
-			<-release
-		}
-		return nil, boom
-	})
-	errs := make(chan error, 20)
-	go func() {
-		_, err := g.Do(context.Background(), 1, 0)
-		errs <- err
-	}()
-	<-started
-	for i := 1; i < 20; i++ {
-		go func() {
-			_, err := g.Do(context.Background(), 1, i)
-			errs <- err
-		}()
-	}
-	time.Sleep(50 * time.Millisecond) // the 19 queue behind the first
-	close(release)
-	for range 20 {
-		if err := <-errs; !errors.Is(err, boom) {
-			t.Fatalf("a call answered %v, want the batch's error", err)
-		}
-	}
-	if n := runs.Load(); n != 1 {
-		t.Fatalf("the batch function ran %d times for one fault, want once", n)
+	for _, tc := range []struct {
+		name       string
+		failAfter  bool // the batches after the first fail too
+		wantFailed int
+		wantRuns   int32
+	}{
+		{"down", true, 20, 2},            // the first alone, then four, then the 15 queued fail with it
+		{"one slow moment", false, 1, 6}, // the first alone, then the 19 four at a time
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var runs atomic.Int32
+			release := make(chan struct{})
+			started := make(chan struct{}, 1)
+			g := coalesce.New(4, func(_ context.Context, _ int, args []int) ([]int, error) {
+				if runs.Add(1) == 1 {
+					started <- struct{}{}
+					<-release
+					return nil, boom
+				}
+				if tc.failAfter {
+					return nil, boom
+				}
+				return args, nil
+			})
+			errs := make(chan error, 20)
+			go func() {
+				_, err := g.Do(context.Background(), 1, 0)
+				errs <- err
+			}()
+			<-started
+			for i := 1; i < 20; i++ {
+				go func() {
+					got, err := g.Do(context.Background(), 1, i)
+					if err == nil && got != i {
+						err = fmt.Errorf("call %d answered %d", i, got)
+					}
+					errs <- err
+				}()
+			}
+			time.Sleep(50 * time.Millisecond) // the 19 queue behind the first
+			close(release)
+			failed := 0
+			for range 20 {
+				switch err := <-errs; {
+				case errors.Is(err, boom):
+					failed++
+				case err != nil:
+					t.Fatal(err)
+				}
+			}
+			if failed != tc.wantFailed || runs.Load() != tc.wantRuns {
+				t.Fatalf("%d of 20 calls failed in %d runs of the batch function, want %d in %d", failed, runs.Load(), tc.wantFailed, tc.wantRuns)
+			}
+		})
 	}
 }
