@@ -185,3 +185,27 @@ func TestTheGateOpensWhenRedisStopsAnswering(t *testing.T) {
 		t.Fatalf("%d of %d callers fell back, in %s; want all, in about two 500 ms timeouts", fellBack.Load(), n, took.Round(time.Millisecond))
 	}
 }
+
+// A caller whose client left as its turn came (its context ended, and the
+// gate's select took the turn all the same) must give the turn back: it
+// kept it, and every later caller of the instance waited out its whole
+// wait and was told busy. Failed before the fix within a few tries.
+func TestACallerGoneAsItsTurnCameGivesTheTurnBack(t *testing.T) {
+	t.Parallel()
+	ls, _ := countedLocks(t, 1, time.Second)
+	l := ls[0]
+	gone, cancel := context.WithCancel(context.Background())
+	cancel()
+	for i := 0; i < 40; i++ {
+		// The turn is free and the context over: the gate's select may
+		// take either.
+		if unlock, err := l.Lock(gone, 9); err == nil {
+			unlock()
+		}
+		unlock, err := l.Lock(context.Background(), 9)
+		if err != nil {
+			t.Fatalf("try %d: a caller after one whose client left: %v", i, err)
+		}
+		unlock()
+	}
+}

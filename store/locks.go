@@ -259,11 +259,13 @@ func (l *Locks) Lock(ctx context.Context, eventID int64) (func(), error) {
 		var err error
 		p, err = l.gates.enter(waitCtx, eventID, l.opts.Wait <= 0)
 		switch {
-		case ctx.Err() != nil:
+		case err != nil && ctx.Err() != nil:
 			return nil, ctx.Err()
 		case err != nil:
 			return nil, busyErr()
 		}
+		// Had with the turn, the caller goes on even if its context has
+		// just ended: the attempt below sees that and gives the turn back.
 	}
 	leave := func() {
 		if p != nil {
