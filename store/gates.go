@@ -19,8 +19,8 @@ import (
 //
 // A gate opens for good when its head finds Redis unreachable: everyone
 // in it goes on at once to its own attempt and the row lock, as when
-// there were no gates, rather than each waiting out the one before it's
-// timeout in turn while Redis hangs.
+// there were no gates, rather than each waiting out the timeout of the one
+// before it in turn while Redis hangs.
 type gates struct {
 	mu sync.Mutex
 	m  map[int64]*gate
@@ -28,13 +28,12 @@ type gates struct {
 
 type gate struct {
 	turn chan struct{} // capacity 1: whoever put the value in has the turn
-	open chan struct{} // closed when the gate opened (see gates)
-	// Under gates.mu:
-	opened bool
-	in     int // callers in the gate: the one with the turn and those waiting
+	open chan struct{} // closed when the gate opened (see gates), under gates.mu
+	in   int           // under gates.mu: callers in the gate, with the turn or waiting
 }
 
-// passage is one caller's way through a gate.
+// passage is one caller's way through a gate. A nil passage (no gate:
+// Redis known down) has nothing to leave or open.
 type passage struct {
 	gs   *gates
 	ev   int64
@@ -102,10 +101,12 @@ var errTurnTaken = errors.New("store: another caller has the turn")
 // openGate lets everyone in p's gate through at once, and takes the gate
 // from the map so that callers who come once Redis is back line up anew.
 func (p *passage) openGate() {
+	if p == nil {
+		return
+	}
 	p.gs.mu.Lock()
 	defer p.gs.mu.Unlock()
-	if !p.g.opened {
-		p.g.opened = true
+	if !p.g.isOpen() {
 		close(p.g.open)
 		if p.gs.m[p.ev] == p.g {
 			delete(p.gs.m, p.ev)
@@ -116,7 +117,7 @@ func (p *passage) openGate() {
 // leave gives up the caller's turn, if it has it, and its place; again,
 // it does nothing.
 func (p *passage) leave() {
-	if p.left {
+	if p == nil || p.left {
 		return
 	}
 	p.left = true
@@ -138,5 +139,5 @@ func (gs *gates) waiting(ev int64) bool {
 	gs.mu.Lock()
 	defer gs.mu.Unlock()
 	g := gs.m[ev]
-	return g != nil && !g.opened && g.in > 1
+	return g != nil && !g.isOpen() && g.in > 1
 }

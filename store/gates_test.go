@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -11,7 +12,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/holdfast/holdfast/internal/testenv"
 	"github.com/holdfast/holdfast/sale"
 	"github.com/holdfast/holdfast/store"
 )
@@ -37,23 +37,11 @@ func (c *lockCalls) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pr
 	return next
 }
 
-// countedLocks returns n Locks, as of n instances, on one Redis prefix
-// with waits of wait, and the count of lock commands all of them send.
+// countedLocks returns n Locks, as of n instances, with waits of wait
+// (see locksOn).
 func countedLocks(t *testing.T, n int, wait time.Duration) ([]*store.Locks, *lockCalls) {
 	t.Helper()
-	url, prefix := testenv.Redis(t)
-	calls := &lockCalls{}
-	var out []*store.Locks
-	for i := 0; i < n; i++ {
-		rdb, err := store.OpenRedis(url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { rdb.Close() })
-		rdb.AddHook(calls)
-		out = append(out, store.NewLocks(rdb, store.LockOptions{Prefix: prefix, TTL: time.Minute, Wait: wait}, quietLog()))
-	}
-	return out, calls
+	return locksOn(t, slices.Repeat([]store.LockOptions{{TTL: time.Minute, Wait: wait}}, n)...)
 }
 
 // hammerLock runs perInstance callers on each of locks, each taking event

@@ -267,14 +267,9 @@ func (l *Locks) Lock(ctx context.Context, eventID int64) (func(), error) {
 		// Had with the turn, the caller goes on even if its context has
 		// just ended: the attempt below sees that and gives the turn back.
 	}
-	leave := func() {
-		if p != nil {
-			p.leave()
-		}
-	}
 	token, err := newToken()
 	if err != nil {
-		leave()
+		p.leave()
 		return nil, err
 	}
 	obtain := func(s redislock.RetryStrategy) (*redislock.Lock, error) {
@@ -303,25 +298,23 @@ func (l *Locks) Lock(ctx context.Context, eventID int64) (func(), error) {
 			l.waited(time.Since(start), false)
 		}
 		l.markUp(ctx)
-		return func() { l.release(lock); leave() }, nil
+		return func() { l.release(lock); p.leave() }, nil
 	case ctx.Err() != nil:
-		leave()
+		p.leave()
 		return nil, ctx.Err()
 	case errors.Is(err, redislock.ErrNotObtained) || waitCtx.Err() != nil:
 		// Held by someone else for the whole wait. A dial or read timeout
 		// also reads as context.DeadlineExceeded, so that alone proves
 		// nothing: only the wait's own deadline passing means busy.
-		leave()
+		p.leave()
 		l.markUp(ctx)
 		return nil, busyErr()
 	default:
 		l.markDown(ctx, err)
-		if p != nil {
-			// Those behind us would each wait out Redis's timeout in
-			// turn: let them all go to their own attempts now.
-			p.openGate()
-			p.leave()
-		}
+		// Those behind us would each wait out Redis's timeout in turn:
+		// let them all go to their own attempts now.
+		p.openGate()
+		p.leave()
 		return func() {}, nil
 	}
 }

@@ -9,7 +9,6 @@ import (
 	"net"
 	neturl "net/url"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -104,35 +103,9 @@ func TestLockIsBusyAfterTheWait(t *testing.T) {
 
 func TestLockExcludesUnderContention(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
-	locks, _ := newLocks(t, 5*time.Second, 20*time.Second)
-	var inside, maxInside, done atomic.Int32
-	var wg sync.WaitGroup
-	for i := 0; i < 50; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			unlock, err := locks.Lock(ctx, 3)
-			if err != nil {
-				t.Errorf("lock: %v", err)
-				return
-			}
-			n := inside.Add(1)
-			for {
-				m := maxInside.Load()
-				if n <= m || maxInside.CompareAndSwap(m, n) {
-					break
-				}
-			}
-			time.Sleep(time.Millisecond)
-			inside.Add(-1)
-			done.Add(1)
-			unlock()
-		}()
-	}
-	wg.Wait()
-	if maxInside.Load() != 1 || done.Load() != 50 {
-		t.Fatalf("%d holders at once at most, %d done; want 1 and 50", maxInside.Load(), done.Load())
+	ls, _ := countedLocks(t, 1, 20*time.Second)
+	if most, done := hammerLock(t, ls, 50, 3, time.Millisecond); most != 1 || done != 50 {
+		t.Fatalf("%d holders at once at most, %d done; want 1 and 50", most, done)
 	}
 }
 
@@ -326,8 +299,9 @@ func TestALockWhoseAnswerCameTooLateIsGivenBack(t *testing.T) {
 }
 
 // locksOn returns one Locks per options on one Redis, with one prefix, as
-// if on instances configured differently.
-func locksOn(t *testing.T, opts ...store.LockOptions) []*store.Locks {
+// if on instances configured differently, and the count of the lock
+// commands they send.
+func locksOn(t *testing.T, opts ...store.LockOptions) ([]*store.Locks, *lockCalls) {
 	t.Helper()
 	url, prefix := testenv.Redis(t)
 	rdb, err := store.OpenRedis(url)
@@ -335,12 +309,14 @@ func locksOn(t *testing.T, opts ...store.LockOptions) []*store.Locks {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { rdb.Close() })
+	calls := &lockCalls{}
+	rdb.AddHook(calls)
 	var out []*store.Locks
 	for _, o := range opts {
 		o.Prefix = prefix
 		out = append(out, store.NewLocks(rdb, o, quietLog()))
 	}
-	return out
+	return out, calls
 }
 
 // The mark that someone waits for a lock was one flag: the first waiter
@@ -351,7 +327,7 @@ func locksOn(t *testing.T, opts ...store.LockOptions) []*store.Locks {
 func TestTheWaitMarkStaysWhileAnyWaiterWaits(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	ls := locksOn(t,
+	ls, _ := locksOn(t,
 		store.LockOptions{TTL: 10 * time.Second, Wait: 10 * time.Second, MarkWaits: true},
 		store.LockOptions{TTL: 10 * time.Second, Wait: 10 * time.Second, MarkWaits: true},
 		store.LockOptions{TTL: 10 * time.Second, Wait: 200 * time.Millisecond, MarkWaits: true})
