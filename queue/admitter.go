@@ -32,6 +32,31 @@ type Admitter struct {
 	mu     sync.Mutex
 	events []sale.Event
 	listed time.Time
+
+	// health is each event's run of failed or slow steps, for the log.
+	health map[int64]*stepHealth
+}
+
+// slowStep is how long a step may take before the admitter says so: past
+// it the steps come less often than twice in a burst's time (half a
+// second), and an admitter running alone loses the credit past the cap.
+const slowStep = 300 * time.Millisecond
+
+// reportEvery is how often at most the admitter logs an event's failing or
+// slow steps again, with their count since the last report.
+const reportEvery = 5 * time.Second
+
+// stepHealth is one event's run of failed steps and its slow steps not
+// yet reported.
+type stepHealth struct {
+	failingSince, failReported time.Time
+	failed                     int // since failReported
+	lastErr                    error
+
+	slowReported time.Time
+	slow         int // since slowReported
+	slowest      time.Duration
+	slowestParts StepTimes
 }
 
 // NewAdmitter returns an admitter of svc's queues, running every interval.
@@ -81,9 +106,58 @@ func (a *Admitter) Run(ctx context.Context) {
 	defer cancel()
 	for _, ev := range a.queued(ctx) {
 		// The step itself reads the stock (Service.Stock), which limits it.
-		if _, err := a.svc.Step(ctx, ev, Unlimited); err != nil && ctx.Err() == nil {
-			a.log.DebugContext(ctx, "queue: admission step failed", "event", ev.ID, "err", err)
+		t0 := time.Now()
+		res, err := a.svc.Step(ctx, ev, Unlimited)
+		if ctx.Err() != nil {
+			return
 		}
+		a.report(ctx, ev.ID, time.Since(t0), res.Took, err)
+	}
+}
+
+// report logs an event's steps when they fail or are slow: the first
+// failure of a run at once, then at most every reportEvery, and the end of
+// the run; slow steps likewise. Either costs admissions (a step that comes
+// late loses the credit past the burst), so an operator must see it.
+func (a *Admitter) report(ctx context.Context, eventID int64, took time.Duration, parts StepTimes, err error) {
+	if a.health == nil {
+		a.health = make(map[int64]*stepHealth)
+	}
+	h := a.health[eventID]
+	if h == nil {
+		h = &stepHealth{}
+		a.health[eventID] = h
+	}
+	now := time.Now()
+	switch {
+	case err != nil && h.failingSince.IsZero():
+		h.failingSince, h.failReported, h.failed = now, now, 0
+		a.log.WarnContext(ctx, "queue: admission step failed", "event", eventID, "err", err)
+	case err != nil:
+		h.failed++
+		h.lastErr = err
+		if now.Sub(h.failReported) >= reportEvery {
+			a.log.WarnContext(ctx, "queue: admission steps still failing", "event", eventID,
+				"for", now.Sub(h.failingSince).Round(time.Millisecond), "failed", h.failed, "err", err)
+			h.failReported, h.failed = now, 0
+		}
+	case !h.failingSince.IsZero():
+		a.log.WarnContext(ctx, "queue: admission steps work again", "event", eventID,
+			"failed_for", now.Sub(h.failingSince).Round(time.Millisecond))
+		h.failingSince, h.lastErr = time.Time{}, nil
+	}
+	if took <= slowStep {
+		return
+	}
+	h.slow++
+	if took > h.slowest {
+		h.slowest, h.slowestParts = took, parts
+	}
+	if now.Sub(h.slowReported) >= reportEvery {
+		a.log.WarnContext(ctx, "queue: admission steps slow", "event", eventID, "slow", h.slow,
+			"slowest", h.slowest.Round(time.Millisecond), "stock", h.slowestParts.Stock.Round(time.Millisecond),
+			"admit", h.slowestParts.Admit.Round(time.Millisecond), "passes", h.slowestParts.Passes.Round(time.Millisecond))
+		h.slowReported, h.slow, h.slowest = now, 0, 0
 	}
 }
 

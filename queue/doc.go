@@ -23,6 +23,15 @@
 // stalls it. Step takes a budget, the most places to admit (Unlimited in
 // the service; tests pass their own).
 //
+// A step must come on time: one that comes later than the burst's half a
+// second after the last adds only the burst, so an instance stepping alone
+// whose steps take a second admits half the rate. A step is therefore a
+// fixed number of round trips whatever it admits (the stock query, the
+// script, one call that keeps every pass), and the Admitter logs at WARN a
+// run of failed steps (when it starts, every 5 s while it lasts, when it
+// ends) and steps slower than 300 ms (at most every 5 s, with the part
+// that took the time: stock, admit or passes).
+//
 // Stock. With a StockReader (Service.Stock; holdfast's is PostgreSQL),
 // each step first reads the event's stock in one query: the tickets left
 // (lapsed pending holds counted back, since the next hold or sweep returns
@@ -57,9 +66,10 @@
 // again, in their order.
 //
 // Passes. An admitted place's pass is signed in Go (the Signer, package
-// internal/pass) after the script admits it, and kept on the place. A pass
-// is deterministic in its claims, so if the admitting instance dies before
-// keeping it, the place's next poll signs the same one.
+// internal/pass) after the script admits it, and kept on the place, every
+// place of a step in one script call; the first pass kept wins. If the
+// admitting instance dies before keeping it, the place's next poll, on any
+// instance, signs one with the same claims.
 //
 // Errors are the domain's plain *problem.Error values; the events it
 // queues are package sale's.

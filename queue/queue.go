@@ -111,6 +111,15 @@ type StepResult struct {
 	Admitted []Admitted
 	Waiting  int64
 	Expired  int
+	// Took is how long the step's parts took, for the admitter's report
+	// of a slow step.
+	Took StepTimes
+}
+
+// StepTimes is how long an admission step spent reading the stock, in the
+// admission script (the shuffle's included) and signing passes.
+type StepTimes struct {
+	Stock, Admit, Passes time.Duration
 }
 
 // StateShuffle is the step's answer while the pre-queue waits for its
@@ -193,9 +202,10 @@ type Store interface {
 	Leave(ctx context.Context, eventID int64, id string) (Place, error)
 	// Done turns an admitted (or just expired) place done.
 	Done(ctx context.Context, eventID int64, id string) error
-	// SetPass keeps pass on an admitted place unless it has one, and
-	// answers the pass kept ("" when the place is not admitted).
-	SetPass(ctx context.Context, eventID int64, id, pass string) (string, error)
+	// SetPasses keeps each pass on its admitted place unless the place
+	// has one, and answers the passes kept, in order ("" for a place not
+	// admitted).
+	SetPasses(ctx context.Context, eventID int64, passes []PlacePass) ([]string, error)
 	// Admit runs one admission step, admitting at most budget places
 	// (Unlimited: no budget) and, with a stock, no more than it can still
 	// serve; with a stock it also keeps the queue's sold-out flag.
@@ -412,8 +422,8 @@ func (s *Service) get(ctx context.Context, id string) (Place, error) {
 	if p.Status == StatusAdmitted && p.Pass == nil {
 		// Admitted by a step whose instance had not stored the pass yet
 		// (or died before it did): any instance signs the same claims.
-		if tok, err := s.signPass(ctx, eventID, p.ID, p.Email, *p.PassExpiresAt); err == nil && tok != "" {
-			p.Pass = &tok
+		if kept, err := s.signPasses(ctx, eventID, []passFor{{p.ID, p.Email, *p.PassExpiresAt}}); err == nil && kept[0] != "" {
+			p.Pass = &kept[0]
 		} else if err != nil && !errors.Is(err, errNoSigner) {
 			s.log.WarnContext(ctx, "queue: sign pass on poll", "place", p.ID, "err", err)
 		}
@@ -488,17 +498,33 @@ func pollAfter(st Settings, p Place, now time.Time) *int {
 	return &n
 }
 
-// signPass signs the pass of an admitted place and keeps it on the place
-// (the first kept wins, so every poll reads one token).
-func (s *Service) signPass(ctx context.Context, eventID int64, placeID, email string, expires time.Time) (string, error) {
+// PlacePass is a signed pass for an admitted place, to keep on it.
+type PlacePass struct {
+	ID, Pass string
+}
+
+// passFor names an admitted place whose pass is to be signed.
+type passFor struct {
+	id, email string
+	expires   time.Time
+}
+
+// signPasses signs the passes of admitted places and keeps them on the
+// places, in one call to the store (the first kept wins, so every poll
+// reads one token). It answers the passes kept, in order.
+func (s *Service) signPasses(ctx context.Context, eventID int64, places []passFor) ([]string, error) {
 	if s.Signer == nil {
-		return "", errNoSigner
+		return nil, errNoSigner
 	}
-	tok, err := s.Signer.Sign(pass.Claims{EventID: eventID, PlaceID: placeID, Email: email, Cap: s.cap, ExpiresAt: expires})
-	if err != nil {
-		return "", fmt.Errorf("queue: sign pass: %w", err)
+	passes := make([]PlacePass, len(places))
+	for i, p := range places {
+		tok, err := s.Signer.Sign(pass.Claims{EventID: eventID, PlaceID: p.id, Email: p.email, Cap: s.cap, ExpiresAt: p.expires})
+		if err != nil {
+			return nil, fmt.Errorf("queue: sign pass: %w", err)
+		}
+		passes[i] = PlacePass{ID: p.id, Pass: tok}
 	}
-	return s.store.SetPass(ctx, eventID, placeID, tok)
+	return s.store.SetPasses(ctx, eventID, passes)
 }
 
 // errNoSigner: the service has no Signer yet.
@@ -512,6 +538,8 @@ func (s *Service) Step(ctx context.Context, ev sale.Event, budget int) (StepResu
 	if err != nil {
 		return StepResult{}, err
 	}
+	var took StepTimes
+	t0 := time.Now()
 	var stock *Stock
 	if s.Stock != nil {
 		// Read before the script runs: whatever changes in between (holds
@@ -542,6 +570,8 @@ func (s *Service) Step(ctx context.Context, ev sale.Event, budget int) (StepResu
 		}
 		stock.Took = fresh
 	}
+	t1 := time.Now()
+	took.Stock = t1.Sub(t0)
 	res, err := s.store.Admit(ctx, st, budget, stock)
 	if err == nil && res.State == StateShuffle {
 		if err := s.shuffle(ctx, ev.ID); err != nil {
@@ -549,7 +579,10 @@ func (s *Service) Step(ctx context.Context, ev sale.Event, budget int) (StepResu
 		}
 		res, err = s.store.Admit(ctx, st, budget, stock)
 	}
+	t2 := time.Now()
+	took.Admit = t2.Sub(t1)
 	if err != nil {
+		res.Took = took
 		return res, err
 	}
 	if stock != nil {
@@ -560,13 +593,19 @@ func (s *Service) Step(ctx context.Context, ev sale.Event, budget int) (StepResu
 		s.mu.Unlock()
 	}
 	s.Observe.QueueWaiting(ev.ID, res.Waiting)
-	for _, a := range res.Admitted {
+	places := make([]passFor, len(res.Admitted))
+	for i, a := range res.Admitted {
 		s.Observe.QueueAdmitted(a.AdmittedAt.Sub(a.JoinedAt))
-		if _, err := s.signPass(ctx, ev.ID, a.ID, a.Email, a.ExpiresAt); err != nil && !errors.Is(err, errNoSigner) {
-			// The place's next poll signs it.
-			s.log.WarnContext(ctx, "queue: pass not stored", "place", a.ID, "err", err)
+		places[i] = passFor{a.ID, a.Email, a.ExpiresAt}
+	}
+	if len(places) > 0 {
+		if _, err := s.signPasses(ctx, ev.ID, places); err != nil && !errors.Is(err, errNoSigner) {
+			// Each place's next poll signs its pass.
+			s.log.WarnContext(ctx, "queue: passes not stored", "event", ev.ID, "places", len(places), "err", err)
 		}
 	}
+	took.Passes = time.Since(t2)
+	res.Took = took
 	return res, nil
 }
 

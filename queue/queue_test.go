@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -462,6 +463,67 @@ func TestAPassLostByItsInstanceIsSignedByTheNextPoll(t *testing.T) {
 	}
 	if again := get(t, svc, p.ID); *again.Pass != *got.Pass {
 		t.Fatal("two polls read two passes")
+	}
+}
+
+// roundTrips counts a client's round trips to Redis: a command, or a
+// pipeline of them.
+type roundTrips struct{ n atomic.Int64 }
+
+func (r *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (r *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		r.n.Add(1)
+		return next(ctx, cmd)
+	}
+}
+
+func (r *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		r.n.Add(1)
+		return next(ctx, cmds)
+	}
+}
+
+// A step's round trips to Redis do not grow with the places it admits:
+// it kept each pass with a call of its own, and on a busy machine a step
+// of 40 places took most of a second, past the burst, so an instance
+// stepping alone admitted at half the rate.
+func TestAStepsRoundTripsDoNotGrowWithItsAdmissions(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	trips := &roundTrips{}
+	w.rdb.AddHook(trips)
+	svc := w.instance()
+	ev := w.event(1000, nil, 600)
+	var ids []string
+	for i := 0; i < 12; i++ {
+		ids = append(ids, join(t, svc, ev.ID, i).ID)
+	}
+	step := func(budget int) int64 {
+		t.Helper()
+		time.Sleep(30 * time.Millisecond) // credit for every budget here
+		before := trips.n.Load()
+		res, err := svc.Step(context.Background(), ev, budget)
+		if err != nil || len(res.Admitted) != budget {
+			t.Fatalf("step of %d: %+v %v", budget, res, err)
+		}
+		return trips.n.Load() - before
+	}
+	step(1) // loads the scripts
+	one, ten := step(1), step(10)
+	if ten != one {
+		t.Fatalf("a step admitting 10 places made %d round trips to Redis, one admitting 1 made %d: want the same", ten, one)
+	}
+	for i, id := range ids[:11] {
+		got := get(t, svc, id)
+		if got.Status != queue.StatusAdmitted || got.Pass == nil {
+			t.Fatalf("place %d after the steps: %+v, want admitted with a pass", i, got)
+		}
+		if c, err := w.signer.verify(*got.Pass); err != nil || c.PlaceID != id {
+			t.Fatalf("place %d's pass: claims %+v, err %v", i, c, err)
+		}
 	}
 }
 

@@ -39,14 +39,14 @@ var (
 	//go:embed queue_state.lua
 	queueStateSrc string
 
-	queueJoin    = redis.NewScript(queueLib + queueJoinSrc)
-	queuePlace   = redis.NewScript(queueLib + queuePlaceSrc)
-	queueLeave   = redis.NewScript(queueLib + queueLeaveSrc)
-	queueDone    = redis.NewScript(queueLib + queueDoneSrc)
-	queueSetPass = redis.NewScript(queueLib + queueSetPassSrc)
-	queueShuffle = redis.NewScript(queueLib + queueShuffleSrc)
-	queueAdmit   = redis.NewScript(queueLib + queueAdmitSrc)
-	queueState   = redis.NewScript(queueLib + queueStateSrc)
+	queueJoin      = redis.NewScript(queueLib + queueJoinSrc)
+	queuePlace     = redis.NewScript(queueLib + queuePlaceSrc)
+	queueLeave     = redis.NewScript(queueLib + queueLeaveSrc)
+	queueDone      = redis.NewScript(queueLib + queueDoneSrc)
+	queueSetPasses = redis.NewScript(queueLib + queueSetPassSrc)
+	queueShuffle   = redis.NewScript(queueLib + queueShuffleSrc)
+	queueAdmit     = redis.NewScript(queueLib + queueAdmitSrc)
+	queueState     = redis.NewScript(queueLib + queueStateSrc)
 )
 
 // Queues keeps the events' waiting rooms in Redis. Every key of one
@@ -248,11 +248,20 @@ func (q *Queues) Done(ctx context.Context, eventID int64, id string) error {
 	return nil
 }
 
-// SetPass keeps pass on an admitted place that has none.
-func (q *Queues) SetPass(ctx context.Context, eventID int64, id, pass string) (string, error) {
-	kept, err := queueSetPass.Run(ctx, q.rdb, q.keys(eventID), q.QueueBase(eventID), id, pass).Text()
+// SetPasses keeps each pass on its admitted place unless it has one, in
+// one script call.
+func (q *Queues) SetPasses(ctx context.Context, eventID int64, passes []queue.PlacePass) ([]string, error) {
+	args := make([]any, 0, 1+2*len(passes))
+	args = append(args, q.QueueBase(eventID))
+	for _, p := range passes {
+		args = append(args, p.ID, p.Pass)
+	}
+	kept, err := queueSetPasses.Run(ctx, q.rdb, q.keys(eventID), args...).StringSlice()
 	if err != nil {
-		return "", redisErr(ctx, err)
+		return nil, redisErr(ctx, err)
+	}
+	if len(kept) != len(passes) {
+		return nil, fmt.Errorf("store: queue: set %d passes answered %d", len(passes), len(kept))
 	}
 	return kept, nil
 }

@@ -169,7 +169,7 @@ func startServe(t *testing.T, edit func(*config)) string {
 	ctx, stop := context.WithCancel(context.Background())
 	addrc := make(chan string, 1)
 	done := make(chan error, 1)
-	logs := &syncBuffer{}
+	logs := &testenv.LogBuffer{}
 	go func() { done <- serve(ctx, cfg, newLogger(logs, "debug"), func(a string) { addrc <- a }) }()
 	t.Cleanup(func() {
 		stop()

@@ -10,7 +10,6 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -26,24 +25,6 @@ func TestMain(m *testing.M) {
 	testenv.Main(m)
 }
 
-// syncBuffer collects a test's log lines; they are shown only if it fails.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // testServer is the real service on a test database and Redis prefix,
 // served by httptest. Every answer it gives is checked against the OpenAPI
 // document (apiCheck): an undocumented status or a body that does not
@@ -53,7 +34,7 @@ type testServer struct {
 	app *app
 	srv *httptest.Server
 	cfg config
-	log *syncBuffer
+	log *testenv.LogBuffer
 }
 
 // newTestServer starts the service with the test defaults changed by edit.
@@ -73,7 +54,7 @@ func newTestServer(t *testing.T, edit func(*config)) *testServer {
 	if err := cfg.validate(true); err != nil {
 		t.Fatalf("test config: %v", err)
 	}
-	logs := &syncBuffer{}
+	logs := &testenv.LogBuffer{}
 	a, err := newApp(context.Background(), cfg, newLogger(logs, cfg.LogLevel))
 	if err != nil {
 		t.Fatalf("newApp: %v", err)

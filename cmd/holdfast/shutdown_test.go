@@ -41,7 +41,7 @@ func TestShutdownAnswersEveryQueuedRequest(t *testing.T) {
 	defer sigterm()
 	addrc := make(chan string, 1)
 	done := make(chan error, 1)
-	logs := &syncBuffer{}
+	logs := &testenv.LogBuffer{}
 	go func() { done <- serve(ctx, cfg, newLogger(logs, "info"), func(a string) { addrc <- a }) }()
 	addr := <-addrc
 

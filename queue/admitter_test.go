@@ -1,0 +1,120 @@
+package queue_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/holdfast/holdfast/internal/testenv"
+	"github.com/holdfast/holdfast/queue"
+)
+
+// faultyStock is a StockReader that fails or takes its time, as the test
+// says, reading plenty of stock otherwise.
+type faultyStock struct {
+	mu    sync.Mutex
+	err   error
+	delay time.Duration
+}
+
+func (f *faultyStock) set(err error, delay time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.err, f.delay = err, delay
+}
+
+func (f *faultyStock) QueueStock(ctx context.Context, _ int64, _ time.Duration, since int64, _ bool) (queue.Stock, float64, error) {
+	f.mu.Lock()
+	err, delay := f.err, f.delay
+	f.mu.Unlock()
+	select {
+	case <-time.After(delay):
+	case <-ctx.Done():
+		return queue.Stock{}, 0, ctx.Err()
+	}
+	if err != nil {
+		return queue.Stock{}, 0, err
+	}
+	return queue.Stock{ReadAt: max(since+1, time.Now().UnixMicro()), Available: 1_000_000}, 0, nil
+}
+
+// An admitter whose steps fail or come slow says so at WARN, once for a
+// run of them and not at every step (it steps every 150 ms), and says
+// when they work again: both cost admissions, so an operator must see
+// them, and the slow report names the part that took the time.
+func TestTheAdmitterReportsFailedAndSlowSteps(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	ev := w.event(20, nil, 600)
+	svc := w.instance()
+	stock := &faultyStock{}
+	svc.Stock = stock
+	join(t, svc, ev.ID, 1)
+	var logs testenv.LogBuffer
+	ad := queue.NewAdmitter(svc, time.Hour, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	ctx := context.Background()
+	lines := func() []string {
+		var out []string
+		for _, l := range strings.Split(strings.TrimSpace(logs.Take()), "\n") {
+			if l != "" {
+				out = append(out, l)
+			}
+		}
+		return out
+	}
+	expect := func(when string, want ...string) {
+		t.Helper()
+		got := lines()
+		if len(got) != len(want) {
+			t.Fatalf("%s: logged %q, want %d lines %q", when, got, len(want), want)
+		}
+		for i, w := range want {
+			if !regexp.MustCompile(w).MatchString(got[i]) {
+				t.Fatalf("%s: line %d is %q, want it to match %q", when, i, got[i], w)
+			}
+		}
+	}
+
+	ad.Run(ctx)
+	expect("a good step")
+
+	stock.set(errors.New("database gone"), 0)
+	ad.Run(ctx)
+	expect("the first failed step", `msg="queue: admission step failed" .*database gone`)
+	for i := 0; i < 5; i++ {
+		ad.Run(ctx)
+	}
+	expect("more failed steps at once")
+
+	stock.set(nil, 0)
+	ad.Run(ctx)
+	expect("a good step after failures", `msg="queue: admission steps work again" .*failed_for=`)
+	ad.Run(ctx)
+	expect("another good step")
+
+	stock.set(nil, 400*time.Millisecond)
+	ad.Run(ctx)
+	got := lines()
+	if len(got) != 1 || !strings.Contains(got[0], `msg="queue: admission steps slow"`) || !strings.Contains(got[0], "slow=1") {
+		t.Fatalf("a slow step logged %q, want one line of admission steps slow", got)
+	}
+	// The stock reading took the time, and the report says so.
+	var stockTook time.Duration
+	for _, f := range strings.Fields(got[0]) {
+		if v, ok := strings.CutPrefix(f, "stock="); ok {
+			if d, err := time.ParseDuration(v); err == nil {
+				stockTook = d
+			}
+		}
+	}
+	if stockTook < 400*time.Millisecond {
+		t.Fatalf("the slow step's report %q puts %s on the stock, want at least 400ms", got[0], stockTook)
+	}
+	ad.Run(ctx)
+	expect("another slow step at once")
+}
