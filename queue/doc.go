@@ -44,9 +44,14 @@
 // place is sure of at least one ticket, and of its whole reserve but the
 // last. It counts the admitted places itself, atomically with admitting,
 // so instances cannot spend the same tickets twice; the snapshot it is
-// given is older than the script, and every change in between (a hold, an
-// admission elsewhere, a pass expiring) only makes the budget smaller,
-// except tickets given back, which wait for the next step. A place that
+// given is older than the script, and a change in between (a hold, an
+// admission elsewhere) only makes the budget smaller, except tickets given
+// back, which wait for the next step. One change would make it larger: a
+// place that books after the snapshot and goes (done, left, its pass
+// expired) before the script, whose tickets the snapshot still counts. So
+// an admitted place that goes keeps reserving, in the queue's gone set,
+// until a reading lists its booking or is taken more than 250 ms after it
+// went (the margin is for the two servers' clocks). A place that
 // booked reserves nothing more, even once it gave its tickets back: they
 // are the stock's again and go to the next place in line.
 //

@@ -90,7 +90,7 @@ func (q *Queues) QueueBase(eventID int64) string {
 // keys are the fixed keys every queue script is given (queue_lib.lua).
 func (q *Queues) keys(eventID int64, place ...string) []string {
 	b := q.QueueBase(eventID)
-	k := []string{b + "pre", b + "wait", b + "adm", b + "emails", b + "meta", b + "seq", b + "took"}
+	k := []string{b + "pre", b + "wait", b + "adm", b + "emails", b + "meta", b + "seq", b + "took", b + "gone"}
 	for _, id := range place {
 		k = append(k, b+"p:"+id)
 	}

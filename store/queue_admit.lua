@@ -9,9 +9,11 @@
 --
 -- The stock. An admitted place that has not held yet may still take up to
 -- reserve tickets; one that held took its tickets out of available (and
--- any it gave back are available again). So the stock still free for new
--- places is
---   available - reserve x (live admitted places - those that held),
+-- any it gave back are available again). A place that went (done, left,
+-- expired) since the reading was taken may have held after it, and keeps
+-- reserving until a reading that saw it (the gone set). So the stock
+-- still free for new places is
+--   available - reserve x (live admitted places - those that held + gone),
 -- counted here, atomically with the admissions, so two instances' steps
 -- cannot both spend it; and each new place takes up to reserve of it, at
 -- least one ticket, so the step admits at most ceil(free / reserve). With
@@ -28,6 +30,9 @@
 -- id, email, joined, admitted, pass_exp}; state is 'pre_queue', 'closed',
 -- 'shuffle' (the pre-queue must be shuffled first: nothing admitted) or
 -- 'open'.
+-- How much later than a place went a reading must be taken to have seen
+-- any booking it made: the clocks' skew (NTP-small) and more.
+local GONE_MARGIN_MS = 250
 local on, off = tonumber(ARGV[2]), tonumber(ARGV[3])
 local rate, burst, max, ttl = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local now = now_ms()
@@ -47,7 +52,8 @@ if ARGV[8] ~= '' then
   -- gone since, so it admits nothing.
   local read_at = tonumber(ARGV[11])
   local seen = tonumber(redis.call('HGET', K_META, 'stock_at') or '0')
-  if read_at < seen then
+  local stale = read_at < seen
+  if stale then
     avail = 0
   else
     redis.call('HSET', K_META, 'stock_at', ARGV[11])
@@ -56,14 +62,24 @@ if ARGV[8] ~= '' then
     else
       redis.call('HDEL', K_META, 'sold_out')
     end
+    -- A place that went reserves until a reading taken after it went
+    -- (queue_lib.lua's finish): read_at is the database's clock, the
+    -- place's time Redis's, so a margin for their skew.
+    redis.call('ZREMRANGEBYSCORE', K_GONE, '-inf', '(' .. fmt(math.floor(read_at / 1000) - GONE_MARGIN_MS))
   end
   for i = 12, #ARGV do
     local exp = redis.call('ZSCORE', K_ADM, ARGV[i])
-    if exp then redis.call('ZADD', K_TOOK, exp, ARGV[i]) end
+    if exp then
+      redis.call('ZADD', K_TOOK, exp, ARGV[i])
+    elseif not stale then
+      -- Gone, and this reading has its booking.
+      redis.call('ZREM', K_GONE, ARGV[i])
+    end
   end
   local live = redis.call('ZCOUNT', K_ADM, '(' .. fmt(now), '+inf')
   local took = redis.call('ZCOUNT', K_TOOK, '(' .. fmt(now), '+inf')
-  local free = avail - reserve * (live - took)
+  local gone = redis.call('ZCARD', K_GONE)
+  local free = avail - reserve * (live - took + gone)
   local can = 0
   if free > 0 then can = math.ceil(free / reserve - 1e-9) end
   if not max or can < max then max = can end

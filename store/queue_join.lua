@@ -1,7 +1,7 @@
 -- Join, for one or more joins at once (store coalesces concurrent joins),
 -- taken in order as if one after the other: ARGV base, on_sale (ms or ''),
 -- off_sale (ms or ''), then id, folded email, email for each join;
--- KEYS[7 + i] is the i-th join's new place key. Answers one entry per
+-- KEYS[8 + i] is the i-th join's new place key. Answers one entry per
 -- join: {'existing', place} for an email with a live place (one joined
 -- earlier in the same call included), {'closed'} after off_sale, else
 -- {'new', place}.
@@ -47,6 +47,6 @@ end
 local out = {}
 for j = 0, (#ARGV - 3) / 3 - 1 do
   local a = 4 + 3 * j
-  out[#out + 1] = join(KEYS[8 + j], ARGV[a], ARGV[a + 1], ARGV[a + 2])
+  out[#out + 1] = join(KEYS[9 + j], ARGV[a], ARGV[a + 1], ARGV[a + 2])
 end
 return out

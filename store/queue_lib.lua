@@ -11,13 +11,17 @@
 --   KEYS[6] seq     counter of arrivals
 --   KEYS[7] took    sorted set: admitted places that booked with their
 --                   pass, by pass expiry (ms): they reserve no stock
+--   KEYS[8] gone    sorted set: admitted places that went (done, left,
+--                   expired) before a reading of the stock listed a
+--                   booking of theirs, by when they went (ms): they still
+--                   reserve stock until a reading taken after that
 --   base..'p:'..id  hash: one place (email, folded, status, joined,
 --                   admitted, pass_exp, pass, seen); made from ARGV[1],
 --                   always of the same slot as KEYS.
 -- Times are milliseconds of Redis's own clock (TIME), so every instance
 -- reads one clock. Waiting places that joined after the pre-queue get turn
 -- 1e12 + seq: always behind the pre-queue, whose shuffle gives it turns 1..n.
-local K_PRE, K_WAIT, K_ADM, K_EMAILS, K_META, K_TOOK = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[7]
+local K_PRE, K_WAIT, K_ADM, K_EMAILS, K_META, K_TOOK, K_GONE = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[7], KEYS[8]
 local BASE = ARGV[1]
 -- How long a place that is no longer live is kept for its buyer to read.
 local KEEP_S = 86400
@@ -35,6 +39,17 @@ local function fmt(n) return string.format('%d', n) end
 -- again, kept a day for its buyer to read.
 local function finish(id, status)
   local k = pkey(id)
+  -- An admitted place may have booked after the stock reading the next
+  -- step applies was taken: that reading counts its tickets as still
+  -- there, and once the place is out of the admitted set nothing else
+  -- counts them. So it keeps reserving (in gone) until a reading that
+  -- saw its booking, or was taken after it went (queue_admit.lua). Only
+  -- where steps read the stock (stock_at set), and not once a reading
+  -- listed its booking (took).
+  if redis.call('ZSCORE', K_ADM, id) and not redis.call('ZSCORE', K_TOOK, id)
+      and redis.call('HEXISTS', K_META, 'stock_at') == 1 then
+    redis.call('ZADD', K_GONE, now_ms(), id)
+  end
   redis.call('ZREM', K_PRE, id)
   redis.call('ZREM', K_WAIT, id)
   redis.call('ZREM', K_ADM, id)
