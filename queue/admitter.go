@@ -33,7 +33,8 @@ type Admitter struct {
 	events []sale.Event
 	listed time.Time
 
-	// health is each event's run of failed or slow steps, for the log.
+	// health is each event's run of failed or slow steps, for the log;
+	// only Run touches it, and runs do not overlap.
 	health map[int64]*stepHealth
 }
 
@@ -51,7 +52,6 @@ const reportEvery = 5 * time.Second
 type stepHealth struct {
 	failingSince, failReported time.Time
 	failed                     int // since failReported
-	lastErr                    error
 
 	slowReported time.Time
 	slow         int // since slowReported
@@ -100,7 +100,8 @@ func (a *Admitter) Stop(ctx context.Context) error {
 	}
 }
 
-// Run runs one step of every queued event.
+// Run runs one step of every queued event. Runs must not overlap: Start
+// runs them one after another.
 func (a *Admitter) Run(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -135,7 +136,6 @@ func (a *Admitter) report(ctx context.Context, eventID int64, took time.Duration
 		a.log.WarnContext(ctx, "queue: admission step failed", "event", eventID, "err", err)
 	case err != nil:
 		h.failed++
-		h.lastErr = err
 		if now.Sub(h.failReported) >= reportEvery {
 			a.log.WarnContext(ctx, "queue: admission steps still failing", "event", eventID,
 				"for", now.Sub(h.failingSince).Round(time.Millisecond), "failed", h.failed, "err", err)
@@ -144,7 +144,7 @@ func (a *Admitter) report(ctx context.Context, eventID int64, took time.Duration
 	case !h.failingSince.IsZero():
 		a.log.WarnContext(ctx, "queue: admission steps work again", "event", eventID,
 			"failed_for", now.Sub(h.failingSince).Round(time.Millisecond))
-		h.failingSince, h.lastErr = time.Time{}, nil
+		h.failingSince = time.Time{}
 	}
 	if took <= slowStep {
 		return
