@@ -36,6 +36,9 @@ type Admitter struct {
 	// health is each event's run of failed or slow steps, for the log;
 	// only Run touches it, and runs do not overlap.
 	health map[int64]*stepHealth
+	// slowStep and reportEvery are the consts of those names (tests set
+	// their own).
+	slowStep, reportEvery time.Duration
 }
 
 // slowStep is how long a step may take before the admitter says so: past
@@ -61,7 +64,7 @@ type stepHealth struct {
 
 // NewAdmitter returns an admitter of svc's queues, running every interval.
 func NewAdmitter(svc *Service, every time.Duration, log *slog.Logger) *Admitter {
-	return &Admitter{svc: svc, log: log, every: every}
+	return &Admitter{svc: svc, log: log, every: every, slowStep: slowStep, reportEvery: reportEvery}
 }
 
 // Start runs the admitter until Stop, whatever becomes of ctx, which gives
@@ -103,15 +106,16 @@ func (a *Admitter) Stop(ctx context.Context) error {
 // Run runs one step of every queued event. Runs must not overlap: Start
 // runs them one after another.
 func (a *Admitter) Run(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	run, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	for _, ev := range a.queued(ctx) {
+	for _, ev := range a.queued(run) {
 		// The step itself reads the stock (Service.Stock), which limits it.
 		t0 := time.Now()
-		res, err := a.svc.Step(ctx, ev, Unlimited)
+		res, err := a.svc.Step(run, ev, Unlimited)
 		if ctx.Err() != nil {
-			return
+			return // stopping
 		}
+		// A step the run's deadline cut off failed like any other.
 		a.report(ctx, ev.ID, time.Since(t0), res.Took, err)
 	}
 }
@@ -136,7 +140,7 @@ func (a *Admitter) report(ctx context.Context, eventID int64, took time.Duration
 		a.log.WarnContext(ctx, "queue: admission step failed", "event", eventID, "err", err)
 	case err != nil:
 		h.failed++
-		if now.Sub(h.failReported) >= reportEvery {
+		if now.Sub(h.failReported) >= a.reportEvery {
 			a.log.WarnContext(ctx, "queue: admission steps still failing", "event", eventID,
 				"for", now.Sub(h.failingSince).Round(time.Millisecond), "failed", h.failed, "err", err)
 			h.failReported, h.failed = now, 0
@@ -146,14 +150,14 @@ func (a *Admitter) report(ctx context.Context, eventID int64, took time.Duration
 			"failed_for", now.Sub(h.failingSince).Round(time.Millisecond))
 		h.failingSince = time.Time{}
 	}
-	if took <= slowStep {
+	if took <= a.slowStep {
 		return
 	}
 	h.slow++
 	if took > h.slowest {
 		h.slowest, h.slowestParts = took, parts
 	}
-	if now.Sub(h.slowReported) >= reportEvery {
+	if now.Sub(h.slowReported) >= a.reportEvery {
 		a.log.WarnContext(ctx, "queue: admission steps slow", "event", eventID, "slow", h.slow,
 			"slowest", h.slowest.Round(time.Millisecond), "stock", h.slowestParts.Stock.Round(time.Millisecond),
 			"admit", h.slowestParts.Admit.Round(time.Millisecond), "passes", h.slowestParts.Passes.Round(time.Millisecond))

@@ -80,6 +80,9 @@ func TestTheAdmitterReportsFailedAndSlowSteps(t *testing.T) {
 		}
 	}
 
+	// No step of the failures' part counts as slow, however busy the
+	// machine.
+	ad.SetReportTimes(time.Hour, time.Hour)
 	ad.Run(ctx)
 	expect("a good step")
 
@@ -90,6 +93,13 @@ func TestTheAdmitterReportsFailedAndSlowSteps(t *testing.T) {
 		ad.Run(ctx)
 	}
 	expect("more failed steps at once")
+	// Past the report's interval, the run is said to go on, with its count.
+	ad.SetReportTimes(time.Hour, 0)
+	ad.Run(ctx)
+	ad.Run(ctx)
+	expect("failed steps past the interval", `msg="queue: admission steps still failing" .*failed=6 .*database gone`,
+		`msg="queue: admission steps still failing" .*failed=1 `)
+	ad.SetReportTimes(time.Hour, time.Hour)
 
 	stock.set(nil, 0)
 	ad.Run(ctx)
@@ -97,6 +107,9 @@ func TestTheAdmitterReportsFailedAndSlowSteps(t *testing.T) {
 	ad.Run(ctx)
 	expect("another good step")
 
+	// A step slower than the threshold, whatever the machine: the
+	// report's interval from here counts from its first report.
+	ad.SetReportTimes(200*time.Millisecond, time.Hour)
 	stock.set(nil, 400*time.Millisecond)
 	ad.Run(ctx)
 	got := lines()

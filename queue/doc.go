@@ -25,9 +25,10 @@
 //
 // A step must come on time: one that comes later than the burst's half a
 // second after the last adds only the burst, so an instance stepping alone
-// whose steps take a second admits half the rate. A step is therefore a
-// fixed number of round trips whatever it admits (the stock query, the
-// script, one call that keeps every pass), and the Admitter logs at WARN a
+// whose steps take a second admits half the rate. A step's round trips
+// therefore do not grow with the places it admits (the stock query, the
+// script, one call that keeps every pass; the shuffle once), and the
+// Admitter logs at WARN a
 // run of failed steps (when it starts, every 5 s while it lasts, when it
 // ends) and steps slower than 300 ms (at most every 5 s, with the part
 // that took the time: stock, admit or passes).
@@ -49,11 +50,14 @@
 // back, which wait for the next step. One change would make it larger: a
 // place that books after the snapshot and goes (done, left, its pass
 // expired) before the script, whose tickets the snapshot still counts. So
-// an admitted place that goes keeps reserving, in the queue's gone set,
-// until a reading lists its booking or is taken more than 250 ms after it
-// went (the margin is for the two servers' clocks). A place that
-// booked reserves nothing more, even once it gave its tickets back: they
-// are the stock's again and go to the next place in line.
+// an admitted place that goes before any reading listed a booking of its
+// keeps reserving, in the queue's gone set, until a reading lists its
+// booking or is taken more than 250 ms after it went (the margin is for
+// the two servers' clocks); one that left, until 250 ms after its pass
+// expires, since leaving does not take back the pass, which may still
+// book. A place whose booking a reading listed reserves nothing more, even
+// once it gave its tickets back: they are the stock's again and go to the
+// next place in line.
 //
 // The reserve is the per-buyer cap (ReserveCap, the default): the most an
 // admitted buyer can take, so no admitted buyer ever finds nothing. The

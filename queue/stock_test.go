@@ -655,6 +655,7 @@ func TestAPlaceThatBooksAndGoesBeforeTheReadingIsAppliedStillReserves(t *testing
 	a := join(t, svc, ev.ID, 1)
 	b := join(t, svc, ev.ID, 2)
 	c := join(t, svc, ev.ID, 3)
+	d := join(t, svc, ev.ID, 4)
 	time.Sleep(20 * time.Millisecond) // credit
 	st := queue.Settings{EventID: ev.ID, AdmitPerSecond: 1000, PassTTL: time.Minute}
 	admit := func(when string, r queue.Stock) []string {
@@ -702,5 +703,23 @@ func TestAPlaceThatBooksAndGoesBeforeTheReadingIsAppliedStillReserves(t *testing
 	}
 	if got := admit("b's booking seen", queue.Stock{ReadAt: micros(0), Available: 1, Took: []string{b.ID}}); len(got) != 1 || got[0] != c.ID {
 		t.Fatalf("b's booking seen and a ticket left: admitted %v, want c", got)
+	}
+	// c leaves before booking: its pass still takes holds (leaving does
+	// not take it back), so it reserves until the pass expires.
+	cExp := get(t, svc, c.ID).PassExpiresAt
+	if cExp == nil {
+		t.Fatal("c, admitted, has no pass expiry")
+	}
+	if _, err := svc.Leave(context.Background(), c.ID); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if got := admit("c left, its pass live", queue.Stock{ReadAt: micros(0), Available: 1}); len(got) != 0 {
+		t.Fatalf("c left with a live pass: admitted %v, want none", got)
+	}
+	// A reading taken after c's pass expired (the database's clock ahead
+	// here, as a minute's wait would be): d.
+	if got := admit("after c's pass", queue.Stock{ReadAt: cExp.Add(time.Second).UnixMicro(), Available: 1}); len(got) != 1 || got[0] != d.ID {
+		t.Fatalf("after c's pass expired: admitted %v, want d", got)
 	}
 }

@@ -13,8 +13,9 @@
 --                   pass, by pass expiry (ms): they reserve no stock
 --   KEYS[8] gone    sorted set: admitted places that went (done, left,
 --                   expired) before a reading of the stock listed a
---                   booking of theirs, by when they went (ms): they still
---                   reserve stock until a reading taken after that
+--                   booking of theirs, by when they went (ms; a left one
+--                   by its pass's expiry): they still reserve stock until
+--                   a reading taken after that
 --   base..'p:'..id  hash: one place (email, folded, status, joined,
 --                   admitted, pass_exp, pass, seen); made from ARGV[1],
 --                   always of the same slot as KEYS.
@@ -43,12 +44,18 @@ local function finish(id, status)
   -- step applies was taken: that reading counts its tickets as still
   -- there, and once the place is out of the admitted set nothing else
   -- counts them. So it keeps reserving (in gone) until a reading that
-  -- saw its booking, or was taken after it went (queue_admit.lua). Only
-  -- where steps read the stock (stock_at set), and not once a reading
-  -- listed its booking (took).
+  -- saw its booking, or was taken after it went (queue_admit.lua); one
+  -- that left, until after its pass expires, since leaving does not
+  -- take the pass back and it may still book. Only where steps read the
+  -- stock (stock_at set), and not once a reading listed its booking
+  -- (took).
   if redis.call('ZSCORE', K_ADM, id) and not redis.call('ZSCORE', K_TOOK, id)
       and redis.call('HEXISTS', K_META, 'stock_at') == 1 then
-    redis.call('ZADD', K_GONE, now_ms(), id)
+    local at = now_ms()
+    if status == 'left' then
+      at = math.max(at, tonumber(redis.call('HGET', k, 'pass_exp')) or at)
+    end
+    redis.call('ZADD', K_GONE, fmt(at), id)
   end
   redis.call('ZREM', K_PRE, id)
   redis.call('ZREM', K_WAIT, id)

@@ -312,9 +312,9 @@ func BenchmarkQueueRedisMemory(b *testing.B) {
 	}
 	const ev = 777
 	base := fmt.Sprintf("holdfast:queue:{%d}:", ev)
-	// The fixed keys of queue_lib.lua, in its order: the place's key
-	// follows them as KEYS[8] (one join a call).
-	keys := []string{base + "pre", base + "wait", base + "adm", base + "emails", base + "meta", base + "seq", base + "took"}
+	// The fixed keys of queue_lib.lua, in its order (store.Queues' keys):
+	// the place's key follows them as KEYS[9] (one join a call).
+	keys := []string{base + "pre", base + "wait", base + "adm", base + "emails", base + "meta", base + "seq", base + "took", base + "gone"}
 	before := used()
 	t0 := time.Now()
 	var sample []string
