@@ -131,3 +131,59 @@ func TestTheAdmitterReportsFailedAndSlowSteps(t *testing.T) {
 	ad.Run(ctx)
 	expect("another slow step at once")
 }
+
+// heldStock is a StockReader that holds one event's reading until the
+// test lets it go, reading plenty of stock for every event.
+type heldStock struct {
+	held    int64
+	waiting chan struct{} // closed when the held reading has begun
+	release chan struct{}
+	once    sync.Once
+}
+
+func (h *heldStock) QueueStock(ctx context.Context, eventID int64, _ time.Duration, since int64, _ bool) (queue.Stock, float64, error) {
+	if eventID == h.held {
+		h.once.Do(func() { close(h.waiting) })
+		select {
+		case <-h.release:
+		case <-ctx.Done():
+			return queue.Stock{}, 0, ctx.Err()
+		}
+	}
+	return queue.Stock{ReadAt: max(since+1, time.Now().UnixMicro()), Available: 1_000_000}, 0, nil
+}
+
+// One event's slow step does not hold back another's: one after another,
+// the events after a slow one waited for it, and with many queued events
+// each came round less often than the burst's half second and lost the
+// credit past it.
+func TestASlowEventsStepDoesNotHoldBackTheOthers(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	slow := w.event(100, nil, 600) // listed first: ids in order
+	fast := w.event(100, nil, 600)
+	svc := w.instance()
+	held := &heldStock{held: slow.ID, waiting: make(chan struct{}), release: make(chan struct{})}
+	svc.Stock = held
+	join(t, svc, slow.ID, 1)
+	p := join(t, svc, fast.ID, 2)
+	time.Sleep(20 * time.Millisecond) // credit
+	ad := queue.NewAdmitter(svc, time.Hour, slog.New(slog.DiscardHandler))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		ad.Run(context.Background())
+	}()
+	<-held.waiting
+	deadline := time.Now().Add(3 * time.Second)
+	for get(t, svc, p.ID).Status != queue.StatusAdmitted {
+		if time.Now().After(deadline) {
+			close(held.release)
+			<-done
+			t.Fatal("the fast event's place was not admitted while the slow event's step waited")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(held.release)
+	<-done
+}

@@ -13,7 +13,8 @@
 //
 // Admission. Every instance runs an Admitter (a background worker, started
 // and stopped by serve with the others; see internal/worker), which calls
-// Step for each queued event every 150 ms. Step is one Lua script: it adds admit_per_second
+// Step for each queued event every 150 ms, four events at a time, so one
+// slow event does not hold back the rest. Step is one Lua script: it adds admit_per_second
 // x the time since the last step (Redis's clock, so one clock for every
 // instance) to a stored credit, capped at half a second's worth, and pops
 // that many places in turn. However many instances run, the credit is

@@ -1,6 +1,7 @@
 package queue_test
 
 import (
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -10,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -94,6 +96,8 @@ func (e *events) QueuedEvents(context.Context) ([]sale.Event, error) {
 			out = append(out, ev)
 		}
 	}
+	// In id order, as PostgreSQL lists them.
+	slices.SortFunc(out, func(a, b sale.Event) int { return cmp.Compare(a.ID, b.ID) })
 	return out, nil
 }
 
