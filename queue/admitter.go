@@ -106,9 +106,9 @@ func (a *Admitter) Stop(ctx context.Context) error {
 // stepsAtOnce is how many events' steps a run takes at once: an event
 // whose step is slow (its stock query waits for a lock or a connection)
 // does not hold back the others' (one after another, a hundred queued
-// events at a few milliseconds a step came round less often than the
-// burst's half second, and lost credit), while the admitter's share of the
-// database pool stays small.
+// events at a few milliseconds a step would come round less often than
+// the burst's half second, and lose credit), while the admitter's share of
+// the database pool stays small.
 const stepsAtOnce = 4
 
 // Run runs one step of every queued event, up to stepsAtOnce at a time.

@@ -542,11 +542,12 @@ func (s *Service) Step(ctx context.Context, ev sale.Event, budget int) (StepResu
 	t0 := time.Now()
 	var stock *Stock
 	if s.Stock != nil {
-		// Read before the script runs: whatever changes in between (holds
-		// made, places admitted by another instance) only makes the
-		// budget the script works out smaller than the truth, never
-		// larger. Only a hold given back in between is missed, until the
-		// next step.
+		// Read before the script runs: what changes in between (holds
+		// made, places admitted by another instance) makes the budget the
+		// script works out smaller than the truth, never larger, but for
+		// a place that booked and went in between, which the script keeps
+		// reserving (the queue's gone set, doc.go). A hold given back in
+		// between is missed until the next step.
 		stk, err := s.readStock(ctx, st)
 		if err != nil {
 			return StepResult{}, err
