@@ -40,7 +40,13 @@ func (f *faultyStock) QueueStock(ctx context.Context, _ int64, _ time.Duration, 
 	if err != nil {
 		return queue.Stock{}, 0, err
 	}
-	return queue.Stock{ReadAt: max(since+1, time.Now().UnixMicro()), Available: 1_000_000}, 0, nil
+	return plentyOfStock(since), 0, nil
+}
+
+// plentyOfStock is a reading of more tickets than any test admits, newer
+// than since.
+func plentyOfStock(since int64) queue.Stock {
+	return queue.Stock{ReadAt: max(since+1, time.Now().UnixMicro()), Available: 1_000_000}
 }
 
 // An admitter whose steps fail or come slow says so at WARN, once for a
@@ -150,7 +156,7 @@ func (h *heldStock) QueueStock(ctx context.Context, eventID int64, _ time.Durati
 			return queue.Stock{}, 0, ctx.Err()
 		}
 	}
-	return queue.Stock{ReadAt: max(since+1, time.Now().UnixMicro()), Available: 1_000_000}, 0, nil
+	return plentyOfStock(since), 0, nil
 }
 
 // One event's slow step does not hold back another's: one after another,

@@ -505,7 +505,7 @@ func TestAStepsRoundTripsDoNotGrowWithItsAdmissions(t *testing.T) {
 	for i := 0; i < 12; i++ {
 		ids = append(ids, join(t, svc, ev.ID, i).ID)
 	}
-	step := func(budget int) int64 {
+	stepOf := func(budget int) int64 {
 		t.Helper()
 		time.Sleep(30 * time.Millisecond) // credit for every budget here
 		before := trips.n.Load()
@@ -515,8 +515,8 @@ func TestAStepsRoundTripsDoNotGrowWithItsAdmissions(t *testing.T) {
 		}
 		return trips.n.Load() - before
 	}
-	step(1) // loads the scripts
-	one, ten := step(1), step(10)
+	stepOf(1) // loads the scripts
+	one, ten := stepOf(1), stepOf(10)
 	if ten != one {
 		t.Fatalf("a step admitting 10 places made %d round trips to Redis, one admitting 1 made %d: want the same", ten, one)
 	}

@@ -610,25 +610,30 @@ func TestAStaleStockReadingAdmitsNothing(t *testing.T) {
 	ev := w.event(1000, nil, 600)
 	p := join(t, svc, ev.ID, 1)
 	time.Sleep(20 * time.Millisecond) // credit for one
-	st := queue.Settings{EventID: ev.ID, AdmitPerSecond: 1000, PassTTL: time.Minute}
-	gone := &queue.Stock{ReadAt: 2000, Available: 0, Pending: 0, Reserve: 1}
-	if _, err := w.queues().Admit(context.Background(), st, queue.Unlimited, gone); err != nil {
-		t.Fatal(err)
-	}
+	w.applyReading(t, ev, queue.Stock{ReadAt: 2000, Available: 0, Pending: 0})
 	if got := get(t, svc, p.ID); got.Status != queue.StatusSoldOut {
 		t.Fatalf("after the reading that found nothing: %s, want sold_out", got.Status)
 	}
-	stale := &queue.Stock{ReadAt: 1000, Available: 5, Pending: 0, Reserve: 1}
-	res, err := w.queues().Admit(context.Background(), st, queue.Unlimited, stale)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(res.Admitted) != 0 {
-		t.Errorf("a stale reading admitted %d places", len(res.Admitted))
+	if got := w.applyReading(t, ev, queue.Stock{ReadAt: 1000, Available: 5, Pending: 0}); len(got) != 0 {
+		t.Errorf("a stale reading admitted %d places", len(got))
 	}
 	if got := get(t, svc, p.ID); got.Status != queue.StatusSoldOut {
 		t.Errorf("after a stale reading: %s, want still sold_out", got.Status)
 	}
+}
+
+// applyReading runs the admission script of ev (1,000 places a second,
+// passes of a minute) with reading r, each place reserving one ticket, as
+// a step that read r would, and answers the places it admitted.
+func (w *world) applyReading(t *testing.T, ev sale.Event, r queue.Stock) []string {
+	t.Helper()
+	st := queue.Settings{EventID: ev.ID, AdmitPerSecond: 1000, PassTTL: time.Minute}
+	r.Reserve = 1
+	res, err := w.queues().Admit(context.Background(), st, queue.Unlimited, &r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ids(res)
 }
 
 // stepAfterCredit runs one step once the rate has given credit for a place
@@ -657,20 +662,14 @@ func TestAPlaceThatBooksAndGoesBeforeTheReadingIsAppliedStillReserves(t *testing
 	c := join(t, svc, ev.ID, 3)
 	d := join(t, svc, ev.ID, 4)
 	time.Sleep(20 * time.Millisecond) // credit
-	st := queue.Settings{EventID: ev.ID, AdmitPerSecond: 1000, PassTTL: time.Minute}
-	admit := func(when string, r queue.Stock) []string {
+	admit := func(r queue.Stock) []string {
 		t.Helper()
 		time.Sleep(5 * time.Millisecond) // credit
-		r.Reserve = 1
-		res, err := w.queues().Admit(context.Background(), st, queue.Unlimited, &r)
-		if err != nil {
-			t.Fatalf("%s: %v", when, err)
-		}
-		return ids(res)
+		return w.applyReading(t, ev, r)
 	}
 	micros := func(d time.Duration) int64 { return time.Now().Add(d).UnixMicro() }
 	// One ticket: a is admitted.
-	if got := admit("one ticket", queue.Stock{ReadAt: micros(-time.Second), Available: 1}); len(got) != 1 || got[0] != a.ID {
+	if got := admit(queue.Stock{ReadAt: micros(-time.Second), Available: 1}); len(got) != 1 || got[0] != a.ID {
 		t.Fatalf("with one ticket: admitted %v, want a", got)
 	}
 	// The next reading is taken; then a holds the ticket, confirms, and
@@ -679,29 +678,28 @@ func TestAPlaceThatBooksAndGoesBeforeTheReadingIsAppliedStillReserves(t *testing
 	if err := svc.Done(context.Background(), a.ID); err != nil {
 		t.Fatal(err)
 	}
-	if got := admit("the reading from before a booked", reading); len(got) != 0 {
+	if got := admit(reading); len(got) != 0 {
 		t.Fatalf("a reading from before a booked and went admitted %v, for a ticket a took", got)
 	}
-	// A reading taken after a went, without the ticket: nothing, and a
-	// reserves no more.
+	// A reading taken after a went, without the ticket: nothing.
 	time.Sleep(300 * time.Millisecond)
-	if got := admit("a later reading", queue.Stock{ReadAt: micros(0), Available: 0, Pending: 0}); len(got) != 0 {
+	if got := admit(queue.Stock{ReadAt: micros(0), Available: 0, Pending: 0}); len(got) != 0 {
 		t.Fatalf("sold out: admitted %v", got)
 	}
-	// The stock comes back (an admin): b, alone, since it is admitted now.
-	if got := admit("a ticket added", queue.Stock{ReadAt: micros(0), Available: 1}); len(got) != 1 || got[0] != b.ID {
+	// The stock comes back (an admin): b, since a reserves no more.
+	if got := admit(queue.Stock{ReadAt: micros(0), Available: 1}); len(got) != 1 || got[0] != b.ID {
 		t.Fatalf("a ticket added: admitted %v, want b", got)
 	}
-	// b books; a reading taken before that lists nothing, then b leaves
-	// and a reading that lists b's booking frees what it reserved at once,
-	// however soon after it went.
+	// b goes (it leaves; its booking, made after the reading in hand,
+	// the next reading lists): it reserves until that reading, however
+	// soon after it went.
 	if _, err := svc.Leave(context.Background(), b.ID); err != nil {
 		t.Fatal(err)
 	}
-	if got := admit("b gone, not yet seen", queue.Stock{ReadAt: micros(0), Available: 1}); len(got) != 0 {
+	if got := admit(queue.Stock{ReadAt: micros(0), Available: 1}); len(got) != 0 {
 		t.Fatalf("b went just now without a reading of it: admitted %v, want none", got)
 	}
-	if got := admit("b's booking seen", queue.Stock{ReadAt: micros(0), Available: 1, Took: []string{b.ID}}); len(got) != 1 || got[0] != c.ID {
+	if got := admit(queue.Stock{ReadAt: micros(0), Available: 1, Took: []string{b.ID}}); len(got) != 1 || got[0] != c.ID {
 		t.Fatalf("b's booking seen and a ticket left: admitted %v, want c", got)
 	}
 	// c leaves before booking: its pass still takes holds (leaving does
@@ -714,12 +712,12 @@ func TestAPlaceThatBooksAndGoesBeforeTheReadingIsAppliedStillReserves(t *testing
 		t.Fatal(err)
 	}
 	time.Sleep(300 * time.Millisecond)
-	if got := admit("c left, its pass live", queue.Stock{ReadAt: micros(0), Available: 1}); len(got) != 0 {
+	if got := admit(queue.Stock{ReadAt: micros(0), Available: 1}); len(got) != 0 {
 		t.Fatalf("c left with a live pass: admitted %v, want none", got)
 	}
 	// A reading taken after c's pass expired (the database's clock ahead
 	// here, as a minute's wait would be): d.
-	if got := admit("after c's pass", queue.Stock{ReadAt: cExp.Add(time.Second).UnixMicro(), Available: 1}); len(got) != 1 || got[0] != d.ID {
+	if got := admit(queue.Stock{ReadAt: cExp.Add(time.Second).UnixMicro(), Available: 1}); len(got) != 1 || got[0] != d.ID {
 		t.Fatalf("after c's pass expired: admitted %v, want d", got)
 	}
 }
