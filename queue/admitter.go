@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"sync"
 	"time"
 
@@ -111,12 +112,16 @@ func (a *Admitter) Stop(ctx context.Context) error {
 // the database pool stays small.
 const stepsAtOnce = 4
 
-// Run runs one step of every queued event, up to stepsAtOnce at a time.
+// Run runs one step of every queued event that has work, and of a share
+// of the idle ones (Service.due), up to stepsAtOnce at a time.
 // Runs must not overlap: Start runs them one after another.
 func (a *Admitter) Run(ctx context.Context) {
 	run, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	evs := a.queued(run)
+	// Each run steps about its share of the idle queues, so each is
+	// stepped about every idleEvery (Service.due).
+	evs = a.svc.due(run, evs, int(math.Ceil(float64(len(evs))*float64(a.every)/float64(idleEvery))))
 	next := make(chan sale.Event)
 	var wg sync.WaitGroup
 	for range min(stepsAtOnce, len(evs)) {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/holdfast/holdfast/internal/testenv"
 	"github.com/holdfast/holdfast/queue"
+	"github.com/holdfast/holdfast/store"
 )
 
 // faultyStock is a StockReader that fails or takes its time, as the test
@@ -192,4 +193,221 @@ func TestASlowEventsStepDoesNotHoldBackTheOthers(t *testing.T) {
 	}
 	close(held.release)
 	<-done
+}
+
+// perEvent is a number per event, safe for concurrent use.
+type perEvent[V int | int64] struct {
+	mu sync.Mutex
+	m  map[int64]V
+}
+
+// add adds v to the event's number, or sets it.
+func (p *perEvent[V]) add(eventID int64, v V, set bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.m == nil {
+		p.m = map[int64]V{}
+	}
+	if set {
+		p.m[eventID] = v
+	} else {
+		p.m[eventID] += v
+	}
+}
+
+func (p *perEvent[V]) of(eventID int64) V {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.m[eventID]
+}
+
+// countedStock is a StockReader of plenty of stock that counts its
+// readings, per event.
+type countedStock struct{ perEvent[int] }
+
+func (c *countedStock) QueueStock(_ context.Context, eventID int64, _ time.Duration, since int64, _ bool) (queue.Stock, float64, error) {
+	c.add(eventID, 1, false)
+	return plentyOfStock(since), 0, nil
+}
+
+// An idle queue (nothing waiting, no pass about to run out) is stepped
+// once a second, for its sold-out flag, not at every run: every step
+// reads the stock from PostgreSQL, and with hundreds of queued events
+// between their sales those steps were most of the admitters' work. A
+// place that joins it is admitted at the next run.
+func TestAnIdleQueueIsSteppedOnlyForItsFlag(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	idle := w.event(100, nil, 600)
+	busy := w.event(1, nil, 600) // a burst of one: its line stays
+	svc := w.instance()
+	stock := &countedStock{}
+	svc.Stock = stock
+	for i := range 5 {
+		join(t, svc, busy.ID, i)
+	}
+	ad := queue.NewAdmitter(svc, time.Hour, slog.New(slog.DiscardHandler))
+	ctx := context.Background()
+	for range 4 {
+		ad.Run(ctx)
+	}
+	// The idle queue was never stepped before: its first run steps it.
+	if got, want := stock.of(idle.ID), 1; got != want {
+		t.Fatalf("the idle queue's stock was read %d times in 4 runs, want %d", got, want)
+	}
+	if got, want := stock.of(busy.ID), 4; got != want {
+		t.Fatalf("the busy queue's stock was read %d times in 4 runs, want %d", got, want)
+	}
+	p := join(t, svc, idle.ID, 10)
+	time.Sleep(20 * time.Millisecond) // credit
+	ad.Run(ctx)
+	if got := get(t, svc, p.ID).Status; got != queue.StatusAdmitted {
+		t.Fatalf("a place that joined an idle queue is %s after the next run, want admitted", got)
+	}
+	// Admitted, with its pass far from running out: idle again, until a
+	// second after its last step.
+	ad.Run(ctx)
+	if got, want := stock.of(idle.ID), 2; got != want {
+		t.Fatalf("the idle queue's stock was read %d times, want %d", got, want)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	ad.Run(ctx)
+	if got, want := stock.of(idle.ID), 3; got != want {
+		t.Fatalf("a second later the idle queue's stock was read %d times, want %d", got, want)
+	}
+}
+
+// The idle queues' steps are spread over the runs, the stalest first,
+// rather than all falling due in one run every second: a run that steps a
+// thousand idle queues at once holds back the next run's busy ones.
+func TestIdleQueuesAreSteppedAShareARun(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	var idle []int64
+	for range 20 {
+		idle = append(idle, w.event(100, nil, 600).ID)
+	}
+	svc := w.instance()
+	stock := &countedStock{}
+	svc.Stock = stock
+	ad := queue.NewAdmitter(svc, queue.AdmitEvery, slog.New(slog.DiscardHandler))
+	ctx := context.Background()
+	stepped := func() (n, most int) {
+		for _, id := range idle {
+			r := stock.of(id)
+			n += r
+			most = max(most, r)
+		}
+		return n, most
+	}
+	// 20 queues, a run every 150 ms, each stepped about once a second:
+	// three a run.
+	ad.Run(ctx)
+	if n, _ := stepped(); n != 3 {
+		t.Fatalf("one run stepped %d of 20 idle queues, want 3", n)
+	}
+	for range 6 {
+		ad.Run(ctx)
+	}
+	if n, most := stepped(); n != 20 || most != 1 {
+		t.Fatalf("seven runs stepped the 20 idle queues %d times, one of them %d times; want each once", n, most)
+	}
+}
+
+// waitingGauge is an Observer that keeps the waiting gauge.
+type waitingGauge struct{ perEvent[int64] }
+
+func (*waitingGauge) Joined(string)                         {}
+func (*waitingGauge) Polled(string)                         {}
+func (*waitingGauge) QueueAdmitted(time.Duration)           {}
+func (*waitingGauge) AdmissionLag(time.Duration)            {}
+func (g *waitingGauge) QueueWaiting(eventID int64, n int64) { g.add(eventID, n, true) }
+
+// Where no step reads the stock, an idle queue is not stepped at all, and
+// what a step would do still happens: the gauge of a queue whose last
+// waiting place left reads nothing waiting, a pass that runs out with
+// nothing waiting turns its place expired, and a pre-queue is shuffled
+// and admitted at its on-sale.
+func TestWhatAnIdleQueuesStepWouldDoStillHappens(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	left := w.event(2, nil, 600) // a burst of one
+	lapsing := w.event(100, nil, 1)
+	onSale := time.Now().Add(1200 * time.Millisecond)
+	pre := w.event(100, &onSale, 600)
+	svc := w.instance()
+	queues := store.NewQueues(w.rdb, w.prefix)
+	gauge := &waitingGauge{}
+	svc.Observe = gauge
+	ctx := context.Background()
+	join(t, svc, left.ID, 1)
+	second := join(t, svc, left.ID, 2)
+	short := join(t, svc, lapsing.ID, 3)
+	early := []queue.Place{join(t, svc, pre.ID, 4), join(t, svc, pre.ID, 5)}
+	ad := queue.NewAdmitter(svc, time.Hour, slog.New(slog.DiscardHandler))
+	time.Sleep(600 * time.Millisecond) // credit for one place
+	ad.Run(ctx)
+	if got := gauge.of(left.ID); got != 1 {
+		t.Fatalf("after one admission of two the gauge reads %d waiting, want 1", got)
+	}
+	if _, err := svc.Leave(ctx, second.ID); err != nil {
+		t.Fatal(err)
+	}
+	ad.Run(ctx)
+	if got := gauge.of(left.ID); got != 0 {
+		t.Fatalf("after the last waiting place left the gauge reads %d waiting, want 0", got)
+	}
+	if got := get(t, svc, short.ID).Status; got != queue.StatusAdmitted {
+		t.Fatalf("the place with a short pass is %s, want admitted", got)
+	}
+	deadline := time.Now().Add(4 * time.Second)
+	for {
+		ad.Run(ctx)
+		// Not polled: a poll of a place whose pass ran out expires it
+		// itself.
+		left, err := queues.Backlogs(ctx, []int64{lapsing.ID}, time.Now().Add(time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		expired := !left[0].Lapsing
+		admitted := 0
+		for _, p := range early {
+			if get(t, svc, p.ID).Status == queue.StatusAdmitted {
+				admitted++
+			}
+		}
+		if expired && admitted == len(early) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("4 s on: the short pass's place expired %v, %d of the pre-queue's %d admitted", expired, admitted, len(early))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got := get(t, svc, short.ID).Status; got != queue.StatusExpired {
+		t.Fatalf("the place whose pass ran out is %s, want expired", got)
+	}
+}
+
+// BenchmarkAdmitterRunAmongIdleQueues is one run of the admitter over a
+// thousand queued events nobody waits for and one with a line, reading
+// the stock from PostgreSQL: what an instance does every 150 ms between a
+// platform's sales.
+func BenchmarkAdmitterRunAmongIdleQueues(b *testing.B) {
+	w := newStocked(b)
+	w.exec(`INSERT INTO events (name, event_date, total_tickets, available_tickets, ticket_price, queue_admit_per_second, queue_pass_ttl_seconds)
+		SELECT 'idle ' || g, now() + interval '30 days', 100, 100, 10, 50, 600 FROM generate_series(1, 1000) g`)
+	busy := w.event(1_000_000, 1)
+	svc := w.instance(4)
+	ctx := context.Background()
+	for i := range 100 {
+		if _, _, err := svc.Join(ctx, busy.ID, email(i)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	ad := queue.NewAdmitter(svc, queue.AdmitEvery, slog.New(slog.DiscardHandler))
+	ad.Run(ctx)
+	for b.Loop() {
+		ad.Run(ctx)
+	}
 }

@@ -49,6 +49,21 @@ func TestTheQueueRunsOnARedisCluster(t *testing.T) {
 	if len(slots) < 2 {
 		t.Fatalf("the events' queues share one slot; the test proves nothing")
 	}
+	// The admitter reads every queue's backlog in one pipeline, which the
+	// cluster client splits by node.
+	backlogs := func(want queue.Backlog) {
+		t.Helper()
+		got, err := w.queues().Backlogs(context.Background(), evs, time.Now().Add(time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, b := range got {
+			if b != want {
+				t.Fatalf("event %d's backlog: %+v, want %+v", evs[i], b, want)
+			}
+		}
+	}
+	backlogs(queue.Backlog{PreQueue: 10})
 	time.Sleep(time.Until(onSale) + 50*time.Millisecond)
 	var wg sync.WaitGroup
 	for _, svc := range []*queue.Service{a, b} {
@@ -69,6 +84,7 @@ func TestTheQueueRunsOnARedisCluster(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+	backlogs(queue.Backlog{})
 	for _, id := range evs {
 		st, err := a.State(context.Background(), id)
 		if err != nil || st.Admitted != 10 || st.Waiting != 0 {

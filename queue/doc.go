@@ -13,8 +13,14 @@
 //
 // Admission. Every instance runs an Admitter (a background worker, started
 // and stopped by serve with the others; see internal/worker), which calls
-// Step for each queued event every 150 ms, four events at a time, so one
-// slow event does not hold back the rest. Step is one Lua script: it adds admit_per_second
+// Step every 150 ms for each queued event that has work, four events at a
+// time, so one slow event does not hold back the rest. Which have work it
+// reads first, every queue's in one pipelined round trip (Store.Backlogs):
+// places waiting, a pass running out within a second, or a pre-queue
+// whose on-sale comes within a second. An idle queue is stepped about once
+// a second all the same where steps read the stock, for its sold-out flag
+// (below), a share of them each run, after the queues with work. Step is
+// one Lua script: it adds admit_per_second
 // x the time since the last step (Redis's clock, so one clock for every
 // instance) to a stored credit, capped at half a second's worth, and pops
 // that many places in turn. However many instances run, the credit is

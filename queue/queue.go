@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math"
 	"math/big"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -122,6 +123,13 @@ type StepTimes struct {
 	Stock, Admit, Passes time.Duration
 }
 
+// Backlog is what an event's queue holds that its admission step acts on.
+type Backlog struct {
+	PreQueue, Waiting int64 // places
+	// Lapsing: an admitted place's pass runs out by the horizon asked.
+	Lapsing bool
+}
+
 // StateShuffle is the step's answer while the pre-queue waits for its
 // shuffle.
 const StateShuffle = "shuffle"
@@ -217,6 +225,9 @@ type Store interface {
 	Shuffle(ctx context.Context, eventID int64, order []string) (applied bool, err error)
 	// State reads the queue's state, length and admissions so far.
 	State(ctx context.Context, ev Settings) (QueueState, error)
+	// Backlogs reads each event's Backlog, passes lapsing by horizon,
+	// in order.
+	Backlogs(ctx context.Context, eventIDs []int64, horizon time.Time) ([]Backlog, error)
 }
 
 // ErrStaleShuffle: the pre-queue changed between its read and its shuffle.
@@ -289,6 +300,7 @@ type Service struct {
 type appliedReading struct {
 	readAt int64
 	took   map[string]bool
+	at     time.Time // when the step applied it, by this instance's clock
 }
 
 type cachedEvent struct {
@@ -530,6 +542,76 @@ func (s *Service) signPasses(ctx context.Context, eventID int64, places []passFo
 // errNoSigner: the service has no Signer yet.
 var errNoSigner = errors.New("queue: no pass signer")
 
+// dueLead is how far ahead due looks for a pass that runs out or an
+// on-sale: the step goes by Redis's clock, and this instance's may be
+// behind it by that much.
+const dueLead = time.Second
+
+// idleEvery is about how often an idle queue is stepped all the same,
+// where steps read the stock: its step keeps the sold-out flag that the
+// queue's state (GET /events/{id}/queue) and a new place's first answer
+// read.
+const idleEvery = time.Second
+
+// due picks the events of evs whose admission step has work now: places
+// waiting, a pass that runs out, or a pre-queue whose on-sale has come;
+// then, where steps read the stock, at most refreshes idle queues, those
+// stepped longest ago, and none stepped in the last idleEvery. Every other
+// step would read its stock from PostgreSQL and run its script in Redis
+// to admit nothing, every tick, on every instance: with hundreds of
+// queued events between their sales, most of what the admitters did
+// (BENCHMARKS.md). The step stays the judge of what to do; this only
+// passes over queues it would find empty. The queues with work come
+// first, so a run's idle steps never hold theirs back, and the cap
+// spreads the idle steps over the runs instead of all of them falling due
+// in the same one every second. An idle queue's waiting gauge is set
+// here, since no step may set it (its last step may have seen a place
+// that left since). due answers evs whole when the backlogs cannot be
+// read: their steps then fail and are reported.
+func (s *Service) due(ctx context.Context, evs []sale.Event, refreshes int) []sale.Event {
+	if len(evs) == 0 {
+		return evs
+	}
+	ids := make([]int64, len(evs))
+	for i, ev := range evs {
+		ids[i] = ev.ID
+	}
+	now := time.Now()
+	backlogs, err := s.store.Backlogs(ctx, ids, now.Add(dueLead))
+	if err != nil {
+		return evs
+	}
+	type idle struct {
+		ev   sale.Event
+		last time.Time
+	}
+	var due []sale.Event
+	var stale []idle
+	for i, ev := range evs {
+		b := backlogs[i]
+		onSale := ev.OnSaleAt == nil || !ev.OnSaleAt.After(now.Add(dueLead))
+		if b.Waiting > 0 || b.Lapsing || (b.PreQueue > 0 && onSale) {
+			due = append(due, ev)
+			continue
+		}
+		s.Observe.QueueWaiting(ev.ID, b.PreQueue+b.Waiting)
+		if s.Stock == nil {
+			continue
+		}
+		s.mu.Lock()
+		last := s.applied[ev.ID].at
+		s.mu.Unlock()
+		if now.Sub(last) >= idleEvery {
+			stale = append(stale, idle{ev, last})
+		}
+	}
+	slices.SortStableFunc(stale, func(a, b idle) int { return a.last.Compare(b.last) })
+	for _, q := range stale[:min(len(stale), refreshes)] {
+		due = append(due, q.ev)
+	}
+	return due
+}
+
 // Step runs one admission step for ev, admitting at most budget places
 // (Unlimited for no limit), shuffling the pre-queue first when its time
 // has come, and signs the admitted places' passes.
@@ -561,7 +643,7 @@ func (s *Service) Step(ctx context.Context, ev sale.Event, budget int) (StepResu
 		s.mu.Lock()
 		last := s.applied[ev.ID]
 		s.mu.Unlock()
-		reading = appliedReading{readAt: stock.ReadAt, took: make(map[string]bool, len(stock.Took))}
+		reading = appliedReading{readAt: stock.ReadAt, took: make(map[string]bool, len(stock.Took)), at: t0}
 		fresh := stock.Took[:0:0]
 		for _, id := range stock.Took {
 			reading.took[id] = true

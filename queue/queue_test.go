@@ -39,7 +39,7 @@ type edSigner struct {
 	pub  ed25519.PublicKey
 }
 
-func newSigner(t *testing.T) *edSigner {
+func newSigner(t testing.TB) *edSigner {
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -119,7 +119,7 @@ func newWorld(t *testing.T) *world {
 
 // testRedis is a client of the test's Redis and the test's own key prefix,
 // closed when t ends.
-func testRedis(t *testing.T) (redis.UniversalClient, string) {
+func testRedis(t testing.TB) (redis.UniversalClient, string) {
 	t.Helper()
 	url, prefix := testenv.Redis(t)
 	rdb, err := store.OpenRedis(url)

@@ -25,7 +25,7 @@ import (
 // whose insert takes its tickets (the stock trigger), turned confirmed or
 // failed later.
 type stocked struct {
-	t      *testing.T
+	t      testing.TB
 	db     *sqlx.DB
 	st     *store.Store
 	rdb    redis.UniversalClient
@@ -33,13 +33,13 @@ type stocked struct {
 	signer *edSigner
 }
 
-func newStocked(t *testing.T) *stocked {
+func newStocked(t testing.TB) *stocked {
 	t.Helper()
 	rdb, prefix := testRedis(t)
 	return newStockedOn(t, rdb, prefix)
 }
 
-func newStockedOn(t *testing.T, rdb redis.UniversalClient, prefix string) *stocked {
+func newStockedOn(t testing.TB, rdb redis.UniversalClient, prefix string) *stocked {
 	t.Helper()
 	db, err := store.Open(context.Background(), testenv.DatabaseURL(t), store.DBOptions{MaxConns: 8})
 	if err != nil {

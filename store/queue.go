@@ -396,6 +396,32 @@ func (q *Queues) State(ctx context.Context, ev queue.Settings) (queue.QueueState
 	return st, nil
 }
 
+// Backlogs reads what each event's queue holds for its admission step: the
+// pre-queue's and the line's length, and whether an admitted place's pass
+// runs out by horizon. Three counts an event, every event's in one
+// pipeline: go-redis sends it to each cluster node as one round trip, so a
+// thousand idle queues cost a tick about what one step costs.
+func (q *Queues) Backlogs(ctx context.Context, eventIDs []int64, horizon time.Time) ([]queue.Backlog, error) {
+	type counts struct{ pre, wait, lapsing *redis.IntCmd }
+	cmds := make([]counts, len(eventIDs))
+	until := strconv.FormatInt(horizon.UnixMilli(), 10)
+	_, err := q.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, id := range eventIDs {
+			b := q.QueueBase(id)
+			cmds[i] = counts{p.ZCard(ctx, b+"pre"), p.ZCard(ctx, b+"wait"), p.ZCount(ctx, b+"adm", "-inf", until)}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, redisErr(ctx, err)
+	}
+	out := make([]queue.Backlog, len(eventIDs))
+	for i, c := range cmds {
+		out[i] = queue.Backlog{PreQueue: c.pre.Val(), Waiting: c.wait.Val(), Lapsing: c.lapsing.Val() > 0}
+	}
+	return out, nil
+}
+
 // max1 is a reserve of at least one ticket, so the script never divides by
 // nothing.
 func max1(r float64) float64 { return max(1, r) }
