@@ -12,7 +12,6 @@ import (
 
 	"github.com/holdfast/holdfast/internal/testenv"
 	"github.com/holdfast/holdfast/queue"
-	"github.com/holdfast/holdfast/store"
 )
 
 // faultyStock is a StockReader that fails or takes its time, as the test
@@ -201,18 +200,14 @@ type perEvent[V int | int64] struct {
 	m  map[int64]V
 }
 
-// add adds v to the event's number, or sets it.
-func (p *perEvent[V]) add(eventID int64, v V, set bool) {
+// update sets the event's number to f of it.
+func (p *perEvent[V]) update(eventID int64, f func(V) V) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.m == nil {
 		p.m = map[int64]V{}
 	}
-	if set {
-		p.m[eventID] = v
-	} else {
-		p.m[eventID] += v
-	}
+	p.m[eventID] = f(p.m[eventID])
 }
 
 func (p *perEvent[V]) of(eventID int64) V {
@@ -226,7 +221,7 @@ func (p *perEvent[V]) of(eventID int64) V {
 type countedStock struct{ perEvent[int] }
 
 func (c *countedStock) QueueStock(_ context.Context, eventID int64, _ time.Duration, since int64, _ bool) (queue.Stock, float64, error) {
-	c.add(eventID, 1, false)
+	c.update(eventID, func(n int) int { return n + 1 })
 	return plentyOfStock(since), 0, nil
 }
 
@@ -317,11 +312,13 @@ func TestIdleQueuesAreSteppedAShareARun(t *testing.T) {
 // waitingGauge is an Observer that keeps the waiting gauge.
 type waitingGauge struct{ perEvent[int64] }
 
-func (*waitingGauge) Joined(string)                         {}
-func (*waitingGauge) Polled(string)                         {}
-func (*waitingGauge) QueueAdmitted(time.Duration)           {}
-func (*waitingGauge) AdmissionLag(time.Duration)            {}
-func (g *waitingGauge) QueueWaiting(eventID int64, n int64) { g.add(eventID, n, true) }
+func (*waitingGauge) Joined(string)               {}
+func (*waitingGauge) Polled(string)               {}
+func (*waitingGauge) QueueAdmitted(time.Duration) {}
+func (*waitingGauge) AdmissionLag(time.Duration)  {}
+func (g *waitingGauge) QueueWaiting(eventID int64, n int64) {
+	g.update(eventID, func(int64) int64 { return n })
+}
 
 // Where no step reads the stock, an idle queue is not stepped at all, and
 // what a step would do still happens: the gauge of a queue whose last
@@ -336,7 +333,6 @@ func TestWhatAnIdleQueuesStepWouldDoStillHappens(t *testing.T) {
 	onSale := time.Now().Add(1200 * time.Millisecond)
 	pre := w.event(100, &onSale, 600)
 	svc := w.instance()
-	queues := store.NewQueues(w.rdb, w.prefix)
 	gauge := &waitingGauge{}
 	svc.Observe = gauge
 	ctx := context.Background()
@@ -365,11 +361,11 @@ func TestWhatAnIdleQueuesStepWouldDoStillHappens(t *testing.T) {
 		ad.Run(ctx)
 		// Not polled: a poll of a place whose pass ran out expires it
 		// itself.
-		left, err := queues.Backlogs(ctx, []int64{lapsing.ID}, time.Now().Add(time.Hour))
+		backlog, err := w.queues().Backlogs(ctx, []int64{lapsing.ID}, time.Now().Add(time.Hour))
 		if err != nil {
 			t.Fatal(err)
 		}
-		expired := !left[0].Lapsing
+		expired := !backlog[0].Lapsing
 		admitted := 0
 		for _, p := range early {
 			if get(t, svc, p.ID).Status == queue.StatusAdmitted {

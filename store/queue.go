@@ -399,16 +399,16 @@ func (q *Queues) State(ctx context.Context, ev queue.Settings) (queue.QueueState
 // Backlogs reads what each event's queue holds for its admission step: the
 // pre-queue's and the line's length, and whether an admitted place's pass
 // runs out by horizon. Three counts an event, every event's in one
-// pipeline: go-redis sends it to each cluster node as one round trip, so a
-// thousand idle queues cost a tick about what one step costs.
+// pipeline: go-redis sends it to each cluster node as one round trip,
+// however many queues there are.
 func (q *Queues) Backlogs(ctx context.Context, eventIDs []int64, horizon time.Time) ([]queue.Backlog, error) {
 	type counts struct{ pre, wait, lapsing *redis.IntCmd }
 	cmds := make([]counts, len(eventIDs))
 	until := strconv.FormatInt(horizon.UnixMilli(), 10)
 	_, err := q.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, id := range eventIDs {
-			b := q.QueueBase(id)
-			cmds[i] = counts{p.ZCard(ctx, b+"pre"), p.ZCard(ctx, b+"wait"), p.ZCount(ctx, b+"adm", "-inf", until)}
+			k := q.keys(id) // pre, wait, adm first
+			cmds[i] = counts{p.ZCard(ctx, k[0]), p.ZCard(ctx, k[1]), p.ZCount(ctx, k[2], "-inf", until)}
 		}
 		return nil
 	})
