@@ -721,3 +721,52 @@ func TestAPlaceThatBooksAndGoesBeforeTheReadingIsAppliedStillReserves(t *testing
 		t.Fatalf("after c's pass expired: admitted %v, want d", got)
 	}
 }
+
+// Passes admitted in one second lapse in the same millisecond, and a step
+// finishes (into gone) at most 1,000 of them. Those left over for a later
+// step must still reserve: a reading taken just before they lapsed may
+// miss tickets they held after it. They counted neither as admitted nor
+// as gone, so that reading admitted as many new places as were left over,
+// for tickets already held.
+func TestPassesLapsedBeyondAStepsShareStillReserve(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	svc := w.instance()
+	ev := w.event(100000, nil, 600)
+	const first = 1003
+	for i := 0; i < first+10; i++ {
+		join(t, svc, ev.ID, i)
+	}
+	st := queue.Settings{EventID: ev.ID, AdmitPerSecond: 100000, PassTTL: 1500 * time.Millisecond}
+	admit := func(r queue.Stock) queue.StepResult {
+		t.Helper()
+		r.Reserve = 1
+		res, err := w.queues().Admit(context.Background(), st, queue.Unlimited, &r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	time.Sleep(50 * time.Millisecond) // credit for them all
+	res := admit(queue.Stock{ReadAt: time.Now().UnixMicro(), Available: first})
+	if len(res.Admitted) != first {
+		t.Fatalf("admitted %d, want %d", len(res.Admitted), first)
+	}
+	exp := res.Admitted[0].ExpiresAt
+	// A reading just before the passes lapse, which counts every ticket as
+	// still there: all of them may be held after it.
+	for time.Now().Before(exp.Add(-100 * time.Millisecond)) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	reading := queue.Stock{ReadAt: time.Now().UnixMicro(), Available: first}
+	for time.Now().Before(exp.Add(20 * time.Millisecond)) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	res = admit(reading)
+	if res.Expired != 1000 {
+		t.Fatalf("the step expired %d passes, want its share of 1000", res.Expired)
+	}
+	if len(res.Admitted) != 0 {
+		t.Fatalf("a reading from before %d passes lapsed admitted %d new places on their tickets", first, len(res.Admitted))
+	}
+}

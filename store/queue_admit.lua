@@ -42,6 +42,7 @@ for _, id in ipairs(lapsed) do
     finish(id, 'expired')
   else
     redis.call('ZREM', K_ADM, id)
+    redis.call('ZREM', K_TOOK, id)
   end
 end
 if ARGV[8] ~= '' then
@@ -76,8 +77,14 @@ if ARGV[8] ~= '' then
       redis.call('ZREM', K_GONE, ARGV[i])
     end
   end
-  local live = redis.call('ZCOUNT', K_ADM, '(' .. fmt(now), '+inf')
-  local took = redis.call('ZCOUNT', K_TOOK, '(' .. fmt(now), '+inf')
+  -- Every place still in the admitted set counts, its pass lapsed or not:
+  -- the loop above finishes at most 1000 a step, and passes admitted in
+  -- one second all lapse in the same millisecond, so above 1000 a second
+  -- some lapse a step or more before a step finishes them (into gone).
+  -- Until then they still reserve, as they will in gone. took holds only
+  -- places still admitted (finish takes them out of both).
+  local live = redis.call('ZCARD', K_ADM)
+  local took = redis.call('ZCARD', K_TOOK)
   local gone = redis.call('ZCARD', K_GONE)
   local free = avail - reserve * (live - took + gone)
   local can = 0
