@@ -309,27 +309,32 @@ func (q *Queues) Admit(ctx context.Context, ev queue.Settings, budget int, stock
 
 // PreQueue lists the pre-queue's places in arrival order. It reads a page
 // at a time so a pre-queue of a million places never blocks Redis in one
-// call; a place that leaves between pages can shift one past a page's
-// edge, so an id may come twice (dropped here) or not at all (it stays in
-// the pre-queue and the shuffle moves it after the rest).
+// call. A page starts after the last arrival the one before ended on (a
+// place's score is its arrival number, unique and never changed), not at a
+// count of places: a place that leaves while the pages are read shifts
+// nobody past a page's edge, so no place is missed and then moved after
+// the rest, which would take its random turn from it. Only a place that
+// joins once the last page was read is missed: it is the latest arrival,
+// and the shuffle's next read moves it after the rest.
 func (q *Queues) PreQueue(ctx context.Context, eventID int64) ([]string, error) {
 	key := q.keys(eventID)[0]
 	var ids []string
-	seen := map[string]bool{}
-	for start := int64(0); ; start += q.shufflePart {
-		page, err := q.rdb.ZRange(ctx, key, start, start+q.shufflePart-1).Result()
+	from := "-inf"
+	for {
+		page, err := q.rdb.ZRangeArgsWithScores(ctx, redis.ZRangeArgs{
+			Key: key, Start: from, Stop: "+inf", ByScore: true, Count: q.shufflePart,
+		}).Result()
 		if err != nil {
 			return nil, redisErr(ctx, err)
 		}
-		for _, id := range page {
-			if !seen[id] {
-				seen[id] = true
-				ids = append(ids, id)
-			}
+		for _, z := range page {
+			id, _ := z.Member.(string)
+			ids = append(ids, id)
 		}
 		if int64(len(page)) < q.shufflePart {
 			return ids, nil
 		}
+		from = "(" + strconv.FormatFloat(page[len(page)-1].Score, 'f', -1, 64)
 	}
 }
 

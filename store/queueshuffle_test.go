@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/holdfast/holdfast/internal/testenv"
 	"github.com/holdfast/holdfast/queue"
 	"github.com/holdfast/holdfast/store"
@@ -170,5 +172,60 @@ func TestConcurrentShufflesNeverInterleave(t *testing.T) {
 		if !slices.Equal(turns, orders[0]) && !slices.Equal(turns, orders[1]) {
 			t.Fatalf("round %d: the turns are neither shuffle's order: two orders interleaved", round)
 		}
+	}
+}
+
+// afterFirst runs fn once, right after the first command named name has
+// been answered: something another client does between two of ours.
+type afterFirst struct {
+	name string
+	once sync.Once
+	fn   func()
+}
+
+func (h *afterFirst) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *afterFirst) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+func (h *afterFirst) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		if cmd.Name() == h.name {
+			h.once.Do(h.fn)
+		}
+		return err
+	}
+}
+
+// A place that leaves while the pre-queue is read in pages shifts nobody
+// past a page's edge: every place is read, in arrival order (the one that
+// left too, read before it left: the shuffle skips it).
+// (Read by rank, the place at the first page's edge was missed, and the
+// shuffle's second read moved it after all the others: the last turn,
+// every time, instead of a random one.)
+func TestAPreQueueReadMissesNobodyWhenAPlaceLeaves(t *testing.T) {
+	t.Parallel()
+	url, prefix := testenv.Redis(t)
+	rdb, err := store.OpenRedis(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rdb.Close() })
+	q := store.NewQueues(rdb, prefix)
+	q.SetShufflePart(10)
+	ev, ids := preQueue(t, q, 1, 30)
+	rdb.AddHook(&afterFirst{name: "zrange", fn: func() {
+		if _, err := q.Leave(context.Background(), ev.EventID, ids[0]); err != nil {
+			t.Error(err)
+		}
+	}})
+	got, err := q.PreQueue(context.Background(), ev.EventID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got, ids) {
+		t.Fatalf("with the first place leaving after the first page, the read found %d places %v, want all 30 in arrival order", len(got), got)
 	}
 }
