@@ -385,13 +385,16 @@ func (d *Deliverer) send(ctx context.Context, c Claim, body []byte) (int, error)
 	return resp.StatusCode, nil
 }
 
-// trim cuts s to at most n bytes, never inside a character: the attempt
-// log is text, and PostgreSQL refuses invalid UTF-8.
+// trim cuts s to at most n bytes, never inside a character, and drops
+// what PostgreSQL's text refuses, which would fail the record of the whole
+// batch of attempts: invalid UTF-8 and NUL bytes, whatever the length (an
+// error may quote a receiver's certificate's names, NUL and all).
 func trim(s string, n int) string {
-	if len(s) <= n {
-		return s
+	s = strings.ReplaceAll(s, "\x00", "")
+	if len(s) > n {
+		s = s[:n]
 	}
-	return strings.ToValidUTF8(s[:n], "")
+	return strings.ToValidUTF8(s, "")
 }
 
 // Publisher is the background worker that publishes the outbox: it gives
