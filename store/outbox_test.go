@@ -368,6 +368,67 @@ func TestEveryDueDeliveryIsClaimedOnce(t *testing.T) {
 	}
 }
 
+// An endpoint deleted while attempts to it are in flight takes its
+// deliveries with it. The attempts' record is one batch with other
+// endpoints' answers; the log's key to a delivery gone failed all of it,
+// so another endpoint's 200 was never recorded and its event was sent
+// again. Here the delete is still uncommitted when the record starts, and
+// commits while the record waits for it.
+func TestAnEndpointDeletedMidAttemptLeavesTheOthersRecorded(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	gone, err := s.CreateEndpoint(ctx, "http://127.0.0.1:9/a", []string{}, "whsec_a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept, err := s.CreateEndpoint(ctx, "http://127.0.0.1:9/b", []string{}, "whsec_b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := newEvent(t, s, 10)
+	takeHold(t, s, ev, 1, time.Minute)
+	publishAll(t, s)
+	claims, err := s.ClaimDeliveries(ctx, 10, 10, nil, time.Minute)
+	if err != nil || len(claims) != 2 {
+		t.Fatalf("claim: %v %v, want one delivery to each endpoint", claims, err)
+	}
+	var rs []webhook.Result
+	for _, c := range claims {
+		rs = append(rs, webhook.Result{DeliveryID: c.DeliveryID, EndpointID: c.EndpointID, Attempt: c.Attempt, StatusCode: 200, Delivered: true})
+	}
+	tx, err := s.DB().BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM webhook_endpoints WHERE id = $1`, gone.ID); err != nil {
+		t.Fatal(err)
+	}
+	recorded := make(chan error, 1)
+	go func() {
+		_, err := s.RecordAttempts(ctx, rs, time.Second, time.Hour)
+		recorded <- err
+	}()
+	time.Sleep(200 * time.Millisecond) // the record waits for the delete's deliveries
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-recorded; err != nil {
+		t.Fatalf("recording the attempts: %v", err)
+	}
+	var outcome *string
+	if err := s.DB().GetContext(ctx, &outcome, `SELECT outcome FROM webhook_deliveries WHERE endpoint_id = $1`, kept.ID); err != nil {
+		t.Fatal(err)
+	}
+	if log, err := s.Attempts(ctx, kept.ID, 10); err != nil || outcome == nil || *outcome != webhook.OutcomeDelivered || len(log) != 1 {
+		t.Fatalf("the kept endpoint's delivery, answered 200: outcome %v, log %v %v; want delivered, one attempt", outcome, log, err)
+	}
+	var left int
+	if err := s.DB().GetContext(ctx, &left, `SELECT count(*) FROM webhook_attempts WHERE endpoint_id = $1`, gone.ID); err != nil || left != 0 {
+		t.Fatalf("the deleted endpoint's log: %d rows (%v), want none", left, err)
+	}
+}
+
 // The purge takes what is past the retention, published and delivered,
 // with its deliveries and their log; an event not yet published, or with
 // a delivery still due, stays whatever its age; the feed goes on after

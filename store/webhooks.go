@@ -73,9 +73,16 @@ const (
 	// qLogAttempts logs a batch of attempts: $1 to $6 are their
 	// deliveries, endpoints, attempt numbers, statuses (0: none),
 	// whether each delivered, and errors.
+	// qLogAttempts logs the attempts whose deliveries are still there: an
+	// endpoint deleted while an attempt was in flight takes its deliveries
+	// with it, and the log's key to a delivery gone failed the whole
+	// batch, other endpoints' answers with it. The deliveries are locked
+	// (FOR KEY SHARE, as the key's check would) so none goes between the
+	// look and the insert; one being deleted is waited for and passed over.
 	qLogAttempts = `INSERT INTO webhook_attempts (delivery_id, endpoint_id, attempt, status_code, delivered, error)
 		SELECT d, e, a, nullif(s, 0), ok, nullif(err, '')
-		FROM unnest($1::bigint[], $2::bigint[], $3::int[], $4::int[], $5::bool[], $6::text[]) AS t(d, e, a, s, ok, err)`
+		FROM unnest($1::bigint[], $2::bigint[], $3::int[], $4::int[], $5::bool[], $6::text[]) AS t(d, e, a, s, ok, err)
+		WHERE t.d IN (SELECT w.id FROM webhook_deliveries w WHERE w.id = ANY ($1::bigint[]) FOR KEY SHARE)`
 	qDelivered = `UPDATE webhook_deliveries SET next_at = NULL, outcome = 'delivered' WHERE id = ANY ($1::bigint[]) AND outcome IS NULL`
 	qDisable   = `UPDATE webhook_endpoints SET enabled = false,
 		disabled_reason = 'the receiver answered 410 Gone at ' || to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
