@@ -74,21 +74,29 @@ const (
 	qChanges = `SELECT ` + changeColumns + ` FROM outbox o WHERE o.pos > $1 ORDER BY o.pos LIMIT $2`
 )
 
-// qPurgeOutbox deletes, among the $2 oldest published events, those older
-// than $1 microseconds by the database's clock that have no delivery still
-// due, with their deliveries, but never the newest published event (the
+// qPurgeOutbox deletes the $2 oldest published events older than $1
+// microseconds by the database's clock that have no delivery still due,
+// with their deliveries, but never the newest published event (the
 // publisher numbers on from it, so a position is never given twice); the
-// attempts go with their deliveries (ON DELETE CASCADE). It looks at the
-// oldest $2 by position only (the low end of outbox_pos), so a purge that
-// finds nothing old costs $2 rows, not the outbox; positions follow
-// commits, so the old are at the front.
-const qPurgeOutbox = `WITH front AS (
-		SELECT o.pos, o.at FROM outbox o WHERE o.pos IS NOT NULL ORDER BY o.pos LIMIT $2
-	), old AS (
-		SELECT f.pos FROM front f
-		WHERE f.at < clock_timestamp() - make_interval(secs => $1::bigint / 1e6)
-		  AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.pos = f.pos AND d.next_at IS NOT NULL)
-		  AND f.pos < (SELECT max(pos) FROM outbox)
+// attempts go with their deliveries (ON DELETE CASCADE). It reads the
+// front of outbox_pos only: up to the first event still young (positions
+// follow commits, so the old are at the front; with nothing young, up to
+// the newest), so a purge that finds nothing old costs a row, not the
+// outbox. Events still owed a delivery are passed over, not stopped at:
+// when the front was the $2 oldest, that many owed (an endpoint down for
+// longer than the retention) stopped every purge behind them.
+const qPurgeOutbox = `WITH old AS (
+		SELECT o.pos FROM outbox o
+		WHERE o.pos IS NOT NULL
+		  AND o.pos < coalesce(
+		        (SELECT y.pos FROM outbox y
+		         WHERE y.pos IS NOT NULL AND y.at >= clock_timestamp() - make_interval(secs => $1::bigint / 1e6)
+		         ORDER BY y.pos LIMIT 1),
+		        (SELECT max(pos) FROM outbox))
+		  AND o.at < clock_timestamp() - make_interval(secs => $1::bigint / 1e6)
+		  AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.pos = o.pos AND d.next_at IS NOT NULL)
+		ORDER BY o.pos
+		LIMIT $2
 	), deliveries AS (
 		DELETE FROM webhook_deliveries d USING old WHERE d.pos = old.pos
 	), events AS (
@@ -100,10 +108,19 @@ const qPurgeOutbox = `WITH front AS (
 // webhook.DeliveryStore.
 func (s *Store) PurgeOutbox(ctx context.Context, retention time.Duration, limit int) (int, error) {
 	var n int
-	if err := s.db.GetContext(ctx, &n, qPurgeOutbox, retention.Microseconds(), limit); err != nil {
-		return 0, mapErr(ctx, err)
-	}
-	return n, nil
+	err := inTx(ctx, s.db, func(tx *sqlx.Tx) error {
+		// The front walked in order, as a publish round walks its index:
+		// a bitmap scan would read every old event and sort them, for
+		// each batch of limit.
+		if _, err := tx.ExecContext(ctx, qPublishPlan); err != nil {
+			return mapErr(ctx, err)
+		}
+		if err := tx.GetContext(ctx, &n, qPurgeOutbox, retention.Microseconds(), limit); err != nil {
+			return mapErr(ctx, err)
+		}
+		return nil
+	})
+	return n, err
 }
 
 // Publish publishes up to limit committed events: see webhook.DeliveryStore.

@@ -492,6 +492,38 @@ func TestThePurgeKeepsWhatIsStillOwed(t *testing.T) {
 	}
 }
 
+// Events still owed a delivery at the front of the feed (an endpoint down
+// for longer than the retention) are passed over, not stopped at: the
+// purge looked at the limit oldest events only, so that many owed ones
+// stopped every purge behind them.
+func TestThePurgePassesOverWhatIsOwed(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	if _, err := s.CreateEndpoint(ctx, "http://127.0.0.1:9/x", []string{webhook.TypeCreated}, "whsec_test"); err != nil {
+		t.Fatal(err)
+	}
+	ev := newEvent(t, s, 20)
+	a := takeHold(t, s, ev, 1, time.Minute)
+	b := takeHold(t, s, ev, 1, time.Minute)
+	publishAll(t, s) // a's and b's created: owed to the endpoint, at the front
+	for _, h := range []uuid.UUID{a.ID, b.ID} {
+		if out, err := s.Confirm(ctx, h, nil, noRender); err != nil || out.Err != nil {
+			t.Fatalf("confirm: %v %v", err, out.Err)
+		}
+	}
+	takeHold(t, s, ev, 1, time.Minute) // the newest, kept
+	publishAll(t, s)
+	if n, err := s.PurgeOutbox(ctx, -time.Hour, 2); err != nil || n != 2 {
+		t.Fatalf("purge of 2 behind 2 owed: %d, %v; want the 2 confirms", n, err)
+	}
+	left := feed(t, s, 0)
+	if len(left) != 3 || len(kinds(left, a.ID)) != 1 || len(kinds(left, b.ID)) != 1 ||
+		left[0].Type != webhook.TypeCreated || left[1].Type != webhook.TypeCreated {
+		t.Fatalf("after the purge the feed has %d events, a's %v, b's %v; want the owed created and the newest", len(left), kinds(left, a.ID), kinds(left, b.ID))
+	}
+}
+
 // planWork sums the rows every node of an EXPLAIN ANALYZE (FORMAT JSON)
 // plan produced over all its loops: the work a statement did, without a
 // clock.
