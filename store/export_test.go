@@ -36,3 +36,7 @@ const QueueStockQuery = qQueueStock
 // LapsedStatements are the sweeper's plan setting and its listing of the
 // events with lapsed holds, for a test of what the listing reads.
 var LapsedStatements = [2]string{qLapsedPlan, qLapsedEvents}
+
+// PublishLock is the advisory lock a publish round holds, for a test that
+// runs a round by hand.
+const PublishLock = publishLock

@@ -22,6 +22,16 @@ const publishLock = 7_020_315_014
 const (
 	qPublishLock = `SELECT pg_try_advisory_xact_lock($1)`
 
+	// qBetweenRounds waits for a publish round in progress and keeps the
+	// next from starting until the transaction ends. A change of which
+	// endpoints take deliveries (one registered, deleted, turned on or
+	// off) takes it, so it falls between two rounds, never inside one: a
+	// round reads the endpoints when its statement starts, and its events
+	// become visible when it commits, so an endpoint registered meanwhile
+	// missed events published after its 201, and one a 410 turned off got
+	// new deliveries after its pending ones were stopped.
+	qBetweenRounds = `SELECT pg_advisory_xact_lock($1)`
+
 	// qPublishBatch reads the oldest unpublished events it sees committed,
 	// in write order.
 	qPublishBatch = `SELECT n FROM outbox WHERE pos IS NULL ORDER BY n LIMIT $1`

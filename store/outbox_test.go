@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
 
 	"github.com/holdfast/holdfast/hold"
@@ -426,6 +428,118 @@ func TestAnEndpointDeletedMidAttemptLeavesTheOthersRecorded(t *testing.T) {
 	var left int
 	if err := s.DB().GetContext(ctx, &left, `SELECT count(*) FROM webhook_attempts WHERE endpoint_id = $1`, gone.ID); err != nil || left != 0 {
 		t.Fatalf("the deleted endpoint's log: %d rows (%v), want none", left, err)
+	}
+}
+
+// openRound runs a publish round by hand, publishing want events, and
+// leaves its transaction open, as a round is before it commits.
+func openRound(t *testing.T, s *store.Store, want int) *sqlx.Tx {
+	t.Helper()
+	ctx := context.Background()
+	round, err := s.DB().BeginTxx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { round.Rollback() })
+	var mine bool
+	if err := round.GetContext(ctx, &mine, `SELECT pg_try_advisory_xact_lock($1)`, store.PublishLock); err != nil || !mine {
+		t.Fatalf("the round's lock: %v %v", mine, err)
+	}
+	if _, err := round.ExecContext(ctx, store.QPublishPlan); err != nil {
+		t.Fatal(err)
+	}
+	var batch []int64
+	if err := round.SelectContext(ctx, &batch, store.QPublishBatch, 100); err != nil || len(batch) != want {
+		t.Fatalf("the round's batch: %v %v, want %d events", batch, err, want)
+	}
+	var n int
+	if err := round.GetContext(ctx, &n, store.QPublish, pq.Array(batch)); err != nil || n != want {
+		t.Fatalf("the round published %d (%v), want %d", n, err, want)
+	}
+	return round
+}
+
+// An endpoint registered while a publish round is in progress: the round
+// read the endpoints before it was there, and its events became visible
+// when it committed, after the endpoint's 201, so the endpoint missed
+// events published after it was registered. Registering waits for the
+// round now. Here the round is run by hand, held open at its end.
+func TestAnEndpointRegisteredDuringARoundGetsWhatIsPublishedAfter(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	ev := newEvent(t, s, 10)
+	takeHold(t, s, ev, 1, time.Minute)
+	round := openRound(t, s, 1)
+	type registered struct {
+		ep      webhook.Endpoint
+		visible int // events in the feed when its 201 came
+		err     error
+	}
+	done := make(chan registered, 1)
+	go func() {
+		ep, err := s.CreateEndpoint(ctx, "http://127.0.0.1:9/x", []string{}, "whsec_test")
+		evs, ferr := s.Changes(ctx, 0, 100)
+		done <- registered{ep, len(evs), errors.Join(err, ferr)}
+	}()
+	time.Sleep(200 * time.Millisecond)
+	if err := round.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	r := <-done
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	var deliveries int
+	if err := s.DB().GetContext(ctx, &deliveries, `SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = $1`, r.ep.ID); err != nil {
+		t.Fatal(err)
+	}
+	if published := len(feed(t, s, 0)); published-r.visible > deliveries {
+		t.Fatalf("%d events became visible after the endpoint's 201, and it has %d deliveries", published-r.visible, deliveries)
+	}
+}
+
+// A 410 while a publish round is in progress: the round read the endpoint
+// as on, and its deliveries to it, committed after the 410 stopped the
+// pending ones, stayed due while it was off, and went out after a replay
+// turned it on, though the contract says they stop. Turning it off waits
+// for the round now.
+func TestAnEndpointTurnedOffDuringARoundKeepsNothingDue(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	ep, err := s.CreateEndpoint(ctx, "http://127.0.0.1:9/x", []string{}, "whsec_test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := newEvent(t, s, 10)
+	takeHold(t, s, ev, 1, time.Minute)
+	publishAll(t, s)
+	claims, err := s.ClaimDeliveries(ctx, 10, 10, nil, time.Minute)
+	if err != nil || len(claims) != 1 {
+		t.Fatalf("claim: %v %v", claims, err)
+	}
+	takeHold(t, s, ev, 1, time.Minute)
+	round := openRound(t, s, 1)
+	gone := make(chan error, 1)
+	go func() {
+		_, err := s.RecordAttempts(ctx, []webhook.Result{{DeliveryID: claims[0].DeliveryID, EndpointID: ep.ID,
+			Attempt: claims[0].Attempt, StatusCode: 410}}, time.Second, time.Hour)
+		gone <- err
+	}()
+	time.Sleep(200 * time.Millisecond)
+	if err := round.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-gone; err != nil {
+		t.Fatal(err)
+	}
+	var due int
+	if err := s.DB().GetContext(ctx, &due, `SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = $1 AND next_at IS NOT NULL`, ep.ID); err != nil {
+		t.Fatal(err)
+	}
+	if due != 0 {
+		t.Fatalf("after the 410, %d deliveries to the endpoint are still due, want none", due)
 	}
 }
 

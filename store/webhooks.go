@@ -72,13 +72,13 @@ const (
 
 	// qLogAttempts logs a batch of attempts: $1 to $6 are their
 	// deliveries, endpoints, attempt numbers, statuses (0: none),
-	// whether each delivered, and errors.
-	// qLogAttempts logs the attempts whose deliveries are still there: an
-	// endpoint deleted while an attempt was in flight takes its deliveries
-	// with it, and the log's key to a delivery gone failed the whole
-	// batch, other endpoints' answers with it. The deliveries are locked
-	// (FOR KEY SHARE, as the key's check would) so none goes between the
-	// look and the insert; one being deleted is waited for and passed over.
+	// whether each delivered, and errors. Only those whose deliveries are
+	// still there: an endpoint deleted while an attempt was in flight
+	// takes its deliveries with it, and the log's key to a delivery gone
+	// failed the whole batch, other endpoints' answers with it. The
+	// deliveries are locked (FOR KEY SHARE, as the key's check would) so
+	// none goes between the look and the insert; one being deleted is
+	// waited for and passed over.
 	qLogAttempts = `INSERT INTO webhook_attempts (delivery_id, endpoint_id, attempt, status_code, delivered, error)
 		SELECT d, e, a, nullif(s, 0), ok, nullif(err, '')
 		FROM unnest($1::bigint[], $2::bigint[], $3::int[], $4::int[], $5::bool[], $6::text[]) AS t(d, e, a, s, ok, err)
@@ -134,6 +134,9 @@ func (r endpointRow) endpoint() webhook.Endpoint {
 func (s *Store) CreateEndpoint(ctx context.Context, url string, types []string, secret string) (webhook.Endpoint, error) {
 	var e webhook.Endpoint
 	err := inTx(ctx, s.db, func(tx *sqlx.Tx) error {
+		if _, err := tx.ExecContext(ctx, qBetweenRounds, publishLock); err != nil {
+			return mapErr(ctx, err)
+		}
 		var r endpointRow
 		if err := tx.GetContext(ctx, &r, qCreateEndpoint, url, pq.StringArray(types)); err != nil {
 			return mapErr(ctx, err)
@@ -165,12 +168,18 @@ func (s *Store) Endpoints(ctx context.Context) ([]webhook.Endpoint, error) {
 // returns it.
 func (s *Store) DeleteEndpoint(ctx context.Context, id int64) (webhook.Endpoint, error) {
 	var r endpointRow
-	err := s.db.GetContext(ctx, &r, qDeleteEndpoint, id)
-	if errors.Is(err, sql.ErrNoRows) {
-		return webhook.Endpoint{}, webhook.ErrNotFound
-	}
+	err := inTx(ctx, s.db, func(tx *sqlx.Tx) error {
+		if _, err := tx.ExecContext(ctx, qBetweenRounds, publishLock); err != nil {
+			return mapErr(ctx, err)
+		}
+		err := tx.GetContext(ctx, &r, qDeleteEndpoint, id)
+		if errors.Is(err, sql.ErrNoRows) {
+			return webhook.ErrNotFound
+		}
+		return mapErr(ctx, err)
+	})
 	if err != nil {
-		return webhook.Endpoint{}, mapErr(ctx, err)
+		return webhook.Endpoint{}, err
 	}
 	return r.endpoint(), nil
 }
@@ -241,6 +250,9 @@ func (s *Store) Attempts(ctx context.Context, endpointID int64, limit int) ([]we
 func (s *Store) ReplayDelivery(ctx context.Context, endpointID, deliveryID int64) (int64, error) {
 	var id int64
 	err := inTx(ctx, s.db, func(tx *sqlx.Tx) error {
+		if _, err := tx.ExecContext(ctx, qBetweenRounds, publishLock); err != nil {
+			return mapErr(ctx, err)
+		}
 		res, err := tx.ExecContext(ctx, qEnableEndpoint, endpointID)
 		if err != nil {
 			return mapErr(ctx, err)
@@ -320,6 +332,12 @@ func (s *Store) RecordAttempts(ctx context.Context, rs []webhook.Result, retryBa
 				// over, unless the update below says otherwise: the latest
 				// claim decides.
 				outcomes[r.DeliveryID] = webhook.OutcomeRetry
+			}
+		}
+		if len(gone) > 0 {
+			// Turning endpoints off, before anything else is locked.
+			if _, err := tx.ExecContext(ctx, qBetweenRounds, publishLock); err != nil {
+				return mapErr(ctx, err)
 			}
 		}
 		if _, err := tx.ExecContext(ctx, qLogAttempts, pq.Array(dels), pq.Array(eps), pq.Array(atts), pq.Array(codes),
