@@ -84,29 +84,43 @@ const (
 	qChanges = `SELECT ` + changeColumns + ` FROM outbox o WHERE o.pos > $1 ORDER BY o.pos LIMIT $2`
 )
 
-// qPurgeOutbox deletes the $2 oldest published events older than $1
-// microseconds by the database's clock that have no delivery still due,
-// with their deliveries, but never the newest published event (the
-// publisher numbers on from it, so a position is never given twice); the
-// attempts go with their deliveries (ON DELETE CASCADE). It reads the
-// front of outbox_pos only: up to the first event still young (positions
-// follow commits, so the old are at the front; with nothing young, up to
-// the newest), so a purge that finds nothing old costs a row, not the
-// outbox. Events still owed a delivery are passed over, not stopped at:
-// when the front was the $2 oldest, that many owed (an endpoint down for
-// longer than the retention) stopped every purge behind them.
-const qPurgeOutbox = `WITH old AS (
-		SELECT o.pos FROM outbox o
-		WHERE o.pos IS NOT NULL
-		  AND o.pos < coalesce(
-		        (SELECT y.pos FROM outbox y
-		         WHERE y.pos IS NOT NULL AND y.at >= clock_timestamp() - make_interval(secs => $1::bigint / 1e6)
-		         ORDER BY y.pos LIMIT 1),
-		        (SELECT max(pos) FROM outbox))
-		  AND o.at < clock_timestamp() - make_interval(secs => $1::bigint / 1e6)
-		  AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.pos = o.pos AND d.next_at IS NOT NULL)
-		ORDER BY o.pos
-		LIMIT $2
+// qPurgeTake finds and locks the $2 oldest published events older than
+// $1 microseconds by the database's clock that have no delivery still
+// due, but never the newest published event (the publisher numbers on
+// from it, so a position is never given twice). It reads the front of
+// outbox_pos only: up to the first event still young (positions follow
+// commits, so the old are at the front; with nothing young, up to the
+// newest), so a purge that finds nothing old costs a row, not the outbox.
+// Events still owed a delivery are passed over, not stopped at: when the
+// front was the $2 oldest, that many owed (an endpoint down for longer
+// than the retention) stopped every purge behind them.
+//
+// The lock (FOR UPDATE, passing over what is locked) is what a replay
+// waits on: a replay locks its event (FOR KEY SHARE) before it makes the
+// new delivery. Read and deleted in one statement, an event could be
+// deleted under a replay its snapshot did not see, leaving a due delivery
+// of no event, which every claim then locked and never sent.
+const qPurgeTake = `SELECT o.pos FROM outbox o
+	WHERE o.pos IS NOT NULL
+	  AND o.pos < coalesce(
+	        (SELECT y.pos FROM outbox y
+	         WHERE y.pos IS NOT NULL AND y.at >= clock_timestamp() - make_interval(secs => $1::bigint / 1e6)
+	         ORDER BY y.pos LIMIT 1),
+	        (SELECT max(pos) FROM outbox))
+	  AND o.at < clock_timestamp() - make_interval(secs => $1::bigint / 1e6)
+	  AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.pos = o.pos AND d.next_at IS NOT NULL)
+	ORDER BY o.pos
+	LIMIT $2
+	FOR UPDATE OF o SKIP LOCKED`
+
+// qPurgeDelete deletes the events $1 that qPurgeTake locked, with their
+// deliveries, unless a delivery of one is due after all: a replay that
+// committed between qPurgeTake's reading and its lock, which this
+// statement's later snapshot sees. The attempts go with their deliveries
+// (ON DELETE CASCADE).
+const qPurgeDelete = `WITH old AS (
+		SELECT p AS pos FROM unnest($1::bigint[]) AS p
+		WHERE NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.pos = p AND d.next_at IS NOT NULL)
 	), deliveries AS (
 		DELETE FROM webhook_deliveries d USING old WHERE d.pos = old.pos
 	), events AS (
@@ -125,7 +139,14 @@ func (s *Store) PurgeOutbox(ctx context.Context, retention time.Duration, limit 
 		if _, err := tx.ExecContext(ctx, qPublishPlan); err != nil {
 			return mapErr(ctx, err)
 		}
-		if err := tx.GetContext(ctx, &n, qPurgeOutbox, retention.Microseconds(), limit); err != nil {
+		var old []int64
+		if err := tx.SelectContext(ctx, &old, qPurgeTake, retention.Microseconds(), limit); err != nil {
+			return mapErr(ctx, err)
+		}
+		if len(old) == 0 {
+			return nil
+		}
+		if err := tx.GetContext(ctx, &n, qPurgeDelete, pq.Array(old)); err != nil {
 			return mapErr(ctx, err)
 		}
 		return nil

@@ -638,6 +638,117 @@ func TestThePurgePassesOverWhatIsOwed(t *testing.T) {
 	}
 }
 
+// deliveredEvent publishes two holds' created events to a new endpoint and
+// delivers the first: an event the purge may take (given a negative
+// retention), with the newest, which it keeps, after it. It answers the
+// endpoint, the first event's delivery and position.
+func deliveredEvent(t *testing.T, s *store.Store) (ep webhook.Endpoint, delivery, pos int64) {
+	t.Helper()
+	ctx := context.Background()
+	ep, err := s.CreateEndpoint(ctx, "http://127.0.0.1:9/x", []string{}, "whsec_test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := newEvent(t, s, 10)
+	takeHold(t, s, ev, 1, time.Minute)
+	publishAll(t, s)
+	claims, err := s.ClaimDeliveries(ctx, 10, 10, nil, time.Minute)
+	if err != nil || len(claims) != 1 {
+		t.Fatalf("claim: %v %v", claims, err)
+	}
+	if _, err := s.RecordAttempts(ctx, []webhook.Result{{DeliveryID: claims[0].DeliveryID, EndpointID: ep.ID,
+		Attempt: claims[0].Attempt, StatusCode: 200, Delivered: true}}, time.Second, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	takeHold(t, s, ev, 1, time.Minute)
+	publishAll(t, s)
+	return ep, claims[0].DeliveryID, claims[0].Event.Pos
+}
+
+// orphans counts deliveries due whose event is gone: each was locked by
+// every claim and never sent.
+func orphans(t *testing.T, s *store.Store) int {
+	t.Helper()
+	var n int
+	if err := s.DB().GetContext(context.Background(), &n, `SELECT count(*) FROM webhook_deliveries d
+		WHERE d.next_at IS NOT NULL AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.pos = d.pos)`); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// A replay of an event the purge is deleting: the purge read the event's
+// deliveries before the replay's was there, so it deleted the event under
+// the new delivery, which stayed due with no event. The replay now waits
+// for the purge's lock on the event, then finds nothing to replay. Here
+// the purge is done by hand, as PurgeOutbox does it: lock, then delete.
+func TestAReplayWaitsForThePurgeOfItsEvent(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	ep, delivery, pos := deliveredEvent(t, s)
+	purge, err := s.DB().BeginTxx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer purge.Rollback()
+	var owed bool
+	if err := purge.GetContext(ctx, &owed, `SELECT EXISTS (SELECT 1 FROM webhook_deliveries WHERE pos = $1 AND next_at IS NOT NULL)
+		FROM outbox WHERE pos = $1 FOR UPDATE`, pos); err != nil || owed {
+		t.Fatalf("the purge's look: owed %v, %v", owed, err)
+	}
+	replayed := make(chan error, 1)
+	go func() {
+		_, err := s.ReplayDelivery(ctx, ep.ID, delivery)
+		replayed <- err
+	}()
+	time.Sleep(200 * time.Millisecond)
+	if _, err := purge.ExecContext(ctx, `DELETE FROM webhook_deliveries WHERE pos = $1`, pos); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := purge.ExecContext(ctx, `DELETE FROM outbox WHERE pos = $1`, pos); err != nil {
+		t.Fatal(err)
+	}
+	if err := purge.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-replayed; !errors.Is(err, webhook.ErrDeliveryNotFound) {
+		t.Fatalf("a replay of an event purged meanwhile: %v, want %v", err, webhook.ErrDeliveryNotFound)
+	}
+	if n := orphans(t, s); n != 0 {
+		t.Fatalf("%d deliveries due of no event", n)
+	}
+}
+
+// An event a replay is making a delivery of (its lock held here, as the
+// replay's transaction holds it) is passed over by the purge, which takes
+// it once the replay's delivery is done; a purge never waits on it.
+func TestThePurgePassesOverAnEventBeingReplayed(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	_, _, pos := deliveredEvent(t, s)
+	replay, err := s.DB().BeginTxx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer replay.Rollback()
+	if _, err := replay.ExecContext(ctx, `SELECT 1 FROM outbox WHERE pos = $1 FOR KEY SHARE`, pos); err != nil {
+		t.Fatal(err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if n, err := s.PurgeOutbox(pctx, -time.Hour, 100); err != nil || n != 0 {
+		t.Fatalf("a purge with the only old event being replayed: %d, %v; want 0 at once", n, err)
+	}
+	if err := replay.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.PurgeOutbox(ctx, -time.Hour, 100); err != nil || n != 1 {
+		t.Fatalf("the purge after the replay let go: %d, %v; want the event", n, err)
+	}
+}
+
 // planWork sums the rows every node of an EXPLAIN ANALYZE (FORMAT JSON)
 // plan produced over all its loops: the work a statement did, without a
 // clock.

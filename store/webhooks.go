@@ -36,8 +36,14 @@ const (
 		ORDER BY a.id DESC LIMIT $2`
 
 	qEnableEndpoint = `UPDATE webhook_endpoints SET enabled = true, disabled_reason = NULL WHERE id = $1`
-	qReplay         = `INSERT INTO webhook_deliveries (endpoint_id, pos)
-		SELECT endpoint_id, pos FROM webhook_deliveries WHERE id = $2 AND endpoint_id = $1
+	// qReplay makes a new delivery of delivery $2's event, its event
+	// locked first so the purge cannot delete it meanwhile (qPurgeTake);
+	// an event the purge holds is waited for, and once purged there is
+	// nothing to replay.
+	qReplay = `INSERT INTO webhook_deliveries (endpoint_id, pos)
+		SELECT d.endpoint_id, d.pos FROM webhook_deliveries d
+		WHERE d.id = $2 AND d.endpoint_id = $1
+		  AND EXISTS (SELECT 1 FROM outbox o WHERE o.pos = d.pos FOR KEY SHARE)
 		RETURNING id`
 
 	// qClaim takes up to $1 due deliveries of enabled endpoints that no
