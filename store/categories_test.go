@@ -280,3 +280,30 @@ func TestACategoryTotalStaysAboveWhatIsHeld(t *testing.T) {
 	}
 	checkCategories(t, s, ev)
 }
+
+// A category id past int4 names no category. Sent as it was, it failed the
+// call of the whole batch with an out-of-range error (a 500 for every
+// request batched with it); it is answered as any unknown category, and
+// the others of its batch are served. The same for best available seats.
+func TestACategoryIDBeyondTheColumnIsUnknownAndHarmsNoOther(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	ev := newEvent(t, s, 10)
+	cat := defaultCategory(t, s, ev)
+	outs, err := s.CreateHolds(ctx, ev, []hold.Request{
+		itemsRequest(ev, "good@example.com", sale.Item{CategoryID: cat, Quantity: 1}),
+		itemsRequest(ev, "huge@example.com", sale.Item{CategoryID: 1 << 31, Quantity: 1}),
+	}, time.Minute, noRender)
+	if err != nil {
+		t.Fatalf("a batch with a category id past int4: %v", err)
+	}
+	if outs[0].Err != nil || !errors.Is(outs[1].Err, sale.ErrCategoryNotFound) {
+		t.Fatalf("outcomes %v, %v; want held, %v", outs[0].Err, outs[1].Err, sale.ErrCategoryNotFound)
+	}
+	sev, _ := seatedEvent(t, s, 1, 4)
+	outs, err = s.CreateHolds(ctx, sev, []hold.Request{bestRequest(sev, "huge@example.com", 1<<31, 1)}, time.Minute, noRender)
+	if err != nil || !errors.Is(outs[0].Err, problem.Invalid) {
+		t.Fatalf("best available of a category id past int4: %v, %v; want a refusal of the request", outs, err)
+	}
+}

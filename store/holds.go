@@ -353,6 +353,18 @@ func granted(outs []hold.Outcome) int {
 	return n
 }
 
+// categoryArg is a category id as the grant functions take it, an int4.
+// An id beyond int4 names no category, and 0 names none either but fits:
+// the request is answered as for any unknown category, where the id itself
+// failed the whole batch's call with an out-of-range error, every other
+// request of the batch with it.
+func categoryArg(id int64) sql.NullInt64 {
+	if !validID(id) {
+		id = 0
+	}
+	return sql.NullInt64{Int64: id, Valid: true}
+}
+
 // querier is what runs hold_batch: a connection of its own, or a
 // transaction.
 type querier interface {
@@ -395,7 +407,7 @@ func (s *Store) holdBatch(ctx context.Context, q querier, events []int64, reqs [
 		}
 		for _, it := range r.Order.Items {
 			itemReqs = append(itemReqs, int64(i+1))
-			itemCats = append(itemCats, sql.NullInt64{Int64: it.CategoryID, Valid: true})
+			itemCats = append(itemCats, categoryArg(it.CategoryID))
 			itemQtys = append(itemQtys, int64(it.Quantity))
 		}
 	}

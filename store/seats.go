@@ -67,7 +67,7 @@ func newSeatArgs(n int) seatArgs {
 // add records request i (0-based), a seated order.
 func (a *seatArgs) add(i int, o sale.Order) {
 	if o.Best != nil {
-		a.bestCats[i] = sql.NullInt64{Int64: o.Best.CategoryID, Valid: true}
+		a.bestCats[i] = categoryArg(o.Best.CategoryID)
 		a.bestQtys[i] = int64(o.Best.Quantity)
 		a.bestSections[i] = sql.NullString{String: o.Best.Section, Valid: o.Best.Section != ""}
 		return
