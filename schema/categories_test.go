@@ -44,6 +44,25 @@ func TestEventMadeByPlainSQLGetsItsDefaultCategory(t *testing.T) {
 	}
 }
 
+// An event whose only category is seated keeps its total, whatever path
+// changes it: moving the category with it would leave seats the stock no
+// longer counts. Its price still follows, and an event of two categories,
+// one seated, changes its total freely.
+func TestAnEventsTotalNeverMovesAnOnlySeatedCategory(t *testing.T) {
+	t.Parallel()
+	db := open(t)
+	ev := event(t, db, 4, true)
+	cat, _, _ := onlyCategory(t, db, ev)
+	exec(t, db, `INSERT INTO seats (event_id, id, section, row_name, number, category_id, section_pos, row_pos, seat_pos)
+		SELECT $1, 'A-1-' || n, 'A', '1', n, $2, 0, 0, n - 1 FROM generate_series(1, 4) AS n`, ev, cat)
+	if _, err := db.Exec(`UPDATE events SET total_tickets = 2, available_tickets = 2 WHERE id = $1`, ev); code(err) != "HF006" {
+		t.Fatalf("the total of an event whose only category is seated: err %v, want HF006", err)
+	}
+	exec(t, db, `UPDATE events SET ticket_price = 12 WHERE id = $1`, ev)
+	exec(t, db, `INSERT INTO categories (event_id, name, price, total_tickets, available_tickets) VALUES ($1, 'Standing', 5, 10, 10)`, ev)
+	exec(t, db, `UPDATE events SET total_tickets = 20, available_tickets = 20 WHERE id = $1`, ev)
+}
+
 func TestCategoryStockMovesOnlyWithItems(t *testing.T) {
 	t.Parallel()
 	db := open(t)

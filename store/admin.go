@@ -74,18 +74,11 @@ func (s *Store) UpdateEvent(ctx context.Context, id int64, p sale.EventPatch) (s
 			}
 			return mapErr(ctx, err)
 		}
+		// An event whose only category is seated keeps its total: the
+		// database refuses (HF006, schema/023).
 		total, err := cur.retotal(p.Total)
 		if err != nil {
 			return err
-		}
-		if total != cur.Total {
-			var seated bool
-			if err := tx.GetContext(ctx, &seated, qCategorySeated, id); err != nil {
-				return mapErr(ctx, err)
-			}
-			if seated {
-				return sale.ErrSeatedTotal
-			}
 		}
 		var price any
 		if p.Price != nil {

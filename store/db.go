@@ -320,6 +320,13 @@ func mapErr(ctx context.Context, err error) error {
 			if pqErr.Constraint == "events_sale_window" {
 				return sale.ErrSaleWindow
 			}
+			if pqErr.Constraint == "categories_stock_guard" {
+				// An event's total moving its only category (schema/011)
+				// below what that category has held and sold.
+				return sale.ErrTotalBelowHeld
+			}
+		case "HF006": // the total of an event whose only category is seated (schema/023)
+			return sale.ErrSeatedTotal
 		case "HF005": // a seated category asked for by quantity (schema/013)
 			return fmt.Errorf("%w: %v", errSeated, err)
 		case "HF004": // a seat map changed while its event has bookings (schema/013)

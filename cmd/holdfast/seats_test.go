@@ -285,3 +285,53 @@ func TestSeatsKeepTheRules(t *testing.T) {
 		t.Fatalf("check: %s", out)
 	}
 }
+
+// An event's total moves its only category (schema/011), so it cannot move
+// when that category is seated; it can whenever the event has several
+// categories or none seated. The check asked whether a category whose id
+// was the event's id had seats: here B's id is the id of A's seated
+// category, so B was refused, while S, whose only category is seated, was
+// let change its total and then sold fewer seats than it had free. And an
+// event total that took its only category below what it holds was a 500.
+func TestAnEventsTotalNeverMovesASeatedCategory(t *testing.T) {
+	t.Parallel()
+	ts := newTestServer(t, func(c *config) { c.AdminToken = testToken })
+	auth := []string{"Authorization", "Bearer " + testToken}
+	a, _ := ts.adminEvent(t, "A", 100) // event 1, category 1
+	var seated struct {
+		ID int64 `json:"id"`
+	}
+	res := ts.do("POST", fmt.Sprintf("/admin/events/%d/categories", a), `{"name":"Seated","price":"10.00","total_tickets":4}`, auth...)
+	res.json(t, &seated)
+	ts.putSeats(t, a, seatMapBody(1, 4, seated.ID), 4)
+	b, _ := ts.adminEvent(t, "B", 10)
+	if b != seated.ID {
+		t.Fatalf("B is event %d, A's seated category %d: the ids must meet for this test", b, seated.ID)
+	}
+	if res := ts.do("PATCH", fmt.Sprintf("/admin/events/%d", b), `{"total_tickets":20}`, auth...); res.Status != 200 {
+		t.Fatalf("a plain event's total: %d %s", res.Status, res.Body)
+	}
+	if res := ts.do("PATCH", fmt.Sprintf("/admin/events/%d", a), `{"total_tickets":120}`, auth...); res.Status != 200 {
+		t.Fatalf("the total of an event of two categories, one seated: %d %s", res.Status, res.Body)
+	}
+	s, cat := ts.adminEvent(t, "S", 4)
+	ts.putSeats(t, s, seatMapBody(1, 4, cat), 4)
+	expectError(t, "the total of an event whose only category is seated",
+		ts.do("PATCH", fmt.Sprintf("/admin/events/%d", s), `{"total_tickets":2}`, auth...), 400, "invalid_request")
+	if res := ts.do("POST", "/holds", fmt.Sprintf(`{"event_id":%d,"user_email":"a@example.com","seats":["A-1-1","A-1-2","A-1-3"]}`, s)); res.Status != 201 {
+		t.Fatalf("3 of its 4 seats: %d %s", res.Status, res.Body)
+	}
+	// One category with less room than its event (its own total lowered):
+	// the event's total can take it no lower than what it holds.
+	h, hcat := ts.adminEvent(t, "H", 100)
+	if res := ts.do("PATCH", fmt.Sprintf("/admin/events/%d/categories/%d", h, hcat), `{"total_tickets":10}`, auth...); res.Status != 200 {
+		t.Fatalf("the category's total: %d %s", res.Status, res.Body)
+	}
+	expectError(t, "an event's total that takes its only category below zero",
+		ts.do("PATCH", fmt.Sprintf("/admin/events/%d", h), `{"total_tickets":50}`, auth...), 409, "total_below_held")
+	for _, ev := range []int64{a, b, s, h} {
+		if out, ok := ts.check(ev); !ok {
+			t.Fatalf("check of event %d: %s", ev, out)
+		}
+	}
+}
