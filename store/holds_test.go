@@ -480,3 +480,53 @@ func TestAHoldLastsExactlyItsTTLOnEveryPath(t *testing.T) {
 		}
 	}
 }
+
+// A request short of stock expires its event's lapsed holds first, lapsed
+// by the clock when it decides. It read now(), when its call began, which
+// is before it waited for the event's row: the only hold lapsed during the
+// wait, read expired everywhere else, and the request was told sold_out.
+// The same for seats (hold_seats).
+func TestAHoldThatLapsedWhileARequestWaitedForTheRowIsTakenBack(t *testing.T) {
+	forBothBatchPaths(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		ev := newEvent(t, s, 1)
+		seated, cat := seatedEvent(t, s, 1, 1)
+		const ttl = 500 * time.Millisecond
+		for _, c := range []struct {
+			name          string
+			ev            int64
+			first, second hold.Request
+		}{
+			{"tickets", ev, request(ev, "a@example.com", 1), request(ev, "b@example.com", 1)},
+			{"seats", seated, bestRequest(seated, "a@example.com", cat, 1), bestRequest(seated, "b@example.com", cat, 1)},
+		} {
+			if outs, err := s.CreateHolds(ctx, c.ev, []hold.Request{c.first}, ttl, noRender); err != nil || outs[0].Err != nil {
+				t.Fatalf("%s: the first hold: %v %v", c.name, outs, err)
+			}
+			lapses := time.Now().Add(ttl)
+			tx, err := s.DB().BeginTx(ctx, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := tx.ExecContext(ctx, `SELECT 1 FROM events WHERE id = $1 FOR UPDATE`, c.ev); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() {
+				outs, err := s.CreateHolds(ctx, c.ev, []hold.Request{c.second}, time.Minute, noRender)
+				if err == nil {
+					err = outs[0].Err
+				}
+				done <- err
+			}()
+			waitBlocked(t, s.DB())
+			time.Sleep(time.Until(lapses) + 100*time.Millisecond) // the first hold lapses meanwhile
+			if err := tx.Rollback(); err != nil {
+				t.Fatal(err)
+			}
+			if err := <-done; err != nil {
+				t.Fatalf("%s: the only hold had lapsed when the request got the row; got %v, want a hold", c.name, err)
+			}
+		}
+	})
+}
