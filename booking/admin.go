@@ -187,12 +187,11 @@ func (in eventInput) patch() (sale.EventPatch, error) {
 
 // AttemptLimit limits failed attempts at the admin token per client.
 type AttemptLimit interface {
-	// Check returns r's client address, and an error to answer with when
+	// Try counts an attempt from r's client before it is judged, and
+	// returns the client, forgive, which takes back an attempt that proved
+	// right (the limit counts failures), and an error to answer with when
 	// that client may not try now.
-	Check(r *http.Request) (client string, err error)
-	// Fail counts a failed attempt, and returns an error to answer with
-	// instead of 401 when that was one too many.
-	Fail(ctx context.Context, client string) error
+	Try(r *http.Request) (client string, forgive func(context.Context), err error)
 }
 
 // RequireToken lets through only requests that carry "Authorization: Bearer
@@ -204,8 +203,10 @@ func RequireToken(token string, limit AttemptLimit, log *slog.Logger) func(http.
 	want := sha256.Sum256([]byte(token))
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			client, err := limit.Check(r)
+			client, forgive, err := limit.Try(r)
 			if err != nil {
+				log.WarnContext(r.Context(), "admin request refused", "reason", "over the limit on failures",
+					"client", client, "over_limit", true)
 				httpapi.WriteError(w, r, log, err)
 				return
 			}
@@ -213,18 +214,14 @@ func RequireToken(token string, limit AttemptLimit, log *slog.Logger) func(http.
 			if cred, ok := bearer(r.Header.Get("Authorization")); ok {
 				got := sha256.Sum256([]byte(cred))
 				if subtle.ConstantTimeCompare(got[:], want[:]) == 1 {
+					forgive(r.Context())
 					next.ServeHTTP(w, r)
 					return
 				}
 				reason = "wrong token"
 			}
-			err = limit.Fail(r.Context(), client)
 			log.WarnContext(r.Context(), "admin request refused", "reason", reason, "client", client,
-				"over_limit", err != nil)
-			if err != nil {
-				httpapi.WriteError(w, r, log, err)
-				return
-			}
+				"over_limit", false)
 			w.Header().Set("WWW-Authenticate", `Bearer realm="holdfast admin"`)
 			httpapi.WriteError(w, r, log, problem.Errorf(problem.Unauthorized, "a valid admin bearer token is required"))
 		})

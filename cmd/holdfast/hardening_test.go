@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -441,6 +442,72 @@ func TestAdminFailuresAreLimitedAndLogged(t *testing.T) {
 	if failures < adminFailuresPerSecond {
 		t.Errorf("%d warnings with the client address, want one per failure:\n%s", failures, logs)
 	}
+}
+
+// A client that used up its failures this second, then a burst of
+// guesses at once, some right: none is judged, so none gets in. The limit
+// counted a failure after judging it, so every guess of a burst that came
+// in before the first failure over the limit was counted was judged (up
+// to 182 in a second against 10), and a right one among them got in.
+func TestABurstOfGuessesPastTheLimitIsNotJudged(t *testing.T) {
+	t.Parallel()
+	ts := newTestServer(t, func(c *config) { c.AdminToken = testToken })
+	ev := ts.newEvent(10, true)
+	// Connections of their own, opened before the burst, so the guesses
+	// land together.
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 100}}
+	defer client.CloseIdleConnections()
+	patch := func(token string) int {
+		req, _ := http.NewRequest("PATCH", fmt.Sprintf("%s/admin/events/%d", ts.srv.URL, ev), strings.NewReader(`{"name":"y"}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+token)
+		res, err := client.Do(req)
+		if err != nil {
+			return 0
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		return res.StatusCode
+	}
+	inOneWindow(t, func() error {
+		for i := 0; i < adminFailuresPerSecond; i++ {
+			if st := patch(fmt.Sprintf("guess-%d-secret-xxxxxxxx", i)); st != 401 {
+				return fmt.Errorf("failure %d: %d, want 401", i+1, st)
+			}
+		}
+		var mu sync.Mutex
+		statuses := map[int]int{}
+		var wg, warm sync.WaitGroup
+		start := make(chan struct{})
+		for i := 0; i < 100; i++ {
+			wg.Add(1)
+			warm.Add(1)
+			go func() {
+				defer wg.Done()
+				if res, err := client.Get(ts.srv.URL + "/health"); err == nil {
+					io.Copy(io.Discard, res.Body)
+					res.Body.Close()
+				}
+				warm.Done()
+				token := fmt.Sprintf("guess-x%d-secret-xxxxxxxx", i)
+				if i%2 == 1 {
+					token = testToken
+				}
+				<-start
+				st := patch(token)
+				mu.Lock()
+				statuses[st]++
+				mu.Unlock()
+			}()
+		}
+		warm.Wait()
+		close(start)
+		wg.Wait()
+		if statuses[429] != 100 {
+			return fmt.Errorf("a burst of 100 guesses, half right, after %d failures: %v; want all 429, none judged", adminFailuresPerSecond, statuses)
+		}
+		return nil
+	})
 }
 
 // With --rate-limit on, an admin failure counts as a hit against it.

@@ -23,6 +23,9 @@ import (
 // across instances.
 type Counter interface {
 	Hit(ctx context.Context, client string, window int64) (int64, error)
+	// Unhit takes one of client's requests in window back, if the window
+	// is still counted.
+	Unhit(ctx context.Context, client string, window int64) error
 }
 
 // ErrTooMany answers a client over its limit.
@@ -63,21 +66,32 @@ func New(perSecond int, shared Counter, log *slog.Logger) *Limiter {
 // Allow counts one request from client and reports whether it is within
 // the limit.
 func (l *Limiter) Allow(ctx context.Context, client string) bool {
-	window := time.Now().Unix()
-	ok := l.allow(ctx, client, window)
-	if !ok {
+	return l.take(ctx, client).ok
+}
+
+// hit is one request counted: in which window, where (shared or in
+// process), and whether it was within the limit.
+type hit struct {
+	window int64
+	shared bool
+	ok     bool
+}
+
+func (l *Limiter) take(ctx context.Context, client string) hit {
+	h := l.count(ctx, client, time.Now().Unix())
+	if !h.ok {
 		sh := l.shard(client)
 		sh.mu.Lock()
-		sh.turn(window)
-		if sh.window == window { // not a refusal that lands after its second
+		sh.turn(h.window)
+		if sh.window == h.window { // not a refusal that lands after its second
 			sh.over[client] = true
 		}
 		sh.mu.Unlock()
 	}
-	return ok
+	return h
 }
 
-func (l *Limiter) allow(ctx context.Context, client string, window int64) bool {
+func (l *Limiter) count(ctx context.Context, client string, window int64) hit {
 	if l.shared != nil {
 		// A slow Redis must not slow every write: a short deadline, then
 		// the local count.
@@ -88,13 +102,35 @@ func (l *Limiter) allow(ctx context.Context, client string, window int64) bool {
 			if l.fallback.Swap(false) {
 				l.log.Info("rate limit shared through redis again")
 			}
-			return n <= l.perSecond
+			return hit{window: window, shared: true, ok: n <= l.perSecond}
 		}
 		if !l.fallback.Swap(true) {
 			l.log.Warn("rate limit counting in-process: redis unavailable", "err", err)
 		}
 	}
-	return l.local(client, window) <= l.perSecond
+	return hit{window: window, ok: l.local(client, window) <= l.perSecond}
+}
+
+// give takes back a request take counted within the limit, where it was
+// counted. A request refused stays counted: it was over the limit anyway.
+func (l *Limiter) give(ctx context.Context, client string, h hit) {
+	if !h.ok {
+		return
+	}
+	if h.shared {
+		ctx, cancel := context.WithTimeout(ctx, l.wait)
+		defer cancel()
+		if err := l.shared.Unhit(ctx, client, h.window); err != nil {
+			l.log.Warn("rate limit: could not take back a request counted in redis", "err", err)
+		}
+		return
+	}
+	sh := l.shard(client)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if sh.window == h.window && sh.counts[client] > 0 {
+		sh.counts[client]--
+	}
 }
 
 // Over reports whether this instance has refused client in the current
@@ -168,10 +204,15 @@ func (l *Limiter) Middleware(next http.Handler) http.Handler {
 }
 
 // Failures limits failed attempts at a secret (the admin token) per client
-// address: each failure is a hit on every one of its limiters, and a client
-// over any of them is refused before its attempt is judged. A right guess
+// address, on every one of its limiters. An attempt is counted before it
+// is judged, and one over any limit is refused unjudged: a right guess
 // then gets the same 429 as a wrong one, so a brute force learns nothing
-// past the limit.
+// past the limit. Counted after it was judged, every guess of a burst that
+// came in before the first failure was counted was judged, on one instance
+// or across several (hundreds a second against a limit of ten); counted
+// first, in Redis where every instance counts, a burst has at most the
+// limit judged. An attempt that proves right is given back: the limit
+// counts failures.
 type Failures struct {
 	limits []*Limiter
 }
@@ -188,29 +229,30 @@ func NewFailures(limits ...*Limiter) *Failures {
 	return f
 }
 
-// Check returns r's client, and ErrTooMany when that client is over a
-// limit this second and must not be heard.
-func (f *Failures) Check(r *http.Request) (string, error) {
+// Try counts an attempt from r's client on every limit, and returns the
+// client and ErrTooMany when that is over one of them: the attempt must
+// not be judged. A client already refused this second is refused without
+// being counted again. forgive takes the attempt back, for one that proved
+// right; it is never nil.
+func (f *Failures) Try(r *http.Request) (client string, forgive func(context.Context), err error) {
 	if len(f.limits) == 0 {
-		return r.RemoteAddr, nil
+		return r.RemoteAddr, func(context.Context) {}, nil
 	}
-	client := f.limits[0].Client(r)
+	client = f.limits[0].Client(r)
 	for _, l := range f.limits {
 		if l.Over(client) {
-			return client, ErrTooMany
+			return client, func(context.Context) {}, ErrTooMany
 		}
 	}
-	return client, nil
-}
-
-// Fail counts one failed attempt from client, and returns ErrTooMany when
-// that takes it over a limit.
-func (f *Failures) Fail(ctx context.Context, client string) error {
-	var err error
-	for _, l := range f.limits {
-		if !l.Allow(ctx, client) {
+	hits := make([]hit, len(f.limits))
+	for i, l := range f.limits {
+		if hits[i] = l.take(r.Context(), client); !hits[i].ok {
 			err = ErrTooMany
 		}
 	}
-	return err
+	return client, func(ctx context.Context) {
+		for i, h := range hits {
+			f.limits[i].give(ctx, client, h)
+		}
+	}, err
 }

@@ -98,41 +98,88 @@ func TestLimiterAllowsExactlyItsRate(t *testing.T) {
 	})
 }
 
-// A failure counts on every limiter; a client over any is refused before
-// its attempt is judged, and heard again the next second.
+// An attempt counts on every limiter before it is judged; a client over
+// any is refused unjudged, and heard again the next second. An attempt
+// that proved right is given back.
 func TestFailuresCountOnEveryLimit(t *testing.T) {
 	t.Parallel()
 	withRedisUpAndDown(t, func(t *testing.T, shared ratelimit.Counter) {
 		strict := ratelimit.New(2, nil, discard)
-		loose := ratelimit.New(100, shared, discard)
+		loose := ratelimit.New(100, shared, discard).WithWait(10 * time.Second)
 		f := ratelimit.NewFailures(strict, nil, loose)
 		r := httptest.NewRequest("POST", "/admin/events", nil)
 		r.RemoteAddr = "192.0.2.7:5555"
 		inOneSecond(t, func() error {
-			client, err := f.Check(r)
-			if client != "192.0.2.7" || err != nil {
-				return fmt.Errorf("Check = %q, %v", client, err)
+			// Right ones, given back: they do not count.
+			for i := 0; i < 5; i++ {
+				client, forgive, err := f.Try(r)
+				if client != "192.0.2.7" || err != nil {
+					return fmt.Errorf("right attempt %d: Try = %q, %v", i+1, client, err)
+				}
+				forgive(context.Background())
 			}
 			for i, want := range []error{nil, nil, ratelimit.ErrTooMany} {
-				if err := f.Fail(context.Background(), client); err != want {
+				if _, _, err := f.Try(r); err != want {
 					return fmt.Errorf("failure %d: %v, want %v", i+1, err, want)
 				}
 			}
-			if _, err := f.Check(r); err != ratelimit.ErrTooMany {
-				return fmt.Errorf("Check over the limit: %v", err)
+			if _, _, err := f.Try(r); err != ratelimit.ErrTooMany {
+				return fmt.Errorf("Try over the limit: %v", err)
 			}
 			// Every failure was a hit on the looser limit too: 3 of 100.
 			for i := 0; i < 97; i++ {
-				loose.Allow(context.Background(), client)
+				loose.Allow(context.Background(), "192.0.2.7")
 			}
-			if loose.Allow(context.Background(), client) {
-				return fmt.Errorf("the failures were not counted on every limit")
+			if loose.Allow(context.Background(), "192.0.2.7") {
+				return fmt.Errorf("the failures were not counted on every limit, or the right ones were")
 			}
 			return nil
 		})
 		time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second)))
-		if _, err := f.Check(r); err != nil {
-			t.Fatalf("Check the next second: %v", err)
+		if _, _, err := f.Try(r); err != nil {
+			t.Fatalf("Try the next second: %v", err)
 		}
+	})
+}
+
+// A burst of guesses at once, spread over two instances sharing Redis:
+// at most the limit is judged in a second. Counted only after a guess was
+// judged, every guess that came in before the first failure was counted
+// was judged (up to 182 a second against 10, measured through HTTP).
+func TestABurstOfAttemptsHasAtMostTheLimitJudged(t *testing.T) {
+	t.Parallel()
+	r := testenv.PrivateRedis(t)
+	rdb, err := store.OpenRedis(r.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rdb.Close() })
+	prefix := testenv.Name("burst") + ":"
+	instances := []*ratelimit.Failures{
+		ratelimit.NewFailures(ratelimit.New(10, store.NewRateCounter(rdb, prefix), discard).WithWait(10 * time.Second)),
+		ratelimit.NewFailures(ratelimit.New(10, store.NewRateCounter(rdb, prefix), discard).WithWait(10 * time.Second)),
+	}
+	inOneSecond(t, func() error {
+		var judged atomic.Int64
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for i := 0; i < 200; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				req := httptest.NewRequest("POST", "/admin/events", nil)
+				req.RemoteAddr = "192.0.2.8:5555"
+				<-start
+				if _, _, err := instances[i%2].Try(req); err == nil {
+					judged.Add(1)
+				}
+			}()
+		}
+		close(start)
+		wg.Wait()
+		if n := judged.Load(); n != 10 {
+			return fmt.Errorf("%d of 200 attempts judged across two instances, want the limit, 10", n)
+		}
+		return nil
 	})
 }
