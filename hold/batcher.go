@@ -422,7 +422,12 @@ func (b *Batcher) serve(ev int64, batch []*waiter) {
 
 // holds serves one event's batch: at once when a lane is free (or the
 // batch has idempotency keys, whose transaction is its own), else in the
-// group that the next lane to free serves.
+// group that the next lane to free serves. On a lane it takes only event
+// rows that are free: one another transaction holds (an admin's edit,
+// /book/safe's work, another instance's batch) would keep the lane, and
+// every other event's batches queued behind it, for up to the lock wait.
+// A batch whose row is held gives the lane up, then waits for its row
+// alone.
 func (b *Batcher) holds(ev int64, reqs []Request) ([]Outcome, error) {
 	if b.events == nil || anyKey(reqs) {
 		return b.store.CreateHolds(b.ctx, ev, reqs, b.ttl, renderCreated)
@@ -431,8 +436,9 @@ func (b *Batcher) holds(ev int64, reqs []Request) ([]Outcome, error) {
 	if b.busy < b.lanes {
 		b.busy++
 		b.gmu.Unlock()
-		defer b.next()
-		return b.store.CreateHolds(b.ctx, ev, reqs, b.ttl, renderCreated)
+		g := &group{batches: []EventBatch{{EventID: ev, Reqs: reqs}}, n: len(reqs), done: make(chan struct{})}
+		b.runGroup(g)
+		return b.outcome(g, 0, ev, reqs)
 	}
 	var g *group
 	if n := len(b.groups); n > 0 && b.groups[n-1].n+len(reqs) <= b.maxBatch {
@@ -453,19 +459,27 @@ func (b *Batcher) holds(ev int64, reqs []Request) ([]Outcome, error) {
 	} else {
 		<-g.done
 	}
+	return b.outcome(g, k, ev, reqs)
+}
+
+// outcome is what g's call answered batch k (ev's reqs), once the lane is
+// handed on.
+func (b *Batcher) outcome(g *group, k int, ev int64, reqs []Request) ([]Outcome, error) {
 	switch {
 	case g.err == nil && g.outs[k] != nil:
 		return g.outs[k], nil
-	case g.err == nil, len(g.batches) > 1 && !errors.Is(g.err, sale.ErrUnavailable) && b.ctx.Err() == nil:
-		// Its event's row was another transaction's, or the group's
-		// call failed in a way that committed nothing, perhaps for one
-		// batch's sake: this batch alone, waiting for its row.
+	case g.err == nil, !errors.Is(g.err, sale.ErrUnavailable) && b.ctx.Err() == nil:
+		// Its event's row was another transaction's (or its seats are
+		// picked one event a call), or the call failed in a way that
+		// committed nothing, perhaps for another batch's sake: this
+		// batch alone, off the lane, waiting for its row.
 		return b.store.CreateHolds(b.ctx, ev, reqs, b.ttl, renderCreated)
 	}
 	return nil, g.err
 }
 
-// runGroup serves g in one call, then hands its lane on.
+// runGroup serves g in one call that waits for no row, then hands its
+// lane on.
 func (b *Batcher) runGroup(g *group) {
 	defer func() {
 		if v := recover(); v != nil {
@@ -475,11 +489,6 @@ func (b *Batcher) runGroup(g *group) {
 		close(g.done)
 		b.next()
 	}()
-	if len(g.batches) == 1 {
-		outs, err := b.store.CreateHolds(b.ctx, g.batches[0].EventID, g.batches[0].Reqs, b.ttl, renderCreated)
-		g.outs, g.err = [][]Outcome{outs}, err
-		return
-	}
 	g.outs, g.err = b.events.CreateHoldsEvents(b.ctx, g.batches, b.ttl)
 }
 

@@ -642,3 +642,41 @@ func TestFirstToJoinIsFirstServedAcrossEvents(t *testing.T) {
 		})
 	}
 }
+
+// Another transaction holds event A's row (an admin's edit, /book/safe,
+// another instance's batch). A request for A waits for it, but not on the
+// instance's lane: a request for event B, whose row is free, is served at
+// once. It waited behind A for A's whole lock wait.
+func TestAHeldEventRowHoldsUpNoOtherEvent(t *testing.T) {
+	t.Parallel()
+	f := newFixtureLockTimeout(t, 2*time.Second, 2*time.Second)
+	a, bEv := f.event(t, 10), f.event(t, 10)
+	b := hold.NewBatcher(f.store, f.locks, time.Minute, 2*time.Second, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	defer b.Stop(context.Background())
+	ctx := context.Background()
+	tx, err := f.store.DB().BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `SELECT 1 FROM events WHERE id = $1 FOR UPDATE`, a); err != nil {
+		t.Fatal(err)
+	}
+	aDone := make(chan error, 1)
+	go func() {
+		out, err := b.Submit(ctx, request(a, 1))
+		aDone <- errors.Join(err, out.Err)
+	}()
+	time.Sleep(100 * time.Millisecond) // A's request is on its way to the row
+	start := time.Now()
+	out, err := b.Submit(ctx, request(bEv, 2))
+	if took := time.Since(start); err != nil || out.Err != nil || took > time.Second {
+		t.Fatalf("a hold of event B, its row free: %v %v in %v; want it at once, not after A's row", err, out.Err, took)
+	}
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-aDone; err != nil {
+		t.Fatalf("A's hold, once its row was free: %v", err)
+	}
+}
