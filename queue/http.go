@@ -43,7 +43,7 @@ func HandleJoin(svc *Service, log *slog.Logger) http.Handler {
 		if created {
 			status = http.StatusCreated
 		}
-		httpapi.Encode(w, status, p)
+		encodePlace(w, status, p)
 	})
 }
 
@@ -55,7 +55,7 @@ func HandleGet(svc *Service, log *slog.Logger) http.Handler {
 			httpapi.WriteError(w, r, log, err)
 			return
 		}
-		httpapi.Encode(w, http.StatusOK, p)
+		encodePlace(w, http.StatusOK, p)
 	})
 }
 
@@ -67,8 +67,16 @@ func HandleLeave(svc *Service, log *slog.Logger) http.Handler {
 			httpapi.WriteError(w, r, log, err)
 			return
 		}
-		httpapi.Encode(w, http.StatusOK, p)
+		encodePlace(w, http.StatusOK, p)
 	})
+}
+
+// encodePlace answers with a place, which no cache may keep: it carries the
+// buyer's pass once admitted, and a kept copy would tell them waiting after
+// their turn came (its URL is the place's key, as the page's is).
+func encodePlace(w http.ResponseWriter, status int, p Place) {
+	w.Header().Set("Cache-Control", "no-store")
+	httpapi.Encode(w, status, p)
 }
 
 // HandleState answers GET /events/{id}/queue.

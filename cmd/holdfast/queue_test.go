@@ -185,6 +185,10 @@ func TestWaitingRoomThroughTheAPI(t *testing.T) {
 	if res.Status != 200 || p.Status != "admitted" || p.Pass == nil || p.PassExpiresAt == nil || p.Position != nil {
 		t.Fatalf("poll after a step: %d %s", res.Status, res.Body)
 	}
+	// It carries the pass: no cache may keep it.
+	if cc := res.Header.Get("Cache-Control"); cc != "no-store" {
+		t.Fatalf("poll's Cache-Control %q, want no-store", cc)
+	}
 	res = ts.do("DELETE", "/queue/"+p.ID, nil)
 	res.json(t, &p)
 	if res.Status != 200 || p.Status != "left" || p.Pass != nil {
