@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/holdfast/holdfast/hold"
 	"github.com/holdfast/holdfast/store"
 )
 
@@ -95,5 +96,52 @@ func TestTheSweepersListingPassesOverConfirmedHolds(t *testing.T) {
 	heap, text := heapReads(t, s, store.LapsedStatements[0], store.LapsedStatements[1], 1000)
 	if strings.Contains(text, "Bitmap") || heap > holds/4 {
 		t.Fatalf("with %d confirmed holds past their expiry, the sweeper's listing fetched %d from the heap:\n%s", holds, heap, text)
+	}
+}
+
+// An event whose row another transaction holds (an admin's edit,
+// /book/safe's work, a session left open) is swept after every other one:
+// swept in id order, each event after it waited a whole lock timeout for
+// it, and their holds came back that late.
+func TestAnEventWithItsRowHeldDelaysNoOtherEventsSweep(t *testing.T) {
+	t.Parallel()
+	s := newStore(t) // a lock timeout of 10 s
+	ctx := context.Background()
+	held, free := newEvent(t, s, 10), newEvent(t, s, 10)
+	heldHold, freeHold := takeHold(t, s, held, 3, time.Minute), takeHold(t, s, free, 3, time.Minute)
+	lapse(t, s, heldHold.ID)
+	lapse(t, s, freeHold.ID)
+	tx, err := s.DB().BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `SELECT 1 FROM events WHERE id = $1 FOR UPDATE`, held); err != nil {
+		t.Fatal(err)
+	}
+	swept := make(chan hold.SweepResult, 1)
+	go func() {
+		res, err := s.SweepExpired(ctx, 100)
+		if err != nil {
+			t.Error(err)
+		}
+		swept <- res
+	}()
+	deadline := time.Now().Add(time.Second)
+	for stock(t, s, free) != 10 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the free event's lapsed hold not back a second into the sweep, while another event's row is held")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	res := <-swept
+	if res.Expired != 2 || res.Events != 2 || res.Busy != 0 || len(res.Failed) != 0 {
+		t.Fatalf("sweep: %+v; want both holds expired, the held event's once its row was free", res)
+	}
+	if got := stock(t, s, held); got != 10 {
+		t.Fatalf("the held event's stock = %d after its row was let go, want 10", got)
 	}
 }
