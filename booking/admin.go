@@ -187,11 +187,12 @@ func (in eventInput) patch() (sale.EventPatch, error) {
 
 // AttemptLimit limits failed attempts at the admin token per client.
 type AttemptLimit interface {
-	// Try counts an attempt from r's client before it is judged, and
-	// returns the client, forgive, which takes back an attempt that proved
-	// right (the limit counts failures), and an error to answer with when
-	// that client may not try now.
-	Try(r *http.Request) (client string, forgive func(context.Context), err error)
+	// Try readies an attempt from r's client to be judged, and returns
+	// the client, done, to be called once it is (right or not), which
+	// returns an error to answer with instead of 401 when a failure was
+	// one too many, and an error to answer with when that client may not
+	// try now.
+	Try(r *http.Request) (client string, done func(ctx context.Context, right bool) error, err error)
 }
 
 // RequireToken lets through only requests that carry "Authorization: Bearer
@@ -203,7 +204,7 @@ func RequireToken(token string, limit AttemptLimit, log *slog.Logger) func(http.
 	want := sha256.Sum256([]byte(token))
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			client, forgive, err := limit.Try(r)
+			client, done, err := limit.Try(r)
 			if err != nil {
 				log.WarnContext(r.Context(), "admin request refused", "reason", "over the limit on failures",
 					"client", client, "over_limit", true)
@@ -214,14 +215,19 @@ func RequireToken(token string, limit AttemptLimit, log *slog.Logger) func(http.
 			if cred, ok := bearer(r.Header.Get("Authorization")); ok {
 				got := sha256.Sum256([]byte(cred))
 				if subtle.ConstantTimeCompare(got[:], want[:]) == 1 {
-					forgive(r.Context())
+					_ = done(r.Context(), true)
 					next.ServeHTTP(w, r)
 					return
 				}
 				reason = "wrong token"
 			}
+			err = done(r.Context(), false)
 			log.WarnContext(r.Context(), "admin request refused", "reason", reason, "client", client,
-				"over_limit", false)
+				"over_limit", err != nil)
+			if err != nil {
+				httpapi.WriteError(w, r, log, err)
+				return
+			}
 			w.Header().Set("WWW-Authenticate", `Bearer realm="holdfast admin"`)
 			httpapi.WriteError(w, r, log, problem.Errorf(problem.Unauthorized, "a valid admin bearer token is required"))
 		})

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"time"
 
@@ -20,14 +21,13 @@ func NewRateCounter(rdb redis.UniversalClient, prefix string) *RateCounter {
 	return &RateCounter{rdb: rdb, prefix: prefix}
 }
 
-// qUnhit takes one back, only from a key still there: DECR of a key gone
-// (its window over) would make one without an expiry.
-const qUnhit = `if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('DECR', KEYS[1]) end return 0`
-
-// Unhit takes one of client's requests in window back, if the window's
-// count is still kept.
-func (c *RateCounter) Unhit(ctx context.Context, client string, window int64) error {
-	return c.rdb.Eval(ctx, qUnhit, []string{c.key(client, window)}).Err()
+// Count is how many Hit has counted for client in window.
+func (c *RateCounter) Count(ctx context.Context, client string, window int64) (int64, error) {
+	n, err := c.rdb.Get(ctx, c.key(client, window)).Int64()
+	if errors.Is(err, redis.Nil) {
+		return 0, nil
+	}
+	return n, err
 }
 
 func (c *RateCounter) key(client string, window int64) string {

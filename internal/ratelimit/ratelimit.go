@@ -23,9 +23,8 @@ import (
 // across instances.
 type Counter interface {
 	Hit(ctx context.Context, client string, window int64) (int64, error)
-	// Unhit takes one of client's requests in window back, if the window
-	// is still counted.
-	Unhit(ctx context.Context, client string, window int64) error
+	// Count is how many Hit has counted for client in window.
+	Count(ctx context.Context, client string, window int64) (int64, error)
 }
 
 // ErrTooMany answers a client over its limit.
@@ -66,32 +65,28 @@ func New(perSecond int, shared Counter, log *slog.Logger) *Limiter {
 // Allow counts one request from client and reports whether it is within
 // the limit.
 func (l *Limiter) Allow(ctx context.Context, client string) bool {
-	return l.take(ctx, client).ok
-}
-
-// hit is one request counted: in which window, where (shared or in
-// process), and whether it was within the limit.
-type hit struct {
-	window int64
-	shared bool
-	ok     bool
-}
-
-func (l *Limiter) take(ctx context.Context, client string) hit {
-	h := l.count(ctx, client, time.Now().Unix())
-	if !h.ok {
-		sh := l.shard(client)
-		sh.mu.Lock()
-		sh.turn(h.window)
-		if sh.window == h.window { // not a refusal that lands after its second
-			sh.over[client] = true
-		}
-		sh.mu.Unlock()
+	window := time.Now().Unix()
+	ok := l.allow(ctx, client, window)
+	if !ok {
+		l.refusedIn(client, window)
 	}
-	return h
+	return ok
 }
 
-func (l *Limiter) count(ctx context.Context, client string, window int64) hit {
+// refused marks client refused for the rest of the current second.
+func (l *Limiter) refused(client string) { l.refusedIn(client, time.Now().Unix()) }
+
+func (l *Limiter) refusedIn(client string, window int64) {
+	sh := l.shard(client)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	sh.turn(window)
+	if sh.window == window { // not a refusal that lands after its second
+		sh.over[client] = true
+	}
+}
+
+func (l *Limiter) allow(ctx context.Context, client string, window int64) bool {
 	if l.shared != nil {
 		// A slow Redis must not slow every write: a short deadline, then
 		// the local count.
@@ -102,35 +97,13 @@ func (l *Limiter) count(ctx context.Context, client string, window int64) hit {
 			if l.fallback.Swap(false) {
 				l.log.Info("rate limit shared through redis again")
 			}
-			return hit{window: window, shared: true, ok: n <= l.perSecond}
+			return n <= l.perSecond
 		}
 		if !l.fallback.Swap(true) {
 			l.log.Warn("rate limit counting in-process: redis unavailable", "err", err)
 		}
 	}
-	return hit{window: window, ok: l.local(client, window) <= l.perSecond}
-}
-
-// give takes back a request take counted within the limit, where it was
-// counted. A request refused stays counted: it was over the limit anyway.
-func (l *Limiter) give(ctx context.Context, client string, h hit) {
-	if !h.ok {
-		return
-	}
-	if h.shared {
-		ctx, cancel := context.WithTimeout(ctx, l.wait)
-		defer cancel()
-		if err := l.shared.Unhit(ctx, client, h.window); err != nil {
-			l.log.Warn("rate limit: could not take back a request counted in redis", "err", err)
-		}
-		return
-	}
-	sh := l.shard(client)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	if sh.window == h.window && sh.counts[client] > 0 {
-		sh.counts[client]--
-	}
+	return l.local(client, window) <= l.perSecond
 }
 
 // Over reports whether this instance has refused client in the current
@@ -143,6 +116,26 @@ func (l *Limiter) Over(client string) bool {
 	defer sh.mu.Unlock()
 	sh.turn(time.Now().Unix())
 	return sh.over[client]
+}
+
+// roomFor reports whether client's allowance this second has room for n
+// more requests, without counting any: read where Allow counts, Redis
+// while it answers.
+func (l *Limiter) roomFor(ctx context.Context, client string, n int64) bool {
+	window := time.Now().Unix()
+	if l.shared != nil && !l.fallback.Load() {
+		ctx, cancel := context.WithTimeout(ctx, l.wait)
+		used, err := l.shared.Count(ctx, client, window)
+		cancel()
+		if err == nil {
+			return used+n <= l.perSecond
+		}
+	}
+	sh := l.shard(client)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	sh.turn(window)
+	return sh.counts[client]+n <= l.perSecond
 }
 
 func (l *Limiter) shard(client string) *shard {
@@ -204,55 +197,121 @@ func (l *Limiter) Middleware(next http.Handler) http.Handler {
 }
 
 // Failures limits failed attempts at a secret (the admin token) per client
-// address, on every one of its limiters. An attempt is counted before it
-// is judged, and one over any limit is refused unjudged: a right guess
+// address: each failure is a hit on every one of its limiters, and a client
+// over any of them is refused before its attempt is judged. A right guess
 // then gets the same 429 as a wrong one, so a brute force learns nothing
-// past the limit. Counted after it was judged, every guess of a burst that
-// came in before the first failure was counted was judged, on one instance
-// or across several (hundreds a second against a limit of ten); counted
-// first, in Redis where every instance counts, a burst has at most the
-// limit judged. An attempt that proves right is given back: the limit
-// counts failures.
+// past the limit.
+//
+// An attempt is judged only in a turn, of which one client has as many on
+// an instance as its tightest limit allows a second, and only if, once it
+// has its turn, the client's failures this second (in Redis, where every
+// instance counts them) and the attempts being judged on this instance
+// still leave room. A failure is counted before its turn is given back.
+// So however many guesses a burst sends at once, one instance judges at
+// most the limit in a second, and several at most the limit plus each
+// other instance's turns in flight when the count reached it: where they were
+// counted only after they were judged, and refused only once this instance
+// had seen a refusal, a burst had hundreds judged (182 in one second
+// against 10). A right token holds its turn for the comparison only, so
+// an admin's script sending many requests at once waits for turns, it is
+// not refused.
 type Failures struct {
 	limits []*Limiter
+	turns  int
+
+	mu      sync.Mutex
+	judging map[string]chan struct{} // per client, a slot per attempt being judged
 }
 
 // NewFailures counts failures on limits; nil ones (a rate limit that is
 // off) are skipped.
 func NewFailures(limits ...*Limiter) *Failures {
-	f := &Failures{}
+	f := &Failures{judging: map[string]chan struct{}{}}
 	for _, l := range limits {
 		if l != nil {
 			f.limits = append(f.limits, l)
+			if f.turns == 0 || int(l.perSecond) < f.turns {
+				f.turns = int(l.perSecond)
+			}
 		}
 	}
 	return f
 }
 
-// Try counts an attempt from r's client on every limit, and returns the
-// client and ErrTooMany when that is over one of them: the attempt must
-// not be judged. A client already refused this second is refused without
-// being counted again. forgive takes the attempt back, for one that proved
-// right; it is never nil.
-func (f *Failures) Try(r *http.Request) (client string, forgive func(context.Context), err error) {
+// turnWait is the longest an attempt waits for a turn.
+const turnWait = time.Second
+
+// Try takes a turn for an attempt from r's client, and returns the client,
+// done, which the caller must call once the attempt is judged (right or
+// not) and which answers ErrTooMany for a failure over a limit, and
+// ErrTooMany itself when the client is over a limit this second and must
+// not be heard.
+func (f *Failures) Try(r *http.Request) (client string, done func(ctx context.Context, right bool) error, err error) {
+	none := func(context.Context, bool) error { return nil }
 	if len(f.limits) == 0 {
-		return r.RemoteAddr, func(context.Context) {}, nil
+		return r.RemoteAddr, none, nil
 	}
+	ctx := r.Context()
 	client = f.limits[0].Client(r)
 	for _, l := range f.limits {
 		if l.Over(client) {
-			return client, func(context.Context) {}, ErrTooMany
+			return client, none, ErrTooMany
 		}
 	}
-	hits := make([]hit, len(f.limits))
-	for i, l := range f.limits {
-		if hits[i] = l.take(r.Context(), client); !hits[i].ok {
-			err = ErrTooMany
+	release, judging, err := f.take(ctx, client)
+	if err != nil {
+		return client, none, err
+	}
+	for _, l := range f.limits {
+		// Every attempt being judged here may yet be a failure.
+		if !l.roomFor(ctx, client, int64(judging())) {
+			release()
+			l.refused(client)
+			return client, none, ErrTooMany
 		}
 	}
-	return client, func(ctx context.Context) {
-		for i, h := range hits {
-			f.limits[i].give(ctx, client, h)
+	return client, func(ctx context.Context, right bool) error {
+		defer release()
+		if right {
+			return nil
 		}
-	}, err
+		var err error
+		for _, l := range f.limits {
+			if !l.Allow(ctx, client) {
+				err = ErrTooMany
+			}
+		}
+		return err
+	}, nil
+}
+
+// take waits for one of client's turns, and returns what gives it back and
+// what counts the turns taken now, this one's included.
+func (f *Failures) take(ctx context.Context, client string) (release func(), judging func() int, err error) {
+	f.mu.Lock()
+	slots, ok := f.judging[client]
+	if !ok {
+		slots = make(chan struct{}, f.turns)
+		f.judging[client] = slots
+	}
+	f.mu.Unlock()
+	t := time.NewTimer(turnWait)
+	defer t.Stop()
+	select {
+	case slots <- struct{}{}:
+	case <-t.C:
+		return nil, nil, ErrTooMany
+	case <-ctx.Done():
+		return nil, nil, ErrTooMany
+	}
+	return func() {
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			<-slots
+			if len(slots) == 0 && f.judging[client] == slots {
+				delete(f.judging, client)
+			}
+		}, func() int {
+			return len(slots)
+		}, nil
 }
