@@ -55,17 +55,32 @@ ORDER BY c.event_id, c.id`
 // insert trigger checks (schema/020, in place of 011's foreign keys): an
 // item whose booking or category is missing, or whose category is of
 // another event than its booking. Each is counted under its booking's
-// event, else its category's; an item of neither under event 0.
+// event, else its category's (an item of neither under event 0), and an
+// item of another event's category under that event too, whose category's
+// stock it moved: counted under the booking's event alone, check of the
+// category's event passed it.
 const qAuditItems = `
-SELECT coalesce(b.event_id, c.event_id, 0) AS event_id,
-       count(*) FILTER (WHERE b.id IS NULL) AS no_booking,
-       count(*) FILTER (WHERE c.id IS NULL) AS no_category,
-       count(*) FILTER (WHERE b.event_id <> c.event_id) AS other_event
-FROM booking_items i
-LEFT JOIN bookings b ON b.id = i.booking_id
-LEFT JOIN categories c ON c.id = i.category_id
-WHERE (b.id IS NULL OR c.id IS NULL OR b.event_id <> c.event_id)
-  AND (cardinality($1::bigint[]) = 0 OR coalesce(b.event_id, c.event_id) = ANY($1::bigint[]))
+SELECT x.event_id,
+       count(*) FILTER (WHERE x.no_booking) AS no_booking,
+       count(*) FILTER (WHERE x.no_category) AS no_category,
+       count(*) FILTER (WHERE x.other_event) AS other_event,
+       count(*) FILTER (WHERE x.foreign_item) AS foreign_items
+FROM (
+    SELECT coalesce(b.event_id, c.event_id, 0) AS event_id,
+           b.id IS NULL AS no_booking, c.id IS NULL AS no_category,
+           coalesce(b.event_id <> c.event_id, false) AS other_event, false AS foreign_item
+    FROM booking_items i
+    LEFT JOIN bookings b ON b.id = i.booking_id
+    LEFT JOIN categories c ON c.id = i.category_id
+    WHERE b.id IS NULL OR c.id IS NULL OR b.event_id <> c.event_id
+    UNION ALL
+    SELECT c.event_id, false, false, false, true
+    FROM booking_items i
+    JOIN bookings b ON b.id = i.booking_id
+    JOIN categories c ON c.id = i.category_id
+    WHERE b.event_id <> c.event_id
+) x
+WHERE cardinality($1::bigint[]) = 0 OR x.event_id = ANY($1::bigint[])
 GROUP BY 1
 ORDER BY 1`
 
@@ -74,6 +89,7 @@ type itemAuditRow struct {
 	NoBooking  int   `db:"no_booking"`
 	NoCategory int   `db:"no_category"`
 	OtherEvent int   `db:"other_event"`
+	Foreign    int   `db:"foreign_items"`
 }
 
 // problems are the item invariants the event's items break.
@@ -87,6 +103,9 @@ func (r itemAuditRow) problems() []string {
 	}
 	if r.OtherEvent > 0 {
 		out = append(out, fmt.Sprintf("%d booking items of a category of another event", r.OtherEvent))
+	}
+	if r.Foreign > 0 {
+		out = append(out, fmt.Sprintf("%d booking items of another event's bookings in its categories", r.Foreign))
 	}
 	return out
 }
@@ -109,9 +128,11 @@ type lostBookingsRow struct {
 // qAuditSeats checks the seats of every seated event qAudit reads: no
 // seat has two live bookings (the unique index refuses them; the audit
 // looks anyway), every live seat booking is of a live booking and of a
-// seat of the map, and every live booking has one live seat for each of
-// its tickets of a seated category; and the seat blocks best available
-// reads mark each seat as its bookings say.
+// seat of the map, of the category it was booked as, and every live
+// booking has, for each seated category, one live seat of it for each of
+// its tickets of it (counted over all categories together, a ticket of one
+// category on a seat of another passed); and the seat blocks best
+// available reads mark each seat as its bookings say.
 const qAuditSeats = `
 SELECT e.id AS event_id,
        (SELECT count(*) FROM (SELECT bs.seat_id FROM booking_seats bs WHERE bs.event_id = e.id AND bs.live
@@ -120,12 +141,18 @@ SELECT e.id AS event_id,
         WHERE bs.event_id = e.id AND bs.live AND b.booking_status NOT IN ('pending', 'confirmed')) AS dead,
        (SELECT count(*) FROM booking_seats bs
         WHERE bs.event_id = e.id AND bs.live
-          AND NOT EXISTS (SELECT 1 FROM seats s WHERE s.event_id = bs.event_id AND s.id = bs.seat_id)) AS unknown,
+          AND NOT EXISTS (SELECT 1 FROM seats s WHERE s.event_id = bs.event_id AND s.id = bs.seat_id
+                                                 AND s.category_id = bs.category_id)) AS unknown,
        (SELECT count(*) FROM bookings b
         WHERE b.event_id = e.id AND b.booking_status IN ('pending', 'confirmed')
-          AND (SELECT coalesce(sum(i.quantity), 0) FROM booking_items i
-               WHERE i.booking_id = b.id AND EXISTS (SELECT 1 FROM seats s WHERE s.category_id = i.category_id))
-              <> (SELECT count(*) FROM booking_seats bs WHERE bs.booking_id = b.id AND bs.live)) AS unseated,
+          AND EXISTS (
+              SELECT 1
+              FROM (SELECT i.category_id AS c, sum(i.quantity) AS n FROM booking_items i
+                    WHERE i.booking_id = b.id AND EXISTS (SELECT 1 FROM seats s WHERE s.category_id = i.category_id)
+                    GROUP BY i.category_id) tickets
+              FULL JOIN (SELECT bs.category_id AS c, count(*) AS n FROM booking_seats bs
+                         WHERE bs.booking_id = b.id AND bs.live GROUP BY bs.category_id) taken USING (c)
+              WHERE coalesce(tickets.n, 0) <> coalesce(taken.n, 0))) AS unseated,
        (SELECT count(*) FROM seats st LEFT JOIN seat_blocks k ON k.id = st.block_id
         WHERE st.event_id = e.id
           AND (substr(k.free, st.block_idx, 1) = '0') IS DISTINCT FROM
@@ -155,7 +182,7 @@ func (r seatAuditRow) problems() []string {
 		out = append(out, fmt.Sprintf("%d seats still taken by bookings that failed", r.Dead))
 	}
 	if r.Unknown > 0 {
-		out = append(out, fmt.Sprintf("%d seats taken that the map does not have", r.Unknown))
+		out = append(out, fmt.Sprintf("%d seats taken that the map does not have, or not in the category booked", r.Unknown))
 	}
 	if r.Marked > 0 {
 		out = append(out, fmt.Sprintf("%d seats whose free or taken mark (seat_blocks) disagrees with their bookings", r.Marked))

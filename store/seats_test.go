@@ -317,25 +317,27 @@ func checkSeats(t *testing.T, s *store.Store, ev int64) {
 	}
 }
 
+// auditSays fails t unless the audit of ev says want.
+func auditSays(t *testing.T, s *store.Store, ev int64, want string) {
+	t.Helper()
+	a, err := s.Audit(context.Background(), []int64{ev}, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := a[0].Summary(); !strings.Contains(got, want) {
+		t.Errorf("audit says %q, want it to say %q", got, want)
+	}
+}
+
 // TestSeatsAudit breaks a seated booking behind the triggers' back and
 // sees the audit report it.
 func TestSeatsAudit(t *testing.T) {
 	t.Parallel()
 	s := newStore(t)
-	ctx := context.Background()
 	ev, cat := seatedEvent(t, s, 1, 4)
 	outs := holdSeats(t, s, ev, bestRequest(ev, "a@example.com", cat, 2))
 	audit(t, s, ev)
-	says := func(want string) {
-		t.Helper()
-		a, err := s.Audit(ctx, []int64{ev}, time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := a[0].Summary(); !strings.Contains(got, want) {
-			t.Errorf("audit says %q, want it to say %q", got, want)
-		}
-	}
+	says := func(want string) { t.Helper(); auditSays(t, s, ev, want) }
 	// A seat given back while its hold is pending.
 	corrupt(t, s, `UPDATE booking_seats SET live = false WHERE seat_id = 'A-1-1' AND event_id = $1`, ev)
 	says("1 live bookings whose seats do not match their seated tickets")
@@ -343,10 +345,39 @@ func TestSeatsAudit(t *testing.T) {
 	// A seat the map does not have, taken live.
 	corrupt(t, s, `INSERT INTO booking_seats (booking_id, event_id, seat_id, category_id)
 		SELECT b.id, b.event_id, 'A-9-9', $2 FROM bookings b WHERE b.hold_id = $1`, outs[0].Hold.ID, cat)
-	says("1 seats taken that the map does not have")
+	says("1 seats taken that the map does not have, or not in the category booked")
 	// A released hold whose seats stay taken.
 	corrupt(t, s, `UPDATE bookings SET booking_status = 'failed', failure_reason = 'released' WHERE hold_id = $1`, outs[0].Hold.ID)
 	says("seats still taken by bookings that failed")
+}
+
+// A ticket of one seated category on a seat of another: the audit counted
+// a booking's seats against all its seated tickets together, and matched
+// a seat by its id alone, so a Stalls ticket on a Balcony seat (the
+// Balcony's stock then one above its free seats) passed.
+func TestTheAuditSeesATicketOnASeatOfAnotherCategory(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	ev := newEvent(t, s, 100)
+	stalls := defaultCategory(t, s, ev)
+	balcony := addCategory(t, s, ev, "Balcony", "30.00", 2)
+	m := seatMap(1, 2, stalls)
+	m.Sections[0].Rows = append(m.Sections[0].Rows, sale.Row{Name: "2", Seats: []sale.MapSeat{{Number: 1, CategoryID: balcony}, {Number: 2, CategoryID: balcony}}})
+	if err := s.PutSeats(ctx, ev, m); err != nil {
+		t.Fatal(err)
+	}
+	holdSeats(t, s, ev, seatsRequest(ev, "a@example.com", "A-1-1"))
+	audit(t, s, ev)
+	says := func(want string) { t.Helper(); auditSays(t, s, ev, want) }
+	// The seat moved to a Balcony seat, booked as Balcony, the marks
+	// made to agree: the Stalls ticket has no Stalls seat.
+	corrupt(t, s, `UPDATE booking_seats SET seat_id = 'A-2-1', category_id = $2 WHERE event_id = $1 AND seat_id = 'A-1-1' AND live`, ev, balcony)
+	corrupt(t, s, `SELECT seat_blocks_set(ARRAY[$1::int], ARRAY['A-1-1'], '1'), seat_blocks_set(ARRAY[$1::int], ARRAY['A-2-1'], '0')`, ev)
+	says("1 live bookings whose seats do not match their seated tickets")
+	// Booked as Stalls, on the Balcony seat.
+	corrupt(t, s, `UPDATE booking_seats SET category_id = $2 WHERE event_id = $1 AND seat_id = 'A-2-1' AND live`, ev, stalls)
+	says("1 seats taken that the map does not have, or not in the category booked")
 }
 
 // TestSeatsBackOnceOnCancel cancels a confirmed seated booking: its seats

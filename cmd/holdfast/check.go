@@ -45,6 +45,10 @@ func runCheck(ctx context.Context, args []string, getenv func(string) string, st
 	if err := s.parse(args); err != nil {
 		return err
 	}
+	// Below a second (or negative) the grace would call fresh holds stale.
+	if err := validSweepEvery(cfg.SweepEvery); err != nil {
+		return err
+	}
 	db, err := openTool(ctx, cfg.DatabaseURL)
 	if err != nil {
 		return err

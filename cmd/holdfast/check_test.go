@@ -87,6 +87,15 @@ func TestCheckFindsEachBrokenInvariant(t *testing.T) {
 		}
 		return h.ID
 	}
+	// foreignItem moves the item of a hold of 2 on event ev to a category
+	// of event other.
+	foreignItem := func() (ev, other int64) {
+		ev, other = ts.newEvent(10, true), ts.newEvent(10, true)
+		h := ts.mustHold(ev, 2)
+		ts.corrupt(`UPDATE booking_items SET category_id = (SELECT min(id) FROM categories WHERE event_id = $2)
+			WHERE booking_id = (SELECT id FROM bookings WHERE hold_id = $1)`, h.ID, other)
+		return ev, other
+	}
 	cases := []struct {
 		name  string
 		event func() int64
@@ -159,13 +168,16 @@ func TestCheckFindsEachBrokenInvariant(t *testing.T) {
 			return ev
 		}, "1 booking items of no category"},
 		{"an item of another event's category", func() int64 {
-			ev := ts.newEvent(10, true)
-			other := ts.newEvent(10, true)
-			h := ts.mustHold(ev, 2)
-			ts.corrupt(`UPDATE booking_items SET category_id = (SELECT min(id) FROM categories WHERE event_id = $2)
-				WHERE booking_id = (SELECT id FROM bookings WHERE hold_id = $1)`, h.ID, other)
+			ev, _ := foreignItem()
 			return ev
 		}, "1 booking items of a category of another event"},
+		{"an item of another event's category, checked under that event", func() int64 {
+			ev, other := foreignItem()
+			// The stock moved to match, so only the item says so.
+			ts.corrupt(`UPDATE categories SET available_tickets = available_tickets + 2 WHERE event_id = $1`, ev)
+			ts.corrupt(`UPDATE categories SET available_tickets = available_tickets - 2 WHERE event_id = $1`, other)
+			return other
+		}, "1 booking items of another event's bookings in its categories"},
 		{"a hold whose event is gone", func() int64 {
 			ev := ts.newEvent(10, true)
 			ts.mustHold(ev, 1)
@@ -259,5 +271,24 @@ func TestCheckPrintsNamesSafely(t *testing.T) {
 	}
 	if !strings.Contains(out, `Gala\u001b[2J`) || !strings.Contains(out, "...") || !utf8.ValidString(out) {
 		t.Errorf("check output %q: want the escape shown as \\u001b, the name cut with ..., valid UTF-8", out)
+	}
+}
+
+// --sweep-every below a second is refused, as serve refuses it: a grace
+// below zero called fresh holds stale (exit 1, a violation) where a bad
+// flag is exit 2.
+func TestCheckRefusesASweepIntervalServeWouldRefuse(t *testing.T) {
+	t.Parallel()
+	ts := newTestServer(t, nil)
+	ev := ts.newEvent(10, true)
+	ts.mustHold(ev, 1)
+	for _, every := range []string{"-20m", "0s", "500ms"} {
+		var out, errOut bytes.Buffer
+		err := run(context.Background(), []string{"check", "--database-url", ts.cfg.DatabaseURL, "--sweep-every", every, "--event", itoa(ev)},
+			func(string) string { return "" }, &out, &errOut)
+		var exit exitError
+		if err == nil || errors.As(err, &exit) || !strings.Contains(err.Error(), "--sweep-every must be at least 1s") {
+			t.Errorf("check --sweep-every %s: %v (%s), want the flag refused (exit 2)", every, err, out.String())
+		}
 	}
 }

@@ -207,6 +207,15 @@ func (s *settings) serveFlags(cfg *config) {
 }
 
 // validate refuses settings the service cannot run with, naming the flag.
+// validSweepEvery is the rule for --sweep-every, serve's and check's: the
+// sweeper runs at most once a second, and check judges a hold late by it.
+func validSweepEvery(d time.Duration) error {
+	if d < time.Second {
+		return fmt.Errorf("--sweep-every must be at least 1s, got %s", d)
+	}
+	return nil
+}
+
 func (c config) validate(needDatabase bool) error {
 	var errs []string
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
@@ -229,8 +238,8 @@ func (c config) validate(needDatabase bool) error {
 		// hold outlive its own limit.
 		bad("--hold-max (%s) must be at least --hold-ttl (%s)", c.HoldMax, c.HoldTTL)
 	}
-	if c.SweepEvery < time.Second {
-		bad("--sweep-every must be at least 1s, got %s", c.SweepEvery)
+	if err := validSweepEvery(c.SweepEvery); err != nil {
+		bad("%v", err)
 	}
 	if c.LockTTL < 10*time.Millisecond {
 		bad("--lock-ttl must be at least 10ms, got %s", c.LockTTL)
