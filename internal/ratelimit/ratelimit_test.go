@@ -189,8 +189,11 @@ func TestABurstOfGuessesHasABoundedNumberJudged(t *testing.T) {
 			}
 			close(start)
 			wg.Wait()
-			if got, most := judged.Load(), int64(10*n); got > most || got < 10 {
-				return fmt.Errorf("%d of 200 guesses judged on %d instances, want 10 to %d", got, n, most)
+			// Fewer may be: an attempt is refused while the failures
+			// and the attempts in judgment would pass the limit, though
+			// some of those are refused in turn.
+			if got, most := judged.Load(), int64(10*n); got > most || got < 1 {
+				return fmt.Errorf("%d of 200 guesses judged on %d instances, want 1 to %d", got, n, most)
 			}
 			return nil
 		})
