@@ -220,13 +220,20 @@ type Failures struct {
 	turns  int
 
 	mu      sync.Mutex
-	judging map[string]chan struct{} // per client, a slot per attempt being judged
+	judging map[string]*turns // per client with attempts waiting or judged
+}
+
+// turns are one client's: a slot per attempt being judged, and how many
+// attempts wait for one or hold one (the entry goes when none do).
+type turns struct {
+	slots chan struct{}
+	users int
 }
 
 // NewFailures counts failures on limits; nil ones (a rate limit that is
 // off) are skipped.
 func NewFailures(limits ...*Limiter) *Failures {
-	f := &Failures{judging: map[string]chan struct{}{}}
+	f := &Failures{judging: map[string]*turns{}}
 	for _, l := range limits {
 		if l != nil {
 			f.limits = append(f.limits, l)
@@ -289,29 +296,35 @@ func (f *Failures) Try(r *http.Request) (client string, done func(ctx context.Co
 // what counts the turns taken now, this one's included.
 func (f *Failures) take(ctx context.Context, client string) (release func(), judging func() int, err error) {
 	f.mu.Lock()
-	slots, ok := f.judging[client]
+	ts, ok := f.judging[client]
 	if !ok {
-		slots = make(chan struct{}, f.turns)
-		f.judging[client] = slots
+		ts = &turns{slots: make(chan struct{}, f.turns)}
+		f.judging[client] = ts
 	}
+	ts.users++
 	f.mu.Unlock()
+	leave := func() {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if ts.users--; ts.users == 0 {
+			delete(f.judging, client)
+		}
+	}
 	t := time.NewTimer(turnWait)
 	defer t.Stop()
 	select {
-	case slots <- struct{}{}:
+	case ts.slots <- struct{}{}:
 	case <-t.C:
+		leave()
 		return nil, nil, ErrTooMany
 	case <-ctx.Done():
+		leave()
 		return nil, nil, ErrTooMany
 	}
 	return func() {
-			f.mu.Lock()
-			defer f.mu.Unlock()
-			<-slots
-			if len(slots) == 0 && f.judging[client] == slots {
-				delete(f.judging, client)
-			}
+			<-ts.slots
+			leave()
 		}, func() int {
-			return len(slots)
+			return len(ts.slots)
 		}, nil
 }
