@@ -21,24 +21,31 @@ all: build
 # are missing, and k6 and staticcheck with `go install`. It runs before the
 # tests, never inside them: parallel test binaries would fight over apt's lock.
 deps:
-	@if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || ! command -v redis-server >/dev/null || ! command -v psql >/dev/null; then \
-		echo "deps: installing postgresql and redis-server"; \
+	@if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || ! command -v redis-server >/dev/null || ! command -v psql >/dev/null \
+		|| ! command -v curl >/dev/null || ! command -v jq >/dev/null; then \
+		echo "deps: installing postgresql, redis-server, curl and jq (the k6 runners read the service with them)"; \
 		$(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql postgresql-client redis-server >/dev/null; \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql postgresql-client redis-server curl jq >/dev/null; \
 	fi
 	@if ! command -v chromium >/dev/null; then \
 		echo "deps: installing chromium (for the status page's browser test)"; \
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; \
 	fi
+	@# pg_auto_failover is packaged per PostgreSQL major version: the one
+	@# the distribution's postgresql installed (15 on bookworm, 17 on trixie).
 	@if ! command -v pg_autoctl >/dev/null; then \
-		echo "deps: installing postgresql-15-auto-failover (for the failover tests)"; \
+		pkg="postgresql-$$(ls /usr/lib/postgresql | sort -n | tail -1)-auto-failover"; \
+		echo "deps: installing $$pkg (for the failover tests)"; \
 		$(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql-15-auto-failover >/dev/null; \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq "$$pkg" >/dev/null; \
 	fi
 	@# Debian starts the packaged servers; holdfast never uses them.
-	@if [ -x "$(K6)" ]; then :; else echo "deps: installing k6 $(K6_VERSION)"; $(GO) install go.k6.io/k6@$(K6_VERSION); fi
-	@if [ -x "$(STATICCHECK)" ]; then :; else echo "deps: installing staticcheck $(STATICCHECK_VERSION)"; \
+	@# The pinned versions, not whatever binary a dirty machine has.
+	@if [ -x "$(K6)" ] && "$(K6)" version 2>/dev/null | grep -q "k6 $(K6_VERSION)"; then :; else \
+		echo "deps: installing k6 $(K6_VERSION)"; GOBIN=$(GOBIN) $(GO) install go.k6.io/k6@$(K6_VERSION); fi
+	@if [ -x "$(STATICCHECK)" ] && "$(STATICCHECK)" -version 2>/dev/null | grep -q "($(STATICCHECK_VERSION:v%=%))"; then :; else \
+		echo "deps: installing staticcheck $(STATICCHECK_VERSION)"; \
 		GOBIN=$(GOBIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION); fi
 	@echo "deps: postgres $$(ls -d /usr/lib/postgresql/*/bin | tail -1), $$(redis-server --version | cut -d' ' -f3), k6 $(K6), $$($(STATICCHECK) -version)"
 

@@ -62,7 +62,8 @@ gobin() {
 
 lib_find_k6() {
 	if [[ -n "${K6:-}" ]]; then
-		[[ -x "$K6" ]] || K6="$(command -v "$K6")" || die "K6=$K6 is not an executable"
+		local given="$K6"
+		[[ -x "$K6" ]] || K6="$(command -v "$K6")" || die "K6=$given is not an executable"
 	elif command -v go >/dev/null && [[ -x "$(gobin)/k6" ]]; then
 		K6="$(gobin)/k6"
 	elif command -v k6 >/dev/null; then

@@ -77,7 +77,7 @@ type AFNode struct {
 func AutoFailoverBin() (autoctl, bin string, err error) {
 	autoctl, err = exec.LookPath("pg_autoctl")
 	if err != nil {
-		return "", "", errors.New("servers: no pg_autoctl (run `make deps`, or apt-get install postgresql-15-auto-failover)")
+		return "", "", errors.New("servers: no pg_autoctl (run `make deps`, or apt-get install postgresql-<major>-auto-failover for the installed PostgreSQL)")
 	}
 	controls, _ := filepath.Glob("/usr/share/postgresql/*/extension/pgautofailover.control")
 	sort.Strings(controls)
@@ -88,7 +88,7 @@ func AutoFailoverBin() (autoctl, bin string, err error) {
 			return autoctl, b, nil
 		}
 	}
-	return "", "", errors.New("servers: no pgautofailover extension beside an installed PostgreSQL (apt-get install postgresql-15-auto-failover)")
+	return "", "", errors.New("servers: no pgautofailover extension beside an installed PostgreSQL (apt-get install postgresql-<major>-auto-failover for it)")
 }
 
 // StartAutoFailover creates a fresh cluster in opts.Dir (which must be new

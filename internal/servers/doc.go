@@ -18,7 +18,7 @@
 // process that started it dies without stopping it, the kernel stops it too.
 //
 // StartAutoFailover starts a private pg_auto_failover cluster (Debian's
-// postgresql-15-auto-failover): a monitor and two data nodes, each a
+// postgresql-<major>-auto-failover): a monitor and two data nodes, each a
 // pg_autoctl keeper running its PostgreSQL, with the keepers' configuration
 // under the cluster's directory and the failover settings of
 // FailoverSettings. The failover tests kill its nodes, their postmasters

@@ -186,9 +186,17 @@ func (pg *Postgres) waitReady(ctx context.Context) error {
 	defer db.Close()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
+		// The server that answers on the port must be this one, on its
+		// data directory: packages' tests start servers in parallel,
+		// and another's may have taken the port between FreePort and
+		// this one's bind, which it then failed.
+		var dir string
 		pingCtx, cancel := context.WithTimeout(ctx, time.Second)
-		err = db.PingContext(pingCtx)
+		err = db.QueryRowContext(pingCtx, `SELECT current_setting('data_directory')`).Scan(&dir)
 		cancel()
+		if err == nil && !sameDir(dir, pg.dataDir()) {
+			err = fmt.Errorf("the server on port %d runs on %s, not on %s", pg.opts.Port, dir, pg.dataDir())
+		}
 		if err == nil {
 			return nil
 		}
@@ -200,6 +208,16 @@ func (pg *Postgres) waitReady(ctx context.Context) error {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// sameDir reports whether a and b name one directory.
+func sameDir(a, b string) bool {
+	ia, errA := os.Stat(a)
+	ib, errB := os.Stat(b)
+	if errA != nil || errB != nil {
+		return filepath.Clean(a) == filepath.Clean(b)
+	}
+	return os.SameFile(ia, ib)
 }
 
 // Stop shuts the server down (fast shutdown: open transactions roll back).

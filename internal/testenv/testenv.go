@@ -1,9 +1,9 @@
 // Package testenv gives tests a real PostgreSQL and a real Redis, and on
 // demand a real Redis Cluster.
 //
-// It uses DATABASE_URL and REDIS_URL when they are set (`make test` starts a
-// private pair and sets them); otherwise it starts private servers once per
-// test binary, stopped by Main. Each test then gets a database of its own,
+// It uses DATABASE_URL and REDIS_URL when they are set; otherwise (as under
+// `make test`, which sets neither) it starts private servers once per test
+// binary, stopped by Main. Each test then gets a database of its own,
 // migrated, and a Redis key prefix of its own, so tests run in parallel and
 // again on a machine a crashed run left dirty. RedisCluster starts a private
 // three-master cluster the first time a test of the binary asks for one.
