@@ -508,23 +508,13 @@ func TestAnEndpointTurnedOffDuringARoundKeepsNothingDue(t *testing.T) {
 	t.Parallel()
 	s := newStore(t)
 	ctx := context.Background()
-	ep, err := s.CreateEndpoint(ctx, "http://127.0.0.1:9/x", []string{}, "whsec_test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ev := newEvent(t, s, 10)
-	takeHold(t, s, ev, 1, time.Minute)
-	publishAll(t, s)
-	claims, err := s.ClaimDeliveries(ctx, 10, 10, nil, time.Minute)
-	if err != nil || len(claims) != 1 {
-		t.Fatalf("claim: %v %v", claims, err)
-	}
+	ep, claim, ev := claimedEvent(t, s)
 	takeHold(t, s, ev, 1, time.Minute)
 	round := openRound(t, s, 1)
 	gone := make(chan error, 1)
 	go func() {
-		_, err := s.RecordAttempts(ctx, []webhook.Result{{DeliveryID: claims[0].DeliveryID, EndpointID: ep.ID,
-			Attempt: claims[0].Attempt, StatusCode: 410}}, time.Second, time.Hour)
+		_, err := s.RecordAttempts(ctx, []webhook.Result{{DeliveryID: claim.DeliveryID, EndpointID: ep.ID,
+			Attempt: claim.Attempt, StatusCode: 410}}, time.Second, time.Hour)
 		gone <- err
 	}()
 	time.Sleep(200 * time.Millisecond)
@@ -644,6 +634,20 @@ func TestThePurgePassesOverWhatIsOwed(t *testing.T) {
 // endpoint, the first event's delivery and position.
 func deliveredEvent(t *testing.T, s *store.Store) (ep webhook.Endpoint, delivery, pos int64) {
 	t.Helper()
+	ep, claim, ev := claimedEvent(t, s)
+	if _, err := s.RecordAttempts(context.Background(), []webhook.Result{{DeliveryID: claim.DeliveryID, EndpointID: ep.ID,
+		Attempt: claim.Attempt, StatusCode: 200, Delivered: true}}, time.Second, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	takeHold(t, s, ev, 1, time.Minute)
+	publishAll(t, s)
+	return ep, claim.DeliveryID, claim.Event.Pos
+}
+
+// claimedEvent publishes a hold's created event to a new endpoint and
+// claims its delivery: the endpoint, the claim and the hold's event.
+func claimedEvent(t *testing.T, s *store.Store) (webhook.Endpoint, webhook.Claim, int64) {
+	t.Helper()
 	ctx := context.Background()
 	ep, err := s.CreateEndpoint(ctx, "http://127.0.0.1:9/x", []string{}, "whsec_test")
 	if err != nil {
@@ -656,13 +660,7 @@ func deliveredEvent(t *testing.T, s *store.Store) (ep webhook.Endpoint, delivery
 	if err != nil || len(claims) != 1 {
 		t.Fatalf("claim: %v %v", claims, err)
 	}
-	if _, err := s.RecordAttempts(ctx, []webhook.Result{{DeliveryID: claims[0].DeliveryID, EndpointID: ep.ID,
-		Attempt: claims[0].Attempt, StatusCode: 200, Delivered: true}}, time.Second, time.Hour); err != nil {
-		t.Fatal(err)
-	}
-	takeHold(t, s, ev, 1, time.Minute)
-	publishAll(t, s)
-	return ep, claims[0].DeliveryID, claims[0].Event.Pos
+	return ep, claims[0], ev
 }
 
 // orphans counts deliveries due whose event is gone: each was locked by
