@@ -203,7 +203,7 @@ func (l *Limiter) Middleware(next http.Handler) http.Handler {
 // past the limit.
 //
 // An attempt is judged only in a turn, of which one client has as many on
-// an instance as its tightest limit allows a second, and only if, once it
+// an instance as the failure limit allows a second, and only if, once it
 // has its turn, the client's failures this second (in Redis, where every
 // instance counts them) and the attempts being judged on this instance
 // still leave room. A failure is counted before its turn is given back.
@@ -217,6 +217,7 @@ func (l *Limiter) Middleware(next http.Handler) http.Handler {
 // not refused.
 type Failures struct {
 	limits []*Limiter
+	bound  *Limiter // the one that counts failures alone, and its turns
 	turns  int
 
 	mu      sync.Mutex
@@ -230,17 +231,21 @@ type turns struct {
 	users int
 }
 
-// NewFailures counts failures on limits; nil ones (a rate limit that is
-// off) are skipped.
-func NewFailures(limits ...*Limiter) *Failures {
+// NewFailures counts failures on failures, which counts nothing else and
+// bounds what is judged, and as hits on also (the write limit), which
+// refuses an attempt only once it refused its client this second: a client
+// that has spent its writes may still read /admin. Nil ones (a rate limit
+// that is off) are skipped.
+func NewFailures(failures *Limiter, also ...*Limiter) *Failures {
 	f := &Failures{judging: map[string]*turns{}}
-	for _, l := range limits {
+	for _, l := range append([]*Limiter{failures}, also...) {
 		if l != nil {
 			f.limits = append(f.limits, l)
-			if f.turns == 0 || int(l.perSecond) < f.turns {
-				f.turns = int(l.perSecond)
-			}
 		}
+	}
+	if failures != nil {
+		f.bound = failures
+		f.turns = int(failures.perSecond)
 	}
 	return f
 }
@@ -255,7 +260,7 @@ const turnWait = time.Second
 // not be heard.
 func (f *Failures) Try(r *http.Request) (client string, done func(ctx context.Context, right bool) error, err error) {
 	none := func(context.Context, bool) error { return nil }
-	if len(f.limits) == 0 {
+	if f.bound == nil {
 		return r.RemoteAddr, none, nil
 	}
 	ctx := r.Context()
@@ -269,13 +274,11 @@ func (f *Failures) Try(r *http.Request) (client string, done func(ctx context.Co
 	if err != nil {
 		return client, none, err
 	}
-	for _, l := range f.limits {
-		// Every attempt being judged here may yet be a failure.
-		if !l.roomFor(ctx, client, int64(judging())) {
-			release()
-			l.refused(client)
-			return client, none, ErrTooMany
-		}
+	// Every attempt being judged here may yet be a failure.
+	if !f.bound.roomFor(ctx, client, int64(judging())) {
+		release()
+		f.bound.refused(client)
+		return client, none, ErrTooMany
 	}
 	return client, func(ctx context.Context, right bool) error {
 		defer release()

@@ -100,7 +100,9 @@ func TestLimiterAllowsExactlyItsRate(t *testing.T) {
 
 // A failure counts on every limiter; a client over any is refused before
 // its attempt is judged, and heard again the next second. A right attempt
-// counts nothing.
+// counts nothing, and a client that spent its writes (the looser limit,
+// as the write limit is) but failed nothing is still judged: /admin's
+// reads are no writes.
 func TestFailuresCountOnEveryLimit(t *testing.T) {
 	t.Parallel()
 	withRedisUpAndDown(t, func(t *testing.T, shared ratelimit.Counter) {
@@ -143,6 +145,22 @@ func TestFailuresCountOnEveryLimit(t *testing.T) {
 				return fmt.Errorf("the failures were not counted on the looser limit")
 			}
 			return nil
+		})
+		// Another client spends the looser limit, refused by it nowhere:
+		// its right attempt is judged.
+		other := httptest.NewRequest("GET", "/admin/webhooks", nil)
+		other.RemoteAddr = "192.0.2.9:5555"
+		inOneSecond(t, func() error {
+			for i := 0; i < 100; i++ {
+				if !loose.Allow(ctx, "192.0.2.9") {
+					return fmt.Errorf("write %d refused", i+1)
+				}
+			}
+			_, done, err := f.Try(other)
+			if err != nil {
+				return fmt.Errorf("a right attempt of a client that spent its writes: %v, want it judged", err)
+			}
+			return done(ctx, true)
 		})
 		time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second)))
 		if _, _, err := f.Try(r); err != nil {
