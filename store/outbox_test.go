@@ -380,21 +380,8 @@ func TestAnEndpointDeletedMidAttemptLeavesTheOthersRecorded(t *testing.T) {
 	t.Parallel()
 	s := newStore(t)
 	ctx := context.Background()
-	gone, err := s.CreateEndpoint(ctx, "http://127.0.0.1:9/a", []string{}, "whsec_a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	kept, err := s.CreateEndpoint(ctx, "http://127.0.0.1:9/b", []string{}, "whsec_b")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ev := newEvent(t, s, 10)
-	takeHold(t, s, ev, 1, time.Minute)
-	publishAll(t, s)
-	claims, err := s.ClaimDeliveries(ctx, 10, 10, nil, time.Minute)
-	if err != nil || len(claims) != 2 {
-		t.Fatalf("claim: %v %v, want one delivery to each endpoint", claims, err)
-	}
+	eps, claims, _ := claimedEvent(t, s, 2)
+	gone, kept := eps[0], eps[1]
 	var rs []webhook.Result
 	for _, c := range claims {
 		rs = append(rs, webhook.Result{DeliveryID: c.DeliveryID, EndpointID: c.EndpointID, Attempt: c.Attempt, StatusCode: 200, Delivered: true})
@@ -508,7 +495,8 @@ func TestAnEndpointTurnedOffDuringARoundKeepsNothingDue(t *testing.T) {
 	t.Parallel()
 	s := newStore(t)
 	ctx := context.Background()
-	ep, claim, ev := claimedEvent(t, s)
+	eps, claims, ev := claimedEvent(t, s, 1)
+	ep, claim := eps[0], claims[0]
 	takeHold(t, s, ev, 1, time.Minute)
 	round := openRound(t, s, 1)
 	gone := make(chan error, 1)
@@ -634,7 +622,8 @@ func TestThePurgePassesOverWhatIsOwed(t *testing.T) {
 // endpoint, the first event's delivery and position.
 func deliveredEvent(t *testing.T, s *store.Store) (ep webhook.Endpoint, delivery, pos int64) {
 	t.Helper()
-	ep, claim, ev := claimedEvent(t, s)
+	eps, claims, ev := claimedEvent(t, s, 1)
+	ep, claim := eps[0], claims[0]
 	if _, err := s.RecordAttempts(context.Background(), []webhook.Result{{DeliveryID: claim.DeliveryID, EndpointID: ep.ID,
 		Attempt: claim.Attempt, StatusCode: 200, Delivered: true}}, time.Second, time.Hour); err != nil {
 		t.Fatal(err)
@@ -644,23 +633,27 @@ func deliveredEvent(t *testing.T, s *store.Store) (ep webhook.Endpoint, delivery
 	return ep, claim.DeliveryID, claim.Event.Pos
 }
 
-// claimedEvent publishes a hold's created event to a new endpoint and
-// claims its delivery: the endpoint, the claim and the hold's event.
-func claimedEvent(t *testing.T, s *store.Store) (webhook.Endpoint, webhook.Claim, int64) {
+// claimedEvent publishes a hold's created event to n new endpoints and
+// claims its deliveries: the endpoints, the claims (one an endpoint) and
+// the hold's event.
+func claimedEvent(t *testing.T, s *store.Store, n int) ([]webhook.Endpoint, []webhook.Claim, int64) {
 	t.Helper()
 	ctx := context.Background()
-	ep, err := s.CreateEndpoint(ctx, "http://127.0.0.1:9/x", []string{}, "whsec_test")
-	if err != nil {
-		t.Fatal(err)
+	eps := make([]webhook.Endpoint, n)
+	for i := range eps {
+		var err error
+		if eps[i], err = s.CreateEndpoint(ctx, fmt.Sprintf("http://127.0.0.1:9/%d", i), []string{}, "whsec_test"); err != nil {
+			t.Fatal(err)
+		}
 	}
 	ev := newEvent(t, s, 10)
 	takeHold(t, s, ev, 1, time.Minute)
 	publishAll(t, s)
 	claims, err := s.ClaimDeliveries(ctx, 10, 10, nil, time.Minute)
-	if err != nil || len(claims) != 1 {
-		t.Fatalf("claim: %v %v", claims, err)
+	if err != nil || len(claims) != n {
+		t.Fatalf("claim: %v %v, want one delivery to each of %d endpoints", claims, err, n)
 	}
-	return ep, claims[0], ev
+	return eps, claims, ev
 }
 
 // orphans counts deliveries due whose event is gone: each was locked by

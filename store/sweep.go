@@ -88,36 +88,41 @@ func (s *Store) SweepExpired(ctx context.Context, batch int) (hold.SweepResult, 
 		return res, mapErr(ctx, err)
 	}
 	defer func() { s.counters.HoldsExpired(res.Expired) }()
-	var later []int64
-	for pass, wait := range []time.Duration{sweepQuickLock, 0} {
-		if pass == 1 {
-			events = later
+	res.Events = len(events)
+	later, err := s.sweepPass(ctx, &res, events, batch, sweepQuickLock)
+	if err != nil {
+		return res, err
+	}
+	busy, err := s.sweepPass(ctx, &res, later, batch, 0)
+	res.Busy = len(busy)
+	return res, err
+}
+
+// sweepPass sweeps events, each batch waiting for its event's row at most
+// lockWait (0: the session's lock timeout), adds what it expired and what
+// failed to res, and answers the events whose rows stayed held. The error
+// is ctx's, once it ended.
+func (s *Store) sweepPass(ctx context.Context, res *hold.SweepResult, events []int64, batch int, lockWait time.Duration) (busy []int64, err error) {
+	for _, ev := range events {
+		if err := ctx.Err(); err != nil {
+			return busy, err
 		}
-		for _, ev := range events {
-			if err := ctx.Err(); err != nil {
-				return res, err
+		n, held, err := s.sweepEvent(ctx, ev, batch, lockWait)
+		res.Expired += n
+		if held {
+			busy = append(busy, ev)
+			if lockWait > 0 {
+				continue // its error, if any, is the second pass's
 			}
-			if pass == 0 {
-				res.Events++
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return busy, err
 			}
-			n, busy, err := s.sweepEvent(ctx, ev, batch, wait)
-			res.Expired += n
-			switch {
-			case busy && pass == 0:
-				later = append(later, ev)
-				continue
-			case busy:
-				res.Busy++
-			}
-			if err != nil {
-				if ctx.Err() != nil {
-					return res, err
-				}
-				res.Failed = append(res.Failed, hold.SweepFailure{EventID: ev, Err: err})
-			}
+			res.Failed = append(res.Failed, hold.SweepFailure{EventID: ev, Err: err})
 		}
 	}
-	return res, nil
+	return busy, nil
 }
 
 // sweepQuickLock is how long a batch of the sweep's first pass waits for
