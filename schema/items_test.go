@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"testing"
 	"time"
+
+	"github.com/lib/pq"
 )
 
 // orphans counts booking items whose booking or category is missing and
@@ -228,5 +230,56 @@ func TestAnItemKeepsItsBookingLiveUntilItCommits(t *testing.T) {
 	}
 	if got := stock(t, db, ev); got != 10 {
 		t.Errorf("event stock %d, want 10", got)
+	}
+}
+
+// The items' stock trigger reads each category once a statement, in the
+// UPDATE that takes its stock (025), not once an item: a hot category's
+// row carries a chain of versions its updates left, which a lookup by key
+// walks, so a read per item was most of the trigger's cost. The count is
+// the transaction's own index scans on categories (pg_stat_xact_user_tables,
+// which needs no statistics flush).
+func TestItemsOfOneCategoryReadItOnceAStatement(t *testing.T) {
+	t.Parallel()
+	db := open(t)
+	const n = 20
+	ev := event(t, db, 100, true)
+	cat, _, _ := onlyCategory(t, db, ev)
+	ids := make([]int64, n)
+	for i := range ids {
+		id, err := booking(t, db, ev, 1, "pending")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[i] = id
+	}
+	ctx := context.Background()
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	scans := func() int64 {
+		t.Helper()
+		var s int64
+		if err := tx.QueryRow(`SELECT coalesce(idx_scan, 0) FROM pg_stat_xact_user_tables WHERE relname = 'categories'`).Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	before := scans()
+	if _, err := tx.Exec(`INSERT INTO booking_items (booking_id, category_id, quantity, price)
+		SELECT b, $2, 1, 10 FROM unnest($1::bigint[]) AS b`, pq.Array(ids), cat); err != nil {
+		t.Fatal(err)
+	}
+	if got := scans() - before; got >= n {
+		t.Errorf("%d items of one category: %d index scans of categories, want fewer than %d (one a category)", n, got, n)
+	}
+	var left int
+	if err := tx.QueryRow(`SELECT available_tickets FROM categories WHERE id = $1`, cat).Scan(&left); err != nil {
+		t.Fatal(err)
+	}
+	if left != 100-n {
+		t.Errorf("category stock %d after %d items, want %d", left, n, 100-n)
 	}
 }
