@@ -95,6 +95,10 @@ func HandleGet(svc *Service, log *slog.Logger) http.Handler {
 			httpapi.WriteError(w, r, log, err)
 			return
 		}
+		// The hold's state moves on its own (it lapses) and its answer names
+		// the buyer: a kept copy would read pending after the hold was
+		// confirmed, released or expired.
+		w.Header().Set("Cache-Control", "no-store")
 		httpapi.Encode(w, http.StatusOK, h)
 	})
 }

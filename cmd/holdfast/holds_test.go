@@ -79,9 +79,15 @@ func TestHoldLifecycle(t *testing.T) {
 			t.Fatalf("stock = %d, want 7", got)
 		}
 		var got holdBody
-		ts.do("GET", "/holds/"+h.ID, nil).json(t, &got)
+		res := ts.do("GET", "/holds/"+h.ID, nil)
+		res.json(t, &got)
 		if got.Status != "pending" {
 			t.Fatalf("GET = %+v", got)
+		}
+		// A kept copy would read pending after the hold was confirmed or
+		// lapsed, and it names the buyer.
+		if cc := res.Header.Get("Cache-Control"); cc != "no-store" {
+			t.Fatalf("GET's Cache-Control %q, want no-store", cc)
 		}
 
 		// Confirm, and again: 200, the same.
@@ -91,7 +97,7 @@ func TestHoldLifecycle(t *testing.T) {
 		if first.Status != 200 || c.Status != "confirmed" || c.ConfirmedAt == nil {
 			t.Fatalf("confirm: %d %s", first.Status, first.Body)
 		}
-		res := ts.do("POST", "/holds/"+h.ID+"/confirm", nil)
+		res = ts.do("POST", "/holds/"+h.ID+"/confirm", nil)
 		if res.Status != 200 || string(res.Body) != string(first.Body) {
 			t.Fatalf("confirm again: %d %s, want the same as %s", res.Status, res.Body, first.Body)
 		}
