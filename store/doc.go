@@ -124,7 +124,8 @@
 // foreign keys checked per row):
 //   - An item is of an existing, live booking and of an existing category
 //     of the booking's event, both locked until the insert commits: the
-//     items' stock trigger (take_category_stock_on_insert, 025: each
+//     items' stock trigger (take_category_stock_on_insert, 026: the
+//     bookings are locked first, in the give-back's order, then each
 //     category is read once, by the UPDATE that takes its stock and locks
 //     it), which also refuses a seated category outside hold_seats (HF005).
 //   - A deleted booking takes its items (bookings_delete_items); a
