@@ -32,9 +32,12 @@ BEGIN
                    WHERE EXISTS (SELECT 1 FROM seats s WHERE s.category_id = d.category_id)) THEN
         RAISE EXCEPTION 'a seated category is held by its seats' USING ERRCODE = 'HF005';
     END IF;
-    -- The status is tested in the select list, not in a WHERE: PostgreSQL
-    -- would push that filter into the locking subquery and read every live
-    -- booking through its partial index instead of each item's by its key.
+    -- The status is tested in the select list, not in a WHERE: a filter on
+    -- it, inside the locking subquery or outside it (where PostgreSQL
+    -- pushes it in), lets the planner read the bookings through their
+    -- partial index of live ones instead of each item's by its key. The
+    -- items of one statement are of bookings of that statement (hold_batch
+    -- inserts both together), so this lock waits for no one there.
     SELECT (SELECT count(*) FROM new_items), count(*) FILTER (WHERE x.live),
            array_agg(x.category_id), array_agg(x.event_id), array_agg(x.quantity)
     INTO v_items, v_live, v_cats, v_events, v_qtys
