@@ -369,9 +369,8 @@ func TestAnItemReadsItsBookingAlone(t *testing.T) {
 		t.Helper()
 		var ids []int64
 		for i := 0; i < n; i++ {
-			var id int64
-			if err := conn.QueryRowContext(ctx, `INSERT INTO bookings (event_id, user_email, quantity, total_amount, booking_status, expires_at)
-				VALUES ($1, 'b@example.com', 1, 10, 'pending', now() + interval '1 hour') RETURNING id`, ev).Scan(&id); err != nil {
+			id, err := booking(t, conn, ev, 1, "pending")
+			if err != nil {
 				t.Fatal(err)
 			}
 			ids = append(ids, id)

@@ -110,11 +110,13 @@ func stock(t *testing.T, db *sql.DB, id int64) int {
 	return n
 }
 
-func booking(t *testing.T, db *sql.DB, ev int64, qty int, status string) (int64, error) {
+func booking(t *testing.T, db interface {
+	QueryRowContext(context.Context, string, ...any) *sql.Row
+}, ev int64, qty int, status string) (int64, error) {
 	t.Helper()
 	var id int64
 	// A pending booking is a hold and needs an expiry (008).
-	err := db.QueryRow(`INSERT INTO bookings (event_id, user_email, quantity, total_amount, booking_status, expires_at)
+	err := db.QueryRowContext(context.Background(), `INSERT INTO bookings (event_id, user_email, quantity, total_amount, booking_status, expires_at)
 		VALUES ($1, 'a@example.com', $2, 10 * $2, $3::text, CASE WHEN $3::text = 'pending' THEN now() + interval '1 hour' END)
 		RETURNING id`, ev, qty, status).Scan(&id)
 	return id, err
