@@ -536,15 +536,19 @@ func TestARedisRestartDuringTheSale(t *testing.T) {
 	if avail != 0 || sold != tickets || twice != 0 {
 		t.Fatalf("available %d, sold %d, places that bought twice %d; want 0, %d, 0", avail, sold, twice, tickets)
 	}
+	// The file is written every second; a late fsync may hold it back a
+	// little more.
+	const kept = 2500 * time.Millisecond
 	again, old := 0, 0
 	for id, n := range found.admitted {
-		if killedAt.Sub(found.first[id]) > 2500*time.Millisecond {
+		age := killedAt.Sub(found.first[id])
+		if age > kept {
 			old++
 		}
 		if n > 1 {
 			again++
-			if killedAt.Sub(found.first[id]) > 2500*time.Millisecond {
-				t.Fatalf("place %s admitted %d times, first %s before the kill: older than the file's second", id, n, killedAt.Sub(found.first[id]))
+			if age > kept {
+				t.Fatalf("place %s admitted %d times, first %s before the kill: older than the file's second", id, n, age)
 			}
 		}
 	}
