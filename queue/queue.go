@@ -384,7 +384,10 @@ func (s *Service) Join(ctx context.Context, eventID int64, email string) (Place,
 }
 
 func (s *Service) join(ctx context.Context, eventID int64, email string) (Place, bool, error) {
-	if err := sale.ValidEmail(email); err != nil {
+	// The hold rules' form: the pass names the address as a hold stores
+	// it, and a place is one per buyer as the per-buyer cap counts them.
+	email, err := sale.NormalizeEmail(email)
+	if err != nil {
 		return Place{}, false, err
 	}
 	st, err := s.settings(ctx, eventID)
@@ -395,7 +398,7 @@ func (s *Service) join(ctx context.Context, eventID int64, email string) (Place,
 	if err != nil {
 		return Place{}, false, err
 	}
-	p, created, err := s.store.Join(ctx, st, id, strings.ToLower(email), email)
+	p, created, err := s.store.Join(ctx, st, id, sale.BuyerKey(email), email)
 	if err != nil {
 		return Place{}, false, err
 	}

@@ -405,6 +405,50 @@ func TestBadInputIsRefusedWithoutAPlace(t *testing.T) {
 	}
 }
 
+// TestOneLivePlacePerSpellingOfAnEmail joins one address spelt three ways
+// (decomposed, composed, in capitals): one place, whose pass names the
+// address as the hold rules store it (NFC), so a hold that sends any of
+// the spellings carries the pass's email after those rules.
+func TestOneLivePlacePerSpellingOfAnEmail(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	svc := w.instance()
+	ev := w.event(1000, nil, 600)
+	const nfd, nfc, upper = "e\u0301te\u0301@example.com", "\u00e9t\u00e9@example.com", "\u00c9T\u00c9@EXAMPLE.COM"
+	first, created, err := svc.Join(context.Background(), ev.ID, nfd)
+	if err != nil || !created {
+		t.Fatalf("join %q: created %v, err %v", nfd, created, err)
+	}
+	for _, addr := range []string{nfc, upper} {
+		if p, created, err := svc.Join(context.Background(), ev.ID, addr); err != nil || created || p.ID != first.ID {
+			t.Fatalf("join %q: place %s created %v err %v; want the first place, %s", addr, p.ID, created, err, first.ID)
+		}
+	}
+	// Case folding, not lower case: \u00df and SS are one address.
+	sharp, created, err := svc.Join(context.Background(), ev.ID, "stra\u00dfe@example.com")
+	if err != nil || !created {
+		t.Fatalf("join stra\u00dfe: created %v err %v", created, err)
+	}
+	if p, created, err := svc.Join(context.Background(), ev.ID, "STRASSE@example.com"); err != nil || created || p.ID != sharp.ID {
+		t.Fatalf("join STRASSE: place %s created %v err %v; want stra\u00dfe's, %s", p.ID, created, err, sharp.ID)
+	}
+	time.Sleep(20 * time.Millisecond) // credit
+	if _, err := svc.Step(context.Background(), ev, queue.Unlimited); err != nil {
+		t.Fatal(err)
+	}
+	got := get(t, svc, first.ID)
+	if got.Pass == nil {
+		t.Fatalf("not admitted: %+v", got)
+	}
+	c, err := w.signer.verify(*got.Pass)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Email != nfc {
+		t.Fatalf("the pass names %q, want the NFC form %q", c.Email, nfc)
+	}
+}
+
 func TestAnAdmittedPlaceHasAPassThatNamesIt(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)

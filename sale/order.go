@@ -174,12 +174,6 @@ func NormalizeEmail(s string) (string, error) {
 	return s, nil
 }
 
-// ValidEmail reports whether s is an address NormalizeEmail accepts.
-func ValidEmail(s string) error {
-	_, err := NormalizeEmail(s)
-	return err
-}
-
 // BuyerKey is the form in which the per-buyer cap compares emails: the
 // NFKC case folding of email (Unicode's compatibility caseless match,
 // D145), so that no spelling of one address (capitals, NFC or NFD, a

@@ -223,6 +223,33 @@ func TestWaitingRoomThroughTheAPI(t *testing.T) {
 	}
 }
 
+// TestAPassTakesHoldsForTheEmailItJoinedWith joins with an address in
+// decomposed form: the place's pass names it as the hold rules store it,
+// so the buyer's hold with the very bytes it joined with is taken.
+func TestAPassTakesHoldsForTheEmailItJoinedWith(t *testing.T) {
+	t.Parallel()
+	ts := newTestServer(t, func(c *config) { c.AdminToken = testToken })
+	ev := ts.queuedEvent(1000, "")
+	const nfd = "e\u0301te\u0301@example.com"
+	res := ts.do("POST", fmt.Sprintf("/events/%d/queue", ev), map[string]any{"user_email": nfd})
+	var p placeBody
+	res.json(t, &p)
+	if res.Status != 201 {
+		t.Fatalf("join: %d %s", res.Status, res.Body)
+	}
+	time.Sleep(20 * time.Millisecond)
+	ts.app.admitter.Run(context.Background())
+	res = ts.do("GET", "/queue/"+p.ID, nil)
+	res.json(t, &p)
+	if p.Pass == nil {
+		t.Fatalf("not admitted: %d %s", res.Status, res.Body)
+	}
+	res = ts.do("POST", "/holds", map[string]any{"event_id": ev, "user_email": nfd, "quantity": 1}, "Queue-Pass", *p.Pass)
+	if res.Status != 201 {
+		t.Fatalf("hold with the email the place joined with: %d %s", res.Status, res.Body)
+	}
+}
+
 func TestThePreQueueThroughTheAPI(t *testing.T) {
 	t.Parallel()
 	ts := newTestServer(t, func(c *config) { c.AdminToken = testToken })
