@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -928,4 +929,141 @@ func heapReads(t *testing.T, s *store.Store, setting, query string, args ...any)
 		}
 	}
 	return heap, strings.Join(plan, "\n")
+}
+
+// TestTheLastRetryIsMadeAtTheDeadline: with delays that double, the retry
+// after 45 h of a 72 h window would come at 91 h; it comes at 72 h instead,
+// and only an attempt that fails then gives the delivery up. The first
+// retry comes within the base, never after it.
+func TestTheLastRetryIsMadeAtTheDeadline(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	eps, claims, _ := claimedEvent(t, s, 2)
+	const base, window = 10 * time.Second, 72 * time.Hour
+	record := func(c webhook.Claim, ep webhook.Endpoint, attempt int) string {
+		t.Helper()
+		out, err := s.RecordAttempts(ctx, []webhook.Result{{DeliveryID: c.DeliveryID, EndpointID: ep.ID, Attempt: attempt, StatusCode: 500}}, base, window)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out[c.DeliveryID]
+	}
+	var early time.Duration
+	if got := record(claims[0], eps[0], claims[0].Attempt); got != webhook.OutcomeRetry {
+		t.Fatalf("the first attempt failed: %q, want a retry", got)
+	}
+	if err := s.DB().QueryRowContext(ctx, `SELECT (extract(epoch FROM next_at - clock_timestamp()) * 1e6)::bigint FROM webhook_deliveries WHERE id = $1`,
+		claims[0].DeliveryID).Scan(&early); err != nil {
+		t.Fatal(err)
+	}
+	if early *= time.Microsecond; early > base {
+		t.Fatalf("the first retry is due in %s, want within the base, %s", early, base)
+	}
+	// The second delivery, 16 attempts made and 45 h 36 m old.
+	other := claims[1].DeliveryID
+	if _, err := s.DB().ExecContext(ctx, `UPDATE webhook_deliveries SET attempts = 16, created_at = clock_timestamp() - interval '45 hours 36 minutes' WHERE id = $1`, other); err != nil {
+		t.Fatal(err)
+	}
+	if got := record(claims[1], eps[1], 16); got != webhook.OutcomeRetry {
+		t.Fatalf("attempt 16, 26 h before the deadline: %q, want a retry", got)
+	}
+	var atDeadline bool
+	if err := s.DB().QueryRowContext(ctx, `SELECT next_at = created_at + interval '72 hours' FROM webhook_deliveries WHERE id = $1`, other).Scan(&atDeadline); err != nil {
+		t.Fatal(err)
+	}
+	if !atDeadline {
+		t.Fatal("the retry after attempt 16 is not due at the deadline")
+	}
+	// That retry, made at the deadline, fails: given up.
+	if _, err := s.DB().ExecContext(ctx, `UPDATE webhook_deliveries SET attempts = 17, created_at = clock_timestamp() - interval '72 hours' WHERE id = $1`, other); err != nil {
+		t.Fatal(err)
+	}
+	if got := record(claims[1], eps[1], 17); got != webhook.OutcomeFailed {
+		t.Fatalf("the attempt at the deadline failed: %q, want the delivery failed", got)
+	}
+}
+
+// TestA410GivesUpAndNamesEveryDeliveryOfItsEndpoint: the deliveries a 410
+// gives up with their endpoint are answered too, so each is counted.
+func TestA410GivesUpAndNamesEveryDeliveryOfItsEndpoint(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	ep, err := s.CreateEndpoint(ctx, "http://127.0.0.1:9/gone", []string{}, "whsec_test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := newEvent(t, s, 10)
+	for range 3 {
+		takeHold(t, s, ev, 1, time.Minute)
+	}
+	publishAll(t, s)
+	claims, err := s.ClaimDeliveries(ctx, 10, 1, nil, time.Minute)
+	if err != nil || len(claims) != 1 {
+		t.Fatalf("claim: %v %v, want one of the three", claims, err)
+	}
+	out, err := s.RecordAttempts(ctx, []webhook.Result{{DeliveryID: claims[0].DeliveryID, EndpointID: ep.ID, Attempt: claims[0].Attempt, StatusCode: 410}}, time.Second, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	disabled := 0
+	for _, o := range out {
+		if o == webhook.OutcomeDisabled {
+			disabled++
+		}
+	}
+	if len(out) != 3 || disabled != 3 {
+		t.Fatalf("outcomes %v, want the three deliveries disabled", out)
+	}
+}
+
+// TestThePurgeLetsPublishingGoOn: a backlog of old events is purged a
+// batch a round, and an event written meanwhile is published between its
+// batches, not after the last of them.
+func TestThePurgeLetsPublishingGoOn(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	ev := newEvent(t, s, 10)
+	const old = 50_001 // ten of the publisher's batches
+	if _, err := s.DB().ExecContext(ctx, `INSERT INTO outbox (pos, type, sequence, at, booking_id, hold_id, event_id, user_email, quantity, total_amount, status)
+		SELECT g, 'hold.created', 1, now() - interval '2 days', 0, gen_random_uuid(), $1, 'old@example.com', 1, 0, 'pending'
+		FROM generate_series(1, $2::int) g`, ev, old); err != nil {
+		t.Fatal(err)
+	}
+	left := func() int {
+		var n int
+		if err := s.DB().QueryRowContext(ctx, `SELECT count(*) FROM outbox WHERE user_email = 'old@example.com'`).Scan(&n); err != nil {
+			t.Error(err)
+		}
+		return n
+	}
+	p := webhook.NewPublisher(s, 10*time.Millisecond, slog.New(slog.DiscardHandler))
+	p.Retention = time.Hour
+	seen := make(chan int, 1)
+	p.Published = func() {
+		select {
+		case seen <- left():
+		default:
+		}
+	}
+	if err := p.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Stop(ctx)
+	for deadline := time.Now().Add(30 * time.Second); left() == old; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the purge did not begin")
+		}
+	}
+	takeHold(t, s, ev, 1, time.Minute)
+	select {
+	case n := <-seen:
+		if n <= 1 {
+			t.Fatalf("the new event was published once the purge was over (%d old events left), not between its batches", n)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the new event was not published")
+	}
 }

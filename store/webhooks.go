@@ -93,23 +93,29 @@ const (
 	qDisable   = `UPDATE webhook_endpoints SET enabled = false,
 		disabled_reason = 'the receiver answered 410 Gone at ' || to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
 		WHERE id = $1`
-	qDisableDeliveries = `UPDATE webhook_deliveries SET next_at = NULL, outcome = 'disabled' WHERE endpoint_id = $1 AND outcome IS NULL`
+	// qDisableDeliveries gives up every delivery still owed by endpoint
+	// $1, and names them: each is a delivery given up, to be counted.
+	qDisableDeliveries = `UPDATE webhook_deliveries SET next_at = NULL, outcome = 'disabled' WHERE endpoint_id = $1 AND outcome IS NULL
+		RETURNING id`
 	// qRetry makes each delivery $1 due again after $3 microseconds
-	// doubled for every attempt made but the first (give or take a
-	// tenth), or fails it when that would be past $4 microseconds after
-	// it was made. Only while that worker's claim ($2, the attempt) is
-	// still the latest.
+	// doubled for every attempt made but the first (up to a tenth less,
+	// never more: the first retry comes within the base), but never later
+	// than $4 microseconds after it was made: the last retry is made at
+	// that deadline, not given up for a delay that would pass it. An
+	// attempt that fails at or after the deadline fails the delivery.
+	// Only while that worker's claim ($2, the attempt) is still the
+	// latest.
 	qRetry = `WITH r AS (
 			SELECT * FROM unnest($1::bigint[], $2::int[]) AS r(id, attempt)
 		), due AS (
-			SELECT d.id, clock_timestamp() + $3 * interval '1 microsecond' * power(2, least(d.attempts - 1, 30)) * (0.9 + random() * 0.2) AS at,
-				d.created_at + $4 * interval '1 microsecond' AS deadline
+			SELECT d.id, d.created_at + $4 * interval '1 microsecond' AS deadline,
+				clock_timestamp() + $3 * interval '1 microsecond' * power(2, least(d.attempts - 1, 30)) * (0.9 + random() * 0.1) AS at
 			FROM webhook_deliveries d JOIN r ON r.id = d.id AND r.attempt = d.attempts
 			WHERE d.outcome IS NULL
 		)
 		UPDATE webhook_deliveries d SET
-			next_at = CASE WHEN due.at > due.deadline THEN NULL ELSE due.at END,
-			outcome = CASE WHEN due.at > due.deadline THEN 'failed' END
+			next_at = CASE WHEN clock_timestamp() >= due.deadline THEN NULL ELSE least(due.at, due.deadline) END,
+			outcome = CASE WHEN clock_timestamp() >= due.deadline THEN 'failed' END
 		FROM due WHERE d.id = due.id
 		RETURNING d.id, coalesce(d.outcome, 'retry')`
 	qRelease = `UPDATE webhook_deliveries SET next_at = clock_timestamp(), attempts = attempts - 1
@@ -360,8 +366,14 @@ func (s *Store) RecordAttempts(ctx context.Context, rs []webhook.Result, retryBa
 			if _, err := tx.ExecContext(ctx, qDisable, ep); err != nil {
 				return mapErr(ctx, err)
 			}
-			if _, err := tx.ExecContext(ctx, qDisableDeliveries, ep); err != nil {
+			var ids []int64
+			if err := tx.SelectContext(ctx, &ids, qDisableDeliveries, ep); err != nil {
 				return mapErr(ctx, err)
+			}
+			// The endpoint's other deliveries, in this batch or not, are
+			// given up with it.
+			for _, id := range ids {
+				outcomes[id] = webhook.OutcomeDisabled
 			}
 		}
 		if len(retryIDs) == 0 {

@@ -63,10 +63,11 @@ type DeliveryStore interface {
 	// it.
 	ClaimDeliveries(ctx context.Context, limit, perEndpoint int, skip []int64, lease time.Duration) ([]Claim, error)
 	// RecordAttempts logs a batch of attempts and moves each delivery on:
-	// delivered, due again after retryBase doubled per attempt made,
-	// failed once retryFor has passed since it was made, or, on a 410,
-	// disabled with its endpoint and every delivery still due to it. It
-	// returns each delivery's outcome.
+	// delivered, due again after retryBase doubled per attempt made (the
+	// last retry at retryFor after it was made, failed if that one
+	// fails), or, on a 410, disabled with its endpoint and every delivery
+	// still due to it. It returns each delivery's outcome, those a 410
+	// gave up among them, in the batch or not.
 	RecordAttempts(ctx context.Context, rs []Result, retryBase, retryFor time.Duration) (map[int64]string, error)
 	// ReleaseClaim makes a claimed delivery due now again, unattempted
 	// (the worker is stopping).
@@ -360,6 +361,15 @@ func (d *Deliverer) recordBatch(ctx context.Context, batch []attempted) {
 			d.log.WarnContext(rctx, "webhook: delivery given up", "delivery_id", a.res.DeliveryID, "endpoint_id", a.res.EndpointID,
 				"outcome", outcome, "attempts", a.res.Attempt, "status", a.res.StatusCode)
 		}
+		delete(outcomes, a.res.DeliveryID)
+	}
+	// What is left, a 410 gave up with its endpoint without an attempt
+	// in this batch: each is a delivery given up too, logged as one line.
+	if len(outcomes) > 0 {
+		for range outcomes {
+			d.observer().WebhookFailed()
+		}
+		d.log.WarnContext(rctx, "webhook: deliveries given up with their endpoint, turned off by a 410", "deliveries", len(outcomes))
 	}
 }
 
@@ -413,7 +423,9 @@ type Publisher struct {
 	// keeps them for ever.
 	Retention time.Duration
 	loop      *worker.Loop
-	purgedAt  time.Time
+	purgedAt  time.Time // when the last purge began
+	purging   bool      // its last batch came back full: more to delete
+	purged    int       // deleted since it began
 }
 
 // purgeEvery is how often a publisher purges the outbox, and purgeBatch
@@ -463,7 +475,7 @@ func (p *Publisher) run(ctx context.Context) {
 		}
 		p.purge(ctx)
 		next := p.every
-		if n == publishBatch {
+		if n == publishBatch || p.purging {
 			next = 0
 		}
 		timer.Reset(next)
@@ -472,27 +484,28 @@ func (p *Publisher) run(ctx context.Context) {
 
 // purge deletes what is past the retention, once every purgeEvery: every
 // instance's publisher may, and the deletes of two are harmless to each
-// other (each deletes what it finds).
+// other (each deletes what it finds). It deletes one batch a round, and
+// rounds follow at once while batches come back full: a backlog (after an
+// upgrade, or a shorter retention) is cleared as fast, but publishing
+// goes on between its batches instead of waiting for all of them.
 func (p *Publisher) purge(ctx context.Context) {
-	if p.Retention <= 0 || time.Since(p.purgedAt) < purgeEvery {
+	if p.Retention <= 0 || (!p.purging && time.Since(p.purgedAt) < purgeEvery) {
 		return
 	}
-	p.purgedAt = time.Now()
-	total := 0
-	for ctx.Err() == nil {
-		n, err := p.store.PurgeOutbox(ctx, p.Retention, purgeBatch)
-		if err != nil {
-			if ctx.Err() == nil {
-				p.log.WarnContext(ctx, "webhook: could not purge the outbox", "err", err)
-			}
-			return
-		}
-		total += n
-		if n < purgeBatch {
-			break
-		}
+	if !p.purging {
+		p.purgedAt, p.purged = time.Now(), 0
 	}
-	if total > 0 {
-		p.log.InfoContext(ctx, "webhook: purged events past the retention", "events", total, "retention", p.Retention)
+	n, err := p.store.PurgeOutbox(ctx, p.Retention, purgeBatch)
+	if err != nil {
+		p.purging = false
+		if ctx.Err() == nil {
+			p.log.WarnContext(ctx, "webhook: could not purge the outbox", "err", err)
+		}
+		return
+	}
+	p.purged += n
+	p.purging = n == purgeBatch
+	if !p.purging && p.purged > 0 {
+		p.log.InfoContext(ctx, "webhook: purged events past the retention", "events", p.purged, "retention", p.Retention)
 	}
 }
