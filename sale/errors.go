@@ -36,7 +36,7 @@ var (
 	ErrCategoryRequired = problem.New(problem.CategoryRequired, "the event has several categories: send items naming them")
 	// ErrCategoryNotFound: an item names a category the event does not
 	// have.
-	ErrCategoryNotFound = problem.New(problem.Invalid, "an item names a category the event does not have")
+	ErrCategoryNotFound = problem.New(problem.NotFound, "an item names a category the event does not have")
 	// ErrCategoryMissing: the admin API names a category the event does
 	// not have.
 	ErrCategoryMissing = problem.New(problem.NotFound, "no such category of this event")

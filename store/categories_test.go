@@ -246,8 +246,8 @@ func TestASeedMadeEventTakesTheSeedsBody(t *testing.T) {
 	// Another event's category is not this event's.
 	other := newEvent(t, s, 10)
 	outs, err = s.CreateHolds(ctx, ev, []hold.Request{itemsRequest(ev, "a@example.com", sale.Item{CategoryID: defaultCategory(t, s, other), Quantity: 1})}, time.Minute, noRender)
-	if err != nil || !errors.Is(outs[0].Err, problem.Invalid) {
-		t.Fatalf("another event's category: %v, %v; want invalid_request", err, outs[0].Err)
+	if err != nil || !errors.Is(outs[0].Err, problem.NotFound) {
+		t.Fatalf("another event's category: %v, %v; want not_found", err, outs[0].Err)
 	}
 	checkCategories(t, s, ev)
 }
@@ -303,7 +303,7 @@ func TestACategoryIDBeyondTheColumnIsUnknownAndHarmsNoOther(t *testing.T) {
 	}
 	sev, _ := seatedEvent(t, s, 1, 4)
 	outs, err = s.CreateHolds(ctx, sev, []hold.Request{bestRequest(sev, "huge@example.com", 1<<31, 1)}, time.Minute, noRender)
-	if err != nil || !errors.Is(outs[0].Err, problem.Invalid) {
-		t.Fatalf("best available of a category id past int4: %v, %v; want a refusal of the request", outs, err)
+	if err != nil || !errors.Is(outs[0].Err, problem.NotFound) {
+		t.Fatalf("best available of a category id past int4: %v, %v; want not_found", outs, err)
 	}
 }

@@ -191,7 +191,7 @@ func (s *Store) PutSeats(ctx context.Context, ev int64, m sale.SeatMap) error {
 		}
 		for _, c := range cats {
 			if !slices.Contains(ids, c) {
-				return problem.Invalidf("a seat names category %d, which the event does not have", c)
+				return problem.Errorf(problem.NotFound, "a seat names category %d, which the event does not have", c)
 			}
 		}
 		if _, err := tx.ExecContext(ctx, qDeleteSeats, ev); err != nil {

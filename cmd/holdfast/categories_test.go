@@ -56,6 +56,9 @@ func TestCategoriesAndHoldsOfSeveralItems(t *testing.T) {
 	expectError(t, "seed's body, two categories", ts.do("POST", "/holds", fmt.Sprintf(`{"event_id":%d,"user_email":"a@example.com","quantity":1}`, ev.ID)), 400, "category_required")
 	expectError(t, "book/safe, two categories", ts.do("POST", "/book/safe", fmt.Sprintf(`{"event_id":%d,"user_email":"a@example.com","quantity":1}`, ev.ID)), 400, "category_required")
 	expectError(t, "book/safe with items", ts.do("POST", "/book/safe", body(fmt.Sprintf(`[{"category_id":%d,"quantity":1}]`, vip.ID))), 400, "invalid_request")
+	// A category id that names nothing, as any id in a body: 404.
+	expectError(t, "no such category", ts.do("POST", "/holds", body(`[{"category_id":99999999,"quantity":1}]`)), 404, "not_found")
+	expectError(t, "a category past the column", ts.do("POST", "/holds", body(`[{"category_id":2147483648,"quantity":1}]`)), 404, "not_found")
 	expectError(t, "a category twice", ts.do("POST", "/holds", body(fmt.Sprintf(`[{"category_id":%d,"quantity":1},{"category_id":%d,"quantity":1}]`, vip.ID, vip.ID))), 400, "invalid_request")
 	expectError(t, "more than max quantity", ts.do("POST", "/holds", body(fmt.Sprintf(`[{"category_id":%d,"quantity":6},{"category_id":%d,"quantity":5}]`, def, vip.ID))), 400, "invalid_request")
 	res = ts.do("POST", "/holds", body(fmt.Sprintf(`[{"category_id":%d,"quantity":3},{"category_id":%d,"quantity":1}]`, vip.ID, def)))

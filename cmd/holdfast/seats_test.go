@@ -111,6 +111,7 @@ func TestSeatsAPI(t *testing.T) {
 		t.Fatalf("section B: %+v", m)
 	}
 	expectError(t, "seats of no event", ts.do("GET", "/events/99999999/seats", nil), 404, "not_found")
+	expectError(t, "a map of no such category", ts.do("PUT", fmt.Sprintf("/admin/events/%d/seats", ev), seatMapBody(1, 1, 99999999), auth...), 404, "not_found")
 	body := func(email, seats string) string {
 		return fmt.Sprintf(`{"event_id":%d,"user_email":"%s",%s}`, ev, email, seats)
 	}
