@@ -67,6 +67,13 @@ func open(dsn string, opts DBOptions) (*sqlx.DB, error) {
 		// publisher compiled every round, half a second of the database's
 		// CPU for an update of ten milliseconds.
 		"jit": "off",
+		// A success is told only once its commit is durable, and on a
+		// cluster with a synchronous standby, once the standby has it: a
+		// server whose default is off or local (a common tuning) would
+		// otherwise answer 201 for a booking a failover then loses. A URL
+		// that sets it keeps its own (the operator's explicit choice,
+		// which /ready then reports as asynchronous).
+		"synchronous_commit": "on",
 	}
 	setMillis := func(name string, d time.Duration) {
 		if d > 0 {
@@ -397,16 +404,19 @@ type DBRole struct {
 	// Replication is "synchronous" when commits wait for a standby that
 	// is in sync, "waiting" when a synchronous standby is named but none
 	// is in sync (commits wait until one is, or until they are cancelled),
-	// and "asynchronous" when none is named (commits do not wait; a
-	// failover may lose the latest).
+	// and "asynchronous" when none is named or the pool's sessions do not
+	// wait for one (synchronous_commit off or local): a failover may lose
+	// the latest commits.
 	Replication string
 }
 
-// qDBRole reads the role and the replication mode. A standby named in
-// synchronous_standby_names shows sync_state sync, or quorum under ANY n
-// (pg_auto_failover's form); reading it takes pg_read_all_stats or
-// superuser, without which Replication reads "waiting".
-const qDBRole = `SELECT pg_is_in_recovery(), current_setting('synchronous_standby_names') <> '',
+// qDBRole reads the role and the replication mode, as the pool's own
+// sessions commit. A standby named in synchronous_standby_names shows
+// sync_state sync, or quorum under ANY n (pg_auto_failover's form);
+// reading it takes pg_read_all_stats or superuser, without which
+// Replication reads "waiting".
+const qDBRole = `SELECT pg_is_in_recovery(),
+	current_setting('synchronous_standby_names') <> '' AND current_setting('synchronous_commit') NOT IN ('off', 'local'),
 	(SELECT count(*) FROM pg_stat_replication WHERE sync_state IN ('sync', 'quorum'))`
 
 // ReadDBRole asks the server the pool reaches for its role.

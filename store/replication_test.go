@@ -122,10 +122,33 @@ func syncServer(t *testing.T) (syncURL, localURL string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = pg.Stop() })
-	// The server's default is synchronous_commit=off (a test server), so
-	// migrations and the setup commit at once; the URL asks for on.
+	// The store's sessions commit synchronously unless the URL says
+	// otherwise (the server's default, off on a test server, is not
+	// theirs): the local URL says so.
 	url := testenv.NewDatabase(t, pg.URL("postgres"))
-	return url + "&synchronous_commit=on", url
+	return url, url + "&synchronous_commit=local"
+}
+
+// TestTheStoreCommitsSynchronously: on a server whose default is not to
+// wait for the disk or a standby (a test server's, a common tuning), the
+// store's sessions still wait, so no success is told before it is
+// durable; and a pool whose URL asks not to wait reads asynchronous,
+// though a synchronous standby is named.
+func TestTheStoreCommitsSynchronously(t *testing.T) {
+	t.Parallel()
+	var mode string
+	if err := newStore(t).DB().GetContext(context.Background(), &mode, `SHOW synchronous_commit`); err != nil || mode != "on" {
+		t.Fatalf("a pooled session's synchronous_commit: %q, %v; want on", mode, err)
+	}
+	syncURL, localURL := syncServer(t)
+	role, err := store.ReadDBRole(context.Background(), onePool(t, localURL).DB())
+	if err != nil || role.Replication != "asynchronous" {
+		t.Fatalf("a pool whose commits do not wait: %+v, %v; want asynchronous", role, err)
+	}
+	role, err = store.ReadDBRole(context.Background(), onePool(t, syncURL).DB())
+	if err != nil || role.Replication != "waiting" {
+		t.Fatalf("a pool whose commits wait for a standby that never comes: %+v, %v; want waiting", role, err)
+	}
 }
 
 // waitSyncRep waits until n sessions wait for the synchronous standby and
