@@ -56,6 +56,15 @@ type Batcher struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
+	// CallTimeout, when positive, bounds each call of the Store as a
+	// request's deadline bounds the request (the store lets a commit wait
+	// for the standby a little past it): its requests have stopped
+	// waiting in their queue and can no longer leave, so without it a
+	// commit waiting on a standby that never comes would keep them, and
+	// the lane, until the batcher stops, and their answer would reach a
+	// connection long closed.
+	CallTimeout time.Duration
+
 	// Observe, when set, hears each batch's size and each request that
 	// waited its whole wait in a queue.
 	Observe BatchObserver
@@ -430,7 +439,7 @@ func (b *Batcher) serve(ev int64, batch []*waiter) {
 // alone.
 func (b *Batcher) holds(ev int64, reqs []Request) ([]Outcome, error) {
 	if b.events == nil || anyKey(reqs) {
-		return b.store.CreateHolds(b.ctx, ev, reqs, b.ttl, renderCreated)
+		return b.alone(ev, reqs)
 	}
 	b.gmu.Lock()
 	if b.busy < b.lanes {
@@ -473,9 +482,25 @@ func (b *Batcher) outcome(g *group, k int, ev int64, reqs []Request) ([]Outcome,
 		// picked one event a call), or the call failed in a way that
 		// committed nothing, perhaps for another batch's sake: this
 		// batch alone, off the lane, waiting for its row.
-		return b.store.CreateHolds(b.ctx, ev, reqs, b.ttl, renderCreated)
+		return b.alone(ev, reqs)
 	}
 	return nil, g.err
+}
+
+// alone serves ev's batch in a call of its own.
+func (b *Batcher) alone(ev int64, reqs []Request) ([]Outcome, error) {
+	ctx, cancel := b.call()
+	defer cancel()
+	return b.store.CreateHolds(ctx, ev, reqs, b.ttl, renderCreated)
+}
+
+// call is the context of one call of the Store: the batcher's, bounded by
+// CallTimeout.
+func (b *Batcher) call() (context.Context, context.CancelFunc) {
+	if b.CallTimeout <= 0 {
+		return context.WithCancel(b.ctx)
+	}
+	return context.WithTimeout(b.ctx, b.CallTimeout)
 }
 
 // runGroup serves g in one call that waits for no row, then hands its
@@ -489,7 +514,9 @@ func (b *Batcher) runGroup(g *group) {
 		close(g.done)
 		b.next()
 	}()
-	g.outs, g.err = b.events.CreateHoldsEvents(b.ctx, g.batches, b.ttl)
+	ctx, cancel := b.call()
+	defer cancel()
+	g.outs, g.err = b.events.CreateHoldsEvents(ctx, g.batches, b.ttl)
 }
 
 // next gives the lane of a call that ended to the first group waiting, or

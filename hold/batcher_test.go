@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/holdfast/holdfast/hold"
+	"github.com/holdfast/holdfast/internal/idempotency"
 	"github.com/holdfast/holdfast/internal/testenv"
 	"github.com/holdfast/holdfast/sale"
 	"github.com/holdfast/holdfast/store"
@@ -678,5 +679,62 @@ func TestAHeldEventRowHoldsUpNoOtherEvent(t *testing.T) {
 	}
 	if err := <-aDone; err != nil {
 		t.Fatalf("A's hold, once its row was free: %v", err)
+	}
+}
+
+// hangingStore never answers a call until its context ends, as a commit
+// waiting for a synchronous standby that never comes: the batcher's bound
+// on a call is all that ends it (or the test's end, closing release).
+type hangingStore struct {
+	*store.Store
+	release chan struct{}
+}
+
+func (s hangingStore) hang(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %w", sale.ErrUnavailable, ctx.Err())
+	case <-s.release:
+		return errors.New("the test ended")
+	}
+}
+
+func (s hangingStore) CreateHolds(ctx context.Context, _ int64, _ []hold.Request, _ time.Duration, _ hold.Render) ([]hold.Outcome, error) {
+	return nil, s.hang(ctx)
+}
+
+func (s hangingStore) CreateHoldsEvents(ctx context.Context, _ []hold.EventBatch, _ time.Duration) ([][]hold.Outcome, error) {
+	return nil, s.hang(ctx)
+}
+
+// A call that does not come back is bounded as a request is: its requests
+// are answered unavailable when CallTimeout runs out, on the shared lane
+// and alone (a batch with an idempotency key), instead of waiting until
+// the batcher stops, long after their clients' connections closed.
+func TestACallThatHangsIsBoundedLikeARequest(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, time.Minute)
+	ev := f.event(t, 10)
+	st := hangingStore{f.store, make(chan struct{})}
+	b := hold.NewBatcher(st, f.locks, time.Minute, time.Minute, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	b.CallTimeout = 300 * time.Millisecond
+	defer b.Stop(context.Background())
+	defer close(st.release) // before Stop, which waits for the call
+	keyed := request(ev, 2)
+	keyed.Key = &idempotency.Key{Scope: "holds", Key: "k"}
+	for _, req := range []hold.Request{request(ev, 1), keyed} {
+		got := make(chan error, 1)
+		go func() {
+			_, err := b.Submit(context.Background(), req)
+			got <- err
+		}()
+		select {
+		case err := <-got:
+			if !errors.Is(err, sale.ErrUnavailable) {
+				t.Fatalf("a call that hangs answered %v, want unavailable", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("a call that hangs (key %v) was not ended by its bound", req.Key != nil)
+		}
 	}
 }

@@ -229,19 +229,21 @@ func settle(ctx context.Context, conn *onceConn) error {
 	return nil
 }
 
-// commitWait is how long a commit may wait for the synchronous standby
+// CommitWait is how long a commit may wait for the synchronous standby
 // past the request's deadline before it is cancelled; its outcome is then
-// unknown and the client is told unavailable.
-const commitWait = 10 * time.Second
+// unknown and the client is told unavailable. A server's write timeout
+// must outlast the deadline by more than this, or that answer is written
+// to a connection already closed.
+const CommitWait = 10 * time.Second
 
 // detach returns a context the end of ctx does not cancel, ending
-// commitWait after ctx's deadline (or a minute from now without one).
+// CommitWait after ctx's deadline (or a minute from now without one).
 func detach(ctx context.Context) (context.Context, context.CancelFunc) {
 	d := time.Minute
 	if dl, ok := ctx.Deadline(); ok {
 		d = time.Until(dl)
 	}
-	return context.WithTimeout(context.WithoutCancel(ctx), max(d, 0)+commitWait)
+	return context.WithTimeout(context.WithoutCancel(ctx), max(d, 0)+CommitWait)
 }
 
 // once returns a connection of the pool to run one write outside a

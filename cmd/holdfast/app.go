@@ -120,6 +120,9 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger) (*app, error) {
 		batchLocks := store.NewLocks(rdb, store.LockOptions{Prefix: cfg.RedisPrefix, TTL: cfg.LockTTL, Wait: cfg.LockWait, MarkWaits: true}, log)
 		batchLocks.OnWait(func(d time.Duration, _ bool) { a.metrics.LockWaited(d, false) })
 		a.holds.Batcher = hold.NewBatcher(a.store, batchLocks, cfg.HoldTTL, cfg.LockWait, log)
+		// A batch's requests have already waited up to the lock wait in
+		// their queue: its call gets the rest of a request's deadline.
+		a.holds.Batcher.CallTimeout = requestDeadline(cfg) - cfg.LockWait
 		a.holds.Batcher.Observe = a.metrics
 		a.holds.Batcher.SetLockTTL(cfg.LockTTL)
 	}

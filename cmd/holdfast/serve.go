@@ -55,8 +55,10 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, onListen func(addr
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
 		// A request may wait for its lock, then do the simulated work,
-		// then a statement; the write deadline must outlast all of them.
-		WriteTimeout: requestDeadline(cfg) + 3*time.Second,
+		// then a statement, whose commit may wait for the standby a
+		// little past the deadline (answered 503, its outcome unknown):
+		// the write deadline must outlast all of them.
+		WriteTimeout: requestDeadline(cfg) + store.CommitWait + 3*time.Second,
 		IdleTimeout:  cfg.IdleTimeout,
 		ErrorLog:     slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
