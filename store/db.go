@@ -139,10 +139,43 @@ func ValidateURL(dsn string) error {
 		if u.Scheme != "postgres" && u.Scheme != "postgresql" {
 			return fmt.Errorf("scheme %q is not postgres://", u.Scheme)
 		}
-		return nil
+		if strings.Contains(u.Host, ",") {
+			return errors.New("lists several hosts before the path, which lib/pq reads as one host name: list them in host= and their ports in port=")
+		}
+		q := u.Query()
+		return oneWritable(q.Get("host"), q.Get("target_session_attrs"))
 	}
 	if !strings.Contains(dsn, "=") {
 		return errors.New("is neither a postgres:// URL nor key=value pairs")
+	}
+	var hosts, attrs string
+	for _, f := range strings.Fields(dsn) {
+		k, v, _ := strings.Cut(f, "=")
+		switch k {
+		case "host":
+			hosts = v
+		case "target_session_attrs":
+			attrs = v
+		}
+	}
+	return oneWritable(hosts, attrs)
+}
+
+// oneWritable refuses several hosts (hosts is a comma-separated list, empty
+// entries ignored) without target_session_attrs=read-write: lib/pq keeps
+// the first node that answers, and a standby listed first would take every
+// connection and refuse every write, each answered 503, for as long as it
+// stays a standby. (primary is not enough with pg_auto_failover: see the
+// README.)
+func oneWritable(hosts, attrs string) error {
+	n := 0
+	for _, h := range strings.Split(hosts, ",") {
+		if h != "" {
+			n++
+		}
+	}
+	if n > 1 && attrs != "read-write" {
+		return errors.New("lists several hosts without target_session_attrs=read-write: a standby listed first would take every connection and refuse every write")
 	}
 	return nil
 }

@@ -285,6 +285,28 @@ func TestMultiHostURL(t *testing.T) {
 	takeHold(t, s, ev, 1, time.Minute)
 }
 
+// A URL of several hosts must ask for the one that takes writes: lib/pq
+// keeps the first node that answers, and a standby listed first would take
+// every connection and refuse every write.
+func TestAURLOfSeveralHostsAsksForTheWritableOne(t *testing.T) {
+	t.Parallel()
+	for dsn, ok := range map[string]bool{
+		"postgres://a:5432/x":                                              true,
+		"postgres://a:5432,b:5432/x":                                       false,
+		"postgres://a:5432,b:5432/x?target_session_attrs=read-write":       false, // one host name to lib/pq
+		"postgres://a:5432,b:5432/x?target_session_attrs=any":              false,
+		"postgres:///x?host=/run/a,/run/b&port=1,2":                        false,
+		"postgres:///x?host=/run/a,/run/b&target_session_attrs=read-write": true,
+		"host=a,b dbname=x":                                                false,
+		"host=a,b dbname=x target_session_attrs=read-write":                true,
+		"host=a dbname=x":                                                  true,
+	} {
+		if err := store.ValidateURL(dsn); (err == nil) != ok {
+			t.Errorf("ValidateURL(%q) = %v, want ok %v", dsn, err, ok)
+		}
+	}
+}
+
 // TestReplayWaitsForTheStandby: what a client is told again must be as
 // safe as what it was told first. A confirm whose commit was not known to
 // be replicated answered unavailable; its retry must not replay the kept
