@@ -91,7 +91,8 @@ func open(dsn string, opts DBOptions) (*sqlx.DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: open: %w", err)
 	}
-	db := sqlx.NewDb(sql.OpenDB(connector{pq: pqc}), "postgres")
+	pqc.Dialer(dialer{})
+	db := sqlx.NewDb(sql.OpenDB(connector{pq: pqc, idle: idleBound(opts.StatementTimeout)}), "postgres")
 	if opts.MaxConns > 0 {
 		db.SetMaxOpenConns(opts.MaxConns)
 		db.SetMaxIdleConns(opts.MaxConns)

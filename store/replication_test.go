@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -421,4 +423,45 @@ func newStoreURLLazy(t *testing.T, url string) *store.Store {
 	}
 	t.Cleanup(func() { db.Close() })
 	return store.New(db)
+}
+
+// TestAServerThatStopsAnsweringEndsACallByItsDeadline: a backend that stops
+// (SIGSTOP: its host hung, or cut off, as the kernel still acknowledges)
+// ends a call a little after its deadline, where lib/pq alone
+// waits on the socket for as long as TCP does; and the connection leaves
+// the pool, so the next call gets a new one that works.
+func TestAServerThatStopsAnsweringEndsACallByItsDeadline(t *testing.T) {
+	t.Parallel()
+	_, localURL := syncServer(t) // a server of its own: this test stops one of its backends
+	s := onePool(t, localURL)
+	ev := newEvent(t, s, 10)
+	h := takeHold(t, s, ev, 1, time.Minute)
+	pid := backendPID(t, s)
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	resumed := make(chan struct{})
+	resume := sync.OnceFunc(func() { _ = syscall.Kill(pid, syscall.SIGCONT); close(resumed) })
+	t.Cleanup(resume)
+	go func() { // so that a failing run ends
+		select {
+		case <-time.After(30 * time.Second):
+			resume()
+		case <-resumed:
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	began := time.Now()
+	_, err := s.Hold(ctx, h.ID)
+	// The read runs as a write would (it may settle a commit), so it has
+	// the store's whole overrun past its deadline.
+	if took, most := time.Since(began), time.Second+store.Overrun+3*time.Second; err == nil || took > most {
+		t.Fatalf("a read from a stopped backend, 1 s deadline: %v after %s; want an error (the request's deadline: 503) within %s", err, took.Round(time.Millisecond), most)
+	}
+	ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := s.Hold(ctx, h.ID); err != nil {
+		t.Fatalf("the next read, on a new connection: %v", err)
+	}
 }

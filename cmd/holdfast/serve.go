@@ -56,9 +56,10 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, onListen func(addr
 		ReadTimeout:       10 * time.Second,
 		// A request may wait for its lock, then do the simulated work,
 		// then a statement, whose commit may wait for the standby a
-		// little past the deadline (answered 503, its outcome unknown):
-		// the write deadline must outlast all of them.
-		WriteTimeout: requestDeadline(cfg) + store.CommitWait + 3*time.Second,
+		// little past the deadline, and whose socket is given up a
+		// little after that (answered 503, its outcome unknown): the
+		// write deadline must outlast all of them.
+		WriteTimeout: requestDeadline(cfg) + store.Overrun + 3*time.Second,
 		IdleTimeout:  cfg.IdleTimeout,
 		ErrorLog:     slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
