@@ -15,6 +15,9 @@
 --    later section, though the cut lane might have one beyond the window,
 --    earlier in the map's order. The whole map is now read first, as it
 --    already was when no lane had a match.
+-- 3. A best_available of a section the map does not have was answered
+--    sold_out; it is now section_not_found (404), read only when the pick
+--    fails.
 --
 -- hold_seats is 024's (016's with 024's clock) but for those two.
 
@@ -344,9 +347,15 @@ BEGIN
                     v_pk_idx := v_pk_idx[1 : v_start - 1];
                     v_pk_n := v_pk_n[1 : v_start - 1];
                     v_pk_cat := v_pk_cat[1 : v_start - 1];
-                    v_out[i] := 'sold_out';
-                    v_short[i] := v_c;
-                    v_short_any := true;
+                    IF v_sec IS NOT NULL AND NOT EXISTS (SELECT 1 FROM seat_blocks k WHERE k.event_id = p_event AND k.section = v_sec) THEN
+                        -- A section the map does not have is not sold out
+                        -- (027): the buyer would never learn of the typo.
+                        v_out[i] := 'section_not_found';
+                    ELSE
+                        v_out[i] := 'sold_out';
+                        v_short[i] := v_c;
+                        v_short_any := true;
+                    END IF;
                 END IF;
             ELSIF v_nseat > 0 AND i = ANY (p_seat_reqs) THEN
                 v_ids := ARRAY(SELECT p_seat_ids[j] FROM generate_series(1, v_nseat) AS j WHERE p_seat_reqs[j] = i ORDER BY j);

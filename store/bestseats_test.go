@@ -2,11 +2,15 @@ package store_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 
+	"github.com/holdfast/holdfast/hold"
+	"github.com/holdfast/holdfast/internal/problem"
 	"github.com/holdfast/holdfast/sale"
 	"github.com/holdfast/holdfast/store"
 )
@@ -225,5 +229,28 @@ func TestBestAvailableLeavesNoMoreStrandedThanItMust(t *testing.T) {
 		if got := strandedBy(rows, picked); got > want {
 			t.Fatalf("case %d: free %v, %d asked: %v leaves %d stranded, a choice leaves %d", c, rows, q, o.Hold.Seats, got, want)
 		}
+	}
+}
+
+// A section the map does not have is not a sold-out one: the buyer must
+// be able to tell a typo from the end of the sale.
+func TestBestAvailableOfNoSuchSectionIsNotFound(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ev, cat := seatedEvent(t, s, 1, 2)
+	in := func(section string, qty int) hold.Request {
+		r := bestRequest(ev, "a@example.com", cat, qty)
+		r.Order.Best.Section = section
+		return r
+	}
+	outs := holdSeats(t, s, ev, in("Z", 1), in("A", 3), in("A", 2))
+	if err := outs[0].Err; !errors.Is(err, problem.NotFound) || !strings.Contains(err.Error(), `"Z"`) {
+		t.Fatalf("a section the map does not have: %v, want not_found naming it", err)
+	}
+	if err := outs[1].Err; !errors.Is(err, problem.SoldOut) {
+		t.Fatalf("three of section A's two: %v, want sold_out", err)
+	}
+	if o := outs[2]; o.Err != nil || len(o.Hold.Seats) != 2 {
+		t.Fatalf("two of section A: %v %v", o.Hold.Seats, o.Err)
 	}
 }

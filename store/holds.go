@@ -534,6 +534,8 @@ func (r *batchRow) outcome(o sale.Order) (hold.Outcome, error) {
 		return hold.Outcome{Err: sale.SeatsNotFound(r.Refused)}, nil
 	case "seats_required":
 		return hold.Outcome{Err: sale.ErrSeatsRequired}, nil
+	case "section_not_found":
+		return hold.Outcome{Err: problem.Errorf(problem.NotFound, "the event's seat map has no section %q", o.Best.Section)}, nil
 	case "not_seated":
 		return hold.Outcome{Err: problem.Invalidf("category %d has no seats: ask for its tickets as items", o.Best.CategoryID)}, nil
 	case "sold_out":
