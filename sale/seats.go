@@ -87,9 +87,14 @@ type SeatMapRequest struct {
 // seatName validates the name of a section or row: it is part of a seat's
 // id, so no "-", "," or space.
 func seatName(what, s string) error {
-	if s == "" || utf8.RuneCountInString(s) > MaxSeatNameLength || strings.ContainsAny(s, "-, ") ||
-		strings.ContainsFunc(s, func(r rune) bool { return unicode.IsControl(r) || unicode.In(r, unicode.Cf) }) {
-		return problem.Invalidf("%s must be 1 to %d characters with no '-', ',', space or control character", what, MaxSeatNameLength)
+	// A seat's id is its names joined by '-', read by people and split
+	// by ids lists: no character that looks like a space or a break
+	// (Unicode's Z categories, a no-break space among them), that no one
+	// can see (Cc, Cf), or that stands for bytes that were not UTF-8
+	// (U+FFFD, what a JSON decoder makes of them).
+	if s == "" || utf8.RuneCountInString(s) > MaxSeatNameLength || strings.ContainsAny(s, "-,\uFFFD") ||
+		strings.ContainsFunc(s, func(r rune) bool { return unicode.In(r, unicode.Cc, unicode.Cf, unicode.Z) }) {
+		return problem.Invalidf("%s must be 1 to %d characters with no '-', ',', space, separator or control character", what, MaxSeatNameLength)
 	}
 	return nil
 }
