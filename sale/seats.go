@@ -119,6 +119,12 @@ func (r SeatMapRequest) Map() (SeatMap, error) {
 			return SeatMap{}, problem.Invalidf("section %q is named twice", *sec.Name)
 		}
 		seen[*sec.Name] = true
+		// Required, as the OpenAPI document has it (an empty list is a
+		// section without seats): a section sent without its rows is a
+		// mistake, not a wish.
+		if sec.Rows == nil {
+			return SeatMap{}, problem.Invalidf("sections[%d].rows is required", i)
+		}
 		s := Section{Name: *sec.Name, Rows: make([]Row, 0, len(sec.Rows))}
 		rows := map[string]bool{}
 		for j, row := range sec.Rows {
@@ -133,6 +139,9 @@ func (r SeatMapRequest) Map() (SeatMap, error) {
 				return SeatMap{}, problem.Invalidf("row %q of section %q is named twice", *row.Name, s.Name)
 			}
 			rows[*row.Name] = true
+			if row.Seats == nil {
+				return SeatMap{}, problem.Invalidf("%s.seats is required", where)
+			}
 			rw := Row{Name: *row.Name, Seats: make([]MapSeat, 0, len(row.Seats))}
 			numbers := map[int64]bool{}
 			for k, st := range row.Seats {
