@@ -509,7 +509,9 @@ func (b *Batcher) runGroup(g *group) {
 	defer func() {
 		if v := recover(); v != nil {
 			b.log.Error("hold group panicked", "batches", len(g.batches), "panic", v, "stack", string(debug.Stack()))
-			g.outs, g.err = nil, fmt.Errorf("hold: batch panicked: %v", v)
+			// Perhaps after its statement committed: unknown, so that no
+			// batch of it is served again alone.
+			g.outs, g.err = nil, fmt.Errorf("%w: hold: batch panicked: %v", sale.ErrUnavailable, v)
 		}
 		close(g.done)
 		b.next()

@@ -738,3 +738,44 @@ func TestACallThatHangsIsBoundedLikeARequest(t *testing.T) {
 		}
 	}
 }
+
+// A batch whose statement ran but whose answer could not be read (here the
+// database's hold_batch_events garbles the outcome of a hold it made) has
+// an unknown outcome: answered unavailable, never served again, which
+// would make its holds twice. The fixture's database is the test's own.
+func TestAnAnswerThatCannotBeReadIsNeverServedAgain(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, time.Minute)
+	ev := f.event(t, 10)
+	if _, err := f.store.DB().ExecContext(context.Background(), `
+		ALTER FUNCTION hold_batch_events(bigint[], text[], text[], inet[], int[], int[], int[], bigint, int, int, text[], boolean)
+			RENAME TO hold_batch_events_real;
+		CREATE FUNCTION hold_batch_events(p_events bigint[], p_emails text[], p_keys text[], p_clients inet[],
+		                                  p_item_reqs int[], p_item_cats int[], p_item_qtys int[],
+		                                  p_ttl_us bigint, p_cap int, p_client_cap int,
+		                                  p_places text[] DEFAULT NULL, p_skip_locked boolean DEFAULT false)
+		RETURNS TABLE (n int, outcome text, price numeric, expired int,
+		               hold_id uuid, event_id int, user_email varchar, quantity int, total_amount numeric,
+		               expires_at timestamptz, created_at timestamptz, confirmed_at timestamptz, status text,
+		               short_category int, item_categories int[], item_quantities int[], item_prices numeric[])
+		AS $$ SELECT r.n, 'garbled', r.price, r.expired, r.hold_id, r.event_id, r.user_email, r.quantity, r.total_amount,
+		             r.expires_at, r.created_at, r.confirmed_at, r.status, r.short_category, r.item_categories,
+		             r.item_quantities, r.item_prices
+		      FROM hold_batch_events_real(p_events, p_emails, p_keys, p_clients, p_item_reqs, p_item_cats, p_item_qtys,
+		                                  p_ttl_us, p_cap, p_client_cap, p_places, p_skip_locked) AS r $$ LANGUAGE sql`); err != nil {
+		t.Fatal(err)
+	}
+	b := hold.NewBatcher(f.store, f.locks, time.Minute, time.Minute, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	defer b.Stop(context.Background())
+	_, err := b.Submit(context.Background(), request(ev, 1))
+	var holds int
+	if err := f.store.DB().GetContext(context.Background(), &holds, `SELECT count(*) FROM bookings WHERE event_id = $1`, ev); err != nil {
+		t.Fatal(err)
+	}
+	if holds != 1 {
+		t.Fatalf("%d holds made for one request, want the one its statement made", holds)
+	}
+	if !errors.Is(err, sale.ErrUnavailable) {
+		t.Fatalf("a batch whose answer cannot be read: %v, want unavailable", err)
+	}
+}

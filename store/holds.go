@@ -284,6 +284,12 @@ func (s *Store) holdBatchAlone(ctx context.Context, events []int64, reqs []hold.
 		}
 		return err
 	})
+	if errors.Is(err, errAnswered) {
+		// The statement ran, and outside a transaction it commits
+		// whatever its answer's reading found: served again, its holds
+		// would be made twice.
+		return nil, fmt.Errorf("%w: %w", sale.ErrUnavailable, err)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -291,6 +297,12 @@ func (s *Store) holdBatchAlone(ctx context.Context, events []int64, reqs []hold.
 	s.counters.HoldsExpired(expiredN)
 	return outs, nil
 }
+
+// errAnswered wraps a failure to read what hold_batch answered, once it
+// ran. In a transaction that rolls it back; outside one, the statement has
+// committed (or does as its rows are drained), so its outcome is unknown,
+// never "nothing happened".
+var errAnswered = errors.New("store: reading hold_batch's answer")
 
 // createHoldsInTx is CreateHolds for a batch with idempotency keys.
 func (s *Store) createHoldsInTx(ctx context.Context, eventID int64, reqs []hold.Request, ttl time.Duration, render hold.Render) ([]hold.Outcome, error) {
@@ -440,16 +452,16 @@ func (s *Store) holdBatch(ctx context.Context, q querier, events []int64, reqs [
 			dest = append(dest, &r.Seats, &r.Refused)
 		}
 		if err := rows.Scan(dest...); err != nil {
-			return nil, 0, mapErr(ctx, err)
+			return nil, 0, fmt.Errorf("%w: %w", errAnswered, mapErr(ctx, err))
 		}
 		if r.N != seen+1 || r.N > len(reqs) {
-			return nil, 0, fmt.Errorf("store: hold_batch answered request %d after %d of %d", r.N, seen, len(reqs))
+			return nil, 0, fmt.Errorf("%w: request %d after %d of %d", errAnswered, r.N, seen, len(reqs))
 		}
 		seen = r.N
 		expiredN = r.Expired
 		out, err := r.outcome(reqs[r.N-1].Order)
 		if err != nil {
-			return nil, 0, err
+			return nil, 0, fmt.Errorf("%w: %w", errAnswered, err)
 		}
 		outs[r.N-1] = out
 	}
@@ -457,7 +469,7 @@ func (s *Store) holdBatch(ctx context.Context, q querier, events []int64, reqs [
 		return nil, 0, mapErr(ctx, err)
 	}
 	if seen != len(reqs) {
-		return nil, 0, fmt.Errorf("store: hold_batch answered %d of %d requests", seen, len(reqs))
+		return nil, 0, fmt.Errorf("%w: %d of %d requests answered", errAnswered, seen, len(reqs))
 	}
 	return outs, expiredN, nil
 }
