@@ -2,6 +2,7 @@ package booking
 
 import (
 	"context"
+	"log/slog"
 	"time"
 
 	"github.com/holdfast/holdfast/internal/idempotency"
@@ -62,6 +63,11 @@ type Service struct {
 	// Passes checks the Queue-Pass of a /book/safe request; nil takes no
 	// pass, so a queued event refuses every booking.
 	Passes pass.Verifier
+	// Places, when set, is told of every booking made with a pass
+	// (sale.MarkDone): a booking is a confirmed purchase.
+	Places sale.PlaceMarker
+	// Log reports a place that could not be marked done.
+	Log *slog.Logger
 }
 
 // BookUnsafe books without any lock; it can oversell.
@@ -89,5 +95,9 @@ func (s *Service) BookSafe(ctx context.Context, o sale.Order, key *idempotency.K
 		return Outcome{}, err
 	}
 	defer unlock()
-	return s.Store.BookLocked(ctx, o, s.Work, key, render)
+	out, err := s.Store.BookLocked(ctx, o, s.Work, key, render)
+	if err == nil && out.Err == nil && out.Replay == nil {
+		sale.MarkDone(ctx, s.Places, o.Pass.Place, s.Log)
+	}
+	return out, err
 }

@@ -155,22 +155,12 @@ type Service struct {
 	// Passes checks the Queue-Pass of a hold request; nil takes no pass,
 	// so a queued event refuses every hold.
 	Passes pass.Verifier
-	// Places, when set, is told of every confirmed hold made with a pass,
-	// so its place reads done at once. It is best effort: the database's
-	// pass_used check is what refuses a second hold with that pass.
-	Places PlaceMarker
+	// Places, when set, is told of every confirmed hold made with a pass
+	// (sale.MarkDone).
+	Places sale.PlaceMarker
 	// Log reports a place that could not be marked done.
 	Log *slog.Logger
 }
-
-// PlaceMarker marks a waiting room place done.
-type PlaceMarker interface {
-	Done(ctx context.Context, placeID string) error
-}
-
-// placeMarkWait bounds the best-effort marking of a place after a confirm,
-// so a slow Redis cannot slow the confirm's answer by more.
-const placeMarkWait = 250 * time.Millisecond
 
 // Create takes a hold. Its idempotency key, if any, is honoured.
 func (s *Service) Create(ctx context.Context, req Request) (Outcome, error) {
@@ -212,12 +202,8 @@ func (s *Service) Confirm(ctx context.Context, id uuid.UUID, key *idempotency.Ke
 		}
 	}
 	out, err := s.Store.Confirm(ctx, id, key, render)
-	if err == nil && out.Err == nil && out.Hold.Place != "" && s.Places != nil {
-		mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), placeMarkWait)
-		defer cancel()
-		if merr := s.Places.Done(mctx, out.Hold.Place); merr != nil && s.Log != nil {
-			s.Log.WarnContext(ctx, "could not mark the waiting room place done", "hold_id", id, "err", merr)
-		}
+	if err == nil && out.Err == nil {
+		sale.MarkDone(ctx, s.Places, out.Hold.Place, s.Log)
 	}
 	return out, err
 }

@@ -130,6 +130,7 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger) (*app, error) {
 	a.sweeper.Observe = a.metrics
 	a.queue = queue.NewService(store.NewQueues(rdb, cfg.RedisPrefix), a.store, a.passes, cfg.TicketCap, log)
 	a.holds.Places, a.holds.Log = a.queue, log
+	a.booking.Places, a.booking.Log = a.queue, log
 	a.queue.Observe = a.metrics
 	// Every admission step reads the event's stock, so the queue never
 	// admits more buyers than there are tickets for them.

@@ -231,22 +231,52 @@ func TestAPassTakesHoldsForTheEmailItJoinedWith(t *testing.T) {
 	ts := newTestServer(t, func(c *config) { c.AdminToken = testToken })
 	ev := ts.queuedEvent(1000, "")
 	const nfd = "e\u0301te\u0301@example.com"
-	res := ts.do("POST", fmt.Sprintf("/events/%d/queue", ev), map[string]any{"user_email": nfd})
-	var p placeBody
-	res.json(t, &p)
-	if res.Status != 201 {
-		t.Fatalf("join: %d %s", res.Status, res.Body)
-	}
-	time.Sleep(20 * time.Millisecond)
-	ts.app.admitter.Run(context.Background())
-	res = ts.do("GET", "/queue/"+p.ID, nil)
-	res.json(t, &p)
-	if p.Pass == nil {
-		t.Fatalf("not admitted: %d %s", res.Status, res.Body)
-	}
-	res = ts.do("POST", "/holds", map[string]any{"event_id": ev, "user_email": nfd, "quantity": 1}, "Queue-Pass", *p.Pass)
+	p := ts.admittedPlace(ev, nfd)
+	res := ts.do("POST", "/holds", map[string]any{"event_id": ev, "user_email": nfd, "quantity": 1}, "Queue-Pass", *p.Pass)
 	if res.Status != 201 {
 		t.Fatalf("hold with the email the place joined with: %d %s", res.Status, res.Body)
+	}
+}
+
+// admittedPlace joins email to ev's queue (of a high rate), runs an
+// admission step and answers the place, admitted with its pass.
+func (ts *testServer) admittedPlace(ev int64, email string) placeBody {
+	ts.t.Helper()
+	res := ts.do("POST", fmt.Sprintf("/events/%d/queue", ev), map[string]any{"user_email": email})
+	var p placeBody
+	res.json(ts.t, &p)
+	if res.Status != 201 {
+		ts.t.Fatalf("join: %d %s", res.Status, res.Body)
+	}
+	time.Sleep(20 * time.Millisecond) // credit
+	ts.app.admitter.Run(context.Background())
+	res = ts.do("GET", "/queue/"+p.ID, nil)
+	res.json(ts.t, &p)
+	if p.Pass == nil {
+		ts.t.Fatalf("not admitted: %d %s", res.Status, res.Body)
+	}
+	return p
+}
+
+// A booking with a pass (POST /book/safe) is a confirmed purchase, as a
+// confirmed hold is: its place reads done, and its email may join again.
+func TestABookingWithAPassMakesItsPlaceDone(t *testing.T) {
+	t.Parallel()
+	ts := newTestServer(t, func(c *config) { c.AdminToken = testToken })
+	ev := ts.queuedEvent(1000, "")
+	const email = "safe@example.com"
+	p := ts.admittedPlace(ev, email)
+	res := ts.do("POST", "/book/safe", map[string]any{"event_id": ev, "user_email": email, "quantity": 1}, "Queue-Pass", *p.Pass)
+	if res.Status != 200 {
+		t.Fatalf("book/safe with a pass: %d %s", res.Status, res.Body)
+	}
+	res = ts.do("GET", "/queue/"+p.ID, nil)
+	res.json(t, &p)
+	if p.Status != "done" || p.Pass != nil {
+		t.Fatalf("the place after its booking: %s, want done without its pass", res.Body)
+	}
+	if res := ts.do("POST", fmt.Sprintf("/events/%d/queue", ev), map[string]any{"user_email": email}); res.Status != 201 {
+		t.Fatalf("join again after buying: %d, want a new place", res.Status)
 	}
 }
 
