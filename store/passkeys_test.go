@@ -262,6 +262,15 @@ func TestAQueuedEventTakesHoldsOnlyWithAPass(t *testing.T) {
 			if used[1].Err != nil {
 				t.Errorf("another place's pass in the same batch: %v, want a hold", used[1].Err)
 			}
+			// Its booking cancelled (a refund), the pass stays used: the
+			// tickets that come back are the queue's.
+			if _, err := s.Cancel(ctx, outs[2].Hold.ID); err != nil {
+				t.Fatal(err)
+			}
+			again, err := s.CreateHolds(ctx, ev, []hold.Request{withPass(request(ev, "c@example.com", 1), pass.Gate{Place: "place-c"})}, time.Minute, noRender)
+			if err != nil || !errors.Is(again[0].Err, pass.ErrUsed) {
+				t.Errorf("a hold with a pass whose booking was cancelled: %v %v, want ErrUsed", err, again[0].Err)
+			}
 
 			// An event without a queue ignores the header's outcome.
 			free, err := s.CreateHolds(ctx, open, []hold.Request{
