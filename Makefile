@@ -13,7 +13,7 @@ BIN := bin/holdfast
 # Run as root (CI, containers) apt-get needs no sudo; otherwise use it.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build run test test-go test-k6 experiment bench faults ha fuzz vet fmt clean
+.PHONY: all deps build run test test-go test-k6 experiment bench callgrind faults ha fuzz vet fmt clean
 
 all: build
 
@@ -21,6 +21,13 @@ all: build
 # are missing, and k6 and staticcheck with `go install`. It runs before the
 # tests, never inside them: parallel test binaries would fight over apt's lock.
 deps:
+	@# The race detector (make test) needs cgo, and so a C compiler: Go's
+	@# own tarball brings none.
+	@if ! command -v gcc >/dev/null || [ ! -e /usr/include/stdlib.h ]; then \
+		echo "deps: installing gcc and libc6-dev (go test -race needs cgo)"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq gcc libc6-dev >/dev/null; \
+	fi
 	@if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || ! command -v redis-server >/dev/null || ! command -v psql >/dev/null \
 		|| ! command -v curl >/dev/null || ! command -v jq >/dev/null; then \
 		echo "deps: installing postgresql, redis-server, curl and jq (the k6 runners read the service with them)"; \
@@ -91,6 +98,17 @@ clean:
 # and Redis and drives it with one load generator; see BENCHMARKS.md.
 bench: deps build
 	HOLDFAST_BIN=$(CURDIR)/$(BIN) $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./internal/bench/
+
+# callgrind counts the database's instructions per batched hold
+# (scripts/callgrind_holds.sh, the method of BENCHMARKS.md's tables), with
+# valgrind installed first if missing. EXTRA=file.sql applies a variant.
+callgrind: deps build
+	@if ! command -v valgrind >/dev/null; then \
+		echo "callgrind: installing valgrind"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq valgrind >/dev/null; \
+	fi
+	scripts/callgrind_holds.sh $(CURDIR)/$(BIN) $(EXTRA)
 
 # FUZZTIME is how long `make fuzz` (and `make faults`) fuzzes each target;
 # `go test` alone replays their corpora as ordinary tests.

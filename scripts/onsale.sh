@@ -7,7 +7,7 @@
 # `holdfast check`.
 #
 # It needs the service to run with an admin token:
-#   holdfast dev --admin-token "$(openssl rand -hex 16)" --hold-ttl 5s
+#   holdfast dev --admin-token "$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')" --hold-ttl 5s
 # and reads the token from ADMIN_TOKEN (or HOLDFAST_ADMIN_TOKEN, or the
 # HOLDFAST_ADMIN_TOKEN line `holdfast dev` writes to .holdfast/env).
 #
