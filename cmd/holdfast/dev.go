@@ -20,11 +20,7 @@ import (
 // runDev is the embedded default: private PostgreSQL and Redis under
 // .holdfast/, the sample events, and the service with the seed's demo on.
 func runDev(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	cfg := defaultConfig()
-	cfg.UnsafeDemo = true
-	cfg.SimulateWork = 100 * time.Millisecond
-	// The demo's k6 scripts send every request from one address.
-	cfg.ClientCap = 0
+	cfg := devConfig()
 	dir := ".holdfast"
 	s := newSettings("dev", getenv, stderr)
 	s.serveFlags(&cfg)
@@ -68,12 +64,16 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	}
 	cfg.DatabaseURL = pg.URL("holdfast")
 	cfg.RedisURL = rd.URL()
-	if err := writeEnvFile(filepath.Join(dir, "env"), cfg); err != nil {
-		return err
-	}
 	fmt.Fprintf(stdout, "DATABASE_URL=%s\nREDIS_URL=%s\n", cfg.DatabaseURL, cfg.RedisURL)
 
 	return serve(ctx, cfg, log, func(addr string) {
+		// The address bound, not the one asked for: with --addr
+		// 127.0.0.1:0 the scripts must find the port picked.
+		bound := cfg
+		bound.Addr = addr
+		if err := writeEnvFile(filepath.Join(dir, "env"), bound); err != nil {
+			log.Error("write the env file", "err", err)
+		}
 		db, err := store.Open(ctx, cfg.DatabaseURL, store.DBOptions{MaxConns: 1})
 		if err != nil {
 			log.Error("load samples", "err", err)
@@ -89,6 +89,19 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 		}
 		fmt.Fprintf(stdout, "holdfast dev is serving on http://%s (env in %s)\n", addr, filepath.Join(dir, "env"))
 	})
+}
+
+// devConfig is dev's defaults: the seed's demo.
+func devConfig() config {
+	cfg := defaultConfig()
+	// The demo oversells on purpose (/book/unsafe) and caps no client:
+	// loopback only, unless --addr says otherwise.
+	cfg.Addr = "127.0.0.1:8080"
+	cfg.UnsafeDemo = true
+	cfg.SimulateWork = 100 * time.Millisecond
+	// The demo's k6 scripts send every request from one address.
+	cfg.ClientCap = 0
+	return cfg
 }
 
 // devPostgresDir is dir/pg, unless the postgres user (whom PostgreSQL runs as

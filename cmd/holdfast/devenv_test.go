@@ -1,10 +1,15 @@
 package main
 
 import (
+	"bytes"
+	"context"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 )
 
 // TestWriteEnvFile checks .holdfast/env carries the admin token only when
@@ -43,4 +48,78 @@ func TestWriteEnvFile(t *testing.T) {
 			t.Errorf("token %q: no DATABASE_URL line in\n%s", tc.token, b)
 		}
 	}
+}
+
+// holdfast dev serves the demo, which oversells on purpose, on loopback
+// unless told otherwise.
+func TestDevServesOnLoopback(t *testing.T) {
+	t.Parallel()
+	if addr := devConfig().Addr; !strings.HasPrefix(addr, "127.0.0.1:") {
+		t.Fatalf("dev's default address %q, want loopback", addr)
+	}
+}
+
+// holdfast dev, asked for any free port, writes the one it bound to its env
+// file, where the scripts find the service; the address it was asked for
+// (port 0) reaches nothing. Real private servers, in the test's own dir.
+func TestDevWritesTheAddressItBound(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o755); err != nil { // the postgres user reaches it when run as root
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	out, errs := &syncWriter{w: &bytes.Buffer{}}, &syncWriter{w: &bytes.Buffer{}}
+	go func() {
+		done <- runDev(ctx, []string{"--addr", "127.0.0.1:0", "--dir", filepath.Join(dir, "dev")}, func(string) string { return "" }, out, errs)
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("dev: %v\n%s", err, errs.String())
+		}
+	}()
+	env := filepath.Join(dir, "dev", "env")
+	var addr string
+	for deadline := time.Now().Add(90 * time.Second); addr == ""; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no HOLDFAST_ADDR in %s after 90 s; dev's log:\n%s", env, errs.String())
+		}
+		b, _ := os.ReadFile(env)
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "HOLDFAST_ADDR="); ok {
+				addr = v
+			}
+		}
+	}
+	if strings.HasSuffix(addr, ":0") {
+		t.Fatalf("the env file names %s, the address asked for", addr)
+	}
+	res, err := http.Get("http://" + addr + "/health")
+	if err != nil {
+		t.Fatalf("GET /health at %s: %v", addr, err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 200 {
+		t.Fatalf("GET /health at %s: %d", addr, res.StatusCode)
+	}
+}
+
+// syncWriter lets a test read what a running command has written.
+type syncWriter struct {
+	mu sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
+
+func (s *syncWriter) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.String()
 }
