@@ -288,6 +288,12 @@ func (c config) validate(needDatabase bool) error {
 	if c.QueueReserve != string(queue.ReserveCap) && c.QueueReserve != string(queue.ReserveAverage) {
 		bad("--queue-reserve must be cap or average, got %q", c.QueueReserve)
 	}
+	if strings.ContainsAny(c.RedisPrefix, "{}") {
+		// Each event's queue keys carry a hash tag after the prefix: a
+		// brace in it would move the tag, and Redis Cluster would spread
+		// one queue's keys over slots its scripts cannot reach together.
+		bad("--redis-prefix must hold no { or }, got %q", c.RedisPrefix)
+	}
 	if c.OutboxRetention < 0 {
 		bad("--outbox-retention must not be negative, got %s", c.OutboxRetention)
 	}

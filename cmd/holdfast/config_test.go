@@ -28,6 +28,7 @@ func TestBadSettingsAreRefusedAtStart(t *testing.T) {
 	}{
 		{"no database", []string{"serve"}, func(string) string { return "" }, "--database-url"},
 		{"bad database scheme", []string{"serve", "--database-url", "mysql://x"}, env(), "--database-url"},
+		{"brace in the redis prefix", []string{"serve", "--redis-prefix", "a{"}, env(), "--redis-prefix"},
 		{"several hosts, any node", []string{"serve", "--database-url", "postgres:///x?host=a,b"}, env(), "target_session_attrs"},
 		{"bad duration env", []string{"serve"}, env("HOLDFAST_HOLD_TTL", "ten minutes"), "HOLDFAST_HOLD_TTL"},
 		{"zero hold ttl", []string{"serve", "--hold-ttl", "0s"}, env(), "--hold-ttl"},
