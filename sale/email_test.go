@@ -76,6 +76,12 @@ func TestBuyerKeyFoldsEverySpellingOfOneAddress(t *testing.T) {
 		{"strasse@example.com", "straße@example.com", "STRASSE@example.com"},
 		{"ann@example.com", "ＡＮＮ@example.com", "Ann@Example.Com"},
 		{"fi@example.com", "\ufb01@example.com"}, // the ligature, as the database fallback folds it too
+		// A domain as its A-label (punycode) or its U-label is one domain.
+		{"a@m\u00fcnchen.de", "a@xn--mnchen-3ya.de", "A@XN--MNCHEN-3YA.DE", "a@M\u00dcNCHEN.de"},
+		// Characters no one sees that are not Cc or Cf (which the email
+		// rules refuse): Unicode's default ignorables, which case folding
+		// for identifiers (NFKC_Casefold) removes.
+		{"a@example.com", "a\u034f@example.com", "a\ufe0f@example.com", "a\u3164@example.com", "a@exam\u115fple.com"},
 	}
 	for _, spellings := range same {
 		want := BuyerKey(spellings[0])

@@ -7,6 +7,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"golang.org/x/net/idna"
 	"golang.org/x/text/cases"
 	"golang.org/x/text/unicode/norm"
 
@@ -180,7 +181,26 @@ func NormalizeEmail(s string) (string, error) {
 // full-width letter, ß or ss) counts as another buyer. It is the one
 // implementation of that rule: the store writes it beside every booking it
 // makes, and the database counts by it.
+//
+// Beyond D145 it drops Unicode's default ignorable characters (a
+// combining grapheme joiner, a variation selector, a Hangul filler: none
+// is seen, and NFKC_Casefold, the fold for identifiers, removes them; the
+// email rules refuse the rest, Cc and Cf), and it reads a domain written
+// in punycode (xn--) as the Unicode name it encodes: a@münchen.de and
+// a@xn--mnchen-3ya.de are one mailbox.
 func BuyerKey(email string) string {
+	if at := strings.LastIndexByte(email, '@'); at >= 0 {
+		// Lower case first: the A-label prefix is xn-- in any case.
+		if domain, err := idna.Punycode.ToUnicode(strings.ToLower(email[at+1:])); err == nil {
+			email = email[:at+1] + domain
+		}
+	}
+	email = strings.Map(func(r rune) rune {
+		if unicode.In(r, unicode.Other_Default_Ignorable_Code_Point, unicode.Variation_Selector, unicode.Cf) {
+			return -1
+		}
+		return r
+	}, email)
 	// A Caser keeps state: one per call, never shared between goroutines.
 	fold := cases.Fold()
 	return norm.NFKC.String(fold.String(norm.NFKD.String(fold.String(norm.NFD.String(email)))))
