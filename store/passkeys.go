@@ -41,6 +41,16 @@ const (
 	qForgetPassKeys = `DELETE FROM pass_keys WHERE retired_at < now() - interval '1 day'`
 )
 
+// LongestPassTTL is the longest pass_ttl of any event with a waiting room
+// (zero with none): how long a pass signed now may stay good.
+func (s *Store) LongestPassTTL(ctx context.Context) (time.Duration, error) {
+	var secs int64
+	if err := s.db.GetContext(ctx, &secs, `SELECT coalesce(max(queue_pass_ttl_seconds), 0) FROM events`); err != nil {
+		return 0, mapErr(ctx, err)
+	}
+	return time.Duration(secs) * time.Second, nil
+}
+
 // PassKeys returns the keys that still verify, by the database's clock.
 func (s *Store) PassKeys(ctx context.Context) ([]pass.StoredKey, error) {
 	var rows []struct {

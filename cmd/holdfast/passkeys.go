@@ -25,7 +25,10 @@ func runPassKeys(ctx context.Context, args []string, getenv func(string) string,
 	s.duration(&publish, "publish", "HOLDFAST_PASS_KEY_PUBLISH",
 		"how long the new key is published before it signs: at least the instances' key refresh (30s) plus the max-age of GET /queue/keys (30s)")
 	s.duration(&grace, "grace", "HOLDFAST_PASS_KEY_GRACE",
-		"how long the old keys keep verifying once the new one signs: at least the longest pass_ttl")
+		"how long the old keys keep verifying once the new one signs; raised to the longest pass_ttl of any event unless --force")
+	force := false
+	s.boolean(&force, "force", "HOLDFAST_PASS_KEY_FORCE",
+		"keep a --grace shorter than the longest pass_ttl (after a key leak: passes it signed stop working sooner)")
 	if err := s.parse(args[1:]); err != nil {
 		return err
 	}
@@ -37,7 +40,19 @@ func runPassKeys(ctx context.Context, args []string, getenv func(string) string,
 		return err
 	}
 	defer db.Close()
-	key, err := pass.Rotate(ctx, store.New(db), publish, grace)
+	st := store.New(db)
+	// A pass lives up to its event's pass_ttl (24 h at most): retired
+	// sooner, the keys would turn live passes pass_invalid, and a place
+	// keeps the token it was first given.
+	longest, err := st.LongestPassTTL(ctx)
+	if err != nil {
+		return err
+	}
+	if grace < longest && !force {
+		fmt.Fprintf(stderr, "pass-keys: --grace %s raised to %s, the longest pass_ttl of an event (--force keeps it)\n", grace, longest)
+		grace = longest
+	}
+	key, err := pass.Rotate(ctx, st, publish, grace)
 	if err != nil {
 		return err
 	}

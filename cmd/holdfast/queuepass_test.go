@@ -204,6 +204,42 @@ func TestPassKeysRotate(t *testing.T) {
 	}
 }
 
+// A rotation never retires keys before the passes they signed expire: its
+// grace is raised to the longest pass_ttl of an event, unless forced.
+func TestAPassKeyRotationOutlastsTheLongestPass(t *testing.T) {
+	t.Parallel()
+	ts := newServerWithoutRedis(t)
+	ev := ts.newEvent(10, true)
+	if _, err := ts.db().ExecContext(context.Background(), `UPDATE events SET queue_admit_per_second = 50, queue_pass_ttl_seconds = 86400 WHERE id = $1`, ev); err != nil {
+		t.Fatal(err)
+	}
+	retires := func() time.Duration {
+		t.Helper()
+		var secs float64
+		if err := ts.db().QueryRowContext(context.Background(), `SELECT extract(epoch FROM max(retired_at) - now()) FROM pass_keys WHERE retired_at IS NOT NULL`).Scan(&secs); err != nil {
+			t.Fatal(err)
+		}
+		return time.Duration(secs * float64(time.Second))
+	}
+	rotate := func(args ...string) {
+		t.Helper()
+		var out, errOut bytes.Buffer
+		args = append([]string{"pass-keys", "rotate", "--database-url", ts.cfg.DatabaseURL, "--publish", "0s"}, args...)
+		if err := run(context.Background(), args, func(string) string { return "" }, &out, &errOut); err != nil {
+			t.Fatalf("pass-keys rotate: %v\n%s", err, errOut.String())
+		}
+	}
+	rotate("--grace", "1h")
+	if d := retires(); d < 23*time.Hour {
+		t.Fatalf("with a pass_ttl of 24 h the old key retires in %s", d.Round(time.Minute))
+	}
+	// After a leak: forced, the old keys go in a minute.
+	rotate("--grace", "1m", "--force")
+	if d := retires(); d > 2*time.Minute {
+		t.Fatalf("forced to a minute, the old keys retire in %s", d.Round(time.Minute))
+	}
+}
+
 func kid(t *testing.T, tok string) string {
 	t.Helper()
 	head, _, _ := strings.Cut(tok, ".")
