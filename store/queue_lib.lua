@@ -24,6 +24,12 @@
 -- 1e12 + seq: always behind the pre-queue, whose shuffle gives it turns 1..n.
 local K_PRE, K_WAIT, K_ADM, K_EMAILS, K_META, K_TOOK, K_GONE = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[7], KEYS[8]
 local BASE = ARGV[1]
+-- A place's hash is not among KEYS (the admission step finds its places as
+-- it goes); it is safe on Redis Cluster because it shares the event's
+-- hash tag, which only holds while BASE is the base of the KEYS given.
+if KEYS[1] ~= BASE .. 'pre' then
+  return redis.error_reply('queue: ARGV[1] ' .. tostring(BASE) .. ' is not the base of KEYS[1] ' .. tostring(KEYS[1]))
+end
 -- How long a place that is no longer live is kept for its buyer to read.
 local KEEP_S = 86400
 
