@@ -18,7 +18,7 @@ const (
 	// qLapsedEvents lists events that have lapsed pending holds, through
 	// a partial index on pending expiries.
 	qLapsedEvents = `SELECT DISTINCT event_id FROM bookings
-		WHERE booking_status = 'pending' AND expires_at <= now()
+		WHERE booking_status = 'pending' AND expires_at <= now() AND event_id > $2
 		ORDER BY event_id LIMIT $1`
 
 	// qLapsedPlan has qLapsedEvents walk the index rather than go through
@@ -43,11 +43,14 @@ const (
 			FOR UPDATE SKIP LOCKED)`
 )
 
-// lapsedEvents lists up to 1,000 events with lapsed holds. The listing is
-// a read that decides nothing, so it runs in a read-only transaction of
-// its own (for qLapsedPlan) that it rolls back: no retries, no wait for a
-// standby.
-func (s *Store) lapsedEvents(ctx context.Context) ([]int64, error) {
+// lapsedPage is how many events one listing of lapsed holds reads.
+const lapsedPage = 1000
+
+// lapsedEvents lists up to lapsedPage events with lapsed holds, of ids
+// after after. The listing is a read that decides nothing, so it runs in a
+// read-only transaction of its own (for qLapsedPlan) that it rolls back:
+// no retries, no wait for a standby.
+func (s *Store) lapsedEvents(ctx context.Context, after int64) ([]int64, error) {
 	tx, err := s.db.BeginTxx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return nil, err
@@ -57,7 +60,7 @@ func (s *Store) lapsedEvents(ctx context.Context) ([]int64, error) {
 		return nil, err
 	}
 	var events []int64
-	err = tx.SelectContext(ctx, &events, qLapsedEvents, 1000)
+	err = tx.SelectContext(ctx, &events, qLapsedEvents, lapsedPage, after)
 	return events, err
 }
 
@@ -83,15 +86,26 @@ func (s *Store) lapsedEvents(ctx context.Context) ([]int64, error) {
 // lock timeout, each: their holds came back seconds late.
 func (s *Store) SweepExpired(ctx context.Context, batch int) (hold.SweepResult, error) {
 	var res hold.SweepResult
-	events, err := s.lapsedEvents(ctx)
-	if err != nil {
-		return res, mapErr(ctx, err)
-	}
 	defer func() { s.counters.HoldsExpired(res.Expired) }()
-	res.Events = len(events)
-	later, err := s.sweepPass(ctx, &res, events, batch, sweepQuickLock)
-	if err != nil {
-		return res, err
+	// Page by page, every event with lapsed holds in this run: the ones
+	// after the first page's would otherwise wait for later runs, a sweep
+	// interval each, when thousands lapse at once.
+	var later []int64
+	for after := int64(0); ; {
+		events, err := s.lapsedEvents(ctx, after)
+		if err != nil {
+			return res, mapErr(ctx, err)
+		}
+		res.Events += len(events)
+		busy, err := s.sweepPass(ctx, &res, events, batch, sweepQuickLock)
+		later = append(later, busy...)
+		if err != nil {
+			return res, err
+		}
+		if len(events) < lapsedPage {
+			break
+		}
+		after = events[len(events)-1]
 	}
 	busy, err := s.sweepPass(ctx, &res, later, batch, 0)
 	res.Busy = len(busy)

@@ -93,7 +93,7 @@ func TestTheSweepersListingPassesOverConfirmedHolds(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	heap, text := heapReads(t, s, store.LapsedStatements[0], store.LapsedStatements[1], 1000)
+	heap, text := heapReads(t, s, store.LapsedStatements[0], store.LapsedStatements[1], 1000, 0)
 	if strings.Contains(text, "Bitmap") || heap > holds/4 {
 		t.Fatalf("with %d confirmed holds past their expiry, the sweeper's listing fetched %d from the heap:\n%s", holds, heap, text)
 	}
@@ -143,5 +143,47 @@ func TestAnEventWithItsRowHeldDelaysNoOtherEventsSweep(t *testing.T) {
 	}
 	if got := stock(t, s, held); got != 10 {
 		t.Fatalf("the held event's stock = %d after its row was let go, want 10", got)
+	}
+}
+
+// More events with lapsed holds than one listing reads (1,000): a single
+// sweep gives every one back, instead of leaving the events after the
+// first page for later runs, a sweep interval each.
+func TestASweepReachesEveryEventOfMoreThanAPage(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	const n = 1100
+	var events []int64
+	if err := s.DB().SelectContext(ctx, &events, `INSERT INTO events (name, event_date, total_tickets, available_tickets, ticket_price)
+		SELECT 'e' || g, now(), 5, 5, 10 FROM generate_series(1, $1) g RETURNING id`, n); err != nil {
+		t.Fatal(err)
+	}
+	batches := make([]hold.EventBatch, len(events))
+	for i, ev := range events {
+		batches[i] = hold.EventBatch{EventID: ev, Reqs: []hold.Request{request(ev, "a@example.com", 1)}}
+	}
+	outs, err := s.CreateHoldsEvents(ctx, batches, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, o := range outs {
+		if o == nil || o[0].Err != nil {
+			t.Fatalf("event %d's hold: %v", events[i], o)
+		}
+	}
+	if _, err := s.DB().ExecContext(ctx, `UPDATE bookings SET expires_at = now() - interval '1 second' WHERE booking_status = 'pending'`); err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.SweepExpired(ctx, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var left int
+	if err := s.DB().GetContext(ctx, &left, `SELECT count(*) FROM bookings WHERE booking_status = 'pending'`); err != nil {
+		t.Fatal(err)
+	}
+	if res.Expired != n || left != 0 {
+		t.Fatalf("one sweep expired %d of %d lapsed holds, %d left pending", res.Expired, n, left)
 	}
 }
