@@ -55,3 +55,29 @@ func TestAuditReportsWhatRefersToNoEvent(t *testing.T) {
 		t.Errorf("%d rows, want 3: %+v", len(audits), audits)
 	}
 }
+
+// An item added by hand to a live booking moves its category's stock with
+// no booking moving: `holdfast check` reports the booking whose items no
+// longer add up to it.
+func TestAuditReportsABookingWhoseItemsDoNotAddUp(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	ev := newEvent(t, s, 100)
+	h := takeHold(t, s, ev, 2, time.Minute)
+	vip := addCategory(t, s, ev, "VIP", "50.00", 10)
+	if a, err := s.Audit(ctx, []int64{ev}, time.Second); err != nil || a[0].Summary() != "ok" {
+		t.Fatalf("before: %+v %v", a, err)
+	}
+	if _, err := s.DB().ExecContext(ctx, `INSERT INTO booking_items (booking_id, category_id, quantity, price)
+		SELECT id, $2, 7, 50 FROM bookings WHERE hold_id = $1`, h.ID, vip); err != nil {
+		t.Fatal(err)
+	}
+	a, err := s.Audit(ctx, []int64{ev}, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := a[0].Summary(); !strings.Contains(got, "1 live bookings whose items do not add up to their quantity") {
+		t.Fatalf("after an item was added by hand: %q", got)
+	}
+}
