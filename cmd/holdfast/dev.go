@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/lib/pq"
@@ -122,14 +123,34 @@ func devPostgresDir(dir string) (string, error) {
 	}
 	sum := sha256.Sum256([]byte(abs))
 	parent := filepath.Join("/var/tmp", "holdfast-"+hex.EncodeToString(sum[:6]))
-	// Open to other users, or the postgres user could not reach pg/ below.
-	if err := os.MkdirAll(parent, 0o755); err != nil {
+	if err := os.Mkdir(parent, 0o755); err != nil && !os.IsExist(err) {
 		return "", err
 	}
+	// Its name can be guessed, and /var/tmp is anyone's: a directory
+	// someone else made first (a planted postgresql.conf would run their
+	// code as postgres) or a link is refused, not taken over.
+	if err := ownDir(parent); err != nil {
+		return "", err
+	}
+	// Open to other users, or the postgres user could not reach pg/ below.
 	if err := os.Chmod(parent, 0o755); err != nil {
 		return "", err
 	}
 	return filepath.Join(parent, "pg"), nil
+}
+
+// ownDir refuses path unless it is a directory (not a link to one) that
+// this process's user owns.
+func ownDir(path string) error {
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !fi.IsDir() || !ok || int(st.Uid) != os.Getuid() {
+		return fmt.Errorf("dev: %s is not a directory of user %d: remove it, or run from a checkout the postgres user can reach", path, os.Getuid())
+	}
+	return nil
 }
 
 // createDatabase creates name on the server at adminURL unless it exists.

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -122,4 +124,59 @@ func (s *syncWriter) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.w.String()
+}
+
+// dev's data directory under /var/tmp has a name anyone can work out: one
+// that is a link, or another user's, is refused rather than taken over.
+func TestDevRefusesADirectoryItDoesNotOwn(t *testing.T) {
+	t.Parallel()
+	base := t.TempDir()
+	mine := filepath.Join(base, "mine")
+	if err := os.Mkdir(mine, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := ownDir(mine); err != nil {
+		t.Fatalf("a directory of ours: %v", err)
+	}
+	link := filepath.Join(base, "link")
+	if err := os.Symlink(mine, link); err != nil {
+		t.Fatal(err)
+	}
+	if ownDir(link) == nil {
+		t.Error("a link to a directory was taken")
+	}
+	if os.Getuid() != 0 { // only root can give a directory away
+		t.Log("not root: another user's directory is not tried (only root could make one here)")
+		return
+	}
+	theirs := filepath.Join(base, "theirs")
+	if err := os.Mkdir(theirs, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(theirs, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	if ownDir(theirs) == nil {
+		t.Error("another user's directory was taken")
+	}
+	// The whole way: a checkout the postgres user cannot reach (under a
+	// private directory), its /var/tmp name made first by another user.
+	private := filepath.Join(base, "private")
+	if err := os.Mkdir(private, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(private, ".holdfast")
+	abs, _ := filepath.Abs(filepath.Join(dir, "pg"))
+	sum := sha256.Sum256([]byte(abs))
+	planted := filepath.Join("/var/tmp", "holdfast-"+hex.EncodeToString(sum[:6]))
+	if err := os.Mkdir(planted, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(planted) })
+	if err := os.Chown(planted, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := devPostgresDir(dir); err == nil {
+		t.Errorf("dev took %s, made by another user first", got)
+	}
 }
