@@ -393,6 +393,19 @@ type querier interface {
 // hold_seats tells those requests to name seats).
 func (s *Store) holdBatch(ctx context.Context, q querier, events []int64, reqs []hold.Request, ttl time.Duration, skipLocked, viaSeats bool) ([]hold.Outcome, int, error) {
 	viaSeats = viaSeats || anySeated(reqs)
+	// A pass checked when its request came may have expired while the
+	// request waited (its queue, the event's lock): judged again now, an
+	// expired one takes no hold (the statement reads no place for it).
+	now := time.Now()
+	for i := range reqs {
+		if g := reqs[i].Order.Pass.Lapsed(now); g.Place != reqs[i].Order.Pass.Place {
+			reqs = slices.Clone(reqs)
+			for j := i; j < len(reqs); j++ {
+				reqs[j].Order.Pass = reqs[j].Order.Pass.Lapsed(now)
+			}
+			break
+		}
+	}
 	emails := make([]string, len(reqs))
 	keys := make([]string, len(reqs))
 	clients := make([]sql.NullString, len(reqs))

@@ -350,3 +350,33 @@ func TestARotatedKeyReachesARunningKeyring(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// A pass good when its request came but expired by the time the request's
+// statement runs (it waited in a queue, or for the event's lock) takes no
+// hold: pass_expired, as if it had come expired.
+func TestAPassThatExpiredWhileItsRequestWaitedTakesNoHold(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStore(t)
+	ev := newEvent(t, s, 10)
+	queued(t, s, ev)
+	lapsed := pass.Gate{Place: "place-a", Expires: time.Now().Add(-time.Millisecond)}
+	good := pass.Gate{Place: "place-b", Expires: time.Now().Add(time.Minute)}
+	outs, err := s.CreateHolds(ctx, ev, []hold.Request{
+		withPass(request(ev, "a@example.com", 1), lapsed),
+		withPass(request(ev, "b@example.com", 1), good),
+	}, time.Minute, noRender)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !errors.Is(outs[0].Err, pass.ErrExpired) || outs[1].Err != nil {
+		t.Fatalf("a pass expired while waiting: %v; a good one: %v", outs[0].Err, outs[1].Err)
+	}
+	out, err := s.BookLocked(ctx, sale.Order{EventID: ev, Email: "a@example.com", Quantity: 1, Pass: lapsed}, 0, nil, nil)
+	if err != nil || !errors.Is(out.Err, pass.ErrExpired) {
+		t.Fatalf("/book/safe with a pass expired while waiting: %v %v", err, out.Err)
+	}
+	if got := stock(t, s, ev); got != 9 {
+		t.Fatalf("stock %d, want 9: only the good pass held", got)
+	}
+}

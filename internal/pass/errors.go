@@ -2,6 +2,7 @@ package pass
 
 import (
 	"errors"
+	"time"
 
 	"github.com/holdfast/holdfast/internal/problem"
 )
@@ -42,6 +43,19 @@ type Gate struct {
 	// Err is why a pass that was sent is no good (ErrInvalid, ErrExpired);
 	// nil when none was sent or it is good.
 	Err error
+	// Expires is when the good pass stops taking holds (zero without
+	// one): a request that waited in a queue or for a lock is checked
+	// again just before its statement (Lapsed).
+	Expires time.Time
+}
+
+// Lapsed is g as it stands at now: a good pass that has expired since it
+// was checked is ErrExpired, like one that came expired.
+func (g Gate) Lapsed(now time.Time) Gate {
+	if g.Place != "" && !g.Expires.IsZero() && !now.Before(g.Expires) {
+		return Gate{Err: ErrExpired}
+	}
+	return g
 }
 
 // Check verifies token (the Queue-Pass header's value, "" when absent) for
@@ -63,7 +77,7 @@ func Check(v Verifier, token string, eventID int64, email string) Gate {
 	case c.EventID != eventID, c.Email != email:
 		return Gate{Err: ErrInvalid}
 	}
-	return Gate{Place: c.PlaceID}
+	return Gate{Place: c.PlaceID, Expires: c.ExpiresAt}
 }
 
 // Refusal is the error a queued event answers a request without a good
