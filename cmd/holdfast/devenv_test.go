@@ -66,8 +66,15 @@ func TestDevServesOnLoopback(t *testing.T) {
 // (port 0) reaches nothing. Real private servers, in the test's own dir.
 func TestDevWritesTheAddressItBound(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	if err := os.Chmod(dir, 0o755); err != nil { // the postgres user reaches it when run as root
+	// Not t.TempDir(): its parent is 0700, so as root the data would go
+	// to /var/tmp (devPostgresDir) and stay there. The postgres user
+	// reaches this one, and it all goes at the end.
+	dir, err := os.MkdirTemp("", "holdfast-devtest-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -76,15 +83,28 @@ func TestDevWritesTheAddressItBound(t *testing.T) {
 	go func() {
 		done <- runDev(ctx, []string{"--addr", "127.0.0.1:0", "--dir", filepath.Join(dir, "dev")}, func(string) string { return "" }, out, errs)
 	}()
+	ended := false
 	defer func() {
 		cancel()
+		if ended {
+			return
+		}
 		if err := <-done; err != nil {
 			t.Errorf("dev: %v\n%s", err, errs.String())
 		}
 	}()
+	if pg, err := devPostgresDir(filepath.Join(dir, "dev")); err != nil || !strings.HasPrefix(pg, dir) {
+		t.Fatalf("dev's data would go to %s (%v), not under %s", pg, err, dir)
+	}
 	env := filepath.Join(dir, "dev", "env")
 	var addr string
 	for deadline := time.Now().Add(90 * time.Second); addr == ""; time.Sleep(100 * time.Millisecond) {
+		select {
+		case err := <-done:
+			ended = true
+			t.Fatalf("dev ended before it served: %v\n%s", err, errs.String())
+		default:
+		}
 		if time.Now().After(deadline) {
 			t.Fatalf("no HOLDFAST_ADDR in %s after 90 s; dev's log:\n%s", env, errs.String())
 		}
