@@ -77,7 +77,7 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger) (*app, error) {
 	if err != nil {
 		return nil, err
 	}
-	applied, err := schema.Apply(ctx, db.DB)
+	applied, err := migrate(ctx, cfg.DatabaseURL)
 	if err != nil {
 		db.Close()
 		return nil, err
@@ -161,6 +161,19 @@ func newApp(ctx context.Context, cfg config, log *slog.Logger) (*app, error) {
 // statementTimeout bounds any one statement; nothing holdfast runs should
 // come near it.
 const statementTimeout = 30 * time.Second
+
+// migrate applies the schema on a pool of its own: the serving pool bounds
+// every call (statement_timeout, and its sockets' deadlines, store/conn.go),
+// and a migration may take longer (an index built on a large table) or wait
+// for another instance's migrations to end.
+func migrate(ctx context.Context, dsn string) ([]string, error) {
+	db, err := store.Open(ctx, dsn, store.DBOptions{MaxConns: 1})
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	return schema.Apply(ctx, db.DB)
+}
 
 // requestDeadline is how long a request may take: its wait for the
 // event's lock, the simulated work, a statement, and a little slack.
