@@ -39,8 +39,12 @@ const (
 		FROM bookings WHERE hold_id = $1 FOR UPDATE`
 
 	// qCancel fails a confirmed booking as cancelled; the stock trigger
-	// gives its tickets back.
-	qCancel = `UPDATE bookings SET booking_status = 'failed', failure_reason = 'cancelled', updated_at = clock_timestamp()
+	// gives its tickets back. It keeps, in confirmed_at, that the booking
+	// was confirmed: a /book/safe booking, confirmed with none (as the
+	// seed's were), gets its last change's time, its confirm's; its pass
+	// stays used (schema/028).
+	qCancel = `UPDATE bookings SET booking_status = 'failed', failure_reason = 'cancelled',
+		confirmed_at = coalesce(confirmed_at, updated_at, created_at), updated_at = clock_timestamp()
 		WHERE hold_id = $1 AND booking_status = 'confirmed'`
 )
 

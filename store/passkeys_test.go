@@ -10,6 +10,8 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/google/uuid"
+
 	"github.com/holdfast/holdfast/hold"
 	"github.com/holdfast/holdfast/internal/pass"
 	"github.com/holdfast/holdfast/sale"
@@ -312,8 +314,19 @@ func TestAQueuedEventBooksOnlyWithAPass(t *testing.T) {
 	if err := book(pass.Gate{Place: "p1"}); !errors.Is(err, pass.ErrUsed) {
 		t.Errorf("the same pass again: %v, want ErrUsed", err)
 	}
-	if got := stock(t, s, ev); got != 9 {
-		t.Errorf("stock %d, want 9", got)
+	// Cancelled (a refund), the booking still used the pass.
+	var hold uuid.UUID
+	if err := s.DB().GetContext(ctx, &hold, `SELECT hold_id FROM bookings WHERE event_id = $1 AND queue_place = 'p1'`, ev); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Cancel(ctx, hold); err != nil {
+		t.Fatal(err)
+	}
+	if err := book(pass.Gate{Place: "p1"}); !errors.Is(err, pass.ErrUsed) {
+		t.Errorf("the pass of a cancelled booking: %v, want ErrUsed", err)
+	}
+	if got := stock(t, s, ev); got != 10 {
+		t.Errorf("stock %d, want 10: one booking, cancelled", got)
 	}
 }
 
