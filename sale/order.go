@@ -189,19 +189,33 @@ func NormalizeEmail(s string) (string, error) {
 // in punycode (xn--) as the Unicode name it encodes: a@münchen.de and
 // a@xn--mnchen-3ya.de are one mailbox.
 func BuyerKey(email string) string {
-	if at := strings.LastIndexByte(email, '@'); at >= 0 {
-		// Lower case first: the A-label prefix is xn-- in any case.
-		if domain, err := idna.Punycode.ToUnicode(strings.ToLower(email[at+1:])); err == nil {
-			email = email[:at+1] + domain
+	key := fold(email)
+	// The fold first, so a full-width or capital xn-- is an A-label too;
+	// each label on its own, so one that does not decode keeps its
+	// spelling without keeping the others'; the fold again over what the
+	// labels decoded to. Folded, the key is its own key.
+	if at := strings.LastIndexByte(key, '@'); at >= 0 && strings.Contains(key[at+1:], "xn--") {
+		labels := strings.Split(key[at+1:], ".")
+		for i, l := range labels {
+			if u, err := idna.Punycode.ToUnicode(l); err == nil {
+				labels[i] = u
+			}
 		}
+		key = fold(key[:at+1] + strings.Join(labels, "."))
 	}
-	email = strings.Map(func(r rune) rune {
+	return key
+}
+
+// fold is Unicode's compatibility caseless match of s (D145), without the
+// default ignorable characters.
+func fold(s string) string {
+	s = strings.Map(func(r rune) rune {
 		if unicode.In(r, unicode.Other_Default_Ignorable_Code_Point, unicode.Variation_Selector, unicode.Cf) {
 			return -1
 		}
 		return r
-	}, email)
+	}, s)
 	// A Caser keeps state: one per call, never shared between goroutines.
-	fold := cases.Fold()
-	return norm.NFKC.String(fold.String(norm.NFKD.String(fold.String(norm.NFD.String(email)))))
+	c := cases.Fold()
+	return norm.NFKC.String(c.String(norm.NFKD.String(c.String(norm.NFD.String(s)))))
 }
