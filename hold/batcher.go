@@ -56,13 +56,14 @@ type Batcher struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	// CallTimeout, when positive, bounds each call of the Store as a
-	// request's deadline bounds the request (the store lets a commit wait
-	// for the standby a little past it): its requests have stopped
-	// waiting in their queue and can no longer leave, so without it a
-	// commit waiting on a standby that never comes would keep them, and
-	// the lane, until the batcher stops, and their answer would reach a
-	// connection long closed.
+	// CallTimeout, when positive, bounds each batch from when it is taken
+	// from its queue (its wait for a lane, its call, and a call of its
+	// own after a group's that failed, together), as a request's deadline
+	// bounds the request (the store lets a commit wait for the standby a
+	// little past it): its requests have stopped waiting in their queue
+	// and can no longer leave, so without it a commit waiting on a standby
+	// that never comes would keep them, and the lane, until the batcher
+	// stops, and their answer would reach a connection long closed.
 	CallTimeout time.Duration
 
 	// Observe, when set, hears each batch's size and each request that
@@ -128,6 +129,8 @@ type group struct {
 	done    chan struct{} // closed once outs and err are set
 	outs    [][]Outcome
 	err     error
+	// deadline is the earliest of its batches' (zero: none).
+	deadline time.Time
 }
 
 // DefaultLease is how long a worker keeps its event's lock across batches
@@ -409,7 +412,7 @@ func (b *Batcher) serve(ev int64, batch []*waiter) {
 	// The batch belongs to its requests, not to any one client: it runs to
 	// the end even if some of them have gone. Only Stop, out of time,
 	// cancels it.
-	outs, err := b.holds(ev, reqs)
+	outs, err := b.holds(ev, reqs, b.deadline())
 	if b.Observe != nil && errors.Is(err, sale.ErrBusy) {
 		// The row stayed another transaction's past lock_timeout: each
 		// request is answered busy, and counted so, once.
@@ -437,17 +440,17 @@ func (b *Batcher) serve(ev int64, batch []*waiter) {
 // every other event's batches queued behind it, for up to the lock wait.
 // A batch whose row is held gives the lane up, then waits for its row
 // alone.
-func (b *Batcher) holds(ev int64, reqs []Request) ([]Outcome, error) {
+func (b *Batcher) holds(ev int64, reqs []Request, deadline time.Time) ([]Outcome, error) {
 	if b.events == nil || anyKey(reqs) {
-		return b.alone(ev, reqs)
+		return b.alone(ev, reqs, deadline)
 	}
 	b.gmu.Lock()
 	if b.busy < b.lanes {
 		b.busy++
 		b.gmu.Unlock()
-		g := &group{batches: []EventBatch{{EventID: ev, Reqs: reqs}}, n: len(reqs), done: make(chan struct{})}
+		g := &group{batches: []EventBatch{{EventID: ev, Reqs: reqs}}, n: len(reqs), done: make(chan struct{}), deadline: deadline}
 		b.runGroup(g)
-		return b.outcome(g, 0, ev, reqs)
+		return b.outcome(g, 0, ev, reqs, deadline)
 	}
 	var g *group
 	if n := len(b.groups); n > 0 && b.groups[n-1].n+len(reqs) <= b.maxBatch {
@@ -461,6 +464,10 @@ func (b *Batcher) holds(ev int64, reqs []Request) ([]Outcome, error) {
 	k := len(g.batches)
 	g.batches = append(g.batches, EventBatch{EventID: ev, Reqs: reqs})
 	g.n += len(reqs)
+	// The group's call ends when its earliest batch's time does.
+	if g.deadline.IsZero() || deadline.Before(g.deadline) {
+		g.deadline = deadline
+	}
 	b.gmu.Unlock()
 	if lead {
 		<-g.start
@@ -468,12 +475,12 @@ func (b *Batcher) holds(ev int64, reqs []Request) ([]Outcome, error) {
 	} else {
 		<-g.done
 	}
-	return b.outcome(g, k, ev, reqs)
+	return b.outcome(g, k, ev, reqs, deadline)
 }
 
 // outcome is what g's call answered batch k (ev's reqs), once the lane is
 // handed on.
-func (b *Batcher) outcome(g *group, k int, ev int64, reqs []Request) ([]Outcome, error) {
+func (b *Batcher) outcome(g *group, k int, ev int64, reqs []Request, deadline time.Time) ([]Outcome, error) {
 	switch {
 	case g.err == nil && g.outs[k] != nil:
 		return g.outs[k], nil
@@ -481,26 +488,37 @@ func (b *Batcher) outcome(g *group, k int, ev int64, reqs []Request) ([]Outcome,
 		// Its event's row was another transaction's (or its seats are
 		// picked one event a call), or the call failed in a way that
 		// committed nothing, perhaps for another batch's sake: this
-		// batch alone, off the lane, waiting for its row.
-		return b.alone(ev, reqs)
+		// batch alone, off the lane, waiting for its row, in what is
+		// left of its time.
+		return b.alone(ev, reqs, deadline)
 	}
 	return nil, g.err
 }
 
 // alone serves ev's batch in a call of its own.
-func (b *Batcher) alone(ev int64, reqs []Request) ([]Outcome, error) {
-	ctx, cancel := b.call()
+func (b *Batcher) alone(ev int64, reqs []Request, deadline time.Time) ([]Outcome, error) {
+	ctx, cancel := b.call(deadline)
 	defer cancel()
 	return b.store.CreateHolds(ctx, ev, reqs, b.ttl, renderCreated)
 }
 
-// call is the context of one call of the Store: the batcher's, bounded by
-// CallTimeout.
-func (b *Batcher) call() (context.Context, context.CancelFunc) {
+// deadline is when a batch taken now must be done: CallTimeout from now,
+// for its wait for a lane, its call and a call of its own after a group's
+// that failed, together; zero without a CallTimeout.
+func (b *Batcher) deadline() time.Time {
 	if b.CallTimeout <= 0 {
+		return time.Time{}
+	}
+	return time.Now().Add(b.CallTimeout)
+}
+
+// call is the context of one call of the Store: the batcher's, ending at
+// deadline (none when zero).
+func (b *Batcher) call(deadline time.Time) (context.Context, context.CancelFunc) {
+	if deadline.IsZero() {
 		return context.WithCancel(b.ctx)
 	}
-	return context.WithTimeout(b.ctx, b.CallTimeout)
+	return context.WithDeadline(b.ctx, deadline)
 }
 
 // runGroup serves g in one call that waits for no row, then hands its
@@ -516,7 +534,7 @@ func (b *Batcher) runGroup(g *group) {
 		close(g.done)
 		b.next()
 	}()
-	ctx, cancel := b.call()
+	ctx, cancel := b.call(g.deadline)
 	defer cancel()
 	g.outs, g.err = b.events.CreateHoldsEvents(ctx, g.batches, b.ttl)
 }

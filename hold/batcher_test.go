@@ -779,3 +779,30 @@ func TestAnAnswerThatCannotBeReadIsNeverServedAgain(t *testing.T) {
 		t.Fatalf("a batch whose answer cannot be read: %v, want unavailable", err)
 	}
 }
+
+// A batch's time runs from when it leaves its queue, its wait for the lane
+// included: behind a call that hangs, another event's batch is answered
+// when its own time is up, not after the call ahead of it and a whole
+// CallTimeout more.
+func TestABatchWaitingForTheLaneHasOneCallTimeoutInAll(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, time.Minute)
+	evA, evB := f.event(t, 10), f.event(t, 10)
+	st := hangingStore{f.store, make(chan struct{})}
+	b := hold.NewBatcher(st, f.locks, time.Minute, time.Minute, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	const bound = 2 * time.Second
+	b.CallTimeout = bound
+	defer b.Stop(context.Background())
+	defer close(st.release)
+	go b.Submit(context.Background(), request(evA, 1)) // takes the one lane, and hangs
+	time.Sleep(100 * time.Millisecond)
+	start := time.Now()
+	_, err := b.Submit(context.Background(), request(evB, 2))
+	took := time.Since(start)
+	if !errors.Is(err, sale.ErrUnavailable) {
+		t.Fatalf("the batch behind a hanging call: %v, want unavailable", err)
+	}
+	if took > bound*8/5 {
+		t.Fatalf("the batch behind a hanging call was answered after %s, its CallTimeout is %s", took.Round(time.Millisecond), bound)
+	}
+}
