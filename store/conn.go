@@ -145,6 +145,10 @@ func (c *conn) watch(err error) error {
 		case pqErr.Code == "25006": // read_only_sql_transaction
 			c.bad.Store(true)
 			return errors.Join(driver.ErrBadConn, err)
+		case pqErr.Code == "57014":
+			// query_canceled: a statement timeout, or a cancel request;
+			// the session is fine. (A cancel for a context's end has
+			// lib/pq drop the connection itself.)
 		case pqErr.Code.Class() == "57", pqErr.Code.Class() == "08":
 			c.bad.Store(true)
 		}

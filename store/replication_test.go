@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lib/pq"
+
 	"github.com/holdfast/holdfast/hold"
 	"github.com/holdfast/holdfast/internal/idempotency"
 	"github.com/holdfast/holdfast/internal/servers"
@@ -463,5 +465,29 @@ func TestAServerThatStopsAnsweringEndsACallByItsDeadline(t *testing.T) {
 	defer cancel()
 	if _, err := s.Hold(ctx, h.ID); err != nil {
 		t.Fatalf("the next read, on a new connection: %v", err)
+	}
+}
+
+// A statement cancelled by its timeout (57014, of class 57 with the
+// shutdowns) leaves a session that is fine: the connection stays in the
+// pool, where dropping it cost a new connection each time under overload.
+func TestAStatementTimeoutKeepsItsConnection(t *testing.T) {
+	t.Parallel()
+	s := onePool(t, testenv.DatabaseURL(t))
+	ctx := context.Background()
+	before := backendPID(t, s)
+	if _, err := s.DB().ExecContext(ctx, `SET statement_timeout = '20ms'`); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.DB().ExecContext(ctx, `SELECT pg_sleep(1)`)
+	var pqErr *pq.Error
+	if !errors.As(err, &pqErr) || pqErr.Code != "57014" {
+		t.Fatalf("a statement past its timeout: %v, want 57014", err)
+	}
+	if _, err := s.DB().ExecContext(ctx, `RESET statement_timeout`); err != nil {
+		t.Fatal(err)
+	}
+	if after := backendPID(t, s); after != before {
+		t.Errorf("the connection of a timed-out statement (pid %d) left the pool (now %d)", before, after)
 	}
 }
