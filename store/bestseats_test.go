@@ -1,7 +1,6 @@
 package store_test
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -23,20 +22,13 @@ func rowsEvent(t *testing.T, s *store.Store, lengths ...int) (ev, cat int64) {
 	for _, n := range lengths {
 		total += n
 	}
-	ev = newEvent(t, s, total)
-	cat = defaultCategory(t, s, ev)
-	sec := sale.Section{Name: "A"}
-	for r, n := range lengths {
-		row := sale.Row{Name: fmt.Sprint(r + 1)}
-		for k := 1; k <= n; k++ {
-			row.Seats = append(row.Seats, sale.MapSeat{Number: k, CategoryID: cat})
+	return mapEvent(t, s, total, func(cat int64) sale.SeatMap {
+		sec := sale.Section{Name: "A"}
+		for r, n := range lengths {
+			sec.Rows = append(sec.Rows, seatRow(fmt.Sprint(r+1), n, cat))
 		}
-		sec.Rows = append(sec.Rows, row)
-	}
-	if err := s.PutSeats(context.Background(), ev, sale.SeatMap{Sections: []sale.Section{sec}}); err != nil {
-		t.Fatal(err)
-	}
-	return ev, cat
+		return sale.SeatMap{Sections: []sale.Section{sec}}
+	})
 }
 
 // When no row has the seats side by side, the seats are taken across rows
@@ -67,27 +59,15 @@ func TestBestAvailableAcrossRowsStrandsNoSeat(t *testing.T) {
 func TestBestAvailableLooksPastTheWindowBeforeTheNextSection(t *testing.T) {
 	t.Parallel()
 	s := newStore(t)
-	ev := newEvent(t, s, 110)
-	cat := defaultCategory(t, s, ev)
-	a := sale.Section{Name: "A"}
-	for r := 1; r <= 31; r++ {
-		n := 3
-		if r == 31 {
-			n = 10
+	ev, cat := mapEvent(t, s, 110, func(cat int64) sale.SeatMap {
+		a := sale.Section{Name: "A"}
+		for r := 1; r <= 30; r++ {
+			a.Rows = append(a.Rows, seatRow(fmt.Sprint(r), 3, cat))
 		}
-		row := sale.Row{Name: fmt.Sprint(r)}
-		for k := 1; k <= n; k++ {
-			row.Seats = append(row.Seats, sale.MapSeat{Number: k, CategoryID: cat})
-		}
-		a.Rows = append(a.Rows, row)
-	}
-	b := sale.Section{Name: "B", Rows: []sale.Row{{Name: "1"}}}
-	for k := 1; k <= 10; k++ {
-		b.Rows[0].Seats = append(b.Rows[0].Seats, sale.MapSeat{Number: k, CategoryID: cat})
-	}
-	if err := s.PutSeats(context.Background(), ev, sale.SeatMap{Sections: []sale.Section{a, b}}); err != nil {
-		t.Fatal(err)
-	}
+		a.Rows = append(a.Rows, seatRow("31", 10, cat))
+		b := sale.Section{Name: "B", Rows: []sale.Row{seatRow("1", 10, cat)}}
+		return sale.SeatMap{Sections: []sale.Section{a, b}}
+	})
 	outs := holdSeats(t, s, ev, bestRequest(ev, "a@example.com", cat, 2))
 	if o := outs[0]; o.Err != nil || !slices.Equal(o.Hold.Seats, []string{"A-31-1", "A-31-2"}) {
 		t.Fatalf("a pair: %v %v, want A-31-1 A-31-2", o.Hold.Seats, o.Err)

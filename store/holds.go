@@ -396,15 +396,18 @@ func (s *Store) holdBatch(ctx context.Context, q querier, events []int64, reqs [
 	// A pass checked when its request came may have expired while the
 	// request waited (its queue, the event's lock): judged again now, an
 	// expired one takes no hold (the statement reads no place for it).
-	now := time.Now()
+	// The caller's slice is left as it is: a copy, once one lapsed.
+	now, lapsed := time.Now(), []hold.Request(nil)
 	for i := range reqs {
 		if g := reqs[i].Order.Pass.Lapsed(now); g.Place != reqs[i].Order.Pass.Place {
-			reqs = slices.Clone(reqs)
-			for j := i; j < len(reqs); j++ {
-				reqs[j].Order.Pass = reqs[j].Order.Pass.Lapsed(now)
+			if lapsed == nil {
+				lapsed = slices.Clone(reqs)
 			}
-			break
+			lapsed[i].Order.Pass = g
 		}
+	}
+	if lapsed != nil {
+		reqs = lapsed
 	}
 	emails := make([]string, len(reqs))
 	keys := make([]string, len(reqs))

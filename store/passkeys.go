@@ -36,6 +36,8 @@ const (
 		WHERE retired_at IS NULL OR retired_at > now() + $1 * interval '1 microsecond'`
 	qAddPassKey = `INSERT INTO pass_keys (kid, public_key, private_key, signs_from)
 		VALUES ($1, $2, $3, now() + $4 * interval '1 microsecond')`
+	// qLongestPassTTL is the longest pass_ttl of an event, in seconds.
+	qLongestPassTTL = `SELECT coalesce(max(queue_pass_ttl_seconds), 0) FROM events`
 	// qForgetPassKeys deletes keys retired more than a day ago: nothing
 	// verifies with them any more.
 	qForgetPassKeys = `DELETE FROM pass_keys WHERE retired_at < now() - interval '1 day'`
@@ -45,7 +47,7 @@ const (
 // (zero with none): how long a pass signed now may stay good.
 func (s *Store) LongestPassTTL(ctx context.Context) (time.Duration, error) {
 	var secs int64
-	if err := s.db.GetContext(ctx, &secs, `SELECT coalesce(max(queue_pass_ttl_seconds), 0) FROM events`); err != nil {
+	if err := s.db.GetContext(ctx, &secs, qLongestPassTTL); err != nil {
 		return 0, mapErr(ctx, err)
 	}
 	return time.Duration(secs) * time.Second, nil

@@ -16,29 +16,41 @@ import (
 	"github.com/holdfast/holdfast/store"
 )
 
+// seatRow is a row named name of seats numbered 1..n, all of category cat.
+func seatRow(name string, n int, cat int64) sale.Row {
+	row := sale.Row{Name: name}
+	for k := 1; k <= n; k++ {
+		row.Seats = append(row.Seats, sale.MapSeat{Number: k, CategoryID: cat})
+	}
+	return row
+}
+
 // seatMap is a map of one section "A" of rows "1".."rows" of perRow seats
 // numbered from 1, all of category cat.
 func seatMap(rows, perRow int, cat int64) sale.SeatMap {
 	sec := sale.Section{Name: "A"}
 	for r := 1; r <= rows; r++ {
-		row := sale.Row{Name: fmt.Sprint(r)}
-		for n := 1; n <= perRow; n++ {
-			row.Seats = append(row.Seats, sale.MapSeat{Number: n, CategoryID: cat})
-		}
-		sec.Rows = append(sec.Rows, row)
+		sec.Rows = append(sec.Rows, seatRow(fmt.Sprint(r), perRow, cat))
 	}
 	return sale.SeatMap{Sections: []sale.Section{sec}}
+}
+
+// mapEvent is an event of total tickets whose one category's seats are the
+// map build makes of it.
+func mapEvent(t *testing.T, s *store.Store, total int, build func(cat int64) sale.SeatMap) (ev, cat int64) {
+	t.Helper()
+	ev = newEvent(t, s, total)
+	cat = defaultCategory(t, s, ev)
+	if err := s.PutSeats(context.Background(), ev, build(cat)); err != nil {
+		t.Fatal(err)
+	}
+	return ev, cat
 }
 
 // seatedEvent is an event of one category whose seats are rows x perRow.
 func seatedEvent(t *testing.T, s *store.Store, rows, perRow int) (ev, cat int64) {
 	t.Helper()
-	ev = newEvent(t, s, rows*perRow)
-	cat = defaultCategory(t, s, ev)
-	if err := s.PutSeats(context.Background(), ev, seatMap(rows, perRow, cat)); err != nil {
-		t.Fatal(err)
-	}
-	return ev, cat
+	return mapEvent(t, s, rows*perRow, func(cat int64) sale.SeatMap { return seatMap(rows, perRow, cat) })
 }
 
 func bestRequest(ev int64, email string, cat int64, qty int) hold.Request {

@@ -121,8 +121,7 @@ func devPostgresDir(dir string) (string, error) {
 	if err != nil || ok {
 		return abs, err
 	}
-	sum := sha256.Sum256([]byte(abs))
-	parent := filepath.Join("/var/tmp", "holdfast-"+hex.EncodeToString(sum[:6]))
+	parent := varTmpDir(abs)
 	if err := os.Mkdir(parent, 0o755); err != nil && !os.IsExist(err) {
 		return "", err
 	}
@@ -137,6 +136,13 @@ func devPostgresDir(dir string) (string, error) {
 		return "", err
 	}
 	return filepath.Join(parent, "pg"), nil
+}
+
+// varTmpDir is where dev keeps the data of pg, a directory the postgres
+// user cannot reach: in /var/tmp, named after pg, so a second run finds it.
+func varTmpDir(pg string) string {
+	sum := sha256.Sum256([]byte(pg))
+	return filepath.Join("/var/tmp", "holdfast-"+hex.EncodeToString(sum[:6]))
 }
 
 // ownDir refuses path unless it is a directory (not a link to one) that

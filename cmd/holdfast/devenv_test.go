@@ -3,8 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -187,8 +185,7 @@ func TestDevRefusesADirectoryItDoesNotOwn(t *testing.T) {
 	}
 	dir := filepath.Join(private, ".holdfast")
 	abs, _ := filepath.Abs(filepath.Join(dir, "pg"))
-	sum := sha256.Sum256([]byte(abs))
-	planted := filepath.Join("/var/tmp", "holdfast-"+hex.EncodeToString(sum[:6]))
+	planted := varTmpDir(abs)
 	if err := os.Mkdir(planted, 0o777); err != nil {
 		t.Fatal(err)
 	}
