@@ -44,30 +44,27 @@
 // each step first reads the event's stock in one query: the tickets left
 // (lapsed pending holds counted back, since the next hold or sweep returns
 // them and they can no longer be confirmed), the live pending holds, and
-// the bookings made with a pass in the last few seconds, whose places the
-// script keeps in the queue's took set until their passes end, each with
-// the tickets of its bookings, every booking counted once however many
-// readings list it (so the read grows with the rate of holds, not with
-// the sale). The script then admits at most ceil(free / reserve) places,
-// where free is the tickets left less a reserve for every live admitted
-// place, less what it booked (up to the cap): each new place is sure of at
-// least one ticket, and of its whole reserve but the last, in one hold or
-// several. It counts the admitted places itself, atomically with
-// admitting, so instances cannot spend the same tickets twice; the
-// snapshot it is given is older than the script, and a change in between
-// (a hold, an admission elsewhere) only makes the budget smaller, except
-// tickets given back, which wait for the next step. One change would make
-// it larger: a place that books after the snapshot and goes (done, left,
-// its pass expired) before the script, whose tickets the snapshot still
-// counts. So an admitted place that goes before readings listed bookings
-// of its cap keeps its whole reserve, in the queue's gone set, until a
-// reading lists them or is taken more than 250 ms after it went (the
-// margin is for the two servers' clocks); one that left, until 250 ms
-// after its pass expires, since leaving does not take back the pass,
-// which may still book. A booking stays counted once its tickets are
-// given back: they are the stock's again and go to the next place in
-// line, and the place may hold again while its pass lasts, but not from
-// its reserve.
+// the places that booked in the last few seconds, which the script keeps
+// in the queue's took set until their passes end (so the read grows with
+// the rate of holds, not with the sale). The script then admits at
+// most ceil(free / reserve) places, where free is the tickets left less a
+// reserve for every live admitted place that has not booked: each new
+// place is sure of at least one ticket, and of its whole reserve but the
+// last. It counts the admitted places itself, atomically with admitting,
+// so instances cannot spend the same tickets twice; the snapshot it is
+// given is older than the script, and a change in between (a hold, an
+// admission elsewhere) only makes the budget smaller, except tickets given
+// back, which wait for the next step. One change would make it larger: a
+// place that books after the snapshot and goes (done, left, its pass
+// expired) before the script, whose tickets the snapshot still counts. So
+// an admitted place that goes before any reading listed a booking of its
+// keeps reserving, in the queue's gone set, until a reading lists its
+// booking or is taken more than 250 ms after it went (the margin is for
+// the two servers' clocks); one that left, until 250 ms after its pass
+// expires, since leaving does not take back the pass, which may still
+// book. A place whose booking a reading listed reserves nothing more, even
+// once it gave its tickets back: they are the stock's again and go to the
+// next place in line.
 //
 // The reserve is the per-buyer cap (ReserveCap, the default): the most an
 // admitted buyer can take, so no admitted buyer ever finds nothing. The

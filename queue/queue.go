@@ -153,34 +153,17 @@ type Stock struct {
 	// already applied admits nothing and leaves the sold-out flag alone,
 	// since another instance may have read, and acted on, what came after.
 	ReadAt int64
-	// Took are the bookings made with a pass lately (the store says how
-	// lately), each by its place: the step keeps each place it sees (in the
-	// queue's took set, for the rest of the place's pass) with the tickets
-	// of every distinct booking listed for it. Their tickets left Available
-	// when they were held, so such a place reserves only what its reserve
-	// has left beyond them: a place that held 1 of a cap of 4 may still
-	// hold 3. Tickets given back (released, expired) are the stock's again
-	// and go to the next places in line; they still count against the
-	// place's reserve, so a place that gave back may hold again while its
-	// pass lasts, but not from a reserve.
-	Took []Booked
+	// Took are the places that made a booking with their pass lately
+	// (the store says how lately; the step keeps each it sees for the
+	// rest of the place's pass): their tickets left Available when they
+	// held, so they reserve nothing more. Given back (released, expired),
+	// those tickets are the stock's again and go to the next places in
+	// line; a place that held once and gave back may hold again while its
+	// pass lasts, but without a reserve.
+	Took []string
 	// Reserve is how many tickets an admitted place that does not hold yet
 	// may still take: the per-buyer cap (see Reserve).
 	Reserve float64
-	// Cap is the most one admitted place can take (reserveCap): a place's
-	// bookings count against its reserve up to Cap. With ReserveCap, the
-	// default, Reserve is Cap and what a place that booked reserves is
-	// exact; with ReserveAverage it is Reserve x the places that booked
-	// less the tickets they booked, so one that booked more than the
-	// average makes up for one that booked less.
-	Cap int
-}
-
-// Booked is one booking made with a pass, as a stock reading lists it.
-type Booked struct {
-	Place   string
-	Booking int64 // the booking's id: a booking listed twice counts once
-	Tickets int
 }
 
 // SoldOut reports whether the stock is gone for good, unless an admin adds
@@ -316,8 +299,8 @@ type Service struct {
 // appliedReading is what Step remembers of a stock reading it applied.
 type appliedReading struct {
 	readAt int64
-	took   map[int64]bool // the bookings it listed
-	at     time.Time      // when the step applied it, by this instance's clock
+	took   map[string]bool
+	at     time.Time // when the step applied it, by this instance's clock
 }
 
 type cachedEvent struct {
@@ -658,18 +641,17 @@ func (s *Service) Step(ctx context.Context, ev sale.Event, budget int) (StepResu
 	}
 	var reading appliedReading
 	if stock != nil {
-		// The reading overlaps the last one applied: the bookings listed
-		// in both are counted already (the script counts each booking once
-		// however often it is sent; this only spares sending it again).
+		// The reading overlaps the last one applied: the places listed in
+		// both are in the took set already.
 		s.mu.Lock()
 		last := s.applied[ev.ID]
 		s.mu.Unlock()
-		reading = appliedReading{readAt: stock.ReadAt, took: make(map[int64]bool, len(stock.Took)), at: t0}
+		reading = appliedReading{readAt: stock.ReadAt, took: make(map[string]bool, len(stock.Took)), at: t0}
 		fresh := stock.Took[:0:0]
-		for _, b := range stock.Took {
-			reading.took[b.Booking] = true
-			if !last.took[b.Booking] {
-				fresh = append(fresh, b)
+		for _, id := range stock.Took {
+			reading.took[id] = true
+			if !last.took[id] {
+				fresh = append(fresh, id)
 			}
 		}
 		stock.Took = fresh
@@ -723,8 +705,7 @@ func (s *Service) readStock(ctx context.Context, ev Settings) (Stock, error) {
 	if err != nil {
 		return Stock{}, fmt.Errorf("queue: read the stock of event %d: %w", ev.EventID, err)
 	}
-	st.Cap = s.reserveCap()
-	st.Reserve = float64(st.Cap)
+	st.Reserve = float64(s.reserveCap())
 	if avgWanted && avg >= 1 {
 		st.Reserve = min(avg, st.Reserve)
 	}

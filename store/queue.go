@@ -6,7 +6,6 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
-	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -276,12 +275,11 @@ func (q *Queues) Admit(ctx context.Context, ev queue.Settings, budget int, stock
 	args := []any{q.QueueBase(ev.EventID), msArg(ev.OnSaleAt), msArg(ev.OffSaleAt),
 		ev.AdmitPerSecond, strconv.FormatFloat(ev.Burst(), 'f', -1, 64), max, ev.PassTTL.Milliseconds()}
 	if stock == nil {
-		args = append(args, "", "", "", "", "")
+		args = append(args, "", "", "", "")
 	} else {
-		args = append(args, stock.Available, stock.Pending, strconv.FormatFloat(max1(stock.Reserve), 'f', -1, 64), stock.ReadAt,
-			stockCap(stock))
-		for _, b := range stock.Took {
-			args = append(args, b.Place, b.Booking, b.Tickets)
+		args = append(args, stock.Available, stock.Pending, strconv.FormatFloat(max1(stock.Reserve), 'f', -1, 64), stock.ReadAt)
+		for _, id := range stock.Took {
+			args = append(args, id)
 		}
 	}
 	v, err := queueAdmit.Run(ctx, q.rdb, q.keys(ev.EventID), args...).Slice()
@@ -429,15 +427,6 @@ func (q *Queues) Backlogs(ctx context.Context, eventIDs []int64, horizon time.Ti
 	return out, nil
 }
 
-// stockCap is the most of a place's bookings that count against its
-// reserve: the per-buyer cap, or the reserve for a reading that has none.
-func stockCap(st *queue.Stock) int {
-	if st.Cap > 0 {
-		return st.Cap
-	}
-	return int(math.Ceil(max1(st.Reserve)))
-}
-
 // max1 is a reserve of at least one ticket, so the script never divides by
 // nothing.
 func max1(r float64) float64 { return max(1, r) }
@@ -446,21 +435,18 @@ func max1(r float64) float64 { return max(1, r) }
 // event's stock: the tickets left, with those of lapsed pending holds
 // counted back (they return on the next hold or sweep, and a lapsed hold
 // can no longer be confirmed); whether a live pending hold remains; and
-// the bookings (of any status) made with a pass since $4 seconds before
-// the reading at $3 (us), within the last $2 seconds, each as its place,
-// id and tickets, in id order. Each part reads an index range that grows
-// with the holds since the last step, not with the sale (021, 029).
+// the places that made a booking (of any status) since $4 seconds before
+// the reading at $3 (us), within the last $2 seconds. Each part reads an
+// index range that grows with the holds since the last step, not with the
+// sale (021).
 const qQueueStock = `SELECT (extract(epoch FROM statement_timestamp()) * 1000000)::bigint AS read_at,
 	e.available_tickets + coalesce((SELECT sum(quantity) FROM bookings
 		WHERE event_id = e.id AND booking_status = 'pending' AND expires_at <= now()), 0) AS available,
 	(EXISTS (SELECT 1 FROM bookings WHERE event_id = e.id AND booking_status = 'pending' AND expires_at > now()))::int AS pending,
-	coalesce(t.places, '{}') AS took, coalesce(t.ids, '{}') AS took_ids, coalesce(t.tickets, '{}') AS took_tickets
-	FROM events e LEFT JOIN LATERAL (
-		SELECT array_agg(queue_place ORDER BY id) AS places, array_agg(id ORDER BY id) AS ids,
-			array_agg(quantity ORDER BY id) AS tickets
-		FROM bookings WHERE event_id = e.id AND queue_place IS NOT NULL
-		AND created_at > greatest(now() - make_interval(secs => $2), to_timestamp($3::float8 / 1000000) - make_interval(secs => $4))) t ON true
-	WHERE e.id = $1`
+	coalesce((SELECT array_agg(DISTINCT queue_place) FROM bookings
+		WHERE event_id = e.id AND queue_place IS NOT NULL
+		AND created_at > greatest(now() - make_interval(secs => $2), to_timestamp($3::float8 / 1000000) - make_interval(secs => $4))), '{}') AS took
+	FROM events e WHERE e.id = $1`
 
 // qRecentQuantity is the average quantity of the event's last 200 holds
 // (of any status), or NULL before its first.
@@ -494,12 +480,10 @@ const queueTookOverlap = 250 * time.Millisecond
 // quantity of its recent holds (0 before the first).
 func (s *Store) QueueStock(ctx context.Context, eventID int64, passTTL time.Duration, since int64, recent bool) (queue.Stock, float64, error) {
 	var row struct {
-		ReadAt      int64          `db:"read_at"`
-		Available   int            `db:"available"`
-		Pending     int            `db:"pending"`
-		Took        pq.StringArray `db:"took"`
-		TookIDs     pq.Int64Array  `db:"took_ids"`
-		TookTickets pq.Int64Array  `db:"took_tickets"`
+		ReadAt    int64          `db:"read_at"`
+		Available int            `db:"available"`
+		Pending   int            `db:"pending"`
+		Took      pq.StringArray `db:"took"`
 	}
 	if err := s.db.GetContext(ctx, &row, qQueueStock, eventID, min(queueTookWindow, passTTL).Seconds(),
 		since, queueTookOverlap.Seconds()); err != nil {
@@ -508,17 +492,7 @@ func (s *Store) QueueStock(ctx context.Context, eventID int64, passTTL time.Dura
 		}
 		return queue.Stock{}, 0, mapErr(ctx, err)
 	}
-	if len(row.TookIDs) != len(row.Took) || len(row.TookTickets) != len(row.Took) {
-		return queue.Stock{}, 0, fmt.Errorf("store: queue stock of event %d: %d places, %d ids, %d tickets",
-			eventID, len(row.Took), len(row.TookIDs), len(row.TookTickets))
-	}
-	st := queue.Stock{ReadAt: row.ReadAt, Available: row.Available, Pending: row.Pending}
-	if len(row.Took) > 0 {
-		st.Took = make([]queue.Booked, len(row.Took))
-		for i, place := range row.Took {
-			st.Took[i] = queue.Booked{Place: place, Booking: row.TookIDs[i], Tickets: int(row.TookTickets[i])}
-		}
-	}
+	st := queue.Stock{ReadAt: row.ReadAt, Available: row.Available, Pending: row.Pending, Took: row.Took}
 	if !recent {
 		return st, 0, nil
 	}

@@ -3,23 +3,17 @@
 -- (most credit kept), max (most places to admit now: the caller's budget,
 -- '' for no limit), pass_ttl (ms), then the stock ('' for none: admission
 -- at the rate alone) read from PostgreSQL just before: available, pending,
--- reserve, when it was read (us, the database's clock), the cap (the most
--- one place can take), then for each booking made with a pass in the last
--- few seconds (store.queueTookWindow) its place, id and tickets: each
--- place still admitted is kept in took, and each booking counted once
--- against its reserve, however many readings list it.
+-- reserve, when it was read (us, the database's clock), then the place ids
+-- that made a booking in the last few seconds
+-- (store.queueTookWindow): each still admitted is kept in took.
 --
 -- The stock. An admitted place that has not held yet may still take up to
 -- reserve tickets; one that held took its tickets out of available (and
--- any it gave back are available again) and may still take the rest of
--- its reserve (reserve - counted, counted being its bookings' tickets up
--- to the cap). A place that went (done, left, expired) since the reading
--- was taken may have held after it, and keeps reserving (the gone set)
--- until a reading taken after it went (after its pass expired, for one
--- that left), or one that lists bookings of its up to the cap. So the
--- stock still free for new places is
---   available - reserve x (live admitted places - those that held + gone)
---             - (reserve x those that held - their counted tickets),
+-- any it gave back are available again). A place that went (done, left,
+-- expired) since the reading was taken may have held after it, and keeps
+-- reserving until a reading that saw it (the gone set). So the stock
+-- still free for new places is
+--   available - reserve x (live admitted places - those that held + gone),
 -- counted here, atomically with the admissions, so two instances' steps
 -- cannot both spend it; and each new place takes up to reserve of it, at
 -- least one ticket, so the step admits at most ceil(free / reserve). With
@@ -48,7 +42,7 @@ for _, id in ipairs(lapsed) do
     finish(id, 'expired')
   else
     redis.call('ZREM', K_ADM, id)
-    untake(id)
+    redis.call('ZREM', K_TOOK, id)
   end
 end
 if ARGV[8] ~= '' then
@@ -74,37 +68,13 @@ if ARGV[8] ~= '' then
     -- place's time Redis's, so a margin for their skew.
     redis.call('ZREMRANGEBYSCORE', K_GONE, '-inf', '(' .. fmt(math.floor(read_at / 1000) - GONE_MARGIN_MS))
   end
-  local cap = tonumber(ARGV[12])
-  -- count counts a booking of place id once, whichever instance's reading
-  -- lists it first (readings overlap): its tickets, up to the cap, are
-  -- the place's counted, which only grows (tickets given back are the
-  -- stock's and go to the next places). Answers how much counted grew.
-  local function count(id, booking, tickets)
-    local k = pkey(id)
-    if redis.call('HSETNX', k, 'b' .. booking, '1') == 0 then return 0 end
-    local booked = redis.call('HINCRBY', k, 'booked', tickets)
-    local counted = tonumber(redis.call('HGET', k, 'counted') or '0')
-    local grown = math.min(booked, cap) - counted
-    if grown > 0 then redis.call('HSET', k, 'counted', fmt(counted + grown)) end
-    if booked >= cap then redis.call('HSET', k, 'full', '1') end
-    return grown
-  end
-  for i = 13, #ARGV, 3 do
-    local id = ARGV[i]
-    local exp = redis.call('ZSCORE', K_ADM, id)
+  for i = 12, #ARGV do
+    local exp = redis.call('ZSCORE', K_ADM, ARGV[i])
     if exp then
-      local grown = count(id, ARGV[i + 1], ARGV[i + 2])
-      if grown > 0 then redis.call('HINCRBY', K_META, 'took_counted', grown) end
-      redis.call('ZADD', K_TOOK, exp, id)
-    elseif not stale and redis.call('ZSCORE', K_GONE, id) then
-      -- Gone, and this reading has a booking of its. A place that booked
-      -- its cap can book no more, so it stops reserving; one that booked
-      -- less may have booked again after the reading (a done or expired
-      -- one until it went, a left one while its pass lasts) and keeps
-      -- reserving until a reading taken after that (queue_lib.lua's
-      -- finish).
-      count(id, ARGV[i + 1], ARGV[i + 2])
-      if redis.call('HGET', pkey(id), 'full') == '1' then redis.call('ZREM', K_GONE, id) end
+      redis.call('ZADD', K_TOOK, exp, ARGV[i])
+    elseif not stale then
+      -- Gone, and this reading has its booking.
+      redis.call('ZREM', K_GONE, ARGV[i])
     end
   end
   -- Every place still in the admitted set counts, its pass lapsed or not:
@@ -116,14 +86,7 @@ if ARGV[8] ~= '' then
   local live = redis.call('ZCARD', K_ADM)
   local took = redis.call('ZCARD', K_TOOK)
   local gone = redis.call('ZCARD', K_GONE)
-  local counted = tonumber(redis.call('HGET', K_META, 'took_counted') or '0')
-  if took == 0 and counted ~= 0 then
-    -- Nothing can be counted with took empty (untake keeps the sum); a
-    -- sum left by a script from before the count began is dropped.
-    redis.call('HDEL', K_META, 'took_counted')
-    counted = 0
-  end
-  local free = avail - reserve * (live - took + gone) - math.max(0, reserve * took - counted)
+  local free = avail - reserve * (live - took + gone)
   local can = 0
   if free > 0 then can = math.ceil(free / reserve - 1e-9) end
   if not max or can < max then max = can end

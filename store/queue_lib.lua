@@ -10,19 +10,14 @@
 --                   cleared by the admission step)
 --   KEYS[6] seq     counter of arrivals
 --   KEYS[7] took    sorted set: admitted places that booked with their
---                   pass, by pass expiry (ms): each reserves only what its
---                   reserve has left beyond the tickets it booked (its
---                   counted, below; meta.took_counted is their sum)
+--                   pass, by pass expiry (ms): they reserve no stock
 --   KEYS[8] gone    sorted set: admitted places that went (done, left,
 --                   expired) before a reading of the stock listed a
 --                   booking of theirs, by when they went (ms; a left one
 --                   by its pass's expiry): they still reserve stock until
 --                   a reading taken after that
 --   base..'p:'..id  hash: one place (email, folded, status, joined,
---                   admitted, pass_exp, pass, seen; once it booked:
---                   booked, the tickets of its bookings, counted, those
---                   up to the cap, full once booked reached the cap, and
---                   b<id> for each booking counted); made from ARGV[1],
+--                   admitted, pass_exp, pass, seen); made from ARGV[1],
 --                   always of the same slot as KEYS.
 -- Times are milliseconds of Redis's own clock (TIME), so every instance
 -- reads one clock. Waiting places that joined after the pre-queue get turn
@@ -47,15 +42,6 @@ local function pkey(id) return BASE .. 'p:' .. id end
 
 local function fmt(n) return string.format('%d', n) end
 
--- untake takes a place out of took, and its counted tickets out of the
--- sum.
-local function untake(id)
-  if redis.call('ZREM', K_TOOK, id) == 1 then
-    local c = tonumber(redis.call('HGET', pkey(id), 'counted') or '0')
-    if c ~= 0 then redis.call('HINCRBY', K_META, 'took_counted', -c) end
-  end
-end
-
 -- finish turns a place terminal: out of every set, its email free to join
 -- again, kept a day for its buyer to read.
 local function finish(id, status)
@@ -67,9 +53,9 @@ local function finish(id, status)
   -- saw its booking, or was taken after it went (queue_admit.lua); one
   -- that left, until after its pass expires, since leaving does not
   -- take the pass back and it may still book. Only where steps read the
-  -- stock (stock_at set), and not once readings listed bookings of its
-  -- up to the cap (full): it can book no more.
-  if redis.call('ZSCORE', K_ADM, id) and redis.call('HGET', k, 'full') ~= '1'
+  -- stock (stock_at set), and not once a reading listed its booking
+  -- (took).
+  if redis.call('ZSCORE', K_ADM, id) and not redis.call('ZSCORE', K_TOOK, id)
       and redis.call('HEXISTS', K_META, 'stock_at') == 1 then
     local at = now_ms()
     if status == 'left' then
@@ -80,7 +66,7 @@ local function finish(id, status)
   redis.call('ZREM', K_PRE, id)
   redis.call('ZREM', K_WAIT, id)
   redis.call('ZREM', K_ADM, id)
-  untake(id)
+  redis.call('ZREM', K_TOOK, id)
   local folded = redis.call('HGET', k, 'folded')
   if folded and redis.call('HGET', K_EMAILS, folded) == id then
     redis.call('HDEL', K_EMAILS, folded)
