@@ -1,6 +1,7 @@
 package schema_test
 
 import (
+	"context"
 	"database/sql"
 	"testing"
 )
@@ -21,10 +22,34 @@ func onlyCategory(t *testing.T, db *sql.DB, ev int64) (id int64, total, availabl
 	return id, total, available
 }
 
-func item(db *sql.DB, booking, category int64, qty int) error {
+// item adds an item of qty tickets of category to a booking made before
+// (029 refuses it: an item is made by its booking's transaction).
+func item(db interface {
+	Exec(string, ...any) (sql.Result, error)
+}, booking, category int64, qty int) error {
 	_, err := db.Exec(`INSERT INTO booking_items (booking_id, category_id, quantity, price) VALUES ($1, $2, $3, 10)`,
 		booking, category, qty)
 	return err
+}
+
+// bookWithItem makes, in one transaction as holdfast does, a booking of
+// qty tickets of ev with status and an item of itemQty tickets of
+// category, and answers the booking's id.
+func bookWithItem(t *testing.T, db *sql.DB, ev int64, qty int, status string, category int64, itemQty int) (int64, error) {
+	t.Helper()
+	tx, err := db.BeginTx(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	id, err := booking(t, tx, ev, qty, status)
+	if err != nil {
+		return 0, err
+	}
+	if err := item(tx, id, category, itemQty); err != nil {
+		return 0, err
+	}
+	return id, tx.Commit()
 }
 
 func TestEventMadeByPlainSQLGetsItsDefaultCategory(t *testing.T) {
@@ -68,11 +93,8 @@ func TestCategoryStockMovesOnlyWithItems(t *testing.T) {
 	db := open(t)
 	ev := event(t, db, 10, true)
 	cat, _, _ := onlyCategory(t, db, ev)
-	b, err := booking(t, db, ev, 4, "pending")
+	b, err := bookWithItem(t, db, ev, 4, "pending", cat, 4)
 	if err != nil {
-		t.Fatal(err)
-	}
-	if err := item(db, b, cat, 4); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, got := onlyCategory(t, db, ev); got != 6 {
@@ -110,20 +132,24 @@ func TestCategoryStockMovesOnlyWithItems(t *testing.T) {
 	// An item of another event's category is refused.
 	other := event(t, db, 10, true)
 	otherCat, _, _ := onlyCategory(t, db, other)
-	b2, err := booking(t, db, ev, 1, "confirmed")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := item(db, b2, otherCat, 1); code(err) != "HF001" {
+	if _, err := bookWithItem(t, db, ev, 1, "confirmed", otherCat, 1); code(err) != "HF001" {
 		t.Fatalf("item of another event's category: err %v, want HF001", err)
 	}
 	// Never below zero, whatever the event's guard.
-	b3, err := booking(t, db, ev, 9, "confirmed")
+	if _, err := bookWithItem(t, db, ev, 9, "confirmed", cat, 11); code(err) != "23514" {
+		t.Fatalf("item beyond the category's stock: err %v, want 23514", err)
+	}
+	// An item added to a live booking made by an earlier transaction: it
+	// would take its category's tickets and not the event's (029).
+	b4, err := booking(t, db, ev, 2, "confirmed")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := item(db, b3, cat, 11); code(err) != "23514" {
-		t.Fatalf("item beyond the category's stock: err %v, want 23514", err)
+	if err := item(db, b4, cat, 2); code(err) != "HF001" {
+		t.Fatalf("item added to a booking of an earlier transaction: err %v, want HF001", err)
+	}
+	if _, _, got := onlyCategory(t, db, ev); got != 10 {
+		t.Fatalf("category stock %d after refused items, want 10", got)
 	}
 	// An item of a failed booking is refused.
 	var vip int64

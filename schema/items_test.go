@@ -37,20 +37,14 @@ func TestItemsKeepTheirBookingAndCategoryWithoutForeignKeys(t *testing.T) {
 	db := open(t)
 	ev := event(t, db, 10, true)
 	cat, _, _ := onlyCategory(t, db, ev)
-	live, err := booking(t, db, ev, 2, "pending")
+	live, err := bookWithItem(t, db, ev, 2, "pending", cat, 2)
 	if err != nil {
-		t.Fatal(err)
-	}
-	if err := item(db, live, cat, 2); err != nil {
 		t.Fatal(err)
 	}
 	// A failed booking with its item: the one a delete or a TRUNCATE may
 	// take.
-	gone, err := booking(t, db, ev, 1, "pending")
+	gone, err := bookWithItem(t, db, ev, 1, "pending", cat, 1)
 	if err != nil {
-		t.Fatal(err)
-	}
-	if err := item(db, gone, cat, 1); err != nil {
 		t.Fatal(err)
 	}
 	exec(t, db, `UPDATE bookings SET booking_status = 'failed', failure_reason = 'released' WHERE id = $1`, gone)
@@ -169,67 +163,63 @@ func TestItemsKeepTheirBookingAndCategoryWithoutForeignKeys(t *testing.T) {
 	exec(t, db, `TRUNCATE events, bookings, booking_items CASCADE`)
 }
 
-// An item inserted for an existing booking keeps that booking live until
-// the insert commits: another transaction failing the booking meanwhile
-// waits, and then gives the item's tickets back with it. A foreign key's
-// FOR KEY SHARE let the booking fail under the uncommitted item, whose
-// category kept those tickets for good (and without any lock the delete
-// after it left the item with no booking).
-func TestAnItemKeepsItsBookingLiveUntilItCommits(t *testing.T) {
+// An item is made by the transaction that makes its booking, never added
+// after (029): added to a live booking of an earlier transaction, it took
+// its category's tickets and not the event's, which the booking's quantity
+// took, so the categories could sell past the event's capacity. Made with
+// its booking, in one statement or two, it goes through; added after, in
+// a statement of its own or beside a good one, it is refused, and with
+// the trigger disabled it goes through, so it is the trigger that keeps
+// the rule.
+func TestAnItemIsMadeWithItsBookingOnly(t *testing.T) {
 	t.Parallel()
 	db := open(t)
-	ctx := context.Background()
 	ev := event(t, db, 10, true)
 	cat, _, _ := onlyCategory(t, db, ev)
-	b, err := booking(t, db, ev, 2, "pending")
+	if _, err := bookWithItem(t, db, ev, 2, "pending", cat, 2); err != nil {
+		t.Fatalf("an item made with its booking: %v", err)
+	}
+	var one int64
+	if err := db.QueryRow(`WITH b AS (INSERT INTO bookings (event_id, user_email, quantity, total_amount, booking_status)
+			VALUES ($1, 'a@example.com', 1, 10, 'confirmed') RETURNING id)
+		INSERT INTO booking_items (booking_id, category_id, quantity, price) SELECT id, $2, 1, 10 FROM b RETURNING booking_id`,
+		ev, cat).Scan(&one); err != nil {
+		t.Fatalf("an item made in its booking's statement: %v", err)
+	}
+	old, err := booking(t, db, ev, 2, "pending")
 	if err != nil {
 		t.Fatal(err)
 	}
-	tx, err := db.BeginTx(ctx, nil)
+	if err := item(db, old, cat, 2); code(err) != "HF001" {
+		t.Fatalf("an item added to a booking of an earlier transaction: err %v, want HF001", err)
+	}
+	tx, err := db.Begin()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer tx.Rollback()
-	if _, err := tx.Exec(`INSERT INTO booking_items (booking_id, category_id, quantity, price) VALUES ($1, $2, 2, 10)`, b, cat); err != nil {
+	fresh, err := booking(t, tx, ev, 1, "pending")
+	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() {
-		other, err := db.BeginTx(ctx, nil)
-		if err != nil {
-			done <- err
-			return
-		}
-		defer other.Rollback()
-		if _, err := other.Exec(`UPDATE bookings SET booking_status = 'failed', failure_reason = 'released' WHERE id = $1`, b); err != nil {
-			done <- err
-			return
-		}
-		if _, err := other.Exec(`DELETE FROM bookings WHERE id = $1`, b); err != nil {
-			done <- err
-			return
-		}
-		done <- other.Commit()
-	}()
-	select {
-	case err := <-done:
-		t.Fatalf("the booking was failed and deleted under an uncommitted item (err %v), want it to wait", err)
-	case <-time.After(300 * time.Millisecond):
+	if _, err := tx.Exec(`INSERT INTO booking_items (booking_id, category_id, quantity, price) VALUES ($1, $2, 1, 10), ($3, $2, 1, 10)`,
+		fresh, cat, old); code(err) != "HF001" {
+		t.Fatalf("an item added to an old booking beside one of a new booking: err %v, want HF001", err)
 	}
-	if err := tx.Commit(); err != nil {
+	_ = tx.Rollback()
+	if _, _, available := onlyCategory(t, db, ev); available != 7 {
+		t.Fatalf("category stock %d, want 7 (10 less the two bookings made with their items)", available)
+	}
+	tx, err = db.Begin()
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := <-done; err != nil {
+	defer tx.Rollback()
+	if _, err := tx.Exec(`ALTER TABLE booking_items DISABLE TRIGGER booking_items_take_stock`); err != nil {
 		t.Fatal(err)
 	}
-	if n := orphans(t, db); n != 0 {
-		t.Errorf("%d orphan items, want the item gone with its booking", n)
-	}
-	if _, total, available := onlyCategory(t, db, ev); available != total {
-		t.Errorf("category stock %d of %d after its only booking failed, want all of it back", available, total)
-	}
-	if got := stock(t, db, ev); got != 10 {
-		t.Errorf("event stock %d, want 10", got)
+	if err := item(tx, old, cat, 2); err != nil {
+		t.Fatalf("an item added to an old booking with the trigger disabled: %v, want it through", err)
 	}
 }
 
@@ -245,20 +235,20 @@ func TestItemsOfOneCategoryReadItOnceAStatement(t *testing.T) {
 	const n = 20
 	ev := event(t, db, 100, true)
 	cat, _, _ := onlyCategory(t, db, ev)
-	ids := make([]int64, n)
-	for i := range ids {
-		id, err := booking(t, db, ev, 1, "pending")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ids[i] = id
-	}
 	ctx := context.Background()
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer tx.Rollback()
+	ids := make([]int64, n)
+	for i := range ids {
+		id, err := booking(t, tx, ev, 1, "pending")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[i] = id
+	}
 	scans := func() int64 {
 		t.Helper()
 		var s int64
@@ -296,11 +286,8 @@ func TestAnItemWaitsForItsBookingBeforeItsCategory(t *testing.T) {
 	ctx := context.Background()
 	ev := event(t, db, 10, true)
 	cat, _, _ := onlyCategory(t, db, ev)
-	sold, err := booking(t, db, ev, 1, "pending")
+	sold, err := bookWithItem(t, db, ev, 1, "pending", cat, 1)
 	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.Exec(`INSERT INTO booking_items (booking_id, category_id, quantity, price) VALUES ($1, $2, 1, 10)`, sold, cat); err != nil {
 		t.Fatal(err)
 	}
 	bare, err := booking(t, db, ev, 1, "pending")
@@ -384,8 +371,19 @@ func TestAnItemReadsItsBookingAlone(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Items are made in their bookings' transaction (029).
+	begin := func() {
+		t.Helper()
+		if _, err := conn.ExecContext(ctx, `BEGIN`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	begin()
 	items(live(1)) // plans the trigger on a table of one booking
-	ids := live(200)
+	if _, err := conn.ExecContext(ctx, `COMMIT`); err != nil {
+		t.Fatal(err)
+	}
+	live(200)
 	fetched := func() int64 {
 		t.Helper()
 		var n int64
@@ -395,14 +393,13 @@ func TestAnItemReadsItsBookingAlone(t *testing.T) {
 		}
 		return n
 	}
-	if _, err := conn.ExecContext(ctx, `BEGIN`); err != nil {
-		t.Fatal(err)
-	}
+	begin()
 	defer conn.ExecContext(ctx, `ROLLBACK`)
-	before := fetched()
 	// The newest two: a read of the partial index meets the older ones first.
-	items(ids[len(ids)-2:])
+	ids := live(2)
+	before := fetched()
+	items(ids)
 	if got := fetched() - before; got > 2 {
-		t.Errorf("2 items among 201 live bookings: %d bookings read, want 2", got)
+		t.Errorf("2 items among 203 live bookings: %d bookings read, want 2", got)
 	}
 }

@@ -16,24 +16,9 @@ func TestAuditReportsWhatRefersToNoEvent(t *testing.T) {
 	s := newStore(t)
 	ctx := context.Background()
 	ev := newEvent(t, s, 10)
-	tx, err := s.DB().BeginTx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback()
-	for _, q := range []string{
-		`SET LOCAL session_replication_role = replica`,
-		`INSERT INTO bookings (event_id, user_email, buyer_key, quantity, total_amount, booking_status)
-			VALUES (2147483000, 'a@example.com', 'a@example.com', 1, 10, 'confirmed')`,
-		`INSERT INTO booking_items (booking_id, category_id, quantity, price) VALUES (2147483000, 2147483000, 1, 10)`,
-	} {
-		if _, err := tx.ExecContext(ctx, q); err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		t.Fatal(err)
-	}
+	corrupt(t, s, `INSERT INTO bookings (event_id, user_email, buyer_key, quantity, total_amount, booking_status)
+			VALUES (2147483000, 'a@example.com', 'a@example.com', 1, 10, 'confirmed')`)
+	corrupt(t, s, `INSERT INTO booking_items (booking_id, category_id, quantity, price) VALUES (2147483000, 2147483000, 1, 10)`)
 	audits, err := s.Audit(ctx, nil, time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -56,9 +41,9 @@ func TestAuditReportsWhatRefersToNoEvent(t *testing.T) {
 	}
 }
 
-// An item added by hand to a live booking moves its category's stock with
-// no booking moving: `holdfast check` reports the booking whose items no
-// longer add up to it.
+// An item added by hand to a live booking, in a replica session (which
+// skips the trigger that refuses it since 029): `holdfast check` reports
+// the booking whose items no longer add up to it.
 func TestAuditReportsABookingWhoseItemsDoNotAddUp(t *testing.T) {
 	t.Parallel()
 	s := newStore(t)
@@ -69,10 +54,10 @@ func TestAuditReportsABookingWhoseItemsDoNotAddUp(t *testing.T) {
 	if a, err := s.Audit(ctx, []int64{ev}, time.Second); err != nil || a[0].Summary() != "ok" {
 		t.Fatalf("before: %+v %v", a, err)
 	}
-	if _, err := s.DB().ExecContext(ctx, `INSERT INTO booking_items (booking_id, category_id, quantity, price)
-		SELECT id, $2, 7, 50 FROM bookings WHERE hold_id = $1`, h.ID, vip); err != nil {
-		t.Fatal(err)
-	}
+	// The items' trigger refuses it (an item is made with its booking,
+	// 029); a replica session skips it.
+	corrupt(t, s, `INSERT INTO booking_items (booking_id, category_id, quantity, price) SELECT id, $2, 7, 50 FROM bookings WHERE hold_id = $1`,
+		h.ID, vip)
 	a, err := s.Audit(ctx, []int64{ev}, time.Second)
 	if err != nil {
 		t.Fatal(err)
