@@ -143,6 +143,6 @@ func decodeOrder(w http.ResponseWriter, r *http.Request, maxQuantity int, log *s
 		httpapi.WriteError(w, r, log, err)
 		return sale.Order{}, false
 	}
-	order.Client = clientaddr.From(r.Context())
+	order.Client = clientaddr.Key(r.Context())
 	return order, true
 }

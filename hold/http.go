@@ -57,7 +57,7 @@ func HandleCreate(svc *Service, maxQuantity int, log *slog.Logger) http.Handler 
 			httpapi.WriteError(w, r, log, err)
 			return
 		}
-		order.Client = clientaddr.From(r.Context())
+		order.Client = clientaddr.Key(r.Context())
 		key, err := idempotency.FromRequest(r, ScopeCreate, order)
 		if err != nil {
 			httpapi.WriteError(w, r, log, err)

@@ -89,6 +89,47 @@ func TestTheRateLimitCountsTheResolvedAddress(t *testing.T) {
 	}
 }
 
+// An IPv6 host or home is given a /64 and picks the low 64 bits of its
+// addresses freely, so the per-client cap and the rate limit count an IPv6
+// client by its /64: counted whole, one client with a new address per
+// request had a cap and a rate of its own for each.
+func TestAnIPv6ClientIsCountedByItsSlash64(t *testing.T) {
+	t.Parallel()
+	ts := newTestServer(t, func(c *config) { c.ClientCap, c.TrustedProxies = 3, "127.0.0.1" })
+	ev := ts.newEvent(100, true)
+	for i := 1; i <= 3; i++ {
+		if res := ts.do("POST", "/holds", order(ev, fmt.Sprintf("v%d@example.com", i), 1), "X-Forwarded-For", fmt.Sprintf("2001:db8:1:2::%x", i)); res.Status != 201 {
+			t.Fatalf("hold %d: %d %s", i, res.Status, res.Body)
+		}
+	}
+	expectError(t, "a fourth ticket from another address of the same /64",
+		ts.do("POST", "/holds", order(ev, "v9@example.com", 1), "X-Forwarded-For", "2001:db8:1:2:dead:beef:0:1"), 409, "limit_exceeded")
+	if res := ts.do("POST", "/holds", order(ev, "w@example.com", 3), "X-Forwarded-For", "2001:db8:1:3::1"); res.Status != 201 {
+		t.Fatalf("the next /64: %d %s", res.Status, res.Body)
+	}
+	var addrs []string
+	if err := ts.db().SelectContext(context.Background(), &addrs, `SELECT DISTINCT host(client_addr) FROM bookings WHERE event_id = $1 ORDER BY 1`, ev); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(addrs) != "[2001:db8:1:2:: 2001:db8:1:3::]" {
+		t.Fatalf("client addresses stored: %v, want the two /64s", addrs)
+	}
+
+	limited := newTestServer(t, func(c *config) { c.RateLimit, c.TrustedProxies = 2, "127.0.0.1" })
+	ev = limited.newEvent(100, true)
+	refused := 0
+	for i := 1; i <= 6; i++ {
+		res := limited.do("POST", "/holds", order(ev, fmt.Sprintf("r%d@example.com", i), 1), "X-Forwarded-For", fmt.Sprintf("2001:db8:9:9::%x", i))
+		if res.Status == 429 {
+			refused++
+		}
+	}
+	// Six writes over at most three one-second windows at 2 a second.
+	if refused == 0 {
+		t.Fatal("one /64 sent 6 writes from 6 addresses and none was limited")
+	}
+}
+
 // The email rules at the edge: stored in NFC, 400 for a format character
 // or invalid UTF-8, on both write endpoints.
 func TestEmailsAtTheEdge(t *testing.T) {

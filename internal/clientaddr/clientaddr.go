@@ -1,6 +1,6 @@
 // Package clientaddr resolves the address a request comes from, once, for
 // everything that counts per client (the rate limit, the per-client ticket
-// cap).
+// cap), and says how they count it: an IPv6 client by its /64 (Counted).
 //
 // The address is the connection's peer, unless the peer is one of the
 // trusted proxies (--trusted-proxies): then it is taken from
@@ -139,4 +139,28 @@ func (res *Resolver) Middleware(next http.Handler) http.Handler {
 func From(ctx context.Context) netip.Addr {
 	a, _ := ctx.Value(ctxKey{}).(netip.Addr)
 	return a
+}
+
+// Key returns the client Middleware put in ctx as every limit counts it
+// (Counted): the rate limit, the admin token's failures and the
+// per-client ticket cap.
+func Key(ctx context.Context) netip.Addr { return Counted(From(ctx)) }
+
+// countedBits is how much of an IPv6 address names its client: a /64 is
+// the least any host or home network is given (RFC 4291's interface
+// identifiers, RFC 6177), and within it a client chooses its low 64 bits
+// freely (privacy addresses change them daily, and a host may hold as many
+// as it likes), so counting whole addresses would let one client step
+// past every limit by changing them.
+const countedBits = 64
+
+// Counted is a as a limit counts it: an IPv4 address whole, an IPv6
+// address as the first address of its /64 (2001:db8:1:2::). The zero Addr
+// stays zero.
+func Counted(a netip.Addr) netip.Addr {
+	a = a.Unmap().WithZone("")
+	if !a.Is6() {
+		return a
+	}
+	return netip.PrefixFrom(a, countedBits).Masked().Addr()
 }

@@ -63,3 +63,22 @@ func TestParseTrusted(t *testing.T) {
 		t.Fatalf("empty: %v, %v", got, err)
 	}
 }
+
+func TestCounted(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"198.51.100.7":                 "198.51.100.7",
+		"::ffff:198.51.100.7":          "198.51.100.7",
+		"2001:db8:1:2::1":              "2001:db8:1:2::",
+		"2001:db8:1:2:abcd:ef01:2:3":   "2001:db8:1:2::",
+		"fe80::1%eth0":                 "fe80::",
+		"2001:db8:1:3:ffff:ffff:ff:ff": "2001:db8:1:3::",
+	} {
+		if got := Counted(netip.MustParseAddr(in)).String(); got != want {
+			t.Errorf("Counted(%s) = %s, want %s", in, got, want)
+		}
+	}
+	if got := Counted(netip.Addr{}); got.IsValid() {
+		t.Errorf("Counted of no address = %s, want none", got)
+	}
+}

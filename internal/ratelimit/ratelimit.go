@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -166,14 +167,20 @@ func (l *Limiter) local(client string, window int64) int64 {
 	return sh.counts[client]
 }
 
-// Client is r's client address, as the limit counts it.
+// Client is r's client address, as the limit counts it (an IPv6 client
+// by its /64: clientaddr.Counted).
 func (l *Limiter) Client(r *http.Request) string {
-	if a := clientaddr.From(r.Context()); a.IsValid() {
+	if a := clientaddr.Key(r.Context()); a.IsValid() {
 		return a.String()
 	}
+	// No resolved address (a request that skipped clientaddr's
+	// middleware, or from a Unix socket): the peer as it reads.
 	client, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		client = r.RemoteAddr
+	}
+	if a, err := netip.ParseAddr(client); err == nil {
+		return clientaddr.Counted(a).String()
 	}
 	return client
 }
