@@ -3,11 +3,17 @@ package store_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/lib/pq"
+
 	"github.com/holdfast/holdfast/hold"
 	"github.com/holdfast/holdfast/internal/idempotency"
+	"github.com/holdfast/holdfast/internal/testenv"
 	"github.com/holdfast/holdfast/store"
 )
 
@@ -124,5 +130,96 @@ func TestBatchRepeatsOfANewKey(t *testing.T) {
 	}
 	if !errors.Is(again[1].Err, idempotency.ErrMismatch) {
 		t.Errorf("later mismatch: %+v, want idempotency_mismatch", again[1])
+	}
+}
+
+// Two instances (two pools on one database) send batches with keys in
+// common, on two events, all at once: each key makes one hold, and every
+// request with it gets that hold's answer, fresh or replayed.
+func TestKeyedBatchesOfTwoInstancesMakeOneHoldAKey(t *testing.T) {
+	t.Parallel()
+	url := testenv.DatabaseURL(t)
+	var stores []*store.Store
+	for i := 0; i < 2; i++ {
+		db, err := store.Open(context.Background(), url, store.DBOptions{MaxConns: 8, LockTimeout: 10 * time.Second, StatementTimeout: 30 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		stores = append(stores, store.New(db))
+	}
+	ctx := context.Background()
+	events := []int64{newEvent(t, stores[0], 1000), newEvent(t, stores[0], 1000)}
+	const keys, workers, batches, size = 40, 4, 25, 8
+	req := func(k int) hold.Request {
+		ev := events[k%2]
+		r := request(ev, fmt.Sprintf("k%d@example.com", k), 1)
+		r.Key = &idempotency.Key{Scope: hold.ScopeCreate, Key: fmt.Sprintf("K%d", k), Hash: []byte(fmt.Sprint("X", k))}
+		return r
+	}
+	var mu sync.Mutex
+	answers := map[int]map[string]bool{} // key -> the hold ids it was answered with
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*workers)
+	for _, s := range stores {
+		for w := 0; w < workers; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				rng := rand.New(rand.NewPCG(uint64(w), 7))
+				for b := 0; b < batches; b++ {
+					// A batch is of one event: its keys of one parity.
+					parity := rng.IntN(2)
+					var ks []int
+					var reqs []hold.Request
+					for len(reqs) < size {
+						k := 2*rng.IntN(keys/2) + parity
+						ks, reqs = append(ks, k), append(reqs, req(k))
+					}
+					outs, err := s.CreateHolds(ctx, events[parity], reqs, time.Minute, renderID)
+					if err != nil {
+						errs <- err
+						return
+					}
+					mu.Lock()
+					for i, o := range outs {
+						var id string
+						switch {
+						case o.Err != nil:
+							mu.Unlock()
+							errs <- fmt.Errorf("key %d: %w", ks[i], o.Err)
+							return
+						case o.Replay != nil:
+							id = string(o.Replay.Body)
+						default:
+							id = o.Hold.ID.String()
+						}
+						if answers[ks[i]] == nil {
+							answers[ks[i]] = map[string]bool{}
+						}
+						answers[ks[i]][id] = true
+					}
+					mu.Unlock()
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	for k, ids := range answers {
+		if len(ids) != 1 {
+			t.Errorf("key %d answered with %d holds: %v", k, len(ids), ids)
+		}
+	}
+	var n, emails int
+	if err := stores[0].DB().QueryRowContext(ctx, `SELECT count(*), count(DISTINCT user_email) FROM bookings WHERE event_id = ANY ($1)`,
+		pq.Array(events)).Scan(&n, &emails); err != nil {
+		t.Fatal(err)
+	}
+	if n != len(answers) || emails != n {
+		t.Fatalf("%d holds for %d keys (%d emails), want one a key", n, len(answers), emails)
 	}
 }

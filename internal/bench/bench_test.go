@@ -322,18 +322,19 @@ func profileName(scenario string) string {
 // measure runs one load and accounts for the CPU each process spent on it
 // and for the statements the database ran.
 func (e *env) measure(name string, s *server, clients int, req request, rssOf int) result {
-	return e.measurePass(name, s, clients, func(c, i int) (string, string, []byte, string) {
+	return e.measureWith(name, s, clients, func(c, i int) (string, string, []byte, string, string) {
 		m, p, b := req(c, i)
-		return m, p, b, ""
+		return m, p, b, "", ""
 	}, rssOf)
 }
 
-// measurePass is measure with a Queue-Pass on the requests that carry one.
-func (e *env) measurePass(name string, s *server, clients int, req passRequest, rssOf int) result {
+// measureWith is measure with a header on each request (a Queue-Pass, an
+// Idempotency-Key).
+func (e *env) measureWith(name string, s *server, clients int, req headerRequest, rssOf int) result {
 	pid := s.cmd.Process.Pid
 	e.resetStatements()
 	before := e.cpuNow(pid)
-	r := runPass(context.Background(), name, s.base, clients, e.duration, req, rssOf)
+	r := runWith(context.Background(), name, s.base, clients, e.duration, req, rssOf)
 	r.CPU = e.cpuNow(pid).minus(before)
 	r.Statements = e.statements(r.Duration)
 	return r
@@ -391,6 +392,24 @@ func BenchmarkHoldsBatched(b *testing.B) {
 	forClients(b, spreadNames[0], func() *server { return e.batched }, func(c, i int) (string, string, []byte) {
 		return "POST", "/holds", holdBody(e.hot, c, i)
 	})
+}
+
+const keyedHolds = "POST /holds with Idempotency-Key (batched)"
+
+// BenchmarkHoldsKeyed is BenchmarkHoldsBatched with an Idempotency-Key on
+// every hold, as a careful client sends them: a batch with keys claims
+// them and keeps their responses in the transaction that holds.
+func BenchmarkHoldsKeyed(b *testing.B) {
+	for _, n := range clientCounts {
+		b.Run(fmt.Sprintf("clients=%d", n), func(b *testing.B) {
+			wait := e.profile(fmt.Sprintf("holds-keyed-%d", n))
+			r := e.measureWith(keyedHolds, e.batched, n, func(c, i int) (string, string, []byte, string, string) {
+				return "POST", "/holds", holdBody(e.hot, c, i), "Idempotency-Key", fmt.Sprintf("bench-%d-%d-%d", n, c, i)
+			}, 0)
+			wait()
+			e.record(b, r)
+		})
+	}
 }
 
 // twoCategories is BenchmarkHoldsTwoCategories' scenario, which the report

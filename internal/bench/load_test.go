@@ -19,9 +19,10 @@ import (
 // request builds client c's i-th request.
 type request func(c, i int) (method, path string, body []byte)
 
-// passRequest builds client c's i-th request and the Queue-Pass it
-// carries ("" for none).
-type passRequest func(c, i int) (method, path string, body []byte, pass string)
+// headerRequest builds client c's i-th request and the one header it
+// carries besides Content-Type (name "" for none): a Queue-Pass, an
+// Idempotency-Key.
+type headerRequest func(c, i int) (method, path string, body []byte, name, value string)
 
 // result is what one load run measured.
 type result struct {
@@ -49,10 +50,10 @@ func (r result) pct(p float64) time.Duration {
 	return r.Lat[min(len(r.Lat)-1, int(float64(len(r.Lat))*p))]
 }
 
-// runPass drives base with clients concurrent clients for d, each sending
-// its requests back to back on its own keep-alive connection, with a
-// Queue-Pass on the requests that carry one.
-func runPass(ctx context.Context, name, base string, clients int, d time.Duration, req passRequest, rssOf int) result {
+// runWith drives base with clients concurrent clients for d, each sending
+// its requests back to back on its own keep-alive connection, each with
+// the header req gives it.
+func runWith(ctx context.Context, name, base string, clients int, d time.Duration, req headerRequest, rssOf int) result {
 	tr := &http.Transport{
 		MaxIdleConnsPerHost: clients,
 		MaxConnsPerHost:     clients,
@@ -103,11 +104,11 @@ func runPass(ctx context.Context, name, base string, clients int, d time.Duratio
 					return
 				default:
 				}
-				method, path, body, pass := req(c, i)
+				method, path, body, hname, hvalue := req(c, i)
 				hreq, _ := http.NewRequestWithContext(ctx, method, base+path, bytes.NewReader(body))
 				hreq.Header.Set("Content-Type", "application/json")
-				if pass != "" {
-					hreq.Header.Set("Queue-Pass", pass)
+				if hname != "" {
+					hreq.Header.Set(hname, hvalue)
 				}
 				t0 := time.Now()
 				res, err := client.Do(hreq)

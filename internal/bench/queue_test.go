@@ -213,9 +213,9 @@ func BenchmarkQueueHolds(b *testing.B) {
 	made := time.Since(t0)
 	var next atomic.Int64
 	wait = e.profile("holds-pass")
-	with := e.measurePass("queue: POST /holds with a pass", srv, queueClients, func(c, i int) (string, string, []byte, string) {
+	with := e.measureWith("queue: POST /holds with a pass", srv, queueClients, func(c, i int) (string, string, []byte, string, string) {
 		k := int(next.Add(1)-1) % n
-		return "POST", "/holds", fmt.Appendf(nil, `{"event_id":%d,"user_email":%q,"quantity":1}`, ev, emails[k]), tokens[k]
+		return "POST", "/holds", fmt.Appendf(nil, `{"event_id":%d,"user_email":%q,"quantity":1}`, ev, emails[k]), "Queue-Pass", tokens[k]
 	}, 0)
 	wait()
 	e.record(b, with)
