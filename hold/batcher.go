@@ -432,16 +432,16 @@ func (b *Batcher) serve(ev int64, batch []*waiter) {
 	}
 }
 
-// holds serves one event's batch: at once when a lane is free (or the
-// batch has idempotency keys, whose transaction is its own), else in the
-// group that the next lane to free serves. On a lane it takes only event
+// holds serves one event's batch: at once when a lane is free, else in
+// the group that the next lane to free serves (with idempotency keys too:
+// the group's transaction claims and keeps them). On a lane it takes only event
 // rows that are free: one another transaction holds (an admin's edit,
 // /book/safe's work, another instance's batch) would keep the lane, and
 // every other event's batches queued behind it, for up to the lock wait.
 // A batch whose row is held gives the lane up, then waits for its row
 // alone.
 func (b *Batcher) holds(ev int64, reqs []Request, deadline time.Time) ([]Outcome, error) {
-	if b.events == nil || anyKey(reqs) {
+	if b.events == nil {
 		return b.alone(ev, reqs, deadline)
 	}
 	b.gmu.Lock()
@@ -536,7 +536,7 @@ func (b *Batcher) runGroup(g *group) {
 	}()
 	ctx, cancel := b.call(g.deadline)
 	defer cancel()
-	g.outs, g.err = b.events.CreateHoldsEvents(ctx, g.batches, b.ttl)
+	g.outs, g.err = b.events.CreateHoldsEvents(ctx, g.batches, b.ttl, renderCreated)
 }
 
 // next gives the lane of a call that ended to the first group waiting, or
@@ -551,15 +551,6 @@ func (b *Batcher) next() {
 	g := b.groups[0]
 	b.groups = slices.Delete(b.groups, 0, 1)
 	close(g.start)
-}
-
-func anyKey(reqs []Request) bool {
-	for _, r := range reqs {
-		if r.Key != nil {
-			return true
-		}
-	}
-	return false
 }
 
 // Start is the Batcher's side of worker.Worker. It does nothing: a batch

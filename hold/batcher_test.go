@@ -540,9 +540,9 @@ type grouping struct {
 	groups atomic.Int64
 }
 
-func (g *grouping) CreateHoldsEvents(ctx context.Context, batches []hold.EventBatch, ttl time.Duration) ([][]hold.Outcome, error) {
+func (g *grouping) CreateHoldsEvents(ctx context.Context, batches []hold.EventBatch, ttl time.Duration, render hold.Render) ([][]hold.Outcome, error) {
 	g.groups.Add(1)
-	return g.Store.CreateHoldsEvents(ctx, batches, ttl)
+	return g.Store.CreateHoldsEvents(ctx, batches, ttl, render)
 }
 
 // A crowd spread over many events, served in groups (one lane, so that
@@ -703,7 +703,7 @@ func (s hangingStore) CreateHolds(ctx context.Context, _ int64, _ []hold.Request
 	return nil, s.hang(ctx)
 }
 
-func (s hangingStore) CreateHoldsEvents(ctx context.Context, _ []hold.EventBatch, _ time.Duration) ([][]hold.Outcome, error) {
+func (s hangingStore) CreateHoldsEvents(ctx context.Context, _ []hold.EventBatch, _ time.Duration, _ hold.Render) ([][]hold.Outcome, error) {
 	return nil, s.hang(ctx)
 }
 

@@ -131,14 +131,14 @@ type EventBatch struct {
 // EventsStore is a Store that can serve the batches of several events in
 // one call. The Batcher uses it when its Store has it.
 type EventsStore interface {
-	// CreateHoldsEvents serves batches of several events, none with an
-	// idempotency key, in one transaction: each event's requests in
-	// order, each answered as CreateHolds would. It waits for no event's
-	// row: a batch whose event row another transaction holds is not
-	// served and gets nil outcomes, for the caller to serve it with
-	// CreateHolds. It returns one slice of outcomes per batch, or an
-	// error when the whole call failed.
-	CreateHoldsEvents(ctx context.Context, batches []EventBatch, ttl time.Duration) ([][]Outcome, error)
+	// CreateHoldsEvents serves batches of several events in one
+	// transaction: each event's requests in order, each answered as
+	// CreateHolds would, the responses for idempotency keys rendered by
+	// render. It waits for no event's row: a batch whose event row
+	// another transaction holds is not served and gets nil outcomes, for
+	// the caller to serve it with CreateHolds. It returns one slice of
+	// outcomes per batch, or an error when the whole call failed.
+	CreateHoldsEvents(ctx context.Context, batches []EventBatch, ttl time.Duration, render Render) ([][]Outcome, error)
 }
 
 // Service takes, confirms and releases holds.

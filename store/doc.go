@@ -43,9 +43,11 @@
 // CreateHoldsEvents serves the batches of several events in one such call
 // (the batcher's groups), taking their event rows in ascending id order and
 // with SKIP LOCKED: it waits for no lock at all, and a batch whose event row
-// was another transaction's comes back unserved, for CreateHolds. A batch with keys calls it inside a
-// transaction that claims the keys first and keeps the responses after, for
-// the requests that are not replays; /book/safe calls it for its one
+// was another transaction's comes back unserved, for CreateHolds. A batch
+// with keys (or a group of batches with any) calls it inside a transaction
+// that claims the keys first and keeps the responses after, for the
+// requests that are not replays; the keys of a batch passed over are not
+// kept, so that CreateHolds claims them afresh; /book/safe calls it for its one
 // request, after its simulated work under the event row's lock, and
 // confirms the hold in the same transaction. Only /book/unsafe, the seed's
 // race kept on purpose, reads the stock itself.

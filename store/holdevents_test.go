@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jmoiron/sqlx"
+
 	"github.com/holdfast/holdfast/hold"
 	"github.com/holdfast/holdfast/sale"
 	"github.com/holdfast/holdfast/store"
@@ -114,7 +116,7 @@ func TestSeveralEventsInOneCallAnswerAsEachAlone(t *testing.T) {
 				for i, j := range order {
 					shuffled[i] = batches[j]
 				}
-				outs, err := grouped.CreateHoldsEvents(context.Background(), shuffled, time.Minute)
+				outs, err := grouped.CreateHoldsEvents(context.Background(), shuffled, time.Minute, noRender)
 				if err != nil {
 					t.Fatalf("round %d, grouped: %v", round, err)
 				}
@@ -190,18 +192,11 @@ func TestACallOfSeveralEventsPassesOverALockedEvent(t *testing.T) {
 	t.Parallel()
 	s := newStore(t)
 	stalled, free := newEvent(t, s, 10), newEvent(t, s, 10)
-	tx, err := s.DB().BeginTxx(context.Background(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback()
-	if _, err := tx.ExecContext(context.Background(), `SELECT 1 FROM events WHERE id = $1 FOR UPDATE`, stalled); err != nil {
-		t.Fatal(err)
-	}
+	tx := lockEventRow(t, s, stalled)
 	outs, err := s.CreateHoldsEvents(context.Background(), []hold.EventBatch{
 		{EventID: stalled, Reqs: []hold.Request{request(stalled, "a@example.com", 1)}},
 		{EventID: free, Reqs: []hold.Request{request(free, "b@example.com", 2), request(free, "c@example.com", 1)}},
-	}, time.Minute)
+	}, time.Minute, noRender)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,6 +217,71 @@ func TestACallOfSeveralEventsPassesOverALockedEvent(t *testing.T) {
 	}
 }
 
+// The same with idempotency keys, now that a keyed batch shares a lane's
+// transaction: the passed-over batch comes back unserved whole, its
+// replay too (one of its requests answered by its claim used to make the
+// batch look served, and its fresh request answered "locked"), and keeps
+// no key, so that served alone afterwards it claims them afresh.
+func TestAKeyedCallOfSeveralEventsPassesOverALockedEvent(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	stalled, free := newEvent(t, s, 10), newEvent(t, s, 10)
+	earlier, err := s.CreateHolds(ctx, stalled, []hold.Request{keyed(stalled, 1, "R", "r")}, time.Minute, renderID)
+	if err != nil || earlier[0].Err != nil {
+		t.Fatalf("the earlier hold: %v %+v", err, earlier)
+	}
+	tx := lockEventRow(t, s, stalled)
+	outs, err := s.CreateHoldsEvents(ctx, []hold.EventBatch{
+		{EventID: stalled, Reqs: []hold.Request{keyed(stalled, 1, "R", "r"), keyed(stalled, 2, "A", "a")}},
+		{EventID: free, Reqs: []hold.Request{keyed(free, 2, "B", "b"), keyed(free, 1, "C", "c")}},
+	}, time.Minute, renderID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if outs[0] != nil {
+		t.Fatalf("the stalled event's batch was served: %+v", outs[0])
+	}
+	if len(outs[1]) != 2 || outs[1][0].Err != nil || outs[1][1].Err != nil || outs[1][0].Replay != nil {
+		t.Fatalf("the free event's batch: %+v", outs[1])
+	}
+	var kept []string
+	if err := s.DB().SelectContext(ctx, &kept, `SELECT key FROM idempotency_keys ORDER BY key`); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(kept) != "[B C R]" {
+		t.Fatalf("keys kept %v, want B, C and the earlier R (not A, whose batch was passed over)", kept)
+	}
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	alone, err := s.CreateHolds(ctx, stalled, []hold.Request{keyed(stalled, 1, "R", "r"), keyed(stalled, 2, "A", "a")}, time.Minute, renderID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if alone[0].Replay == nil || string(alone[0].Replay.Body) != earlier[0].Hold.ID.String() || alone[1].Err != nil || alone[1].Replay != nil {
+		t.Fatalf("served alone: %+v, want R replayed and A a fresh hold", alone)
+	}
+	if got := stock(t, s, stalled); got != 7 {
+		t.Fatalf("stalled event's stock %d, want 7", got)
+	}
+}
+
+// lockEventRow locks event ev's row in a transaction of its own, rolled
+// back when the test ends if it has not been before.
+func lockEventRow(t *testing.T, s *store.Store, ev int64) *sqlx.Tx {
+	t.Helper()
+	tx, err := s.DB().BeginTxx(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tx.Rollback() })
+	if _, err := tx.ExecContext(context.Background(), `SELECT 1 FROM events WHERE id = $1 FOR UPDATE`, ev); err != nil {
+		t.Fatal(err)
+	}
+	return tx
+}
+
 // groupCounter is a store that counts the calls that served several
 // events' batches at once.
 type groupCounter struct {
@@ -229,10 +289,10 @@ type groupCounter struct {
 	groups, batches atomic.Int64
 }
 
-func (g *groupCounter) CreateHoldsEvents(ctx context.Context, batches []hold.EventBatch, ttl time.Duration) ([][]hold.Outcome, error) {
+func (g *groupCounter) CreateHoldsEvents(ctx context.Context, batches []hold.EventBatch, ttl time.Duration, render hold.Render) ([][]hold.Outcome, error) {
 	g.groups.Add(1)
 	g.batches.Add(int64(len(batches)))
-	return g.Store.CreateHoldsEvents(ctx, batches, ttl)
+	return g.Store.CreateHoldsEvents(ctx, batches, ttl, render)
 }
 
 // Two instances, each batching with one lane so that spread demand

@@ -196,22 +196,25 @@ const qHoldBatch = `SELECT n, outcome, expired,
 		$8::bigint, $9::int, $10::int, $11::text[], $12::boolean)
 	ORDER BY n`
 
-// CreateHoldsEvents serves the batches of several events, none with an
-// idempotency key, in one call of hold_batch_events outside any
-// transaction: each event's requests in their order, every rule applied
-// per event, every hold granted inserted in one statement, one commit. It
-// waits for no lock: a batch whose event row another transaction holds is
-// not served and its outcomes are nil, for the caller to serve it alone
-// with CreateHolds, which waits for the row.
-func (s *Store) CreateHoldsEvents(ctx context.Context, batches []hold.EventBatch, ttl time.Duration) ([][]hold.Outcome, error) {
+// CreateHoldsEvents serves the batches of several events in one call of
+// hold_batch_events: each event's requests in their order, every rule
+// applied per event, every hold granted inserted in one statement, one
+// commit. Without idempotency keys the call is all, outside any
+// transaction; with them it runs in the transaction that claims and
+// keeps the keys, as CreateHolds does for one event (spread over 10,000
+// events, batches of about one request each were a transaction each: a
+// tenth of the rate without keys, BENCHMARKS.md, "Holds with an
+// Idempotency-Key"). It waits for no lock: a batch whose event row
+// another transaction holds is not served and its outcomes are nil, for
+// the caller to serve it alone with CreateHolds, which waits for the row;
+// a key of such a batch is not kept (its placeholder is forgotten in the
+// same transaction), so that call claims it afresh.
+func (s *Store) CreateHoldsEvents(ctx context.Context, batches []hold.EventBatch, ttl time.Duration, render hold.Render) ([][]hold.Outcome, error) {
 	var events []int64
 	var reqs []hold.Request
 	res := make([][]hold.Outcome, len(batches))
 	grouped := make([]bool, len(batches))
 	for i, b := range batches {
-		if anyKey(b.Reqs) {
-			return nil, errors.New("store: CreateHoldsEvents takes no idempotency keys")
-		}
 		// Seats are picked one event a call (hold_seats): such a batch
 		// is left unserved, for the caller to serve alone.
 		if anySeated(b.Reqs) {
@@ -226,7 +229,13 @@ func (s *Store) CreateHoldsEvents(ctx context.Context, batches []hold.EventBatch
 	if len(reqs) == 0 {
 		return res, nil
 	}
-	outs, err := s.holdBatchAlone(ctx, events, reqs, ttl, true)
+	var outs []hold.Outcome
+	var err error
+	if anyKey(reqs) {
+		outs, err = s.holdsInTx(ctx, events, reqs, ttl, render, true)
+	} else {
+		outs, err = s.holdBatchAlone(ctx, events, reqs, ttl, true)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -237,7 +246,10 @@ func (s *Store) CreateHoldsEvents(ctx context.Context, batches []hold.EventBatch
 		}
 		part := outs[k : k+len(b.Reqs)]
 		k += len(b.Reqs)
-		if len(part) > 0 && errors.Is(part[0].Err, errEventLocked) {
+		// Every fresh request of a batch whose row was passed over is
+		// answered locked; with keys, one answered by its claim (a replay,
+		// a mismatch) is not, so any locked request means the batch.
+		if slices.ContainsFunc(part, func(o hold.Outcome) bool { return errors.Is(o.Err, errEventLocked) }) {
 			continue
 		}
 		res[i] = part
@@ -306,6 +318,16 @@ var errAnswered = errors.New("store: reading hold_batch's answer")
 
 // createHoldsInTx is CreateHolds for a batch with idempotency keys.
 func (s *Store) createHoldsInTx(ctx context.Context, eventID int64, reqs []hold.Request, ttl time.Duration, render hold.Render) ([]hold.Outcome, error) {
+	return s.holdsInTx(ctx, sameEvent(eventID, len(reqs)), reqs, ttl, render, false)
+}
+
+// holdsInTx serves reqs (request i of events[i]) in one transaction that
+// first claims their idempotency keys, passes hold_batch only the requests
+// that are neither replays nor mismatches nor repeats of a key earlier in
+// the call, then keeps their responses; skipLocked passes over event rows
+// another transaction holds (errEventLocked), whose keys are then not
+// kept.
+func (s *Store) holdsInTx(ctx context.Context, events []int64, reqs []hold.Request, ttl time.Duration, render hold.Render, skipLocked bool) ([]hold.Outcome, error) {
 	outs := make([]hold.Outcome, len(reqs))
 	var created, expiredN int
 	viaSeats := false
@@ -317,7 +339,7 @@ func (s *Store) createHoldsInTx(ctx context.Context, eventID int64, reqs []hold.
 			return err
 		}
 		// The requests hold_batch is to answer: those a claim of the
-		// batch's has not answered already.
+		// call's has not answered already.
 		var fresh []int
 		for i := range reqs {
 			if _, repeat := keys.repeats[i]; repeat || outs[i].Replay != nil || outs[i].Err != nil {
@@ -327,12 +349,15 @@ func (s *Store) createHoldsInTx(ctx context.Context, eventID int64, reqs []hold.
 		}
 		if len(fresh) > 0 {
 			sub := make([]hold.Request, len(fresh))
+			subEvents := make([]int64, len(fresh))
 			for j, i := range fresh {
-				sub[j] = reqs[i]
+				sub[j], subEvents[j] = reqs[i], events[i]
 			}
-			got, n, err := s.holdBatch(ctx, tx, sameEvent(eventID, len(sub)), sub, ttl, false, viaSeats)
-			if errors.Is(err, errSeated) && !viaSeats {
-				// Run again, the seated requests told to name seats.
+			got, n, err := s.holdBatch(ctx, tx, subEvents, sub, ttl, skipLocked, viaSeats)
+			if errors.Is(err, errSeated) && !viaSeats && !skipLocked {
+				// Run again, the seated requests told to name seats. (A
+				// group's call fails whole; its caller serves each batch
+				// alone, which lands here.)
 				viaSeats = true
 				return fmt.Errorf("%w: %v", errRetry, err)
 			}

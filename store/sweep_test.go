@@ -111,14 +111,7 @@ func TestAnEventWithItsRowHeldDelaysNoOtherEventsSweep(t *testing.T) {
 	heldHold, freeHold := takeHold(t, s, held, 3, time.Minute), takeHold(t, s, free, 3, time.Minute)
 	lapse(t, s, heldHold.ID)
 	lapse(t, s, freeHold.ID)
-	tx, err := s.DB().BeginTx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, `SELECT 1 FROM events WHERE id = $1 FOR UPDATE`, held); err != nil {
-		t.Fatal(err)
-	}
+	tx := lockEventRow(t, s, held)
 	swept := make(chan hold.SweepResult, 1)
 	go func() {
 		res, err := s.SweepExpired(ctx, 100)
@@ -163,7 +156,7 @@ func TestASweepReachesEveryEventOfMoreThanAPage(t *testing.T) {
 	for i, ev := range events {
 		batches[i] = hold.EventBatch{EventID: ev, Reqs: []hold.Request{request(ev, "a@example.com", 1)}}
 	}
-	outs, err := s.CreateHoldsEvents(ctx, batches, time.Minute)
+	outs, err := s.CreateHoldsEvents(ctx, batches, time.Minute, noRender)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -400,11 +400,24 @@ const keyedHolds = "POST /holds with Idempotency-Key (batched)"
 // every hold, as a careful client sends them: a batch with keys claims
 // them and keeps their responses in the transaction that holds.
 func BenchmarkHoldsKeyed(b *testing.B) {
+	keyedHoldsOn(b, keyedHolds, func() int64 { return e.hot })
+}
+
+// BenchmarkHoldsKeyedSpread is BenchmarkHoldsSpread with an
+// Idempotency-Key on every hold: batches of about one request each, every
+// one a transaction of its own.
+func BenchmarkHoldsKeyedSpread(b *testing.B) {
+	keyedHoldsOn(b, "POST /holds with Idempotency-Key, 10,000 events", func() int64 { return e.spread[rand.IntN(len(e.spread))] })
+}
+
+// keyedHoldsOn runs scenario: holds with a key each, on the events event
+// picks, at each client count.
+func keyedHoldsOn(b *testing.B, scenario string, event func() int64) {
 	for _, n := range clientCounts {
 		b.Run(fmt.Sprintf("clients=%d", n), func(b *testing.B) {
-			wait := e.profile(fmt.Sprintf("holds-keyed-%d", n))
-			r := e.measureWith(keyedHolds, e.batched, n, func(c, i int) (string, string, []byte, string, string) {
-				return "POST", "/holds", holdBody(e.hot, c, i), "Idempotency-Key", fmt.Sprintf("bench-%d-%d-%d", n, c, i)
+			wait := e.profile(fmt.Sprintf("%s-%d", profileName(scenario), n))
+			r := e.measureWith(scenario, e.batched, n, func(c, i int) (string, string, []byte, string, string) {
+				return "POST", "/holds", holdBody(event(), c, i), "Idempotency-Key", fmt.Sprintf("%s-%d-%d-%d", profileName(scenario), n, c, i)
 			}, 0)
 			wait()
 			e.record(b, r)
