@@ -134,8 +134,9 @@ func TestBatchRepeatsOfANewKey(t *testing.T) {
 }
 
 // Two instances (two pools on one database) send batches with keys in
-// common, on two events, all at once: each key makes one hold, and every
-// request with it gets that hold's answer, fresh or replayed.
+// common, on two events, all at once, alone and in groups of both events:
+// each key makes one hold, and every request with it gets that hold's
+// answer, fresh or replayed.
 func TestKeyedBatchesOfTwoInstancesMakeOneHoldAKey(t *testing.T) {
 	t.Parallel()
 	url := testenv.DatabaseURL(t)
@@ -176,7 +177,32 @@ func TestKeyedBatchesOfTwoInstancesMakeOneHoldAKey(t *testing.T) {
 						k := 2*rng.IntN(keys/2) + parity
 						ks, reqs = append(ks, k), append(reqs, req(k))
 					}
-					outs, err := s.CreateHolds(ctx, events[parity], reqs, time.Minute, renderID)
+					// Every other batch goes with one of the other event
+					// in one call, as a lane's group; one passed over is
+					// then served alone, as the batcher does.
+					var outs []hold.Outcome
+					var err error
+					if b%2 == 0 {
+						other := 1 - parity
+						var oks []int
+						var oreqs []hold.Request
+						for len(oreqs) < size/2 {
+							k := 2*rng.IntN(keys/2) + other
+							oks, oreqs = append(oks, k), append(oreqs, req(k))
+						}
+						var got [][]hold.Outcome
+						got, err = s.CreateHoldsEvents(ctx, []hold.EventBatch{{EventID: events[parity], Reqs: reqs}, {EventID: events[other], Reqs: oreqs}}, time.Minute, renderID)
+						for j := 0; err == nil && j < 2; j++ {
+							if got[j] == nil {
+								got[j], err = s.CreateHolds(ctx, events[[]int{parity, other}[j]], [][]hold.Request{reqs, oreqs}[j], time.Minute, renderID)
+							}
+						}
+						if err == nil {
+							outs, ks = append(got[0], got[1]...), append(ks, oks...)
+						}
+					} else {
+						outs, err = s.CreateHolds(ctx, events[parity], reqs, time.Minute, renderID)
+					}
 					if err != nil {
 						errs <- err
 						return
