@@ -67,7 +67,9 @@
 // next place in line.
 //
 // The reserve is the per-buyer cap (ReserveCap, the default): the most an
-// admitted buyer can take, so no admitted buyer ever finds nothing. The
+// admitted buyer can take, so no admitted buyer finds nothing, unless one
+// admitted before it, having booked, comes back with its pass for the
+// rest of its cap (until it confirms, its pass may). The
 // alternative, the average quantity of the event's recent holds
 // (ReserveAverage), admits more buyers at once and sells out sooner, but
 // a buyer who wants more than the average may find the stock already taken

@@ -175,8 +175,8 @@ func (s Stock) SoldOut() bool { return s.Available <= 0 && s.Pending == 0 }
 type Reserve string
 
 // The two ways of reserving, measured in BENCHMARKS.md ("The queue and the
-// stock"). ReserveCap keeps the most a buyer may take, so no admitted place
-// ever finds nothing; ReserveAverage keeps the average quantity of the
+// stock"). ReserveCap keeps the most a buyer may take until it books, so
+// no admitted place finds nothing but after one that booked took more; ReserveAverage keeps the average quantity of the
 // event's recent holds, which admits more places at once and so sells out
 // sooner, but a buyer who asks for more than the average may find the
 // stock already taken by the places admitted with it.

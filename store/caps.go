@@ -4,6 +4,7 @@ import (
 	"database/sql"
 	"net/netip"
 
+	"github.com/holdfast/holdfast/internal/clientaddr"
 	"github.com/holdfast/holdfast/sale"
 )
 
@@ -27,9 +28,12 @@ import (
 // hold at once (pending holds; see above); 0 lifts the cap.
 func (s *Store) SetClientCap(n int) { s.clientCap = n }
 
-// clientAddr is o's client address as the bookings table keeps it:
-// unmapped, without a zone, the zero Addr when unknown.
-func clientAddr(o sale.Order) netip.Addr { return o.Client.Unmap().WithZone("") }
+// clientAddr is o's client address as the bookings table keeps it and the
+// per-client cap counts it (clientaddr.Counted: an IPv6 client by its
+// /64), the zero Addr when unknown. The handlers pass it so counted
+// already; counting again changes nothing, and keeps any other caller to
+// the one rule.
+func clientAddr(o sale.Order) netip.Addr { return clientaddr.Counted(o.Client) }
 
 // inetArg is a as a client_addr parameter: NULL when unknown.
 func inetArg(a netip.Addr) sql.NullString {

@@ -2,9 +2,12 @@ package store
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
+	"slices"
+	"strings"
 
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
@@ -134,6 +137,21 @@ const (
 
 type scopedKey struct{ scope, key string }
 
+// sortKeys sorts the parallel slices by scope, then key.
+func sortKeys(scopes, keys []string, hashes [][]byte) {
+	idx := make([]int, len(keys))
+	for i := range idx {
+		idx[i] = i
+	}
+	slices.SortFunc(idx, func(a, b int) int {
+		return cmp.Or(strings.Compare(scopes[a], scopes[b]), strings.Compare(keys[a], keys[b]))
+	})
+	s, k, h := slices.Clone(scopes), slices.Clone(keys), slices.Clone(hashes)
+	for to, from := range idx {
+		scopes[to], keys[to], hashes[to] = s[from], k[from], h[from]
+	}
+}
+
 // batchKeys records, for a batch, which request owns each key it claimed
 // and which requests repeat a key an earlier request of the batch claimed.
 type batchKeys struct {
@@ -171,6 +189,11 @@ func claimKeys(ctx context.Context, tx *sqlx.Tx, reqs []hold.Request, outs []hol
 	if len(keys) == 0 {
 		return bk, nil
 	}
+	// The claim inserts in the order given, waiting at each key another
+	// transaction has in flight: two transactions with keys in common in
+	// opposite orders deadlocked (with lanes grouping keyed batches, a
+	// hammer of two instances saw one a run). In one order, they queue.
+	sortKeys(scopes, keys, hashes)
 	var claimed []struct {
 		Scope string `db:"scope"`
 		Key   string `db:"key"`

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
 
 	"github.com/holdfast/holdfast/hold"
@@ -141,14 +142,25 @@ func TestKeyedBatchesOfTwoInstancesMakeOneHoldAKey(t *testing.T) {
 	t.Parallel()
 	url := testenv.DatabaseURL(t)
 	var stores []*store.Store
-	for i := 0; i < 2; i++ {
+	var pools []*sqlx.DB
+	for i := 0; i < 3; i++ { // the third reads the database's statistics
 		db, err := store.Open(context.Background(), url, store.DBOptions{MaxConns: 8, LockTimeout: 10 * time.Second, StatementTimeout: 30 * time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { db.Close() })
-		stores = append(stores, store.New(db))
+		stores, pools = append(stores, store.New(db)), append(pools, db)
 	}
+	deadlocks := func() int64 {
+		t.Helper()
+		var n int64
+		if err := pools[2].GetContext(context.Background(), &n, `SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()`); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	before := deadlocks()
+	stores = stores[:2]
 	ctx := context.Background()
 	events := []int64{newEvent(t, stores[0], 1000), newEvent(t, stores[0], 1000)}
 	const keys, workers, batches, size = 40, 4, 25, 8
@@ -247,5 +259,13 @@ func TestKeyedBatchesOfTwoInstancesMakeOneHoldAKey(t *testing.T) {
 	}
 	if n != len(answers) || emails != n {
 		t.Fatalf("%d holds for %d keys (%d emails), want one a key", n, len(answers), emails)
+	}
+	// The store retries a deadlock, so none shows in the answers; the
+	// database counts them. A backend reports its count when it ends.
+	pools[0].Close()
+	pools[1].Close()
+	time.Sleep(time.Second)
+	if d := deadlocks() - before; d != 0 {
+		t.Fatalf("%d deadlocks between the instances' transactions, want none", d)
 	}
 }

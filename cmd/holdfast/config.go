@@ -198,7 +198,7 @@ func (s *settings) serveFlags(cfg *config) {
 	s.str(&cfg.LogLevel, "log-level", "HOLDFAST_LOG_LEVEL", "debug, info, warn or error")
 	s.str(&cfg.AdminToken, "admin-token", "HOLDFAST_ADMIN_TOKEN", "bearer token of /admin (unset: /admin is 404)")
 	s.str(&cfg.DebugAddr, "debug-addr", "HOLDFAST_DEBUG_ADDR", "loopback listen address of net/http/pprof, such as 127.0.0.1:6060 (off when empty)")
-	s.str(&cfg.QueueReserve, "queue-reserve", "HOLDFAST_QUEUE_RESERVE", "what the waiting room keeps aside of the stock for each admitted place that holds nothing yet: cap (the per-buyer cap; no admitted buyer finds nothing) or average (the event's recent holds' average quantity)")
+	s.str(&cfg.QueueReserve, "queue-reserve", "HOLDFAST_QUEUE_RESERVE", "what the waiting room keeps aside of the stock for each admitted place that holds nothing yet: cap (the per-buyer cap until the place books; no admitted buyer finds nothing unless one before it holds again) or average (the event's recent holds' average quantity)")
 	s.duration(&cfg.Webhook.RetryFor, "webhook-retry-for", "HOLDFAST_WEBHOOK_RETRY_FOR", "how long a webhook delivery is retried after it was made")
 	s.duration(&cfg.Webhook.RetryBase, "webhook-retry-base", "HOLDFAST_WEBHOOK_RETRY_BASE", "the delay before a webhook delivery's first retry; each next delay doubles the last (at most 10s)")
 	s.duration(&cfg.OutboxRetention, "outbox-retention", "HOLDFAST_OUTBOX_RETENTION", "how long events stay in the change feed and the delivery log (0: for ever)")
