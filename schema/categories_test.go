@@ -157,9 +157,23 @@ func TestCategoryStockMovesOnlyWithItems(t *testing.T) {
 		VALUES ($1, 'VIP', 50, 5, 5) RETURNING id`, ev).Scan(&vip); err != nil {
 		t.Fatal(err)
 	}
-	if err := item(db, b, vip, 1); code(err) != "HF001" {
+	// Made, failed and given an item in one transaction, so that the
+	// refusal is for its status (029 refuses one of an earlier one).
+	tx, err := db.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	failed, err := booking(t, tx, ev, 1, "pending")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(`UPDATE bookings SET booking_status = 'failed', failure_reason = 'released' WHERE id = $1`, failed); err != nil {
+		t.Fatal(err)
+	}
+	if err := item(tx, failed, vip, 1); code(err) != "HF001" {
 		t.Fatalf("item of a failed booking: err %v, want HF001", err)
 	}
+	_ = tx.Rollback()
 	// A failed booking may be deleted, its items with it.
 	exec(t, db, `DELETE FROM bookings WHERE id = $1`, b)
 }
