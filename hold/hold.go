@@ -2,6 +2,7 @@ package hold
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"time"
 
@@ -170,8 +171,18 @@ func (s *Service) Create(ctx context.Context, req Request) (Outcome, error) {
 		// here first was a round trip for every keyed request, nearly
 		// all of them first tries that find nothing, and cost a keyed
 		// batch more than the hold itself (BENCHMARKS.md, "Holds with an
-		// Idempotency-Key"). A retry waits for its event's next batch.
-		return s.Batcher.Submit(ctx, req)
+		// Idempotency-Key"). A retry waits for its event's next batch,
+		// and shares its fate: a batch that failed (its fresh requests
+		// waited out the event row's lock, the queue was full, the
+		// service is stopping) would answer a retry busy where its
+		// answer is kept, so then the key is looked up after all.
+		out, err := s.Batcher.Submit(ctx, req)
+		if err != nil && req.Key != nil && ctx.Err() == nil {
+			if replay, rerr := s.Store.Replay(ctx, req.Key); replay != nil || errors.Is(rerr, idempotency.ErrMismatch) {
+				return Outcome{Replay: replay}, rerr
+			}
+		}
+		return out, err
 	}
 	if req.Key != nil {
 		// A key seen before replays without queueing for the event's lock.

@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"sync"
 	"testing"
+	"time"
 )
 
 func (ts *testServer) keyRows() int {
@@ -75,5 +77,41 @@ func TestConfirmKeyReusedOnAnotherHold(t *testing.T) {
 	res := ts.do("POST", "/holds/"+one.ID+"/confirm", nil, key...)
 	if res.Status != http.StatusOK || res.Header.Get("Idempotent-Replayed") != "true" {
 		t.Fatalf("repeat on the first hold: %d, replayed %q", res.Status, res.Header.Get("Idempotent-Replayed"))
+	}
+}
+
+// A retry of a keyed hold whose answer is kept shares its batch with the
+// event's fresh requests; with the event row held past the lock wait, the
+// batch failed and the retry was told busy, though its answer (a 201) was
+// kept. It replays it.
+func TestAKeyedRetryReplaysThoughItsBatchFails(t *testing.T) {
+	t.Parallel()
+	ts := newTestServer(t, func(c *config) { c.LockWait = 600 * time.Millisecond })
+	ev := ts.newEvent(100, true)
+	key := []string{"Idempotency-Key", "kept"}
+	first := ts.do("POST", "/holds", order(ev, "a@example.com", 2), key...)
+	if first.Status != http.StatusCreated {
+		t.Fatalf("first: %d %s", first.Status, first.Body)
+	}
+	tx, err := ts.db().BeginTxx(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(context.Background(), `SELECT 1 FROM events WHERE id = $1 FOR UPDATE`, ev); err != nil {
+		t.Fatal(err)
+	}
+	// One fresh hold waits on the row; a fresh one and the retry queue
+	// behind it, for the event's next batch.
+	var wg sync.WaitGroup
+	var retry response
+	wg.Add(3)
+	go func() { defer wg.Done(); ts.do("POST", "/holds", order(ev, "b@example.com", 1)) }()
+	time.Sleep(150 * time.Millisecond)
+	go func() { defer wg.Done(); ts.do("POST", "/holds", order(ev, "c@example.com", 1)) }()
+	go func() { defer wg.Done(); retry = ts.do("POST", "/holds", order(ev, "a@example.com", 2), key...) }()
+	wg.Wait()
+	if retry.Status != http.StatusCreated || string(retry.Body) != string(first.Body) || retry.Header.Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("the retry: %d %s, want the first answer replayed: %s", retry.Status, retry.Body, first.Body)
 	}
 }

@@ -410,6 +410,10 @@ func BenchmarkHoldsKeyedSpread(b *testing.B) {
 	keyedHoldsOn(b, "POST /holds with Idempotency-Key, 10,000 events", func() int64 { return e.spread[rand.IntN(len(e.spread))] })
 }
 
+// keyRun tells this run's keys from another's on the same database (a
+// -count of 2, say), which would otherwise replay.
+var keyRun = time.Now().UnixNano()
+
 // keyedHoldsOn runs scenario: holds with a key each, on the events event
 // picks, at each client count.
 func keyedHoldsOn(b *testing.B, scenario string, event func() int64) {
@@ -417,7 +421,7 @@ func keyedHoldsOn(b *testing.B, scenario string, event func() int64) {
 		b.Run(fmt.Sprintf("clients=%d", n), func(b *testing.B) {
 			wait := e.profile(fmt.Sprintf("%s-%d", profileName(scenario), n))
 			r := e.measureWith(scenario, e.batched, n, func(c, i int) (string, string, []byte, string, string) {
-				return "POST", "/holds", holdBody(event(), c, i), "Idempotency-Key", fmt.Sprintf("%s-%d-%d-%d", profileName(scenario), n, c, i)
+				return "POST", "/holds", holdBody(event(), c, i), "Idempotency-Key", fmt.Sprintf("%s-%d-%d-%d-%d", profileName(scenario), keyRun, n, c, i)
 			}, 0)
 			wait()
 			e.record(b, r)
