@@ -214,6 +214,27 @@ func TestAnItemIsMadeWithItsBookingOnly(t *testing.T) {
 	if _, _, available := onlyCategory(t, db, ev); available != 7 {
 		t.Fatalf("category stock %d, want 7 (10 less the two bookings made with their items)", available)
 	}
+	// The check is the booking row's writer against the transaction's own
+	// id: a booking made under a savepoint (a subtransaction, with an id
+	// of its own) cannot be given items, which nothing in holdfast does.
+	tx, err = db.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(`SAVEPOINT s`); err != nil {
+		t.Fatal(err)
+	}
+	sub, err := booking(t, tx, ev, 1, "pending")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(`RELEASE SAVEPOINT s`); err != nil {
+		t.Fatal(err)
+	}
+	if err := item(tx, sub, cat, 1); code(err) != "HF001" {
+		t.Fatalf("an item of a booking made under a savepoint: err %v, want HF001", err)
+	}
+	_ = tx.Rollback()
 	tx, err = db.Begin()
 	if err != nil {
 		t.Fatal(err)
