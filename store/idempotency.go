@@ -2,12 +2,9 @@ package store
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"database/sql"
 	"errors"
-	"slices"
-	"strings"
 
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
@@ -124,8 +121,14 @@ func (s *Store) PurgeKeys(ctx context.Context, batch int) (int, error) {
 
 const (
 	// qKeysClaim is qKeyClaim for a batch: it returns the keys it inserted.
+	// It inserts the keys in one order, waiting at each one another
+	// transaction has in flight: two transactions with keys in common in
+	// the orders of their requests deadlocked (with lanes grouping keyed
+	// batches, a hammer of two instances saw one a run); in one order,
+	// they queue.
 	qKeysClaim = `INSERT INTO idempotency_keys (scope, key, request_hash, status, body)
 		SELECT u.scope, u.key, u.hash, 0, '' FROM unnest($1::text[], $2::text[], $3::bytea[]) AS u(scope, key, hash)
+		ORDER BY u.scope, u.key
 		ON CONFLICT (scope, key) DO NOTHING
 		RETURNING scope, key`
 	qKeysLookup = `SELECT k.scope, k.key, k.request_hash, k.status, k.body
@@ -136,21 +139,6 @@ const (
 )
 
 type scopedKey struct{ scope, key string }
-
-// sortKeys sorts the parallel slices by scope, then key.
-func sortKeys(scopes, keys []string, hashes [][]byte) {
-	idx := make([]int, len(keys))
-	for i := range idx {
-		idx[i] = i
-	}
-	slices.SortFunc(idx, func(a, b int) int {
-		return cmp.Or(strings.Compare(scopes[a], scopes[b]), strings.Compare(keys[a], keys[b]))
-	})
-	s, k, h := slices.Clone(scopes), slices.Clone(keys), slices.Clone(hashes)
-	for to, from := range idx {
-		scopes[to], keys[to], hashes[to] = s[from], k[from], h[from]
-	}
-}
 
 // batchKeys records, for a batch, which request owns each key it claimed
 // and which requests repeat a key an earlier request of the batch claimed.
@@ -189,11 +177,6 @@ func claimKeys(ctx context.Context, tx *sqlx.Tx, reqs []hold.Request, outs []hol
 	if len(keys) == 0 {
 		return bk, nil
 	}
-	// The claim inserts in the order given, waiting at each key another
-	// transaction has in flight: two transactions with keys in common in
-	// opposite orders deadlocked (with lanes grouping keyed batches, a
-	// hammer of two instances saw one a run). In one order, they queue.
-	sortKeys(scopes, keys, hashes)
 	var claimed []struct {
 		Scope string `db:"scope"`
 		Key   string `db:"key"`

@@ -147,7 +147,7 @@ func From(ctx context.Context) netip.Addr {
 func Key(ctx context.Context) netip.Addr { return Counted(From(ctx)) }
 
 // countedBits is how much of an IPv6 address names its client: a /64 is
-// the least any host or home network is given (RFC 4291's interface
+// the least any host is given (RFC 4291's interface
 // identifiers, RFC 6177), and within it a client chooses its low 64 bits
 // freely (privacy addresses change them daily, and a host may hold as many
 // as it likes), so counting whole addresses would let one client step
