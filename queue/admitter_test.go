@@ -56,11 +56,17 @@ func plentyOfStock(since int64) queue.Stock {
 func TestTheAdmitterReportsFailedAndSlowSteps(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
-	ev := w.event(20, nil, 600)
+	ev := w.event(5, nil, 600)
 	svc := w.instance()
 	stock := &faultyStock{}
 	svc.Stock = stock
-	join(t, svc, ev.ID, 1)
+	// Places enough to keep the queue waiting for every run below, at 5
+	// a second: a queue with none is idle, stepped about once a second,
+	// and a loaded machine admitted a lone place at the first step, so
+	// that the slow step was never taken.
+	for i := 0; i < 50; i++ {
+		join(t, svc, ev.ID, i)
+	}
 	var logs testenv.LogBuffer
 	ad := queue.NewAdmitter(svc, time.Hour, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	ctx := context.Background()
