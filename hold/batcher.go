@@ -434,8 +434,8 @@ func (b *Batcher) serve(ev int64, batch []*waiter) {
 
 // holds serves one event's batch: at once when a lane is free, else in
 // the group that the next lane to free serves (with idempotency keys too:
-// the group's transaction claims and keeps them). On a lane it takes only event
-// rows that are free: one another transaction holds (an admin's edit,
+// the group's transaction claims and keeps them). On a lane it takes only
+// event rows that are free: one another transaction holds (an admin's edit,
 // /book/safe's work, another instance's batch) would keep the lane, and
 // every other event's batches queued behind it, for up to the lock wait.
 // A batch whose row is held gives the lane up, then waits for its row

@@ -1,15 +1,15 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/holdfast/holdfast/internal/testenv"
 )
 
 // TestWriteEnvFile checks .holdfast/env carries the admin token only when
@@ -77,7 +77,7 @@ func TestDevWritesTheAddressItBound(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	out, errs := &syncWriter{w: &bytes.Buffer{}}, &syncWriter{w: &bytes.Buffer{}}
+	out, errs := &testenv.LogBuffer{}, &testenv.LogBuffer{}
 	go func() {
 		done <- runDev(ctx, []string{"--addr", "127.0.0.1:0", "--dir", filepath.Join(dir, "dev")}, func(string) string { return "" }, out, errs)
 	}()
@@ -124,24 +124,6 @@ func TestDevWritesTheAddressItBound(t *testing.T) {
 	if res.StatusCode != 200 {
 		t.Fatalf("GET /health at %s: %d", addr, res.StatusCode)
 	}
-}
-
-// syncWriter lets a test read what a running command has written.
-type syncWriter struct {
-	mu sync.Mutex
-	w  *bytes.Buffer
-}
-
-func (s *syncWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(p)
-}
-
-func (s *syncWriter) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.String()
 }
 
 // dev's data directory under /var/tmp has a name anyone can work out: one

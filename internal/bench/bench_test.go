@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"text/tabwriter"
 	"time"
@@ -294,6 +295,14 @@ func holdBody(ev int64, c, i int) []byte {
 var clientCounts = []int{64, 256}
 
 func forClients(b *testing.B, name string, srv func() *server, req request) {
+	forClientsWith(b, name, srv, func(c, i int) (string, string, []byte, string, string) {
+		m, p, body := req(c, i)
+		return m, p, body, "", ""
+	})
+}
+
+// forClientsWith is forClients for requests that carry a header.
+func forClientsWith(b *testing.B, name string, srv func() *server, req headerRequest) {
 	for _, n := range clientCounts {
 		b.Run(fmt.Sprintf("clients=%d", n), func(b *testing.B) {
 			s := srv()
@@ -302,7 +311,7 @@ func forClients(b *testing.B, name string, srv func() *server, req request) {
 				// A CPU profile of the run (see profile), named after it.
 				wait = e.profile(fmt.Sprintf("%s-%d", profileName(name), n))
 			}
-			r := e.measure(name, s, n, req, 0)
+			r := e.measureWith(name, s, n, req, 0)
 			wait()
 			e.record(b, r)
 		})
@@ -410,23 +419,20 @@ func BenchmarkHoldsKeyedSpread(b *testing.B) {
 	keyedHoldsOn(b, "POST /holds with Idempotency-Key, 10,000 events", func() int64 { return e.spread[rand.IntN(len(e.spread))] })
 }
 
-// keyRun tells this run's keys from another's on the same database (a
-// -count of 2, say), which would otherwise replay.
-var keyRun = time.Now().UnixNano()
+// keys numbers the bench's idempotency keys, after a nonce of the run's
+// so that another run on the same database (a -count of 2, say) does not
+// replay this one's.
+var keys = struct {
+	run  int64
+	next atomic.Int64
+}{run: time.Now().UnixNano()}
 
-// keyedHoldsOn runs scenario: holds with a key each, on the events event
-// picks, at each client count.
+// keyedHoldsOn runs scenario: holds with a new key each, on the events
+// event picks, at each client count.
 func keyedHoldsOn(b *testing.B, scenario string, event func() int64) {
-	for _, n := range clientCounts {
-		b.Run(fmt.Sprintf("clients=%d", n), func(b *testing.B) {
-			wait := e.profile(fmt.Sprintf("%s-%d", profileName(scenario), n))
-			r := e.measureWith(scenario, e.batched, n, func(c, i int) (string, string, []byte, string, string) {
-				return "POST", "/holds", holdBody(event(), c, i), "Idempotency-Key", fmt.Sprintf("%s-%d-%d-%d-%d", profileName(scenario), keyRun, n, c, i)
-			}, 0)
-			wait()
-			e.record(b, r)
-		})
-	}
+	forClientsWith(b, scenario, func() *server { return e.batched }, func(c, i int) (string, string, []byte, string, string) {
+		return "POST", "/holds", holdBody(event(), c, i), "Idempotency-Key", fmt.Sprintf("bench-%d-%d", keys.run, keys.next.Add(1))
+	})
 }
 
 // twoCategories is BenchmarkHoldsTwoCategories' scenario, which the report
