@@ -1,7 +1,9 @@
 package httpapi
 
 import (
+	"encoding/json"
 	"math"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -36,6 +38,48 @@ func FuzzParseID(f *testing.F) {
 		}
 		if n <= 0 {
 			t.Fatalf("ParseID(%q) = %d, not positive", s, n)
+		}
+	})
+}
+
+type keysMap struct {
+	Tags  map[string]inner `json:"tags"`
+	Any   any              `json:"any"`
+	Many  [2]*inner        `json:"many"`
+	Inner `json:",inline"`
+}
+
+// Inner is embedded untagged-by-name above so that its fields are promoted.
+type Inner struct {
+	Note string `json:"note"`
+}
+
+// FuzzCheckKeys holds the byte scan of checkKeys to the token walk it
+// replaced: on every valid JSON text, for types with structs, slices,
+// arrays, pointers, maps and their own decoders, the same answer.
+func FuzzCheckKeys(f *testing.F) {
+	for _, s := range []string{
+		`{"event_id":1,"user_email":"a@example.com","items":[{"category_id":1,"quantity":2}],"one":null}`,
+		`{"event_id":1,"Event_ID":2}`, `{"event_id":1,"\u0065vent_id":2}`, `{"items":[{"quantity":1,"quantity":2}]}`,
+		`{"one":{"Category_id":1}}`, `{"-":"x"}`, `{"a\xffb":1,"a\xfeb":2}`, `[{"a":1},{"a":1,"a":2}]`,
+		`{"tags":{"x":{"quantity":1},"x":{}}}`, `{"tags":{"x":{"Quantity":1}}}`, `{"any":{"k":[{"k":1,"k":2}]}}`,
+		`{"many":[{"quantity":1},{"quantity":1,"quantity":2}]}`, `{"note":"n","note":"m"}`, ` { "a" : [ 1 , -2.5e3 , true , null , "s\"" ] } `,
+		`{"k1":1,"k2":1,"k3":1,"k4":1,"k5":1,"k6":1,"k7":1,"k8":1,"k9":1,"k10":1,"k11":1,"k12":1,"k13":1,"k14":1,"k15":1,"k16":1,"k17":1,"k3":1}`,
+		`"just a string"`, `12`, `[]`, `{}`,
+	} {
+		f.Add(s)
+	}
+	types := []reflect.Type{reflect.TypeFor[body](), reflect.TypeFor[*body](), reflect.TypeFor[keysMap](), reflect.TypeFor[[]inner](), reflect.TypeFor[any](), reflect.TypeFor[map[string]any]()}
+	f.Fuzz(func(t *testing.T, s string) {
+		raw := []byte(s)
+		if !json.Valid(raw) {
+			return
+		}
+		for _, typ := range types {
+			got, want := checkKeys(raw, typ), checkKeysByTokens(raw, typ)
+			if (got == nil) != (want == nil) || got != nil && got.Msg != want.Msg {
+				t.Fatalf("checkKeys(%q, %v) = %v, the token walk says %v", s, typ, got, want)
+			}
 		}
 	})
 }

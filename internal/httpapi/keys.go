@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"reflect"
@@ -21,11 +20,15 @@ import (
 // to its own type's names; a map's keys are held only to being unique, and a
 // type with its own UnmarshalJSON is left to it.
 //
-// A scan of the tokens rather than another JSON library: the decoder's
-// messages stay what clients and tests know, and the rule is one short walk.
+// It scans raw's bytes itself rather than encoding/json's tokens: a token
+// is an allocation, and the token walk was most of the cost of decoding a
+// join or a hold (BENCHMARKS.md, 2026-12-06). raw has already decoded, so
+// it is valid JSON; the scan still stops, reporting nothing, at anything it
+// does not expect. The token walk stays in the tests as the oracle that
+// FuzzCheckKeys holds this one to.
 func checkKeys(raw []byte, t reflect.Type) *problem.Error {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	err := walkValue(dec, t, "", 0)
+	s := keyScan{b: raw}
+	err := s.value(t, "", 0)
 	var e *problem.Error
 	if errors.As(err, &e) {
 		return e
@@ -42,20 +45,47 @@ var errStop = errors.New("httpapi: stop the walk")
 
 var unmarshalerType = reflect.TypeFor[json.Unmarshaler]()
 
-// walkValue reads one value from dec, checking its objects against t (nil:
-// any keys, once each). path is the dotted field path of the value, for
-// messages.
-func walkValue(dec *json.Decoder, t reflect.Type, path string, depth int) error {
+// keyScan is a position in a JSON text.
+type keyScan struct {
+	b []byte
+	i int
+}
+
+func (s *keyScan) space() {
+	for s.i < len(s.b) {
+		switch s.b[s.i] {
+		case ' ', '\t', '\n', '\r':
+			s.i++
+		default:
+			return
+		}
+	}
+}
+
+// next is the byte after any space, or 0 at the end.
+func (s *keyScan) next() byte {
+	s.space()
+	if s.i >= len(s.b) {
+		return 0
+	}
+	return s.b[s.i]
+}
+
+// value reads one value, checking its objects against t (nil: any keys,
+// once each). path is the dotted field path of the value, for messages.
+func (s *keyScan) value(t reflect.Type, path string, depth int) error {
 	if depth > maxDepth {
 		return errStop
 	}
-	tok, err := dec.Token()
-	if err != nil {
+	switch s.next() {
+	case '{', '[':
+	case '"':
+		_, err := s.str()
+		return err
+	case 0:
 		return errStop
-	}
-	delim, ok := tok.(json.Delim)
-	if !ok {
-		return nil // a scalar
+	default:
+		return s.scalar()
 	}
 	for t != nil && t.Kind() == reflect.Pointer {
 		t = t.Elem()
@@ -63,53 +93,179 @@ func walkValue(dec *json.Decoder, t reflect.Type, path string, depth int) error 
 	if t != nil && (reflect.PointerTo(t).Implements(unmarshalerType) || t.Implements(unmarshalerType)) {
 		t = nil // its own decoding; keys are still held to being unique
 	}
-	switch delim {
-	case '[':
-		var elem reflect.Type
-		if t != nil && (t.Kind() == reflect.Slice || t.Kind() == reflect.Array) {
-			elem = t.Elem()
+	if s.b[s.i] == '[' {
+		return s.array(t, path, depth)
+	}
+	return s.object(t, path, depth)
+}
+
+func (s *keyScan) array(t reflect.Type, path string, depth int) error {
+	var elem reflect.Type
+	if t != nil && (t.Kind() == reflect.Slice || t.Kind() == reflect.Array) {
+		elem = t.Elem()
+	}
+	s.i++ // [
+	if s.next() == ']' {
+		s.i++
+		return nil
+	}
+	for {
+		if err := s.value(elem, path, depth+1); err != nil {
+			return err
 		}
-		for dec.More() {
-			if err := walkValue(dec, elem, path, depth+1); err != nil {
-				return err
-			}
-		}
-	case '{':
-		var fields map[string]reflect.Type
-		var elem reflect.Type
-		if t != nil && t.Kind() == reflect.Struct {
-			fields = fieldsOf(t)
-		} else if t != nil && t.Kind() == reflect.Map {
-			elem = t.Elem()
-		}
-		seen := map[string]bool{}
-		for dec.More() {
-			tok, err := dec.Token()
-			if err != nil {
-				return errStop
-			}
-			key, _ := tok.(string)
-			name := key
-			if path != "" {
-				name = path + "." + key
-			}
-			if seen[key] {
-				return problem.Invalidf("%s is given twice", name)
-			}
-			seen[key] = true
-			if fields != nil {
-				ft, ok := fields[key]
-				if !ok {
-					return problem.Invalidf("unknown field %q", key)
-				}
-				elem = ft
-			}
-			if err := walkValue(dec, elem, name, depth+1); err != nil {
-				return err
-			}
+		switch s.next() {
+		case ',':
+			s.i++
+		case ']':
+			s.i++
+			return nil
+		default:
+			return errStop
 		}
 	}
-	if _, err := dec.Token(); err != nil { // the closing delimiter
+}
+
+// smallObject is how many keys an object's repeats are looked for among
+// by a scan of those before, rather than a map.
+const smallObject = 16
+
+// objectOf is what an object decoded into t may hold: for a struct its
+// fields by name, for a map the type of its values; neither for any other t.
+func objectOf(t reflect.Type) (fields map[string]reflect.Type, elem reflect.Type) {
+	if t != nil && t.Kind() == reflect.Struct {
+		return fieldsOf(t), nil
+	}
+	if t != nil && t.Kind() == reflect.Map {
+		return nil, t.Elem()
+	}
+	return nil, nil
+}
+
+func (s *keyScan) object(t reflect.Type, path string, depth int) error {
+	fields, elem := objectOf(t)
+	s.i++ // {
+	if s.next() == '}' {
+		s.i++
+		return nil
+	}
+	var few [smallObject]string
+	seen := few[:0]
+	var many map[string]bool
+	for {
+		if s.next() != '"' {
+			return errStop
+		}
+		key, err := s.str()
+		if err != nil {
+			return err
+		}
+		if s.next() != ':' {
+			return errStop
+		}
+		s.i++
+		name := func() string {
+			if path == "" {
+				return key
+			}
+			return path + "." + key
+		}
+		if many == nil && len(seen) == smallObject {
+			many = make(map[string]bool, 2*smallObject)
+			for _, k := range seen {
+				many[k] = true
+			}
+		}
+		repeat := false
+		if many != nil {
+			repeat = many[key]
+			many[key] = true
+		} else {
+			for _, k := range seen {
+				if k == key {
+					repeat = true
+					break
+				}
+			}
+			seen = append(seen, key)
+		}
+		if repeat {
+			return problem.Invalidf("%s is given twice", name())
+		}
+		if fields != nil {
+			ft, ok := fields[key]
+			if !ok {
+				return problem.Invalidf("unknown field %q", key)
+			}
+			elem = ft
+		}
+		// Only an object or an array below needs the path, for its own
+		// messages: a scalar's is never written.
+		child := path
+		if c := s.next(); c == '{' || c == '[' {
+			child = name()
+		}
+		if err := s.value(elem, child, depth+1); err != nil {
+			return err
+		}
+		switch s.next() {
+		case ',':
+			s.i++
+		case '}':
+			s.i++
+			return nil
+		default:
+			return errStop
+		}
+	}
+}
+
+// str reads a string and answers it decoded. One with an escape or a byte
+// outside ASCII is decoded by encoding/json, so that a key reads exactly
+// as the decoder read it (escapes, and invalid UTF-8 as U+FFFD).
+func (s *keyScan) str() (string, error) {
+	start := s.i
+	s.i++ // "
+	plain := true
+	for s.i < len(s.b) {
+		c := s.b[s.i]
+		switch {
+		case c == '"':
+			s.i++
+			if plain {
+				return string(s.b[start+1 : s.i-1]), nil
+			}
+			var v string
+			if json.Unmarshal(s.b[start:s.i], &v) != nil {
+				return "", errStop
+			}
+			return v, nil
+		case c == '\\':
+			plain = false
+			s.i += 2
+		case c >= 0x80:
+			plain = false
+			s.i++
+		default:
+			s.i++
+		}
+	}
+	return "", errStop
+}
+
+// scalar passes over a number, true, false or null.
+func (s *keyScan) scalar() error {
+	start := s.i
+	for s.i < len(s.b) {
+		switch s.b[s.i] {
+		case ',', ']', '}', ' ', '\t', '\n', '\r':
+			if s.i == start {
+				return errStop
+			}
+			return nil
+		}
+		s.i++
+	}
+	if s.i == start {
 		return errStop
 	}
 	return nil
