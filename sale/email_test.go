@@ -3,6 +3,7 @@ package sale
 import (
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/holdfast/holdfast/internal/httpapi"
 	"github.com/holdfast/holdfast/internal/problem"
@@ -100,5 +101,18 @@ func TestBuyerKeyFoldsEverySpellingOfOneAddress(t *testing.T) {
 	}
 	if BuyerKey("ann@example.com") == BuyerKey("anne@example.com") {
 		t.Error("two addresses share a key")
+	}
+}
+
+// Every ASCII character folds by the short cut as by the full fold, alone
+// and between letters (FuzzFoldASCII tries longer strings).
+func TestFoldOfASCIIIsTheFullFold(t *testing.T) {
+	t.Parallel()
+	for c := 0; c < utf8.RuneSelf; c++ {
+		for _, s := range []string{string(rune(c)), "A" + string(rune(c)) + "z"} {
+			if got, want := fold(s), foldUnicode(s); got != want {
+				t.Errorf("fold(%q) = %q, the full fold %q", s, got, want)
+			}
+		}
 	}
 }

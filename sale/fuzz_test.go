@@ -68,3 +68,20 @@ func FuzzRequestDecoding(f *testing.F) {
 		}
 	})
 }
+
+// FuzzFoldASCII holds fold's short cut for ASCII to the full fold: the
+// fuzzer's bytes, masked to ASCII, fold the same either way.
+func FuzzFoldASCII(f *testing.F) {
+	for _, seed := range []string{"Ann@Example.COM", "a@xn--MNCHEN-3ya.de", "\x00\x1f\x7f@A", "Z[`a{"} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		for i := range b {
+			b[i] &= 0x7f
+		}
+		s := string(b)
+		if got, want := fold(s), foldUnicode(s); got != want {
+			t.Fatalf("fold(%q) = %q, the full fold %q", s, got, want)
+		}
+	})
+}
