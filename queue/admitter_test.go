@@ -46,7 +46,8 @@ func (f *faultyStock) QueueStock(ctx context.Context, _ int64, _ time.Duration, 
 // plentyOfStock is a reading of more tickets than any test admits, newer
 // than since.
 func plentyOfStock(since int64) queue.Stock {
-	return queue.Stock{ReadAt: max(since+1, time.Now().UnixMicro()), Available: 1_000_000}
+	at := max(since+1, time.Now().UnixMicro())
+	return queue.Stock{ReadAt: at, Horizon: at, Available: 1_000_000}
 }
 
 // An admitter whose steps fail or come slow says so at WARN, once for a

@@ -153,6 +153,12 @@ type Stock struct {
 	// already applied admits nothing and leaves the sold-out flag alone,
 	// since another instance may have read, and acted on, what came after.
 	ReadAt int64
+	// Horizon is the earliest a booking this reading could not see (not
+	// committed yet) can have been made, by the same clock: the next
+	// reading lists the places that booked from a little before it (the
+	// store says how little), so a booking whose commit came long after it
+	// was made is not missed.
+	Horizon int64
 	// Took are the places that made a booking with their pass lately
 	// (the store says how lately; the step keeps each it sees for the
 	// rest of the place's pass): their tickets left Available when they
@@ -188,7 +194,7 @@ const (
 // StockReader reads an event's stock for the admission step.
 type StockReader interface {
 	// QueueStock reads eventID's stock, whose passes last passTTL. since
-	// is the ReadAt of the last reading this instance applied (0 for
+	// is the Horizon of the last reading this instance applied (0 for
 	// none): the places that booked need only be listed from a little
 	// before it, the store says how little. recent is true when the
 	// average quantity of its recent holds is wanted (ReserveAverage), and
@@ -298,9 +304,9 @@ type Service struct {
 
 // appliedReading is what Step remembers of a stock reading it applied.
 type appliedReading struct {
-	readAt int64
-	took   map[string]bool
-	at     time.Time // when the step applied it, by this instance's clock
+	horizon int64
+	took    map[string]bool
+	at      time.Time // when the step applied it, by this instance's clock
 }
 
 type cachedEvent struct {
@@ -646,7 +652,7 @@ func (s *Service) Step(ctx context.Context, ev sale.Event, budget int) (StepResu
 		s.mu.Lock()
 		last := s.applied[ev.ID]
 		s.mu.Unlock()
-		reading = appliedReading{readAt: stock.ReadAt, took: make(map[string]bool, len(stock.Took)), at: t0}
+		reading = appliedReading{horizon: stock.Horizon, took: make(map[string]bool, len(stock.Took)), at: t0}
 		fresh := stock.Took[:0:0]
 		for _, id := range stock.Took {
 			reading.took[id] = true
@@ -699,7 +705,7 @@ func (s *Service) Step(ctx context.Context, ev sale.Event, budget int) (StepResu
 func (s *Service) readStock(ctx context.Context, ev Settings) (Stock, error) {
 	avgWanted := s.Reserve == ReserveAverage
 	s.mu.Lock()
-	since := s.applied[ev.EventID].readAt
+	since := s.applied[ev.EventID].horizon
 	s.mu.Unlock()
 	st, avg, err := s.Stock.QueueStock(ctx, ev.EventID, ev.PassTTL, since, avgWanted)
 	if err != nil {

@@ -133,6 +133,16 @@ func step(t *testing.T, svc *queue.Service, ev sale.Event) queue.StepResult {
 	return res
 }
 
+// joinAll joins n buyers (email(0) to email(n-1)) and returns their places.
+func joinAll(t *testing.T, svc *queue.Service, ev int64, n int) []string {
+	t.Helper()
+	places := make([]string, n)
+	for i := range places {
+		places[i] = join(t, svc, ev, i).ID
+	}
+	return places
+}
+
 func ids(res queue.StepResult) []string {
 	var out []string
 	for _, a := range res.Admitted {
@@ -146,10 +156,7 @@ func TestAdmissionStopsWhenTheStockIsSpokenFor(t *testing.T) {
 	w := newStocked(t)
 	ev := w.event(10, 100000)
 	svc := w.instance(3)
-	var places []string
-	for i := 0; i < 20; i++ {
-		places = append(places, join(t, svc, ev.ID, i).ID)
-	}
+	places := joinAll(t, svc, ev.ID, 20)
 	// 10 tickets, each admitted place reserving its cap of 3: 3, 3, 3 and
 	// the last 1.
 	if got := ids(step(t, svc, ev)); len(got) != 4 || got[0] != places[0] || got[3] != places[3] {
@@ -196,10 +203,7 @@ func TestTheAverageReserveAdmitsMore(t *testing.T) {
 	ev := w.event(12, 100000)
 	svc := w.instance(4)
 	svc.Reserve = queue.ReserveAverage
-	var places []string
-	for i := 0; i < 20; i++ {
-		places = append(places, join(t, svc, ev.ID, i).ID)
-	}
+	places := joinAll(t, svc, ev.ID, 20)
 	// No holds yet: the cap.
 	if got := step(t, svc, ev).Admitted; len(got) != 3 {
 		t.Fatalf("first step admitted %d, want 12/4 = 3", len(got))
@@ -331,6 +335,49 @@ func TestReturnedTicketsAdmitTheNextPlaces(t *testing.T) {
 	w.exec(`UPDATE bookings SET booking_status = 'failed', failure_reason = 'expired' WHERE id = $1`, h1)
 	if got := step(t, a, ev).Admitted; len(got) != 0 {
 		t.Fatalf("after the sweep: admitted %d more, want 0", len(got))
+	}
+}
+
+// A hold whose transaction commits long after it made its booking (a
+// loaded machine, a slow standby) is read by the step after its commit,
+// however long that took: missed, its place would keep its reserve until
+// its pass ended, and with a reserve of the cap a few such places stalled
+// the queue with tickets left (the CI on-sale of 2026-12-06: 458 places
+// waiting, 20 tickets unsold, for a minute).
+func TestAHoldThatCommitsLateFreesItsReserve(t *testing.T) {
+	t.Parallel()
+	w := newStocked(t)
+	ev := w.event(2, 100000)
+	svc := w.instance(2)
+	places := joinAll(t, svc, ev.ID, 3)
+	if got := ids(step(t, svc, ev)); len(got) != 1 || got[0] != places[0] {
+		t.Fatalf("admitted %v, want the first place alone (2 tickets, a reserve of 2)", got)
+	}
+	// The first place books one ticket in a transaction that commits only
+	// after a step has read the stock, and well after it booked.
+	ctx := context.Background()
+	tx, err := w.db.BeginTxx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `INSERT INTO bookings
+		(event_id, user_email, quantity, total_amount, booking_status, expires_at, queue_place, created_at)
+		VALUES ($1, 'late@example.com', 1, 10, 'pending', now() + interval '10 minutes', $2, clock_timestamp())`,
+		ev.ID, places[0]); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(600 * time.Millisecond)
+	if got := step(t, svc, ev).Admitted; len(got) != 0 {
+		t.Fatalf("with the first place's reserve of 2 out of 2: admitted %d", len(got))
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	// One ticket left, and the first place has held: it reserves nothing,
+	// so the next place gets the ticket.
+	if got := ids(step(t, svc, ev)); len(got) != 1 || got[0] != places[1] {
+		t.Fatalf("after the late commit: admitted %v, want the second place", got)
 	}
 }
 
@@ -587,10 +634,7 @@ func TestAPlaceThatBookedStaysOutOfTheReserve(t *testing.T) {
 	svc := w.instance()
 	f := &fakeStock{stock: queue.Stock{Available: 4, Pending: 0}}
 	svc.Stock, svc.MaxQuantity = f, 10 // the world's cap: 4
-	var places []string
-	for i := 0; i < 5; i++ {
-		places = append(places, join(t, svc, ev.ID, i).ID)
-	}
+	places := joinAll(t, svc, ev.ID, 5)
 	if got := ids(stepAfterCredit(t, svc, ev)); len(got) != 1 || got[0] != places[0] {
 		t.Fatalf("admitted %v, want the first place alone (4 tickets, a reserve of 4)", got)
 	}

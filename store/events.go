@@ -32,6 +32,8 @@ type Store struct {
 	// alone; tests switch it off to run it inside the keyed batches'
 	// transaction for the same cases.
 	oneCall bool
+	// stockHorizon gives the queue's stock readings their horizon.
+	stockHorizon *readHorizon
 }
 
 // Counters hears what committed transactions did to holds, for metrics.
@@ -54,7 +56,9 @@ func (noCounters) HoldsExtended(int)  {}
 func (noCounters) HoldsCancelled(int) {}
 
 // New returns a Store on db.
-func New(db *sqlx.DB) *Store { return &Store{db: db, counters: noCounters{}, oneCall: true} }
+func New(db *sqlx.DB) *Store {
+	return &Store{db: db, counters: noCounters{}, oneCall: true, stockHorizon: &readHorizon{}}
+}
 
 // SetTicketCap sets the most tickets of one event one buyer (an email,
 // compared by sale.BuyerKey) may hold or have confirmed; 0 lifts the cap. It is

@@ -455,26 +455,29 @@ const qRecentQuantity = `SELECT avg(quantity)::float8 FROM (SELECT quantity FROM
 // queueTookWindow is how far back QueueStock lists the places that
 // booked for an instance's first reading of an event. The admission step
 // keeps each one it sees (in the queue's took set, until the place's pass
-// ends), so after that each reading lists only the bookings made since a
-// little before the last reading the instance applied (queueTookOverlap):
-// a step reads what was booked since the one before, not every booking of
-// the window again (at 1,500 holds a second with passes, the whole window
-// was 15,000 rows for every step of every instance: BENCHMARKS.md, "The
-// admission step's reading"). A booking no step saw in time only leaves
-// its place reserving stock until its pass ends: fewer admissions, never
-// too many.
+// ends), so after that each reading lists only the bookings made since the
+// horizon of the last reading the instance applied: a step reads what was
+// booked since the one before, not every booking of the window again (at
+// 1,500 holds a second with passes, the whole window was 15,000 rows for
+// every step of every instance: BENCHMARKS.md, "The admission step's
+// reading"). A booking no step saw in time leaves its place reserving
+// stock until its pass ends: fewer admissions, never too many, but with a
+// reserve of the cap a few such places hold back every ticket left.
 const queueTookWindow = 10 * time.Second
 
-// queueTookOverlap is how far before the last applied reading the next
-// one looks back, for bookings that committed after it though made
-// before: created_at is taken just before the insert (hold_batch_events'
-// clock_timestamp, once the event rows are locked), and the commit follows
-// within milliseconds, a synchronous standby's wait included. Each booking
-// is then read by about (150 ms + overlap) / 150 ms steps of an instance.
+// queueTookOverlap is how far before the last applied reading's horizon
+// (horizon.go) the next one looks back: a margin for clocks, should the
+// database's primary change between the two readings, and all that a
+// booking made by another role in a long transaction has. A fixed margin
+// behind the last reading was once all there was; on a loaded machine a
+// hold's commit came more than its 250 ms after the hold's created_at,
+// the place kept its reserve of the cap for the rest of its pass, and a
+// few such places stalled an on-sale with tickets left.
 const queueTookOverlap = 250 * time.Millisecond
 
 // QueueStock reads eventID's stock for the admission step, for passes of
-// passTTL (the places that booked: since queueTookOverlap before since,
+// passTTL (the places that booked: since queueTookOverlap before since, the
+// Horizon of the last reading applied,
 // and at most over the last queueTookWindow, or passTTL if shorter, since
 // an older booking's pass has ended); with recent, also the average
 // quantity of its recent holds (0 before the first).
@@ -485,6 +488,10 @@ func (s *Store) QueueStock(ctx context.Context, eventID int64, passTTL time.Dura
 		Pending   int            `db:"pending"`
 		Took      pq.StringArray `db:"took"`
 	}
+	horizon, err := s.stockHorizon.horizon(ctx, s.db)
+	if err != nil {
+		return queue.Stock{}, 0, err
+	}
 	if err := s.db.GetContext(ctx, &row, qQueueStock, eventID, min(queueTookWindow, passTTL).Seconds(),
 		since, queueTookOverlap.Seconds()); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
@@ -492,7 +499,7 @@ func (s *Store) QueueStock(ctx context.Context, eventID int64, passTTL time.Dura
 		}
 		return queue.Stock{}, 0, mapErr(ctx, err)
 	}
-	st := queue.Stock{ReadAt: row.ReadAt, Available: row.Available, Pending: row.Pending, Took: row.Took}
+	st := queue.Stock{ReadAt: row.ReadAt, Horizon: horizon, Available: row.Available, Pending: row.Pending, Took: row.Took}
 	if !recent {
 		return st, 0, nil
 	}
