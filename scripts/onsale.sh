@@ -328,6 +328,16 @@ printf '  %-32s %s\n' \
 	check "$check_verdict"
 echo
 
+# On a failure, what the next person needs to tell a stalled admitter
+# (places admitted that booked but still reserve) from the rest: the
+# queue's own counts, and each admitted place's bookings by status.
+if ((${#errors[@]} + ${#failures[@]} > 0)); then
+	echo "queue state: $(curl -sS --max-time 10 "$BASE_URL/events/$event/queue" 2>/dev/null || echo '?')"
+	echo "bookings of places, by status (status|places|tickets|first created|last created):"
+	sql "SELECT booking_status, count(DISTINCT queue_place), sum(quantity), min(created_at), max(created_at)
+		FROM bookings WHERE event_id = $event AND queue_place IS NOT NULL GROUP BY 1 ORDER BY 1" || true
+fi
+
 status=0
 for e in "${errors[@]}"; do
 	echo "ERROR: $e"
