@@ -329,35 +329,9 @@ func TestReplayWaitsForTheStandby(t *testing.T) {
 		return idempotency.Response{Status: 200, Body: []byte(`{}`)}
 	}
 
-	// settle runs write, cancels its wait for the standby and returns
-	// what it answered; it fails the test if write answered without
-	// waiting.
 	settle := func(what string, write func() error) error {
 		t.Helper()
-		done := make(chan error, 1)
-		go func() { done <- write() }()
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			select {
-			case err := <-done:
-				t.Fatalf("%s answered %v without waiting for the standby", what, err)
-			default:
-			}
-			var pids []int
-			if err := setup.DB().SelectContext(context.Background(), &pids, `SELECT pid FROM pg_stat_activity WHERE wait_event = 'SyncRep'`); err != nil {
-				t.Fatal(err)
-			}
-			if len(pids) > 0 {
-				if _, err := setup.DB().ExecContext(context.Background(), `SELECT pg_cancel_backend($1)`, pids[0]); err != nil {
-					t.Fatal(err)
-				}
-				return <-done
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s never waited for the standby", what)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		return cancelStandbyWait(t, setup, what, write)
 	}
 	err := settle("the first confirm", func() error {
 		_, err := s.Confirm(context.Background(), h.ID, key, render)
@@ -395,6 +369,83 @@ func TestReplayWaitsForTheStandby(t *testing.T) {
 	pending := takeHold(t, setup, ev, 1, time.Minute)
 	if got, err := s.Hold(context.Background(), pending.ID); err != nil || got.Status != hold.StatusPending {
 		t.Errorf("read a pending hold: %v %v; want it pending at once", got.Status, err)
+	}
+}
+
+// cancelStandbyWait runs write, cancels its wait for the standby (seen
+// through setup, a pool that does not wait) and returns what write
+// answered; it fails the test if write answered without waiting.
+func cancelStandbyWait(t *testing.T, setup *store.Store, what string, write func() error) error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- write() }()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		select {
+		case err := <-done:
+			t.Fatalf("%s answered %v without waiting for the standby", what, err)
+		default:
+		}
+		var pids []int
+		if err := setup.DB().SelectContext(context.Background(), &pids, `SELECT pid FROM pg_stat_activity WHERE wait_event = 'SyncRep'`); err != nil {
+			t.Fatal(err)
+		}
+		if len(pids) > 0 {
+			if _, err := setup.DB().ExecContext(context.Background(), `SELECT pg_cancel_backend($1)`, pids[0]); err != nil {
+				t.Fatal(err)
+			}
+			return <-done
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never waited for the standby", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestABatchedReplayWaitsForTheStandby: a hold's key sent again replays
+// the kept response from inside the batch, of one event or of several,
+// and a batch of nothing but replays writes nothing of its own; its
+// answer must still wait for the standby as the first one's did (the
+// first may have answered unavailable, its commit not known to be
+// replicated), and be unavailable when that wait is cancelled.
+func TestABatchedReplayWaitsForTheStandby(t *testing.T) {
+	t.Parallel()
+	syncURL, localURL := syncServer(t)
+	setup := onePool(t, localURL)
+	s := newStoreURL(t, syncURL)
+	ev := newEvent(t, setup, 10)
+	render := func(hold.Hold, error) idempotency.Response {
+		return idempotency.Response{Status: 201, Body: []byte(`{}`)}
+	}
+	req := request(ev, "replay@example.com", 1)
+	req.Key = &idempotency.Key{Scope: hold.ScopeCreate, Key: "batched-replay", Hash: []byte("h")}
+	ctx := context.Background()
+	outs, err := setup.CreateHolds(ctx, ev, []hold.Request{req}, time.Minute, render)
+	if err != nil || outs[0].Err != nil {
+		t.Fatalf("the first hold: %v %v", err, outs)
+	}
+	outcome := func(outs []hold.Outcome, err error) error {
+		if err == nil && len(outs) == 1 {
+			return outs[0].Err
+		}
+		return err
+	}
+	err = cancelStandbyWait(t, setup, "the key's replay in a batch of one event", func() error {
+		return outcome(s.CreateHolds(ctx, ev, []hold.Request{req}, time.Minute, render))
+	})
+	if !errors.Is(err, sale.ErrUnavailable) {
+		t.Errorf("replay in a batch of one event: %v; want ErrUnavailable", err)
+	}
+	err = cancelStandbyWait(t, setup, "the key's replay in a batch of several events", func() error {
+		outs, err := s.CreateHoldsEvents(ctx, []hold.EventBatch{{EventID: ev, Reqs: []hold.Request{req}}}, time.Minute, render)
+		if err == nil && len(outs) == 1 {
+			return outcome(outs[0], nil)
+		}
+		return err
+	})
+	if !errors.Is(err, sale.ErrUnavailable) {
+		t.Errorf("replay in a batch of several events: %v; want ErrUnavailable", err)
 	}
 }
 
