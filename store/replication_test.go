@@ -159,8 +159,20 @@ func TestTheStoreCommitsSynchronously(t *testing.T) {
 // returns their pids.
 func waitSyncRep(t *testing.T, admin *store.Store, n int) []int {
 	t.Helper()
+	return waitSyncRepOf(t, admin, n, nil)
+}
+
+// waitSyncRepOf is waitSyncRep for a write whose answer comes on answered:
+// an answer before the wait fails the test.
+func waitSyncRepOf(t *testing.T, admin *store.Store, n int, answered <-chan error) []int {
+	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
+		select {
+		case err := <-answered:
+			t.Fatalf("answered %v without waiting for the standby", err)
+		default:
+		}
 		var pids []int
 		if err := admin.DB().SelectContext(context.Background(), &pids,
 			`SELECT pid FROM pg_stat_activity WHERE wait_event = 'SyncRep'`); err != nil {
@@ -379,28 +391,12 @@ func cancelStandbyWait(t *testing.T, setup *store.Store, what string, write func
 	t.Helper()
 	done := make(chan error, 1)
 	go func() { done <- write() }()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		select {
-		case err := <-done:
-			t.Fatalf("%s answered %v without waiting for the standby", what, err)
-		default:
-		}
-		var pids []int
-		if err := setup.DB().SelectContext(context.Background(), &pids, `SELECT pid FROM pg_stat_activity WHERE wait_event = 'SyncRep'`); err != nil {
-			t.Fatal(err)
-		}
-		if len(pids) > 0 {
-			if _, err := setup.DB().ExecContext(context.Background(), `SELECT pg_cancel_backend($1)`, pids[0]); err != nil {
-				t.Fatal(err)
-			}
-			return <-done
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s never waited for the standby", what)
-		}
-		time.Sleep(20 * time.Millisecond)
+	t.Logf("%s: waiting for its wait for the standby", what)
+	pid := waitSyncRepOf(t, setup, 1, done)[0]
+	if _, err := setup.DB().ExecContext(context.Background(), `SELECT pg_cancel_backend($1)`, pid); err != nil {
+		t.Fatal(err)
 	}
+	return <-done
 }
 
 // TestABatchedReplayWaitsForTheStandby: a hold's key sent again replays
