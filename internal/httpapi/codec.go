@@ -19,21 +19,26 @@ import (
 const MaxBody = 64 << 10
 
 // Appender is an answer that writes its own JSON: for the few answers on a
-// crowd's hot path whose encoding by reflection costs more than the rest
-// of their handler (the waiting room's poll). AppendJSON appends exactly
-// what json.Marshal makes of the value; each such type has a test that
-// holds it to that.
+// crowd's hot path whose encoding by reflection is a good part of their
+// handler's work (the waiting room's poll, a hold). AppendJSON appends
+// exactly what json.Marshal makes of the value; each such type has a test
+// that holds it to that.
 type Appender interface {
 	AppendJSON(b []byte) []byte
 }
 
+// Marshal is json.Marshal(v), written by v itself when it is an Appender.
+func Marshal(v any) ([]byte, error) {
+	if a, ok := v.(Appender); ok {
+		return a.AppendJSON(make([]byte, 0, 512)), nil
+	}
+	return json.Marshal(v)
+}
+
 // Encode writes v as JSON with status.
 func Encode(w http.ResponseWriter, status int, v any) {
-	var body []byte
-	var err error
-	if a, ok := v.(Appender); ok {
-		body = a.AppendJSON(make([]byte, 0, 512))
-	} else if body, err = json.Marshal(v); err != nil {
+	body, err := Marshal(v)
+	if err != nil {
 		// Only a programming error gets here (a type JSON cannot hold).
 		status = http.StatusInternalServerError
 		body = []byte(`{"error":"internal error","code":"internal"}`)

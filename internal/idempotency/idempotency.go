@@ -95,7 +95,7 @@ func FromRequest(r *http.Request, scope string, values any) (*Key, error) {
 
 // Success renders a successful result as the response to keep.
 func Success(status int, v any) Response {
-	body, err := json.Marshal(v)
+	body, err := httpapi.Marshal(v)
 	if err != nil {
 		status, body, _ := httpapi.Render(err, nil)
 		return Response{Status: status, Body: mustJSON(body)}

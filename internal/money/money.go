@@ -66,18 +66,25 @@ func (c Cents) Times(n int64) (Cents, error) {
 }
 
 // String formats c with two places: 29999 is "299.99".
-func (c Cents) String() string {
+func (c Cents) String() string { return string(c.appendDecimal(nil)) }
+
+func (c Cents) appendDecimal(b []byte) []byte {
 	u := uint64(c)
-	sign := ""
 	if c < 0 {
-		sign, u = "-", uint64(-(c+1))+1 // -(MinInt64) does not fit in int64
+		b, u = append(b, '-'), uint64(-(c+1))+1 // -(MinInt64) does not fit in int64
 	}
-	return fmt.Sprintf("%s%d.%02d", sign, u/100, u%100)
+	b = strconv.AppendUint(b, u/100, 10)
+	return append(b, '.', byte('0'+u%100/10), byte('0'+u%10))
 }
 
 // MarshalJSON writes c as a JSON string, "299.99".
-func (c Cents) MarshalJSON() ([]byte, error) {
-	return []byte(`"` + c.String() + `"`), nil
+func (c Cents) MarshalJSON() ([]byte, error) { return c.AppendJSON(nil), nil }
+
+// AppendJSON appends what MarshalJSON writes (httpapi.Appender's form,
+// for the types that write themselves).
+func (c Cents) AppendJSON(b []byte) []byte {
+	b = append(b, '"')
+	return append(c.appendDecimal(b), '"')
 }
 
 // Scan reads a NUMERIC column, which lib/pq hands over as text.

@@ -2,6 +2,8 @@ package money
 
 import (
 	"encoding/json"
+	"fmt"
+	"math"
 	"math/big"
 	"testing"
 )
@@ -77,4 +79,22 @@ func FuzzMoneyArithmetic(f *testing.F) {
 			t.Fatalf("%s x %d = %s (%v), want %s cents", c, n, got, err, exact)
 		}
 	})
+}
+
+// String writes what the %d.%02d of its sign and magnitude writes, at the
+// edges of int64 too.
+func TestStringAtTheEdges(t *testing.T) {
+	t.Parallel()
+	for _, c := range []Cents{0, 1, 9, 10, 99, 100, 101, -1, -9, -10, -99, -100, -101, math.MaxInt64, math.MinInt64, math.MinInt64 + 1} {
+		u, sign := uint64(c), ""
+		if c < 0 {
+			sign, u = "-", uint64(-(c+1))+1
+		}
+		if want := fmt.Sprintf("%s%d.%02d", sign, u/100, u%100); c.String() != want {
+			t.Errorf("Cents(%d).String() = %q, want %q", int64(c), c.String(), want)
+		}
+		if got, want := string(c.AppendJSON([]byte("x"))), `x"`+c.String()+`"`; got != want {
+			t.Errorf("Cents(%d).AppendJSON = %s, want %s", int64(c), got, want)
+		}
+	}
 }
