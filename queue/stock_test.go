@@ -341,9 +341,9 @@ func TestReturnedTicketsAdmitTheNextPlaces(t *testing.T) {
 // A hold whose transaction commits long after it made its booking (a
 // loaded machine, a slow standby) is read by the step after its commit,
 // however long that took: missed, its place would keep its reserve until
-// its pass ended, and with a reserve of the cap a few such places stalled
-// the queue with tickets left (the CI on-sale of 2026-12-06: 458 places
-// waiting, 20 tickets unsold, for a minute).
+// its pass ended, and with a reserve of the cap a few such places stall
+// the queue with tickets left (what fits the CI on-sale of 2026-12-06:
+// 458 places waiting, 20 tickets unsold, for a minute).
 func TestAHoldThatCommitsLateFreesItsReserve(t *testing.T) {
 	t.Parallel()
 	w := newStocked(t)

@@ -341,25 +341,21 @@ func TestReplayWaitsForTheStandby(t *testing.T) {
 		return idempotency.Response{Status: 200, Body: []byte(`{}`)}
 	}
 
-	settle := func(what string, write func() error) error {
-		t.Helper()
-		return cancelStandbyWait(t, setup, what, write)
-	}
-	err := settle("the first confirm", func() error {
+	err := cancelStandbyWait(t, setup, "the first confirm", func() error {
 		_, err := s.Confirm(context.Background(), h.ID, key, render)
 		return err
 	})
 	if !errors.Is(err, sale.ErrUnavailable) {
 		t.Fatalf("first confirm: %v; want ErrUnavailable", err)
 	}
-	err = settle("the replay of its key", func() error {
+	err = cancelStandbyWait(t, setup, "the replay of its key", func() error {
 		_, err := s.Replay(context.Background(), key)
 		return err
 	})
 	if !errors.Is(err, sale.ErrUnavailable) {
 		t.Errorf("replay: %v; want ErrUnavailable", err)
 	}
-	err = settle("a confirm without the key", func() error {
+	err = cancelStandbyWait(t, setup, "a confirm without the key", func() error {
 		out, err := s.Confirm(context.Background(), h.ID, nil, render)
 		if err == nil && out.Err != nil {
 			return out.Err
@@ -369,7 +365,7 @@ func TestReplayWaitsForTheStandby(t *testing.T) {
 	if !errors.Is(err, sale.ErrUnavailable) {
 		t.Errorf("confirm again: %v; want ErrUnavailable", err)
 	}
-	err = settle("a read of the confirmed hold", func() error {
+	err = cancelStandbyWait(t, setup, "a read of the confirmed hold", func() error {
 		_, err := s.Hold(context.Background(), h.ID)
 		return err
 	})
