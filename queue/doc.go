@@ -59,10 +59,12 @@
 // expired) before the script, whose tickets the snapshot still counts. So
 // an admitted place that goes before any reading listed a booking of its
 // keeps reserving, in the queue's gone set, until a reading lists its
-// booking or is taken more than 250 ms after it went (the margin is for
-// the two servers' clocks); one that left, until 250 ms after its pass
-// expires, since leaving does not take back the pass, which may still
-// book. A place whose booking a reading listed reserves nothing more, even
+// booking or is taken, with its horizon (the start of the oldest
+// transaction then in progress, so that a hold made before the place went
+// and committed long after is not missed), more than 250 ms after it went
+// (the margin is for the two servers' clocks); one that left, until 250
+// ms after its pass expires, since leaving does not take back the pass,
+// which may still book. A place whose booking a reading listed reserves nothing more, even
 // once it gave its tickets back: they are the stock's again and go to the
 // next place in line.
 //

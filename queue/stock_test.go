@@ -381,6 +381,51 @@ func TestAHoldThatCommitsLateFreesItsReserve(t *testing.T) {
 	}
 }
 
+// A place whose pass lapses while a hold it made is still committing
+// keeps reserving until a reading can see that hold, however long the
+// commit takes: a reading that went by the clock alone (250 ms after the
+// place went) counted the hold's tickets as free, and admitted the next
+// place to tickets the hold then took.
+func TestAPlaceThatLapsesWhileItsHoldCommitsStillReserves(t *testing.T) {
+	t.Parallel()
+	w := newStocked(t)
+	ev := w.event(2, 100000)
+	ev.Queue.PassTTL = 1 // the steps' passes: shorter than an event may have
+	svc := w.instance(2)
+	places := joinAll(t, svc, ev.ID, 3)
+	if got := ids(step(t, svc, ev)); len(got) != 1 || got[0] != places[0] {
+		t.Fatalf("admitted %v, want the first place alone (2 tickets, a reserve of 2)", got)
+	}
+	ctx := context.Background()
+	tx, err := w.db.BeginTxx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `INSERT INTO bookings
+		(event_id, user_email, quantity, total_amount, booking_status, expires_at, queue_place, created_at)
+		VALUES ($1, 'lapsing@example.com', 2, 20, 'pending', now() + interval '10 minutes', $2, clock_timestamp())`,
+		ev.ID, places[0]); err != nil {
+		t.Fatal(err)
+	}
+	// The pass lapses (a step turns the place expired), and well after
+	// that the hold has still not committed.
+	waitFor(t, 5*time.Second, func() bool {
+		step(t, svc, ev)
+		return get(t, svc, places[0]).Status == queue.StatusExpired
+	})
+	time.Sleep(600 * time.Millisecond)
+	if got := step(t, svc, ev).Admitted; len(got) != 0 {
+		t.Fatalf("with the lapsed place's hold of 2 still committing: admitted %d, who would find nothing", len(got))
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if got := step(t, svc, ev).Admitted; len(got) != 0 {
+		t.Fatalf("with every ticket held: admitted %d", len(got))
+	}
+}
+
 // TestTwoInstancesNeverOutrunTheStock hammers two instances' steps while
 // buyers hold, confirm and give back: at no point do the admitted places
 // that hold nothing outnumber the tickets, and every place either buys or

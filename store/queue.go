@@ -275,9 +275,13 @@ func (q *Queues) Admit(ctx context.Context, ev queue.Settings, budget int, stock
 	args := []any{q.QueueBase(ev.EventID), msArg(ev.OnSaleAt), msArg(ev.OffSaleAt),
 		ev.AdmitPerSecond, strconv.FormatFloat(ev.Burst(), 'f', -1, 64), max, ev.PassTTL.Milliseconds()}
 	if stock == nil {
-		args = append(args, "", "", "", "")
+		args = append(args, "", "", "", "", "")
 	} else {
-		args = append(args, stock.Available, stock.Pending, strconv.FormatFloat(max1(stock.Reserve), 'f', -1, 64), stock.ReadAt)
+		horizon := ""
+		if stock.Horizon > 0 {
+			horizon = strconv.FormatInt(stock.Horizon, 10)
+		}
+		args = append(args, stock.Available, stock.Pending, strconv.FormatFloat(max1(stock.Reserve), 'f', -1, 64), stock.ReadAt, horizon)
 		for _, id := range stock.Took {
 			args = append(args, id)
 		}

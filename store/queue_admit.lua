@@ -3,8 +3,10 @@
 -- (most credit kept), max (most places to admit now: the caller's budget,
 -- '' for no limit), pass_ttl (ms), then the stock ('' for none: admission
 -- at the rate alone) read from PostgreSQL just before: available, pending,
--- reserve, when it was read (us, the database's clock), then the place ids
--- that made a booking in the last few seconds
+-- reserve, when it was read (us, the database's clock), its horizon (us,
+-- the same clock: no booking it cannot see was made before it; '' for
+-- when it was read), then the
+-- place ids that made a booking in the last few seconds
 -- (store.queueTookWindow): each still admitted is kept in took.
 --
 -- The stock. An admitted place that has not held yet may still take up to
@@ -63,12 +65,16 @@ if ARGV[8] ~= '' then
     else
       redis.call('HDEL', K_META, 'sold_out')
     end
-    -- A place that went reserves until a reading taken after it went
-    -- (queue_lib.lua's finish): read_at is the database's clock, the
-    -- place's time Redis's, so a margin for their skew.
-    redis.call('ZREMRANGEBYSCORE', K_GONE, '-inf', '(' .. fmt(math.floor(read_at / 1000) - GONE_MARGIN_MS))
+    -- A place that went reserves until a reading that must see any
+    -- booking it made (queue_lib.lua's finish): one taken after it went,
+    -- and whose horizon is after it too, since a hold made before it went
+    -- may commit long after (a loaded machine). The reading's times are
+    -- the database's clock, the place's Redis's, so a margin for their
+    -- skew.
+    local seen_to = math.min(read_at, tonumber(ARGV[12]) or read_at)
+    redis.call('ZREMRANGEBYSCORE', K_GONE, '-inf', '(' .. fmt(math.floor(seen_to / 1000) - GONE_MARGIN_MS))
   end
-  for i = 12, #ARGV do
+  for i = 13, #ARGV do
     local exp = redis.call('ZSCORE', K_ADM, ARGV[i])
     if exp then
       redis.call('ZADD', K_TOOK, exp, ARGV[i])

@@ -50,11 +50,11 @@ local function finish(id, status)
   -- step applies was taken: that reading counts its tickets as still
   -- there, and once the place is out of the admitted set nothing else
   -- counts them. So it keeps reserving (in gone) until a reading that
-  -- saw its booking, or was taken after it went (queue_admit.lua); one
-  -- that left, until after its pass expires, since leaving does not
-  -- take the pass back and it may still book. Only where steps read the
-  -- stock (stock_at set), and not once a reading listed its booking
-  -- (took).
+  -- saw its booking, or was taken, horizon and all, after it went
+  -- (queue_admit.lua); one that left, until after its pass expires,
+  -- since leaving does not take the pass back and it may still book.
+  -- Only where steps read the stock (stock_at set), and not once a
+  -- reading listed its booking (took).
   if redis.call('ZSCORE', K_ADM, id) and not redis.call('ZSCORE', K_TOOK, id)
       and redis.call('HEXISTS', K_META, 'stock_at') == 1 then
     local at = now_ms()
