@@ -109,6 +109,25 @@ func (w *stocked) tryHold(ev int64, place string, n int) (id int64, ok, used boo
 	return id, true, false
 }
 
+// holdUncommitted makes a pending hold of n tickets for place in a
+// transaction it leaves open, for the test to commit; its created_at is
+// taken as hold_batch_events takes it, inside the transaction.
+func (w *stocked) holdUncommitted(ev int64, place string, n int) *sqlx.Tx {
+	w.t.Helper()
+	tx, err := w.db.BeginTxx(context.Background(), nil)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	w.t.Cleanup(func() { _ = tx.Rollback() })
+	if _, err := tx.ExecContext(context.Background(), `INSERT INTO bookings
+		(event_id, user_email, quantity, total_amount, booking_status, expires_at, queue_place, created_at)
+		VALUES ($1, $2 || '@example.com', $3, 10 * $3, 'pending', now() + interval '10 minutes', $2, clock_timestamp())`,
+		ev, place, n); err != nil {
+		w.t.Fatal(err)
+	}
+	return tx
+}
+
 func (w *stocked) exec(q string, args ...any) {
 	w.t.Helper()
 	if _, err := w.db.ExecContext(context.Background(), q, args...); err != nil {
@@ -355,18 +374,7 @@ func TestAHoldThatCommitsLateFreesItsReserve(t *testing.T) {
 	}
 	// The first place books one ticket in a transaction that commits only
 	// after a step has read the stock, and well after it booked.
-	ctx := context.Background()
-	tx, err := w.db.BeginTxx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, `INSERT INTO bookings
-		(event_id, user_email, quantity, total_amount, booking_status, expires_at, queue_place, created_at)
-		VALUES ($1, 'late@example.com', 1, 10, 'pending', now() + interval '10 minutes', $2, clock_timestamp())`,
-		ev.ID, places[0]); err != nil {
-		t.Fatal(err)
-	}
+	tx := w.holdUncommitted(ev.ID, places[0], 1)
 	time.Sleep(600 * time.Millisecond)
 	if got := step(t, svc, ev).Admitted; len(got) != 0 {
 		t.Fatalf("with the first place's reserve of 2 out of 2: admitted %d", len(got))
@@ -396,18 +404,7 @@ func TestAPlaceThatLapsesWhileItsHoldCommitsStillReserves(t *testing.T) {
 	if got := ids(step(t, svc, ev)); len(got) != 1 || got[0] != places[0] {
 		t.Fatalf("admitted %v, want the first place alone (2 tickets, a reserve of 2)", got)
 	}
-	ctx := context.Background()
-	tx, err := w.db.BeginTxx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, `INSERT INTO bookings
-		(event_id, user_email, quantity, total_amount, booking_status, expires_at, queue_place, created_at)
-		VALUES ($1, 'lapsing@example.com', 2, 20, 'pending', now() + interval '10 minutes', $2, clock_timestamp())`,
-		ev.ID, places[0]); err != nil {
-		t.Fatal(err)
-	}
+	tx := w.holdUncommitted(ev.ID, places[0], 2)
 	// The pass lapses (a step turns the place expired), and well after
 	// that the hold has still not committed.
 	waitFor(t, 5*time.Second, func() bool {
