@@ -113,8 +113,9 @@ callgrind: deps build
 # FUZZTIME is how long `make fuzz` (and `make faults`) fuzzes each target;
 # `go test` alone replays their corpora as ordinary tests.
 FUZZTIME ?= 30s
-FUZZ_TARGETS := FuzzRequestDecoding:./sale FuzzParseID:./internal/httpapi \
-	FuzzParseHoldID:./hold FuzzMoneyArithmetic:./internal/money
+FUZZ_TARGETS := FuzzRequestDecoding:./sale FuzzFoldASCII:./sale FuzzParseID:./internal/httpapi \
+	FuzzCheckKeys:./internal/httpapi FuzzParseHoldID:./hold FuzzHoldJSON:./hold \
+	FuzzMoneyArithmetic:./internal/money
 
 # fuzz runs each fuzz target for FUZZTIME, one target per run as go test
 # requires. A crasher lands in the package's testdata/fuzz: commit it.
