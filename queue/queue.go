@@ -158,7 +158,9 @@ type Stock struct {
 	// reading lists the places that booked from a little before it (the
 	// store says how little), so a booking whose commit came long after it
 	// was made is not missed; and a place that went keeps reserving until
-	// a reading whose horizon is after it went. 0: not known, ReadAt.
+	// a reading whose horizon is after it went. 0 is not known: the next
+	// reading looks over its whole window, and a place that went is
+	// judged by ReadAt.
 	Horizon int64
 	// Took are the places that made a booking with their pass lately
 	// (the store says how lately; the step keeps each it sees for the

@@ -423,6 +423,40 @@ func TestAPlaceThatLapsesWhileItsHoldCommitsStillReserves(t *testing.T) {
 	}
 }
 
+// A transaction left open in the database (a psql session in BEGIN, a
+// report) holds the readings' horizon back, but no further than a
+// reading's window: a place whose pass lapsed without a booking stops
+// reserving once the window is past, however long that transaction stays
+// open. Unbounded, two such places held every ticket left back from the
+// line for as long as the transaction lasted (a review of 89ae36a).
+func TestAnOpenTransactionDoesNotHoldLapsedPlacesForever(t *testing.T) {
+	t.Parallel()
+	w := newStocked(t)
+	ev := w.event(2, 100000)
+	ev.Queue.PassTTL = 1 // the steps' passes, and so the readings' window
+	svc := w.instance(2)
+	places := joinAll(t, svc, ev.ID, 2)
+	if got := ids(step(t, svc, ev)); len(got) != 1 || got[0] != places[0] {
+		t.Fatalf("admitted %v, want the first place alone (2 tickets, a reserve of 2)", got)
+	}
+	tx, err := w.db.BeginTxx(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(context.Background(), `SELECT 1`); err != nil {
+		t.Fatal(err)
+	}
+	// The first place's pass lapses with no booking; the transaction stays
+	// open throughout.
+	waitFor(t, 10*time.Second, func() bool {
+		return len(step(t, svc, ev).Admitted) == 1
+	})
+	if st := get(t, svc, places[1]).Status; st != queue.StatusAdmitted {
+		t.Fatalf("the second place is %s, want admitted", st)
+	}
+}
+
 // TestTwoInstancesNeverOutrunTheStock hammers two instances' steps while
 // buyers hold, confirm and give back: at no point do the admitted places
 // that hold nothing outnumber the tickets, and every place either buys or

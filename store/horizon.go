@@ -27,9 +27,10 @@ import (
 // much older, a few more rows in each reading.
 //
 // A transaction left open (a psql session in BEGIN) holds the horizon
-// back while it lasts; a reading never looks further back than its
-// window (queueTookWindow), so that costs each reading what an
-// instance's first one costs. Only the transactions pg_stat_activity
+// back while it lasts, but QueueStock floors it at its window
+// (queueTookWindow, or the pass TTL if shorter): each reading then costs
+// what an instance's first one costs, and a place that went stops
+// reserving once the window is past it. Only the transactions pg_stat_activity
 // shows the service's role count (its own, or every role's with
 // pg_read_all_stats); a booking another role made in a long transaction
 // has only the store's margin (queueTookOverlap).

@@ -496,13 +496,23 @@ func (s *Store) QueueStock(ctx context.Context, eventID int64, passTTL time.Dura
 	if err != nil {
 		return queue.Stock{}, 0, err
 	}
-	if err := s.db.GetContext(ctx, &row, qQueueStock, eventID, min(queueTookWindow, passTTL).Seconds(),
+	window := min(queueTookWindow, passTTL)
+	if err := s.db.GetContext(ctx, &row, qQueueStock, eventID, window.Seconds(),
 		since, queueTookOverlap.Seconds()); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
 			return queue.Stock{}, 0, sale.ErrEventNotFound
 		}
 		return queue.Stock{}, 0, mapErr(ctx, err)
 	}
+	// No further back than the window: a reading lists nothing older, and
+	// the admission step keeps every place that went reserving until the
+	// horizon passes it, so a transaction left open (a psql session in
+	// BEGIN) would otherwise hold them all as long as it lasts. A hold's
+	// own transaction takes milliseconds, seconds on a loaded machine; one
+	// that outlasts the window (a statement may run 30 s) is missed, and
+	// its place reserves until its pass ends: fewer admissions, never too
+	// many.
+	horizon = max(horizon, row.ReadAt-window.Microseconds())
 	st := queue.Stock{ReadAt: row.ReadAt, Horizon: horizon, Available: row.Available, Pending: row.Pending, Took: row.Took}
 	if !recent {
 		return st, 0, nil

@@ -53,7 +53,7 @@ func TestQueueStockReadsWhatTheAdmissionStepNeeds(t *testing.T) {
 	// The next reading, after a step applied this one, lists only what was
 	// booked since a moment before it: not p-early again, but a new one.
 	insert("p-new", 1, "10 minutes", "0 s")
-	next, _, err := s.QueueStock(context.Background(), ev, 10*time.Minute, st.ReadAt, false)
+	next, _, err := s.QueueStock(context.Background(), ev, 10*time.Minute, st.Horizon, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,6 +65,44 @@ func TestQueueStockReadsWhatTheAdmissionStepNeeds(t *testing.T) {
 	}
 	if _, _, err := s.QueueStock(context.Background(), ev+1000000, time.Minute, 0, false); !errors.Is(err, sale.ErrEventNotFound) {
 		t.Fatalf("no such event: %v, want %v", err, sale.ErrEventNotFound)
+	}
+}
+
+// A reading's horizon is no later than the start of any transaction then
+// in progress, and no earlier than its window: a transaction left open
+// holds it back that far and no further.
+func TestQueueStockHorizon(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	ev := newEvent(t, s, 20)
+	tx, err := s.DB().BeginTxx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	var began int64
+	if err := tx.GetContext(ctx, &began, `SELECT (extract(epoch FROM now()) * 1000000)::bigint`); err != nil {
+		t.Fatal(err)
+	}
+	// The horizon is asked at most every 100 ms: past that, so this
+	// reading asks it with the transaction open.
+	time.Sleep(150 * time.Millisecond)
+	st, _, err := s.QueueStock(ctx, ev, time.Minute, 0, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Horizon > began || st.Horizon > st.ReadAt {
+		t.Fatalf("horizon %d, read at %d, with a transaction open since %d: want the horizon no later than either", st.Horizon, st.ReadAt, began)
+	}
+	// With a window of a second, 1.2 s later: the horizon stops at it.
+	time.Sleep(1200 * time.Millisecond)
+	st, _, err = s.QueueStock(ctx, ev, time.Second, st.Horizon, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if floor := st.ReadAt - time.Second.Microseconds(); st.Horizon < floor || st.Horizon <= began {
+		t.Fatalf("horizon %d, read at %d, transaction since %d: want the window's floor %d", st.Horizon, st.ReadAt, began, floor)
 	}
 }
 
