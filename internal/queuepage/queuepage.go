@@ -150,14 +150,14 @@ type view struct {
 // Handler serves GET /queue/{place_id}/page. It panics if the embedded
 // files do not fit together, which the package's tests catch.
 func Handler(places Places, log *slog.Logger) http.Handler {
-	return handler(places, log, time.Now)
-}
-
-func handler(places Places, log *slog.Logger, now func() time.Time) http.Handler {
 	p, err := builtPage()
 	if err != nil {
 		panic(err)
 	}
+	return handler(p, places, log, time.Now)
+}
+
+func handler(p page, places Places, log *slog.Logger, now func() time.Time) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx := r.Context()
 		status := http.StatusOK
@@ -171,17 +171,20 @@ func handler(places Places, log *slog.Logger, now func() time.Time) http.Handler
 			}
 		}
 		body, err := p.render(v)
-		if err != nil {
-			log.ErrorContext(ctx, "queuepage: render", "err", err)
-			http.Error(w, "internal error", http.StatusInternalServerError)
-			return
-		}
+		// The page names its buyer's place (and may hold a pass): no
+		// copy kept, no referrer sent, whatever is answered.
 		h := w.Header()
-		h.Set("Content-Type", "text/html; charset=utf-8")
-		h.Set("Content-Security-Policy", p.csp)
 		h.Set("Cache-Control", "no-store")
 		h.Set("X-Content-Type-Options", "nosniff")
 		h.Set("Referrer-Policy", "no-referrer")
+		if err != nil {
+			log.ErrorContext(ctx, "queuepage: render", "err", err)
+			h.Del("Retry-After") // the place's error's, not this one's
+			http.Error(w, "internal error", http.StatusInternalServerError)
+			return
+		}
+		h.Set("Content-Type", "text/html; charset=utf-8")
+		h.Set("Content-Security-Policy", p.csp)
 		w.WriteHeader(status)
 		_, _ = w.Write(body)
 	})

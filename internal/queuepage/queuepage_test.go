@@ -42,8 +42,18 @@ func ptr[T any](v T) *T { return &v }
 // get serves the page for f at the fixed clock.
 func get(t *testing.T, f fakePlaces) (*http.Response, string) {
 	t.Helper()
+	p, err := builtPage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return getFrom(t, p, f)
+}
+
+// getFrom is get with page p.
+func getFrom(t *testing.T, p page, f fakePlaces) (*http.Response, string) {
+	t.Helper()
 	r := chi.NewRouter()
-	r.Method(http.MethodGet, "/queue/{place_id}/page", handler(f, slog.New(slog.DiscardHandler), func() time.Time { return at }))
+	r.Method(http.MethodGet, "/queue/{place_id}/page", handler(p, f, slog.New(slog.DiscardHandler), func() time.Time { return at }))
 	rec := httptest.NewRecorder()
 	r.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/queue/"+placeID+"/page", nil))
 	res := rec.Result()
@@ -174,6 +184,37 @@ func TestPageHeadersAndPolicy(t *testing.T) {
 	}
 	if strings.Contains(body, "src=\"http") || strings.Contains(body, "href=\"http") || strings.Contains(body, "//") && strings.Contains(body, "src=\"//") {
 		t.Errorf("the page loads something from elsewhere")
+	}
+}
+
+// A page that fails to render is a plain 500, with the page's own
+// headers still: it names a buyer's place, so no copy is kept of it and
+// no referrer sent from it, and the place's error's Retry-After is not
+// its own.
+func TestAPageThatFailsToRenderKeepsItsHeaders(t *testing.T) {
+	t.Parallel()
+	p, err := buildPage(cssTag+jsTag+"{{.Title.Missing}}", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, f := range map[string]fakePlaces{
+		"a place":       {place: queue.Place{EventID: 7, Status: queue.StatusWaiting, Position: ptr(int64(3))}, event: queued("A", 1)},
+		"a place's 503": {err: sale.ErrUnavailable},
+	} {
+		res, _ := getFrom(t, p, f)
+		if res.StatusCode != http.StatusInternalServerError {
+			t.Errorf("%s: status %d, want 500", name, res.StatusCode)
+		}
+		for k, want := range map[string]string{
+			"Cache-Control":          "no-store",
+			"X-Content-Type-Options": "nosniff",
+			"Referrer-Policy":        "no-referrer",
+			"Retry-After":            "",
+		} {
+			if got := res.Header.Get(k); got != want {
+				t.Errorf("%s: %s = %q, want %q", name, k, got, want)
+			}
+		}
 	}
 }
 
