@@ -149,21 +149,28 @@ func TestPageOfEachStatus(t *testing.T) {
 	}
 }
 
+// checkHeaders reports each header of res that is not as want says ("":
+// absent).
+func checkHeaders(t *testing.T, what string, res *http.Response, want map[string]string) {
+	t.Helper()
+	for k, w := range want {
+		if got := res.Header.Get(k); got != w {
+			t.Errorf("%s: %s = %q, want %q", what, k, got, w)
+		}
+	}
+}
+
 // TestPageHeadersAndPolicy: never cached, no Referer, and a policy whose
 // hashes are those of the inline style and script actually served.
 func TestPageHeadersAndPolicy(t *testing.T) {
 	t.Parallel()
 	res, body := get(t, fakePlaces{place: queue.Place{EventID: 7, Status: queue.StatusWaiting, Position: ptr(int64(3)), PollAfterSeconds: ptr(1)}, event: queued("A", 1)})
-	for k, want := range map[string]string{
+	checkHeaders(t, "the page", res, map[string]string{
 		"Content-Type":           "text/html; charset=utf-8",
 		"Cache-Control":          "no-store",
 		"X-Content-Type-Options": "nosniff",
 		"Referrer-Policy":        "no-referrer",
-	} {
-		if got := res.Header.Get(k); got != want {
-			t.Errorf("%s = %q, want %q", k, got, want)
-		}
-	}
+	})
 	csp := res.Header.Get("Content-Security-Policy")
 	for _, want := range []string{"default-src 'none'", "base-uri 'none'", "form-action 'none'", "frame-ancestors 'none'"} {
 		if !strings.Contains(csp, want) {
@@ -205,16 +212,12 @@ func TestAPageThatFailsToRenderKeepsItsHeaders(t *testing.T) {
 		if res.StatusCode != http.StatusInternalServerError {
 			t.Errorf("%s: status %d, want 500", name, res.StatusCode)
 		}
-		for k, want := range map[string]string{
+		checkHeaders(t, name, res, map[string]string{
 			"Cache-Control":          "no-store",
 			"X-Content-Type-Options": "nosniff",
 			"Referrer-Policy":        "no-referrer",
 			"Retry-After":            "",
-		} {
-			if got := res.Header.Get(k); got != want {
-				t.Errorf("%s: %s = %q, want %q", name, k, got, want)
-			}
-		}
+		})
 	}
 }
 
