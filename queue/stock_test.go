@@ -357,6 +357,25 @@ func TestReturnedTicketsAdmitTheNextPlaces(t *testing.T) {
 	}
 }
 
+// twoTicketsOneAdmitted is an event of 2 tickets whose places reserve 2
+// each, n places joined, and a step that admitted the first alone; with
+// passTTL (seconds, 0 for the event's own), the steps' passes last that
+// long (shorter than an event may have, for tests of lapsing).
+func twoTicketsOneAdmitted(t *testing.T, n int, passTTL sale.Seconds) (*stocked, sale.Event, *queue.Service, []string) {
+	t.Helper()
+	w := newStocked(t)
+	ev := w.event(2, 100000)
+	if passTTL > 0 {
+		ev.Queue.PassTTL = passTTL
+	}
+	svc := w.instance(2)
+	places := joinAll(t, svc, ev.ID, n)
+	if got := ids(step(t, svc, ev)); len(got) != 1 || got[0] != places[0] {
+		t.Fatalf("admitted %v, want the first place alone (2 tickets, a reserve of 2)", got)
+	}
+	return w, ev, svc, places
+}
+
 // A hold whose transaction commits long after it made its booking (a
 // loaded machine, a slow standby) is read by the step after its commit,
 // however long that took: missed, its place would keep its reserve until
@@ -365,13 +384,7 @@ func TestReturnedTicketsAdmitTheNextPlaces(t *testing.T) {
 // 458 places waiting, 20 tickets unsold, for a minute).
 func TestAHoldThatCommitsLateFreesItsReserve(t *testing.T) {
 	t.Parallel()
-	w := newStocked(t)
-	ev := w.event(2, 100000)
-	svc := w.instance(2)
-	places := joinAll(t, svc, ev.ID, 3)
-	if got := ids(step(t, svc, ev)); len(got) != 1 || got[0] != places[0] {
-		t.Fatalf("admitted %v, want the first place alone (2 tickets, a reserve of 2)", got)
-	}
+	w, ev, svc, places := twoTicketsOneAdmitted(t, 3, 0)
 	// The first place books one ticket in a transaction that commits only
 	// after a step has read the stock, and well after it booked.
 	tx := w.holdUncommitted(ev.ID, places[0], 1)
@@ -396,14 +409,7 @@ func TestAHoldThatCommitsLateFreesItsReserve(t *testing.T) {
 // place to tickets the hold then took.
 func TestAPlaceThatLapsesWhileItsHoldCommitsStillReserves(t *testing.T) {
 	t.Parallel()
-	w := newStocked(t)
-	ev := w.event(2, 100000)
-	ev.Queue.PassTTL = 1 // the steps' passes: shorter than an event may have
-	svc := w.instance(2)
-	places := joinAll(t, svc, ev.ID, 3)
-	if got := ids(step(t, svc, ev)); len(got) != 1 || got[0] != places[0] {
-		t.Fatalf("admitted %v, want the first place alone (2 tickets, a reserve of 2)", got)
-	}
+	w, ev, svc, places := twoTicketsOneAdmitted(t, 3, 1)
 	tx := w.holdUncommitted(ev.ID, places[0], 2)
 	// The pass lapses (a step turns the place expired), and well after
 	// that the hold has still not committed.
@@ -431,14 +437,7 @@ func TestAPlaceThatLapsesWhileItsHoldCommitsStillReserves(t *testing.T) {
 // line for as long as the transaction lasted (a review of 89ae36a).
 func TestAnOpenTransactionDoesNotHoldLapsedPlacesForever(t *testing.T) {
 	t.Parallel()
-	w := newStocked(t)
-	ev := w.event(2, 100000)
-	ev.Queue.PassTTL = 1 // the steps' passes, and so the readings' window
-	svc := w.instance(2)
-	places := joinAll(t, svc, ev.ID, 2)
-	if got := ids(step(t, svc, ev)); len(got) != 1 || got[0] != places[0] {
-		t.Fatalf("admitted %v, want the first place alone (2 tickets, a reserve of 2)", got)
-	}
+	w, ev, svc, places := twoTicketsOneAdmitted(t, 2, 1)
 	tx, err := w.db.BeginTxx(context.Background(), nil)
 	if err != nil {
 		t.Fatal(err)
