@@ -165,11 +165,11 @@ func NormalizeEmail(s string) (string, error) {
 	}
 	addr, err := mail.ParseAddress(s)
 	if err != nil || addr.Name != "" || addr.Address != s || strings.ContainsAny(s, " \t\r\n<>()\"") {
-		return "", errNotBare()
+		return "", errNotBare
 	}
 	local, domain, _ := strings.Cut(s, "@")
 	if local == "" || domain == "" || strings.HasPrefix(domain, ".") || strings.HasSuffix(domain, ".") {
-		return "", errNotBare()
+		return "", errNotBare
 	}
 	return s, nil
 }
@@ -206,10 +206,8 @@ func BuyerKey(email string) string {
 }
 
 // errNotBare is NormalizeEmail's refusal of what is not a bare address,
-// made only when it is needed: every hold and join validates an email.
-func errNotBare() error {
-	return problem.Invalidf("user_email must be a bare email address such as a@example.com")
-}
+// made once: every hold and join validates an email.
+var errNotBare = problem.Invalidf("user_email must be a bare email address such as a@example.com")
 
 // fold is Unicode's compatibility caseless match of s (D145), without the
 // default ignorable characters.

@@ -85,9 +85,8 @@ func TestQueueStockHorizon(t *testing.T) {
 	if err := tx.GetContext(ctx, &began, `SELECT (extract(epoch FROM now()) * 1000000)::bigint`); err != nil {
 		t.Fatal(err)
 	}
-	// The horizon is asked at most every 100 ms: past that, so this
-	// reading asks it with the transaction open.
-	time.Sleep(150 * time.Millisecond)
+	// The store's first reading asks the horizon, with the transaction
+	// open.
 	st, _, err := s.QueueStock(ctx, ev, time.Minute, 0, false)
 	if err != nil {
 		t.Fatal(err)

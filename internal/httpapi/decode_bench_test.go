@@ -4,7 +4,7 @@ import "testing"
 
 // BenchmarkDecodeBytes decodes the bodies of the busiest writes: a join of
 // the waiting room and a hold of two items. The key check's walk was most
-// of a join's decoding (BENCHMARKS.md, 2026-12-05).
+// of a join's decoding (BENCHMARKS.md, 2026-12-06).
 func BenchmarkDecodeBytes(b *testing.B) {
 	for _, bc := range []struct{ name, body string }{
 		{"join", `{"user_email":"join-12-3456@example.com"}`},

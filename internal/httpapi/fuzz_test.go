@@ -43,13 +43,13 @@ func FuzzParseID(f *testing.F) {
 }
 
 type keysMap struct {
-	Tags  map[string]inner `json:"tags"`
-	Any   any              `json:"any"`
-	Many  [2]*inner        `json:"many"`
-	Inner `json:",inline"`
+	Tags map[string]inner `json:"tags"`
+	Any  any              `json:"any"`
+	Many [2]*inner        `json:"many"`
+	Inner
 }
 
-// Inner is embedded untagged-by-name above so that its fields are promoted.
+// Inner is embedded in keysMap without a tag, so its fields are promoted.
 type Inner struct {
 	Note string `json:"note"`
 }
